@@ -1,0 +1,101 @@
+//! Applications that run on any [`crate::transport::Transport`], driven by
+//! [`crate::server::Server`]. An application sees bytes in and writes bytes
+//! out; it never touches sockets.
+//!
+//! * [`orders`]: the order-entry gateway (docs/PROTOCOL.md);
+//! * [`echo`]: plain byte echo with half-close;
+//! * [`sockperf`]: echo that understands sockperf's 14-byte header.
+
+pub mod echo;
+pub mod orders;
+pub mod sockperf;
+
+use crate::transport::ConnId;
+
+/// What the server should do with a connection after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep going.
+    Continue,
+    /// Stop reading, send what is queued, then close gracefully.
+    Close,
+    /// Protocol violation: close now, dropping what is queued.
+    Abort,
+}
+
+/// A fixed-capacity output buffer. Applications check [`OutBuf::spare`]
+/// before producing output and stop consuming input when it is short, which
+/// is how backpressure reaches the peer.
+#[derive(Debug)]
+pub struct OutBuf {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl OutBuf {
+    pub fn with_capacity(cap: usize) -> Self {
+        OutBuf {
+            buf: Vec::with_capacity(cap),
+            cap,
+        }
+    }
+    pub fn spare(&self) -> usize {
+        self.cap - self.buf.len()
+    }
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+    /// Append `bytes`; returns false (and appends nothing) if they do not fit.
+    pub fn put(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() > self.spare() {
+            return false;
+        }
+        self.buf.extend_from_slice(bytes);
+        true
+    }
+    /// Overwrite one byte already in the buffer (no-op if out of range).
+    pub fn patch(&mut self, at: usize, byte: u8) {
+        if let Some(b) = self.buf.get_mut(at) {
+            *b = byte;
+        }
+    }
+    /// Drop the first `n` bytes (they were sent).
+    pub fn consume(&mut self, n: usize) {
+        self.buf.drain(..n.min(self.buf.len()));
+    }
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+/// Everything an application implements.
+pub trait App {
+    /// Per-connection state.
+    type Session;
+    fn name(&self) -> &'static str;
+    /// A connection opened. `now` is monotonic ns.
+    fn open(&mut self, conn: ConnId, now: u64) -> Self::Session;
+    /// Consume complete messages from `input`, appending replies to `out`.
+    /// Returns the number of bytes consumed and a verdict. `recv_ts` is the
+    /// wall-clock time the bytes were read; `now` is monotonic ns.
+    fn on_input(
+        &mut self,
+        s: &mut Self::Session,
+        input: &[u8],
+        out: &mut OutBuf,
+        recv_ts: u64,
+        now: u64,
+    ) -> (usize, Verdict);
+    /// The peer sent FIN. Whatever remains unconsumed in the input is passed.
+    fn on_peer_fin(&mut self, s: &mut Self::Session, leftover: &[u8], out: &mut OutBuf) -> Verdict;
+    /// Called periodically (see `Server` tick) for timers.
+    fn on_tick(&mut self, s: &mut Self::Session, out: &mut OutBuf, now: u64) -> Verdict;
+    /// The connection is gone. `reason` says why, for the log.
+    fn on_close(&mut self, s: Self::Session, reason: &str);
+    /// A one-line summary of counters for the end-of-run report.
+    fn summary(&self) -> String;
+}

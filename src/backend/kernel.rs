@@ -1,0 +1,327 @@
+//! The kernel backend: kernel TCP sockets driven by epoll through mio.
+//!
+//! This is the fallback that runs anywhere (a laptop over veth, a host without
+//! AF_XDP). Sockets are non-blocking, TCP_NODELAY is always on, and in spin
+//! mode the loop polls epoll with a zero timeout and asks the kernel to busy
+//! poll the device queue on each socket (SO_BUSY_POLL) when it allows it.
+//!
+//! mio rather than raw rustix epoll: mio is the most widely deployed epoll
+//! wrapper in Rust, handles the edge-triggered details (EPOLLRDHUP, error
+//! readiness) and keeps this module free of `unsafe`; the cost over a raw
+//! `epoll_wait` is one small loop over the event array.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::transport::{ConnId, Event, Transport, TransportStats, WaitMode};
+
+/// Listener tokens count down from the top of the token space so they never
+/// collide with connection ids (slab keys, counted up from zero).
+const LISTENER_TOKEN_TOP: usize = usize::MAX - 1;
+/// How long an active open may take before it fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Configuration of the kernel backend.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelConfig {
+    pub wait: WaitMode,
+    /// SO_BUSY_POLL value in microseconds set on every socket in spin mode.
+    pub busy_poll_us: u32,
+    /// Capacity of the epoll event array.
+    pub events_capacity: usize,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            wait: WaitMode::Block,
+            busy_poll_us: 50,
+            events_capacity: 1024,
+        }
+    }
+}
+
+/// Kernel TCP over epoll.
+pub struct KernelTransport {
+    cfg: KernelConfig,
+    poll: Poll,
+    events: Events,
+    listeners: Vec<TcpListener>,
+    conns: Slab<TcpStream>,
+    pending: Vec<Event>,
+    stats: TransportStats,
+    busy_poll_refused: bool,
+    accept_errors: u64,
+}
+
+impl KernelTransport {
+    pub fn new(cfg: KernelConfig) -> io::Result<Self> {
+        Ok(KernelTransport {
+            cfg,
+            poll: Poll::new()?,
+            events: Events::with_capacity(cfg.events_capacity),
+            listeners: Vec::new(),
+            conns: Slab::with_capacity(1024),
+            pending: Vec::new(),
+            stats: TransportStats::default(),
+            busy_poll_refused: false,
+            accept_errors: 0,
+        })
+    }
+
+    /// Accept errors seen (EMFILE and the like); each is logged once per burst.
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors
+    }
+
+    fn setup_stream(&mut self, mut s: TcpStream) -> io::Result<ConnId> {
+        s.set_nodelay(true)?;
+        if self.cfg.wait == WaitMode::Spin && self.cfg.busy_poll_us > 0 {
+            if let Err(e) = socket2::SockRef::from(&s).set_busy_poll(self.cfg.busy_poll_us) {
+                if !self.busy_poll_refused {
+                    crate::log_warn!(
+                        "kernel backend: SO_BUSY_POLL={} refused: {e}; spinning on epoll only",
+                        self.cfg.busy_poll_us
+                    );
+                    self.busy_poll_refused = true;
+                }
+            }
+        }
+        let entry = self.conns.vacant_entry();
+        let id = entry.key();
+        self.poll.registry().register(
+            &mut s,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(s);
+        Ok(ConnId(id))
+    }
+
+    fn accept_all(&mut self, idx: usize, events: &mut Vec<Event>) {
+        loop {
+            match self.listeners[idx].accept() {
+                Ok((s, _peer)) => match self.setup_stream(s) {
+                    Ok(id) => {
+                        self.stats.accepted += 1;
+                        events.push(Event::Accepted(id));
+                    }
+                    Err(e) => {
+                        self.accept_errors += 1;
+                        crate::log_warn!("kernel backend: cannot set up accepted socket: {e}");
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: leave the rest in the backlog.
+                    self.accept_errors += 1;
+                    crate::log_warn!("kernel backend: accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Transport for KernelTransport {
+    fn name(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
+        let mut l = TcpListener::bind(addr)?;
+        let token = Token(LISTENER_TOKEN_TOP - self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut l, token, Interest::READABLE)?;
+        self.listeners.push(l);
+        Ok(())
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        s.set_nonblocking(true)?;
+        let id = self.setup_stream(TcpStream::from_std(s))?;
+        self.stats.connected += 1;
+        self.pending.push(Event::Connected(id));
+        Ok(id)
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
+        events.clear();
+        events.append(&mut self.pending);
+        let timeout = match self.cfg.wait {
+            WaitMode::Spin => Some(Duration::ZERO),
+            WaitMode::Block if !events.is_empty() => Some(Duration::ZERO),
+            WaitMode::Block => timeout,
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut accept_from = [false; 8];
+        for ev in self.events.iter() {
+            let t = ev.token().0;
+            if t > LISTENER_TOKEN_TOP - self.listeners.len() {
+                let idx = LISTENER_TOKEN_TOP - t;
+                if let Some(slot) = accept_from.get_mut(idx) {
+                    *slot = true;
+                }
+                continue;
+            }
+            let id = ConnId(t);
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                events.push(Event::Readable(id));
+            }
+            if ev.is_writable() || ev.is_write_closed() {
+                events.push(Event::Writable(id));
+            }
+        }
+        for idx in 0..self.listeners.len().min(accept_from.len()) {
+            if accept_from[idx] {
+                self.accept_all(idx, events);
+            }
+        }
+        if events.is_empty() {
+            self.stats.polls_idle += 1;
+        } else {
+            self.stats.polls_useful += 1;
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self
+            .conns
+            .get_mut(conn.0)
+            .ok_or(io::ErrorKind::NotConnected)?;
+        let n = s.read(buf)?;
+        self.stats.bytes_in += n as u64;
+        Ok(n)
+    }
+
+    fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize> {
+        let s = self
+            .conns
+            .get_mut(conn.0)
+            .ok_or(io::ErrorKind::NotConnected)?;
+        let n = s.write(buf)?;
+        self.stats.bytes_out += n as u64;
+        Ok(n)
+    }
+
+    fn shutdown_write(&mut self, conn: ConnId) -> io::Result<()> {
+        let s = self.conns.get(conn.0).ok_or(io::ErrorKind::NotConnected)?;
+        s.shutdown(Shutdown::Write)
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(mut s) = self.conns.try_remove(conn.0) {
+            let _ = self.poll.registry().deregister(&mut s);
+            self.stats.closed += 1;
+        }
+    }
+
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.conns.get(conn.0).and_then(|s| s.peer_addr().ok())
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn pump(t: &mut KernelTransport, until: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut all = Vec::new();
+        let mut evs = Vec::new();
+        while Instant::now() < deadline {
+            t.poll(Some(Duration::from_millis(10)), &mut evs).unwrap();
+            all.extend_from_slice(&evs);
+            if until(&all) {
+                return all;
+            }
+        }
+        panic!("events not seen: {all:?}");
+    }
+
+    #[test]
+    fn accept_read_write_fin_on_loopback() {
+        let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        t.listen(addr).unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let evs = pump(&mut t, |e| {
+            e.iter().any(|e| matches!(e, Event::Accepted(_)))
+        });
+        let Some(Event::Accepted(id)) = evs
+            .iter()
+            .find(|e| matches!(e, Event::Accepted(_)))
+            .copied()
+        else {
+            unreachable!()
+        };
+        assert!(t.peer_addr(id).is_some());
+        client.write_all(b"hello").unwrap();
+        pump(&mut t, |e| e.contains(&Event::Readable(id)));
+        let mut buf = [0u8; 16];
+        let n = loop {
+            match t.recv(id, &mut buf) {
+                Ok(n) => break n,
+                Err(e) if would_block_err(&e) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(t.send(id, b"world").unwrap(), 5);
+        let mut r = [0u8; 5];
+        client.read_exact(&mut r).unwrap();
+        assert_eq!(&r, b"world");
+        client.shutdown(Shutdown::Write).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut evs = Vec::new();
+            t.poll(Some(Duration::from_millis(10)), &mut evs).unwrap();
+            match t.recv(id, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => panic!("unexpected {n} bytes"),
+                Err(e) if would_block_err(&e) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(Instant::now() < deadline, "no FIN seen");
+        }
+        t.close(id);
+        assert_eq!(t.stats().closed, 1);
+        assert!(
+            t.recv(id, &mut buf).is_err(),
+            "closed id must not be usable"
+        );
+    }
+
+    #[test]
+    fn connect_reports_connected() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
+        let id = t.connect(l.local_addr().unwrap()).unwrap();
+        let evs = pump(&mut t, |e| e.contains(&Event::Connected(id)));
+        assert!(evs.contains(&Event::Connected(id)));
+    }
+
+    fn would_block_err(e: &io::Error) -> bool {
+        crate::transport::would_block(e)
+    }
+}

@@ -1,0 +1,21 @@
+//! tailgate: a kernel-bypass TCP stack and order gateway for latency-critical
+//! trading.
+//!
+//! The data path, top to bottom (see docs/ARCHITECTURE.md):
+//!
+//! * [`app`]: the applications (order gateway, echo, sockperf echo);
+//! * [`server`]: the event loop that drives an app over a transport;
+//! * [`transport`]: the socket-level API every backend implements;
+//! * [`backend`]: one module per backend (kernel epoll today);
+//! * [`proto`]: the order-entry wire protocol, codec only;
+//! * [`load`]: the load generator, itself a client of [`transport`].
+
+pub mod app;
+pub mod backend;
+pub mod clock;
+pub mod load;
+pub mod log;
+pub mod proto;
+pub mod runtime;
+pub mod server;
+pub mod transport;

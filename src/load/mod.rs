@@ -1,0 +1,921 @@
+//! `tailgate load`: a load generator that is itself a client of
+//! [`Transport`], so it runs on every backend.
+//!
+//! Two modes:
+//!
+//! * open loop (`--rate`): messages are scheduled at fixed intervals across
+//!   all connections, round robin. Each message carries its *scheduled* send
+//!   time, and latency is measured from that time, so a stall on either side
+//!   shows up in every message it delayed (coordinated-omission correction).
+//! * closed loop (`--pingpong`): one message in flight per connection; the
+//!   next leaves when the reply arrives.
+//!
+//! Every request must get exactly one reply, in order, on its connection.
+//! The report counts what did not: unanswered, rejected, out of sequence,
+//! corrupted (echo). The generator busy-polls the transport (it needs
+//! sub-millisecond scheduling) and stops by itself after `duration` plus a
+//! bounded drain.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::clock;
+use crate::proto::{self, ClientMsg, Code8, Frame, GatewayMsg, NewOrder, OrderKind, Parsed, Side};
+use crate::transport::{would_block, ConnId, Event, Transport};
+
+/// Smallest echo message: u64 sequence + u64 timestamp.
+pub const ECHO_MIN_SIZE: usize = 16;
+/// Largest echo message.
+pub const ECHO_MAX_SIZE: usize = 65536;
+/// Per-connection output backlog beyond which the schedule is counted as overrun.
+const MAX_BACKLOG: usize = 4 << 20;
+/// Histogram upper bound: 60 s in ns.
+const HIST_MAX_NS: u64 = 60_000_000_000;
+
+/// What the generator speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadApp {
+    Orders,
+    Echo,
+}
+
+/// Open or closed loop.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Total messages per second across all connections.
+    Rate(f64),
+    PingPong,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub addr: SocketAddr,
+    pub app: LoadApp,
+    pub conns: usize,
+    pub mode: Mode,
+    pub duration: Duration,
+    /// Echo message size in bytes.
+    pub size: usize,
+    /// How long to wait for outstanding replies after the run.
+    pub drain: Duration,
+    /// Print a progress line every second.
+    pub progress: bool,
+    /// How long to wait for every Logon to be acknowledged.
+    pub logon_timeout: Duration,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub p9999: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub samples: u64,
+}
+
+impl Percentiles {
+    fn from_hist(h: &Histogram<u64>) -> Self {
+        let us = |v: u64| v as f64 / 1000.0;
+        Percentiles {
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            p9999: us(h.value_at_quantile(0.9999)),
+            max: us(h.max()),
+            mean: h.mean() / 1000.0,
+            samples: h.len(),
+        }
+    }
+}
+
+/// The end-of-run report (also the `--json` document).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub backend: String,
+    pub app: LoadApp,
+    pub mode: String,
+    pub conns: usize,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub answered: u64,
+    pub throughput_msgs_per_s: f64,
+    pub rtt_us: Percentiles,
+    pub unanswered: u64,
+    pub rejected: u64,
+    pub out_of_sequence: u64,
+    pub unexpected: u64,
+    pub corrupted: u64,
+    pub disconnected: u64,
+    pub schedule_overruns: u64,
+}
+
+impl Report {
+    /// Problems that make the exit status non-zero.
+    pub fn failures(&self) -> u64 {
+        self.unanswered
+            + self.rejected
+            + self.out_of_sequence
+            + self.unexpected
+            + self.corrupted
+            + self.disconnected
+    }
+
+    /// Human-readable table.
+    pub fn render(&self) -> String {
+        let r = &self.rtt_us;
+        let mut s = String::new();
+        s.push_str(&format!(
+            "backend {}  app {}  mode {}  conns {}  duration {:.1} s\n",
+            self.backend,
+            serde_json::to_string(&self.app)
+                .unwrap_or_default()
+                .trim_matches('"'),
+            self.mode,
+            self.conns,
+            self.duration_s
+        ));
+        s.push_str(&format!(
+            "sent {}  answered {}  throughput {:.0} msg/s\n",
+            self.sent, self.answered, self.throughput_msgs_per_s
+        ));
+        s.push_str("round trip (us)      p50      p90      p99    p99.9   p99.99      max\n");
+        s.push_str(&format!(
+            "                {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
+            r.p50, r.p90, r.p99, r.p999, r.p9999, r.max
+        ));
+        s.push_str(&format!(
+            "unanswered {}  rejected {}  out_of_sequence {}  unexpected {}  corrupted {}  disconnected {}",
+            self.unanswered, self.rejected, self.out_of_sequence, self.unexpected, self.corrupted,
+            self.disconnected
+        ));
+        if self.schedule_overruns > 0 {
+            s.push_str(&format!(
+                "\nwarning: {} messages found their connection's output backlog over {} bytes: \
+                 the target rate exceeds what the path can carry",
+                self.schedule_overruns, MAX_BACKLOG
+            ));
+        }
+        s
+    }
+}
+
+/// What a reply must look like.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Ack or Reject for this cl_ord_id.
+    Order(u64),
+    /// CancelAck or Reject for this cl_ord_id.
+    Cancel(u64),
+    /// Echo chunk with this sequence number.
+    Echo(u64),
+}
+
+struct Client {
+    id: ConnId,
+    connected: bool,
+    logged_on: bool,
+    alive: bool,
+    /// Outbound sequence (orders).
+    seq: u32,
+    /// Next gateway sequence expected (orders).
+    rx_seq: u32,
+    next_cl_ord_id: u64,
+    open_orders: VecDeque<u64>,
+    outstanding: VecDeque<Expect>,
+    tx: Vec<u8>,
+    tx_off: usize,
+    rx: Vec<u8>,
+    rx_len: usize,
+    echo_seq: u64,
+    rng: u64,
+    last_send_ns: u64,
+    readable: bool,
+}
+
+impl Client {
+    fn backlog(&self) -> usize {
+        self.tx.len() - self.tx_off
+    }
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn push_client(&mut self, m: ClientMsg) {
+        let mut b = [0u8; proto::MAX_FRAME_LEN];
+        if let Some(n) = m.encode(self.seq, &mut b) {
+            self.seq = self.seq.wrapping_add(1);
+            self.tx.extend_from_slice(&b[..n]);
+        }
+    }
+}
+
+/// Tallies kept during the run.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    answered: u64,
+    rejected: u64,
+    out_of_sequence: u64,
+    unexpected: u64,
+    corrupted: u64,
+    disconnected: u64,
+    overruns: u64,
+}
+
+/// Fill byte for echo payloads at `i` of message `seq` (checked on return).
+fn echo_fill(seq: u64, i: usize) -> u8 {
+    (seq as u8).wrapping_mul(31).wrapping_add(i as u8)
+}
+
+pub struct LoadGen<T: Transport> {
+    t: T,
+    cfg: LoadConfig,
+    clients: Vec<Client>,
+    /// ConnId -> index in `clients`.
+    by_conn: Vec<usize>,
+    hist: Histogram<u64>,
+    tally: Tally,
+    events: Vec<Event>,
+    symbol: Code8,
+}
+
+impl<T: Transport> LoadGen<T> {
+    pub fn new(t: T, cfg: LoadConfig) -> io::Result<Self> {
+        let hist = Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
+            .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
+        Ok(LoadGen {
+            t,
+            cfg,
+            clients: Vec::new(),
+            by_conn: Vec::new(),
+            hist,
+            tally: Tally::default(),
+            events: Vec::with_capacity(1024),
+            symbol: Code8::new("TGATE").unwrap_or(Code8([b' '; 8])),
+        })
+    }
+
+    fn client_of(&self, id: ConnId) -> Option<usize> {
+        self.by_conn.get(id.0).copied().filter(|&i| i != usize::MAX)
+    }
+
+    fn connect_all(&mut self) -> io::Result<()> {
+        for i in 0..self.cfg.conns {
+            let id = self.t.connect(self.cfg.addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "connection {} of {} to {}: {e}",
+                        i + 1,
+                        self.cfg.conns,
+                        self.cfg.addr
+                    ),
+                )
+            })?;
+            if self.by_conn.len() <= id.0 {
+                self.by_conn.resize(id.0 + 1, usize::MAX);
+            }
+            self.by_conn[id.0] = self.clients.len();
+            let size = self.cfg.size.max(proto::MAX_FRAME_LEN);
+            self.clients.push(Client {
+                id,
+                connected: false,
+                logged_on: self.cfg.app == LoadApp::Echo,
+                alive: true,
+                seq: 1,
+                rx_seq: 1,
+                next_cl_ord_id: 1,
+                open_orders: VecDeque::new(),
+                outstanding: VecDeque::with_capacity(1024),
+                tx: Vec::with_capacity(64 * 1024),
+                tx_off: 0,
+                rx: vec![0u8; (64 * 1024).max(4 * size)],
+                rx_len: 0,
+                echo_seq: 0,
+                rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+                last_send_ns: 0,
+                readable: true,
+            });
+            if self.cfg.app == LoadApp::Orders {
+                let c = self.clients.last_mut().expect("just pushed");
+                let account =
+                    Code8::new(&format!("LG{}", i % 1_000_000)).unwrap_or(Code8(*b"LG      "));
+                c.push_client(ClientMsg::Logon { account });
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue one request on client `ci` with timestamp `ts`.
+    fn queue_request(&mut self, ci: usize, ts: u64) {
+        let app = self.cfg.app;
+        let size = self.cfg.size;
+        let symbol = self.symbol;
+        let c = &mut self.clients[ci];
+        if c.backlog() > MAX_BACKLOG {
+            self.tally.overruns += 1;
+        }
+        match app {
+            LoadApp::Echo => {
+                let seq = c.echo_seq;
+                c.echo_seq += 1;
+                c.tx.extend_from_slice(&seq.to_le_bytes());
+                c.tx.extend_from_slice(&ts.to_le_bytes());
+                for i in ECHO_MIN_SIZE..size {
+                    c.tx.push(echo_fill(seq, i));
+                }
+                c.outstanding.push_back(Expect::Echo(seq));
+            }
+            LoadApp::Orders => {
+                let r = c.next_rand() % 100;
+                let cancel = !c.open_orders.is_empty() && (r >= 60 || c.open_orders.len() >= 1000);
+                if cancel {
+                    let id = c.open_orders.pop_front().unwrap_or(0);
+                    c.push_client(ClientMsg::Cancel {
+                        cl_ord_id: id,
+                        client_ts: ts,
+                    });
+                    c.outstanding.push_back(Expect::Cancel(id));
+                } else {
+                    let id = c.next_cl_ord_id;
+                    c.next_cl_ord_id += 1;
+                    let market = r < 20;
+                    let side = if c.next_rand() & 1 == 0 {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    };
+                    let o = NewOrder {
+                        cl_ord_id: id,
+                        client_ts: ts,
+                        price: if market {
+                            0
+                        } else {
+                            10_000 + (c.next_rand() % 100) as i64
+                        },
+                        qty: 1 + (c.next_rand() % 100) as u32,
+                        side,
+                        kind: if market {
+                            OrderKind::Market
+                        } else {
+                            OrderKind::Limit
+                        },
+                        symbol,
+                    };
+                    if !market {
+                        c.open_orders.push_back(id);
+                    }
+                    c.push_client(ClientMsg::NewOrder(o));
+                    c.outstanding.push_back(Expect::Order(id));
+                }
+            }
+        }
+        c.last_send_ns = ts;
+        self.tally.sent += 1;
+    }
+
+    /// Poll, read, parse replies, flush output. Returns when nothing is ready.
+    fn pump(&mut self, record: bool) -> io::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        self.t.poll(Some(Duration::ZERO), &mut events)?;
+        for ev in &events {
+            match *ev {
+                Event::Connected(id) | Event::Accepted(id) => {
+                    if let Some(ci) = self.client_of(id) {
+                        self.clients[ci].connected = true;
+                    }
+                }
+                Event::Readable(id) => {
+                    if let Some(ci) = self.client_of(id) {
+                        self.clients[ci].readable = true;
+                    }
+                }
+                Event::Writable(_) => {}
+            }
+        }
+        self.events = events;
+        for ci in 0..self.clients.len() {
+            if !self.clients[ci].alive {
+                continue;
+            }
+            self.flush(ci);
+            if self.clients[ci].readable {
+                self.read(ci, record);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ci: usize) {
+        let c = &mut self.clients[ci];
+        while c.backlog() > 0 {
+            match self.t.send(c.id, &c.tx[c.tx_off..]) {
+                Ok(n) => c.tx_off += n,
+                Err(e) if would_block(&e) => break,
+                Err(e) => {
+                    crate::log_warn!("load: {}: send failed: {e}", c.id);
+                    c.alive = false;
+                    self.tally.disconnected += 1;
+                    return;
+                }
+            }
+        }
+        if c.tx_off == c.tx.len() {
+            c.tx.clear();
+            c.tx_off = 0;
+        } else if c.tx_off > 1 << 20 {
+            c.tx.drain(..c.tx_off);
+            c.tx_off = 0;
+        }
+    }
+
+    fn read(&mut self, ci: usize, record: bool) {
+        loop {
+            let c = &mut self.clients[ci];
+            if c.rx_len == c.rx.len() {
+                // Cannot happen with well-formed replies (bounded sizes).
+                self.tally.corrupted += 1;
+                c.rx_len = 0;
+            }
+            match self.t.recv(c.id, &mut c.rx[c.rx_len..]) {
+                Ok(0) => {
+                    if !c.outstanding.is_empty() {
+                        crate::log_warn!(
+                            "load: {}: closed by the gateway with {} replies outstanding",
+                            c.id,
+                            c.outstanding.len()
+                        );
+                        self.tally.disconnected += 1;
+                    }
+                    c.alive = false;
+                    c.readable = false;
+                    return;
+                }
+                Ok(n) => {
+                    c.rx_len += n;
+                    let now = clock::mono_ns();
+                    self.parse(ci, now, record);
+                }
+                Err(e) if would_block(&e) => {
+                    c.readable = false;
+                    return;
+                }
+                Err(e) => {
+                    crate::log_warn!("load: {}: recv failed: {e}", c.id);
+                    c.alive = false;
+                    self.tally.disconnected += 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn parse(&mut self, ci: usize, now: u64, record: bool) {
+        let app = self.cfg.app;
+        let size = self.cfg.size;
+        let mut off = 0;
+        let c = &mut self.clients[ci];
+        loop {
+            let buf = &c.rx[off..c.rx_len];
+            match app {
+                LoadApp::Echo => {
+                    if buf.len() < size {
+                        break;
+                    }
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&buf[0..8]);
+                    let seq = u64::from_le_bytes(a);
+                    a.copy_from_slice(&buf[8..16]);
+                    let ts = u64::from_le_bytes(a);
+                    let intact = (ECHO_MIN_SIZE..size).all(|i| buf[i] == echo_fill(seq, i));
+                    match c.outstanding.pop_front() {
+                        Some(Expect::Echo(s)) if s == seq && intact => {
+                            self.tally.answered += 1;
+                            if record {
+                                self.hist.saturating_record(now.saturating_sub(ts).max(1));
+                            }
+                        }
+                        Some(_) => self.tally.corrupted += 1,
+                        None => self.tally.unexpected += 1,
+                    }
+                    off += size;
+                }
+                LoadApp::Orders => {
+                    let f = match Frame::parse(buf) {
+                        Ok(Parsed::Frame(f)) => f,
+                        Ok(Parsed::Incomplete) => break,
+                        Err(e) => {
+                            crate::log_warn!("load: {}: gateway framing error: {e}", c.id);
+                            self.tally.corrupted += 1;
+                            c.alive = false;
+                            c.rx_len = 0;
+                            return;
+                        }
+                    };
+                    off += f.len();
+                    if f.seq() != c.rx_seq {
+                        self.tally.out_of_sequence += 1;
+                    }
+                    c.rx_seq = f.seq().wrapping_add(1);
+                    let msg = match GatewayMsg::decode(&f) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            crate::log_warn!("load: {}: undecodable gateway message: {e:?}", c.id);
+                            self.tally.corrupted += 1;
+                            continue;
+                        }
+                    };
+                    let (id, ts, rejected) = match msg {
+                        GatewayMsg::LogonAck { .. } => {
+                            c.logged_on = true;
+                            continue;
+                        }
+                        GatewayMsg::Heartbeat => continue,
+                        GatewayMsg::Logout { reason } => {
+                            crate::log_warn!("load: {}: gateway logged us out: {reason:?}", c.id);
+                            continue;
+                        }
+                        GatewayMsg::Ack {
+                            cl_ord_id,
+                            client_ts,
+                            ..
+                        } => (cl_ord_id, client_ts, false),
+                        GatewayMsg::CancelAck {
+                            cl_ord_id,
+                            client_ts,
+                            ..
+                        } => (cl_ord_id, client_ts, false),
+                        GatewayMsg::Reject {
+                            cl_ord_id,
+                            client_ts,
+                            reason,
+                            ref_seq,
+                            ..
+                        } => {
+                            crate::log_warn!(
+                                "load: {}: rejected: {reason} (seq {ref_seq}, order {cl_ord_id})",
+                                c.id
+                            );
+                            (cl_ord_id, client_ts, true)
+                        }
+                    };
+                    let matches = match (c.outstanding.front(), msg) {
+                        (Some(Expect::Order(x)), GatewayMsg::Ack { .. }) => *x == id,
+                        (Some(Expect::Cancel(x)), GatewayMsg::CancelAck { .. }) => *x == id,
+                        (Some(Expect::Order(x) | Expect::Cancel(x)), GatewayMsg::Reject { .. }) => {
+                            *x == id
+                        }
+                        _ => false,
+                    };
+                    if matches {
+                        c.outstanding.pop_front();
+                        self.tally.answered += 1;
+                        if rejected {
+                            self.tally.rejected += 1;
+                        }
+                        if record {
+                            self.hist.saturating_record(now.saturating_sub(ts).max(1));
+                        }
+                    } else {
+                        self.tally.unexpected += 1;
+                    }
+                }
+            }
+        }
+        c.rx.copy_within(off..c.rx_len, 0);
+        c.rx_len -= off;
+    }
+
+    fn outstanding(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| c.alive)
+            .map(|c| c.outstanding.len())
+            .sum()
+    }
+
+    /// Connect, log on, run, drain, report.
+    pub fn run(mut self, stop: &AtomicBool) -> io::Result<Report> {
+        self.connect_all()?;
+        // Wait for connections and logons.
+        let deadline = clock::mono_ns() + self.cfg.logon_timeout.as_nanos() as u64;
+        loop {
+            self.pump(false)?;
+            if self.clients.iter().all(|c| c.connected && c.logged_on) {
+                break;
+            }
+            if let Some(dead) = self.clients.iter().find(|c| !c.alive) {
+                return Err(io::Error::other(format!("{} closed during logon", dead.id)));
+            }
+            if clock::mono_ns() > deadline || stop.load(Ordering::Relaxed) {
+                let n = self
+                    .clients
+                    .iter()
+                    .filter(|c| !(c.connected && c.logged_on))
+                    .count();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{n} of {} connections not logged on after {:?}",
+                        self.cfg.conns, self.cfg.logon_timeout
+                    ),
+                ));
+            }
+        }
+
+        let start = clock::mono_ns();
+        let end = start + self.cfg.duration.as_nanos() as u64;
+        let nclients = self.clients.len();
+        let mut rr = 0usize;
+        let mut next_progress = start + 1_000_000_000;
+        let mut last_progress_answered = 0u64;
+        let interval_ns = match self.cfg.mode {
+            Mode::Rate(r) => (1e9 / r).max(1.0),
+            Mode::PingPong => 0.0,
+        };
+        let mut scheduled = 0u64;
+        if self.cfg.mode == Mode::PingPong {
+            let now = clock::mono_ns();
+            for ci in 0..nclients {
+                self.queue_request(ci, now);
+            }
+        }
+        loop {
+            let now = clock::mono_ns();
+            if now >= end || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match self.cfg.mode {
+                Mode::Rate(_) => {
+                    // Every message whose scheduled time has come, stamped with that time.
+                    loop {
+                        let due = start + (scheduled as f64 * interval_ns) as u64;
+                        if due > now {
+                            break;
+                        }
+                        let mut tries = 0;
+                        while !self.clients[rr].alive && tries < nclients {
+                            rr = (rr + 1) % nclients;
+                            tries += 1;
+                        }
+                        self.queue_request(rr, due);
+                        rr = (rr + 1) % nclients;
+                        scheduled += 1;
+                    }
+                }
+                Mode::PingPong => {
+                    for ci in 0..nclients {
+                        let c = &self.clients[ci];
+                        if c.alive && c.outstanding.is_empty() {
+                            self.queue_request(ci, now);
+                        }
+                    }
+                }
+            }
+            // Client heartbeats keep quiet sessions inside the idle timeout.
+            if self.cfg.app == LoadApp::Orders {
+                for c in self.clients.iter_mut() {
+                    if c.alive && now.saturating_sub(c.last_send_ns) > 1_000_000_000 {
+                        c.push_client(ClientMsg::Heartbeat);
+                        c.last_send_ns = now;
+                    }
+                }
+            }
+            self.pump(true)?;
+            if self.cfg.progress && now >= next_progress {
+                next_progress += 1_000_000_000;
+                let p = self.hist.value_at_quantile(0.99) as f64 / 1000.0;
+                eprintln!(
+                    "load: t={:.0}s sent={} answered={} (+{}/s) outstanding={} p99={:.1}us",
+                    (now - start) as f64 / 1e9,
+                    self.tally.sent,
+                    self.tally.answered,
+                    self.tally.answered - last_progress_answered,
+                    self.outstanding(),
+                    p
+                );
+                last_progress_answered = self.tally.answered;
+            }
+        }
+        let run_ns = clock::mono_ns() - start;
+
+        // Drain: wait a bounded time for every outstanding reply.
+        let drain_end = clock::mono_ns() + self.cfg.drain.as_nanos() as u64;
+        while self.outstanding() > 0 && clock::mono_ns() < drain_end {
+            self.pump(true)?;
+        }
+
+        // Log out politely (orders) and close.
+        if self.cfg.app == LoadApp::Orders {
+            for c in self.clients.iter_mut().filter(|c| c.alive) {
+                c.push_client(ClientMsg::Logout);
+            }
+            for ci in 0..nclients {
+                if self.clients[ci].alive {
+                    self.flush(ci);
+                }
+            }
+        }
+        let unanswered = self.outstanding() as u64
+            + self
+                .clients
+                .iter()
+                .filter(|c| !c.alive)
+                .map(|c| c.outstanding.len() as u64)
+                .sum::<u64>();
+        for c in &self.clients {
+            self.t.close(c.id);
+        }
+
+        let secs = run_ns as f64 / 1e9;
+        Ok(Report {
+            backend: self.t.name().to_string(),
+            app: self.cfg.app,
+            mode: match self.cfg.mode {
+                Mode::Rate(r) => format!("rate {r} msg/s"),
+                Mode::PingPong => "pingpong".to_string(),
+            },
+            conns: self.cfg.conns,
+            duration_s: secs,
+            sent: self.tally.sent,
+            answered: self.tally.answered,
+            throughput_msgs_per_s: if secs > 0.0 {
+                self.tally.answered as f64 / secs
+            } else {
+                0.0
+            },
+            rtt_us: Percentiles::from_hist(&self.hist),
+            unanswered,
+            rejected: self.tally.rejected,
+            out_of_sequence: self.tally.out_of_sequence,
+            unexpected: self.tally.unexpected,
+            corrupted: self.tally.corrupted,
+            disconnected: self.tally.disconnected,
+            schedule_overruns: self.tally.overruns,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::echo::Echo;
+    use crate::app::orders::{Orders, OrdersConfig};
+    use crate::backend::kernel::{KernelConfig, KernelTransport};
+    use crate::server::{Server, ServerConfig};
+    use std::sync::Arc;
+
+    fn free_port() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    fn serve<A: crate::app::App + Send + 'static>(
+        app: A,
+    ) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<A>) {
+        let addr = free_port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let t = KernelTransport::new(KernelConfig::default()).unwrap();
+            let mut s = Server::new(t, app, ServerConfig::default());
+            s.listen(addr).unwrap();
+            tx.send(()).unwrap();
+            s.run(&s2).unwrap();
+            s.app
+        });
+        rx.recv().unwrap();
+        (addr, stop, h)
+    }
+
+    fn cfg(addr: SocketAddr, app: LoadApp, mode: Mode) -> LoadConfig {
+        LoadConfig {
+            addr,
+            app,
+            conns: 4,
+            mode,
+            duration: Duration::from_millis(300),
+            size: 64,
+            drain: Duration::from_secs(2),
+            progress: false,
+            logon_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn orders_rate_mode_every_order_answered() {
+        let (addr, stop, h) = serve(Orders::new(OrdersConfig::default()));
+        let t = KernelTransport::new(KernelConfig::default()).unwrap();
+        let r = LoadGen::new(t, cfg(addr, LoadApp::Orders, Mode::Rate(5000.0)))
+            .unwrap()
+            .run(&AtomicBool::new(false))
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let app = h.join().unwrap();
+        assert!(r.sent > 500, "{}", r.render());
+        assert_eq!(r.answered, r.sent, "{}", r.render());
+        assert_eq!(r.failures(), 0, "{}", r.render());
+        assert_eq!(r.rtt_us.samples, r.sent);
+        // The gateway saw the same orders and cancels the client counted.
+        assert_eq!(
+            app.counters.orders_acked + app.counters.cancels_acked,
+            r.sent
+        );
+        assert_eq!(app.counters.rejects_total(), 0);
+    }
+
+    #[test]
+    fn echo_pingpong_checks_payload() {
+        let (addr, stop, h) = serve(Echo::default());
+        let t = KernelTransport::new(KernelConfig::default()).unwrap();
+        let r = LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong))
+            .unwrap()
+            .run(&AtomicBool::new(false))
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        assert!(r.answered > 100, "{}", r.render());
+        assert_eq!(r.failures(), 0, "{}", r.render());
+    }
+
+    #[test]
+    fn load_counts_a_server_that_corrupts() {
+        /// Echo that flips one byte of every 100th message.
+        struct Bad(u64);
+        impl crate::app::App for Bad {
+            type Session = ();
+            fn name(&self) -> &'static str {
+                "bad"
+            }
+            fn open(&mut self, _: ConnId, _: u64) {}
+            fn on_input(
+                &mut self,
+                _: &mut (),
+                i: &[u8],
+                o: &mut crate::app::OutBuf,
+                _: u64,
+                _: u64,
+            ) -> (usize, crate::app::Verdict) {
+                let n = (i.len() / 64 * 64).min(o.spare() / 64 * 64);
+                for chunk in i[..n].chunks(64) {
+                    self.0 += 1;
+                    let mut c = chunk.to_vec();
+                    if self.0 % 100 == 0 {
+                        c[40] ^= 0xff;
+                    }
+                    o.put(&c);
+                }
+                (n, crate::app::Verdict::Continue)
+            }
+            fn on_peer_fin(
+                &mut self,
+                _: &mut (),
+                _: &[u8],
+                _: &mut crate::app::OutBuf,
+            ) -> crate::app::Verdict {
+                crate::app::Verdict::Close
+            }
+            fn on_tick(
+                &mut self,
+                _: &mut (),
+                _: &mut crate::app::OutBuf,
+                _: u64,
+            ) -> crate::app::Verdict {
+                crate::app::Verdict::Continue
+            }
+            fn on_close(&mut self, _: (), _: &str) {}
+            fn summary(&self) -> String {
+                String::new()
+            }
+        }
+        let (addr, stop, h) = serve(Bad(0));
+        let t = KernelTransport::new(KernelConfig::default()).unwrap();
+        let r = LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong))
+            .unwrap()
+            .run(&AtomicBool::new(false))
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        assert!(r.corrupted > 0, "{}", r.render());
+        assert!(r.failures() > 0);
+    }
+}

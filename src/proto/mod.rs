@@ -1,0 +1,963 @@
+//! The tailgate order-entry protocol (version 1): codec only, no I/O.
+//!
+//! Layout and semantics are specified in `docs/PROTOCOL.md`; this module is
+//! the single implementation of that document. Every frame starts with an
+//! 8-byte header:
+//!
+//! ```text
+//! offset size field
+//!      0    2 len      u16 LE, whole frame including this header
+//!      2    1 version  u8, VERSION
+//!      3    1 type     u8, message type
+//!      4    4 seq      u32 LE, the sender's per-session sequence number
+//! ```
+//!
+//! Parsing is done through checked views in the style of smoltcp's `wire`
+//! module: [`Frame::parse`] only ever looks at the bytes it was given,
+//! never panics on any input, and reports one of two kinds of failure:
+//!
+//! * [`FramingError`]: the length prefix cannot be trusted, so the stream
+//!   cannot be resynchronised; the connection must be closed.
+//! * [`RejectReason`]: the frame is delimited correctly but its content is
+//!   wrong; the gateway answers with a typed `Reject` and carries on.
+//!
+//! Encoding writes into caller-provided buffers and never allocates.
+
+use std::fmt;
+
+/// Protocol version carried in every header.
+pub const VERSION: u8 = 1;
+/// Size of the common header.
+pub const HEADER_LEN: usize = 8;
+/// Largest frame either side may send. Anything longer is a framing error.
+pub const MAX_FRAME_LEN: usize = 64;
+
+/// Byte offsets of every field, named once.
+pub mod field {
+    use std::ops::Range;
+    pub const LEN: Range<usize> = 0..2;
+    pub const VERSION: usize = 2;
+    pub const TYPE: usize = 3;
+    pub const SEQ: Range<usize> = 4..8;
+
+    // Logon (client).
+    pub const LOGON_ACCOUNT: Range<usize> = 8..16;
+    // LogonAck (gateway).
+    pub const LOGON_ACK_HEARTBEAT_MS: Range<usize> = 8..12;
+    pub const LOGON_ACK_IDLE_TIMEOUT_MS: Range<usize> = 12..16;
+    // NewOrder (client).
+    pub const ORDER_CL_ORD_ID: Range<usize> = 8..16;
+    pub const ORDER_CLIENT_TS: Range<usize> = 16..24;
+    pub const ORDER_PRICE: Range<usize> = 24..32;
+    pub const ORDER_QTY: Range<usize> = 32..36;
+    pub const ORDER_SIDE: usize = 36;
+    pub const ORDER_KIND: usize = 37;
+    pub const ORDER_RESERVED: Range<usize> = 38..40;
+    pub const ORDER_SYMBOL: Range<usize> = 40..48;
+    // Cancel (client).
+    pub const CANCEL_CL_ORD_ID: Range<usize> = 8..16;
+    pub const CANCEL_CLIENT_TS: Range<usize> = 16..24;
+    // Logout (both directions).
+    pub const LOGOUT_REASON: usize = 8;
+    pub const LOGOUT_RESERVED: Range<usize> = 9..16;
+    // Ack / CancelAck / Reject (gateway) share their first fields.
+    pub const REPLY_CL_ORD_ID: Range<usize> = 8..16;
+    pub const REPLY_CLIENT_TS: Range<usize> = 16..24;
+    pub const REPLY_GW_RECV_TS: Range<usize> = 24..32;
+    pub const REPLY_GW_SEND_TS: Range<usize> = 32..40;
+    pub const ACK_ORDER_ID: Range<usize> = 40..48;
+    pub const REJECT_REF_SEQ: Range<usize> = 32..36;
+    pub const REJECT_REASON: usize = 36;
+    pub const REJECT_REF_TYPE: usize = 37;
+    pub const REJECT_RESERVED: Range<usize> = 38..40;
+}
+
+/// Message type codes. Client messages are below 0x80, gateway messages above.
+pub mod msg_type {
+    pub const LOGON: u8 = 0x01;
+    pub const HEARTBEAT: u8 = 0x02;
+    pub const NEW_ORDER: u8 = 0x03;
+    pub const CANCEL: u8 = 0x04;
+    pub const LOGOUT: u8 = 0x05;
+
+    pub const LOGON_ACK: u8 = 0x81;
+    pub const GW_HEARTBEAT: u8 = 0x82;
+    pub const ACK: u8 = 0x83;
+    pub const REJECT: u8 = 0x84;
+    pub const CANCEL_ACK: u8 = 0x85;
+    pub const GW_LOGOUT: u8 = 0x86;
+}
+
+/// Exact frame length of every message type (all layouts are fixed).
+pub const fn frame_len(ty: u8) -> Option<usize> {
+    use msg_type::*;
+    match ty {
+        LOGON => Some(16),
+        HEARTBEAT | GW_HEARTBEAT => Some(8),
+        NEW_ORDER => Some(48),
+        CANCEL => Some(24),
+        LOGOUT | GW_LOGOUT => Some(16),
+        LOGON_ACK => Some(16),
+        ACK => Some(48),
+        REJECT => Some(40),
+        CANCEL_ACK => Some(40),
+        _ => None,
+    }
+}
+
+/// The length prefix cannot be trusted: the connection must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// `len` is smaller than the header.
+    TooShort(u16),
+    /// `len` is larger than [`MAX_FRAME_LEN`].
+    TooLong(u16),
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FramingError::TooShort(n) => {
+                write!(
+                    f,
+                    "frame length {n} is shorter than the {HEADER_LEN}-byte header"
+                )
+            }
+            FramingError::TooLong(n) => {
+                write!(f, "frame length {n} exceeds the maximum of {MAX_FRAME_LEN}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FramingError {}
+
+macro_rules! reasons {
+    ($( $(#[$m:meta])* $name:ident = $code:expr, $label:expr; )*) => {
+        /// Why a well-framed message was refused. Carried in `Reject`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum RejectReason { $( $(#[$m])* $name = $code, )* }
+
+        impl RejectReason {
+            /// Every reason, in code order.
+            pub const ALL: &'static [RejectReason] = &[ $( RejectReason::$name, )* ];
+            /// Decode a reason code.
+            pub fn from_u8(v: u8) -> Option<Self> {
+                match v { $( $code => Some(RejectReason::$name), )* _ => None }
+            }
+            /// Stable snake_case label used in logs, metrics and JSON.
+            pub fn label(self) -> &'static str {
+                match self { $( RejectReason::$name => $label, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The type byte names no client message.
+    UnknownType = 1, "unknown_type";
+    /// `len` does not match the fixed layout of the type.
+    BadLength = 2, "bad_length";
+    /// The version byte is not [`VERSION`].
+    BadVersion = 3, "bad_version";
+    /// The sequence number is not the next expected one. Followed by Logout.
+    SeqGap = 4, "seq_gap";
+    /// A message other than Logon before Logon.
+    NotLoggedOn = 5, "not_logged_on";
+    /// A second Logon on the same session.
+    AlreadyLoggedOn = 6, "already_logged_on";
+    /// Side is neither 1 (buy) nor 2 (sell).
+    BadSide = 7, "bad_side";
+    /// Order kind is neither 1 (limit) nor 2 (market).
+    BadOrderKind = 8, "bad_order_kind";
+    /// Quantity is zero.
+    BadQuantity = 9, "bad_quantity";
+    /// Limit price not positive, or market order with a non-zero price.
+    BadPrice = 10, "bad_price";
+    /// Symbol is not upper-case ASCII letters/digits, left-aligned, space padded.
+    BadSymbol = 11, "bad_symbol";
+    /// Cancel of an order that is not open on this session.
+    UnknownOrder = 12, "unknown_order";
+    /// NewOrder reusing the id of an order still open on this session.
+    DuplicateOrderId = 13, "duplicate_order_id";
+    /// The session already has the configured maximum of open orders.
+    TooManyOpenOrders = 14, "too_many_open_orders";
+    /// Account is not printable ASCII, left-aligned, space padded, non-empty.
+    BadAccount = 15, "bad_account";
+    /// A reserved field is not zero.
+    BadReserved = 16, "bad_reserved";
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Why a session ended. Carried in `Logout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LogoutReason {
+    /// The client asked to log out.
+    Normal = 0,
+    /// Sequence gap on the client's stream.
+    SeqGap = 1,
+    /// No message from the client within the idle timeout.
+    IdleTimeout = 2,
+    /// The gateway is shutting down.
+    Shutdown = 3,
+}
+
+impl LogoutReason {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(LogoutReason::Normal),
+            1 => Some(LogoutReason::SeqGap),
+            2 => Some(LogoutReason::IdleTimeout),
+            3 => Some(LogoutReason::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// Order side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Side {
+    Buy = 1,
+    Sell = 2,
+}
+
+/// Order kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OrderKind {
+    Limit = 1,
+    Market = 2,
+}
+
+/// An 8-byte space-padded ASCII identifier (symbol or account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Code8(pub [u8; 8]);
+
+impl Code8 {
+    /// Build from a string of 1..=8 bytes; pads with spaces.
+    pub fn new(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        if b.is_empty() || b.len() > 8 {
+            return None;
+        }
+        let mut out = [b' '; 8];
+        out[..b.len()].copy_from_slice(b);
+        Some(Code8(out))
+    }
+
+    /// Left-aligned, space padded, non-empty, with `ok` holding for every used byte.
+    fn check(&self, ok: impl Fn(u8) -> bool) -> bool {
+        let used = self.0.iter().position(|&c| c == b' ').unwrap_or(8);
+        used > 0
+            && self.0[..used].iter().all(|&c| ok(c))
+            && self.0[used..].iter().all(|&c| c == b' ')
+    }
+
+    fn valid_symbol(&self) -> bool {
+        self.check(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    }
+
+    fn valid_account(&self) -> bool {
+        self.check(|c| c.is_ascii_graphic())
+    }
+
+    /// The used part as text (lossy only for invalid codes, which never pass parsing).
+    pub fn as_str(&self) -> &str {
+        let used = self.0.iter().position(|&c| c == b' ').unwrap_or(8);
+        std::str::from_utf8(&self.0[..used]).unwrap_or("?")
+    }
+}
+
+/// A checked view of one complete frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    buf: &'a [u8],
+}
+
+/// Result of looking for a frame at the start of a buffer.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// More bytes are needed.
+    Incomplete,
+    /// One frame; its length is `frame.len()`.
+    Frame(Frame<'a>),
+}
+
+#[inline]
+fn u16_at(b: &[u8], r: std::ops::Range<usize>) -> u16 {
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[r]);
+    u16::from_le_bytes(a)
+}
+#[inline]
+fn u32_at(b: &[u8], r: std::ops::Range<usize>) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[r]);
+    u32::from_le_bytes(a)
+}
+#[inline]
+fn u64_at(b: &[u8], r: std::ops::Range<usize>) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[r]);
+    u64::from_le_bytes(a)
+}
+#[inline]
+fn code_at(b: &[u8], r: std::ops::Range<usize>) -> Code8 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[r]);
+    Code8(a)
+}
+
+impl<'a> Frame<'a> {
+    /// Find the frame at the start of `buf`. Never reads past `buf`.
+    pub fn parse(buf: &'a [u8]) -> Result<Parsed<'a>, FramingError> {
+        if buf.len() < 2 {
+            return Ok(Parsed::Incomplete);
+        }
+        let len = u16_at(buf, field::LEN);
+        if (len as usize) < HEADER_LEN {
+            return Err(FramingError::TooShort(len));
+        }
+        if len as usize > MAX_FRAME_LEN {
+            return Err(FramingError::TooLong(len));
+        }
+        if buf.len() < len as usize {
+            return Ok(Parsed::Incomplete);
+        }
+        Ok(Parsed::Frame(Frame {
+            buf: &buf[..len as usize],
+        }))
+    }
+
+    /// Whole frame length, header included.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn version(&self) -> u8 {
+        self.buf[field::VERSION]
+    }
+    pub fn msg_type(&self) -> u8 {
+        self.buf[field::TYPE]
+    }
+    pub fn seq(&self) -> u32 {
+        u32_at(self.buf, field::SEQ)
+    }
+    pub fn bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// Check version, type and exact length; the first failure wins.
+    fn check_shape(&self, client_side: bool) -> Result<(), RejectReason> {
+        if self.version() != VERSION {
+            return Err(RejectReason::BadVersion);
+        }
+        let ty = self.msg_type();
+        if (ty < 0x80) != client_side {
+            return Err(RejectReason::UnknownType);
+        }
+        match frame_len(ty) {
+            None => Err(RejectReason::UnknownType),
+            Some(n) if n != self.len() => Err(RejectReason::BadLength),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// A message from client to gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMsg {
+    Logon { account: Code8 },
+    Heartbeat,
+    NewOrder(NewOrder),
+    Cancel { cl_ord_id: u64, client_ts: u64 },
+    Logout,
+}
+
+/// The body of a NewOrder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOrder {
+    pub cl_ord_id: u64,
+    pub client_ts: u64,
+    /// Price in ticks; zero for market orders.
+    pub price: i64,
+    pub qty: u32,
+    pub side: Side,
+    pub kind: OrderKind,
+    pub symbol: Code8,
+}
+
+impl ClientMsg {
+    /// Decode a client frame's content. The sequence number is not checked
+    /// here; that is session state (see `app::orders`).
+    pub fn decode(f: &Frame<'_>) -> Result<ClientMsg, RejectReason> {
+        f.check_shape(true)?;
+        let b = f.buf;
+        Ok(match f.msg_type() {
+            msg_type::LOGON => {
+                let account = code_at(b, field::LOGON_ACCOUNT);
+                if !account.valid_account() {
+                    return Err(RejectReason::BadAccount);
+                }
+                ClientMsg::Logon { account }
+            }
+            msg_type::HEARTBEAT => ClientMsg::Heartbeat,
+            msg_type::NEW_ORDER => {
+                let side = match b[field::ORDER_SIDE] {
+                    1 => Side::Buy,
+                    2 => Side::Sell,
+                    _ => return Err(RejectReason::BadSide),
+                };
+                let kind = match b[field::ORDER_KIND] {
+                    1 => OrderKind::Limit,
+                    2 => OrderKind::Market,
+                    _ => return Err(RejectReason::BadOrderKind),
+                };
+                if u16_at(b, field::ORDER_RESERVED) != 0 {
+                    return Err(RejectReason::BadReserved);
+                }
+                let qty = u32_at(b, field::ORDER_QTY);
+                if qty == 0 {
+                    return Err(RejectReason::BadQuantity);
+                }
+                let price = u64_at(b, field::ORDER_PRICE) as i64;
+                let price_ok = match kind {
+                    OrderKind::Limit => price > 0,
+                    OrderKind::Market => price == 0,
+                };
+                if !price_ok {
+                    return Err(RejectReason::BadPrice);
+                }
+                let symbol = code_at(b, field::ORDER_SYMBOL);
+                if !symbol.valid_symbol() {
+                    return Err(RejectReason::BadSymbol);
+                }
+                ClientMsg::NewOrder(NewOrder {
+                    cl_ord_id: u64_at(b, field::ORDER_CL_ORD_ID),
+                    client_ts: u64_at(b, field::ORDER_CLIENT_TS),
+                    price,
+                    qty,
+                    side,
+                    kind,
+                    symbol,
+                })
+            }
+            msg_type::CANCEL => ClientMsg::Cancel {
+                cl_ord_id: u64_at(b, field::CANCEL_CL_ORD_ID),
+                client_ts: u64_at(b, field::CANCEL_CLIENT_TS),
+            },
+            msg_type::LOGOUT => {
+                if b[field::LOGOUT_RESERVED].iter().any(|&x| x != 0) {
+                    return Err(RejectReason::BadReserved);
+                }
+                ClientMsg::Logout
+            }
+            _ => return Err(RejectReason::UnknownType),
+        })
+    }
+
+    /// Message type code.
+    pub fn msg_type(&self) -> u8 {
+        match self {
+            ClientMsg::Logon { .. } => msg_type::LOGON,
+            ClientMsg::Heartbeat => msg_type::HEARTBEAT,
+            ClientMsg::NewOrder(_) => msg_type::NEW_ORDER,
+            ClientMsg::Cancel { .. } => msg_type::CANCEL,
+            ClientMsg::Logout => msg_type::LOGOUT,
+        }
+    }
+
+    /// Encode into `out`; returns the frame length, or `None` if `out` is too small.
+    pub fn encode(&self, seq: u32, out: &mut [u8]) -> Option<usize> {
+        let ty = self.msg_type();
+        let b = header(out, ty, seq)?;
+        match *self {
+            ClientMsg::Logon { account } => b[field::LOGON_ACCOUNT].copy_from_slice(&account.0),
+            ClientMsg::Heartbeat => {}
+            ClientMsg::NewOrder(o) => {
+                b[field::ORDER_CL_ORD_ID].copy_from_slice(&o.cl_ord_id.to_le_bytes());
+                b[field::ORDER_CLIENT_TS].copy_from_slice(&o.client_ts.to_le_bytes());
+                b[field::ORDER_PRICE].copy_from_slice(&o.price.to_le_bytes());
+                b[field::ORDER_QTY].copy_from_slice(&o.qty.to_le_bytes());
+                b[field::ORDER_SIDE] = o.side as u8;
+                b[field::ORDER_KIND] = o.kind as u8;
+                b[field::ORDER_SYMBOL].copy_from_slice(&o.symbol.0);
+            }
+            ClientMsg::Cancel {
+                cl_ord_id,
+                client_ts,
+            } => {
+                b[field::CANCEL_CL_ORD_ID].copy_from_slice(&cl_ord_id.to_le_bytes());
+                b[field::CANCEL_CLIENT_TS].copy_from_slice(&client_ts.to_le_bytes());
+            }
+            ClientMsg::Logout => b[field::LOGOUT_REASON] = LogoutReason::Normal as u8,
+        }
+        Some(b.len())
+    }
+}
+
+/// Write a zeroed frame of type `ty` with its header; returns the frame slice.
+fn header(out: &mut [u8], ty: u8, seq: u32) -> Option<&mut [u8]> {
+    let len = frame_len(ty)?;
+    let b = out.get_mut(..len)?;
+    b.fill(0);
+    b[field::LEN].copy_from_slice(&(len as u16).to_le_bytes());
+    b[field::VERSION] = VERSION;
+    b[field::TYPE] = ty;
+    b[field::SEQ].copy_from_slice(&seq.to_le_bytes());
+    Some(b)
+}
+
+/// A message from gateway to client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayMsg {
+    LogonAck {
+        heartbeat_ms: u32,
+        idle_timeout_ms: u32,
+    },
+    Heartbeat,
+    Ack {
+        cl_ord_id: u64,
+        client_ts: u64,
+        gw_recv_ts: u64,
+        gw_send_ts: u64,
+        order_id: u64,
+    },
+    Reject {
+        cl_ord_id: u64,
+        client_ts: u64,
+        gw_recv_ts: u64,
+        ref_seq: u32,
+        reason: RejectReason,
+        ref_type: u8,
+    },
+    CancelAck {
+        cl_ord_id: u64,
+        client_ts: u64,
+        gw_recv_ts: u64,
+        gw_send_ts: u64,
+    },
+    Logout {
+        reason: LogoutReason,
+    },
+}
+
+/// Why a gateway frame could not be decoded (client side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayDecodeError {
+    /// Version, type or length wrong.
+    Shape(RejectReason),
+    /// Reject reason code unknown.
+    BadRejectReason(u8),
+    /// Logout reason code unknown.
+    BadLogoutReason(u8),
+}
+
+impl GatewayMsg {
+    pub fn msg_type(&self) -> u8 {
+        match self {
+            GatewayMsg::LogonAck { .. } => msg_type::LOGON_ACK,
+            GatewayMsg::Heartbeat => msg_type::GW_HEARTBEAT,
+            GatewayMsg::Ack { .. } => msg_type::ACK,
+            GatewayMsg::Reject { .. } => msg_type::REJECT,
+            GatewayMsg::CancelAck { .. } => msg_type::CANCEL_ACK,
+            GatewayMsg::Logout { .. } => msg_type::GW_LOGOUT,
+        }
+    }
+
+    /// Decode a gateway frame (used by the load generator and tests).
+    pub fn decode(f: &Frame<'_>) -> Result<GatewayMsg, GatewayDecodeError> {
+        f.check_shape(false).map_err(GatewayDecodeError::Shape)?;
+        let b = f.buf;
+        Ok(match f.msg_type() {
+            msg_type::LOGON_ACK => GatewayMsg::LogonAck {
+                heartbeat_ms: u32_at(b, field::LOGON_ACK_HEARTBEAT_MS),
+                idle_timeout_ms: u32_at(b, field::LOGON_ACK_IDLE_TIMEOUT_MS),
+            },
+            msg_type::GW_HEARTBEAT => GatewayMsg::Heartbeat,
+            msg_type::ACK => GatewayMsg::Ack {
+                cl_ord_id: u64_at(b, field::REPLY_CL_ORD_ID),
+                client_ts: u64_at(b, field::REPLY_CLIENT_TS),
+                gw_recv_ts: u64_at(b, field::REPLY_GW_RECV_TS),
+                gw_send_ts: u64_at(b, field::REPLY_GW_SEND_TS),
+                order_id: u64_at(b, field::ACK_ORDER_ID),
+            },
+            msg_type::REJECT => {
+                let code = b[field::REJECT_REASON];
+                GatewayMsg::Reject {
+                    cl_ord_id: u64_at(b, field::REPLY_CL_ORD_ID),
+                    client_ts: u64_at(b, field::REPLY_CLIENT_TS),
+                    gw_recv_ts: u64_at(b, field::REPLY_GW_RECV_TS),
+                    ref_seq: u32_at(b, field::REJECT_REF_SEQ),
+                    reason: RejectReason::from_u8(code)
+                        .ok_or(GatewayDecodeError::BadRejectReason(code))?,
+                    ref_type: b[field::REJECT_REF_TYPE],
+                }
+            }
+            msg_type::CANCEL_ACK => GatewayMsg::CancelAck {
+                cl_ord_id: u64_at(b, field::REPLY_CL_ORD_ID),
+                client_ts: u64_at(b, field::REPLY_CLIENT_TS),
+                gw_recv_ts: u64_at(b, field::REPLY_GW_RECV_TS),
+                gw_send_ts: u64_at(b, field::REPLY_GW_SEND_TS),
+            },
+            msg_type::GW_LOGOUT => {
+                let code = b[field::LOGOUT_REASON];
+                GatewayMsg::Logout {
+                    reason: LogoutReason::from_u8(code)
+                        .ok_or(GatewayDecodeError::BadLogoutReason(code))?,
+                }
+            }
+            _ => return Err(GatewayDecodeError::Shape(RejectReason::UnknownType)),
+        })
+    }
+
+    /// Encode into `out`; returns the frame length, or `None` if `out` is too small.
+    pub fn encode(&self, seq: u32, out: &mut [u8]) -> Option<usize> {
+        let b = header(out, self.msg_type(), seq)?;
+        match *self {
+            GatewayMsg::LogonAck {
+                heartbeat_ms,
+                idle_timeout_ms,
+            } => {
+                b[field::LOGON_ACK_HEARTBEAT_MS].copy_from_slice(&heartbeat_ms.to_le_bytes());
+                b[field::LOGON_ACK_IDLE_TIMEOUT_MS].copy_from_slice(&idle_timeout_ms.to_le_bytes());
+            }
+            GatewayMsg::Heartbeat => {}
+            GatewayMsg::Ack {
+                cl_ord_id,
+                client_ts,
+                gw_recv_ts,
+                gw_send_ts,
+                order_id,
+            } => {
+                reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
+                b[field::REPLY_GW_SEND_TS].copy_from_slice(&gw_send_ts.to_le_bytes());
+                b[field::ACK_ORDER_ID].copy_from_slice(&order_id.to_le_bytes());
+            }
+            GatewayMsg::Reject {
+                cl_ord_id,
+                client_ts,
+                gw_recv_ts,
+                ref_seq,
+                reason,
+                ref_type,
+            } => {
+                reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
+                b[field::REJECT_REF_SEQ].copy_from_slice(&ref_seq.to_le_bytes());
+                b[field::REJECT_REASON] = reason as u8;
+                b[field::REJECT_REF_TYPE] = ref_type;
+            }
+            GatewayMsg::CancelAck {
+                cl_ord_id,
+                client_ts,
+                gw_recv_ts,
+                gw_send_ts,
+            } => {
+                reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
+                b[field::REPLY_GW_SEND_TS].copy_from_slice(&gw_send_ts.to_le_bytes());
+            }
+            GatewayMsg::Logout { reason } => b[field::LOGOUT_REASON] = reason as u8,
+        }
+        Some(b.len())
+    }
+}
+
+fn reply_fields(b: &mut [u8], cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64) {
+    b[field::REPLY_CL_ORD_ID].copy_from_slice(&cl_ord_id.to_le_bytes());
+    b[field::REPLY_CLIENT_TS].copy_from_slice(&client_ts.to_le_bytes());
+    b[field::REPLY_GW_RECV_TS].copy_from_slice(&gw_recv_ts.to_le_bytes());
+}
+
+/// Best-effort extraction of `(cl_ord_id, client_ts)` from a frame that failed
+/// validation, so that a Reject can still carry them back to the client.
+pub fn reject_refs(f: &Frame<'_>) -> (u64, u64) {
+    let b = f.bytes();
+    match f.msg_type() {
+        msg_type::NEW_ORDER | msg_type::CANCEL if b.len() >= 24 => {
+            (u64_at(b, 8..16), u64_at(b, 16..24))
+        }
+        _ => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn order() -> NewOrder {
+        NewOrder {
+            cl_ord_id: 42,
+            client_ts: 1_700_000_000_123_456_789,
+            price: 10_050,
+            qty: 300,
+            side: Side::Sell,
+            kind: OrderKind::Limit,
+            symbol: Code8::new("ESZ6").unwrap(),
+        }
+    }
+
+    fn client_frame(m: ClientMsg, seq: u32) -> Vec<u8> {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let n = m.encode(seq, &mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    fn decode_client(bytes: &[u8]) -> Result<ClientMsg, RejectReason> {
+        match Frame::parse(bytes).unwrap() {
+            Parsed::Frame(f) => ClientMsg::decode(&f),
+            Parsed::Incomplete => panic!("incomplete"),
+        }
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        let msgs = [
+            ClientMsg::Logon {
+                account: Code8::new("ACC-1").unwrap(),
+            },
+            ClientMsg::Heartbeat,
+            ClientMsg::NewOrder(order()),
+            ClientMsg::NewOrder(NewOrder {
+                kind: OrderKind::Market,
+                price: 0,
+                side: Side::Buy,
+                ..order()
+            }),
+            ClientMsg::Cancel {
+                cl_ord_id: 7,
+                client_ts: 99,
+            },
+            ClientMsg::Logout,
+        ];
+        for (i, m) in msgs.iter().enumerate() {
+            let bytes = client_frame(*m, i as u32 + 1);
+            let Parsed::Frame(f) = Frame::parse(&bytes).unwrap() else {
+                panic!()
+            };
+            assert_eq!(f.seq(), i as u32 + 1);
+            assert_eq!(f.len(), bytes.len());
+            assert_eq!(ClientMsg::decode(&f), Ok(*m));
+        }
+    }
+
+    #[test]
+    fn gateway_messages_round_trip() {
+        let msgs = [
+            GatewayMsg::LogonAck {
+                heartbeat_ms: 1000,
+                idle_timeout_ms: 5000,
+            },
+            GatewayMsg::Heartbeat,
+            GatewayMsg::Ack {
+                cl_ord_id: 1,
+                client_ts: 2,
+                gw_recv_ts: 3,
+                gw_send_ts: 4,
+                order_id: 5,
+            },
+            GatewayMsg::Reject {
+                cl_ord_id: 1,
+                client_ts: 2,
+                gw_recv_ts: 3,
+                ref_seq: 9,
+                reason: RejectReason::BadPrice,
+                ref_type: msg_type::NEW_ORDER,
+            },
+            GatewayMsg::CancelAck {
+                cl_ord_id: 1,
+                client_ts: 2,
+                gw_recv_ts: 3,
+                gw_send_ts: 4,
+            },
+            GatewayMsg::Logout {
+                reason: LogoutReason::IdleTimeout,
+            },
+        ];
+        for m in msgs {
+            let mut buf = [0u8; MAX_FRAME_LEN];
+            let n = m.encode(77, &mut buf).unwrap();
+            let Parsed::Frame(f) = Frame::parse(&buf[..n]).unwrap() else {
+                panic!()
+            };
+            assert_eq!(f.seq(), 77);
+            assert_eq!(GatewayMsg::decode(&f), Ok(m));
+        }
+    }
+
+    #[test]
+    fn encode_into_short_buffer_fails_cleanly() {
+        let mut buf = [0u8; 10];
+        assert_eq!(ClientMsg::NewOrder(order()).encode(1, &mut buf), None);
+    }
+
+    #[test]
+    fn incomplete_and_framing_errors() {
+        let bytes = client_frame(ClientMsg::NewOrder(order()), 1);
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(Frame::parse(&bytes[..cut]), Ok(Parsed::Incomplete)),
+                "cut {cut}"
+            );
+        }
+        assert_eq!(
+            Frame::parse(&[3, 0, 1, 1]).unwrap_err(),
+            FramingError::TooShort(3)
+        );
+        assert_eq!(
+            Frame::parse(&[0xff, 0xff]).unwrap_err(),
+            FramingError::TooLong(0xffff)
+        );
+        assert_eq!(
+            Frame::parse(&[(MAX_FRAME_LEN + 1) as u8, 0]).unwrap_err(),
+            FramingError::TooLong(MAX_FRAME_LEN as u16 + 1)
+        );
+    }
+
+    /// Every reject reason that the codec itself can produce, one case each.
+    /// (SeqGap, NotLoggedOn, AlreadyLoggedOn, UnknownOrder, DuplicateOrderId
+    /// and TooManyOpenOrders are session state: tested in `app::orders`.)
+    #[test]
+    fn codec_reject_reasons() {
+        let good = client_frame(ClientMsg::NewOrder(order()), 1);
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            f(&mut b);
+            decode_client(&b)
+        };
+        assert_eq!(
+            with(&|b| b[field::VERSION] = 2),
+            Err(RejectReason::BadVersion)
+        );
+        assert_eq!(
+            with(&|b| b[field::TYPE] = 0x7f),
+            Err(RejectReason::UnknownType)
+        );
+        assert_eq!(
+            with(&|b| b[field::TYPE] = msg_type::ACK),
+            Err(RejectReason::UnknownType)
+        );
+        assert_eq!(
+            with(&|b| b[field::TYPE] = msg_type::CANCEL),
+            Err(RejectReason::BadLength)
+        );
+        assert_eq!(
+            with(&|b| b[field::ORDER_SIDE] = 3),
+            Err(RejectReason::BadSide)
+        );
+        assert_eq!(
+            with(&|b| b[field::ORDER_KIND] = 0),
+            Err(RejectReason::BadOrderKind)
+        );
+        assert_eq!(
+            with(&|b| b[field::ORDER_QTY].fill(0)),
+            Err(RejectReason::BadQuantity)
+        );
+        assert_eq!(
+            with(&|b| b[field::ORDER_PRICE].fill(0)),
+            Err(RejectReason::BadPrice)
+        );
+        assert_eq!(
+            with(&|b| b[field::ORDER_PRICE].fill(0xff)),
+            Err(RejectReason::BadPrice)
+        );
+        assert_eq!(
+            with(&|b| b[field::ORDER_KIND] = OrderKind::Market as u8),
+            Err(RejectReason::BadPrice),
+            "market order with a price"
+        );
+        assert_eq!(with(&|b| b[40] = b'e'), Err(RejectReason::BadSymbol));
+        assert_eq!(
+            with(&|b| b[field::ORDER_SYMBOL].fill(b' ')),
+            Err(RejectReason::BadSymbol)
+        );
+        assert_eq!(
+            with(&|b| b[47] = b'X'),
+            Err(RejectReason::BadSymbol),
+            "gap inside symbol"
+        );
+        assert_eq!(
+            with(&|b| b[field::ORDER_RESERVED.start] = 1),
+            Err(RejectReason::BadReserved)
+        );
+
+        let logon = client_frame(
+            ClientMsg::Logon {
+                account: Code8::new("A").unwrap(),
+            },
+            1,
+        );
+        let mut bad = logon.clone();
+        bad[field::LOGON_ACCOUNT.start] = 0;
+        assert_eq!(decode_client(&bad), Err(RejectReason::BadAccount));
+        let mut out = client_frame(ClientMsg::Logout, 2);
+        out[field::LOGOUT_RESERVED.start] = 1;
+        assert_eq!(decode_client(&out), Err(RejectReason::BadReserved));
+    }
+
+    #[test]
+    fn reject_reason_codes_are_stable_and_unique() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as u8 as usize, i + 1);
+            assert_eq!(RejectReason::from_u8(*r as u8), Some(*r));
+        }
+        assert_eq!(RejectReason::from_u8(0), None);
+        assert_eq!(RejectReason::from_u8(200), None);
+    }
+
+    #[test]
+    fn reject_refs_recovers_ids() {
+        let b = client_frame(
+            ClientMsg::Cancel {
+                cl_ord_id: 5,
+                client_ts: 6,
+            },
+            1,
+        );
+        let Parsed::Frame(f) = Frame::parse(&b).unwrap() else {
+            panic!()
+        };
+        assert_eq!(reject_refs(&f), (5, 6));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        /// The decoder never panics and never claims more bytes than it was given,
+        /// and walking a random stream frame by frame always terminates.
+        #[test]
+        fn decoder_total_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut rest: &[u8] = &bytes;
+            loop {
+                match Frame::parse(rest) {
+                    Ok(Parsed::Incomplete) | Err(_) => break,
+                    Ok(Parsed::Frame(f)) => {
+                        prop_assert!(f.len() >= HEADER_LEN && f.len() <= rest.len());
+                        let _ = ClientMsg::decode(&f);
+                        let _ = GatewayMsg::decode(&f);
+                        let _ = reject_refs(&f);
+                        rest = &rest[f.len()..];
+                    }
+                }
+            }
+        }
+
+        /// Valid frames with one random byte changed decode to a message or a
+        /// typed reject, never a panic.
+        #[test]
+        fn mutated_valid_frames(idx in 0usize..48, val in any::<u8>()) {
+            let mut b = client_frame(ClientMsg::NewOrder(order()), 3);
+            b[idx] = val;
+            if let Ok(Parsed::Frame(f)) = Frame::parse(&b) {
+                let _ = ClientMsg::decode(&f);
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Process-level runtime pieces: core pinning and clean shutdown on signals.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Pin the calling thread to `core`. Fails with a message naming the flag
+/// if the core does not exist or the kernel refuses.
+pub fn pin_to_core(core: usize) -> Result<(), String> {
+    let ids = core_affinity::get_core_ids().ok_or("--core: cannot read the CPU list")?;
+    let Some(id) = ids.iter().find(|c| c.id == core) else {
+        let avail: Vec<String> = ids.iter().map(|c| c.id.to_string()).collect();
+        return Err(format!(
+            "--core {core}: no such CPU (available: {})",
+            avail.join(",")
+        ));
+    };
+    if core_affinity::set_for_current(*id) {
+        Ok(())
+    } else {
+        Err(format!("--core {core}: sched_setaffinity refused"))
+    }
+}
+
+/// Is `core` listed in /sys/devices/system/cpu/isolated?
+pub fn core_isolated(core: usize) -> bool {
+    std::fs::read_to_string("/sys/devices/system/cpu/isolated")
+        .map(|s| parse_cpu_list(s.trim()).contains(&core))
+        .unwrap_or(false)
+}
+
+/// Parse a kernel CPU list such as `1,3-5`. Bad items are skipped.
+pub fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    v.extend(a..=b.min(a + 4096));
+                }
+            }
+            None => {
+                if let Ok(a) = part.parse() {
+                    v.push(a);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// A flag set by SIGINT or SIGTERM.
+pub fn stop_flag() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())?;
+    Ok(flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("1,3-5"), vec![1, 3, 4, 5]);
+        assert_eq!(parse_cpu_list(""), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("x,2"), vec![2]);
+    }
+
+    #[test]
+    fn pin_rejects_missing_core() {
+        let e = pin_to_core(100_000).unwrap_err();
+        assert!(e.contains("--core 100000"), "{e}");
+    }
+}

@@ -1,0 +1,94 @@
+//! The socket-level API that every backend provides and the applications use.
+//!
+//! What every backend must provide (in the manner of mio's `sys` list):
+//!
+//! * `listen(addr)`: start accepting TCP connections on `addr`.
+//! * `connect(addr)`: start an active open; `Connected` follows (at once for
+//!   backends that connect synchronously).
+//! * `poll(timeout, events)`: make progress and report readiness. Events are
+//!   *hints*: a consumer that sees `Readable` reads until `WouldBlock`; a
+//!   backend may report the same readiness more than once (level-triggered)
+//!   or only on change (edge-triggered), and consumers must handle both.
+//!   `timeout == Some(ZERO)` never blocks (the `--spin` mode).
+//! * `recv(conn, buf)`: `Ok(0)` means the peer sent FIN; `WouldBlock` means
+//!   nothing now; any other error means the connection is dead.
+//! * `send(conn, buf)`: may accept fewer bytes than offered; `WouldBlock` when
+//!   none fit; `Writable` follows when space frees up.
+//! * `shutdown_write(conn)`: send FIN after the queued data.
+//! * `close(conn)`: forget the connection; its id may be reused afterwards.
+//!
+//! Connection ids are small integers, dense and reused, so applications can
+//! index tables with them.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Identifies one connection within one transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub usize);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Readiness reported by [`Transport::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A new inbound connection, already readable/writable as data arrives.
+    Accepted(ConnId),
+    /// An active open completed.
+    Connected(ConnId),
+    /// Data, FIN or an error may be waiting: call `recv` until `WouldBlock`.
+    Readable(ConnId),
+    /// Send space may be available.
+    Writable(ConnId),
+}
+
+/// How the event loop waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitMode {
+    /// Sleep in the kernel until an event or the next timer.
+    Block,
+    /// Never sleep: poll with a zero timeout (busy poll).
+    Spin,
+}
+
+/// Backend-independent counters every transport keeps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TransportStats {
+    pub accepted: u64,
+    pub connected: u64,
+    pub closed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Iterations of `poll` that returned at least one event.
+    pub polls_useful: u64,
+    /// Iterations of `poll` that returned nothing.
+    pub polls_idle: u64,
+}
+
+/// The socket-level API. See the module docs for the contract.
+pub trait Transport {
+    /// Short name of the backend, as used in `--backend` and in reports.
+    fn name(&self) -> &'static str;
+    fn listen(&mut self, addr: SocketAddr) -> io::Result<()>;
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId>;
+    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()>;
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize>;
+    fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize>;
+    fn shutdown_write(&mut self, conn: ConnId) -> io::Result<()>;
+    fn close(&mut self, conn: ConnId);
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
+    fn stats(&self) -> TransportStats;
+}
+
+/// Is this error "try again later" rather than "the connection is gone"?
+pub fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
