@@ -184,10 +184,14 @@ impl Transport for KernelTransport {
                 events.push(Event::Writable(id));
             }
         }
-        for idx in 0..self.listeners.len().min(accept_from.len()) {
-            if accept_from[idx] {
-                self.accept_all(idx, events);
-            }
+        let n = self.listeners.len();
+        for (idx, _) in accept_from
+            .iter()
+            .enumerate()
+            .take(n)
+            .filter(|(_, &hit)| hit)
+        {
+            self.accept_all(idx, events);
         }
         if events.is_empty() {
             self.stats.polls_idle += 1;

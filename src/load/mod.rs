@@ -550,7 +550,12 @@ impl<T: Transport> LoadGen<T> {
                         }
                         GatewayMsg::Heartbeat => continue,
                         GatewayMsg::Logout { reason } => {
-                            crate::log_warn!("load: {}: gateway logged us out: {reason:?}", c.id);
+                            if reason != proto::LogoutReason::Normal {
+                                crate::log_warn!(
+                                    "load: {}: gateway logged us out: {reason:?}",
+                                    c.id
+                                );
+                            }
                             continue;
                         }
                         GatewayMsg::Ack {
@@ -728,10 +733,11 @@ impl<T: Transport> LoadGen<T> {
             for c in self.clients.iter_mut().filter(|c| c.alive) {
                 c.push_client(ClientMsg::Logout);
             }
-            for ci in 0..nclients {
-                if self.clients[ci].alive {
-                    self.flush(ci);
-                }
+            // Wait (bounded) for each session's Logout reply and FIN, so
+            // closing does not reset connections with replies in flight.
+            let logout_end = clock::mono_ns() + 2_000_000_000;
+            while self.clients.iter().any(|c| c.alive) && clock::mono_ns() < logout_end {
+                self.pump(false)?;
             }
         }
         let unanswered = self.outstanding() as u64
