@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Build, bring the veth lab up, run the gateway in namespace tg_gw on the best
+# backend available, drive it from tg_cli with `tailgate load`, and print the
+# latency report. The lab is torn down on exit, Ctrl-C or failure.
+#
+# Environment: DEMO_DURATION [10] seconds, DEMO_RATE [20000] msg/s,
+# DEMO_CONNS [10], DEMO_PORT [7777].
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/deps.sh
+
+DURATION=${DEMO_DURATION:-10}
+RATE=${DEMO_RATE:-20000}
+CONNS=${DEMO_CONNS:-10}
+PORT=${DEMO_PORT:-7777}
+GW_IP=${TG_IP_GW:-198.18.0.1}
+NS_GW=${TG_NS_GW:-tg_gw}
+NS_CLI=${TG_NS_CLI:-tg_cli}
+
+[[ $(id -u) == 0 ]] || { echo "demo.sh: must run as root (network namespaces)" >&2; exit 2; }
+ensure_rust
+ensure_packages "${TG_PACKAGES[@]}"
+
+echo "== building (release)"
+cargo build --release --quiet
+BIN=$PWD/target/release/tailgate
+
+SERVER_PID=
+LOG=$(mktemp)
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  scripts/lab.sh down >/dev/null || true
+  rm -f "$LOG"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== lab"
+scripts/lab.sh up
+
+# Pin the gateway to cpu1 and the load generator to cpu0 when there are two CPUs.
+SERVE_PIN=() LOAD_PIN=()
+if (($(nproc) >= 2)); then SERVE_PIN=(--core 1 --spin) LOAD_PIN=(--core 0); fi
+
+echo "== gateway"
+ip netns exec "$NS_GW" "$BIN" serve --backend auto --ip "$GW_IP" --port "$PORT" --app orders \
+  "${SERVE_PIN[@]}" 2>"$LOG" &
+SERVER_PID=$!
+for _ in $(seq 100); do
+  grep -q "serving " "$LOG" && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOG" >&2; echo "demo.sh: gateway failed to start" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q "serving " "$LOG" || { cat "$LOG" >&2; echo "demo.sh: gateway did not start listening" >&2; exit 1; }
+sed 's/^/  /' "$LOG"
+BACKEND=$(grep -o 'backend=[a-z]*' "$LOG" | head -1 | cut -d= -f2)
+
+echo "== load: $CONNS connections, $RATE orders/s, ${DURATION}s, from $NS_CLI"
+set +e
+ip netns exec "$NS_CLI" "$BIN" load --ip "$GW_IP" --port "$PORT" --app orders --conns "$CONNS" \
+  --rate "$RATE" --duration "$DURATION" "${LOAD_PIN[@]}"
+rc=$?
+set -e
+echo "== gateway backend: $BACKEND"
+kill -TERM "$SERVER_PID" 2>/dev/null || true
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=
+grep -E "stopped|orders:" "$LOG" | sed 's/^/  /' || true
+exit $rc

@@ -1,0 +1,28 @@
+# Sourced by scripts/demo.sh and scripts/test.sh: install missing Debian
+# packages (idempotent, quiet) and check the Rust toolchain.
+
+# Packages every command needs at run time.
+TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps)
+
+ensure_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $(id -u) != 0 ]]; then
+    echo "deps: missing packages ${missing[*]} and not root: install them with apt-get" >&2
+    return 1
+  fi
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
+    export PATH=$HOME/.cargo/bin:$PATH
+  fi
+  command -v cargo >/dev/null || { echo "deps: cargo not found (install a Rust toolchain)" >&2; return 1; }
+}

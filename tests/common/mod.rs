@@ -1,0 +1,305 @@
+//! Fixtures for tests that need root and network namespaces.
+//!
+//! Every fixture has a unique name and cleans up in `Drop`, also when the test
+//! fails. Without root the tests skip with a message, unless
+//! `TAILGATE_REQUIRE_LAB=1` (set by scripts/test.sh), in which case a missing
+//! capability is a failure: CI must not pass by skipping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tailgate");
+pub const GW_IP: &str = "198.18.0.1";
+pub const CLI_IP: &str = "198.18.0.2";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn required() -> bool {
+    std::env::var("TAILGATE_REQUIRE_LAB")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+/// Returns false (and says why) when the lab cannot be built here.
+pub fn lab_available(test: &str) -> bool {
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    let has_ip = Command::new("ip").arg("-V").output().is_ok();
+    let has_ethtool = Command::new("ethtool").arg("--version").output().is_ok();
+    let why = if !is_root {
+        "not root"
+    } else if !has_ip {
+        "iproute2 (ip) not installed"
+    } else if !has_ethtool {
+        "ethtool not installed"
+    } else {
+        return true;
+    };
+    if required() {
+        panic!("{test}: the lab is required (TAILGATE_REQUIRE_LAB=1) but unavailable: {why}");
+    }
+    eprintln!("SKIP {test}: needs root, iproute2 and ethtool for network namespaces ({why})");
+    false
+}
+
+/// Is an external tool present? Required tools fail the test under TAILGATE_REQUIRE_LAB=1.
+pub fn tool_available(test: &str, tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if required() {
+            panic!("{test}: '{tool}' is required (TAILGATE_REQUIRE_LAB=1) but not installed");
+        }
+        eprintln!("SKIP {test}: '{tool}' not installed");
+    }
+    found
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A private lab: two namespaces and a veth pair, removed on drop.
+pub struct Lab {
+    pub ns_gw: String,
+    pub ns_cli: String,
+    pub if_gw: String,
+    pub if_cli: String,
+}
+
+impl Lab {
+    pub fn up(bypass: bool) -> Lab {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let lab = Lab {
+            ns_gw: format!("tgt{tag}g"),
+            ns_cli: format!("tgt{tag}c"),
+            if_gw: format!("tg{tag}g"),
+            if_cli: format!("tg{tag}c"),
+        };
+        let mut cmd = lab.script();
+        cmd.arg("up");
+        if bypass {
+            cmd.arg("--bypass");
+        }
+        let out = cmd.output().expect("run scripts/lab.sh");
+        assert!(
+            out.status.success(),
+            "lab.sh up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    /// Run `lab.sh up` again on an existing lab (idempotence); true on success.
+    pub fn up_named(lab: &Lab, bypass: bool) -> bool {
+        let mut cmd = lab.script();
+        cmd.arg("up");
+        if bypass {
+            cmd.arg("--bypass");
+        }
+        cmd.output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    fn script(&self) -> Command {
+        let mut c = Command::new(root().join("scripts/lab.sh"));
+        c.env("TG_NS_GW", &self.ns_gw)
+            .env("TG_NS_CLI", &self.ns_cli)
+            .env("TG_IF_GW", &self.if_gw)
+            .env("TG_IF_CLI", &self.if_cli)
+            .env("TG_IP_GW", GW_IP)
+            .env("TG_IP_CLI", CLI_IP);
+        c
+    }
+
+    /// A command run inside namespace `ns`.
+    pub fn cmd_in(&self, ns: &str, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, prog]);
+        c
+    }
+
+    /// Start `tailgate serve` in the gateway namespace and wait until it listens.
+    pub fn serve(&self, args: &[&str]) -> Proc {
+        let mut c = self.cmd_in(&self.ns_gw, BIN);
+        c.arg("serve").args(args);
+        Proc::spawn_until(c, "serving ", Duration::from_secs(10))
+    }
+
+    /// Run `tailgate load` in the client namespace to completion.
+    pub fn load(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd_in(&self.ns_cli, BIN);
+        c.arg("load").args(args);
+        run_bounded(c, Duration::from_secs(120))
+    }
+
+    /// Run `f` on a thread that has entered the client namespace, so that
+    /// sockets it creates live there.
+    pub fn in_client_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.ns_cli);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            rustix::thread::move_into_link_name_space(
+                file.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns into the client namespace");
+            f()
+        })
+        .join()
+        .expect("client thread panicked")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self
+            .script()
+            .arg("down")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Run a command with a time limit; kill it (by PID) if it overruns.
+pub fn run_bounded(mut c: Command, limit: Duration) -> Output {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err_t = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("command overran {limit:?}: {c:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap().into_bytes(),
+        stderr: err_t.join().unwrap().into_bytes(),
+    }
+}
+
+/// A background process we started; killed by PID on drop.
+pub struct Proc {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Proc {
+    /// Spawn and wait for a stderr line containing `ready`.
+    pub fn spawn_until(mut c: Command, ready: &str, limit: Duration) -> Proc {
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = Proc {
+            child: Some(child),
+            lines: rx,
+            log: Vec::new(),
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            match p.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => {
+                    let hit = l.contains(ready);
+                    p.log.push(l);
+                    if hit {
+                        return p;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("process exited before '{ready}': {:?}", p.log)
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no '{ready}' within {limit:?}: {:?}",
+                p.log
+            );
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, wait for exit, return every stderr line.
+    pub fn stop(mut self) -> Vec<String> {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.wait();
+        }
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(l);
+        }
+        std::mem::take(&mut self.log)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Find `key=<u64>` in a log line.
+pub fn counter(lines: &[String], key: &str) -> Option<u64> {
+    let pat = format!("{key}=");
+    lines.iter().rev().find_map(|l| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(&pat))
+            .and_then(|v| v.parse().ok())
+    })
+}
