@@ -8,10 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// Used for the gateway's receive/send timestamps in Ack messages.
 #[inline]
 pub fn realtime_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 fn base() -> Instant {

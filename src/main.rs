@@ -149,17 +149,13 @@ struct LoadArgs {
 fn parse_rate(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if !(v.is_finite() && v > 0.0 && v <= 100_000_000.0) {
-        return Err(format!(
-            "'{s}' must be in (0, 100000000] messages per second"
-        ));
+        return Err(format!("'{s}' must be in (0, 100000000] messages per second"));
     }
     Ok(v)
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
         return Err(format!("'{s}' must be in (0, 86400] seconds"));
     }
@@ -203,29 +199,15 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             log_warn!("core {core} is not isolated (isolcpus/nohz_full): expect scheduler noise in the tail");
         }
     }
-    let wait = if a.spin {
-        WaitMode::Spin
-    } else {
-        WaitMode::Block
-    };
-    let kcfg = KernelConfig {
-        wait,
-        busy_poll_us: a.busy_poll_us,
-        ..KernelConfig::default()
-    };
-    let scfg = ServerConfig {
-        rx_buf: a.rx_buf as usize,
-        tx_buf: a.tx_buf as usize,
-        ..ServerConfig::default()
-    };
+    let wait = if a.spin { WaitMode::Spin } else { WaitMode::Block };
+    let kcfg = KernelConfig { wait, busy_poll_us: a.busy_poll_us, ..KernelConfig::default() };
+    let scfg = ServerConfig { rx_buf: a.rx_buf as usize, tx_buf: a.tx_buf as usize, ..ServerConfig::default() };
     debug_assert_eq!(backend, "kernel");
     let t = KernelTransport::new(kcfg).map_err(|e| format!("kernel backend: {e}"))?;
     let what = format!(
         "backend={backend} ({}) core={}",
         if a.spin { "spin" } else { "blocking epoll" },
-        a.core
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "unpinned".into())
+        a.core.map(|c| c.to_string()).unwrap_or_else(|| "unpinned".into())
     );
     match a.app {
         ServeApp::Orders => {
@@ -250,8 +232,7 @@ fn run_server<T: Transport, A: App>(
     what: &str,
     stop: &AtomicBool,
 ) -> Result<ExitCode, String> {
-    s.listen(addr)
-        .map_err(|e| format!("--ip/--port {addr}: cannot listen: {e}"))?;
+    s.listen(addr).map_err(|e| format!("--ip/--port {addr}: cannot listen: {e}"))?;
     log_info!("serving {} on {addr} {what}", s.app.name());
     let r = s.run(stop);
     let st = s.stats;
@@ -295,15 +276,9 @@ fn run_load(a: LoadArgs) -> Result<ExitCode, String> {
         progress: a.duration > Duration::from_secs(2),
         logon_timeout: Duration::from_secs(10),
     };
-    let t = KernelTransport::new(KernelConfig {
-        wait: WaitMode::Spin,
-        busy_poll_us: 0,
-        ..KernelConfig::default()
-    })
-    .map_err(|e| format!("kernel backend: {e}"))?;
-    let report = LoadGen::new(t, cfg)
-        .and_then(|g| g.run(&stop))
-        .map_err(|e| format!("load: {e}"))?;
+    let t = KernelTransport::new(KernelConfig { wait: WaitMode::Spin, busy_poll_us: 0, ..KernelConfig::default() })
+        .map_err(|e| format!("kernel backend: {e}"))?;
+    let report = LoadGen::new(t, cfg).and_then(|g| g.run(&stop)).map_err(|e| format!("load: {e}"))?;
     println!("{}", report.render());
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| format!("--json: {e}"))?;

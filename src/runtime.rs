@@ -9,10 +9,7 @@ pub fn pin_to_core(core: usize) -> Result<(), String> {
     let ids = core_affinity::get_core_ids().ok_or("--core: cannot read the CPU list")?;
     let Some(id) = ids.iter().find(|c| c.id == core) else {
         let avail: Vec<String> = ids.iter().map(|c| c.id.to_string()).collect();
-        return Err(format!(
-            "--core {core}: no such CPU (available: {})",
-            avail.join(",")
-        ));
+        return Err(format!("--core {core}: no such CPU (available: {})", avail.join(",")));
     };
     if core_affinity::set_for_current(*id) {
         Ok(())

@@ -42,11 +42,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            rx_buf: 64 * 1024,
-            tx_buf: 64 * 1024,
-            tick_ns: 10_000_000,
-        }
+        ServerConfig { rx_buf: 64 * 1024, tx_buf: 64 * 1024, tick_ns: 10_000_000 }
     }
 }
 
@@ -134,11 +130,7 @@ impl<T: Transport, A: App> Server<T, A> {
         self.stats.iterations += 1;
         let now = clock::mono_ns();
         let timeout = if self.work.is_empty() {
-            Duration::from_nanos(
-                self.next_tick
-                    .saturating_sub(now)
-                    .clamp(100_000, self.cfg.tick_ns),
-            )
+            Duration::from_nanos(self.next_tick.saturating_sub(now).clamp(100_000, self.cfg.tick_ns))
         } else {
             Duration::ZERO
         };
@@ -303,9 +295,7 @@ impl<T: Transport, A: App> Server<T, A> {
                 self.finish(id, "closed", false);
                 return Step::Gone;
             }
-            c.state = State::Draining {
-                deadline: now + LINGER_NS,
-            };
+            c.state = State::Draining { deadline: now + LINGER_NS };
             progress = true;
         }
 
@@ -322,11 +312,8 @@ impl<T: Transport, A: App> Server<T, A> {
             };
         if want_read {
             let draining = matches!(c.state, State::Draining { .. });
-            let buf = if draining {
-                &mut c.rx[..]
-            } else {
-                &mut c.rx[c.rx_len..]
-            };
+            let buf = if draining { &mut c.rx[..] } else { &mut c.rx[c.rx_len..] };
+            let buf_len = buf.len();
             match self.transport.recv(id, buf) {
                 Ok(0) => {
                     c.peer_fin = true;
@@ -338,6 +325,12 @@ impl<T: Transport, A: App> Server<T, A> {
                     }
                 }
                 Ok(n) => {
+                    // A short read drained the socket: the transport reports
+                    // Readable again when more arrives (see transport docs), so
+                    // skip the recv that would only return WouldBlock.
+                    if n < buf_len {
+                        c.readable = false;
+                    }
                     if !draining {
                         c.rx_len += n;
                     }
@@ -359,9 +352,7 @@ impl<T: Transport, A: App> Server<T, A> {
         };
         if c.state == State::Open && c.rx_len > 0 {
             let recv_ts = clock::realtime_ns();
-            let (used, v) =
-                self.app
-                    .on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, recv_ts, now);
+            let (used, v) = self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, recv_ts, now);
             if used > 0 {
                 c.rx.copy_within(used..c.rx_len, 0);
                 c.rx_len -= used;
@@ -391,9 +382,7 @@ impl<T: Transport, A: App> Server<T, A> {
             return Step::Gone;
         };
         if c.peer_fin && c.state == State::Open {
-            let v = self
-                .app
-                .on_peer_fin(&mut c.session, &c.rx[..c.rx_len], &mut c.tx);
+            let v = self.app.on_peer_fin(&mut c.session, &c.rx[..c.rx_len], &mut c.tx);
             if v == Verdict::Abort {
                 self.finish(id, "peer closed", true);
                 return Step::Gone;
@@ -433,11 +422,7 @@ mod tests {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
             let t = KernelTransport::new(KernelConfig::default()).unwrap();
-            let cfg = ServerConfig {
-                rx_buf: 1024,
-                tx_buf: 1024,
-                ..Default::default()
-            };
+            let cfg = ServerConfig { rx_buf: 1024, tx_buf: 1024, ..Default::default() };
             let mut s = Server::new(t, Echo::default(), cfg);
             s.listen(addr).unwrap();
             ready_tx.send(()).unwrap();

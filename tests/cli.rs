@@ -53,127 +53,24 @@ fn help_documents_every_flag() {
 #[test]
 fn bad_flags_name_the_flag_and_the_value() {
     let cases: &[(&[&str], &[&str])] = &[
-        (
-            &["serve", "--ip", "1.2.3.999", "--port", "1"],
-            &["--ip", "1.2.3.999"],
-        ),
-        (
-            &["serve", "--ip", "127.0.0.1", "--port", "0"],
-            &["--port", "0"],
-        ),
-        (
-            &["serve", "--ip", "127.0.0.1", "--port", "7", "--app", "fix"],
-            &["--app", "fix"],
-        ),
-        (
-            &[
-                "serve",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7",
-                "--backend",
-                "dpdk",
-            ],
-            &["--backend", "dpdk"],
-        ),
-        (
-            &[
-                "serve",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7",
-                "--core",
-                "99999",
-            ],
-            &["--core 99999"],
-        ),
-        (
-            &["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "-5"],
-            &["--rate", "-5"],
-        ),
-        (
-            &[
-                "load",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7",
-                "--rate",
-                "5",
-                "--duration",
-                "abc",
-            ],
-            &["--duration", "abc"],
-        ),
-        (
-            &[
-                "load",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7",
-                "--pingpong",
-                "--conns",
-                "0",
-            ],
-            &["--conns", "0"],
-        ),
-        (
-            &[
-                "load",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7",
-                "--pingpong",
-                "--size",
-                "8",
-                "--app",
-                "echo",
-            ],
-            &["--size", "8"],
-        ),
-        (
-            &[
-                "load",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7",
-                "--pingpong",
-                "--size",
-                "64",
-            ],
-            &["--size", "echo only"],
-        ),
-        (
-            &["load", "--ip", "127.0.0.1", "--port", "7"],
-            &["--rate", "--pingpong"],
-        ),
-        (
-            &[
-                "load",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7",
-                "--rate",
-                "5",
-                "--pingpong",
-            ],
-            &["--rate", "--pingpong"],
-        ),
+        (&["serve", "--ip", "1.2.3.999", "--port", "1"], &["--ip", "1.2.3.999"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "0"], &["--port", "0"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--app", "fix"], &["--app", "fix"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "dpdk"], &["--backend", "dpdk"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--core", "99999"], &["--core 99999"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "-5"], &["--rate", "-5"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "5", "--duration", "abc"], &["--duration", "abc"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--conns", "0"], &["--conns", "0"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--size", "8", "--app", "echo"], &["--size", "8"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--size", "64"], &["--size", "echo only"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7"], &["--rate", "--pingpong"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "5", "--pingpong"], &["--rate", "--pingpong"]),
     ];
     for (args, needles) in cases {
         let (code, text) = run(args);
         assert_ne!(code, 0, "{args:?} succeeded: {text}");
         for n in *needles {
-            assert!(
-                text.contains(n),
-                "{args:?}: error does not mention '{n}': {text}"
-            );
+            assert!(text.contains(n), "{args:?}: error does not mention '{n}': {text}");
         }
     }
 }
@@ -184,16 +81,7 @@ fn load_against_nothing_fails_with_the_address() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port().to_string();
     drop(l);
-    let (code, text) = run(&[
-        "load",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--pingpong",
-        "--duration",
-        "0.2",
-    ]);
+    let (code, text) = run(&["load", "--ip", "127.0.0.1", "--port", &port, "--pingpong", "--duration", "0.2"]);
     assert_eq!(code, 1);
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
 }

@@ -25,16 +25,7 @@ fn json(out: &std::process::Output, path: &std::path::Path) -> serde_json::Value
 
 fn orders_over(conns: usize) {
     let lab = Lab::up(false);
-    let srv = lab.serve(&[
-        "--backend",
-        "kernel",
-        "--ip",
-        GW_IP,
-        "--port",
-        PORT,
-        "--app",
-        "orders",
-    ]);
+    let srv = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", PORT, "--app", "orders"]);
     let dir = std::env::temp_dir().join(format!("tg-orders-{}-{conns}", std::process::id()));
     let report = dir.with_extension("json");
     let n = conns.to_string();
@@ -57,22 +48,11 @@ fn orders_over(conns: usize) {
     let r = json(&out, &report);
     let _ = std::fs::remove_file(&report);
     let log = srv.stop();
-    assert!(
-        out.status.success(),
-        "load failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stdout));
     let sent = r["sent"].as_u64().unwrap();
     assert!(sent >= 4000, "sent only {sent}");
     assert_eq!(r["answered"].as_u64(), Some(sent), "every order answered");
-    for k in [
-        "unanswered",
-        "rejected",
-        "out_of_sequence",
-        "unexpected",
-        "corrupted",
-        "disconnected",
-    ] {
+    for k in ["unanswered", "rejected", "out_of_sequence", "unexpected", "corrupted", "disconnected"] {
         assert_eq!(r[k].as_u64(), Some(0), "{k} in {r}");
     }
     assert_eq!(r["conns"].as_u64(), Some(conns as u64));
@@ -105,16 +85,7 @@ fn echo_16_mib_with_hash_and_half_close() {
         return;
     }
     let lab = Lab::up(false);
-    let srv = lab.serve(&[
-        "--backend",
-        "kernel",
-        "--ip",
-        GW_IP,
-        "--port",
-        PORT,
-        "--app",
-        "echo",
-    ]);
+    let srv = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", PORT, "--app", "echo"]);
     let (sent_hash, got_hash, got_len) = lab.in_client_ns(|| {
         let mut s = TcpStream::connect((GW_IP, 7777)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -158,41 +129,22 @@ fn echo_16_mib_with_hash_and_half_close() {
 
 #[test]
 fn sockperf_client_measures_tailgate() {
-    if !lab_available("sockperf_client_measures_tailgate")
-        || !tool_available("sockperf", "sockperf")
-    {
+    if !lab_available("sockperf_client_measures_tailgate") || !tool_available("sockperf", "sockperf") {
         return;
     }
     let lab = Lab::up(false);
-    let srv = lab.serve(&[
-        "--backend",
-        "kernel",
-        "--ip",
-        GW_IP,
-        "--port",
-        PORT,
-        "--app",
-        "sockperf",
-    ]);
+    let srv = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", PORT, "--app", "sockperf"]);
     let mut c = lab.cmd_in(&lab.ns_cli, "sockperf");
     c.args(["ping-pong", "--tcp", "-i", GW_IP, "-p", PORT, "-t", "2"]);
     let out = run_bounded(c, Duration::from_secs(30));
     let log = srv.stop();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sockperf failed: {text}");
     assert!(text.contains("Summary: Latency is"), "{text}");
     let obs: u64 = text
         .lines()
         .filter(|l| l.contains(" observations"))
-        .find_map(|l| {
-            l.split("Total ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
+        .find_map(|l| l.split("Total ").nth(1)?.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no observation count in: {text}"));
     assert!(obs > 100, "{obs} observations");
     assert!(text.contains("percentile 99.900"), "{text}");
@@ -214,12 +166,7 @@ impl OrderClient {
         let s = TcpStream::connect((GW_IP, 7777)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.set_nodelay(true).unwrap();
-        OrderClient {
-            s,
-            seq: 1,
-            rx_seq: 1,
-            buf: Vec::new(),
-        }
+        OrderClient { s, seq: 1, rx_seq: 1, buf: Vec::new() }
     }
     fn send(&mut self, m: ClientMsg) {
         let mut b = [0u8; 64];
@@ -276,21 +223,10 @@ fn garbage_closes_one_connection_and_not_its_neighbour() {
         return;
     }
     let lab = Lab::up(false);
-    let srv = lab.serve(&[
-        "--backend",
-        "kernel",
-        "--ip",
-        GW_IP,
-        "--port",
-        PORT,
-        "--app",
-        "orders",
-    ]);
+    let srv = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", PORT, "--app", "orders"]);
     let (framing_closed, random_closed) = lab.in_client_ns(|| {
         let mut good = OrderClient::connect();
-        good.send(ClientMsg::Logon {
-            account: Code8::new("GOOD").unwrap(),
-        });
+        good.send(ClientMsg::Logon { account: Code8::new("GOOD").unwrap() });
         assert!(matches!(good.recv(), GatewayMsg::LogonAck { .. }));
         good.order(1);
         assert!(matches!(good.recv(), GatewayMsg::Ack { cl_ord_id: 1, .. }));
@@ -318,11 +254,7 @@ fn garbage_closes_one_connection_and_not_its_neighbour() {
         }
         for id in 2..=200 {
             match good.recv() {
-                GatewayMsg::Ack {
-                    cl_ord_id,
-                    client_ts,
-                    ..
-                } => {
+                GatewayMsg::Ack { cl_ord_id, client_ts, .. } => {
                     assert_eq!((cl_ord_id, client_ts), (id, id));
                 }
                 other => panic!("expected Ack for {id}, got {other:?}"),
@@ -337,10 +269,7 @@ fn garbage_closes_one_connection_and_not_its_neighbour() {
     assert!(random_closed, "the random-bytes connection was not closed");
     assert!(counter(&log, "framing_errors").unwrap() >= 1, "{log:?}");
     assert_eq!(counter(&log, "orders_acked"), Some(200));
-    assert!(
-        log.iter().any(|l| l.contains("framing error")),
-        "no logged reason: {log:?}"
-    );
+    assert!(log.iter().any(|l| l.contains("framing error")), "no logged reason: {log:?}");
 }
 
 #[test]
@@ -352,10 +281,7 @@ fn lab_script_refuses_addresses_outside_the_benchmark_range() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("TG_IP_GW=10.1.2.3") && err.contains("198.18.0.0/15"),
-        "{err}"
-    );
+    assert!(err.contains("TG_IP_GW=10.1.2.3") && err.contains("198.18.0.0/15"), "{err}");
 }
 
 #[test]
@@ -371,35 +297,19 @@ fn lab_up_is_idempotent_and_down_removes_everything() {
         .args(["-n", &lab.ns_gw, "-4", "addr", "show", "dev", &lab.if_gw])
         .output()
         .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&addrs.stdout).contains("inet "),
-        "bypass left an IPv4 address"
-    );
+    assert!(!String::from_utf8_lossy(&addrs.stdout).contains("inet "), "bypass left an IPv4 address");
     let k = std::process::Command::new("ip")
         .args(["netns", "exec", &lab.ns_gw, "ethtool", "-k", &lab.if_gw])
         .output()
         .unwrap();
     let k = String::from_utf8_lossy(&k.stdout);
-    for f in [
-        "tx-checksumming",
-        "tcp-segmentation-offload",
-        "generic-segmentation-offload",
-        "generic-receive-offload",
-    ] {
-        let line = k
-            .lines()
-            .find(|l| l.starts_with(f))
-            .unwrap_or_else(|| panic!("{f} missing: {k}"));
+    for f in ["tx-checksumming", "tcp-segmentation-offload", "generic-segmentation-offload", "generic-receive-offload"]
+    {
+        let line = k.lines().find(|l| l.starts_with(f)).unwrap_or_else(|| panic!("{f} missing: {k}"));
         assert!(line.contains(": off"), "{line}");
     }
     let ns_gw = lab.ns_gw.clone();
     drop(lab);
-    let list = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&list.stdout).contains(&ns_gw),
-        "namespace left behind"
-    );
+    let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&ns_gw), "namespace left behind");
 }

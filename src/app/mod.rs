@@ -34,10 +34,7 @@ pub struct OutBuf {
 
 impl OutBuf {
     pub fn with_capacity(cap: usize) -> Self {
-        OutBuf {
-            buf: Vec::with_capacity(cap),
-            cap,
-        }
+        OutBuf { buf: Vec::with_capacity(cap), cap }
     }
     pub fn spare(&self) -> usize {
         self.cap - self.buf.len()

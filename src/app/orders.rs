@@ -8,9 +8,7 @@
 use std::collections::HashSet;
 
 use super::{App, OutBuf, Verdict};
-use crate::proto::{
-    self, reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, OrderKind, Parsed, RejectReason,
-};
+use crate::proto::{self, reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, OrderKind, Parsed, RejectReason};
 use crate::transport::ConnId;
 
 /// Worst-case reply bytes for one inbound message (Reject + Logout).
@@ -29,11 +27,7 @@ pub struct OrdersConfig {
 
 impl Default for OrdersConfig {
     fn default() -> Self {
-        OrdersConfig {
-            heartbeat_ms: 1000,
-            idle_timeout_ms: 5000,
-            max_open_orders: 10_000,
-        }
+        OrdersConfig { heartbeat_ms: 1000, idle_timeout_ms: 5000, max_open_orders: 10_000 }
     }
 }
 
@@ -89,11 +83,7 @@ pub struct Orders {
 
 impl Orders {
     pub fn new(cfg: OrdersConfig) -> Self {
-        Orders {
-            cfg,
-            next_order_id: 1,
-            counters: OrdersCounters::default(),
-        }
+        Orders { cfg, next_order_id: 1, counters: OrdersCounters::default() }
     }
 
     fn emit(&mut self, s: &mut Session, out: &mut OutBuf, msg: GatewayMsg, now: u64) {
@@ -131,14 +121,7 @@ impl Orders {
     }
 
     /// Handle one well-framed message.
-    fn handle(
-        &mut self,
-        s: &mut Session,
-        f: &Frame<'_>,
-        out: &mut OutBuf,
-        recv_ts: u64,
-        now: u64,
-    ) -> Verdict {
+    fn handle(&mut self, s: &mut Session, f: &Frame<'_>, out: &mut OutBuf, recv_ts: u64, now: u64) -> Verdict {
         self.counters.messages_in += 1;
         s.last_rx = now;
         if f.seq() != s.expect_seq {
@@ -150,14 +133,7 @@ impl Orders {
                 f.seq()
             );
             self.reject(s, out, f, RejectReason::SeqGap, recv_ts, now);
-            self.emit(
-                s,
-                out,
-                GatewayMsg::Logout {
-                    reason: LogoutReason::SeqGap,
-                },
-                now,
-            );
+            self.emit(s, out, GatewayMsg::Logout { reason: LogoutReason::SeqGap }, now);
             return Verdict::Close;
         }
         s.expect_seq = s.expect_seq.wrapping_add(1);
@@ -210,10 +186,7 @@ impl Orders {
                     self.emit(s, out, ack, now);
                 }
             }
-            ClientMsg::Cancel {
-                cl_ord_id,
-                client_ts,
-            } => {
+            ClientMsg::Cancel { cl_ord_id, client_ts } => {
                 if s.open.remove(&cl_ord_id) {
                     self.counters.cancels_acked += 1;
                     let ack = GatewayMsg::CancelAck {
@@ -228,14 +201,7 @@ impl Orders {
                 }
             }
             ClientMsg::Logout => {
-                self.emit(
-                    s,
-                    out,
-                    GatewayMsg::Logout {
-                        reason: LogoutReason::Normal,
-                    },
-                    now,
-                );
+                self.emit(s, out, GatewayMsg::Logout { reason: LogoutReason::Normal }, now);
                 return Verdict::Close;
             }
         }
@@ -300,26 +266,13 @@ impl App for Orders {
         let ms = 1_000_000u64;
         if now.saturating_sub(s.last_rx) >= self.cfg.idle_timeout_ms as u64 * ms {
             self.counters.idle_timeouts += 1;
-            crate::log_info!(
-                "orders: {}: idle for {} ms: logging out",
-                s.conn,
-                self.cfg.idle_timeout_ms
-            );
+            crate::log_info!("orders: {}: idle for {} ms: logging out", s.conn, self.cfg.idle_timeout_ms);
             if out.spare() >= MAX_REPLY {
-                self.emit(
-                    s,
-                    out,
-                    GatewayMsg::Logout {
-                        reason: LogoutReason::IdleTimeout,
-                    },
-                    now,
-                );
+                self.emit(s, out, GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }, now);
             }
             return Verdict::Close;
         }
-        if s.logged_on
-            && now.saturating_sub(s.last_tx) >= self.cfg.heartbeat_ms as u64 * ms
-            && out.spare() >= MAX_REPLY
+        if s.logged_on && now.saturating_sub(s.last_tx) >= self.cfg.heartbeat_ms as u64 * ms && out.spare() >= MAX_REPLY
         {
             self.counters.heartbeats_out += 1;
             self.emit(s, out, GatewayMsg::Heartbeat, now);
@@ -372,13 +325,7 @@ mod tests {
         fn new(cfg: OrdersConfig) -> Self {
             let mut app = Orders::new(cfg);
             let s = app.open(ConnId(0), 0);
-            Client {
-                seq: 1,
-                app,
-                s,
-                out: OutBuf::with_capacity(4096),
-                rx_seq: 1,
-            }
+            Client { seq: 1, app, s, out: OutBuf::with_capacity(4096), rx_seq: 1 }
         }
         fn send_raw(&mut self, bytes: &[u8]) -> (usize, Verdict) {
             self.app.on_input(&mut self.s, bytes, &mut self.out, 11, 0)
@@ -407,12 +354,7 @@ mod tests {
             v
         }
         fn logon(&mut self) {
-            assert_eq!(
-                self.send(ClientMsg::Logon {
-                    account: Code8::new("T1").unwrap()
-                }),
-                Verdict::Continue
-            );
+            assert_eq!(self.send(ClientMsg::Logon { account: Code8::new("T1").unwrap() }), Verdict::Continue);
             assert!(matches!(self.replies()[..], [GatewayMsg::LogonAck { .. }]));
         }
     }
@@ -442,45 +384,24 @@ mod tests {
         c.logon();
         c.send(limit(5));
         match c.replies()[..] {
-            [GatewayMsg::Ack {
-                cl_ord_id: 5,
-                client_ts: 1005,
-                gw_recv_ts: 11,
-                gw_send_ts,
-                order_id: 1,
-            }] => {
+            [GatewayMsg::Ack { cl_ord_id: 5, client_ts: 1005, gw_recv_ts: 11, gw_send_ts, order_id: 1 }] => {
                 assert!(gw_send_ts > 0)
             }
             ref other => panic!("{other:?}"),
         }
-        c.send(ClientMsg::Cancel {
-            cl_ord_id: 5,
-            client_ts: 77,
-        });
-        assert!(matches!(
-            c.replies()[..],
-            [GatewayMsg::CancelAck {
-                cl_ord_id: 5,
-                client_ts: 77,
-                ..
-            }]
-        ));
+        c.send(ClientMsg::Cancel { cl_ord_id: 5, client_ts: 77 });
+        assert!(matches!(c.replies()[..], [GatewayMsg::CancelAck { cl_ord_id: 5, client_ts: 77, .. }]));
         assert_eq!(c.app.counters.orders_acked, 1);
         assert_eq!(c.app.counters.cancels_acked, 1);
     }
 
     #[test]
     fn session_reject_reasons() {
-        let mut c = Client::new(OrdersConfig {
-            max_open_orders: 1,
-            ..Default::default()
-        });
+        let mut c = Client::new(OrdersConfig { max_open_orders: 1, ..Default::default() });
         c.send(limit(1));
         assert_eq!(reason_of(&c.replies()[0]), RejectReason::NotLoggedOn);
         c.logon();
-        c.send(ClientMsg::Logon {
-            account: Code8::new("T1").unwrap(),
-        });
+        c.send(ClientMsg::Logon { account: Code8::new("T1").unwrap() });
         assert_eq!(reason_of(&c.replies()[0]), RejectReason::AlreadyLoggedOn);
         c.send(limit(1));
         assert!(matches!(c.replies()[0], GatewayMsg::Ack { .. }));
@@ -488,25 +409,12 @@ mod tests {
         assert_eq!(reason_of(&c.replies()[0]), RejectReason::DuplicateOrderId);
         c.send(limit(2));
         assert_eq!(reason_of(&c.replies()[0]), RejectReason::TooManyOpenOrders);
-        c.send(ClientMsg::Cancel {
-            cl_ord_id: 9,
-            client_ts: 0,
-        });
+        c.send(ClientMsg::Cancel { cl_ord_id: 9, client_ts: 0 });
         let r = c.replies();
         assert_eq!(reason_of(&r[0]), RejectReason::UnknownOrder);
-        assert!(matches!(
-            r[0],
-            GatewayMsg::Reject {
-                cl_ord_id: 9,
-                ref_type: msg_type::CANCEL,
-                ..
-            }
-        ));
+        assert!(matches!(r[0], GatewayMsg::Reject { cl_ord_id: 9, ref_type: msg_type::CANCEL, .. }));
         assert_eq!(c.app.counters.rejects_total(), 5);
-        assert_eq!(
-            c.app.counters.rejects[RejectReason::DuplicateOrderId as usize],
-            1
-        );
+        assert_eq!(c.app.counters.rejects[RejectReason::DuplicateOrderId as usize], 1);
     }
 
     #[test]
@@ -521,18 +429,10 @@ mod tests {
         let r = c.replies();
         assert!(matches!(
             r[0],
-            GatewayMsg::Reject {
-                reason: RejectReason::BadSide,
-                cl_ord_id: 3,
-                client_ts: 1003,
-                ..
-            }
+            GatewayMsg::Reject { reason: RejectReason::BadSide, cl_ord_id: 3, client_ts: 1003, .. }
         ));
         assert_eq!(c.send(limit(4)), Verdict::Continue);
-        assert!(matches!(
-            c.replies()[0],
-            GatewayMsg::Ack { cl_ord_id: 4, .. }
-        ));
+        assert!(matches!(c.replies()[0], GatewayMsg::Ack { cl_ord_id: 4, .. }));
     }
 
     #[test]
@@ -544,12 +444,7 @@ mod tests {
         let r = c.replies();
         assert_eq!(reason_of(&r[0]), RejectReason::SeqGap);
         assert!(matches!(r[0], GatewayMsg::Reject { ref_seq: 3, .. }));
-        assert!(matches!(
-            r[1],
-            GatewayMsg::Logout {
-                reason: LogoutReason::SeqGap
-            }
-        ));
+        assert!(matches!(r[1], GatewayMsg::Logout { reason: LogoutReason::SeqGap }));
         assert_eq!(c.app.counters.seq_gaps, 1);
     }
 
@@ -565,11 +460,7 @@ mod tests {
     fn partial_frames_wait_for_more() {
         let mut c = Client::new(OrdersConfig::default());
         let mut b = [0u8; 64];
-        let n = ClientMsg::Logon {
-            account: Code8::new("X").unwrap(),
-        }
-        .encode(1, &mut b)
-        .unwrap();
+        let n = ClientMsg::Logon { account: Code8::new("X").unwrap() }.encode(1, &mut b).unwrap();
         assert_eq!(c.send_raw(&b[..n - 1]), (0, Verdict::Continue));
         assert_eq!(c.send_raw(&b[..n]), (n, Verdict::Continue));
     }
@@ -585,34 +476,16 @@ mod tests {
 
     #[test]
     fn heartbeat_and_idle_timeout() {
-        let cfg = OrdersConfig {
-            heartbeat_ms: 100,
-            idle_timeout_ms: 300,
-            ..Default::default()
-        };
+        let cfg = OrdersConfig { heartbeat_ms: 100, idle_timeout_ms: 300, ..Default::default() };
         let mut c = Client::new(cfg);
         c.logon();
         let ms = 1_000_000;
-        assert_eq!(
-            c.app.on_tick(&mut c.s, &mut c.out, 50 * ms),
-            Verdict::Continue
-        );
+        assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, 50 * ms), Verdict::Continue);
         assert!(c.replies().is_empty());
-        assert_eq!(
-            c.app.on_tick(&mut c.s, &mut c.out, 150 * ms),
-            Verdict::Continue
-        );
+        assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, 150 * ms), Verdict::Continue);
         assert!(matches!(c.replies()[..], [GatewayMsg::Heartbeat]));
-        assert_eq!(
-            c.app.on_tick(&mut c.s, &mut c.out, 400 * ms),
-            Verdict::Close
-        );
-        assert!(matches!(
-            c.replies()[..],
-            [GatewayMsg::Logout {
-                reason: LogoutReason::IdleTimeout
-            }]
-        ));
+        assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, 400 * ms), Verdict::Close);
+        assert!(matches!(c.replies()[..], [GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }]));
         assert_eq!(c.app.counters.idle_timeouts, 1);
     }
 
@@ -621,11 +494,6 @@ mod tests {
         let mut c = Client::new(OrdersConfig::default());
         c.logon();
         assert_eq!(c.send(ClientMsg::Logout), Verdict::Close);
-        assert!(matches!(
-            c.replies()[..],
-            [GatewayMsg::Logout {
-                reason: LogoutReason::Normal
-            }]
-        ));
+        assert!(matches!(c.replies()[..], [GatewayMsg::Logout { reason: LogoutReason::Normal }]));
     }
 }

@@ -25,12 +25,7 @@ pub struct Sockperf {
 
 impl Sockperf {
     pub fn new(max_msg: usize) -> Self {
-        Sockperf {
-            max_msg,
-            messages: 0,
-            bad_length: 0,
-            sessions: 0,
-        }
+        Sockperf { max_msg, messages: 0, bad_length: 0, sessions: 0 }
     }
 }
 
@@ -42,14 +37,7 @@ impl App for Sockperf {
     fn open(&mut self, _conn: ConnId, _now: u64) {
         self.sessions += 1;
     }
-    fn on_input(
-        &mut self,
-        _: &mut (),
-        input: &[u8],
-        out: &mut OutBuf,
-        _: u64,
-        _: u64,
-    ) -> (usize, Verdict) {
+    fn on_input(&mut self, _: &mut (), input: &[u8], out: &mut OutBuf, _: u64, _: u64) -> (usize, Verdict) {
         let mut off = 0;
         while input.len() - off >= HEADER_LEN {
             let m = &input[off..];
@@ -58,10 +46,7 @@ impl App for Sockperf {
             let len = u32::from_be_bytes(l) as usize;
             if !(HEADER_LEN..=self.max_msg).contains(&len) {
                 self.bad_length += 1;
-                crate::log_warn!(
-                    "sockperf: message length {len} outside {HEADER_LEN}..={}: closing",
-                    self.max_msg
-                );
+                crate::log_warn!("sockperf: message length {len} outside {HEADER_LEN}..={}: closing", self.max_msg);
                 return (off, Verdict::Abort);
             }
             if m.len() < len || out.spare() < len {
@@ -84,10 +69,7 @@ impl App for Sockperf {
     }
     fn on_close(&mut self, _: (), _reason: &str) {}
     fn summary(&self) -> String {
-        format!(
-            "sockperf: sessions={} messages={} bad_length={}",
-            self.sessions, self.messages, self.bad_length
-        )
+        format!("sockperf: sessions={} messages={} bad_length={}", self.sessions, self.messages, self.bad_length)
     }
 }
 
@@ -122,15 +104,8 @@ mod tests {
     fn bad_length_aborts() {
         let mut s = Sockperf::new(1024);
         let mut out = OutBuf::with_capacity(4096);
-        assert_eq!(
-            s.on_input(&mut (), &msg(1, 1, 13)[..14], &mut out, 0, 0).1,
-            Verdict::Abort
-        );
-        assert_eq!(
-            s.on_input(&mut (), &msg(1, 1, 2000)[..14], &mut out, 0, 0)
-                .1,
-            Verdict::Abort
-        );
+        assert_eq!(s.on_input(&mut (), &msg(1, 1, 13)[..14], &mut out, 0, 0).1, Verdict::Abort);
+        assert_eq!(s.on_input(&mut (), &msg(1, 1, 2000)[..14], &mut out, 0, 0).1, Verdict::Abort);
         assert_eq!(s.bad_length, 2);
     }
 
@@ -138,9 +113,6 @@ mod tests {
     fn waits_for_output_space() {
         let mut s = Sockperf::new(1024);
         let mut out = OutBuf::with_capacity(50);
-        assert_eq!(
-            s.on_input(&mut (), &msg(1, 1, 64), &mut out, 0, 0),
-            (0, Verdict::Continue)
-        );
+        assert_eq!(s.on_input(&mut (), &msg(1, 1, 64), &mut out, 0, 0), (0, Verdict::Continue));
     }
 }

@@ -38,11 +38,7 @@ pub struct KernelConfig {
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        KernelConfig {
-            wait: WaitMode::Block,
-            busy_poll_us: 50,
-            events_capacity: 1024,
-        }
+        KernelConfig { wait: WaitMode::Block, busy_poll_us: 50, events_capacity: 1024 }
     }
 }
 
@@ -52,7 +48,8 @@ pub struct KernelTransport {
     poll: Poll,
     events: Events,
     listeners: Vec<TcpListener>,
-    conns: Slab<TcpStream>,
+    /// Each stream with a flag: epoll reported read-closed or error on it.
+    conns: Slab<(TcpStream, bool)>,
     pending: Vec<Event>,
     stats: TransportStats,
     busy_poll_refused: bool,
@@ -94,12 +91,8 @@ impl KernelTransport {
         }
         let entry = self.conns.vacant_entry();
         let id = entry.key();
-        self.poll.registry().register(
-            &mut s,
-            Token(id),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        entry.insert(s);
+        self.poll.registry().register(&mut s, Token(id), Interest::READABLE | Interest::WRITABLE)?;
+        entry.insert((s, false));
         Ok(ConnId(id))
     }
 
@@ -137,9 +130,7 @@ impl Transport for KernelTransport {
     fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
         let mut l = TcpListener::bind(addr)?;
         let token = Token(LISTENER_TOKEN_TOP - self.listeners.len());
-        self.poll
-            .registry()
-            .register(&mut l, token, Interest::READABLE)?;
+        self.poll.registry().register(&mut l, token, Interest::READABLE)?;
         self.listeners.push(l);
         Ok(())
     }
@@ -177,6 +168,11 @@ impl Transport for KernelTransport {
                 continue;
             }
             let id = ConnId(t);
+            if ev.is_read_closed() || ev.is_error() {
+                if let Some(c) = self.conns.get_mut(t) {
+                    c.1 = true;
+                }
+            }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 events.push(Event::Readable(id));
             }
@@ -185,12 +181,7 @@ impl Transport for KernelTransport {
             }
         }
         let n = self.listeners.len();
-        for (idx, _) in accept_from
-            .iter()
-            .enumerate()
-            .take(n)
-            .filter(|(_, &hit)| hit)
-        {
+        for (idx, _) in accept_from.iter().enumerate().take(n).filter(|(_, &hit)| hit) {
             self.accept_all(idx, events);
         }
         if events.is_empty() {
@@ -202,39 +193,39 @@ impl Transport for KernelTransport {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-        let s = self
-            .conns
-            .get_mut(conn.0)
-            .ok_or(io::ErrorKind::NotConnected)?;
+        let (s, hup) = self.conns.get_mut(conn.0).ok_or(io::ErrorKind::NotConnected)?;
         let n = s.read(buf)?;
         self.stats.bytes_in += n as u64;
+        if n > 0 && n < buf.len() && *hup {
+            // The FIN (or error) behind this data already used up its epoll
+            // edge: report Readable again so a consumer that stops at a short
+            // read still sees it (transport contract).
+            self.pending.push(Event::Readable(conn));
+        }
         Ok(n)
     }
 
     fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize> {
-        let s = self
-            .conns
-            .get_mut(conn.0)
-            .ok_or(io::ErrorKind::NotConnected)?;
+        let (s, _) = self.conns.get_mut(conn.0).ok_or(io::ErrorKind::NotConnected)?;
         let n = s.write(buf)?;
         self.stats.bytes_out += n as u64;
         Ok(n)
     }
 
     fn shutdown_write(&mut self, conn: ConnId) -> io::Result<()> {
-        let s = self.conns.get(conn.0).ok_or(io::ErrorKind::NotConnected)?;
+        let (s, _) = self.conns.get(conn.0).ok_or(io::ErrorKind::NotConnected)?;
         s.shutdown(Shutdown::Write)
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(mut s) = self.conns.try_remove(conn.0) {
+        if let Some((mut s, _)) = self.conns.try_remove(conn.0) {
             let _ = self.poll.registry().deregister(&mut s);
             self.stats.closed += 1;
         }
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn.0).and_then(|s| s.peer_addr().ok())
+        self.conns.get(conn.0).and_then(|(s, _)| s.peer_addr().ok())
     }
 
     fn stats(&self) -> TransportStats {
@@ -269,14 +260,8 @@ mod tests {
         drop(probe);
         t.listen(addr).unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();
-        let evs = pump(&mut t, |e| {
-            e.iter().any(|e| matches!(e, Event::Accepted(_)))
-        });
-        let Some(Event::Accepted(id)) = evs
-            .iter()
-            .find(|e| matches!(e, Event::Accepted(_)))
-            .copied()
-        else {
+        let evs = pump(&mut t, |e| e.iter().any(|e| matches!(e, Event::Accepted(_))));
+        let Some(Event::Accepted(id)) = evs.iter().find(|e| matches!(e, Event::Accepted(_))).copied() else {
             unreachable!()
         };
         assert!(t.peer_addr(id).is_some());
@@ -310,10 +295,33 @@ mod tests {
         }
         t.close(id);
         assert_eq!(t.stats().closed, 1);
-        assert!(
-            t.recv(id, &mut buf).is_err(),
-            "closed id must not be usable"
-        );
+        assert!(t.recv(id, &mut buf).is_err(), "closed id must not be usable");
+    }
+
+    /// Data and FIN queued together: a consumer that stops at the short read
+    /// must still be told Readable again, or it never sees the FIN.
+    #[test]
+    fn fin_behind_a_short_read_is_reported_again() {
+        let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        t.listen(addr).unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let evs = pump(&mut t, |e| e.iter().any(|e| matches!(e, Event::Accepted(_))));
+        let Some(Event::Accepted(id)) = evs.iter().find(|e| matches!(e, Event::Accepted(_))).copied() else {
+            unreachable!()
+        };
+        client.write_all(b"abc").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // both are queued now
+        pump(&mut t, |e| e.contains(&Event::Readable(id)));
+        let mut buf = [0u8; 64];
+        assert_eq!(t.recv(id, &mut buf).unwrap(), 3, "short read");
+        // Stop reading, as the server does after a short read; the FIN must
+        // come back as a new Readable.
+        pump(&mut t, |e| e.contains(&Event::Readable(id)));
+        assert_eq!(t.recv(id, &mut buf).unwrap(), 0, "FIN");
     }
 
     #[test]

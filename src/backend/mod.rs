@@ -21,12 +21,8 @@ impl FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "kernel" => Ok(BackendKind::Kernel),
-            "xdp" | "auto" => Err(format!(
-                "--backend {s}: the AF_XDP backend is not built yet; use --backend kernel"
-            )),
-            other => Err(format!(
-                "--backend {other}: unknown backend (expected: kernel)"
-            )),
+            "xdp" | "auto" => Err(format!("--backend {s}: the AF_XDP backend is not built yet; use --backend kernel")),
+            other => Err(format!("--backend {other}: unknown backend (expected: kernel)")),
         }
     }
 }

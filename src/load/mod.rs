@@ -125,12 +125,7 @@ pub struct Report {
 impl Report {
     /// Problems that make the exit status non-zero.
     pub fn failures(&self) -> u64 {
-        self.unanswered
-            + self.rejected
-            + self.out_of_sequence
-            + self.unexpected
-            + self.corrupted
-            + self.disconnected
+        self.unanswered + self.rejected + self.out_of_sequence + self.unexpected + self.corrupted + self.disconnected
     }
 
     /// Human-readable table.
@@ -140,9 +135,7 @@ impl Report {
         s.push_str(&format!(
             "backend {}  app {}  mode {}  conns {}  duration {:.1} s\n",
             self.backend,
-            serde_json::to_string(&self.app)
-                .unwrap_or_default()
-                .trim_matches('"'),
+            serde_json::to_string(&self.app).unwrap_or_default().trim_matches('"'),
             self.mode,
             self.conns,
             self.duration_s
@@ -158,8 +151,7 @@ impl Report {
         ));
         s.push_str(&format!(
             "unanswered {}  rejected {}  out_of_sequence {}  unexpected {}  corrupted {}  disconnected {}",
-            self.unanswered, self.rejected, self.out_of_sequence, self.unexpected, self.corrupted,
-            self.disconnected
+            self.unanswered, self.rejected, self.out_of_sequence, self.unexpected, self.corrupted, self.disconnected
         ));
         if self.schedule_overruns > 0 {
             s.push_str(&format!(
@@ -259,8 +251,8 @@ pub struct LoadGen<T: Transport> {
 
 impl<T: Transport> LoadGen<T> {
     pub fn new(t: T, cfg: LoadConfig) -> io::Result<Self> {
-        let hist = Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
-            .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
+        let hist =
+            Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| io::Error::other(format!("histogram: {e}")))?;
         Ok(LoadGen {
             t,
             cfg,
@@ -282,12 +274,7 @@ impl<T: Transport> LoadGen<T> {
             let id = self.t.connect(self.cfg.addr).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!(
-                        "connection {} of {} to {}: {e}",
-                        i + 1,
-                        self.cfg.conns,
-                        self.cfg.addr
-                    ),
+                    format!("connection {} of {} to {}: {e}", i + 1, self.cfg.conns, self.cfg.addr),
                 )
             })?;
             if self.by_conn.len() <= id.0 {
@@ -316,8 +303,7 @@ impl<T: Transport> LoadGen<T> {
             });
             if self.cfg.app == LoadApp::Orders {
                 let c = self.clients.last_mut().expect("just pushed");
-                let account =
-                    Code8::new(&format!("LG{}", i % 1_000_000)).unwrap_or(Code8(*b"LG      "));
+                let account = Code8::new(&format!("LG{}", i % 1_000_000)).unwrap_or(Code8(*b"LG      "));
                 c.push_client(ClientMsg::Logon { account });
             }
         }
@@ -349,35 +335,20 @@ impl<T: Transport> LoadGen<T> {
                 let cancel = !c.open_orders.is_empty() && (r >= 60 || c.open_orders.len() >= 1000);
                 if cancel {
                     let id = c.open_orders.pop_front().unwrap_or(0);
-                    c.push_client(ClientMsg::Cancel {
-                        cl_ord_id: id,
-                        client_ts: ts,
-                    });
+                    c.push_client(ClientMsg::Cancel { cl_ord_id: id, client_ts: ts });
                     c.outstanding.push_back(Expect::Cancel(id));
                 } else {
                     let id = c.next_cl_ord_id;
                     c.next_cl_ord_id += 1;
                     let market = r < 20;
-                    let side = if c.next_rand() & 1 == 0 {
-                        Side::Buy
-                    } else {
-                        Side::Sell
-                    };
+                    let side = if c.next_rand() & 1 == 0 { Side::Buy } else { Side::Sell };
                     let o = NewOrder {
                         cl_ord_id: id,
                         client_ts: ts,
-                        price: if market {
-                            0
-                        } else {
-                            10_000 + (c.next_rand() % 100) as i64
-                        },
+                        price: if market { 0 } else { 10_000 + (c.next_rand() % 100) as i64 },
                         qty: 1 + (c.next_rand() % 100) as u32,
                         side,
-                        kind: if market {
-                            OrderKind::Market
-                        } else {
-                            OrderKind::Limit
-                        },
+                        kind: if market { OrderKind::Market } else { OrderKind::Limit },
                         symbol,
                     };
                     if !market {
@@ -551,43 +522,21 @@ impl<T: Transport> LoadGen<T> {
                         GatewayMsg::Heartbeat => continue,
                         GatewayMsg::Logout { reason } => {
                             if reason != proto::LogoutReason::Normal {
-                                crate::log_warn!(
-                                    "load: {}: gateway logged us out: {reason:?}",
-                                    c.id
-                                );
+                                crate::log_warn!("load: {}: gateway logged us out: {reason:?}", c.id);
                             }
                             continue;
                         }
-                        GatewayMsg::Ack {
-                            cl_ord_id,
-                            client_ts,
-                            ..
-                        } => (cl_ord_id, client_ts, false),
-                        GatewayMsg::CancelAck {
-                            cl_ord_id,
-                            client_ts,
-                            ..
-                        } => (cl_ord_id, client_ts, false),
-                        GatewayMsg::Reject {
-                            cl_ord_id,
-                            client_ts,
-                            reason,
-                            ref_seq,
-                            ..
-                        } => {
-                            crate::log_warn!(
-                                "load: {}: rejected: {reason} (seq {ref_seq}, order {cl_ord_id})",
-                                c.id
-                            );
+                        GatewayMsg::Ack { cl_ord_id, client_ts, .. } => (cl_ord_id, client_ts, false),
+                        GatewayMsg::CancelAck { cl_ord_id, client_ts, .. } => (cl_ord_id, client_ts, false),
+                        GatewayMsg::Reject { cl_ord_id, client_ts, reason, ref_seq, .. } => {
+                            crate::log_warn!("load: {}: rejected: {reason} (seq {ref_seq}, order {cl_ord_id})", c.id);
                             (cl_ord_id, client_ts, true)
                         }
                     };
                     let matches = match (c.outstanding.front(), msg) {
                         (Some(Expect::Order(x)), GatewayMsg::Ack { .. }) => *x == id,
                         (Some(Expect::Cancel(x)), GatewayMsg::CancelAck { .. }) => *x == id,
-                        (Some(Expect::Order(x) | Expect::Cancel(x)), GatewayMsg::Reject { .. }) => {
-                            *x == id
-                        }
+                        (Some(Expect::Order(x) | Expect::Cancel(x)), GatewayMsg::Reject { .. }) => *x == id,
                         _ => false,
                     };
                     if matches {
@@ -610,11 +559,7 @@ impl<T: Transport> LoadGen<T> {
     }
 
     fn outstanding(&self) -> usize {
-        self.clients
-            .iter()
-            .filter(|c| c.alive)
-            .map(|c| c.outstanding.len())
-            .sum()
+        self.clients.iter().filter(|c| c.alive).map(|c| c.outstanding.len()).sum()
     }
 
     /// Connect, log on, run, drain, report.
@@ -631,17 +576,10 @@ impl<T: Transport> LoadGen<T> {
                 return Err(io::Error::other(format!("{} closed during logon", dead.id)));
             }
             if clock::mono_ns() > deadline || stop.load(Ordering::Relaxed) {
-                let n = self
-                    .clients
-                    .iter()
-                    .filter(|c| !(c.connected && c.logged_on))
-                    .count();
+                let n = self.clients.iter().filter(|c| !(c.connected && c.logged_on)).count();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "{n} of {} connections not logged on after {:?}",
-                        self.cfg.conns, self.cfg.logon_timeout
-                    ),
+                    format!("{n} of {} connections not logged on after {:?}", self.cfg.conns, self.cfg.logon_timeout),
                 ));
             }
         }
@@ -741,12 +679,7 @@ impl<T: Transport> LoadGen<T> {
             }
         }
         let unanswered = self.outstanding() as u64
-            + self
-                .clients
-                .iter()
-                .filter(|c| !c.alive)
-                .map(|c| c.outstanding.len() as u64)
-                .sum::<u64>();
+            + self.clients.iter().filter(|c| !c.alive).map(|c| c.outstanding.len() as u64).sum::<u64>();
         for c in &self.clients {
             self.t.close(c.id);
         }
@@ -763,11 +696,7 @@ impl<T: Transport> LoadGen<T> {
             duration_s: secs,
             sent: self.tally.sent,
             answered: self.tally.answered,
-            throughput_msgs_per_s: if secs > 0.0 {
-                self.tally.answered as f64 / secs
-            } else {
-                0.0
-            },
+            throughput_msgs_per_s: if secs > 0.0 { self.tally.answered as f64 / secs } else { 0.0 },
             rtt_us: Percentiles::from_hist(&self.hist),
             unanswered,
             rejected: self.tally.rejected,
@@ -794,9 +723,7 @@ mod tests {
         l.local_addr().unwrap()
     }
 
-    fn serve<A: crate::app::App + Send + 'static>(
-        app: A,
-    ) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<A>) {
+    fn serve<A: crate::app::App + Send + 'static>(app: A) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<A>) {
         let addr = free_port();
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
@@ -842,10 +769,7 @@ mod tests {
         assert_eq!(r.failures(), 0, "{}", r.render());
         assert_eq!(r.rtt_us.samples, r.sent);
         // The gateway saw the same orders and cancels the client counted.
-        assert_eq!(
-            app.counters.orders_acked + app.counters.cancels_acked,
-            r.sent
-        );
+        assert_eq!(app.counters.orders_acked + app.counters.cancels_acked, r.sent);
         assert_eq!(app.counters.rejects_total(), 0);
     }
 
@@ -853,10 +777,8 @@ mod tests {
     fn echo_pingpong_checks_payload() {
         let (addr, stop, h) = serve(Echo::default());
         let t = KernelTransport::new(KernelConfig::default()).unwrap();
-        let r = LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong))
-            .unwrap()
-            .run(&AtomicBool::new(false))
-            .unwrap();
+        let r =
+            LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong)).unwrap().run(&AtomicBool::new(false)).unwrap();
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
         assert!(r.answered > 100, "{}", r.render());
@@ -892,20 +814,10 @@ mod tests {
                 }
                 (n, crate::app::Verdict::Continue)
             }
-            fn on_peer_fin(
-                &mut self,
-                _: &mut (),
-                _: &[u8],
-                _: &mut crate::app::OutBuf,
-            ) -> crate::app::Verdict {
+            fn on_peer_fin(&mut self, _: &mut (), _: &[u8], _: &mut crate::app::OutBuf) -> crate::app::Verdict {
                 crate::app::Verdict::Close
             }
-            fn on_tick(
-                &mut self,
-                _: &mut (),
-                _: &mut crate::app::OutBuf,
-                _: u64,
-            ) -> crate::app::Verdict {
+            fn on_tick(&mut self, _: &mut (), _: &mut crate::app::OutBuf, _: u64) -> crate::app::Verdict {
                 crate::app::Verdict::Continue
             }
             fn on_close(&mut self, _: (), _: &str) {}
@@ -915,10 +827,8 @@ mod tests {
         }
         let (addr, stop, h) = serve(Bad(0));
         let t = KernelTransport::new(KernelConfig::default()).unwrap();
-        let r = LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong))
-            .unwrap()
-            .run(&AtomicBool::new(false))
-            .unwrap();
+        let r =
+            LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong)).unwrap().run(&AtomicBool::new(false)).unwrap();
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
         assert!(r.corrupted > 0, "{}", r.render());

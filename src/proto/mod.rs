@@ -118,10 +118,7 @@ impl fmt::Display for FramingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FramingError::TooShort(n) => {
-                write!(
-                    f,
-                    "frame length {n} is shorter than the {HEADER_LEN}-byte header"
-                )
+                write!(f, "frame length {n} is shorter than the {HEADER_LEN}-byte header")
             }
             FramingError::TooLong(n) => {
                 write!(f, "frame length {n} exceeds the maximum of {MAX_FRAME_LEN}")
@@ -256,9 +253,7 @@ impl Code8 {
     /// Left-aligned, space padded, non-empty, with `ok` holding for every used byte.
     fn check(&self, ok: impl Fn(u8) -> bool) -> bool {
         let used = self.0.iter().position(|&c| c == b' ').unwrap_or(8);
-        used > 0
-            && self.0[..used].iter().all(|&c| ok(c))
-            && self.0[used..].iter().all(|&c| c == b' ')
+        used > 0 && self.0[..used].iter().all(|&c| ok(c)) && self.0[used..].iter().all(|&c| c == b' ')
     }
 
     fn valid_symbol(&self) -> bool {
@@ -332,9 +327,7 @@ impl<'a> Frame<'a> {
         if buf.len() < len as usize {
             return Ok(Parsed::Incomplete);
         }
-        Ok(Parsed::Frame(Frame {
-            buf: &buf[..len as usize],
-        }))
+        Ok(Parsed::Frame(Frame { buf: &buf[..len as usize] }))
     }
 
     /// Whole frame length, header included.
@@ -491,10 +484,7 @@ impl ClientMsg {
                 b[field::ORDER_KIND] = o.kind as u8;
                 b[field::ORDER_SYMBOL].copy_from_slice(&o.symbol.0);
             }
-            ClientMsg::Cancel {
-                cl_ord_id,
-                client_ts,
-            } => {
+            ClientMsg::Cancel { cl_ord_id, client_ts } => {
                 b[field::CANCEL_CL_ORD_ID].copy_from_slice(&cl_ord_id.to_le_bytes());
                 b[field::CANCEL_CLIENT_TS].copy_from_slice(&client_ts.to_le_bytes());
             }
@@ -519,35 +509,12 @@ fn header(out: &mut [u8], ty: u8, seq: u32) -> Option<&mut [u8]> {
 /// A message from gateway to client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayMsg {
-    LogonAck {
-        heartbeat_ms: u32,
-        idle_timeout_ms: u32,
-    },
+    LogonAck { heartbeat_ms: u32, idle_timeout_ms: u32 },
     Heartbeat,
-    Ack {
-        cl_ord_id: u64,
-        client_ts: u64,
-        gw_recv_ts: u64,
-        gw_send_ts: u64,
-        order_id: u64,
-    },
-    Reject {
-        cl_ord_id: u64,
-        client_ts: u64,
-        gw_recv_ts: u64,
-        ref_seq: u32,
-        reason: RejectReason,
-        ref_type: u8,
-    },
-    CancelAck {
-        cl_ord_id: u64,
-        client_ts: u64,
-        gw_recv_ts: u64,
-        gw_send_ts: u64,
-    },
-    Logout {
-        reason: LogoutReason,
-    },
+    Ack { cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64, gw_send_ts: u64, order_id: u64 },
+    Reject { cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64, ref_seq: u32, reason: RejectReason, ref_type: u8 },
+    CancelAck { cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64, gw_send_ts: u64 },
+    Logout { reason: LogoutReason },
 }
 
 /// Why a gateway frame could not be decoded (client side).
@@ -597,8 +564,7 @@ impl GatewayMsg {
                     client_ts: u64_at(b, field::REPLY_CLIENT_TS),
                     gw_recv_ts: u64_at(b, field::REPLY_GW_RECV_TS),
                     ref_seq: u32_at(b, field::REJECT_REF_SEQ),
-                    reason: RejectReason::from_u8(code)
-                        .ok_or(GatewayDecodeError::BadRejectReason(code))?,
+                    reason: RejectReason::from_u8(code).ok_or(GatewayDecodeError::BadRejectReason(code))?,
                     ref_type: b[field::REJECT_REF_TYPE],
                 }
             }
@@ -611,8 +577,7 @@ impl GatewayMsg {
             msg_type::GW_LOGOUT => {
                 let code = b[field::LOGOUT_REASON];
                 GatewayMsg::Logout {
-                    reason: LogoutReason::from_u8(code)
-                        .ok_or(GatewayDecodeError::BadLogoutReason(code))?,
+                    reason: LogoutReason::from_u8(code).ok_or(GatewayDecodeError::BadLogoutReason(code))?,
                 }
             }
             _ => return Err(GatewayDecodeError::Shape(RejectReason::UnknownType)),
@@ -623,44 +588,23 @@ impl GatewayMsg {
     pub fn encode(&self, seq: u32, out: &mut [u8]) -> Option<usize> {
         let b = header(out, self.msg_type(), seq)?;
         match *self {
-            GatewayMsg::LogonAck {
-                heartbeat_ms,
-                idle_timeout_ms,
-            } => {
+            GatewayMsg::LogonAck { heartbeat_ms, idle_timeout_ms } => {
                 b[field::LOGON_ACK_HEARTBEAT_MS].copy_from_slice(&heartbeat_ms.to_le_bytes());
                 b[field::LOGON_ACK_IDLE_TIMEOUT_MS].copy_from_slice(&idle_timeout_ms.to_le_bytes());
             }
             GatewayMsg::Heartbeat => {}
-            GatewayMsg::Ack {
-                cl_ord_id,
-                client_ts,
-                gw_recv_ts,
-                gw_send_ts,
-                order_id,
-            } => {
+            GatewayMsg::Ack { cl_ord_id, client_ts, gw_recv_ts, gw_send_ts, order_id } => {
                 reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
                 b[field::REPLY_GW_SEND_TS].copy_from_slice(&gw_send_ts.to_le_bytes());
                 b[field::ACK_ORDER_ID].copy_from_slice(&order_id.to_le_bytes());
             }
-            GatewayMsg::Reject {
-                cl_ord_id,
-                client_ts,
-                gw_recv_ts,
-                ref_seq,
-                reason,
-                ref_type,
-            } => {
+            GatewayMsg::Reject { cl_ord_id, client_ts, gw_recv_ts, ref_seq, reason, ref_type } => {
                 reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
                 b[field::REJECT_REF_SEQ].copy_from_slice(&ref_seq.to_le_bytes());
                 b[field::REJECT_REASON] = reason as u8;
                 b[field::REJECT_REF_TYPE] = ref_type;
             }
-            GatewayMsg::CancelAck {
-                cl_ord_id,
-                client_ts,
-                gw_recv_ts,
-                gw_send_ts,
-            } => {
+            GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts, gw_send_ts } => {
                 reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
                 b[field::REPLY_GW_SEND_TS].copy_from_slice(&gw_send_ts.to_le_bytes());
             }
@@ -681,9 +625,7 @@ fn reply_fields(b: &mut [u8], cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64) {
 pub fn reject_refs(f: &Frame<'_>) -> (u64, u64) {
     let b = f.bytes();
     match f.msg_type() {
-        msg_type::NEW_ORDER | msg_type::CANCEL if b.len() >= 24 => {
-            (u64_at(b, 8..16), u64_at(b, 16..24))
-        }
+        msg_type::NEW_ORDER | msg_type::CANCEL if b.len() >= 24 => (u64_at(b, 8..16), u64_at(b, 16..24)),
         _ => (0, 0),
     }
 }
@@ -721,28 +663,16 @@ mod tests {
     #[test]
     fn client_messages_round_trip() {
         let msgs = [
-            ClientMsg::Logon {
-                account: Code8::new("ACC-1").unwrap(),
-            },
+            ClientMsg::Logon { account: Code8::new("ACC-1").unwrap() },
             ClientMsg::Heartbeat,
             ClientMsg::NewOrder(order()),
-            ClientMsg::NewOrder(NewOrder {
-                kind: OrderKind::Market,
-                price: 0,
-                side: Side::Buy,
-                ..order()
-            }),
-            ClientMsg::Cancel {
-                cl_ord_id: 7,
-                client_ts: 99,
-            },
+            ClientMsg::NewOrder(NewOrder { kind: OrderKind::Market, price: 0, side: Side::Buy, ..order() }),
+            ClientMsg::Cancel { cl_ord_id: 7, client_ts: 99 },
             ClientMsg::Logout,
         ];
         for (i, m) in msgs.iter().enumerate() {
             let bytes = client_frame(*m, i as u32 + 1);
-            let Parsed::Frame(f) = Frame::parse(&bytes).unwrap() else {
-                panic!()
-            };
+            let Parsed::Frame(f) = Frame::parse(&bytes).unwrap() else { panic!() };
             assert_eq!(f.seq(), i as u32 + 1);
             assert_eq!(f.len(), bytes.len());
             assert_eq!(ClientMsg::decode(&f), Ok(*m));
@@ -752,18 +682,9 @@ mod tests {
     #[test]
     fn gateway_messages_round_trip() {
         let msgs = [
-            GatewayMsg::LogonAck {
-                heartbeat_ms: 1000,
-                idle_timeout_ms: 5000,
-            },
+            GatewayMsg::LogonAck { heartbeat_ms: 1000, idle_timeout_ms: 5000 },
             GatewayMsg::Heartbeat,
-            GatewayMsg::Ack {
-                cl_ord_id: 1,
-                client_ts: 2,
-                gw_recv_ts: 3,
-                gw_send_ts: 4,
-                order_id: 5,
-            },
+            GatewayMsg::Ack { cl_ord_id: 1, client_ts: 2, gw_recv_ts: 3, gw_send_ts: 4, order_id: 5 },
             GatewayMsg::Reject {
                 cl_ord_id: 1,
                 client_ts: 2,
@@ -772,22 +693,13 @@ mod tests {
                 reason: RejectReason::BadPrice,
                 ref_type: msg_type::NEW_ORDER,
             },
-            GatewayMsg::CancelAck {
-                cl_ord_id: 1,
-                client_ts: 2,
-                gw_recv_ts: 3,
-                gw_send_ts: 4,
-            },
-            GatewayMsg::Logout {
-                reason: LogoutReason::IdleTimeout,
-            },
+            GatewayMsg::CancelAck { cl_ord_id: 1, client_ts: 2, gw_recv_ts: 3, gw_send_ts: 4 },
+            GatewayMsg::Logout { reason: LogoutReason::IdleTimeout },
         ];
         for m in msgs {
             let mut buf = [0u8; MAX_FRAME_LEN];
             let n = m.encode(77, &mut buf).unwrap();
-            let Parsed::Frame(f) = Frame::parse(&buf[..n]).unwrap() else {
-                panic!()
-            };
+            let Parsed::Frame(f) = Frame::parse(&buf[..n]).unwrap() else { panic!() };
             assert_eq!(f.seq(), 77);
             assert_eq!(GatewayMsg::decode(&f), Ok(m));
         }
@@ -803,19 +715,10 @@ mod tests {
     fn incomplete_and_framing_errors() {
         let bytes = client_frame(ClientMsg::NewOrder(order()), 1);
         for cut in 0..bytes.len() {
-            assert!(
-                matches!(Frame::parse(&bytes[..cut]), Ok(Parsed::Incomplete)),
-                "cut {cut}"
-            );
+            assert!(matches!(Frame::parse(&bytes[..cut]), Ok(Parsed::Incomplete)), "cut {cut}");
         }
-        assert_eq!(
-            Frame::parse(&[3, 0, 1, 1]).unwrap_err(),
-            FramingError::TooShort(3)
-        );
-        assert_eq!(
-            Frame::parse(&[0xff, 0xff]).unwrap_err(),
-            FramingError::TooLong(0xffff)
-        );
+        assert_eq!(Frame::parse(&[3, 0, 1, 1]).unwrap_err(), FramingError::TooShort(3));
+        assert_eq!(Frame::parse(&[0xff, 0xff]).unwrap_err(), FramingError::TooLong(0xffff));
         assert_eq!(
             Frame::parse(&[(MAX_FRAME_LEN + 1) as u8, 0]).unwrap_err(),
             FramingError::TooLong(MAX_FRAME_LEN as u16 + 1)
@@ -833,68 +736,26 @@ mod tests {
             f(&mut b);
             decode_client(&b)
         };
-        assert_eq!(
-            with(&|b| b[field::VERSION] = 2),
-            Err(RejectReason::BadVersion)
-        );
-        assert_eq!(
-            with(&|b| b[field::TYPE] = 0x7f),
-            Err(RejectReason::UnknownType)
-        );
-        assert_eq!(
-            with(&|b| b[field::TYPE] = msg_type::ACK),
-            Err(RejectReason::UnknownType)
-        );
-        assert_eq!(
-            with(&|b| b[field::TYPE] = msg_type::CANCEL),
-            Err(RejectReason::BadLength)
-        );
-        assert_eq!(
-            with(&|b| b[field::ORDER_SIDE] = 3),
-            Err(RejectReason::BadSide)
-        );
-        assert_eq!(
-            with(&|b| b[field::ORDER_KIND] = 0),
-            Err(RejectReason::BadOrderKind)
-        );
-        assert_eq!(
-            with(&|b| b[field::ORDER_QTY].fill(0)),
-            Err(RejectReason::BadQuantity)
-        );
-        assert_eq!(
-            with(&|b| b[field::ORDER_PRICE].fill(0)),
-            Err(RejectReason::BadPrice)
-        );
-        assert_eq!(
-            with(&|b| b[field::ORDER_PRICE].fill(0xff)),
-            Err(RejectReason::BadPrice)
-        );
+        assert_eq!(with(&|b| b[field::VERSION] = 2), Err(RejectReason::BadVersion));
+        assert_eq!(with(&|b| b[field::TYPE] = 0x7f), Err(RejectReason::UnknownType));
+        assert_eq!(with(&|b| b[field::TYPE] = msg_type::ACK), Err(RejectReason::UnknownType));
+        assert_eq!(with(&|b| b[field::TYPE] = msg_type::CANCEL), Err(RejectReason::BadLength));
+        assert_eq!(with(&|b| b[field::ORDER_SIDE] = 3), Err(RejectReason::BadSide));
+        assert_eq!(with(&|b| b[field::ORDER_KIND] = 0), Err(RejectReason::BadOrderKind));
+        assert_eq!(with(&|b| b[field::ORDER_QTY].fill(0)), Err(RejectReason::BadQuantity));
+        assert_eq!(with(&|b| b[field::ORDER_PRICE].fill(0)), Err(RejectReason::BadPrice));
+        assert_eq!(with(&|b| b[field::ORDER_PRICE].fill(0xff)), Err(RejectReason::BadPrice));
         assert_eq!(
             with(&|b| b[field::ORDER_KIND] = OrderKind::Market as u8),
             Err(RejectReason::BadPrice),
             "market order with a price"
         );
         assert_eq!(with(&|b| b[40] = b'e'), Err(RejectReason::BadSymbol));
-        assert_eq!(
-            with(&|b| b[field::ORDER_SYMBOL].fill(b' ')),
-            Err(RejectReason::BadSymbol)
-        );
-        assert_eq!(
-            with(&|b| b[47] = b'X'),
-            Err(RejectReason::BadSymbol),
-            "gap inside symbol"
-        );
-        assert_eq!(
-            with(&|b| b[field::ORDER_RESERVED.start] = 1),
-            Err(RejectReason::BadReserved)
-        );
+        assert_eq!(with(&|b| b[field::ORDER_SYMBOL].fill(b' ')), Err(RejectReason::BadSymbol));
+        assert_eq!(with(&|b| b[47] = b'X'), Err(RejectReason::BadSymbol), "gap inside symbol");
+        assert_eq!(with(&|b| b[field::ORDER_RESERVED.start] = 1), Err(RejectReason::BadReserved));
 
-        let logon = client_frame(
-            ClientMsg::Logon {
-                account: Code8::new("A").unwrap(),
-            },
-            1,
-        );
+        let logon = client_frame(ClientMsg::Logon { account: Code8::new("A").unwrap() }, 1);
         let mut bad = logon.clone();
         bad[field::LOGON_ACCOUNT.start] = 0;
         assert_eq!(decode_client(&bad), Err(RejectReason::BadAccount));
@@ -915,16 +776,8 @@ mod tests {
 
     #[test]
     fn reject_refs_recovers_ids() {
-        let b = client_frame(
-            ClientMsg::Cancel {
-                cl_ord_id: 5,
-                client_ts: 6,
-            },
-            1,
-        );
-        let Parsed::Frame(f) = Frame::parse(&b).unwrap() else {
-            panic!()
-        };
+        let b = client_frame(ClientMsg::Cancel { cl_ord_id: 5, client_ts: 6 }, 1);
+        let Parsed::Frame(f) = Frame::parse(&b).unwrap() else { panic!() };
         assert_eq!(reject_refs(&f), (5, 6));
     }
 

@@ -11,7 +11,11 @@
 //!   or only on change (edge-triggered), and consumers must handle both.
 //!   `timeout == Some(ZERO)` never blocks (the `--spin` mode).
 //! * `recv(conn, buf)`: `Ok(0)` means the peer sent FIN; `WouldBlock` means
-//!   nothing now; any other error means the connection is dead.
+//!   nothing now; any other error means the connection is dead. A short read
+//!   (fewer bytes than `buf` holds) means the receive queue is empty for now,
+//!   and the backend must report `Readable` again when more data, a FIN or an
+//!   error arrives; consumers may stop reading after a short read. (epoll in
+//!   edge-triggered mode guarantees this on Linux: new data raises a new edge.)
 //! * `send(conn, buf)`: may accept fewer bytes than offered; `WouldBlock` when
 //!   none fit; `Writable` follows when space frees up.
 //! * `shutdown_write(conn)`: send FIN after the queued data.
@@ -87,8 +91,5 @@ pub trait Transport {
 
 /// Is this error "try again later" rather than "the connection is gone"?
 pub fn would_block(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
 }

@@ -24,20 +24,14 @@ fn root() -> PathBuf {
 }
 
 fn required() -> bool {
-    std::env::var("TAILGATE_REQUIRE_LAB")
-        .map(|v| v == "1")
-        .unwrap_or(false)
+    std::env::var("TAILGATE_REQUIRE_LAB").map(|v| v == "1").unwrap_or(false)
 }
 
 /// Returns false (and says why) when the lab cannot be built here.
 pub fn lab_available(test: &str) -> bool {
     let is_root = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false);
     let has_ip = Command::new("ip").arg("-V").output().is_ok();
     let has_ethtool = Command::new("ethtool").arg("--version").output().is_ok();
@@ -59,9 +53,8 @@ pub fn lab_available(test: &str) -> bool {
 
 /// Is an external tool present? Required tools fail the test under TAILGATE_REQUIRE_LAB=1.
 pub fn tool_available(test: &str, tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
     if !found {
         if required() {
             panic!("{test}: '{tool}' is required (TAILGATE_REQUIRE_LAB=1) but not installed");
@@ -97,11 +90,7 @@ impl Lab {
             cmd.arg("--bypass");
         }
         let out = cmd.output().expect("run scripts/lab.sh");
-        assert!(
-            out.status.success(),
-            "lab.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "lab.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
         lab
     }
 
@@ -153,11 +142,8 @@ impl Lab {
         let path = format!("/var/run/netns/{}", self.ns_cli);
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns");
-            rustix::thread::move_into_link_name_space(
-                file.as_fd(),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .expect("setns into the client namespace");
+            rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .expect("setns into the client namespace");
             f()
         })
         .join()
@@ -167,22 +153,13 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self
-            .script()
-            .arg("down")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = self.script().arg("down").stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
 
 /// Run a command with a time limit; kill it (by PID) if it overruns.
 pub fn run_bounded(mut c: Command, limit: Duration) -> Output {
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let out_t = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
@@ -199,11 +176,7 @@ pub fn run_bounded(mut c: Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
-        status,
-        stdout: out_t.join().unwrap().into_bytes(),
-        stderr: err_t.join().unwrap().into_bytes(),
-    }
+    Output { status, stdout: out_t.join().unwrap().into_bytes(), stderr: err_t.join().unwrap().into_bytes() }
 }
 
 /// A background process we started; killed by PID on drop.
@@ -216,11 +189,7 @@ pub struct Proc {
 impl Proc {
     /// Spawn and wait for a stderr line containing `ready`.
     pub fn spawn_until(mut c: Command, ready: &str, limit: Duration) -> Proc {
-        let mut child = c
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let mut child = c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -230,11 +199,7 @@ impl Proc {
                 }
             }
         });
-        let mut p = Proc {
-            child: Some(child),
-            lines: rx,
-            log: Vec::new(),
-        };
+        let mut p = Proc { child: Some(child), lines: rx, log: Vec::new() };
         let deadline = Instant::now() + limit;
         loop {
             match p.lines.recv_timeout(Duration::from_millis(50)) {
@@ -250,11 +215,7 @@ impl Proc {
                     panic!("process exited before '{ready}': {:?}", p.log)
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "no '{ready}' within {limit:?}: {:?}",
-                p.log
-            );
+            assert!(Instant::now() < deadline, "no '{ready}' within {limit:?}: {:?}", p.log);
         }
     }
 
@@ -265,9 +226,7 @@ impl Proc {
     /// SIGTERM, wait for exit, return every stderr line.
     pub fn stop(mut self) -> Vec<String> {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while c.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
@@ -297,9 +256,8 @@ impl Drop for Proc {
 /// Find `key=<u64>` in a log line.
 pub fn counter(lines: &[String], key: &str) -> Option<u64> {
     let pat = format!("{key}=");
-    lines.iter().rev().find_map(|l| {
-        l.split_whitespace()
-            .find_map(|w| w.strip_prefix(&pat))
-            .and_then(|v| v.parse().ok())
-    })
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&pat)).and_then(|v| v.parse().ok()))
 }

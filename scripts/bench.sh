@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Latency benchmarks on the veth lab, side by side in one run.
+#
+#   scripts/bench.sh sockperf   sockperf ping-pong --tcp, 64 bytes, client on cpu0
+#                               spinning, against sockperf's own server and against
+#                               `tailgate serve --backend kernel --app sockperf --spin`
+#                               (both servers on cpu1, spinning)
+#
+# Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
+# server alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes.
+# Prints one markdown row per run and a summary (median, min-max of each percentile).
+# sockperf's figures are half round trips (its "latency").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/deps.sh
+
+RUNS=${RUNS:-3}
+SECS=${SECS:-10}
+MSG=${MSG:-64}
+PORT=7777
+GW_IP=198.18.0.1
+[[ $(id -u) == 0 ]] || { echo "bench.sh: must run as root" >&2; exit 2; }
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: RUNS=$RUNS must be a positive integer" >&2; exit 2; }
+[[ $SECS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: SECS=$SECS must be a positive integer" >&2; exit 2; }
+ensure_rust
+ensure_packages "${TG_PACKAGES[@]}" util-linux
+cargo build --release --quiet
+BIN=$PWD/target/release/tailgate
+
+SERVER_PID=
+OUT=$(mktemp -d)
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -n $SERVER_PID ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  scripts/lab.sh down >/dev/null || true
+  rm -rf "$OUT"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+scripts/lab.sh up >/dev/null
+
+start_server() { # name
+  case $1 in
+    sockperf-server)
+      ip netns exec tg_gw taskset -c 1 sockperf server --tcp -i "$GW_IP" -p "$PORT" --nonblocked --timeout 0 \
+        >"$OUT/server.log" 2>&1 &
+      ;;
+    tailgate-kernel-spin)
+      ip netns exec tg_gw "$BIN" serve --backend kernel --app sockperf --ip "$GW_IP" --port "$PORT" \
+        --spin --core 1 >"$OUT/server.log" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  sleep 1
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+  sleep 0.5
+}
+
+pct() { # file percentile
+  awk -v p="$2" '$0 ~ "percentile "p" =" {print $NF; exit}' "$1"
+}
+
+case ${1:-} in
+  sockperf)
+    echo "| run | server | p50 us | p99 us | p99.9 us | observations |"
+    echo "|---|---|---|---|---|---|"
+    for run in $(seq "$RUNS"); do
+      for server in sockperf-server tailgate-kernel-spin; do
+        start_server "$server"
+        ip netns exec tg_cli taskset -c 0 sockperf ping-pong --tcp -i "$GW_IP" -p "$PORT" -m "$MSG" -t "$SECS" \
+          --nonblocked --timeout 0 >"$OUT/client.log" 2>&1 || { cat "$OUT/client.log" >&2; exit 1; }
+        stop_server
+        obs=$(grep -o 'Total [0-9]* observations' "$OUT/client.log" | awk '{print $2}')
+        p50=$(pct "$OUT/client.log" 50.000) p99=$(pct "$OUT/client.log" 99.000) p999=$(pct "$OUT/client.log" 99.900)
+        echo "| $run | $server | $p50 | $p99 | $p999 | $obs |"
+        echo "$server $p50 $p99 $p999" >>"$OUT/all"
+      done
+    done
+    echo
+    echo "| server | p50 median (min-max) | p99 median (min-max) | p99.9 median (min-max) |"
+    echo "|---|---|---|---|"
+    for server in sockperf-server tailgate-kernel-spin; do
+      row="| $server"
+      for col in 2 3 4; do
+        row+=" | $(awk -v s="$server" -v c="$col" '$1==s {print $c}' "$OUT/all" | sort -n |
+          awk '{v[NR]=$1} END {printf "%.2f (%.2f-%.2f)", v[int((NR+1)/2)], v[1], v[NR]}')"
+      done
+      echo "$row |"
+    done
+    ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
