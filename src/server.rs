@@ -91,6 +91,8 @@ pub struct Server<T: Transport, A: App> {
     work: VecDeque<ConnId>,
     events: Vec<Event>,
     next_tick: u64,
+    /// Monotonic ns read once per iteration.
+    now: u64,
     pub stats: ServerStats,
 }
 
@@ -104,6 +106,7 @@ impl<T: Transport, A: App> Server<T, A> {
             work: VecDeque::with_capacity(1024),
             events: Vec::with_capacity(1024),
             next_tick: 0,
+            now: 0,
             stats: ServerStats::default(),
         }
     }
@@ -128,15 +131,17 @@ impl<T: Transport, A: App> Server<T, A> {
     /// One loop iteration.
     pub fn run_once(&mut self) -> io::Result<()> {
         self.stats.iterations += 1;
-        let now = clock::mono_ns();
+        // One clock read per iteration, after the poll; the timeout is
+        // computed from the previous iteration's reading.
         let timeout = if self.work.is_empty() {
-            Duration::from_nanos(self.next_tick.saturating_sub(now).clamp(100_000, self.cfg.tick_ns))
+            Duration::from_nanos(self.next_tick.saturating_sub(self.now).clamp(100_000, self.cfg.tick_ns))
         } else {
             Duration::ZERO
         };
         let mut events = std::mem::take(&mut self.events);
         self.transport.poll(Some(timeout), &mut events)?;
         let now = clock::mono_ns();
+        self.now = now;
         for ev in events.iter().copied() {
             match ev {
                 Event::Accepted(id) | Event::Connected(id) => self.open(id, now),
@@ -351,7 +356,7 @@ impl<T: Transport, A: App> Server<T, A> {
             return Step::Gone;
         };
         if c.state == State::Open && c.rx_len > 0 {
-            let recv_ts = clock::realtime_ns();
+            let recv_ts = if A::WANTS_RECV_TS { clock::realtime_ns() } else { 0 };
             let (used, v) = self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, recv_ts, now);
             if used > 0 {
                 c.rx.copy_within(used..c.rx_len, 0);

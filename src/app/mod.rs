@@ -73,6 +73,9 @@ impl OutBuf {
 pub trait App {
     /// Per-connection state.
     type Session;
+    /// Does `on_input` use `recv_ts`? If not, the server skips the wall-clock
+    /// read per input (it shows in a spinning loop's profile).
+    const WANTS_RECV_TS: bool = false;
     fn name(&self) -> &'static str;
     /// A connection opened. `now` is monotonic ns.
     fn open(&mut self, conn: ConnId, now: u64) -> Self::Session;

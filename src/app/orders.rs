@@ -211,6 +211,7 @@ impl Orders {
 
 impl App for Orders {
     type Session = Session;
+    const WANTS_RECV_TS: bool = true;
 
     fn name(&self) -> &'static str {
         "orders"
