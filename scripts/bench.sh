@@ -5,6 +5,9 @@
 #                               spinning, against sockperf's own server and against
 #                               `tailgate serve --backend kernel --app sockperf --spin`
 #                               (both servers on cpu1, spinning)
+#   scripts/bench.sh load       `tailgate load --app orders --pingpong` (client on cpu0) against
+#                               `tailgate serve --app orders --spin --core 1`, over
+#                               CONNS_LIST [1 100 1000] connections; full round trips
 #
 # Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
 # server alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes.
@@ -43,6 +46,10 @@ scripts/lab.sh up >/dev/null
 
 start_server() { # name
   case $1 in
+    tailgate-kernel-orders)
+      ip netns exec tg_gw "$BIN" serve --backend kernel --app orders --ip "$GW_IP" --port "$PORT" \
+        --spin --core 1 >"$OUT/server.log" 2>&1 &
+      ;;
     sockperf-server)
       ip netns exec tg_gw taskset -c 1 sockperf server --tcp -i "$GW_IP" -p "$PORT" --nonblocked --timeout 0 \
         >"$OUT/server.log" 2>&1 &
@@ -96,8 +103,37 @@ case ${1:-} in
       echo "$row |"
     done
     ;;
+  load)
+    echo "| run | server | conns | p50 us | p99 us | p99.9 us | msgs/s |"
+    echo "|---|---|---|---|---|---|---|"
+    for run in $(seq "$RUNS"); do
+      for conns in ${CONNS_LIST:-1 100 1000}; do
+        server=tailgate-kernel-orders
+        start_server "$server"
+        ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --pingpong \
+          --conns "$conns" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
+          { cat "$OUT/client.log" >&2; exit 1; }
+        stop_server
+        j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
+        p50=$(j p50) p99=$(j p99) p999=$(j p999) tput=$(j throughput_msgs_per_s)
+        printf '| %s | %s | %s | %.1f | %.1f | %.1f | %.0f |\n' "$run" "$server" "$conns" "$p50" "$p99" "$p999" "$tput"
+        echo "$server/$conns $p50 $p99 $p999" >>"$OUT/all"
+      done
+    done
+    echo
+    echo "| server/conns | p50 median (min-max) | p99 median (min-max) | p99.9 median (min-max) |"
+    echo "|---|---|---|---|"
+    for key in $(awk '{print $1}' "$OUT/all" | awk '!seen[$0]++'); do
+      row="| $key"
+      for col in 2 3 4; do
+        row+=" | $(awk -v s="$key" -v c="$col" '$1==s {print $c}' "$OUT/all" | sort -n |
+          awk '{v[NR]=$1} END {printf "%.1f (%.1f-%.1f)", v[int((NR+1)/2)], v[1], v[NR]}')"
+      done
+      echo "$row |"
+    done
+    ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
