@@ -71,6 +71,22 @@ stop_server() {
   sleep 0.5
 }
 
+# Median (min-max) of columns 2-4 of $OUT/all for each key in column 1, as markdown.
+summary() { # first-header precision
+  echo
+  echo "| $1 | p50 median (min-max) | p99 median (min-max) | p99.9 median (min-max) |"
+  echo "|---|---|---|---|"
+  local key col row
+  for key in $(awk '{print $1}' "$OUT/all" | awk '!seen[$0]++'); do
+    row="| $key"
+    for col in 2 3 4; do
+      row+=" | $(awk -v s="$key" -v c="$col" '$1==s {print $c}' "$OUT/all" | sort -n |
+        awk -v p="$2" '{v[NR]=$1} END {f="%."p"f (%."p"f-%."p"f)"; printf f, v[int((NR+1)/2)], v[1], v[NR]}')"
+    done
+    echo "$row |"
+  done
+}
+
 pct() { # file percentile
   awk -v p="$2" '$0 ~ "percentile "p" =" {print $NF; exit}' "$1"
 }
@@ -91,17 +107,7 @@ case ${1:-} in
         echo "$server $p50 $p99 $p999" >>"$OUT/all"
       done
     done
-    echo
-    echo "| server | p50 median (min-max) | p99 median (min-max) | p99.9 median (min-max) |"
-    echo "|---|---|---|---|"
-    for server in sockperf-server tailgate-kernel-spin; do
-      row="| $server"
-      for col in 2 3 4; do
-        row+=" | $(awk -v s="$server" -v c="$col" '$1==s {print $c}' "$OUT/all" | sort -n |
-          awk '{v[NR]=$1} END {printf "%.2f (%.2f-%.2f)", v[int((NR+1)/2)], v[1], v[NR]}')"
-      done
-      echo "$row |"
-    done
+    summary server 2
     ;;
   load)
     echo "| run | server | conns | p50 us | p99 us | p99.9 us | msgs/s |"
@@ -120,17 +126,7 @@ case ${1:-} in
         echo "$server/$conns $p50 $p99 $p999" >>"$OUT/all"
       done
     done
-    echo
-    echo "| server/conns | p50 median (min-max) | p99 median (min-max) | p99.9 median (min-max) |"
-    echo "|---|---|---|---|"
-    for key in $(awk '{print $1}' "$OUT/all" | awk '!seen[$0]++'); do
-      row="| $key"
-      for col in 2 3 4; do
-        row+=" | $(awk -v s="$key" -v c="$col" '$1==s {print $c}' "$OUT/all" | sort -n |
-          awk '{v[NR]=$1} END {printf "%.1f (%.1f-%.1f)", v[int((NR+1)/2)], v[1], v[NR]}')"
-      done
-      echo "$row |"
-    done
+    summary server/conns 1
     ;;
   *)
     sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'

@@ -10,44 +10,50 @@ fn run(args: &[&str]) -> (i32, String) {
     (o.status.code().unwrap_or(-1), text)
 }
 
+fn assert_help_lists(sub: &str, flags: &[&str]) {
+    let (code, help) = run(&[sub, "--help"]);
+    assert_eq!(code, 0);
+    for f in flags {
+        assert!(help.contains(f), "{sub} --help lacks {f}");
+    }
+}
+
 #[test]
 fn help_documents_every_flag() {
-    let (code, serve) = run(&["serve", "--help"]);
-    assert_eq!(code, 0);
-    for f in [
-        "--backend",
-        "--ip",
-        "--port",
-        "--app",
-        "--core",
-        "--spin",
-        "--busy-poll-us",
-        "--heartbeat-ms",
-        "--idle-timeout-ms",
-        "--max-open-orders",
-        "--rx-buf",
-        "--tx-buf",
-    ] {
-        assert!(serve.contains(f), "serve --help lacks {f}");
-    }
-    let (code, load) = run(&["load", "--help"]);
-    assert_eq!(code, 0);
-    for f in [
-        "--backend",
-        "--ip",
-        "--port",
-        "--app",
-        "--conns",
-        "--rate",
-        "--pingpong",
-        "--duration",
-        "--size",
-        "--drain",
-        "--json",
-        "--core",
-    ] {
-        assert!(load.contains(f), "load --help lacks {f}");
-    }
+    assert_help_lists(
+        "serve",
+        &[
+            "--backend",
+            "--ip",
+            "--port",
+            "--app",
+            "--core",
+            "--spin",
+            "--busy-poll-us",
+            "--heartbeat-ms",
+            "--idle-timeout-ms",
+            "--max-open-orders",
+            "--rx-buf",
+            "--tx-buf",
+        ],
+    );
+    assert_help_lists(
+        "load",
+        &[
+            "--backend",
+            "--ip",
+            "--port",
+            "--app",
+            "--conns",
+            "--rate",
+            "--pingpong",
+            "--duration",
+            "--size",
+            "--drain",
+            "--json",
+            "--core",
+        ],
+    );
 }
 
 #[test]

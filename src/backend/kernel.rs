@@ -252,18 +252,22 @@ mod tests {
         panic!("events not seen: {all:?}");
     }
 
-    #[test]
-    fn accept_read_write_fin_on_loopback() {
+    /// A transport listening on loopback, a client connected to it, and the accepted id.
+    fn accepted_pair() -> (KernelTransport, std::net::TcpStream, ConnId) {
         let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
         t.listen(addr).unwrap();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
         let evs = pump(&mut t, |e| e.iter().any(|e| matches!(e, Event::Accepted(_))));
-        let Some(Event::Accepted(id)) = evs.iter().find(|e| matches!(e, Event::Accepted(_))).copied() else {
-            unreachable!()
-        };
+        let id = evs.iter().find_map(|e| if let Event::Accepted(id) = e { Some(*id) } else { None }).expect("accepted");
+        (t, client, id)
+    }
+
+    #[test]
+    fn accept_read_write_fin_on_loopback() {
+        let (mut t, mut client, id) = accepted_pair();
         assert!(t.peer_addr(id).is_some());
         client.write_all(b"hello").unwrap();
         pump(&mut t, |e| e.contains(&Event::Readable(id)));
@@ -302,16 +306,7 @@ mod tests {
     /// must still be told Readable again, or it never sees the FIN.
     #[test]
     fn fin_behind_a_short_read_is_reported_again() {
-        let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        t.listen(addr).unwrap();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        let evs = pump(&mut t, |e| e.iter().any(|e| matches!(e, Event::Accepted(_))));
-        let Some(Event::Accepted(id)) = evs.iter().find(|e| matches!(e, Event::Accepted(_))).copied() else {
-            unreachable!()
-        };
+        let (mut t, mut client, id) = accepted_pair();
         client.write_all(b"abc").unwrap();
         client.shutdown(Shutdown::Write).unwrap();
         std::thread::sleep(Duration::from_millis(50)); // both are queued now
