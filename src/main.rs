@@ -1,6 +1,6 @@
 //! The `tailgate` command line.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -12,6 +12,9 @@ use tailgate::app::orders::{Orders, OrdersConfig};
 use tailgate::app::sockperf::Sockperf;
 use tailgate::app::App;
 use tailgate::backend::kernel::{KernelConfig, KernelTransport};
+use tailgate::backend::xdp::udp_echo;
+use tailgate::backend::xdp::xsk::ZeroCopy;
+use tailgate::backend::xdp::{XdpConfig, XdpTransport};
 use tailgate::load::{LoadApp, LoadConfig, LoadGen, Mode};
 use tailgate::server::{Server, ServerConfig};
 use tailgate::transport::{Transport, WaitMode};
@@ -40,10 +43,12 @@ enum Cmd {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendArg {
-    /// Best backend available; today that is always the kernel backend, and the reason is logged.
+    /// xdp when --iface is given and AF_XDP works, else kernel; the reason is logged in one line.
     Auto,
     /// Kernel TCP sockets over epoll.
     Kernel,
+    /// XDP redirect + AF_XDP socket + user-space TCP stack (smoltcp); needs --iface and root.
+    Xdp,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +59,8 @@ enum ServeApp {
     Echo,
     /// Echo for `sockperf ping-pong --tcp` (14-byte sockperf header).
     Sockperf,
+    /// UDP echo straight from the AF_XDP rings, no TCP (xdp backend only): the floor.
+    UdpEcho,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,15 +71,46 @@ enum LoadAppArg {
     Echo,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ZeroCopyArg {
+    /// Try zero-copy, fall back to copy mode (the mode in use is logged).
+    Auto,
+    /// Copy mode only.
+    Off,
+}
+
+/// Flags of the xdp backend, shared by serve and load.
+#[derive(Args, Clone)]
+struct XdpArgs {
+    /// Interface for the xdp backend (the stack answers ARP for its address there).
+    #[arg(long)]
+    iface: Option<String>,
+    /// NIC queue the AF_XDP socket binds (xdp backend).
+    #[arg(long, default_value_t = 0)]
+    queue: u32,
+    /// AF_XDP zero-copy policy (xdp backend).
+    #[arg(long, value_enum, default_value = "auto")]
+    zero_copy: ZeroCopyArg,
+    /// Prefix length of the stack's address (xdp backend).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=32))]
+    prefix: u8,
+    /// Listening sockets per port: handshakes that can complete before the app accepts (xdp backend).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    backlog: u64,
+    /// Most open connections (xdp backend).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_conns: u64,
+}
+
 #[derive(Args)]
 struct ServeArgs {
-    /// Backend: auto or kernel.
+    /// Backend: auto, kernel or xdp.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
-    /// Address to listen on (IPv4 or IPv6).
+    /// Address to listen on; with the xdp backend, the address the stack owns.
     #[arg(long)]
     ip: IpAddr,
-    /// TCP port to listen on.
+    /// TCP (or UDP, for udp-echo) port to listen on.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
     /// Application to serve.
@@ -81,7 +119,7 @@ struct ServeArgs {
     /// Pin the event loop to this CPU.
     #[arg(long)]
     core: Option<usize>,
-    /// Busy-poll: never sleep in epoll_wait, and set SO_BUSY_POLL on sockets.
+    /// Busy-poll: never sleep (epoll_wait or poll with zero timeout), and set SO_BUSY_POLL.
     #[arg(long)]
     spin: bool,
     /// SO_BUSY_POLL value in microseconds with --spin (0 to leave it unset).
@@ -102,12 +140,14 @@ struct ServeArgs {
     /// Per-connection send buffer in bytes.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     tx_buf: u64,
+    #[command(flatten)]
+    xdp: XdpArgs,
 }
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["rate", "pingpong"])))]
 struct LoadArgs {
-    /// Backend: auto or kernel.
+    /// Backend: auto, kernel or xdp.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
     /// Gateway address.
@@ -116,6 +156,9 @@ struct LoadArgs {
     /// Gateway port.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
+    /// The load generator's own address (xdp backend: the address its stack owns on --iface).
+    #[arg(long)]
+    local_ip: Option<Ipv4Addr>,
     /// What to speak: the order protocol or plain echo.
     #[arg(long, value_enum, default_value = "orders")]
     app: LoadAppArg,
@@ -144,6 +187,8 @@ struct LoadArgs {
     /// Pin the load generator to this CPU.
     #[arg(long)]
     core: Option<usize>,
+    #[command(flatten)]
+    xdp: XdpArgs,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -162,13 +207,62 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// Resolve `--backend`, logging the reason when `auto` falls back.
-fn resolve_backend(b: BackendArg) -> &'static str {
-    match b {
-        BackendArg::Kernel => "kernel",
+/// The transport chosen by `--backend`.
+enum Chosen {
+    Kernel(Box<KernelTransport>),
+    Xdp(Box<XdpTransport>),
+}
+
+fn xdp_config(x: &XdpArgs, ip: Ipv4Addr, wait: WaitMode, busy_poll_us: u32) -> Result<XdpConfig, String> {
+    let iface = x.iface.as_deref().ok_or("--backend xdp needs --iface")?;
+    let mut c = XdpConfig::new(iface, ip);
+    c.prefix = x.prefix;
+    c.wait = wait;
+    c.backlog = x.backlog as usize;
+    c.max_conns = x.max_conns as usize;
+    c.xsk.queue = x.queue;
+    c.xsk.busy_poll_us = busy_poll_us;
+    c.xsk.zero_copy = match x.zero_copy {
+        ZeroCopyArg::Auto => ZeroCopy::Auto,
+        ZeroCopyArg::Off => ZeroCopy::Off,
+    };
+    Ok(c)
+}
+
+/// Build the transport for `--backend`; `auto` falls back to the kernel with
+/// the reason in one line.
+fn choose(
+    backend: BackendArg,
+    x: &XdpArgs,
+    stack_ip: Option<Ipv4Addr>,
+    wait: WaitMode,
+    busy_poll_us: u32,
+) -> Result<Chosen, String> {
+    let kernel = || {
+        KernelTransport::new(KernelConfig { wait, busy_poll_us, ..KernelConfig::default() })
+            .map(|t| Chosen::Kernel(Box::new(t)))
+            .map_err(|e| format!("kernel backend: {e}"))
+    };
+    let xdp = || -> Result<Chosen, String> {
+        let ip = stack_ip.ok_or("--backend xdp needs an IPv4 address for the stack")?;
+        let cfg = xdp_config(x, ip, wait, busy_poll_us)?;
+        XdpTransport::new(cfg).map(|t| Chosen::Xdp(Box::new(t))).map_err(|e| format!("xdp backend: {e}"))
+    };
+    match backend {
+        BackendArg::Kernel => kernel(),
+        BackendArg::Xdp => xdp(),
         BackendArg::Auto => {
-            log_info!("backend auto: using kernel (no kernel-bypass backend in this build)");
-            "kernel"
+            if x.iface.is_none() {
+                log_info!("backend auto: kernel (no --iface given for the xdp backend)");
+                return kernel();
+            }
+            match xdp() {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    log_warn!("backend auto: kernel, because the xdp backend failed: {e}");
+                    kernel()
+                }
+            }
         }
     }
 }
@@ -190,8 +284,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode, String> {
-    let backend = resolve_backend(a.backend);
-    let addr = SocketAddr::new(a.ip, a.port);
     let stop = runtime::stop_flag().map_err(|e| format!("installing signal handlers: {e}"))?;
     if let Some(core) = a.core {
         runtime::pin_to_core(core)?;
@@ -200,13 +292,32 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         }
     }
     let wait = if a.spin { WaitMode::Spin } else { WaitMode::Block };
-    let kcfg = KernelConfig { wait, busy_poll_us: a.busy_poll_us, ..KernelConfig::default() };
+    let stack_ip = match a.ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    };
+    if a.app == ServeApp::UdpEcho {
+        if a.backend == BackendArg::Kernel {
+            return Err("--app udp-echo runs on the xdp backend only (it echoes from the AF_XDP rings)".into());
+        }
+        let ip = stack_ip.ok_or("--app udp-echo: --ip must be IPv4")?;
+        let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us)?;
+        return udp_echo::run(cfg, a.port, &stop).map(|_| ExitCode::SUCCESS);
+    }
+    let chosen = choose(a.backend, &a.xdp, stack_ip, wait, a.busy_poll_us)?;
+    match chosen {
+        Chosen::Kernel(t) => serve_on(*t, &a, &stop),
+        Chosen::Xdp(t) => serve_on(*t, &a, &stop),
+    }
+}
+
+fn serve_on<T: Transport>(t: T, a: &ServeArgs, stop: &AtomicBool) -> Result<ExitCode, String> {
+    let addr = SocketAddr::new(a.ip, a.port);
     let scfg = ServerConfig { rx_buf: a.rx_buf as usize, tx_buf: a.tx_buf as usize, ..ServerConfig::default() };
-    debug_assert_eq!(backend, "kernel");
-    let t = KernelTransport::new(kcfg).map_err(|e| format!("kernel backend: {e}"))?;
     let what = format!(
-        "backend={backend} ({}) core={}",
-        if a.spin { "spin" } else { "blocking epoll" },
+        "backend={} ({}) core={}",
+        t.name(),
+        if a.spin { "spin" } else { "blocking" },
         a.core.map(|c| c.to_string()).unwrap_or_else(|| "unpinned".into())
     );
     match a.app {
@@ -216,13 +327,11 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
                 idle_timeout_ms: a.idle_timeout_ms,
                 max_open_orders: a.max_open_orders as usize,
             };
-            run_server(Server::new(t, Orders::new(cfg), scfg), addr, &what, &stop)
+            run_server(Server::new(t, Orders::new(cfg), scfg), addr, &what, stop)
         }
-        ServeApp::Echo => run_server(Server::new(t, Echo::default(), scfg), addr, &what, &stop),
-        ServeApp::Sockperf => {
-            let app = Sockperf::new(a.rx_buf as usize);
-            run_server(Server::new(t, app, scfg), addr, &what, &stop)
-        }
+        ServeApp::Echo => run_server(Server::new(t, Echo::default(), scfg), addr, &what, stop),
+        ServeApp::Sockperf => run_server(Server::new(t, Sockperf::new(a.rx_buf as usize), scfg), addr, &what, stop),
+        ServeApp::UdpEcho => Err("--app udp-echo runs on the xdp backend only".into()),
     }
 }
 
@@ -239,16 +348,24 @@ fn run_server<T: Transport, A: App>(
     let ts = s.transport.stats();
     log_info!(
         "stopped: connections opened={} closed={} aborted={} io_errors={} bytes_in={} bytes_out={} polls_useful={} polls_idle={}",
-        st.opened, st.closed, st.aborted, st.io_errors, ts.bytes_in, ts.bytes_out, ts.polls_useful, ts.polls_idle
+        st.opened,
+        st.closed,
+        st.aborted,
+        st.io_errors,
+        ts.bytes_in,
+        ts.bytes_out,
+        ts.polls_useful,
+        ts.polls_idle
     );
+    if let Some(extra) = s.transport.report() {
+        log_info!("{extra}");
+    }
     log_info!("{}", s.app.summary());
     r.map_err(|e| format!("event loop: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_load(a: LoadArgs) -> Result<ExitCode, String> {
-    let backend = resolve_backend(a.backend);
-    debug_assert_eq!(backend, "kernel");
     let app = match a.app {
         LoadAppArg::Orders => LoadApp::Orders,
         LoadAppArg::Echo => LoadApp::Echo,
@@ -261,6 +378,9 @@ fn run_load(a: LoadArgs) -> Result<ExitCode, String> {
         (None, true) => Mode::PingPong,
         _ => return Err("give exactly one of --rate or --pingpong".into()),
     };
+    if a.backend == BackendArg::Xdp && a.local_ip.is_none() {
+        return Err("--backend xdp needs --local-ip, the address the load generator's stack owns".into());
+    }
     if let Some(core) = a.core {
         runtime::pin_to_core(core)?;
     }
@@ -276,16 +396,22 @@ fn run_load(a: LoadArgs) -> Result<ExitCode, String> {
         progress: a.duration > Duration::from_secs(2),
         logon_timeout: Duration::from_secs(10),
     };
-    let t = KernelTransport::new(KernelConfig { wait: WaitMode::Spin, busy_poll_us: 0, ..KernelConfig::default() })
-        .map_err(|e| format!("kernel backend: {e}"))?;
-    let report = LoadGen::new(t, cfg).and_then(|g| g.run(&stop)).map_err(|e| format!("load: {e}"))?;
+    let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };
+    let report = match choose(backend, &a.xdp, a.local_ip, WaitMode::Spin, 0)? {
+        Chosen::Kernel(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
+        Chosen::Xdp(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
+    }
+    .map_err(|e| format!("load: {e}"))?;
     println!("{}", report.render());
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| format!("--json: {e}"))?;
         std::fs::write(path, text + "\n").map_err(|e| format!("--json {}: {e}", path.display()))?;
     }
     if report.failures() > 0 {
-        eprintln!("tailgate: load: {} failures (unanswered, rejected, out of sequence, unexpected, corrupted or disconnected)", report.failures());
+        eprintln!(
+            "tailgate: load: {} failures (unanswered, rejected, out of sequence, unexpected, corrupted or disconnected)",
+            report.failures()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -170,6 +170,9 @@ impl<T: Transport, A: App> Server<T, A> {
             }
             self.service(id, now);
         }
+        if n > 0 {
+            self.transport.flush();
+        }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick_ns;
             self.tick(now);

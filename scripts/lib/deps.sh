@@ -1,8 +1,8 @@
 # Sourced by scripts/demo.sh and scripts/test.sh: install missing Debian
 # packages (idempotent, quiet) and check the Rust toolchain.
 
-# Packages every command needs at run time.
-TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps)
+# Packages the build (clang etc. compile bpf/redirect.bpf.c) and the lab need.
+TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps clang llvm libelf-dev zlib1g-dev pkg-config make)
 
 ensure_packages() {
   local missing=() p

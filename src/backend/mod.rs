@@ -5,6 +5,7 @@
 //! The AF_XDP + user-space stack backend is planned (see docs/ARCHITECTURE.md).
 
 pub mod kernel;
+pub mod xdp;
 
 use std::fmt;
 use std::str::FromStr;

@@ -392,6 +392,7 @@ impl<T: Transport> LoadGen<T> {
                 self.read(ci, record);
             }
         }
+        self.t.flush();
         Ok(())
     }
 

@@ -85,8 +85,17 @@ pub trait Transport {
     fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&mut self, conn: ConnId) -> io::Result<()>;
     fn close(&mut self, conn: ConnId);
+    /// Put on the wire what `send` queued since the last `poll`. A no-op for
+    /// backends whose `send` transmits at once (the kernel); a user-space
+    /// stack sends its segments here, so replies leave in the same loop
+    /// iteration that produced them.
+    fn flush(&mut self) {}
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
     fn stats(&self) -> TransportStats;
+    /// Backend-specific counters for the end-of-run log line, if any.
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Is this error "try again later" rather than "the connection is gone"?

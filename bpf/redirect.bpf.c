@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: (MIT OR Apache-2.0)
+//
+// tailgate XDP program: redirect to the AF_XDP socket of the receiving queue
+// the frames that belong to the user-space stack, and pass everything else
+// to the kernel.
+//
+// Ours:
+//   - ARP whose target protocol address is the stack's address;
+//   - when the stack owns its address (own_address = 1): every IPv4 frame
+//     to it;
+//   - when the kernel shares the address: IPv4 TCP or UDP to it whose
+//     destination port is a listening port (map `ports`) or inside the
+//     stack's local port range (outbound connections).
+// Everything else: XDP_PASS. If no socket is bound on the queue,
+// bpf_redirect_map falls back to XDP_PASS (flags argument), so a dead
+// gateway never black-holes the interface.
+//
+// Every header access is bounds-checked against data_end. No printk.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Set from user space before load (read-only data).
+volatile const __u32 stack_ip = 0;      // network byte order
+volatile const __u16 local_port_lo = 0; // host byte order, inclusive
+volatile const __u16 local_port_hi = 0; // host byte order, inclusive
+// 1: the kernel has no such address, the stack owns it outright: every IPv4
+// frame to it is redirected, so the stack answers closed ports with RST and
+// ICMP echo itself. 0: the kernel shares the address: only the stack's ports.
+volatile const __u8 own_address = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+// Listening ports (host byte order) -> 1.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+enum {
+	CNT_SEEN = 0,
+	CNT_REDIRECTED = 1,
+	CNT_PASSED = 2,
+	CNT_MALFORMED = 3,
+	CNT_MAX = 4,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &which);
+	if (v)
+		*v += 1;
+}
+
+// ARP for IPv4 over Ethernet: fixed 28-byte body.
+struct arp_ipv4 {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 oper;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+static __always_inline int ours_port(__u16 port)
+{
+	if (port >= local_port_lo && port <= local_port_hi && local_port_hi != 0)
+		return 1;
+	return bpf_map_lookup_elem(&ports, &port) != 0;
+}
+
+static __always_inline int redirect(struct xdp_md *ctx)
+{
+	count(CNT_REDIRECTED);
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+static __always_inline int pass(void)
+{
+	count(CNT_PASSED);
+	return XDP_PASS;
+}
+
+static __always_inline int malformed(void)
+{
+	count(CNT_MALFORMED);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int tailgate_redirect(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	count(CNT_SEEN);
+	if ((void *)(eth + 1) > data_end)
+		return malformed();
+
+	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+		struct arp_ipv4 *arp = (void *)(eth + 1);
+		__u32 tpa;
+		if ((void *)(arp + 1) > data_end)
+			return malformed();
+		if (arp->ptype != bpf_htons(ETH_P_IP) || arp->plen != 4)
+			return pass();
+		__builtin_memcpy(&tpa, arp->tpa, 4);
+		if (tpa == stack_ip)
+			return redirect(ctx);
+		return pass();
+	}
+
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return pass();
+
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return malformed();
+	if (ip->daddr != stack_ip)
+		return pass();
+	if (ip->ihl < 5 || ip->version != 4)
+		return malformed(); // ours by address, but unparseable: the stack would drop it too
+	if (own_address)
+		return redirect(ctx);
+	// Shared address: only TCP/UDP to the stack's ports; fragments after the
+	// first carry no ports and go to the kernel, which owns reassembly here.
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return pass();
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return pass();
+
+	__u8 *l4 = (__u8 *)ip + ip->ihl * 4;
+	if ((void *)(l4 + 4) > data_end)
+		return malformed();
+	__u16 dport = ((__u16)l4[2] << 8) | l4[3];
+	if (ours_port(dport))
+		return redirect(ctx);
+	return pass();
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
