@@ -384,7 +384,7 @@ impl<T: Transport> LoadGen<T> {
         }
         self.events = events;
         for ci in 0..self.clients.len() {
-            if !self.clients[ci].alive {
+            if !self.clients[ci].alive || !self.clients[ci].connected {
                 continue;
             }
             self.flush(ci);
@@ -681,9 +681,22 @@ impl<T: Transport> LoadGen<T> {
         }
         let unanswered = self.outstanding() as u64
             + self.clients.iter().filter(|c| !c.alive).map(|c| c.outstanding.len() as u64).sum::<u64>();
+        // Graceful close: FIN on every connection, a bounded wait for the
+        // stack to put them on the wire, then release.
+        for c in &self.clients {
+            let _ = self.t.shutdown_write(c.id);
+        }
+        let close_end = clock::mono_ns() + 200_000_000;
+        while clock::mono_ns() < close_end {
+            let mut evs = std::mem::take(&mut self.events);
+            self.t.poll(Some(Duration::ZERO), &mut evs)?;
+            self.events = evs;
+            self.t.flush();
+        }
         for c in &self.clients {
             self.t.close(c.id);
         }
+        self.t.flush();
 
         let secs = run_ns as f64 / 1e9;
         Ok(Report {

@@ -172,7 +172,11 @@ impl XdpTransport {
             } else {
                 ""
             },
-            if sock.busy_poll { "on" } else { "refused" },
+            match (sock.busy_poll, cfg.xsk.busy_poll_us) {
+                (_, 0) => "off",
+                (true, _) => "on",
+                (false, _) => "refused by the kernel",
+            },
             (cfg.xsk.frames as usize * cfg.xsk.frame_size as usize) >> 20,
             if sock.hugepages { "2 MiB" } else { "4 KiB" },
             cfg.ip,
@@ -422,6 +426,9 @@ impl Transport for XdpTransport {
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
         let s = self.sock(conn)?;
+        if matches!(s.state(), State::SynSent | State::SynReceived) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         match s.recv_slice(buf) {
             Ok(0) if !buf.is_empty() => {
                 if s.may_recv() {
@@ -446,8 +453,9 @@ impl Transport for XdpTransport {
 
     fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize> {
         let s = self.sock(conn)?;
+        let opening = matches!(s.state(), State::SynSent | State::SynReceived);
         match s.send_slice(buf) {
-            Ok(0) if !buf.is_empty() => {
+            Ok(0) if !buf.is_empty() || opening => {
                 if let Some(c) = self.conns.get_mut(conn.0) {
                     c.want_write = true;
                 }
@@ -456,6 +464,12 @@ impl Transport for XdpTransport {
             Ok(n) => {
                 self.stats.bytes_out += n as u64;
                 Ok(n)
+            }
+            Err(SendError::InvalidState) if opening => {
+                if let Some(c) = self.conns.get_mut(conn.0) {
+                    c.want_write = true;
+                }
+                Err(io::ErrorKind::WouldBlock.into())
             }
             Err(SendError::InvalidState) => Err(io::ErrorKind::BrokenPipe.into()),
         }
