@@ -270,6 +270,11 @@ fn choose(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tailgate::log::set_level(if cli.quiet { 0 } else { 1 + cli.verbose });
+    if let Some(n) = runtime::raise_fd_limit() {
+        if n < 4096 {
+            log_warn!("open-file limit is {n}: raise it (ulimit -n) for more connections");
+        }
+    }
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a),
         Cmd::Load(a) => run_load(a),

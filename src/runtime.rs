@@ -45,6 +45,19 @@ pub fn parse_cpu_list(s: &str) -> Vec<usize> {
     v
 }
 
+/// Raise the soft limit on open files to the hard limit, so thousands of
+/// connections do not fail on a host's default of 1024. Returns the limit
+/// now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l.clone());
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 /// A flag set by SIGINT or SIGTERM.
 pub fn stop_flag() -> std::io::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));

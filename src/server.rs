@@ -358,6 +358,9 @@ impl<T: Transport, A: App> Server<T, A> {
         let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else {
             return Step::Gone;
         };
+        // Did the application take everything it could? (It may stop early
+        // when its output is full; then the input waits for Writable.)
+        let mut stalled_input = false;
         if c.state == State::Open && c.rx_len > 0 {
             let recv_ts = if A::WANTS_RECV_TS { clock::realtime_ns() } else { 0 };
             let (used, v) = self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, recv_ts, now);
@@ -366,6 +369,7 @@ impl<T: Transport, A: App> Server<T, A> {
                 c.rx_len -= used;
                 progress = true;
             }
+            stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0);
             match v {
                 Verdict::Continue => {}
                 Verdict::Close => {
@@ -385,11 +389,13 @@ impl<T: Transport, A: App> Server<T, A> {
             }
         }
 
-        // 5. Peer FIN once all input before it was consumed.
+        // 5. Peer FIN, once the application has taken all the input before
+        // it that it can: what is left then (a partial message) is passed to
+        // `on_peer_fin`. Input waiting on a full output is not left behind.
         let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else {
             return Step::Gone;
         };
-        if c.peer_fin && c.state == State::Open {
+        if c.peer_fin && c.state == State::Open && !stalled_input {
             let v = self.app.on_peer_fin(&mut c.session, &c.rx[..c.rx_len], &mut c.tx);
             if v == Verdict::Abort {
                 self.finish(id, "peer closed", true);
@@ -438,6 +444,100 @@ mod tests {
         });
         ready_rx.recv().unwrap();
         (addr, stop, h)
+    }
+
+    /// One connection whose peer sends `input` then FIN, and which accepts at
+    /// most `budget` bytes of output per poll, so the server's output fills
+    /// while input is still waiting.
+    struct SlowPeer {
+        input: std::collections::VecDeque<u8>,
+        out: Vec<u8>,
+        budget: usize,
+        left: usize,
+        polls: u64,
+        closed: bool,
+        fin_sent_by_server: bool,
+    }
+
+    impl Transport for SlowPeer {
+        fn name(&self) -> &'static str {
+            "mock"
+        }
+        fn listen(&mut self, _: SocketAddr) -> io::Result<()> {
+            Ok(())
+        }
+        fn connect(&mut self, _: SocketAddr) -> io::Result<ConnId> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn poll(&mut self, _: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
+            events.clear();
+            self.polls += 1;
+            self.left = self.budget;
+            if self.polls == 1 {
+                events.push(Event::Accepted(ConnId(0)));
+            } else if !self.closed {
+                events.push(Event::Readable(ConnId(0)));
+                events.push(Event::Writable(ConnId(0)));
+            }
+            Ok(())
+        }
+        fn recv(&mut self, _: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.input.len());
+            for b in buf.iter_mut().take(n) {
+                *b = self.input.pop_front().unwrap_or(0);
+            }
+            Ok(n) // 0 once the input is gone: the FIN
+        }
+        fn send(&mut self, _: ConnId, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.left);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.left -= n;
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn shutdown_write(&mut self, _: ConnId) -> io::Result<()> {
+            self.fin_sent_by_server = true;
+            Ok(())
+        }
+        fn close(&mut self, _: ConnId) {
+            self.closed = true;
+        }
+        fn peer_addr(&self, _: ConnId) -> Option<SocketAddr> {
+            None
+        }
+        fn stats(&self) -> crate::transport::TransportStats {
+            Default::default()
+        }
+    }
+
+    /// Regression: input read before the peer's FIN but not yet consumed
+    /// (the output was full) must still be echoed before the close.
+    #[test]
+    fn input_before_fin_is_not_dropped_when_output_is_full() {
+        let input: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let peer = SlowPeer {
+            input: input.iter().copied().collect(),
+            out: Vec::new(),
+            budget: 100,
+            left: 0,
+            polls: 0,
+            closed: false,
+            fin_sent_by_server: false,
+        };
+        let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, ..Default::default() };
+        let mut s = Server::new(peer, Echo::default(), cfg);
+        for _ in 0..100_000 {
+            if s.transport.closed {
+                break;
+            }
+            s.run_once().unwrap();
+        }
+        assert!(s.transport.closed, "connection never closed");
+        assert!(s.transport.fin_sent_by_server);
+        assert_eq!(s.transport.out.len(), input.len(), "echo lost bytes");
+        assert!(s.transport.out == input);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!   error arrives; consumers may stop reading after a short read. (epoll in
 //!   edge-triggered mode guarantees this on Linux: new data raises a new edge.)
 //! * `send(conn, buf)`: may accept fewer bytes than offered; `WouldBlock` when
-//!   none fit; `Writable` follows when space frees up.
+//!   none fit. After a short write or `WouldBlock`, the backend must report
+//!   `Writable` when space frees up.
 //! * `shutdown_write(conn)`: send FIN after the queued data.
 //! * `close(conn)`: forget the connection; its id may be reused afterwards.
 //!

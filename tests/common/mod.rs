@@ -122,6 +122,25 @@ impl Lab {
         c
     }
 
+    /// Run `ip` with these arguments; panic with its stderr on failure.
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Is an XDP program attached to the gateway interface?
+    pub fn xdp_attached(&self) -> bool {
+        let out = Command::new("ip").args(["-n", &self.ns_gw, "link", "show", "dev", &self.if_gw]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+    }
+
+    /// Start `tailgate serve --backend xdp` on the gateway interface.
+    pub fn serve_xdp(&self, app: &str, extra: &[&str]) -> Proc {
+        let mut args = vec!["--backend", "xdp", "--iface", &self.if_gw, "--ip", GW_IP, "--port", "7777", "--app", app];
+        args.extend_from_slice(extra);
+        self.serve(&args)
+    }
+
     /// Start `tailgate serve` in the gateway namespace and wait until it listens.
     pub fn serve(&self, args: &[&str]) -> Proc {
         let mut c = self.cmd_in(&self.ns_gw, BIN);
@@ -139,7 +158,12 @@ impl Lab {
     /// Run `f` on a thread that has entered the client namespace, so that
     /// sockets it creates live there.
     pub fn in_client_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.ns_cli);
+        self.in_ns(&self.ns_cli.clone(), f)
+    }
+
+    /// Run `f` on a thread inside namespace `ns`.
+    pub fn in_ns<T: Send + 'static>(&self, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
         std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open netns");
             rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
@@ -256,8 +280,11 @@ impl Drop for Proc {
 /// Find `key=<u64>` in a log line.
 pub fn counter(lines: &[String], key: &str) -> Option<u64> {
     let pat = format!("{key}=");
-    lines
-        .iter()
-        .rev()
-        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&pat)).and_then(|v| v.parse().ok()))
+    lines.iter().rev().find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&pat)).and_then(leading_number))
+}
+
+/// The digits at the start of `v` ("12;" -> 12).
+fn leading_number(v: &str) -> Option<u64> {
+    let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    v[..end].parse().ok()
 }

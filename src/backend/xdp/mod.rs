@@ -463,6 +463,13 @@ impl Transport for XdpTransport {
             }
             Ok(n) => {
                 self.stats.bytes_out += n as u64;
+                if n < buf.len() {
+                    // A short write means the buffer is full: the caller
+                    // waits for Writable, so it must come.
+                    if let Some(c) = self.conns.get_mut(conn.0) {
+                        c.want_write = true;
+                    }
+                }
                 Ok(n)
             }
             Err(SendError::InvalidState) if opening => {

@@ -1,0 +1,387 @@
+//! End-to-end tests of the xdp backend (XDP program + AF_XDP + smoltcp) on the
+//! veth lab in bypass mode: the gateway interface has no kernel IPv4 address,
+//! and the stack owns 198.18.0.1.
+
+// Raw frames for the malformed-frame test need an AF_PACKET socket.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+fn echo_once(payload: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect((GW_IP, 7777)).expect("connect to the xdp stack");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(payload).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read echo");
+    got
+}
+
+#[test]
+fn xdp_handshake_echo_close() {
+    if !lab_available("xdp_handshake_echo_close") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("echo", &[]);
+    assert!(lab.xdp_attached(), "no XDP program on {}", lab.if_gw);
+    let got = lab.in_client_ns(|| echo_once(b"hello over AF_XDP"));
+    assert_eq!(got, b"hello over AF_XDP");
+    let log = srv.stop();
+    assert_eq!(counter(&log, "opened"), Some(1), "{log:?}");
+    assert_eq!(counter(&log, "closed"), Some(1));
+    assert_eq!(counter(&log, "aborted"), Some(0));
+    assert!(counter(&log, "redirected").unwrap() > 0);
+    assert!(log.iter().any(|l| l.contains("AF_XDP") && l.contains("mode")), "mode not logged: {log:?}");
+    assert!(!lab.xdp_attached(), "program left attached after a clean exit");
+}
+
+#[test]
+fn xdp_echo_64_mib_with_hash() {
+    if !lab_available("xdp_echo_64_mib_with_hash") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("echo", &[]);
+    let (sent, got, len) = lab.in_client_ns(|| {
+        let mut s = TcpStream::connect((GW_IP, 7777)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut r = s.try_clone().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 65536];
+            let mut total = 0usize;
+            loop {
+                let n = r.read(&mut buf).expect("read echo");
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                total += n;
+            }
+            (h.finalize(), total)
+        });
+        let mut h = Sha256::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut chunk = vec![0u8; 64 * 1024];
+        for _ in 0..1024 {
+            for b in chunk.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            h.update(&chunk);
+            s.write_all(&chunk).expect("write");
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+        let (got, len) = reader.join().unwrap();
+        (h.finalize(), got, len)
+    });
+    let log = srv.stop();
+    assert_eq!(len, 64 << 20);
+    assert_eq!(sent, got, "echoed stream differs");
+    assert_eq!(counter(&log, "aborted"), Some(0), "{log:?}");
+}
+
+#[test]
+fn xdp_1000_concurrent_connections() {
+    if !lab_available("xdp_1000_concurrent_connections") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("echo", &["--max-conns", "2000", "--rx-buf", "4096", "--tx-buf", "4096"]);
+    let ok = lab.in_client_ns(|| {
+        let mut socks = Vec::new();
+        for i in 0..1000u32 {
+            let mut s = TcpStream::connect((GW_IP, 7777)).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(&i.to_le_bytes()).unwrap();
+            socks.push(s);
+        }
+        // All 1000 are open at once; each gets its own bytes back.
+        let mut ok = 0;
+        for (i, s) in socks.iter_mut().enumerate() {
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(u32::from_le_bytes(b), i as u32);
+            ok += 1;
+        }
+        for s in &socks {
+            s.shutdown(Shutdown::Write).unwrap();
+        }
+        for s in socks.iter_mut() {
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        }
+        ok
+    });
+    let log = srv.stop();
+    assert_eq!(ok, 1000);
+    assert_eq!(counter(&log, "opened"), Some(1000), "{log:?}");
+    assert_eq!(counter(&log, "refused"), Some(0));
+}
+
+#[test]
+fn xdp_orders_every_order_acked_once() {
+    if !lab_available("xdp_orders_every_order_acked_once") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("orders", &[]);
+    let report = std::env::temp_dir().join(format!("tg-xdp-orders-{}.json", std::process::id()));
+    let out = lab.load(&[
+        "--ip",
+        GW_IP,
+        "--port",
+        "7777",
+        "--app",
+        "orders",
+        "--conns",
+        "50",
+        "--rate",
+        "5000",
+        "--duration",
+        "2",
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let _ = std::fs::remove_file(&report);
+    let log = srv.stop();
+    assert!(
+        out.status.success(),
+        "load failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent >= 9000, "{r}");
+    assert_eq!(r["answered"].as_u64(), Some(sent));
+    for k in ["unanswered", "rejected", "out_of_sequence", "unexpected", "corrupted", "disconnected"] {
+        assert_eq!(r[k].as_u64(), Some(0), "{k}: {r}");
+    }
+    let acked = counter(&log, "orders_acked").unwrap() + counter(&log, "cancels_acked").unwrap();
+    assert_eq!(acked, sent, "{log:?}");
+}
+
+#[test]
+fn xdp_load_generator_on_the_bypass_stack_too() {
+    if !lab_available("xdp_load_generator_on_the_bypass_stack_too") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("orders", &[]);
+    let out = lab.load(&[
+        "--backend",
+        "xdp",
+        "--iface",
+        &lab.if_cli,
+        "--local-ip",
+        "198.18.0.3",
+        "--ip",
+        GW_IP,
+        "--port",
+        "7777",
+        "--app",
+        "orders",
+        "--conns",
+        "4",
+        "--pingpong",
+        "--duration",
+        "1",
+    ]);
+    let log = srv.stop();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("backend xdp"), "{text}");
+    assert!(text.contains("unanswered 0"), "{text}");
+    assert_eq!(counter(&log, "closed"), Some(4), "{log:?}");
+}
+
+#[test]
+fn xdp_other_traffic_still_reaches_the_kernel() {
+    if !lab_available("xdp_other_traffic_still_reaches_the_kernel") || !tool_available("ping", "ping") {
+        return;
+    }
+    let lab = Lab::up(true);
+    // A second address on the same interface that the kernel owns.
+    lab.ip(&["-n", &lab.ns_gw, "addr", "add", "198.18.0.5/24", "dev", &lab.if_gw]);
+    let srv = lab.serve_xdp("echo", &[]);
+    let listener = lab.in_ns(&lab.ns_gw.clone(), || std::net::TcpListener::bind("198.18.0.5:8888").unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 6];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(&b).unwrap();
+    });
+    let kernel_reply = lab.in_client_ns(|| {
+        let mut s = TcpStream::connect(("198.18.0.5", 8888)).expect("kernel listener");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"kernel").unwrap();
+        let mut b = [0u8; 6];
+        s.read_exact(&mut b).unwrap();
+        b
+    });
+    server.join().unwrap();
+    assert_eq!(&kernel_reply, b"kernel");
+    // ping to the kernel's address, and to the stack's (smoltcp answers echo requests).
+    for target in ["198.18.0.5", GW_IP] {
+        let mut c = lab.cmd_in(&lab.ns_cli, "ping");
+        c.args(["-c", "2", "-W", "2", target]);
+        let out = run_bounded(c, Duration::from_secs(15));
+        assert!(out.status.success(), "ping {target}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    // And the stack still serves.
+    assert_eq!(lab.in_client_ns(|| echo_once(b"still here")), b"still here");
+    let log = srv.stop();
+    assert!(counter(&log, "passed").unwrap() > 0, "nothing passed to the kernel: {log:?}");
+}
+
+#[test]
+fn xdp_sigkill_leaves_the_interface_to_the_kernel() {
+    if !lab_available("xdp_sigkill_leaves_the_interface_to_the_kernel") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("echo", &[]);
+    assert!(lab.xdp_attached());
+    assert_eq!(lab.in_client_ns(|| echo_once(b"x")), b"x");
+    let pid = srv.pid();
+    let st = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    assert!(st.success());
+    drop(srv);
+    // The bpf_link dies with the process: no program, and the kernel serves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while lab.xdp_attached() {
+        assert!(std::time::Instant::now() < deadline, "XDP program still attached after SIGKILL");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.ip(&["-n", &lab.ns_gw, "addr", "add", "198.18.0.1/24", "dev", &lab.if_gw]);
+    let listener = lab.in_ns(&lab.ns_gw.clone(), || std::net::TcpListener::bind("198.18.0.1:7777").unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(b"kernel").unwrap();
+    });
+    let got = lab.in_client_ns(|| {
+        let mut s = TcpStream::connect((GW_IP, 7777)).expect("the kernel serves the interface again");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = Vec::new();
+        s.read_to_end(&mut b).unwrap();
+        b
+    });
+    server.join().unwrap();
+    assert_eq!(got, b"kernel");
+}
+
+#[test]
+fn xdp_rst_for_a_closed_port() {
+    if !lab_available("xdp_rst_for_a_closed_port") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("echo", &[]);
+    let err = lab.in_client_ns(|| {
+        TcpStream::connect_timeout(&"198.18.0.1:9".parse().unwrap(), Duration::from_secs(5)).map(|_| ()).unwrap_err()
+    });
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    drop(srv);
+}
+
+/// Send raw Ethernet frames out of `ifname` (in the calling thread's namespace).
+fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
+    let c = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert!(ifindex > 0, "no interface {ifname}");
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    // SAFETY: all-zero is a valid sockaddr_ll; the fields we need are set below.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_ifindex = ifindex as i32;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    for f in frames {
+        // SAFETY: `f` is a valid buffer of f.len() bytes; `sa` a valid sockaddr_ll.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&sa as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(n, f.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+}
+
+#[test]
+fn xdp_malformed_frames_are_counted_and_the_stack_keeps_serving() {
+    if !lab_available("xdp_malformed_frames_are_counted_and_the_stack_keeps_serving") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("echo", &[]);
+    let if_cli = lab.if_cli.clone();
+    let head = |ethertype: [u8; 2]| -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        f.extend_from_slice(&ethertype);
+        f
+    };
+    let mut frames = Vec::new();
+    let mut x: u32 = 7;
+    for i in 0..1000u32 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let f = match i % 4 {
+            // IPv4 header cut short: malformed in the XDP program.
+            0 => {
+                let mut f = head([0x08, 0x00]);
+                f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0]);
+                f
+            }
+            // Our address, IHL 2: malformed in the XDP program.
+            1 => {
+                let mut f = head([0x08, 0x00]);
+                f.extend_from_slice(&[0x42, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1]);
+                f
+            }
+            // ARP cut short: malformed in the XDP program.
+            2 => {
+                let mut f = head([0x08, 0x06]);
+                f.extend_from_slice(&[0, 1, 8, 0]);
+                f
+            }
+            // A well-formed IPv4 header to us with garbage behind it: the stack drops it.
+            _ => {
+                let mut f = head([0x08, 0x00]);
+                f.extend_from_slice(&[0x45, 0, 0, 60, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1]);
+                f.extend((0..40).map(|k| (x >> (k % 24)) as u8));
+                f
+            }
+        };
+        frames.push(f);
+    }
+    let before = lab.in_client_ns(|| echo_once(b"before"));
+    assert_eq!(before, b"before");
+    lab.in_client_ns(move || send_raw(&if_cli, &frames));
+    let after = lab.in_client_ns(|| echo_once(b"after the burst"));
+    assert_eq!(after, b"after the burst");
+    let log = srv.stop();
+    assert!(counter(&log, "malformed").unwrap() >= 750, "{log:?}");
+    assert_eq!(counter(&log, "aborted"), Some(0));
+}
