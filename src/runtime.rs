@@ -53,7 +53,7 @@ pub fn raise_fd_limit() -> Option<u64> {
     let mut l = getrlimit(Resource::Nofile);
     if l.current < l.maximum {
         l.current = l.maximum;
-        let _ = setrlimit(Resource::Nofile, l.clone());
+        let _ = setrlimit(Resource::Nofile, l);
     }
     getrlimit(Resource::Nofile).current
 }
