@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use slab::Slab;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -34,6 +34,9 @@ use self::device::XskDevice;
 use self::xsk::{BindMode, Xsk, XskConfig};
 use crate::clock;
 use crate::transport::{ConnId, Event, Transport, TransportStats, WaitMode};
+
+/// Frames taken off the rx ring per poll: bounded work per iteration.
+const INGRESS_BUDGET: usize = 64;
 
 /// How long a closed connection may take to finish its close handshake
 /// before it is aborted and its socket freed.
@@ -246,10 +249,28 @@ impl XdpTransport {
         Ok(self.sockets.get_mut::<tcp::Socket>(h))
     }
 
-    /// Run the stack: ingress, timers, egress; then send.
-    fn drive(&mut self) {
+    /// Ingress only: take up to `INGRESS_BUDGET` frames off the rx ring into
+    /// the sockets. Egress waits for [`Transport::flush`], after the
+    /// application has answered, so a reply carries the ACK for the request
+    /// instead of following a pure ACK in a second frame and a second kick.
+    fn ingress(&mut self) -> usize {
         self.dev.xsk.rx.wake_if_needed();
-        self.iface.poll(now_instant(), &mut self.dev, &mut self.sockets);
+        let now = now_instant();
+        self.iface.poll_maintenance(now);
+        let mut n = 0;
+        while n < INGRESS_BUDGET {
+            match self.iface.poll_ingress_single(now, &mut self.dev, &mut self.sockets) {
+                PollIngressSingleResult::None => break,
+                _ => n += 1,
+            }
+        }
+        self.dev.xsk.rx.flush();
+        n
+    }
+
+    /// Egress: segments, ACKs, retransmissions; then one kick for the batch.
+    fn egress(&mut self) {
+        self.iface.poll_egress(now_instant(), &mut self.dev, &mut self.sockets);
         self.dev.flush();
     }
 
@@ -400,8 +421,12 @@ impl Transport for XdpTransport {
     fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
         events.clear();
         events.append(&mut self.pending);
-        self.drive();
+        self.ingress();
         self.scan(events);
+        if events.is_empty() {
+            // Nobody will answer in this iteration: send ACKs and timers now.
+            self.egress();
+        }
         if events.is_empty() && self.cfg.wait == WaitMode::Block {
             let until_timer =
                 self.iface.poll_delay(now_instant(), &self.sockets).map(|d| Duration::from_micros(d.micros()));
@@ -412,8 +437,11 @@ impl Transport for XdpTransport {
             let ms = wait.map(|d| d.as_millis().min(i32::MAX as u128) as i32).unwrap_or(-1);
             if ms != 0 {
                 self.dev.xsk.rx.wait(ms);
-                self.drive();
+                self.ingress();
                 self.scan(events);
+                if events.is_empty() {
+                    self.egress();
+                }
             }
         }
         if events.is_empty() {
@@ -509,8 +537,7 @@ impl Transport for XdpTransport {
     }
 
     fn flush(&mut self) {
-        self.iface.poll_egress(now_instant(), &mut self.dev, &mut self.sockets);
-        self.dev.flush();
+        self.egress();
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
