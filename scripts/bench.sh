@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Latency benchmarks on the veth lab, side by side in one run.
+# Latency benchmarks on the veth lab, every configuration side by side in one run.
 #
-#   scripts/bench.sh sockperf   sockperf ping-pong --tcp, 64 bytes, client on cpu0
-#                               spinning, against sockperf's own server and against
-#                               `tailgate serve --backend kernel --app sockperf --spin`
-#                               (both servers on cpu1, spinning)
-#   scripts/bench.sh load       `tailgate load --app orders --pingpong` (client on cpu0) against
-#                               `tailgate serve --app orders --spin --core 1`, over
-#                               CONNS_LIST [1 100 1000] connections; full round trips
+#   scripts/bench.sh sockperf   sockperf ping-pong, 64-byte messages, client pinned to cpu0 and
+#                               spinning, against each server in SERVERS, all on cpu1 spinning:
+#                                 sockperf-server   sockperf's own server, kernel TCP
+#                                 kernel            tailgate serve --backend kernel --app sockperf --spin
+#                                 xdp               tailgate serve --backend xdp --app sockperf --spin
+#                                 udp-floor         tailgate serve --backend xdp --app udp-echo --spin
+#                                                   (sockperf over UDP: AF_XDP with no TCP at all)
+#   scripts/bench.sh load       tailgate load --app orders (client on cpu0) against
+#                               tailgate serve --app orders --spin --core 1 on each backend in
+#                               BACKENDS [kernel xdp], over CONNS_LIST [1 100 1000] connections,
+#                               open loop at LOAD_RATE [20000] orders/s in total; full round trips
 #
 # Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
-# server alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes.
-# Prints one markdown row per run and a summary (median, min-max of each percentile).
-# sockperf's figures are half round trips (its "latency").
+# configuration alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes,
+# SERVERS [sockperf-server kernel xdp udp-floor]. Prints one markdown row per
+# run and a summary (median, min-max of each percentile). sockperf's figures
+# are half round trips (its "latency"); tailgate load's are full round trips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
@@ -20,6 +25,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
 MSG=${MSG:-64}
+SERVERS=${SERVERS:-sockperf-server kernel xdp udp-floor}
+BACKENDS=${BACKENDS:-kernel xdp}
+LOAD_RATE=${LOAD_RATE:-20000}
 PORT=7777
 GW_IP=198.18.0.1
 [[ $(id -u) == 0 ]] || { echo "bench.sh: must run as root" >&2; exit 2; }
@@ -42,25 +50,37 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-scripts/lab.sh up >/dev/null
 
-start_server() { # name
+# Kernel servers need the address on the interface; xdp servers need it absent.
+lab_for() { # server
   case $1 in
-    tailgate-kernel-orders)
-      ip netns exec tg_gw "$BIN" serve --backend kernel --app orders --ip "$GW_IP" --port "$PORT" \
-        --spin --core 1 >"$OUT/server.log" 2>&1 &
-      ;;
+    xdp* | udp-floor) scripts/lab.sh up --bypass >/dev/null ;;
+    *) scripts/lab.sh up >/dev/null ;;
+  esac
+}
+
+start_server() { # name app
+  local name=$1 app=$2 args
+  case $name in
     sockperf-server)
       ip netns exec tg_gw taskset -c 1 sockperf server --tcp -i "$GW_IP" -p "$PORT" --nonblocked --timeout 0 \
         >"$OUT/server.log" 2>&1 &
       ;;
-    tailgate-kernel-spin)
-      ip netns exec tg_gw "$BIN" serve --backend kernel --app sockperf --ip "$GW_IP" --port "$PORT" \
-        --spin --core 1 >"$OUT/server.log" 2>&1 &
-      ;;
+    kernel) args=(--backend kernel) ;;
+    xdp) args=(--backend xdp --iface tg_gw0) ;;
+    udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
+    *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;
   esac
+  if [[ $name != sockperf-server ]]; then
+    ip netns exec tg_gw "$BIN" serve "${args[@]}" --app "$app" --ip "$GW_IP" --port "$PORT" --spin --core 1 \
+      >"$OUT/server.log" 2>&1 &
+  fi
   SERVER_PID=$!
-  sleep 1
+  for _ in $(seq 50); do
+    grep -q "serving \|Server is ready\|sockperf: \[" "$OUT/server.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  sleep 0.3
   kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
 }
 
@@ -96,10 +116,13 @@ case ${1:-} in
     echo "| run | server | p50 us | p99 us | p99.9 us | observations |"
     echo "|---|---|---|---|---|---|"
     for run in $(seq "$RUNS"); do
-      for server in sockperf-server tailgate-kernel-spin; do
-        start_server "$server"
-        ip netns exec tg_cli taskset -c 0 sockperf ping-pong --tcp -i "$GW_IP" -p "$PORT" -m "$MSG" -t "$SECS" \
-          --nonblocked --timeout 0 >"$OUT/client.log" 2>&1 || { cat "$OUT/client.log" >&2; exit 1; }
+      for server in $SERVERS; do
+        lab_for "$server"
+        start_server "$server" sockperf
+        proto=(--tcp)
+        [[ $server == udp-floor ]] && proto=()
+        ip netns exec tg_cli taskset -c 0 sockperf ping-pong "${proto[@]}" -i "$GW_IP" -p "$PORT" -m "$MSG" \
+          -t "$SECS" --nonblocked --timeout 0 >"$OUT/client.log" 2>&1 || { cat "$OUT/client.log" >&2; exit 1; }
         stop_server
         obs=$(grep -o 'Total [0-9]* observations' "$OUT/client.log" | awk '{print $2}')
         p50=$(pct "$OUT/client.log" 50.000) p99=$(pct "$OUT/client.log" 99.000) p999=$(pct "$OUT/client.log" 99.900)
@@ -110,26 +133,28 @@ case ${1:-} in
     summary server 2
     ;;
   load)
-    echo "| run | server | conns | p50 us | p99 us | p99.9 us | msgs/s |"
+    echo "| run | backend | conns | p50 us | p99 us | p99.9 us | orders/s |"
     echo "|---|---|---|---|---|---|---|"
     for run in $(seq "$RUNS"); do
       for conns in ${CONNS_LIST:-1 100 1000}; do
-        server=tailgate-kernel-orders
-        start_server "$server"
-        ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --pingpong \
-          --conns "$conns" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
-          { cat "$OUT/client.log" >&2; exit 1; }
-        stop_server
-        j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
-        p50=$(j p50) p99=$(j p99) p999=$(j p999) tput=$(j throughput_msgs_per_s)
-        printf '| %s | %s | %s | %.1f | %.1f | %.1f | %.0f |\n' "$run" "$server" "$conns" "$p50" "$p99" "$p999" "$tput"
-        echo "$server/$conns $p50 $p99 $p999" >>"$OUT/all"
+        for backend in $BACKENDS; do
+          lab_for "$backend"
+          start_server "$backend" orders
+          ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$LOAD_RATE" \
+            --conns "$conns" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
+            { cat "$OUT/client.log" >&2; exit 1; }
+          stop_server
+          j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
+          p50=$(j p50) p99=$(j p99) p999=$(j p999) tput=$(j throughput_msgs_per_s)
+          printf '| %s | %s | %s | %.1f | %.1f | %.1f | %.0f |\n' "$run" "$backend" "$conns" "$p50" "$p99" "$p999" "$tput"
+          echo "$backend/$conns $p50 $p99 $p999" >>"$OUT/all"
+        done
       done
     done
-    summary server/conns 1
+    summary backend/conns 1
     ;;
   *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

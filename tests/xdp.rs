@@ -202,7 +202,7 @@ fn xdp_load_generator_on_the_bypass_stack_too() {
     let log = srv.stop();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("backend xdp"), "{text}");
+    assert!(text.contains("load backend xdp"), "{text}");
     assert!(text.contains("unanswered 0"), "{text}");
     assert_eq!(counter(&log, "closed"), Some(4), "{log:?}");
 }

@@ -133,7 +133,7 @@ impl Report {
         let r = &self.rtt_us;
         let mut s = String::new();
         s.push_str(&format!(
-            "backend {}  app {}  mode {}  conns {}  duration {:.1} s\n",
+            "load backend {}  app {}  mode {}  conns {}  duration {:.1} s\n",
             self.backend,
             serde_json::to_string(&self.app).unwrap_or_default().trim_matches('"'),
             self.mode,

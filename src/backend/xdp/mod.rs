@@ -35,6 +35,9 @@ use self::xsk::{BindMode, Xsk, XskConfig};
 use crate::clock;
 use crate::transport::{ConnId, Event, Transport, TransportStats, WaitMode};
 
+/// How often an idle loop runs egress for smoltcp's timers.
+const TIMER_EGRESS_NS: u64 = 100_000;
+
 /// Frames taken off the rx ring per poll: bounded work per iteration.
 const INGRESS_BUDGET: usize = 64;
 
@@ -112,6 +115,12 @@ pub struct XdpTransport {
     /// Connections refused because `max_conns` was reached.
     pub refused: u64,
     own_address: bool,
+    /// smoltcp time, read once per poll.
+    now: Instant,
+    /// Socket states may have changed since the last scan.
+    dirty: bool,
+    /// When an idle loop next runs egress for timers (monotonic ns).
+    next_timer_egress: u64,
 }
 
 fn now_instant() -> Instant {
@@ -208,6 +217,9 @@ impl XdpTransport {
             stats: TransportStats::default(),
             refused: 0,
             own_address,
+            now: now_instant(),
+            dirty: true,
+            next_timer_egress: 0,
         })
     }
 
@@ -255,7 +267,7 @@ impl XdpTransport {
     /// instead of following a pure ACK in a second frame and a second kick.
     fn ingress(&mut self) -> usize {
         self.dev.xsk.rx.wake_if_needed();
-        let now = now_instant();
+        let now = self.now;
         self.iface.poll_maintenance(now);
         let mut n = 0;
         while n < INGRESS_BUDGET {
@@ -265,13 +277,28 @@ impl XdpTransport {
             }
         }
         self.dev.xsk.rx.flush();
+        if n > 0 {
+            self.dirty = true;
+        }
         n
     }
 
     /// Egress: segments, ACKs, retransmissions; then one kick for the batch.
     fn egress(&mut self) {
-        self.iface.poll_egress(now_instant(), &mut self.dev, &mut self.sockets);
+        self.iface.poll_egress(self.now, &mut self.dev, &mut self.sockets);
         self.dev.flush();
+        self.dirty = true;
+    }
+
+    /// Egress when nothing else will run it this iteration: at once after
+    /// ingress (ACKs owed), otherwise at most every `TIMER_EGRESS_NS` for
+    /// smoltcp's timers (retransmission, close handshakes).
+    fn idle_egress(&mut self, ingested: usize) {
+        let now = (self.now.total_micros() as u64).saturating_mul(1000);
+        if ingested > 0 || now >= self.next_timer_egress {
+            self.next_timer_egress = now + TIMER_EGRESS_NS;
+            self.egress();
+        }
     }
 
     /// Turn socket states into events. Linear in sockets (smoltcp's model).
@@ -389,6 +416,7 @@ impl Transport for XdpTransport {
             self.prog.add_port(port).map_err(io::Error::other)?;
         }
         self.listeners.push(Listener { port, pool });
+        self.dirty = true;
         Ok(())
     }
 
@@ -415,17 +443,22 @@ impl Transport for XdpTransport {
             eof_reported: false,
             want_write: false,
         });
+        self.dirty = true;
         Ok(ConnId(id))
     }
 
     fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
         events.clear();
         events.append(&mut self.pending);
-        self.ingress();
-        self.scan(events);
+        self.now = now_instant();
+        let n = self.ingress();
+        if self.dirty {
+            self.dirty = false;
+            self.scan(events);
+        }
         if events.is_empty() {
-            // Nobody will answer in this iteration: send ACKs and timers now.
-            self.egress();
+            // Nobody will answer in this iteration: ACKs and timers go now.
+            self.idle_egress(n);
         }
         if events.is_empty() && self.cfg.wait == WaitMode::Block {
             let until_timer =
@@ -437,10 +470,12 @@ impl Transport for XdpTransport {
             let ms = wait.map(|d| d.as_millis().min(i32::MAX as u128) as i32).unwrap_or(-1);
             if ms != 0 {
                 self.dev.xsk.rx.wait(ms);
-                self.ingress();
+                self.now = now_instant();
+                let n = self.ingress();
+                self.dirty = false;
                 self.scan(events);
                 if events.is_empty() {
-                    self.egress();
+                    self.idle_egress(n);
                 }
             }
         }
