@@ -73,7 +73,7 @@ impl XdpConfig {
             prefix: 24,
             xsk: XskConfig::default(),
             wait: WaitMode::Spin,
-            backlog: 64,
+            backlog: 16,
             max_conns: 4096,
             sock_rx_buf: 64 * 1024,
             sock_tx_buf: 64 * 1024,
