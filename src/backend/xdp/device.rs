@@ -22,6 +22,8 @@ pub const ETH_MTU: usize = 1514;
 
 pub struct XskDevice {
     pub xsk: Xsk,
+    /// The frame the next `receive` hands to smoltcp (see [`XskDevice::stage_next`]).
+    staged: Option<(Frame, usize)>,
     /// Where a TX token writes when no TX frame is free: the frame is then
     /// dropped (and counted), and TCP retransmits.
     scratch: Box<[u8; ETH_MTU]>,
@@ -29,7 +31,28 @@ pub struct XskDevice {
 
 impl XskDevice {
     pub fn new(xsk: Xsk) -> Self {
-        XskDevice { xsk, scratch: Box::new([0u8; ETH_MTU]) }
+        XskDevice { xsk, staged: None, scratch: Box::new([0u8; ETH_MTU]) }
+    }
+
+    /// Take the next frame off the rx ring and classify it; smoltcp gets it
+    /// at the next `receive`. The stack uses the key to pick the socket
+    /// shard the frame belongs to.
+    pub fn stage_next(&mut self) -> Option<FrameKey> {
+        self.drop_staged();
+        let (frame, len) = self.xsk.rx.take()?;
+        let view = self.xsk.view();
+        // SAFETY: the frame just came off the rx ring and is owned here; the
+        // UMEM lives as long as `self.xsk`.
+        let key = classify(unsafe { view.bytes(&frame, len) });
+        self.staged = Some((frame, len));
+        Some(key)
+    }
+
+    /// Recycle a staged frame smoltcp did not take.
+    pub fn drop_staged(&mut self) {
+        if let Some((frame, _)) = self.staged.take() {
+            self.xsk.rx.recycle(frame);
+        }
     }
 
     /// Publish recycled RX frames and kick queued TX frames.
@@ -84,8 +107,8 @@ impl Device for XskDevice {
     type TxToken<'a> = XskTx<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(XskRx<'_>, XskTx<'_>)> {
+        let (frame, len) = self.staged.take()?;
         let (rx, tx, view) = self.xsk.split();
-        let (frame, len) = rx.take()?;
         Some((XskRx { rx, view, frame, len }, XskTx { tx, view, scratch: &mut self.scratch }))
     }
 
@@ -101,5 +124,81 @@ impl Device for XskDevice {
         // Our TX always writes full checksums, and RX verifies them: the lab
         // turns offloads off, so every frame arrives with full checksums.
         caps
+    }
+}
+
+/// What the stack needs to know about a frame before smoltcp sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameKey {
+    /// `(remote address, remote port, local port)` of an IPv4 TCP segment
+    /// (first fragment or unfragmented); `None` for anything else.
+    pub tuple: Option<(u32, u16, u16)>,
+    /// A SYN without ACK: a new inbound connection.
+    pub syn: bool,
+}
+
+/// Read the TCP 4-tuple of an Ethernet frame, bounds-checked; anything that
+/// is not a well-formed IPv4 TCP header gives `tuple: None`.
+pub fn classify(b: &[u8]) -> FrameKey {
+    let none = FrameKey { tuple: None, syn: false };
+    if b.len() < 14 + 20 || b[12..14] != [0x08, 0x00] || b[14] >> 4 != 4 {
+        return none;
+    }
+    let ihl = usize::from(b[14] & 0x0f) * 4;
+    if ihl < 20 || b[23] != 6 || u16::from_be_bytes([b[20], b[21]]) & 0x1fff != 0 {
+        return none;
+    }
+    let l4 = 14 + ihl;
+    let Some(t) = b.get(l4..l4 + 14) else { return none };
+    let remote = u32::from_be_bytes([b[26], b[27], b[28], b[29]]);
+    let flags = t[13];
+    FrameKey {
+        tuple: Some((remote, u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]))),
+        syn: flags & 0x12 == 0x02,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_frame(flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12] = 0x08;
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
+        f.append(&mut ip);
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&7777u16.to_be_bytes());
+        tcp[13] = flags;
+        f.append(&mut tcp);
+        f
+    }
+
+    #[test]
+    fn classifies_tcp_and_syn() {
+        let remote = u32::from_be_bytes([198, 18, 0, 2]);
+        assert_eq!(classify(&tcp_frame(0x02)), FrameKey { tuple: Some((remote, 40000, 7777)), syn: true });
+        assert!(!classify(&tcp_frame(0x12)).syn, "SYN-ACK is not a new connection");
+        assert_eq!(classify(&tcp_frame(0x10)).tuple, Some((remote, 40000, 7777)));
+    }
+
+    #[test]
+    fn anything_else_has_no_tuple() {
+        let mut udp = tcp_frame(0);
+        udp[23] = 17;
+        assert_eq!(classify(&udp).tuple, None);
+        let mut frag = tcp_frame(0);
+        frag[21] = 1; // a later fragment: no ports
+        assert_eq!(classify(&frag).tuple, None);
+        let mut arp = tcp_frame(0);
+        arp[13] = 0x06;
+        assert_eq!(classify(&arp).tuple, None);
+        // Ethernet 14 + IPv4 20 + the TCP bytes up to the flags (14).
+        let full = tcp_frame(0x02);
+        for n in 0..14 + 20 + 14 {
+            assert_eq!(classify(&full[..n]).tuple, None, "cut at {n}");
+        }
+        assert!(classify(&full[..48]).tuple.is_some());
     }
 }

@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use slab::Slab;
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -35,8 +35,12 @@ use self::xsk::{BindMode, Xsk, XskConfig};
 use crate::clock;
 use crate::transport::{ConnId, Event, Transport, TransportStats, WaitMode};
 
-/// How often an idle loop runs egress for smoltcp's timers.
+/// How often an idle loop runs one shard's egress for smoltcp's timers
+/// (each shard's timers are served every `SHARDS` times this).
 const TIMER_EGRESS_NS: u64 = 100_000;
+
+/// Egress rounds per shard per flush (each round: one segment per socket).
+const EGRESS_ROUNDS: usize = 64;
 
 /// Frames taken off the rx ring per poll: bounded work per iteration.
 const INGRESS_BUDGET: usize = 64;
@@ -84,6 +88,7 @@ impl XdpConfig {
 
 #[derive(Debug)]
 struct Conn {
+    shard: usize,
     handle: SocketHandle,
     /// Accepted or Connected has been reported.
     reported: bool,
@@ -94,21 +99,41 @@ struct Conn {
     want_write: bool,
 }
 
-struct Listener {
-    port: u16,
-    pool: Vec<SocketHandle>,
+/// One slice of the socket table. Frames are demultiplexed to a shard by
+/// their TCP 4-tuple before smoltcp sees them, so smoltcp's linear walks
+/// (matching a packet to its socket, egress over every socket) cover one
+/// shard, not every connection.
+struct Shard {
+    sockets: SocketSet<'static>,
+    /// Listening sockets: `(port, handle)`, one per port at least.
+    listeners: Vec<(u16, SocketHandle)>,
+    /// Connections (ids into `conns`) living in this shard.
+    conns: Vec<usize>,
+    /// Ingress or egress touched this shard since the last scan.
+    scan: bool,
+    /// Something may be waiting to go out (ACK owed, data queued, close).
+    egress: bool,
+}
+
+/// Number of socket shards (a power of two).
+pub const SHARDS: usize = 64;
+
+/// The shard of a connection, from `(remote address, remote port, local port)`.
+pub fn shard_of(remote: u32, remote_port: u16, local_port: u16) -> usize {
+    let x = (u64::from(remote) << 32) | (u64::from(remote_port) << 16) | u64::from(local_port);
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
 /// The AF_XDP + smoltcp transport.
 pub struct XdpTransport {
     cfg: XdpConfig,
     iface: Interface,
-    sockets: SocketSet<'static>,
+    shards: Vec<Shard>,
     dev: XskDevice,
     prog: XdpProgram,
-    listeners: Vec<Listener>,
+    ports: Vec<u16>,
     conns: Slab<Conn>,
-    zombies: Vec<(SocketHandle, u64)>,
+    zombies: Vec<(usize, SocketHandle, u64)>,
     pending: Vec<Event>,
     next_local_port: u16,
     stats: TransportStats,
@@ -117,10 +142,13 @@ pub struct XdpTransport {
     own_address: bool,
     /// smoltcp time, read once per poll.
     now: Instant,
-    /// Socket states may have changed since the last scan.
-    dirty: bool,
     /// When an idle loop next runs egress for timers (monotonic ns).
     next_timer_egress: u64,
+    /// The shard whose timers the idle loop serves next (round robin).
+    timer_shard: usize,
+    /// Shards marked for scan / egress, so an idle loop touches none.
+    to_scan: Vec<usize>,
+    to_egress: Vec<usize>,
 }
 
 fn now_instant() -> Instant {
@@ -206,10 +234,18 @@ impl XdpTransport {
         Ok(XdpTransport {
             cfg,
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    sockets: SocketSet::new(Vec::new()),
+                    listeners: Vec::new(),
+                    conns: Vec::new(),
+                    scan: false,
+                    egress: false,
+                })
+                .collect(),
             dev,
             prog,
-            listeners: Vec::new(),
+            ports: Vec::new(),
             conns: Slab::with_capacity(1024),
             zombies: Vec::new(),
             pending: Vec::new(),
@@ -218,8 +254,10 @@ impl XdpTransport {
             refused: 0,
             own_address,
             now: now_instant(),
-            dirty: true,
             next_timer_egress: 0,
+            timer_shard: 0,
+            to_scan: Vec::with_capacity(SHARDS),
+            to_egress: Vec::with_capacity(SHARDS),
         })
     }
 
@@ -237,32 +275,78 @@ impl XdpTransport {
         self.own_address
     }
 
-    fn new_socket(&mut self) -> SocketHandle {
+    fn new_socket(&mut self, shard: usize) -> SocketHandle {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_rx_buf]),
             tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_tx_buf]),
         );
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
-        self.sockets.add(s)
+        self.shards[shard].sockets.add(s)
     }
 
-    fn new_listener(&mut self, port: u16) -> Option<SocketHandle> {
-        let h = self.new_socket();
-        if self.sockets.get_mut::<tcp::Socket>(h).listen(port).is_err() {
-            self.sockets.remove(h);
+    fn new_listener(&mut self, shard: usize, port: u16) -> Option<SocketHandle> {
+        let h = self.new_socket(shard);
+        if self.shards[shard].sockets.get_mut::<tcp::Socket>(h).listen(port).is_err() {
+            self.shards[shard].sockets.remove(h);
             return None;
         }
         Some(h)
     }
 
     fn sock(&mut self, conn: ConnId) -> io::Result<&mut tcp::Socket<'static>> {
-        let h = self.conns.get(conn.0).ok_or(io::ErrorKind::NotConnected)?.handle;
-        Ok(self.sockets.get_mut::<tcp::Socket>(h))
+        let c = self.conns.get(conn.0).ok_or(io::ErrorKind::NotConnected)?;
+        let (si, h) = (c.shard, c.handle);
+        self.mark_egress(si);
+        Ok(self.shards[si].sockets.get_mut::<tcp::Socket>(h))
     }
 
-    /// Ingress only: take up to `INGRESS_BUDGET` frames off the rx ring into
-    /// the sockets. Egress waits for [`Transport::flush`], after the
+    fn mark_scan(&mut self, si: usize) {
+        if !self.shards[si].scan {
+            self.shards[si].scan = true;
+            self.to_scan.push(si);
+        }
+    }
+
+    fn mark_egress(&mut self, si: usize) {
+        if !self.shards[si].egress {
+            self.shards[si].egress = true;
+            self.to_egress.push(si);
+        }
+    }
+
+    /// Listeners of `shard` that left Listen become connections (reported
+    /// by the scan once established); a fresh listener takes their place.
+    fn refill(&mut self, shard: usize) {
+        for li in 0..self.shards[shard].listeners.len() {
+            let (port, h) = self.shards[shard].listeners[li];
+            if self.shards[shard].sockets.get::<tcp::Socket>(h).state() == State::Listen {
+                continue;
+            }
+            if self.conns.len() >= self.cfg.max_conns {
+                self.refused += 1;
+                self.shards[shard].sockets.get_mut::<tcp::Socket>(h).abort();
+                self.zombies.push((shard, h, clock::mono_ns() + ZOMBIE_NS));
+            } else {
+                let id = self.conns.insert(Conn {
+                    shard,
+                    handle: h,
+                    reported: false,
+                    active_open: false,
+                    eof_reported: false,
+                    want_write: false,
+                });
+                self.shards[shard].conns.push(id);
+            }
+            match self.new_listener(shard, port) {
+                Some(nh) => self.shards[shard].listeners[li] = (port, nh),
+                None => crate::log_warn!("xdp backend: cannot refill the listener of port {port}"),
+            }
+        }
+    }
+
+    /// Ingress only: up to `INGRESS_BUDGET` frames off the rx ring, each to
+    /// its shard. Egress waits for [`Transport::flush`], after the
     /// application has answered, so a reply carries the ACK for the request
     /// instead of following a pure ACK in a second frame and a second kick.
     fn ingress(&mut self) -> usize {
@@ -271,115 +355,126 @@ impl XdpTransport {
         self.iface.poll_maintenance(now);
         let mut n = 0;
         while n < INGRESS_BUDGET {
-            match self.iface.poll_ingress_single(now, &mut self.dev, &mut self.sockets) {
-                PollIngressSingleResult::None => break,
-                _ => n += 1,
+            let Some(key) = self.dev.stage_next() else { break };
+            let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
+            let _ = self.iface.poll_ingress_single(now, &mut self.dev, &mut self.shards[shard].sockets);
+            self.dev.drop_staged();
+            self.mark_scan(shard);
+            self.mark_egress(shard);
+            if key.syn {
+                // Refill at once: the next SYN may be for this shard too.
+                self.refill(shard);
             }
+            n += 1;
         }
         self.dev.xsk.rx.flush();
-        if n > 0 {
-            self.dirty = true;
-        }
         n
     }
 
-    /// Egress: segments, ACKs, retransmissions; then one kick for the batch.
+    /// Egress for the shards that need it, then one kick for the batch.
+    ///
+    /// smoltcp's `poll_egress` emits at most one segment per socket per call,
+    /// so each shard is polled until it emits nothing, at most
+    /// `EGRESS_ROUNDS` times; a shard with more to send stays marked.
     fn egress(&mut self) {
-        self.iface.poll_egress(self.now, &mut self.dev, &mut self.sockets);
+        let now = self.now;
+        let mut busy = Vec::new();
+        while let Some(si) = self.to_egress.pop() {
+            self.shards[si].egress = false;
+            let mut drained = false;
+            for _ in 0..EGRESS_ROUNDS {
+                if self.iface.poll_egress(now, &mut self.dev, &mut self.shards[si].sockets) == PollResult::None {
+                    drained = true;
+                    break;
+                }
+            }
+            if !drained {
+                busy.push(si);
+            }
+            self.mark_scan(si);
+        }
+        for si in busy {
+            self.mark_egress(si);
+        }
         self.dev.flush();
-        self.dirty = true;
     }
 
-    /// Egress when nothing else will run it this iteration: at once after
-    /// ingress (ACKs owed), otherwise at most every `TIMER_EGRESS_NS` for
-    /// smoltcp's timers (retransmission, close handshakes).
+    /// When nothing else will run egress this iteration: at once after
+    /// ingress (ACKs owed); otherwise one shard's timers (retransmission,
+    /// close handshakes) every `TIMER_EGRESS_NS`, round robin, so an idle
+    /// loop never walks every socket at once.
     fn idle_egress(&mut self, ingested: usize) {
         let now = (self.now.total_micros() as u64).saturating_mul(1000);
-        if ingested > 0 || now >= self.next_timer_egress {
+        if ingested == 0 && now >= self.next_timer_egress {
             self.next_timer_egress = now + TIMER_EGRESS_NS;
+            self.mark_egress(self.timer_shard);
+            self.timer_shard = (self.timer_shard + 1) % SHARDS;
+        }
+        if !self.to_egress.is_empty() {
             self.egress();
         }
     }
 
-    /// Turn socket states into events. Linear in sockets (smoltcp's model).
+    /// Turn socket states into events, for shards that changed.
     fn scan(&mut self, events: &mut Vec<Event>) {
-        // Listeners that left Listen become connections; refill the pool.
-        for li in 0..self.listeners.len() {
-            for pi in 0..self.listeners[li].pool.len() {
-                let h = self.listeners[li].pool[pi];
-                if self.sockets.get::<tcp::Socket>(h).state() == State::Listen {
-                    continue;
-                }
-                if self.conns.len() >= self.cfg.max_conns {
-                    self.refused += 1;
-                    self.sockets.get_mut::<tcp::Socket>(h).abort();
-                    self.zombies.push((h, clock::mono_ns() + ZOMBIE_NS));
-                } else {
-                    self.conns.insert(Conn {
-                        handle: h,
-                        reported: false,
-                        active_open: false,
-                        eof_reported: false,
-                        want_write: false,
-                    });
-                }
-                let port = self.listeners[li].port;
-                match self.new_listener(port) {
-                    Some(nh) => self.listeners[li].pool[pi] = nh,
-                    None => crate::log_warn!("xdp backend: cannot refill the listener pool of port {port}"),
-                }
-            }
-        }
-        let mut dead = Vec::new();
-        for (id, c) in self.conns.iter_mut() {
-            let s = self.sockets.get::<tcp::Socket>(c.handle);
-            let state = s.state();
-            if !c.reported {
-                match state {
-                    State::SynSent | State::SynReceived | State::Listen => continue,
-                    State::Closed | State::TimeWait if !c.active_open => {
-                        // Never completed: forget it quietly.
-                        dead.push(id);
-                        continue;
-                    }
-                    _ => {
-                        c.reported = true;
-                        if c.active_open {
-                            self.stats.connected += 1;
-                            events.push(Event::Connected(ConnId(id)));
-                        } else {
-                            self.stats.accepted += 1;
-                            events.push(Event::Accepted(ConnId(id)));
+        while let Some(si) = self.to_scan.pop() {
+            self.shards[si].scan = false;
+            self.refill(si);
+            let mut dead = Vec::new();
+            let sh = &mut self.shards[si];
+            for &id in &sh.conns {
+                let Some(c) = self.conns.get_mut(id) else { continue };
+                let s = sh.sockets.get::<tcp::Socket>(c.handle);
+                let state = s.state();
+                if !c.reported {
+                    match state {
+                        State::SynSent | State::SynReceived | State::Listen => continue,
+                        State::Closed | State::TimeWait if !c.active_open => {
+                            // Never completed: forget it quietly.
+                            dead.push(id);
+                            continue;
+                        }
+                        _ => {
+                            c.reported = true;
+                            if c.active_open {
+                                self.stats.connected += 1;
+                                events.push(Event::Connected(ConnId(id)));
+                            } else {
+                                self.stats.accepted += 1;
+                                events.push(Event::Accepted(ConnId(id)));
+                            }
                         }
                     }
                 }
+                if s.can_recv() {
+                    events.push(Event::Readable(ConnId(id)));
+                } else if !s.may_recv() && !c.eof_reported {
+                    c.eof_reported = true;
+                    events.push(Event::Readable(ConnId(id)));
+                }
+                if c.want_write && (s.can_send() || !s.may_send()) {
+                    c.want_write = false;
+                    events.push(Event::Writable(ConnId(id)));
+                }
             }
-            if s.can_recv() {
-                events.push(Event::Readable(ConnId(id)));
-            } else if !s.may_recv() && !c.eof_reported {
-                c.eof_reported = true;
-                events.push(Event::Readable(ConnId(id)));
+            for id in dead {
+                let c = self.conns.remove(id);
+                let sh = &mut self.shards[si];
+                sh.sockets.remove(c.handle);
+                sh.conns.retain(|&x| x != id);
             }
-            if c.want_write && (s.can_send() || !s.may_send()) {
-                c.want_write = false;
-                events.push(Event::Writable(ConnId(id)));
-            }
-        }
-        for id in dead {
-            let c = self.conns.remove(id);
-            self.sockets.remove(c.handle);
         }
         if !self.zombies.is_empty() {
             let now = clock::mono_ns();
-            let sockets = &mut self.sockets;
-            self.zombies.retain(|&(h, deadline)| {
-                let s = sockets.get_mut::<tcp::Socket>(h);
+            let shards = &mut self.shards;
+            self.zombies.retain(|&(si, h, deadline)| {
+                let s = shards[si].sockets.get_mut::<tcp::Socket>(h);
                 let done = matches!(s.state(), State::Closed | State::TimeWait);
                 if done || now >= deadline {
                     if !done {
                         s.abort();
                     }
-                    sockets.remove(h);
+                    shards[si].sockets.remove(h);
                     false
                 } else {
                     true
@@ -405,18 +500,21 @@ impl Transport for XdpTransport {
             }
         }
         let port = addr.port();
-        let mut pool = Vec::with_capacity(self.cfg.backlog);
-        for _ in 0..self.cfg.backlog {
-            match self.new_listener(port) {
-                Some(h) => pool.push(h),
-                None => return Err(io::Error::other(format!("--port {port}: smoltcp refused to listen"))),
+        // Listeners per shard: the pool is refilled after every SYN, so one
+        // per shard takes any burst; `backlog` adds more where it asks.
+        let per_shard = self.cfg.backlog.div_ceil(SHARDS).max(1);
+        for si in 0..SHARDS {
+            for _ in 0..per_shard {
+                match self.new_listener(si, port) {
+                    Some(h) => self.shards[si].listeners.push((port, h)),
+                    None => return Err(io::Error::other(format!("--port {port}: smoltcp refused to listen"))),
+                }
             }
         }
         if !self.own_address {
             self.prog.add_port(port).map_err(io::Error::other)?;
         }
-        self.listeners.push(Listener { port, pool });
-        self.dirty = true;
+        self.ports.push(port);
         Ok(())
     }
 
@@ -430,20 +528,25 @@ impl Transport for XdpTransport {
         let (lo, hi) = self.cfg.local_ports;
         let port = self.next_local_port;
         self.next_local_port = if port >= hi { lo } else { port + 1 };
-        let h = self.new_socket();
+        let shard = shard_of(u32::from(ip), addr.port(), port);
+        let h = self.new_socket(shard);
         let remote = IpEndpoint::new(IpAddress::Ipv4(ip), addr.port());
-        if let Err(e) = self.sockets.get_mut::<tcp::Socket>(h).connect(self.iface.context(), remote, port) {
-            self.sockets.remove(h);
+        let sh = &mut self.shards[shard];
+        if let Err(e) = sh.sockets.get_mut::<tcp::Socket>(h).connect(self.iface.context(), remote, port) {
+            sh.sockets.remove(h);
             return Err(io::Error::other(format!("connect to {addr}: {e}")));
         }
         let id = self.conns.insert(Conn {
+            shard,
             handle: h,
             reported: false,
             active_open: true,
             eof_reported: false,
             want_write: false,
         });
-        self.dirty = true;
+        self.shards[shard].conns.push(id);
+        self.mark_egress(shard);
+        self.mark_scan(shard);
         Ok(ConnId(id))
     }
 
@@ -452,27 +555,21 @@ impl Transport for XdpTransport {
         events.append(&mut self.pending);
         self.now = now_instant();
         let n = self.ingress();
-        if self.dirty {
-            self.dirty = false;
-            self.scan(events);
-        }
+        self.scan(events);
         if events.is_empty() {
             // Nobody will answer in this iteration: ACKs and timers go now.
             self.idle_egress(n);
         }
-        if events.is_empty() && self.cfg.wait == WaitMode::Block {
-            let until_timer =
-                self.iface.poll_delay(now_instant(), &self.sockets).map(|d| Duration::from_micros(d.micros()));
-            let wait = match (timeout, until_timer) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let ms = wait.map(|d| d.as_millis().min(i32::MAX as u128) as i32).unwrap_or(-1);
+        if events.is_empty() && self.cfg.wait == WaitMode::Block && self.to_egress.is_empty() {
+            // Sleep until a frame arrives, the caller's timeout, or the next
+            // timer round (which serves one shard's timers).
+            let tick = Duration::from_nanos(TIMER_EGRESS_NS).max(Duration::from_millis(1));
+            let wait = timeout.map_or(tick, |t| t.min(tick));
+            let ms = wait.as_millis().min(i32::MAX as u128) as i32;
             if ms != 0 {
                 self.dev.xsk.rx.wait(ms);
                 self.now = now_instant();
                 let n = self.ingress();
-                self.dirty = false;
                 self.scan(events);
                 if events.is_empty() {
                     self.idle_egress(n);
@@ -553,31 +650,37 @@ impl Transport for XdpTransport {
     fn close(&mut self, conn: ConnId) {
         let Some(c) = self.conns.try_remove(conn.0) else { return };
         self.stats.closed += 1;
-        let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        self.mark_egress(c.shard);
+        let sh = &mut self.shards[c.shard];
+        sh.conns.retain(|&x| x != conn.0);
+        let s = sh.sockets.get_mut::<tcp::Socket>(c.handle);
         match s.state() {
             State::Closed | State::TimeWait => {
-                self.sockets.remove(c.handle);
+                sh.sockets.remove(c.handle);
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
-                self.zombies.push((c.handle, clock::mono_ns() + ZOMBIE_NS));
+                self.zombies.push((c.shard, c.handle, clock::mono_ns() + ZOMBIE_NS));
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
                 // socket with unread data is closed.
                 s.abort();
-                self.zombies.push((c.handle, clock::mono_ns() + ZOMBIE_NS));
+                self.zombies.push((c.shard, c.handle, clock::mono_ns() + ZOMBIE_NS));
             }
         }
     }
 
     fn flush(&mut self) {
+        // The loop flushes after servicing connections; their sends marked
+        // their shards for egress.
+        self.now = now_instant();
         self.egress();
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
         let c = self.conns.get(conn.0)?;
-        let ep = self.sockets.get::<tcp::Socket>(c.handle).remote_endpoint()?;
+        let ep = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).remote_endpoint()?;
         let IpAddress::Ipv4(ip) = ep.addr;
         Some(SocketAddr::new(IpAddr::V4(ip), ep.port))
     }
