@@ -94,9 +94,8 @@ struct XdpArgs {
     /// Prefix length of the stack's address (xdp backend).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=32))]
     prefix: u8,
-    /// Listening sockets per port: handshakes that can complete in one loop iteration before the
-    /// pool is refilled (xdp backend). Every idle listener costs time on every packet (smoltcp
-    /// matches sockets linearly), so keep it small.
+    /// Listening sockets per port, spread over the 64 socket shards with at least one per shard;
+    /// refilled after every SYN (xdp backend).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
     backlog: u64,
     /// Most open connections (xdp backend).

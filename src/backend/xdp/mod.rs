@@ -710,3 +710,19 @@ impl Transport for XdpTransport {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_of_is_stable_in_range_and_spreads_client_ports() {
+        assert_eq!(shard_of(0xc612_0002, 40_000, 7777), shard_of(0xc612_0002, 40_000, 7777));
+        let mut seen = [0u32; SHARDS];
+        for p in 0..(SHARDS as u16 * 100) {
+            seen[shard_of(0xc612_0002, 32_768 + p, 7777)] += 1;
+        }
+        // 100 per shard on average; a bad hash would pile them up.
+        assert!(seen.iter().all(|&n| (50..150).contains(&n)), "{seen:?}");
+    }
+}
