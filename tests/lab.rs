@@ -3,11 +3,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-use sha2::{Digest, Sha256};
 use tailgate::proto::{ClientMsg, Code8, Frame, GatewayMsg, NewOrder, OrderKind, Parsed, Side};
 
 const PORT: &str = "7777";
@@ -86,41 +85,7 @@ fn echo_16_mib_with_hash_and_half_close() {
     }
     let lab = Lab::up(false);
     let srv = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", PORT, "--app", "echo"]);
-    let (sent_hash, got_hash, got_len) = lab.in_client_ns(|| {
-        let mut s = TcpStream::connect((GW_IP, 7777)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut r = s.try_clone().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 65536];
-            let mut total = 0usize;
-            loop {
-                let n = r.read(&mut buf).expect("read echo");
-                if n == 0 {
-                    break; // the server's FIN after it echoed everything
-                }
-                h.update(&buf[..n]);
-                total += n;
-            }
-            (h.finalize(), total)
-        });
-        let mut h = Sha256::new();
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let mut chunk = vec![0u8; 64 * 1024];
-        for _ in 0..256 {
-            for b in chunk.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            h.update(&chunk);
-            s.write_all(&chunk).expect("write");
-        }
-        s.shutdown(Shutdown::Write).unwrap();
-        let (got, len) = reader.join().unwrap();
-        (h.finalize(), got, len)
-    });
+    let (sent_hash, got_hash, got_len) = lab.in_client_ns(|| echo_hashed(256));
     let log = srv.stop();
     assert_eq!(got_len, 16 << 20);
     assert_eq!(sent_hash, got_hash, "echoed stream differs");

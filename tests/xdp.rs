@@ -12,7 +12,17 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use sha2::{Digest, Sha256};
+
+/// A bypass lab with `tailgate serve --backend xdp --app APP` running, or
+/// `None` (test skipped) when the lab cannot be built here.
+fn xdp_lab(test: &str, app: &str, extra: &[&str]) -> Option<(Lab, Proc)> {
+    if !lab_available(test) {
+        return None;
+    }
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp(app, extra);
+    Some((lab, srv))
+}
 
 fn echo_once(payload: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect((GW_IP, 7777)).expect("connect to the xdp stack");
@@ -26,11 +36,7 @@ fn echo_once(payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn xdp_handshake_echo_close() {
-    if !lab_available("xdp_handshake_echo_close") {
-        return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("echo", &[]);
+    let Some((lab, srv)) = xdp_lab("xdp_handshake_echo_close", "echo", &[]) else { return };
     assert!(lab.xdp_attached(), "no XDP program on {}", lab.if_gw);
     let got = lab.in_client_ns(|| echo_once(b"hello over AF_XDP"));
     assert_eq!(got, b"hello over AF_XDP");
@@ -45,46 +51,8 @@ fn xdp_handshake_echo_close() {
 
 #[test]
 fn xdp_echo_64_mib_with_hash() {
-    if !lab_available("xdp_echo_64_mib_with_hash") {
-        return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("echo", &[]);
-    let (sent, got, len) = lab.in_client_ns(|| {
-        let mut s = TcpStream::connect((GW_IP, 7777)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut r = s.try_clone().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 65536];
-            let mut total = 0usize;
-            loop {
-                let n = r.read(&mut buf).expect("read echo");
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                total += n;
-            }
-            (h.finalize(), total)
-        });
-        let mut h = Sha256::new();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut chunk = vec![0u8; 64 * 1024];
-        for _ in 0..1024 {
-            for b in chunk.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            h.update(&chunk);
-            s.write_all(&chunk).expect("write");
-        }
-        s.shutdown(Shutdown::Write).unwrap();
-        let (got, len) = reader.join().unwrap();
-        (h.finalize(), got, len)
-    });
+    let Some((lab, srv)) = xdp_lab("xdp_echo_64_mib_with_hash", "echo", &[]) else { return };
+    let (sent, got, len) = lab.in_client_ns(|| echo_hashed(1024));
     let log = srv.stop();
     assert_eq!(len, 64 << 20);
     assert_eq!(sent, got, "echoed stream differs");
@@ -93,11 +61,13 @@ fn xdp_echo_64_mib_with_hash() {
 
 #[test]
 fn xdp_1000_concurrent_connections() {
-    if !lab_available("xdp_1000_concurrent_connections") {
+    let Some((lab, srv)) = xdp_lab(
+        "xdp_1000_concurrent_connections",
+        "echo",
+        &["--max-conns", "2000", "--rx-buf", "4096", "--tx-buf", "4096"],
+    ) else {
         return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("echo", &["--max-conns", "2000", "--rx-buf", "4096", "--tx-buf", "4096"]);
+    };
     let ok = lab.in_client_ns(|| {
         let mut socks = Vec::new();
         for i in 0..1000u32 {
@@ -131,11 +101,7 @@ fn xdp_1000_concurrent_connections() {
 
 #[test]
 fn xdp_orders_every_order_acked_once() {
-    if !lab_available("xdp_orders_every_order_acked_once") {
-        return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("orders", &[]);
+    let Some((lab, srv)) = xdp_lab("xdp_orders_every_order_acked_once", "orders", &[]) else { return };
     let report = std::env::temp_dir().join(format!("tg-xdp-orders-{}.json", std::process::id()));
     let out = lab.load(&[
         "--ip",
@@ -175,11 +141,7 @@ fn xdp_orders_every_order_acked_once() {
 
 #[test]
 fn xdp_load_generator_on_the_bypass_stack_too() {
-    if !lab_available("xdp_load_generator_on_the_bypass_stack_too") {
-        return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("orders", &[]);
+    let Some((lab, srv)) = xdp_lab("xdp_load_generator_on_the_bypass_stack_too", "orders", &[]) else { return };
     let out = lab.load(&[
         "--backend",
         "xdp",
@@ -248,11 +210,7 @@ fn xdp_other_traffic_still_reaches_the_kernel() {
 
 #[test]
 fn xdp_sigkill_leaves_the_interface_to_the_kernel() {
-    if !lab_available("xdp_sigkill_leaves_the_interface_to_the_kernel") {
-        return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("echo", &[]);
+    let Some((lab, srv)) = xdp_lab("xdp_sigkill_leaves_the_interface_to_the_kernel", "echo", &[]) else { return };
     assert!(lab.xdp_attached());
     assert_eq!(lab.in_client_ns(|| echo_once(b"x")), b"x");
     let pid = srv.pid();
@@ -284,11 +242,7 @@ fn xdp_sigkill_leaves_the_interface_to_the_kernel() {
 
 #[test]
 fn xdp_rst_for_a_closed_port() {
-    if !lab_available("xdp_rst_for_a_closed_port") {
-        return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("echo", &[]);
+    let Some((lab, srv)) = xdp_lab("xdp_rst_for_a_closed_port", "echo", &[]) else { return };
     let err = lab.in_client_ns(|| {
         TcpStream::connect_timeout(&"198.18.0.1:9".parse().unwrap(), Duration::from_secs(5)).map(|_| ()).unwrap_err()
     });
@@ -331,11 +285,9 @@ fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
 
 #[test]
 fn xdp_malformed_frames_are_counted_and_the_stack_keeps_serving() {
-    if !lab_available("xdp_malformed_frames_are_counted_and_the_stack_keeps_serving") {
+    let Some((lab, srv)) = xdp_lab("xdp_malformed_frames_are_counted_and_the_stack_keeps_serving", "echo", &[]) else {
         return;
-    }
-    let lab = Lab::up(true);
-    let srv = lab.serve_xdp("echo", &[]);
+    };
     let if_cli = lab.if_cli.clone();
     let head = |ethertype: [u8; 2]| -> Vec<u8> {
         let mut f = vec![0xff; 6];

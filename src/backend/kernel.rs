@@ -184,11 +184,7 @@ impl Transport for KernelTransport {
         for (idx, _) in accept_from.iter().enumerate().take(n).filter(|(_, &hit)| hit) {
             self.accept_all(idx, events);
         }
-        if events.is_empty() {
-            self.stats.polls_idle += 1;
-        } else {
-            self.stats.polls_useful += 1;
-        }
+        self.stats.count_poll(events);
         Ok(())
     }
 

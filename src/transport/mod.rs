@@ -75,6 +75,17 @@ pub struct TransportStats {
     pub polls_idle: u64,
 }
 
+impl TransportStats {
+    /// Count one `poll`: useful if it produced events.
+    pub fn count_poll(&mut self, events: &[Event]) {
+        if events.is_empty() {
+            self.polls_idle += 1;
+        } else {
+            self.polls_useful += 1;
+        }
+    }
+}
+
 /// The socket-level API. See the module docs for the contract.
 pub trait Transport {
     /// Short name of the backend, as used in `--backend` and in reports.

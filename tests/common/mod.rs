@@ -288,3 +288,44 @@ fn leading_number(v: &str) -> Option<u64> {
     let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     v[..end].parse().ok()
 }
+
+/// Connect to the gateway's echo port, send `chunks` x 64 KiB of
+/// pseudo-random bytes while reading the echo, half-close, and return
+/// (hash sent, hash received, bytes received). Run inside the client namespace.
+pub fn echo_hashed(chunks: usize) -> ([u8; 32], [u8; 32], usize) {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((GW_IP, 7777)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = s.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0usize;
+        loop {
+            let n = r.read(&mut buf).expect("read echo");
+            if n == 0 {
+                break; // the server's FIN after it echoed everything
+            }
+            h.update(&buf[..n]);
+            total += n;
+        }
+        (h.finalize().into(), total)
+    });
+    let mut h = Sha256::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunk = vec![0u8; 64 * 1024];
+    for _ in 0..chunks {
+        for b in chunk.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        h.update(&chunk);
+        s.write_all(&chunk).expect("write");
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, len) = reader.join().unwrap();
+    (h.finalize().into(), got, len)
+}

@@ -576,11 +576,7 @@ impl Transport for XdpTransport {
                 }
             }
         }
-        if events.is_empty() {
-            self.stats.polls_idle += 1;
-        } else {
-            self.stats.polls_useful += 1;
-        }
+        self.stats.count_poll(events);
         Ok(())
     }
 
