@@ -139,6 +139,8 @@ pub struct XdpTransport {
     stats: TransportStats,
     /// Connections refused because `max_conns` was reached.
     pub refused: u64,
+    /// IPv4 frames dropped before smoltcp: truncated or bad checksum.
+    pub rx_invalid: u64,
     own_address: bool,
     /// smoltcp time, read once per poll.
     now: Instant,
@@ -252,6 +254,7 @@ impl XdpTransport {
             next_local_port,
             stats: TransportStats::default(),
             refused: 0,
+            rx_invalid: 0,
             own_address,
             now: now_instant(),
             next_timer_egress: 0,
@@ -356,6 +359,12 @@ impl XdpTransport {
         let mut n = 0;
         while n < INGRESS_BUDGET {
             let Some(key) = self.dev.stage_next() else { break };
+            n += 1;
+            if !key.valid {
+                self.rx_invalid += 1;
+                self.dev.drop_staged();
+                continue;
+            }
             let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
             let _ = self.iface.poll_ingress_single(now, &mut self.dev, &mut self.shards[shard].sockets);
             self.dev.drop_staged();
@@ -365,7 +374,6 @@ impl XdpTransport {
                 // Refill at once: the next SYN may be for this shard too.
                 self.refill(shard);
             }
-            n += 1;
         }
         self.dev.xsk.rx.flush();
         n
@@ -691,7 +699,7 @@ impl Transport for XdpTransport {
         let t = self.dev.xsk.tx.stats;
         Some(format!(
             "xdp: program seen={} redirected={} passed={} malformed={}; socket rx_frames={} rx_wakeups={} \
-             tx_frames={} tx_kicks={} tx_starved={} fill_full={}; stack refused={}",
+             tx_frames={} tx_kicks={} tx_starved={} fill_full={}; stack refused={} rx_invalid={}",
             x.seen,
             x.redirected,
             x.passed,
@@ -702,7 +710,8 @@ impl Transport for XdpTransport {
             t.kicks,
             t.starved,
             r.fill_full,
-            self.refused
+            self.refused,
+            self.rx_invalid
         ))
     }
 }
