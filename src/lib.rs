@@ -8,7 +8,8 @@
 //! * [`transport`]: the socket-level API every backend implements;
 //! * [`backend`]: one module per backend (kernel epoll today);
 //! * [`proto`]: the order-entry wire protocol, codec only;
-//! * [`load`]: the load generator, itself a client of [`transport`].
+//! * [`load`]: the load generator, itself a client of [`transport`];
+//! * [`sampler`]: per-message samples (the lock-free ring so far).
 
 pub mod app;
 pub mod backend;
@@ -17,5 +18,6 @@ pub mod load;
 pub mod log;
 pub mod proto;
 pub mod runtime;
+pub mod sampler;
 pub mod server;
 pub mod transport;
