@@ -93,7 +93,10 @@ pub fn ring(capacity: usize) -> Result<(Producer, Consumer), String> {
 }
 
 impl Producer {
-    /// Record `s`; false (and counted) if the ring is full.
+    /// Record `s`; false (and counted) if the ring is full. The sample
+    /// becomes visible to the consumer at the next [`Producer::publish`]
+    /// (the loop calls it once per iteration: one shared-line store per
+    /// iteration instead of one per sample).
     #[inline]
     pub fn push(&mut self, s: &Sample) -> bool {
         let cap = self.shared.mask + 1;
@@ -102,6 +105,7 @@ impl Producer {
             if self.head - self.cached_tail == cap {
                 self.dropped += 1;
                 self.shared.dropped.store(self.dropped, Ordering::Relaxed);
+                self.publish();
                 return false;
             }
         }
@@ -110,8 +114,13 @@ impl Producer {
         // the consumer does not read it until `head` is published below.
         unsafe { *slot.get() = *s };
         self.head += 1;
-        self.shared.head.store(self.head, Ordering::Release);
         true
+    }
+
+    /// Make every pushed sample visible to the consumer.
+    #[inline]
+    pub fn publish(&mut self) {
+        self.shared.head.store(self.head, Ordering::Release);
     }
 
     /// Samples dropped so far.
@@ -206,6 +215,7 @@ mod tests {
                 assert!(p.push(&sample(next_in)));
                 next_in += 1;
             }
+            p.publish();
             while let Some(s) = c.pop() {
                 assert_eq!(s, sample(next_out));
                 next_out += 1;
@@ -220,6 +230,7 @@ mod tests {
     fn overflow_drops_and_counts() {
         let (mut p, mut c) = ring(4).unwrap();
         let accepted = (0..10).filter(|&n| p.push(&sample(n))).count();
+        p.publish();
         assert_eq!(accepted, 4);
         assert_eq!(p.dropped(), 6);
         assert_eq!(c.dropped(), 6);
@@ -228,6 +239,7 @@ mod tests {
         assert_eq!(c.pop(), Some(sample(1)));
         assert!(p.push(&sample(100)));
         assert!(p.push(&sample(101)));
+        p.publish();
         assert!(!p.push(&sample(102)));
         assert_eq!(c.dropped(), 7);
         let rest: Vec<u64> = std::iter::from_fn(|| c.pop()).map(|s| s.trace_id).collect();
@@ -246,7 +258,11 @@ mod tests {
                 if p.push(&sample(n)) {
                     written += 1;
                 }
+                if n % 16 == 0 {
+                    p.publish(); // as a loop would, once per iteration
+                }
             }
+            p.publish();
             (written, p.dropped())
         });
         let mut read = 0u64;
