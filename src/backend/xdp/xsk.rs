@@ -322,7 +322,7 @@ pub struct RxHalf {
     rx: Ring<libc::xdp_desc>,
     fill: Ring<u64>,
     fill_pending: u32,
-    /// Frames the fill ring could not take, kept for TX.
+    /// Frames the fill ring could not take; returned to it by `flush`.
     spill: Vec<u64>,
     fd: RawFd,
     pub stats: RxStats,
@@ -612,14 +612,21 @@ impl RxHalf {
             self.fill.prod_write(f.0);
             self.fill_pending += 1;
         } else {
-            // Cannot happen: the fill ring holds at most as many frames as
-            // were taken from it. Keep the frame rather than leak it.
+            // Should not happen: the fill ring holds at most as many frames
+            // as were taken from it. Park the frame; `flush` returns it.
             self.stats.fill_full += 1;
             self.spill.push(f.0);
         }
     }
 
     pub fn flush(&mut self) {
+        // Frames the fill ring could not take earlier go back when it can.
+        while !self.spill.is_empty() && self.fill.prod_free() > 0 {
+            if let Some(a) = self.spill.pop() {
+                self.fill.prod_write(a);
+                self.fill_pending += 1;
+            }
+        }
         if self.fill_pending > 0 {
             self.fill.prod_publish();
             self.fill_pending = 0;
