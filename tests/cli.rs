@@ -35,6 +35,12 @@ fn help_documents_every_flag() {
             "--max-open-orders",
             "--rx-buf",
             "--tx-buf",
+            "--iface",
+            "--queue",
+            "--zero-copy",
+            "--prefix",
+            "--backlog",
+            "--max-conns",
         ],
     );
     assert_help_lists(
@@ -52,6 +58,12 @@ fn help_documents_every_flag() {
             "--drain",
             "--json",
             "--core",
+            "--local-ip",
+            "--iface",
+            "--queue",
+            "--zero-copy",
+            "--prefix",
+            "--max-conns",
         ],
     );
 }
@@ -71,6 +83,10 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--size", "64"], &["--size", "echo only"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7"], &["--rate", "--pingpong"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "5", "--pingpong"], &["--rate", "--pingpong"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "xdp"], &["--iface"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--app", "udp-echo", "--backend", "kernel"], &["udp-echo"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--backend", "xdp"], &["--local-ip"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backlog", "0"], &["--backlog", "0"]),
     ];
     for (args, needles) in cases {
         let (code, text) = run(args);
