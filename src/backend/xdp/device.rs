@@ -15,6 +15,7 @@
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use super::csum::{sum16, verifies};
 use super::xsk::{Frame, RxHalf, TxHalf, UmemView, Xsk};
 
 /// Ethernet frame size smoltcp may build (1500-byte IP MTU + 14-byte header).
@@ -168,24 +169,6 @@ pub fn classify(b: &[u8]) -> FrameKey {
     }
 }
 
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn folds_to_ones(mut acc: u32) -> bool {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc == 0xffff
-}
-
 /// Do the IPv4 header checksum and, for an unfragmented TCP, UDP or ICMP
 /// packet, its checksum hold? Non-IPv4 frames (ARP) pass: smoltcp parses
 /// them through its own checked views. A truncated IPv4 packet fails.
@@ -205,7 +188,7 @@ pub fn checksums_ok(b: &[u8]) -> bool {
     if ihl < 20 || total < ihl || ip.len() < total {
         return false;
     }
-    if !folds_to_ones(sum16(&ip[..ihl], 0)) {
+    if !verifies(sum16(&ip[..ihl], 0)) {
         return false;
     }
     let frag = u16::from_be_bytes([ip[6], ip[7]]);
@@ -216,15 +199,16 @@ pub fn checksums_ok(b: &[u8]) -> bool {
     let proto = ip[9];
     let pseudo = || sum16(&ip[12..20], u32::from(proto) + l4.len() as u32);
     match proto {
-        6 => l4.len() >= 20 && folds_to_ones(sum16(l4, pseudo())),
-        17 => l4.len() >= 8 && ((l4[6] == 0 && l4[7] == 0) || folds_to_ones(sum16(l4, pseudo()))),
-        1 => l4.len() >= 8 && folds_to_ones(sum16(l4, 0)),
+        6 => l4.len() >= 20 && verifies(sum16(l4, pseudo())),
+        17 => l4.len() >= 8 && ((l4[6] == 0 && l4[7] == 0) || verifies(sum16(l4, pseudo()))),
+        1 => l4.len() >= 8 && verifies(sum16(l4, 0)),
         _ => true,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::csum::finish;
     use super::*;
 
     fn tcp_frame(flags: u8) -> Vec<u8> {
@@ -252,18 +236,11 @@ mod tests {
     /// A frame with correct checksums, built by hand.
     fn valid_tcp_frame() -> Vec<u8> {
         let mut f = tcp_frame(0x02);
-        let c = !fold(sum16(&f[14..34], 0));
+        let c = finish(sum16(&f[14..34], 0));
         f[24..26].copy_from_slice(&c.to_be_bytes());
-        let c = !fold(sum16(&f[34..54], sum16(&f[26..34], 6 + 20)));
+        let c = finish(sum16(&f[34..54], sum16(&f[26..34], 6 + 20)));
         f[50..52].copy_from_slice(&c.to_be_bytes());
         f
-    }
-
-    fn fold(mut acc: u32) -> u16 {
-        while acc > 0xffff {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
-        acc as u16
     }
 
     #[test]

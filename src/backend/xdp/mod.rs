@@ -15,6 +15,7 @@
 //! accepts one connection), refilled as connections arrive.
 
 pub mod bpf;
+pub mod csum;
 pub mod device;
 pub mod udp_echo;
 pub mod xsk;

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::bpf::{Filter, XdpProgram};
+use super::csum::{finish, sum16};
 use super::xsk::{self, RxHalf, TxHalf, UmemView, Xsk};
 use super::XdpConfig;
 use crate::transport::WaitMode;
@@ -26,24 +27,6 @@ pub struct UdpEchoStats {
     pub echoed: u64,
     pub arp_replies: u64,
     pub dropped: u64,
-}
-
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// Turn the frame in `buf` into its reply in place. Returns false to drop.
@@ -100,7 +83,7 @@ pub fn reply_in_place(buf: &mut [u8], ip: [u8; 4], mac: [u8; 6], port: u16, stat
         buf[u + 7] = 0;
         let mut acc = sum16(&buf[ETH + 12..ETH + 20], 0);
         acc += 17 + udp_len as u32;
-        let c = fold(sum16(&buf[u..u + udp_len], acc));
+        let c = finish(sum16(&buf[u..u + udp_len], acc));
         let c = if c == 0 { 0xffff } else { c };
         buf[u + 6..u + 8].copy_from_slice(&c.to_be_bytes());
     }
@@ -206,7 +189,7 @@ mod tests {
         let total = (20 + 8 + payload.len()) as u16;
         let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1];
         ip[2..4].copy_from_slice(&total.to_be_bytes());
-        let c = fold(sum16(&ip, 0));
+        let c = finish(sum16(&ip, 0));
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
         let mut udp = vec![0u8; 8];
@@ -216,7 +199,7 @@ mod tests {
         udp.extend_from_slice(payload);
         let mut acc = sum16(&ip[12..20], 0) + 17 + udp.len() as u32;
         acc = sum16(&udp, acc);
-        let c = fold(acc);
+        let c = finish(acc);
         udp[6..8].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&udp);
         f
@@ -225,7 +208,7 @@ mod tests {
     fn udp_checksum_ok(f: &[u8]) -> bool {
         let udp = &f[34..];
         let acc = sum16(&f[26..34], 0) + 17 + udp.len() as u32;
-        fold(sum16(udp, acc)) == 0
+        finish(sum16(udp, acc)) == 0
     }
 
     #[test]
@@ -243,7 +226,7 @@ mod tests {
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), 5555);
         assert_eq!(f[42 + 9], 0x02, "client flag cleared");
         assert!(udp_checksum_ok(&f), "checksum recomputed");
-        assert_eq!(fold(sum16(&f[14..34], 0)), 0, "IP checksum still valid");
+        assert_eq!(finish(sum16(&f[14..34], 0)), 0, "IP checksum still valid");
         assert_eq!(st.echoed, 1);
     }
 
