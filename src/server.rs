@@ -139,8 +139,7 @@ impl<T: Transport, A: App> Server<T, A> {
             Duration::ZERO
         };
         let mut events = std::mem::take(&mut self.events);
-        self.transport.poll(Some(timeout), &mut events)?;
-        let now = clock::mono_ns();
+        let now = self.transport.poll(Some(timeout), &mut events)?;
         self.now = now;
         for ev in events.iter().copied() {
             match ev {
@@ -171,7 +170,7 @@ impl<T: Transport, A: App> Server<T, A> {
             self.service(id, now);
         }
         if n > 0 {
-            self.transport.flush();
+            self.transport.flush(now);
         }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick_ns;
@@ -469,7 +468,7 @@ mod tests {
         fn connect(&mut self, _: SocketAddr) -> io::Result<ConnId> {
             Err(io::ErrorKind::Unsupported.into())
         }
-        fn poll(&mut self, _: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
+        fn poll(&mut self, _: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64> {
             events.clear();
             self.polls += 1;
             self.left = self.budget;
@@ -479,7 +478,7 @@ mod tests {
                 events.push(Event::Readable(ConnId(0)));
                 events.push(Event::Writable(ConnId(0)));
             }
-            Ok(())
+            Ok(self.polls)
         }
         fn recv(&mut self, _: ConnId, buf: &mut [u8]) -> io::Result<usize> {
             let n = buf.len().min(self.input.len());

@@ -144,7 +144,7 @@ impl Transport for KernelTransport {
         Ok(id)
     }
 
-    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64> {
         events.clear();
         events.append(&mut self.pending);
         let timeout = match self.cfg.wait {
@@ -157,6 +157,7 @@ impl Transport for KernelTransport {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        let now = crate::clock::mono_ns();
         let mut accept_from = [false; 8];
         for ev in self.events.iter() {
             let t = ev.token().0;
@@ -185,7 +186,7 @@ impl Transport for KernelTransport {
             self.accept_all(idx, events);
         }
         self.stats.count_poll(events);
-        Ok(())
+        Ok(now)
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {

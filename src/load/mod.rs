@@ -385,7 +385,7 @@ impl<T: Transport> LoadGen<T> {
     /// Poll, read, parse replies, flush output. Returns when nothing is ready.
     fn pump(&mut self, record: bool) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.events);
-        self.t.poll(Some(Duration::ZERO), &mut events)?;
+        let now = self.t.poll(Some(Duration::ZERO), &mut events)?;
         for ev in &events {
             match *ev {
                 Event::Connected(id) | Event::Accepted(id) => {
@@ -424,7 +424,7 @@ impl<T: Transport> LoadGen<T> {
         if self.service.is_empty() {
             self.service = service;
         }
-        self.t.flush();
+        self.t.flush(now);
         Ok(())
     }
 
@@ -736,14 +736,14 @@ impl<T: Transport> LoadGen<T> {
         let close_end = clock::mono_ns() + 200_000_000;
         while clock::mono_ns() < close_end {
             let mut evs = std::mem::take(&mut self.events);
-            self.t.poll(Some(Duration::ZERO), &mut evs)?;
+            let now = self.t.poll(Some(Duration::ZERO), &mut evs)?;
             self.events = evs;
-            self.t.flush();
+            self.t.flush(now);
         }
         for c in &self.clients {
             self.t.close(c.id);
         }
-        self.t.flush();
+        self.t.flush(clock::mono_ns());
 
         let secs = run_ns as f64 / 1e9;
         Ok(Report {

@@ -5,7 +5,9 @@
 //! * `listen(addr)`: start accepting TCP connections on `addr`.
 //! * `connect(addr)`: start an active open; `Connected` follows (at once for
 //!   backends that connect synchronously).
-//! * `poll(timeout, events)`: make progress and report readiness. Events are
+//! * `poll(timeout, events)`: make progress and report readiness, and return
+//!   the monotonic time (ns, `clock::mono_ns`) read once after any wait: the
+//!   loop's clock for this iteration, so nobody reads it twice. Events are
 //!   *hints*: a consumer that sees `Readable` reads until `WouldBlock`; a
 //!   backend may report the same readiness more than once (level-triggered)
 //!   or only on change (edge-triggered), and consumers must handle both.
@@ -92,7 +94,7 @@ pub trait Transport {
     fn name(&self) -> &'static str;
     fn listen(&mut self, addr: SocketAddr) -> io::Result<()>;
     fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId>;
-    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()>;
+    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64>;
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize>;
     fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&mut self, conn: ConnId) -> io::Result<()>;
@@ -100,8 +102,8 @@ pub trait Transport {
     /// Put on the wire what `send` queued since the last `poll`. A no-op for
     /// backends whose `send` transmits at once (the kernel); a user-space
     /// stack sends its segments here, so replies leave in the same loop
-    /// iteration that produced them.
-    fn flush(&mut self) {}
+    /// iteration that produced them. `now_ns` is the time `poll` returned.
+    fn flush(&mut self, _now_ns: u64) {}
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
     fn stats(&self) -> TransportStats;
     /// Backend-specific counters for the end-of-run log line, if any.

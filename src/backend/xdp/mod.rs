@@ -143,7 +143,9 @@ pub struct XdpTransport {
     /// IPv4 frames dropped before smoltcp: truncated or bad checksum.
     pub rx_invalid: u64,
     own_address: bool,
-    /// smoltcp time, read once per poll.
+    /// The loop's clock (monotonic ns), read once per poll or passed to flush.
+    now_ns: u64,
+    /// The same time for smoltcp.
     now: Instant,
     /// When an idle loop next runs egress for timers (monotonic ns).
     next_timer_egress: u64,
@@ -155,7 +157,11 @@ pub struct XdpTransport {
 }
 
 fn now_instant() -> Instant {
-    Instant::from_micros((clock::mono_ns() / 1000) as i64)
+    instant_of(clock::mono_ns())
+}
+
+fn instant_of(ns: u64) -> Instant {
+    Instant::from_micros((ns / 1000) as i64)
 }
 
 pub(crate) fn mac_of(iface: &str) -> io::Result<EthernetAddress> {
@@ -257,6 +263,7 @@ impl XdpTransport {
             refused: 0,
             rx_invalid: 0,
             own_address,
+            now_ns: clock::mono_ns(),
             now: now_instant(),
             next_timer_egress: 0,
             timer_shard: 0,
@@ -305,6 +312,11 @@ impl XdpTransport {
         Ok(self.shards[si].sockets.get_mut::<tcp::Socket>(h))
     }
 
+    fn set_now(&mut self, ns: u64) {
+        self.now_ns = ns;
+        self.now = instant_of(ns);
+    }
+
     fn mark_scan(&mut self, si: usize) {
         if !self.shards[si].scan {
             self.shards[si].scan = true;
@@ -330,7 +342,7 @@ impl XdpTransport {
             if self.conns.len() >= self.cfg.max_conns {
                 self.refused += 1;
                 self.shards[shard].sockets.get_mut::<tcp::Socket>(h).abort();
-                self.zombies.push((shard, h, clock::mono_ns() + ZOMBIE_NS));
+                self.zombies.push((shard, h, self.now_ns + ZOMBIE_NS));
             } else {
                 let id = self.conns.insert(Conn {
                     shard,
@@ -413,7 +425,7 @@ impl XdpTransport {
     /// close handshakes) every `TIMER_EGRESS_NS`, round robin, so an idle
     /// loop never walks every socket at once.
     fn idle_egress(&mut self, ingested: usize) {
-        let now = (self.now.total_micros() as u64).saturating_mul(1000);
+        let now = self.now_ns;
         if ingested == 0 && now >= self.next_timer_egress {
             self.next_timer_egress = now + TIMER_EGRESS_NS;
             self.mark_egress(self.timer_shard);
@@ -474,7 +486,7 @@ impl XdpTransport {
             }
         }
         if !self.zombies.is_empty() {
-            let now = clock::mono_ns();
+            let now = self.now_ns;
             let shards = &mut self.shards;
             self.zombies.retain(|&(si, h, deadline)| {
                 let s = shards[si].sockets.get_mut::<tcp::Socket>(h);
@@ -559,10 +571,10 @@ impl Transport for XdpTransport {
         Ok(ConnId(id))
     }
 
-    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()> {
+    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64> {
         events.clear();
         events.append(&mut self.pending);
-        self.now = now_instant();
+        self.set_now(clock::mono_ns());
         let n = self.ingress();
         self.scan(events);
         if events.is_empty() {
@@ -577,7 +589,7 @@ impl Transport for XdpTransport {
             let ms = wait.as_millis().min(i32::MAX as u128) as i32;
             if ms != 0 {
                 self.dev.xsk.rx.wait(ms);
-                self.now = now_instant();
+                self.set_now(clock::mono_ns());
                 let n = self.ingress();
                 self.scan(events);
                 if events.is_empty() {
@@ -586,7 +598,7 @@ impl Transport for XdpTransport {
             }
         }
         self.stats.count_poll(events);
-        Ok(())
+        Ok(self.now_ns)
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
@@ -665,21 +677,21 @@ impl Transport for XdpTransport {
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
-                self.zombies.push((c.shard, c.handle, clock::mono_ns() + ZOMBIE_NS));
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS));
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
                 // socket with unread data is closed.
                 s.abort();
-                self.zombies.push((c.shard, c.handle, clock::mono_ns() + ZOMBIE_NS));
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS));
             }
         }
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, now_ns: u64) {
         // The loop flushes after servicing connections; their sends marked
         // their shards for egress.
-        self.now = now_instant();
+        self.set_now(now_ns);
         self.egress();
     }
 
