@@ -115,11 +115,6 @@ impl<T: Transport, A: App> Server<T, A> {
         self.transport.listen(addr)
     }
 
-    /// Number of open connections.
-    pub fn connections(&self) -> usize {
-        self.conns.iter().filter(|c| c.is_some()).count()
-    }
-
     /// Run until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         while !stop.load(Ordering::Relaxed) {

@@ -67,12 +67,6 @@ pub struct Session {
     last_tx: u64,
 }
 
-impl Session {
-    pub fn is_logged_on(&self) -> bool {
-        self.logged_on
-    }
-}
-
 /// The gateway application.
 #[derive(Debug)]
 pub struct Orders {

@@ -71,11 +71,6 @@ impl KernelTransport {
         })
     }
 
-    /// Accept errors seen (EMFILE and the like); each is logged once per burst.
-    pub fn accept_errors(&self) -> u64 {
-        self.accept_errors
-    }
-
     fn setup_stream(&mut self, mut s: TcpStream) -> io::Result<ConnId> {
         s.set_nodelay(true)?;
         if self.cfg.wait == WaitMode::Spin && self.cfg.busy_poll_us > 0 {
@@ -227,6 +222,18 @@ impl Transport for KernelTransport {
 
     fn stats(&self) -> TransportStats {
         self.stats
+    }
+
+    fn report(&self) -> Option<String> {
+        Some(format!(
+            "kernel: accept_errors={} busy_poll={}",
+            self.accept_errors,
+            match (self.cfg.wait, self.cfg.busy_poll_us, self.busy_poll_refused) {
+                (WaitMode::Block, _, _) | (_, 0, _) => "off",
+                (_, _, true) => "refused",
+                _ => "on",
+            }
+        ))
     }
 }
 

@@ -31,8 +31,6 @@ use crate::transport::{would_block, ConnId, Event, Transport};
 
 /// Smallest echo message: u64 sequence + u64 timestamp.
 pub const ECHO_MIN_SIZE: usize = 16;
-/// Largest echo message.
-pub const ECHO_MAX_SIZE: usize = 65536;
 /// Per-connection output backlog beyond which the schedule is counted as overrun.
 const MAX_BACKLOG: usize = 4 << 20;
 /// Histogram upper bound: 60 s in ns.

@@ -25,9 +25,6 @@ mod skel {
 
 use skel::{RedirectSkel, RedirectSkelBuilder};
 
-/// Indexes of the program's per-CPU counters (`CNT_*` in the C source).
-pub const COUNTER_NAMES: [&str; 4] = ["seen", "redirected", "passed", "malformed"];
-
 /// The program's counters, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct XdpCounters {

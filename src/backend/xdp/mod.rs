@@ -30,7 +30,7 @@ use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use self::bpf::{Filter, XdpCounters, XdpProgram};
+use self::bpf::{Filter, XdpProgram};
 use self::device::XskDevice;
 use self::xsk::{BindMode, Xsk, XskConfig};
 use crate::clock;
@@ -270,20 +270,6 @@ impl XdpTransport {
             to_scan: Vec::with_capacity(SHARDS),
             to_egress: Vec::with_capacity(SHARDS),
         })
-    }
-
-    /// The XDP program's counters.
-    pub fn xdp_counters(&self) -> XdpCounters {
-        self.prog.counters()
-    }
-
-    /// The AF_XDP socket.
-    pub fn xsk(&self) -> &Xsk {
-        &self.dev.xsk
-    }
-
-    pub fn owns_address(&self) -> bool {
-        self.own_address
     }
 
     fn new_socket(&mut self, shard: usize) -> SocketHandle {

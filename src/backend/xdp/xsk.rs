@@ -78,12 +78,6 @@ pub fn kernel_ipv4_addrs(name: &str) -> io::Result<Vec<std::net::Ipv4Addr>> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame(u64);
 
-impl Frame {
-    pub fn addr(&self) -> u64 {
-        self.0
-    }
-}
-
 /// Validated socket configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct XskConfig {
