@@ -15,6 +15,16 @@
 // bpf_redirect_map falls back to XDP_PASS (flags argument), so a dead
 // gateway never black-holes the interface.
 //
+// Every redirected frame carries its arrival time (bpf_ktime_get_ns, the
+// CLOCK_MONOTONIC the stack reads) in 16 bytes of XDP metadata in front of
+// the packet: { __u64 rx_ns; __u32 magic; __u32 pad }. AF_XDP copies the
+// metadata into the UMEM frame, so the stack knows when each frame arrived
+// whatever the loop was doing at the time (docs/ATTRIBUTION.md).
+//
+// Fault injection (--inject loss:N): with drop_every = N > 0, every N-th
+// TCP segment that carries payload to the stack is dropped (XDP_DROP,
+// counted), so the peer has to retransmit it. Off (0) by default.
+//
 // Every header access is bounds-checked against data_end. No printk.
 
 #include <linux/bpf.h>
@@ -32,6 +42,18 @@ volatile const __u16 local_port_hi = 0; // host byte order, inclusive
 // frame to it is redirected, so the stack answers closed ports with RST and
 // ICMP echo itself. 0: the kernel shares the address: only the stack's ports.
 volatile const __u8 own_address = 1;
+// Stamp arrival times into the metadata (1) or not (0).
+volatile const __u8 stamp_rx = 0;
+// Drop every N-th TCP data segment to the stack; 0: never.
+volatile const __u32 drop_every = 0;
+
+#define META_MAGIC 0x54474d31 // "TGM1"
+
+struct rx_meta {
+	__u64 rx_ns;
+	__u32 magic;
+	__u32 pad;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -53,7 +75,8 @@ enum {
 	CNT_REDIRECTED = 1,
 	CNT_PASSED = 2,
 	CNT_MALFORMED = 3,
-	CNT_MAX = 4,
+	CNT_INJECTED_DROP = 4,
+	CNT_MAX = 5,
 };
 
 struct {
@@ -90,9 +113,44 @@ static __always_inline int ours_port(__u16 port)
 	return bpf_map_lookup_elem(&ports, &port) != 0;
 }
 
+// Every drop_every-th TCP data segment (per CPU; the lab uses one queue).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} data_segments SEC(".maps");
+
+static __always_inline int inject_loss(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&data_segments, &zero);
+	if (!n)
+		return 0;
+	*n += 1;
+	if (*n % drop_every)
+		return 0;
+	count(CNT_INJECTED_DROP);
+	return 1;
+}
+
+static __always_inline void stamp(struct xdp_md *ctx, __u64 now)
+{
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct rx_meta)))
+		return; // no room: the stack falls back to its poll time
+	struct rx_meta *m = (void *)(long)ctx->data_meta;
+	if ((void *)(m + 1) > (void *)(long)ctx->data)
+		return;
+	m->rx_ns = now;
+	m->magic = META_MAGIC;
+	m->pad = 0;
+}
+
 static __always_inline int redirect(struct xdp_md *ctx)
 {
 	count(CNT_REDIRECTED);
+	if (stamp_rx)
+		stamp(ctx, bpf_ktime_get_ns());
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 }
 
@@ -142,6 +200,21 @@ int tailgate_redirect(struct xdp_md *ctx)
 		return pass();
 	if (ip->ihl < 5 || ip->version != 4)
 		return malformed(); // ours by address, but unparseable: the stack would drop it too
+	if (drop_every && ip->protocol == IPPROTO_TCP && !(ip->frag_off & bpf_htons(0x1fff))) {
+		struct tcp_min {
+			__be16 sport;
+			__be16 dport;
+			__be32 seq;
+			__be32 ack;
+			__u8 doff_res;
+			__u8 flags;
+		} *tcp = (void *)((__u8 *)ip + ip->ihl * 4);
+		if ((void *)(tcp + 1) > data_end)
+			return malformed();
+		__u32 hdrs = ip->ihl * 4 + (tcp->doff_res >> 4) * 4;
+		if (bpf_ntohs(ip->tot_len) > hdrs && inject_loss())
+			return XDP_DROP;
+	}
 	if (own_address)
 		return redirect(ctx);
 	// Shared address: only TCP/UDP to the stack's ports; fragments after the

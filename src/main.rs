@@ -16,6 +16,12 @@ use tailgate::backend::xdp::udp_echo;
 use tailgate::backend::xdp::xsk::ZeroCopy;
 use tailgate::backend::xdp::{XdpConfig, XdpTransport};
 use tailgate::load::{LoadApp, LoadConfig, LoadGen, Mode};
+use tailgate::sampler::attribution::{self, Options};
+use tailgate::sampler::inject::InjectConfig;
+use tailgate::sampler::policy::SamplingConfig;
+use tailgate::sampler::reporter::{http_get, Reporter, ReporterConfig};
+use tailgate::sampler::store;
+use tailgate::sampler::tracer::Tracer;
 use tailgate::server::{Server, ServerConfig};
 use tailgate::transport::{Transport, WaitMode};
 use tailgate::{log_info, log_warn, runtime};
@@ -39,6 +45,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Drive a gateway or echo server and report round-trip latency.
     Load(LoadArgs),
+    /// Attribute the slow tail of a gateway's samples to causes (docs/ATTRIBUTION.md).
+    Report(ReportArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,6 +151,106 @@ struct ServeArgs {
     tx_buf: u64,
     #[command(flatten)]
     xdp: XdpArgs,
+    #[command(flatten)]
+    obs: ObserveArgs,
+}
+
+/// Sampling, metrics and fault injection (docs/ATTRIBUTION.md).
+#[derive(Args)]
+struct ObserveArgs {
+    /// Serve Prometheus metrics (GET /metrics) and the recent samples (GET /samples, read by
+    /// `tailgate report --live`) on this address, from an unpinned thread.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Keep samples in this file: fixed-size binary records behind a header, a bounded ring on
+    /// disk written by the reporter thread; read it with `tailgate report --log FILE`.
+    #[arg(long, value_name = "FILE")]
+    sample_log: Option<std::path::PathBuf>,
+    /// Records kept in the sample log (and in memory for /samples).
+    #[arg(long, default_value_t = store::DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..=1 << 26))]
+    sample_log_records: u64,
+    /// Sampling rates: off, on, or KIND=PERCENT[,...] with KIND one of all, logon, heartbeat,
+    /// limit, market, cancel, logout, invalid, ping (e.g. all=10,market=100). Default: every
+    /// message when --metrics or --sample-log is given, else off.
+    #[arg(long, value_name = "SPEC")]
+    sample: Option<String>,
+    /// Sampling configuration file (TOML, [sampling] table); flags override it.
+    #[arg(long, value_name = "FILE")]
+    sample_config: Option<std::path::PathBuf>,
+    /// Tail bias: messages slower than this (microseconds in the gateway) are always recorded,
+    /// whatever their rate; 0 turns it off. Default 100.
+    #[arg(long, value_name = "US")]
+    sample_tail_us: Option<u64>,
+    /// Above this many messages per second the sampling rates halve (per doubling above it),
+    /// and come back below it; 0 never halves. Default 0.
+    #[arg(long, value_name = "MSGS")]
+    sample_max_rate: Option<u64>,
+    /// Sample ring capacity in records (a power of two). Default 65536.
+    #[arg(long, value_name = "N")]
+    sample_ring: Option<usize>,
+    /// Inject a fault (repeatable): stall:EVERY_MS:DURATION_US (the poll loop spins),
+    /// slow-handler:EVERY_N:DURATION_US (every N-th message's handler spins), loss:EVERY_N
+    /// (the XDP program drops every N-th TCP data segment; xdp backend only).
+    #[arg(long, value_name = "SPEC")]
+    inject: Vec<String>,
+}
+
+impl ObserveArgs {
+    fn sampling(&self) -> Result<SamplingConfig, String> {
+        let mut c = match &self.sample_config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("--sample-config {}: {e}", p.display()))?;
+                SamplingConfig::from_toml(&text, &format!("--sample-config {}", p.display()))?
+            }
+            None => SamplingConfig {
+                enabled: self.metrics.is_some() || self.sample_log.is_some(),
+                ..SamplingConfig::default()
+            },
+        };
+        if let Some(spec) = &self.sample {
+            c.apply_spec(spec)?;
+        }
+        if let Some(t) = self.sample_tail_us {
+            c.tail_ns = t.saturating_mul(1000);
+        }
+        if let Some(m) = self.sample_max_rate {
+            c.max_rate = m;
+        }
+        if let Some(r) = self.sample_ring {
+            c.ring = r;
+        }
+        c.validate().map_err(|e| format!("--sample-ring: {e}"))?;
+        Ok(c)
+    }
+
+    fn inject(&self) -> Result<InjectConfig, String> {
+        let mut c = InjectConfig::default();
+        for spec in &self.inject {
+            c.apply(spec)?;
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["live", "log"])))]
+struct ReportArgs {
+    /// A running gateway's --metrics address: read its recent samples over HTTP.
+    #[arg(long, value_name = "ADDR")]
+    live: Option<String>,
+    /// A sample log written with --sample-log.
+    #[arg(long, value_name = "FILE")]
+    log: Option<std::path::PathBuf>,
+    /// The tail is every message at least this slow (microseconds in the gateway).
+    /// Default: the p99.9 of the samples.
+    #[arg(long, value_name = "US")]
+    threshold_us: Option<f64>,
+    /// A stage or loop interval counts towards a cause from this long (microseconds).
+    #[arg(long, default_value_t = 20.0, value_name = "US")]
+    significant_us: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -214,7 +322,20 @@ enum Chosen {
     Xdp(Box<XdpTransport>),
 }
 
-fn xdp_config(x: &XdpArgs, ip: Ipv4Addr, wait: WaitMode, busy_poll_us: u32) -> Result<XdpConfig, String> {
+/// What the xdp backend's XDP program does besides redirecting.
+#[derive(Clone, Copy, Default)]
+struct XdpExtras {
+    stamp_rx: bool,
+    drop_every: u32,
+}
+
+fn xdp_config(
+    x: &XdpArgs,
+    ip: Ipv4Addr,
+    wait: WaitMode,
+    busy_poll_us: u32,
+    extras: XdpExtras,
+) -> Result<XdpConfig, String> {
     let iface = x.iface.as_deref().ok_or("--backend xdp needs --iface")?;
     let mut c = XdpConfig::new(iface, ip);
     c.prefix = x.prefix;
@@ -222,6 +343,8 @@ fn xdp_config(x: &XdpArgs, ip: Ipv4Addr, wait: WaitMode, busy_poll_us: u32) -> R
     c.backlog = x.backlog as usize;
     c.max_conns = x.max_conns as usize;
     c.xsk.queue = x.queue;
+    c.stamp_rx = extras.stamp_rx;
+    c.drop_every = extras.drop_every;
     c.xsk.busy_poll_us = busy_poll_us;
     c.xsk.zero_copy = match x.zero_copy {
         ZeroCopyArg::Auto => ZeroCopy::Auto,
@@ -238,6 +361,7 @@ fn choose(
     stack_ip: Option<Ipv4Addr>,
     wait: WaitMode,
     busy_poll_us: u32,
+    extras: XdpExtras,
 ) -> Result<Chosen, String> {
     let kernel = || {
         KernelTransport::new(KernelConfig { wait, busy_poll_us, ..KernelConfig::default() })
@@ -246,7 +370,7 @@ fn choose(
     };
     let xdp = || -> Result<Chosen, String> {
         let ip = stack_ip.ok_or("--backend xdp needs an IPv4 address for the stack")?;
-        let cfg = xdp_config(x, ip, wait, busy_poll_us)?;
+        let cfg = xdp_config(x, ip, wait, busy_poll_us, extras)?;
         XdpTransport::new(cfg).map(|t| Chosen::Xdp(Box::new(t))).map_err(|e| format!("xdp backend: {e}"))
     };
     match backend {
@@ -279,6 +403,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Serve(a) => serve(a),
         Cmd::Load(a) => run_load(a),
+        Cmd::Report(a) => report(a),
     };
     match result {
         Ok(code) => code,
@@ -298,6 +423,12 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         }
     }
     let wait = if a.spin { WaitMode::Spin } else { WaitMode::Block };
+    let sampling = a.obs.sampling()?;
+    let inject = a.obs.inject()?;
+    let extras = XdpExtras { stamp_rx: sampling.enabled, drop_every: inject.loss_every.unwrap_or(0) };
+    if inject.loss_every.is_some() && a.backend == BackendArg::Kernel {
+        return Err("--inject loss:N needs --backend xdp: the drop lives in the XDP program".into());
+    }
     let stack_ip = match a.ip {
         IpAddr::V4(ip) => Some(ip),
         IpAddr::V6(_) => None,
@@ -307,17 +438,32 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             return Err("--app udp-echo runs on the xdp backend only (it echoes from the AF_XDP rings)".into());
         }
         let ip = stack_ip.ok_or("--app udp-echo: --ip must be IPv4")?;
-        let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us)?;
+        if sampling.enabled || inject.any() || a.obs.metrics.is_some() {
+            return Err("--app udp-echo has no sampling, metrics or injection (it is the bare floor)".into());
+        }
+        let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us, XdpExtras::default())?;
         return udp_echo::run(cfg, a.port, &stop).map(|_| ExitCode::SUCCESS);
     }
-    let chosen = choose(a.backend, &a.xdp, stack_ip, wait, a.busy_poll_us)?;
+    let chosen = choose(a.backend, &a.xdp, stack_ip, wait, a.busy_poll_us, extras)?;
+    let obs = Observe { sampling, inject };
     match chosen {
-        Chosen::Kernel(t) => serve_on(*t, &a, &stop),
-        Chosen::Xdp(t) => serve_on(*t, &a, &stop),
+        Chosen::Kernel(t) => {
+            if inject.loss_every.is_some() {
+                return Err("--inject loss:N needs the xdp backend, and the kernel backend was chosen".into());
+            }
+            serve_on(*t, &a, &obs, &stop)
+        }
+        Chosen::Xdp(t) => serve_on(*t, &a, &obs, &stop),
     }
 }
 
-fn serve_on<T: Transport>(t: T, a: &ServeArgs, stop: &AtomicBool) -> Result<ExitCode, String> {
+/// Sampling and injection, resolved from the flags.
+struct Observe {
+    sampling: SamplingConfig,
+    inject: InjectConfig,
+}
+
+fn serve_on<T: Transport>(t: T, a: &ServeArgs, obs: &Observe, stop: &AtomicBool) -> Result<ExitCode, String> {
     let addr = SocketAddr::new(a.ip, a.port);
     let scfg = ServerConfig { rx_buf: a.rx_buf as usize, tx_buf: a.tx_buf as usize, ..ServerConfig::default() };
     let what = format!(
@@ -333,10 +479,12 @@ fn serve_on<T: Transport>(t: T, a: &ServeArgs, stop: &AtomicBool) -> Result<Exit
                 idle_timeout_ms: a.idle_timeout_ms,
                 max_open_orders: a.max_open_orders as usize,
             };
-            run_server(Server::new(t, Orders::new(cfg), scfg), addr, &what, stop)
+            run_server(Server::new(t, Orders::new(cfg), scfg), addr, &what, a, obs, stop)
         }
-        ServeApp::Echo => run_server(Server::new(t, Echo::default(), scfg), addr, &what, stop),
-        ServeApp::Sockperf => run_server(Server::new(t, Sockperf::new(a.rx_buf as usize), scfg), addr, &what, stop),
+        ServeApp::Echo => run_server(Server::new(t, Echo::default(), scfg), addr, &what, a, obs, stop),
+        ServeApp::Sockperf => {
+            run_server(Server::new(t, Sockperf::new(a.rx_buf as usize), scfg), addr, &what, a, obs, stop)
+        }
         ServeApp::UdpEcho => Err("--app udp-echo runs on the xdp backend only".into()),
     }
 }
@@ -345,11 +493,40 @@ fn run_server<T: Transport, A: App>(
     mut s: Server<T, A>,
     addr: SocketAddr,
     what: &str,
+    a: &ServeArgs,
+    obs: &Observe,
     stop: &AtomicBool,
 ) -> Result<ExitCode, String> {
     s.listen(addr).map_err(|e| format!("--ip/--port {addr}: cannot listen: {e}"))?;
-    log_info!("serving {} on {addr} {what}", s.app.name());
+    let core = a.core.map_or(0, |c| c.min(255) as u8);
+    let (tracer, consumer) = Tracer::new(&obs.sampling, obs.inject, core)?;
+    let reporter = if obs.sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
+        let rcfg = ReporterConfig {
+            metrics: a.obs.metrics,
+            sample_log: a.obs.sample_log.clone(),
+            records: a.obs.sample_log_records,
+            avoid_core: a.core,
+            xdp: s.transport.name() == "xdp",
+        };
+        let r = Reporter::start(rcfg, consumer).map_err(|e| format!("reporter: {e}"))?;
+        s.set_published(r.published.clone());
+        Some(r)
+    } else {
+        None
+    };
+    s.set_tracer(tracer);
+    if let Some(m) = reporter.as_ref().and_then(|r| r.metrics_addr) {
+        log_info!("metrics on http://{m}/metrics, samples on http://{m}/samples");
+    }
+    if obs.inject.any() {
+        log_warn!("fault injection on: {}", obs.inject.describe());
+    }
+    log_info!("serving {} on {addr} {what}; {}", s.app.name(), obs.sampling.describe());
     let r = s.run(stop);
+    s.publish();
+    if let Some(rep) = reporter {
+        rep.stop();
+    }
     let st = s.stats;
     let ts = s.transport.stats();
     log_info!(
@@ -367,6 +544,20 @@ fn run_server<T: Transport, A: App>(
         log_info!("{extra}");
     }
     log_info!("{}", s.app.summary());
+    if s.tracer.active() {
+        let t = s.tracer.stats();
+        log_info!(
+            "sampler: messages={} recorded={} tail_bias={} skipped={} dropped_ring_full={} injected_stalls={} \
+             injected_slow_handlers={}",
+            t.messages,
+            t.recorded,
+            t.tail,
+            t.skipped,
+            t.dropped,
+            t.injected_stalls,
+            t.injected_slow_handlers
+        );
+    }
     r.map_err(|e| format!("event loop: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -403,7 +594,7 @@ fn run_load(a: LoadArgs) -> Result<ExitCode, String> {
         logon_timeout: Duration::from_secs(10),
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };
-    let report = match choose(backend, &a.xdp, a.local_ip, WaitMode::Spin, 0)? {
+    let report = match choose(backend, &a.xdp, a.local_ip, WaitMode::Spin, 0, XdpExtras::default())? {
         Chosen::Kernel(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
         Chosen::Xdp(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
     }
@@ -419,6 +610,35 @@ fn run_load(a: LoadArgs) -> Result<ExitCode, String> {
             report.failures()
         );
         return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn us_to_ns(v: f64, flag: &str) -> Result<u64, String> {
+    if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+        return Err(format!("{flag} {v}: must be between 0 and 1e9 microseconds"));
+    }
+    Ok((v * 1000.0) as u64)
+}
+
+fn report(a: ReportArgs) -> Result<ExitCode, String> {
+    let (header, samples) = match (&a.live, &a.log) {
+        (Some(addr), _) => {
+            let body = http_get(addr, "/samples")?;
+            store::parse(&body).map_err(|e| format!("--live {addr}: {e}"))?
+        }
+        (None, Some(path)) => store::read(path)?,
+        (None, None) => return Err("give --live ADDR or --log FILE".into()),
+    };
+    let opts = Options {
+        threshold_ns: a.threshold_us.map(|t| us_to_ns(t, "--threshold-us")).transpose()?,
+        significant_ns: us_to_ns(a.significant_us, "--significant-us")?,
+    };
+    let r = attribution::analyse(&samples, header.dropped, opts);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).map_err(|e| format!("--json: {e}"))?);
+    } else {
+        print!("{}", r.render());
     }
     Ok(ExitCode::SUCCESS)
 }

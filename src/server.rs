@@ -20,16 +20,22 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::{App, OutBuf, Verdict};
 use crate::clock;
+use crate::sampler::cause;
+use crate::sampler::reporter::{Published, Snapshot};
+use crate::sampler::tracer::{RxTrace, Tracer};
 use crate::transport::{would_block, ConnId, Event, Transport};
 
 /// Bounded work per connection per loop iteration.
 const ROUNDS_PER_SERVICE: usize = 8;
 /// How long a closing connection waits for the peer's FIN.
 const LINGER_NS: u64 = 2_000_000_000;
+/// How often counters are published for the reporter.
+const PUBLISH_NS: u64 = 100_000_000;
 
 /// Server sizing, fixed at start-up.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +77,10 @@ struct Conn<S> {
     /// Last send returned WouldBlock with output still queued.
     tx_blocked: bool,
     queued: bool,
+    /// Arrival (monotonic ns) of the oldest unconsumed input and the
+    /// transport's flags for it, when tracing.
+    rx_arrival: u64,
+    rx_flags: u32,
 }
 
 /// Loop counters.
@@ -94,6 +104,9 @@ pub struct Server<T: Transport, A: App> {
     /// Monotonic ns read once per iteration.
     now: u64,
     pub stats: ServerStats,
+    pub tracer: Tracer,
+    published: Option<Arc<Published>>,
+    next_publish: u64,
 }
 
 impl<T: Transport, A: App> Server<T, A> {
@@ -108,7 +121,22 @@ impl<T: Transport, A: App> Server<T, A> {
             next_tick: 0,
             now: 0,
             stats: ServerStats::default(),
+            tracer: Tracer::disabled(),
+            published: None,
+            next_publish: 0,
         }
+    }
+
+    /// Record samples with `tracer` (and tell the transport to keep arrival
+    /// times when it samples).
+    pub fn set_tracer(&mut self, tracer: Tracer) {
+        self.transport.set_tracing(tracer.enabled());
+        self.tracer = tracer;
+    }
+
+    /// Publish counters to a reporter every 100 ms.
+    pub fn set_published(&mut self, p: Arc<Published>) {
+        self.published = Some(p);
     }
 
     pub fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
@@ -136,6 +164,11 @@ impl<T: Transport, A: App> Server<T, A> {
         let mut events = std::mem::take(&mut self.events);
         let now = self.transport.poll(Some(timeout), &mut events)?;
         self.now = now;
+        let tracing = self.tracer.enabled();
+        if tracing {
+            let flags = self.transport.loop_flags();
+            self.tracer.begin_iteration(self.stats.iterations, now, flags);
+        }
         for ev in events.iter().copied() {
             match ev {
                 Event::Accepted(id) | Event::Connected(id) => self.open(id, now),
@@ -164,14 +197,42 @@ impl<T: Transport, A: App> Server<T, A> {
             }
             self.service(id, now);
         }
+        let mut flush = (0, 0);
         if n > 0 {
+            if tracing {
+                flush.0 = clock::mono_ns();
+            }
             self.transport.flush(now);
+            if tracing {
+                flush.1 = clock::mono_ns();
+            }
+        }
+        if self.tracer.active() {
+            let done = if self.transport.flush_transmits() { flush.1 } else { 0 };
+            let flags = if tracing { self.transport.loop_flags() } else { 0 };
+            self.tracer.end_iteration(flush, done, flags);
         }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick_ns;
             self.tick(now);
+            if now >= self.next_publish {
+                self.next_publish = now + PUBLISH_NS;
+                self.publish();
+            }
         }
         Ok(())
+    }
+
+    /// Counters for the reporter (every 100 ms; may make system calls).
+    pub fn publish(&self) {
+        if let Some(p) = &self.published {
+            p.publish(Snapshot {
+                transport: self.transport.stats(),
+                backend: self.transport.counters(),
+                app: self.app.counters(),
+                tracer: self.tracer.stats(),
+            });
+        }
     }
 
     fn slot(&mut self, id: ConnId) -> Option<&mut Conn<A::Session>> {
@@ -203,6 +264,8 @@ impl<T: Transport, A: App> Server<T, A> {
             readable: true,
             tx_blocked: false,
             queued: false,
+            rx_arrival: 0,
+            rx_flags: 0,
         });
         self.stats.opened += 1;
         if let Some(peer) = self.transport.peer_addr(id) {
@@ -334,6 +397,13 @@ impl<T: Transport, A: App> Server<T, A> {
                         c.readable = false;
                     }
                     if !draining {
+                        if self.tracer.enabled() {
+                            let rt = self.transport.rx_trace(id);
+                            if c.rx_len == 0 || c.rx_arrival == 0 {
+                                c.rx_arrival = rt.arrival_ns;
+                            }
+                            c.rx_flags |= rt.flags;
+                        }
                         c.rx_len += n;
                     }
                     progress = true;
@@ -357,12 +427,38 @@ impl<T: Transport, A: App> Server<T, A> {
         let mut stalled_input = false;
         if c.state == State::Open && c.rx_len > 0 {
             let recv_ts = if A::WANTS_RECV_TS { clock::realtime_ns() } else { 0 };
-            let (used, v) = self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, recv_ts, now);
+            self.tracer.begin_input(id.0 as u32, RxTrace { arrival_ns: c.rx_arrival, flags: c.rx_flags });
+            let (used, v) =
+                self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, &mut self.tracer, recv_ts, now);
             if used > 0 {
                 c.rx.copy_within(used..c.rx_len, 0);
                 c.rx_len -= used;
                 progress = true;
+                if c.rx_len == 0 {
+                    c.rx_arrival = 0;
+                }
+                c.rx_flags = 0;
             }
+            // Replies go out at once, before more input is read; an error is
+            // left for step 1 of the next round to handle.
+            let mut tx_flags = 0;
+            if c.tx.len() > 0 && !c.tx_blocked {
+                match self.transport.send(id, c.tx.as_slice()) {
+                    Ok(n) => {
+                        c.tx.consume(n);
+                        if c.tx.len() > 0 {
+                            c.tx_blocked = true;
+                            tx_flags = cause::TX_FULL;
+                        }
+                    }
+                    Err(e) if would_block(&e) => {
+                        c.tx_blocked = true;
+                        tx_flags = cause::TX_FULL;
+                    }
+                    Err(_) => {}
+                }
+            }
+            self.tracer.end_input(tx_flags);
             stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0);
             match v {
                 Verdict::Continue => {}

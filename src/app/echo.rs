@@ -2,6 +2,7 @@
 //! then closes its side.
 
 use super::{App, OutBuf, Verdict};
+use crate::sampler::tracer::Tracer;
 use crate::transport::ConnId;
 
 #[derive(Debug, Default)]
@@ -18,7 +19,15 @@ impl App for Echo {
     fn open(&mut self, _conn: ConnId, _now: u64) {
         self.sessions += 1;
     }
-    fn on_input(&mut self, _: &mut (), input: &[u8], out: &mut OutBuf, _: u64, _: u64) -> (usize, Verdict) {
+    fn on_input(
+        &mut self,
+        _: &mut (),
+        input: &[u8],
+        out: &mut OutBuf,
+        _: &mut Tracer,
+        _: u64,
+        _: u64,
+    ) -> (usize, Verdict) {
         let n = input.len().min(out.spare());
         out.put(&input[..n]);
         self.bytes += n as u64;
@@ -46,8 +55,8 @@ mod tests {
     fn echoes_only_what_fits() {
         let mut e = Echo::default();
         let mut out = OutBuf::with_capacity(4);
-        assert_eq!(e.on_input(&mut (), b"abcdef", &mut out, 0, 0), (4, Verdict::Continue));
+        assert_eq!(e.on_input(&mut (), b"abcdef", &mut out, &mut Tracer::disabled(), 0, 0), (4, Verdict::Continue));
         assert_eq!(out.as_slice(), b"abcd");
-        assert_eq!(e.on_input(&mut (), b"ef", &mut out, 0, 0), (0, Verdict::Continue));
+        assert_eq!(e.on_input(&mut (), b"ef", &mut out, &mut Tracer::disabled(), 0, 0), (0, Verdict::Continue));
     }
 }

@@ -10,6 +10,7 @@ pub mod echo;
 pub mod orders;
 pub mod sockperf;
 
+use crate::sampler::tracer::Tracer;
 use crate::transport::ConnId;
 
 /// What the server should do with a connection after a callback.
@@ -81,12 +82,15 @@ pub trait App {
     fn open(&mut self, conn: ConnId, now: u64) -> Self::Session;
     /// Consume complete messages from `input`, appending replies to `out`.
     /// Returns the number of bytes consumed and a verdict. `recv_ts` is the
-    /// wall-clock time the bytes were read; `now` is monotonic ns.
+    /// wall-clock time the bytes were read; `now` is monotonic ns. An
+    /// application with message boundaries calls `tr.parsed` and
+    /// `tr.handled` once per message (see [`Tracer`]).
     fn on_input(
         &mut self,
         s: &mut Self::Session,
         input: &[u8],
         out: &mut OutBuf,
+        tr: &mut Tracer,
         recv_ts: u64,
         now: u64,
     ) -> (usize, Verdict);
@@ -98,4 +102,18 @@ pub trait App {
     fn on_close(&mut self, s: Self::Session, reason: &str);
     /// A one-line summary of counters for the end-of-run report.
     fn summary(&self) -> String;
+    /// Counters for metrics.
+    fn counters(&self) -> AppCounters {
+        AppCounters::default()
+    }
+}
+
+/// Application counters for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AppCounters {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// By reject reason code.
+    pub rejects: [u64; 32],
+    pub framing_errors: u64,
 }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use super::{App, OutBuf, Verdict};
 use crate::proto::{self, reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, OrderKind, Parsed, RejectReason};
+use crate::sampler::{kind, tracer::Tracer};
 use crate::transport::ConnId;
 
 /// Worst-case reply bytes for one inbound message (Reject + Logout).
@@ -37,6 +38,7 @@ pub struct OrdersCounters {
     pub sessions: u64,
     pub logons: u64,
     pub messages_in: u64,
+    pub messages_out: u64,
     pub orders_acked: u64,
     pub cancels_acked: u64,
     pub heartbeats_out: u64,
@@ -73,11 +75,13 @@ pub struct Orders {
     cfg: OrdersConfig,
     next_order_id: u64,
     pub counters: OrdersCounters,
+    /// Status of the message being handled: 0, or the reject reason code.
+    status: u8,
 }
 
 impl Orders {
     pub fn new(cfg: OrdersConfig) -> Self {
-        Orders { cfg, next_order_id: 1, counters: OrdersCounters::default() }
+        Orders { cfg, next_order_id: 1, counters: OrdersCounters::default(), status: 0 }
     }
 
     fn emit(&mut self, s: &mut Session, out: &mut OutBuf, msg: GatewayMsg, now: u64) {
@@ -86,6 +90,7 @@ impl Orders {
         // caller checked MAX_REPLY bytes of space.
         if let Some(n) = msg.encode(s.out_seq, &mut buf) {
             if out.put(&buf[..n]) {
+                self.counters.messages_out += 1;
                 s.out_seq = s.out_seq.wrapping_add(1);
                 s.last_tx = now;
             }
@@ -102,6 +107,7 @@ impl Orders {
         now: u64,
     ) {
         self.counters.rejects[reason as usize] += 1;
+        self.status = reason as u8;
         let (cl_ord_id, client_ts) = reject_refs(f);
         let msg = GatewayMsg::Reject {
             cl_ord_id,
@@ -114,8 +120,43 @@ impl Orders {
         self.emit(s, out, msg, now);
     }
 
-    /// Handle one well-framed message.
-    fn handle(&mut self, s: &mut Session, f: &Frame<'_>, out: &mut OutBuf, recv_ts: u64, now: u64) -> Verdict {
+    /// Handle one well-framed message, traced as parsed (decoded) and
+    /// handled (replies produced).
+    fn handle(
+        &mut self,
+        s: &mut Session,
+        f: &Frame<'_>,
+        out: &mut OutBuf,
+        tr: &mut Tracer,
+        recv_ts: u64,
+        now: u64,
+    ) -> Verdict {
+        let decoded = ClientMsg::decode(f);
+        let (k, id) = match &decoded {
+            Ok(ClientMsg::Logon { .. }) => (kind::LOGON, 0),
+            Ok(ClientMsg::Heartbeat) => (kind::HEARTBEAT, 0),
+            Ok(ClientMsg::NewOrder(o)) if o.kind == OrderKind::Limit => (kind::LIMIT, o.cl_ord_id),
+            Ok(ClientMsg::NewOrder(o)) => (kind::MARKET, o.cl_ord_id),
+            Ok(ClientMsg::Cancel { cl_ord_id, .. }) => (kind::CANCEL, *cl_ord_id),
+            Ok(ClientMsg::Logout) => (kind::LOGOUT, 0),
+            Err(_) => (kind::INVALID, reject_refs(f).0),
+        };
+        tr.parsed(k, id, f.bytes());
+        self.status = 0;
+        let v = self.handle_decoded(s, f, decoded, out, recv_ts, now);
+        tr.handled(self.status);
+        v
+    }
+
+    fn handle_decoded(
+        &mut self,
+        s: &mut Session,
+        f: &Frame<'_>,
+        decoded: Result<ClientMsg, RejectReason>,
+        out: &mut OutBuf,
+        recv_ts: u64,
+        now: u64,
+    ) -> Verdict {
         self.counters.messages_in += 1;
         s.last_rx = now;
         if f.seq() != s.expect_seq {
@@ -131,7 +172,7 @@ impl Orders {
             return Verdict::Close;
         }
         s.expect_seq = s.expect_seq.wrapping_add(1);
-        let msg = match ClientMsg::decode(f) {
+        let msg = match decoded {
             Ok(m) => m,
             Err(reason) => {
                 self.reject(s, out, f, reason, recv_ts, now);
@@ -229,6 +270,7 @@ impl App for Orders {
         s: &mut Session,
         input: &[u8],
         out: &mut OutBuf,
+        tr: &mut Tracer,
         recv_ts: u64,
         now: u64,
     ) -> (usize, Verdict) {
@@ -238,7 +280,7 @@ impl App for Orders {
                 Ok(Parsed::Incomplete) => break,
                 Ok(Parsed::Frame(f)) => {
                     off += f.len();
-                    let v = self.handle(s, &f, out, recv_ts, now);
+                    let v = self.handle(s, &f, out, tr, recv_ts, now);
                     if v != Verdict::Continue {
                         return (off, v);
                     }
@@ -276,6 +318,16 @@ impl App for Orders {
     }
 
     fn on_close(&mut self, _s: Session, _reason: &str) {}
+
+    fn counters(&self) -> crate::app::AppCounters {
+        let c = &self.counters;
+        crate::app::AppCounters {
+            messages_in: c.messages_in,
+            messages_out: c.messages_out,
+            rejects: c.rejects,
+            framing_errors: c.framing_errors,
+        }
+    }
 
     fn summary(&self) -> String {
         let c = &self.counters;
@@ -323,7 +375,7 @@ mod tests {
             Client { seq: 1, app, s, out: OutBuf::with_capacity(4096), rx_seq: 1 }
         }
         fn send_raw(&mut self, bytes: &[u8]) -> (usize, Verdict) {
-            self.app.on_input(&mut self.s, bytes, &mut self.out, 11, 0)
+            self.app.on_input(&mut self.s, bytes, &mut self.out, &mut Tracer::disabled(), 11, 0)
         }
         fn send(&mut self, m: ClientMsg) -> Verdict {
             let mut b = [0u8; 64];

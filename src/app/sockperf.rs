@@ -7,6 +7,7 @@
 //! sends the message back unchanged otherwise.
 
 use super::{App, OutBuf, Verdict};
+use crate::sampler::{kind, tracer::Tracer};
 use crate::transport::ConnId;
 
 pub const HEADER_LEN: usize = 14;
@@ -37,7 +38,15 @@ impl App for Sockperf {
     fn open(&mut self, _conn: ConnId, _now: u64) {
         self.sessions += 1;
     }
-    fn on_input(&mut self, _: &mut (), input: &[u8], out: &mut OutBuf, _: u64, _: u64) -> (usize, Verdict) {
+    fn on_input(
+        &mut self,
+        _: &mut (),
+        input: &[u8],
+        out: &mut OutBuf,
+        tr: &mut Tracer,
+        _: u64,
+        _: u64,
+    ) -> (usize, Verdict) {
         let mut off = 0;
         while input.len() - off >= HEADER_LEN {
             let m = &input[off..];
@@ -52,11 +61,15 @@ impl App for Sockperf {
             if m.len() < len || out.spare() < len {
                 break;
             }
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&m[..8]);
+            tr.parsed(kind::PING, u64::from_be_bytes(seq), &m[..len]);
             let start = out.len();
             out.put(&m[..len]);
             // Clear the client flag in place in the reply.
             out.patch(start + FLAGS_LO, m[FLAGS_LO] & !CLIENT_FLAG);
             self.messages += 1;
+            tr.handled(0);
             off += len;
         }
         (off, Verdict::Continue)
@@ -93,7 +106,7 @@ mod tests {
         let mut input = msg(7, 0x0003, 64);
         input.extend_from_slice(&msg(8, 0x0001, 14));
         input.extend_from_slice(&msg(9, 0x0001, 64)[..20]); // partial
-        let (n, v) = s.on_input(&mut (), &input, &mut out, 0, 0);
+        let (n, v) = s.on_input(&mut (), &input, &mut out, &mut Tracer::disabled(), 0, 0);
         assert_eq!((n, v), (78, Verdict::Continue));
         assert_eq!(&out.as_slice()[..64], &msg(7, 0x0002, 64)[..]);
         assert_eq!(&out.as_slice()[64..], &msg(8, 0x0000, 14)[..]);
@@ -104,8 +117,14 @@ mod tests {
     fn bad_length_aborts() {
         let mut s = Sockperf::new(1024);
         let mut out = OutBuf::with_capacity(4096);
-        assert_eq!(s.on_input(&mut (), &msg(1, 1, 13)[..14], &mut out, 0, 0).1, Verdict::Abort);
-        assert_eq!(s.on_input(&mut (), &msg(1, 1, 2000)[..14], &mut out, 0, 0).1, Verdict::Abort);
+        assert_eq!(
+            s.on_input(&mut (), &msg(1, 1, 13)[..14], &mut out, &mut Tracer::disabled(), 0, 0).1,
+            Verdict::Abort
+        );
+        assert_eq!(
+            s.on_input(&mut (), &msg(1, 1, 2000)[..14], &mut out, &mut Tracer::disabled(), 0, 0).1,
+            Verdict::Abort
+        );
         assert_eq!(s.bad_length, 2);
     }
 
@@ -113,6 +132,9 @@ mod tests {
     fn waits_for_output_space() {
         let mut s = Sockperf::new(1024);
         let mut out = OutBuf::with_capacity(50);
-        assert_eq!(s.on_input(&mut (), &msg(1, 1, 64), &mut out, 0, 0), (0, Verdict::Continue));
+        assert_eq!(
+            s.on_input(&mut (), &msg(1, 1, 64), &mut out, &mut Tracer::disabled(), 0, 0),
+            (0, Verdict::Continue)
+        );
     }
 }

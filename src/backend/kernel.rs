@@ -9,16 +9,25 @@
 //! wrapper in Rust, handles the edge-triggered details (EPOLLRDHUP, error
 //! readiness) and keeps this module free of `unsafe`; the cost over a raw
 //! `epoll_wait` is one small loop over the event array.
+//!
+//! When sampling is on, reads go through `recvmsg` for the kernel's receive
+//! timestamp (see [`super::rxts`]), converted to the monotonic clock.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::transport::{ConnId, Event, Transport, TransportStats, WaitMode};
+use super::rxts;
+use crate::clock;
+use crate::transport::{BackendCounters, ConnId, Event, RxTrace, Transport, TransportStats, WaitMode};
+
+/// How often the realtime-to-monotonic offset is re-read while tracing.
+const CLOCK_OFFSET_NS: u64 = 100_000_000;
 
 /// Listener tokens count down from the top of the token space so they never
 /// collide with connection ids (slab keys, counted up from zero).
@@ -54,6 +63,12 @@ pub struct KernelTransport {
     stats: TransportStats,
     busy_poll_refused: bool,
     accept_errors: u64,
+    /// Tracing: kernel receive timestamps are on.
+    tracing: bool,
+    last_rx_trace: RxTrace,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, and when it was read (monotonic).
+    clock_offset: u64,
+    clock_offset_at: u64,
 }
 
 impl KernelTransport {
@@ -68,6 +83,10 @@ impl KernelTransport {
             stats: TransportStats::default(),
             busy_poll_refused: false,
             accept_errors: 0,
+            tracing: false,
+            last_rx_trace: RxTrace::default(),
+            clock_offset: 0,
+            clock_offset_at: 0,
         })
     }
 
@@ -82,6 +101,11 @@ impl KernelTransport {
                     );
                     self.busy_poll_refused = true;
                 }
+            }
+        }
+        if self.tracing {
+            if let Err(e) = rxts::enable(s.as_raw_fd()) {
+                crate::log_warn!("kernel backend: SO_TIMESTAMPNS refused: {e}; samples use the poll time");
             }
         }
         let entry = self.conns.vacant_entry();
@@ -186,7 +210,20 @@ impl Transport for KernelTransport {
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
         let (s, hup) = self.conns.get_mut(conn.0).ok_or(io::ErrorKind::NotConnected)?;
-        let n = s.read(buf)?;
+        let n = if self.tracing {
+            let (n, rt) = rxts::recv(s.as_raw_fd(), buf)?;
+            let now = clock::mono_ns();
+            if now.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
+                self.clock_offset = clock::realtime_ns().wrapping_sub(clock::mono_ns());
+                self.clock_offset_at = now;
+            }
+            let arrival = if rt == 0 { 0 } else { rt.wrapping_sub(self.clock_offset) };
+            // A timestamp from the future (clock stepped) is no timestamp.
+            self.last_rx_trace = RxTrace { arrival_ns: if arrival <= now { arrival } else { 0 }, flags: 0 };
+            n
+        } else {
+            s.read(buf)?
+        };
         self.stats.bytes_in += n as u64;
         if n > 0 && n < buf.len() && *hup {
             // The FIN (or error) behind this data already used up its epoll
@@ -222,6 +259,18 @@ impl Transport for KernelTransport {
 
     fn stats(&self) -> TransportStats {
         self.stats
+    }
+
+    fn counters(&self) -> BackendCounters {
+        BackendCounters { accept_errors: self.accept_errors, ..BackendCounters::default() }
+    }
+
+    fn set_tracing(&mut self, on: bool) {
+        self.tracing = on;
+    }
+
+    fn rx_trace(&mut self, _conn: ConnId) -> RxTrace {
+        self.last_rx_trace
     }
 
     fn report(&self) -> Option<String> {

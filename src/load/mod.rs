@@ -859,6 +859,7 @@ mod tests {
                 _: &mut (),
                 i: &[u8],
                 o: &mut crate::app::OutBuf,
+                _: &mut crate::sampler::tracer::Tracer,
                 _: u64,
                 _: u64,
             ) -> (usize, crate::app::Verdict) {

@@ -1,57 +1,320 @@
-//! Per-message samples for latency attribution.
+//! Per-message samples for latency attribution (docs/ATTRIBUTION.md).
 //!
-//! Built: [`ring`], the lock-free single-producer ring a pinned loop writes
-//! its samples into, and [`Sample`], the fixed-size record. To come (issue
-//! "Tail attribution"): the sampling policy, the reporter thread, metrics and
-//! the tail-attribution report that read these records.
+//! ```text
+//! ring.rs         the lock-free single-producer ring a pinned loop writes into
+//! tracer.rs       the loop side: stage timestamps, sampling decision, push
+//! policy.rs       sampling rates per message type, auto-halving, tail bias
+//! inject.rs       fault injection (stall, slow handler; loss lives in XDP)
+//! store.rs        the sample log: fixed-size records behind a header, as a ring
+//! reporter.rs     the reporter thread (never pinned): histograms, metrics, log
+//! attribution.rs  the tail-attribution report
+//! ```
 
+pub mod attribution;
+pub mod inject;
+pub mod policy;
+pub mod reporter;
 pub mod ring;
+pub mod store;
+pub mod tracer;
 
-/// Cause flags a record can carry (bit set in [`Sample::cause`]).
+/// Cause flags a record can carry (bit set in [`Sample::cause`]). Each is
+/// an observation made on the data path, not a verdict; the report turns
+/// observations and timestamps into a cause (docs/ATTRIBUTION.md).
 pub mod cause {
-    /// The loop iteration that handled the message started late (stall).
-    pub const LOOP_STALL: u32 = 1 << 0;
-    /// The message waited behind others from the same burst.
-    pub const QUEUED_BEHIND_BURST: u32 = 1 << 1;
-    /// The segment carrying it was a retransmission.
-    pub const RETRANSMIT: u32 = 1 << 2;
-    /// The handler took longer than its threshold.
-    pub const SLOW_HANDLER: u32 = 1 << 3;
-    /// The fill ring ran low while it was in flight.
-    pub const FILL_STARVED: u32 = 1 << 4;
+    /// The connection saw an out-of-order or repeated TCP segment since it
+    /// was last read: a segment was lost and retransmitted (xdp backend).
+    pub const RETRANSMIT: u32 = 1 << 0;
+    /// The peer advertised a zero receive window since it was last read.
+    pub const ZERO_WINDOW: u32 = 1 << 1;
+    /// The reply did not fit the connection's send buffer at once.
+    pub const TX_FULL: u32 = 1 << 2;
+    /// The TX ring had no room, or the TX kick found the kernel busy.
+    pub const KICK_WAIT: u32 = 1 << 3;
+    /// The fill ring ran low (the kernel had few frames to receive into).
+    pub const FILL_LOW: u32 = 1 << 4;
+    /// The previous iteration spent long in the sampler itself.
+    pub const SAMPLER: u32 = 1 << 5;
+    /// Recorded because it was slower than the tail threshold, whatever the
+    /// rate of its type (tail bias).
+    pub const TAIL_BIAS: u32 = 1 << 6;
+
+    /// Names, in bit order, for reports.
+    pub const NAMES: [&str; 7] =
+        ["retransmit", "zero_window", "tx_full", "kick_wait", "fill_low", "sampler", "tail_bias"];
+}
+
+/// Message kinds a sample can carry (`Sample::msg_type`).
+pub mod kind {
+    pub const OTHER: u8 = 0;
+    pub const LOGON: u8 = 1;
+    pub const HEARTBEAT: u8 = 2;
+    pub const LIMIT: u8 = 3;
+    pub const MARKET: u8 = 4;
+    pub const CANCEL: u8 = 5;
+    pub const LOGOUT: u8 = 6;
+    /// A message the gateway could not decode (rejected before handling).
+    pub const INVALID: u8 = 7;
+    /// One sockperf ping.
+    pub const PING: u8 = 8;
+    /// Not a message: a reporter-thread busy period (`t_rx_frame` to
+    /// `t_handled`, on `core`), recorded so the report can see interference.
+    pub const REPORTER: u8 = 255;
+    /// Number of message kinds with a rate (0..COUNT).
+    pub const COUNT: usize = 9;
+    pub const NAMES: [&str; COUNT] =
+        ["other", "logon", "heartbeat", "limit", "market", "cancel", "logout", "invalid", "ping"];
+
+    pub fn name(k: u8) -> &'static str {
+        NAMES.get(usize::from(k)).copied().unwrap_or(if k == REPORTER { "reporter" } else { "other" })
+    }
+
+    pub fn parse(s: &str) -> Option<u8> {
+        NAMES.iter().position(|n| *n == s).map(|i| i as u8)
+    }
 }
 
 /// One message's path through the gateway: 128 bytes, two cache lines.
-/// Timestamps are monotonic nanoseconds; 0 means "not seen by this backend".
+/// Timestamps are monotonic nanoseconds (CLOCK_MONOTONIC); 0 means "not
+/// seen by this backend".
 #[repr(C, align(64))]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
-    /// Order id (client order id) or another trace id.
+    /// Order id (client order id), sockperf sequence number, or 0.
     pub trace_id: u64,
-    /// Frame taken off the rx ring (xdp) or bytes read (kernel).
+    /// The frame carrying it arrived: stamped by the XDP program (xdp) or
+    /// the kernel's receive timestamp (SO_TIMESTAMPNS, kernel backend).
     pub t_rx_frame: u64,
-    /// Delivered to the application by the stack.
+    /// Read from the transport and handed to the application.
     pub t_delivered: u64,
     /// Parsed by the protocol codec.
     pub t_parsed: u64,
     /// Handled (reply produced).
     pub t_handled: u64,
-    /// Reply queued for TX.
+    /// Reply handed to the transport (`send` returned).
     pub t_tx_queued: u64,
-    /// TX completed, where the backend can know it.
+    /// Reply frames on the TX ring and kicked (xdp); 0 on the kernel backend.
     pub t_tx_done: u64,
     /// Event-loop iteration that handled it.
     pub loop_iter: u64,
     pub conn: u32,
     /// Bit set of [`cause`] flags.
     pub cause: u32,
-    pub core: u16,
+    /// From the poll's return in this iteration to `t_delivered`.
+    pub queue_ns: u32,
+    /// Handler time spent earlier in this iteration, before `t_delivered`.
+    pub iter_handler_ns: u32,
+    /// Previous iteration: its time not spent in known work (the poll,
+    /// servicing inputs, the flush, the sampler): what a stall leaves.
+    pub prev_busy_ns: u32,
+    /// Previous iteration: time spent in handlers.
+    pub prev_handler_ns: u32,
+    /// Messages handled earlier in this iteration.
+    pub batch_pos: u16,
+    /// Messages handled in the previous iteration.
+    pub prev_msgs: u16,
+    pub core: u8,
+    /// A [`kind`].
     pub msg_type: u8,
+    /// 0: accepted; otherwise the reject reason code (docs/PROTOCOL.md).
     pub status: u8,
-    pub payload_len: u16,
-    pub _reserved: u16,
+    pub payload_len: u8,
     /// The first 32 bytes of the message.
     pub payload: [u8; 32],
 }
 
 const _: () = assert!(std::mem::size_of::<Sample>() == 128);
+
+/// Size of one record in the sample log (the in-memory layout, little-endian).
+pub const RECORD_SIZE: usize = 128;
+
+/// Stages of a message, in path order (docs/ATTRIBUTION.md).
+pub const STAGES: [&str; 6] = ["wait", "queue", "parse", "handler", "tx", "tx_done"];
+
+impl Sample {
+    /// Arrival time: the frame's timestamp, else the poll that found it.
+    pub fn arrival(&self) -> u64 {
+        if self.t_rx_frame != 0 && self.t_rx_frame <= self.t_delivered {
+            self.t_rx_frame
+        } else {
+            self.t_poll()
+        }
+    }
+
+    /// The poll return of the iteration that delivered it.
+    pub fn t_poll(&self) -> u64 {
+        self.t_delivered.saturating_sub(u64::from(self.queue_ns))
+    }
+
+    /// The last timestamp on its path.
+    pub fn end(&self) -> u64 {
+        [self.t_tx_done, self.t_tx_queued, self.t_handled, self.t_parsed, self.t_delivered]
+            .into_iter()
+            .find(|&t| t != 0)
+            .unwrap_or(0)
+    }
+
+    /// Time in the gateway: arrival to the last timestamp.
+    pub fn latency_ns(&self) -> u64 {
+        self.end().saturating_sub(self.arrival())
+    }
+
+    /// Nanoseconds in each of [`STAGES`]: wait (arrival to the poll that
+    /// found it: rings, stack, loop busy elsewhere), queue (poll to
+    /// delivery: other connections first), parse, handler, tx (handled to
+    /// send returned), tx_done (send to frames kicked).
+    pub fn stages(&self) -> [u64; 6] {
+        let d = |a: u64, b: u64| if a != 0 && b != 0 { b.saturating_sub(a) } else { 0 };
+        [
+            self.t_poll().saturating_sub(self.arrival()),
+            u64::from(self.queue_ns),
+            d(self.t_delivered, self.t_parsed),
+            d(self.t_parsed, self.t_handled),
+            d(self.t_handled, self.t_tx_queued),
+            d(self.t_tx_queued, self.t_tx_done),
+        ]
+    }
+
+    /// The record as stored in the sample log.
+    pub fn to_bytes(&self) -> [u8; RECORD_SIZE] {
+        let mut b = [0u8; RECORD_SIZE];
+        let mut w = Writer { b: &mut b, at: 0 };
+        for v in [
+            self.trace_id,
+            self.t_rx_frame,
+            self.t_delivered,
+            self.t_parsed,
+            self.t_handled,
+            self.t_tx_queued,
+            self.t_tx_done,
+            self.loop_iter,
+        ] {
+            w.put(&v.to_le_bytes());
+        }
+        for v in [self.conn, self.cause, self.queue_ns, self.iter_handler_ns, self.prev_busy_ns, self.prev_handler_ns] {
+            w.put(&v.to_le_bytes());
+        }
+        w.put(&self.batch_pos.to_le_bytes());
+        w.put(&self.prev_msgs.to_le_bytes());
+        w.put(&[self.core, self.msg_type, self.status, self.payload_len]);
+        w.put(&self.payload);
+        b
+    }
+
+    /// Parse a record written by [`Sample::to_bytes`]; `None` if short.
+    pub fn from_bytes(b: &[u8]) -> Option<Sample> {
+        let b: &[u8; RECORD_SIZE] = b.get(..RECORD_SIZE)?.try_into().ok()?;
+        let u64_at = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default());
+        let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap_or_default());
+        let mut payload = [0u8; 32];
+        payload.copy_from_slice(&b[96..128]);
+        Some(Sample {
+            trace_id: u64_at(0),
+            t_rx_frame: u64_at(1),
+            t_delivered: u64_at(2),
+            t_parsed: u64_at(3),
+            t_handled: u64_at(4),
+            t_tx_queued: u64_at(5),
+            t_tx_done: u64_at(6),
+            loop_iter: u64_at(7),
+            conn: u32_at(64),
+            cause: u32_at(68),
+            queue_ns: u32_at(72),
+            iter_handler_ns: u32_at(76),
+            prev_busy_ns: u32_at(80),
+            prev_handler_ns: u32_at(84),
+            batch_pos: u16_at(88),
+            prev_msgs: u16_at(90),
+            core: b[92],
+            msg_type: b[93],
+            status: b[94],
+            payload_len: b[95],
+            payload,
+        })
+    }
+}
+
+struct Writer<'a> {
+    b: &'a mut [u8; RECORD_SIZE],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, v: &[u8]) {
+        self.b[self.at..self.at + v.len()].copy_from_slice(v);
+        self.at += v.len();
+    }
+}
+
+/// Saturating u64 to u32 (nanosecond durations in records).
+pub fn sat32(v: u64) -> u32 {
+    v.min(u64::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> Sample {
+        let mut payload = [0u8; 32];
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        Sample {
+            trace_id: 0x0102_0304_0506_0708,
+            t_rx_frame: 1_000,
+            t_delivered: 5_000,
+            t_parsed: 5_100,
+            t_handled: 5_400,
+            t_tx_queued: 5_900,
+            t_tx_done: 6_500,
+            loop_iter: 77,
+            conn: 3,
+            cause: cause::RETRANSMIT | cause::TX_FULL,
+            queue_ns: 1_000,
+            iter_handler_ns: 250,
+            prev_busy_ns: 9,
+            prev_handler_ns: 10,
+            batch_pos: 2,
+            prev_msgs: 4,
+            core: 1,
+            msg_type: kind::LIMIT,
+            status: 5,
+            payload_len: 32,
+            payload,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_every_field() {
+        let s = full();
+        assert_eq!(Sample::from_bytes(&s.to_bytes()), Some(s));
+        assert_eq!(Sample::from_bytes(&s.to_bytes()[..127]), None);
+    }
+
+    #[test]
+    fn stages_add_up_to_the_latency() {
+        let s = full();
+        // wait: arrival 1000 to poll 4000; queue 1000; parse 100; handler
+        // 300; tx 500; tx_done 600.
+        assert_eq!(s.stages(), [3_000, 1_000, 100, 300, 500, 600]);
+        assert_eq!(s.stages().iter().sum::<u64>(), s.latency_ns());
+        // No frame timestamp: the poll is the arrival.
+        let s = Sample { t_rx_frame: 0, ..full() };
+        assert_eq!(s.stages()[0], 0);
+        assert_eq!(s.latency_ns(), 2_500);
+        // No TX completion (kernel backend): ends at send.
+        let s = Sample { t_tx_done: 0, ..full() };
+        assert_eq!(s.latency_ns(), 4_900);
+    }
+
+    #[test]
+    fn kind_names_parse_back() {
+        for k in 0..kind::COUNT as u8 {
+            assert_eq!(kind::parse(kind::name(k)), Some(k));
+        }
+        assert_eq!(kind::name(kind::REPORTER), "reporter");
+        assert_eq!(kind::parse("nope"), None);
+    }
+}

@@ -185,11 +185,16 @@ mod tests {
             loop_iter: !n,
             conn: n as u32 ^ 0xa5a5,
             cause: (n >> 3) as u32,
-            core: (n % 7) as u16,
+            queue_ns: n as u32 ^ 0x1111,
+            iter_handler_ns: n as u32 ^ 0x2222,
+            prev_busy_ns: n as u32 ^ 0x3333,
+            prev_handler_ns: n as u32 ^ 0x4444,
+            batch_pos: (n % 1000) as u16,
+            prev_msgs: (n % 999) as u16,
+            core: (n % 7) as u8,
             msg_type: (n % 251) as u8,
             status: (n % 13) as u8,
             payload_len: 32,
-            _reserved: 0,
             payload: [0; 32],
         };
         for (i, b) in s.payload.iter_mut().enumerate() {

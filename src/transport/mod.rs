@@ -88,6 +88,27 @@ impl TransportStats {
     }
 }
 
+/// Backend counters for metrics; each backend fills what it can see.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Ethernet frames through the AF_XDP socket (xdp).
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Frames dropped before the stack: truncated or bad checksum (xdp).
+    pub rx_invalid: u64,
+    /// TX frames dropped for want of a free frame or ring slot (xdp).
+    pub tx_starved: u64,
+    /// Connections refused at the connection limit (xdp).
+    pub refused: u64,
+    /// Failed accepts (kernel).
+    pub accept_errors: u64,
+    /// The XDP program's counters: seen, redirected, passed, malformed,
+    /// dropped by `--inject loss`.
+    pub xdp: [u64; 5],
+}
+
+pub use crate::sampler::tracer::RxTrace;
+
 /// The socket-level API. See the module docs for the contract.
 pub trait Transport {
     /// Short name of the backend, as used in `--backend` and in reports.
@@ -109,6 +130,32 @@ pub trait Transport {
     /// Backend-specific counters for the end-of-run log line, if any.
     fn report(&self) -> Option<String> {
         None
+    }
+    /// Counters for metrics (read every 100 ms by the loop, so a backend
+    /// may make a system call here).
+    fn counters(&self) -> BackendCounters {
+        BackendCounters::default()
+    }
+
+    // Tracing (docs/ATTRIBUTION.md). Backends that see nothing keep the
+    // defaults: samples then carry the poll time as the arrival.
+
+    /// Keep arrival times and per-connection observations from now on.
+    fn set_tracing(&mut self, _on: bool) {}
+    /// Arrival time and flags of the bytes the last successful `recv` on
+    /// `conn` returned.
+    fn rx_trace(&mut self, _conn: ConnId) -> RxTrace {
+        RxTrace::default()
+    }
+    /// Loop-level observations since the last call (sampler cause flags:
+    /// fill ring low, TX ring full or kick busy), then cleared.
+    fn loop_flags(&mut self) -> u32 {
+        0
+    }
+    /// Does `flush` put frames on the wire (so the time after it is the TX
+    /// completion a sample records)? False when `send` already did.
+    fn flush_transmits(&self) -> bool {
+        false
     }
 }
 

@@ -32,6 +32,8 @@ pub struct XdpCounters {
     pub redirected: u64,
     pub passed: u64,
     pub malformed: u64,
+    /// Dropped by `--inject loss`.
+    pub injected_drops: u64,
 }
 
 /// What the program redirects.
@@ -42,6 +44,10 @@ pub struct Filter {
     pub local_ports: (u16, u16),
     /// The stack owns `ip` outright (the kernel has no such address).
     pub own_address: bool,
+    /// Stamp each frame's arrival time into its XDP metadata.
+    pub stamp_rx: bool,
+    /// Drop every N-th TCP data segment (fault injection); 0: never.
+    pub drop_every: u32,
 }
 
 /// The loaded and attached program.
@@ -70,6 +76,8 @@ impl XdpProgram {
         ro.local_port_lo = filter.local_ports.0;
         ro.local_port_hi = filter.local_ports.1;
         ro.own_address = u8::from(filter.own_address);
+        ro.stamp_rx = u8::from(filter.stamp_rx);
+        ro.drop_every = filter.drop_every;
         let skel = open.load().map_err(|e| err("loading the XDP program (needs root or CAP_BPF+CAP_NET_ADMIN)", e))?;
         let link = skel
             .progs
@@ -99,7 +107,7 @@ impl XdpProgram {
 
     /// Read the per-CPU counters, summed.
     pub fn counters(&self) -> XdpCounters {
-        let mut v = [0u64; 4];
+        let mut v = [0u64; 5];
         for (i, slot) in v.iter_mut().enumerate() {
             let key = (i as u32).to_ne_bytes();
             if let Ok(Some(per_cpu)) = self.skel.maps.counters.lookup_percpu(&key, MapFlags::ANY) {
@@ -109,6 +117,6 @@ impl XdpProgram {
                     .sum();
             }
         }
-        XdpCounters { seen: v[0], redirected: v[1], passed: v[2], malformed: v[3] }
+        XdpCounters { seen: v[0], redirected: v[1], passed: v[2], malformed: v[3], injected_drops: v[4] }
     }
 }

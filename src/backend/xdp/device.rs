@@ -44,7 +44,10 @@ impl XskDevice {
         let view = self.xsk.view();
         // SAFETY: the frame just came off the rx ring and is owned here; the
         // UMEM lives as long as `self.xsk`.
-        let key = classify(unsafe { view.bytes(&frame, len) });
+        let mut key = classify(unsafe { view.bytes(&frame, len) });
+        // SAFETY: as above; the headroom in front of the data is part of
+        // the same owned chunk.
+        key.rx_ns = unsafe { view.take_rx_meta(&frame) }.unwrap_or(0);
         self.staged = Some((frame, len));
         Some(key)
     }
@@ -142,15 +145,24 @@ pub struct FrameKey {
     pub tuple: Option<(u32, u16, u16)>,
     /// A SYN without ACK: a new inbound connection.
     pub syn: bool,
+    /// The TCP flags byte (0 when `tuple` is `None`).
+    pub flags: u8,
     /// Checksums hold (see [`checksums_ok`]); smoltcp does not check again.
     pub valid: bool,
+    /// TCP sequence number, payload length and advertised window (raw,
+    /// unscaled), for tracing; 0 when `tuple` is `None`.
+    pub seq: u32,
+    pub payload: u16,
+    pub window: u16,
+    /// Arrival time stamped by the XDP program (0: none).
+    pub rx_ns: u64,
 }
 
 /// Read the TCP 4-tuple of an Ethernet frame, bounds-checked; anything that
 /// is not a well-formed IPv4 TCP header gives `tuple: None`.
 pub fn classify(b: &[u8]) -> FrameKey {
     let valid = checksums_ok(b);
-    let none = FrameKey { tuple: None, syn: false, valid };
+    let none = FrameKey { tuple: None, syn: false, flags: 0, valid, seq: 0, payload: 0, window: 0, rx_ns: 0 };
     if b.len() < 14 + 20 || b[12..14] != [0x08, 0x00] || b[14] >> 4 != 4 {
         return none;
     }
@@ -162,10 +174,18 @@ pub fn classify(b: &[u8]) -> FrameKey {
     let Some(t) = b.get(l4..l4 + 14) else { return none };
     let remote = u32::from_be_bytes([b[26], b[27], b[28], b[29]]);
     let flags = t[13];
+    let total = usize::from(u16::from_be_bytes([b[16], b[17]]));
+    let doff = usize::from(t[12] >> 4) * 4;
+    let window = b.get(l4 + 14..l4 + 16).map_or(0, |w| u16::from_be_bytes([w[0], w[1]]));
     FrameKey {
         tuple: Some((remote, u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]))),
         syn: flags & 0x12 == 0x02,
+        flags,
         valid,
+        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        payload: total.saturating_sub(ihl + doff).min(usize::from(u16::MAX)) as u16,
+        window,
+        rx_ns: 0,
     }
 }
 
@@ -231,6 +251,18 @@ mod tests {
         assert_eq!((k.tuple, k.syn), (Some((remote, 40000, 7777)), true));
         assert!(!classify(&tcp_frame(0x12)).syn, "SYN-ACK is not a new connection");
         assert_eq!(classify(&tcp_frame(0x10)).tuple, Some((remote, 40000, 7777)));
+    }
+
+    #[test]
+    fn reads_seq_payload_and_window() {
+        let mut f = tcp_frame(0x18);
+        f[38..42].copy_from_slice(&123_456u32.to_be_bytes());
+        f[46] = 5 << 4; // data offset: 20 bytes
+        f[48..50].copy_from_slice(&512u16.to_be_bytes());
+        f.extend_from_slice(&[7u8; 10]);
+        f[16..18].copy_from_slice(&(20u16 + 20 + 10).to_be_bytes());
+        let k = classify(&f);
+        assert_eq!((k.seq, k.payload, k.window), (123_456, 10, 512));
     }
 
     /// A frame with correct checksums, built by hand.

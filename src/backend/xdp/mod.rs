@@ -20,6 +20,8 @@ pub mod device;
 pub mod udp_echo;
 pub mod xsk;
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -34,7 +36,8 @@ use self::bpf::{Filter, XdpProgram};
 use self::device::XskDevice;
 use self::xsk::{BindMode, Xsk, XskConfig};
 use crate::clock;
-use crate::transport::{ConnId, Event, Transport, TransportStats, WaitMode};
+use crate::sampler::cause;
+use crate::transport::{BackendCounters, ConnId, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 /// How often an idle loop runs one shard's egress for smoltcp's timers
 /// (each shard's timers are served every `SHARDS` times this).
@@ -68,6 +71,10 @@ pub struct XdpConfig {
     pub sock_tx_buf: usize,
     /// Inclusive local port range for outbound connections.
     pub local_ports: (u16, u16),
+    /// Have the XDP program stamp arrival times (for sampling).
+    pub stamp_rx: bool,
+    /// `--inject loss:N`: the XDP program drops every N-th TCP data segment.
+    pub drop_every: u32,
 }
 
 impl XdpConfig {
@@ -83,6 +90,8 @@ impl XdpConfig {
             sock_rx_buf: 64 * 1024,
             sock_tx_buf: 64 * 1024,
             local_ports: (61000, 65535),
+            stamp_rx: false,
+            drop_every: 0,
         }
     }
 }
@@ -114,6 +123,86 @@ struct Shard {
     scan: bool,
     /// Something may be waiting to go out (ACK owed, data queued, close).
     egress: bool,
+}
+
+/// What tracing knows about one TCP flow, kept from its frames as they
+/// arrive (before smoltcp), so a message held in smoltcp's reassembly
+/// buffer behind a lost segment still shows when it arrived.
+#[derive(Debug, Default, Clone, Copy)]
+struct Flow {
+    /// Arrival of the oldest payload not yet read by the application.
+    first_rx: u64,
+    /// Arrival of the newest payload.
+    last_rx: u64,
+    /// Next sequence number expected (valid once `seq_known`).
+    next: u32,
+    seq_known: bool,
+    /// Sampler cause flags since the application last read.
+    flags: u32,
+}
+
+impl Flow {
+    /// One segment of this flow arrived at `ts`.
+    fn segment(&mut self, seq: u32, payload: u16, window: u16, tcp_flags: u8, ts: u64) {
+        const RST: u8 = 0x04;
+        const SYN: u8 = 0x02;
+        if tcp_flags & SYN != 0 {
+            *self = Flow { next: seq.wrapping_add(1), seq_known: true, ..Flow::default() };
+            return;
+        }
+        if tcp_flags & RST != 0 {
+            return;
+        }
+        if window == 0 {
+            self.flags |= cause::ZERO_WINDOW;
+        }
+        if payload == 0 {
+            return;
+        }
+        if self.first_rx == 0 {
+            self.first_rx = ts;
+        }
+        self.last_rx = ts;
+        let end = seq.wrapping_add(u32::from(payload));
+        if self.seq_known {
+            // Ahead of what we expect: a segment before it was lost. Behind
+            // it: the peer sent these bytes again. Either way the stream
+            // waited for a retransmission.
+            if seq != self.next {
+                self.flags |= cause::RETRANSMIT;
+            }
+            if (end.wrapping_sub(self.next) as i32) > 0 {
+                self.next = end;
+            }
+        } else {
+            self.next = end;
+            self.seq_known = true;
+        }
+    }
+}
+
+/// Multiplicative hash for flow keys (already well mixed 64-bit values).
+#[derive(Default)]
+struct FlowHasher(u64);
+
+impl Hasher for FlowHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FlowMap = HashMap<u64, Flow, BuildHasherDefault<FlowHasher>>;
+
+fn flow_key(remote: u32, remote_port: u16, local_port: u16) -> u64 {
+    (u64::from(remote) << 32) | (u64::from(remote_port) << 16) | u64::from(local_port)
 }
 
 /// Number of socket shards (a power of two).
@@ -154,6 +243,12 @@ pub struct XdpTransport {
     /// Shards marked for scan / egress, so an idle loop touches none.
     to_scan: Vec<usize>,
     to_egress: Vec<usize>,
+    /// Tracing: flows by key, the last recv's trace, loop flags so far.
+    tracing: bool,
+    flows: FlowMap,
+    last_rx_trace: RxTrace,
+    loop_flags: u32,
+    tx_trouble: u64,
 }
 
 fn now_instant() -> Instant {
@@ -204,7 +299,13 @@ impl XdpTransport {
                 cfg.xsk.queue
             );
         }
-        let filter = Filter { ip: cfg.ip, local_ports: cfg.local_ports, own_address };
+        let filter = Filter {
+            ip: cfg.ip,
+            local_ports: cfg.local_ports,
+            own_address,
+            stamp_rx: cfg.stamp_rx,
+            drop_every: cfg.drop_every,
+        };
         let mut prog = XdpProgram::attach(ifindex, filter).map_err(io::Error::other)?;
         let sock = Xsk::new(ifindex, &cfg.xsk).map_err(|e| {
             io::Error::new(e.kind(), format!("AF_XDP socket on {} queue {}: {e}", cfg.iface, cfg.xsk.queue))
@@ -269,6 +370,11 @@ impl XdpTransport {
             timer_shard: 0,
             to_scan: Vec::with_capacity(SHARDS),
             to_egress: Vec::with_capacity(SHARDS),
+            tracing: false,
+            flows: FlowMap::default(),
+            last_rx_trace: RxTrace::default(),
+            loop_flags: 0,
+            tx_trouble: 0,
         })
     }
 
@@ -364,6 +470,9 @@ impl XdpTransport {
                 self.dev.drop_staged();
                 continue;
             }
+            if self.tracing {
+                self.track(&key);
+            }
             let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
             let _ = self.iface.poll_ingress_single(now, &mut self.dev, &mut self.shards[shard].sockets);
             self.dev.drop_staged();
@@ -375,7 +484,30 @@ impl XdpTransport {
             }
         }
         self.dev.xsk.rx.flush();
+        if self.tracing && n > 0 && self.dev.xsk.rx.fill_low() {
+            self.loop_flags |= cause::FILL_LOW;
+        }
         n
+    }
+
+    /// Tracing: note one frame's flow state before smoltcp sees it.
+    fn track(&mut self, key: &device::FrameKey) {
+        let Some((ip, rp, lp)) = key.tuple else { return };
+        if self.flows.len() > 4 * self.cfg.max_conns + 1024 {
+            // Flows whose connection never opened (scans, resets): start over.
+            self.flows.clear();
+        }
+        let ts = if key.rx_ns != 0 { key.rx_ns } else { self.now_ns };
+        self.flows.entry(flow_key(ip, rp, lp)).or_default().segment(key.seq, key.payload, key.window, key.flags, ts);
+    }
+
+    /// The flow key of a connection (from its socket's endpoints).
+    fn conn_flow(&self, conn: ConnId) -> Option<u64> {
+        let c = self.conns.get(conn.0)?;
+        let s = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle);
+        let (r, l) = (s.remote_endpoint()?, s.local_endpoint()?);
+        let IpAddress::Ipv4(ip) = r.addr;
+        Some(flow_key(u32::from(ip), r.port, l.port))
     }
 
     /// Egress for the shards that need it, then one kick for the batch.
@@ -603,7 +735,16 @@ impl Transport for XdpTransport {
                 }
             }
             Ok(n) => {
+                let drained = s.recv_queue() == 0;
                 self.stats.bytes_in += n as u64;
+                if self.tracing {
+                    self.last_rx_trace = RxTrace::default();
+                    if let Some(f) = self.conn_flow(conn).and_then(|k| self.flows.get_mut(&k)) {
+                        self.last_rx_trace = RxTrace { arrival_ns: f.first_rx, flags: f.flags };
+                        f.first_rx = if drained { 0 } else { f.last_rx };
+                        f.flags = 0;
+                    }
+                }
                 Ok(n)
             }
             Err(RecvError::Finished) => Ok(0),
@@ -651,6 +792,11 @@ impl Transport for XdpTransport {
     }
 
     fn close(&mut self, conn: ConnId) {
+        if self.tracing {
+            if let Some(k) = self.conn_flow(conn) {
+                self.flows.remove(&k);
+            }
+        }
         let Some(c) = self.conns.try_remove(conn.0) else { return };
         self.stats.closed += 1;
         self.mark_egress(c.shard);
@@ -679,6 +825,47 @@ impl Transport for XdpTransport {
         // their shards for egress.
         self.set_now(now_ns);
         self.egress();
+        if self.tracing {
+            let t = self.dev.xsk.tx.stats;
+            let trouble = t.starved + t.kick_busy;
+            if trouble != self.tx_trouble {
+                self.tx_trouble = trouble;
+                self.loop_flags |= cause::KICK_WAIT;
+            }
+        }
+    }
+
+    fn set_tracing(&mut self, on: bool) {
+        self.tracing = on;
+        if !on {
+            self.flows.clear();
+        }
+    }
+
+    fn rx_trace(&mut self, _conn: ConnId) -> RxTrace {
+        self.last_rx_trace
+    }
+
+    fn loop_flags(&mut self) -> u32 {
+        std::mem::take(&mut self.loop_flags)
+    }
+
+    fn flush_transmits(&self) -> bool {
+        true
+    }
+
+    fn counters(&self) -> BackendCounters {
+        let x = self.prog.counters();
+        let (r, t) = (self.dev.xsk.rx.stats, self.dev.xsk.tx.stats);
+        BackendCounters {
+            frames_in: r.frames,
+            frames_out: t.frames,
+            rx_invalid: self.rx_invalid,
+            tx_starved: t.starved,
+            refused: self.refused,
+            accept_errors: 0,
+            xdp: [x.seen, x.redirected, x.passed, x.malformed, x.injected_drops],
+        }
     }
 
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
@@ -697,12 +884,13 @@ impl Transport for XdpTransport {
         let r = self.dev.xsk.rx.stats;
         let t = self.dev.xsk.tx.stats;
         Some(format!(
-            "xdp: program seen={} redirected={} passed={} malformed={}; socket rx_frames={} rx_wakeups={} \
+            "xdp: program seen={} redirected={} passed={} malformed={}{}; socket rx_frames={} rx_wakeups={} \
              tx_frames={} tx_kicks={} tx_starved={} fill_full={}; stack refused={} rx_invalid={}",
             x.seen,
             x.redirected,
             x.passed,
             x.malformed,
+            if x.injected_drops > 0 { format!(" injected_drops={}", x.injected_drops) } else { String::new() },
             r.frames,
             r.wakeups,
             t.frames,
@@ -718,6 +906,35 @@ impl Transport for XdpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_tracking_flags_gaps_and_repeats_only() {
+        let mut f = Flow::default();
+        f.segment(999, 0, 100, 0x02, 1); // SYN: next is 1000
+        f.segment(1000, 100, 100, 0x18, 10);
+        f.segment(1100, 100, 100, 0x18, 20);
+        assert_eq!((f.flags, f.first_rx, f.last_rx, f.next), (0, 10, 20, 1200));
+        // 1200..1300 lost: 1300 arrives first.
+        f.segment(1300, 100, 100, 0x18, 30);
+        assert_eq!(f.flags, cause::RETRANSMIT);
+        f.flags = 0;
+        // The retransmission of 1200 is behind `next`.
+        f.segment(1200, 100, 100, 0x18, 40);
+        assert_eq!((f.flags, f.next), (cause::RETRANSMIT, 1400));
+        // Pure ACKs and resets change nothing; a zero window is noted.
+        let mut g = Flow::default();
+        g.segment(5, 0, 100, 0x10, 1);
+        g.segment(5, 0, 0, 0x14, 1);
+        assert_eq!(g.flags, 0);
+        g.segment(5, 0, 0, 0x10, 1);
+        assert_eq!(g.flags, cause::ZERO_WINDOW);
+        // Sequence numbers wrap.
+        let mut w = Flow::default();
+        w.segment(u32::MAX - 9, 0, 1, 0x02, 1);
+        w.segment(u32::MAX - 8, 20, 1, 0x18, 2);
+        w.segment(11, 5, 1, 0x18, 3);
+        assert_eq!((w.flags, w.next), (0, 16));
+    }
 
     #[test]
     fn shard_of_is_stable_in_range_and_spreads_client_ports() {

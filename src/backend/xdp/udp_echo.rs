@@ -130,7 +130,10 @@ pub fn run(cfg: XdpConfig, port: u16, stop: &AtomicBool) -> Result<UdpEchoStats,
     let ifindex = xsk::ifindex(&cfg.iface).map_err(|e| e.to_string())?;
     let mac = super::mac_of(&cfg.iface).map_err(|e| e.to_string())?.0;
     let own = !xsk::kernel_ipv4_addrs(&cfg.iface).map_err(|e| e.to_string())?.contains(&cfg.ip);
-    let mut prog = XdpProgram::attach(ifindex, Filter { ip: cfg.ip, local_ports: (0, 0), own_address: own })?;
+    let mut prog = XdpProgram::attach(
+        ifindex,
+        Filter { ip: cfg.ip, local_ports: (0, 0), own_address: own, stamp_rx: false, drop_every: 0 },
+    )?;
     if !own {
         prog.add_port(port)?;
     }

@@ -300,6 +300,8 @@ pub struct RxStats {
     pub wakeups: u64,
     /// Fill ring had no room for a recycled frame (should stay 0).
     pub fill_full: u64,
+    /// Times the kernel held fewer than 1/8 of the fill ring's entries.
+    pub fill_low: u64,
 }
 
 /// TX counters.
@@ -309,6 +311,8 @@ pub struct TxStats {
     pub kicks: u64,
     /// TX wanted a frame or a ring slot and had none; the frame was dropped.
     pub starved: u64,
+    /// Kicks the kernel answered EAGAIN/EBUSY (still busy with the last).
+    pub kick_busy: u64,
 }
 
 /// The receive half: rx ring (frames in) and fill ring (frames back).
@@ -375,7 +379,35 @@ impl UmemView {
     pub fn frame_size(&self) -> usize {
         self.frame_size
     }
+
+    /// The arrival time the XDP program put in the metadata in front of
+    /// received frame `f` (see bpf/redirect.bpf.c), if it did; the magic is
+    /// cleared so a recycled frame never shows a stale time.
+    ///
+    /// # Safety
+    /// As for [`UmemView::bytes`]: the caller owns `f`, and with it the
+    /// headroom in front of its data in the same chunk.
+    pub unsafe fn take_rx_meta(&self, f: &Frame) -> Option<u64> {
+        let addr = f.0 as usize;
+        if addr % self.frame_size < META_LEN || addr > self.len {
+            return None;
+        }
+        // SAFETY: [addr - 16, addr) lies inside the chunk of `f` (checked
+        // above) and inside the mapping; the caller owns that chunk.
+        let m = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(addr - META_LEN), META_LEN) };
+        if m[8..12] != META_MAGIC.to_ne_bytes() {
+            return None;
+        }
+        m[8..12].fill(0);
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&m[..8]);
+        Some(u64::from_ne_bytes(t))
+    }
 }
+
+/// `struct rx_meta` in bpf/redirect.bpf.c.
+const META_LEN: usize = 16;
+const META_MAGIC: u32 = 0x5447_4d31;
 
 /// An AF_XDP socket bound to one queue of one interface.
 pub struct Xsk {
@@ -627,6 +659,18 @@ impl RxHalf {
         }
     }
 
+    /// Is the fill ring running low: does the kernel hold fewer than 1/8 of
+    /// its entries to receive into? (One load of the kernel's index.)
+    pub fn fill_low(&mut self) -> bool {
+        self.fill.remote = Ring::<u64>::load(self.fill.consumer);
+        let held = self.fill.local.wrapping_sub(self.fill.remote);
+        let low = held < self.fill.size / 8;
+        if low {
+            self.stats.fill_low += 1;
+        }
+        low
+    }
+
     /// If the kernel asks for a wakeup on the fill ring, give it one
     /// (a zero-timeout poll), so RX keeps flowing.
     pub fn wake_if_needed(&mut self) {
@@ -695,8 +739,12 @@ impl TxHalf {
             self.stats.kicks += 1;
             // SAFETY: sendto with no buffer on our own socket; EAGAIN/EBUSY
             // mean the kernel is still working and are retried next kick.
-            unsafe {
-                libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0);
+            let r = unsafe { libc::sendto(self.fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+            if r < 0 {
+                let e = io::Error::last_os_error().raw_os_error();
+                if e == Some(libc::EAGAIN) || e == Some(libc::EBUSY) {
+                    self.stats.kick_busy += 1;
+                }
             }
         }
     }

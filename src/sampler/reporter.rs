@@ -1,0 +1,476 @@
+//! The reporter: a thread that never runs on the gateway's pinned core. It
+//! drains the loop's sample ring every millisecond into the sample store
+//! (file or memory) and the latency histograms, turns the counters the loop
+//! publishes every 100 ms into Prometheus counters, and (with `--metrics`)
+//! serves them over HTTP from a second unpinned thread:
+//!
+//! * `GET /metrics`: Prometheus text exposition (prometheus-client crate);
+//! * `GET /samples`: the stored samples in the sample-log format, which is
+//!   what `tailgate report --live` reads.
+//!
+//! Its own work is recorded too: a drain that takes longer than 20 us is
+//! stored as a `kind::REPORTER` record with the core it ran on, so the
+//! report can tell when the reporter interfered with the loop.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::ring::Consumer;
+use super::store::Store;
+use super::tracer::TracerStats;
+use super::{kind, Sample, STAGES};
+use crate::app::AppCounters;
+use crate::clock;
+use crate::transport::{BackendCounters, TransportStats};
+
+/// Counters the loop publishes for the reporter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Snapshot {
+    pub transport: TransportStats,
+    pub backend: BackendCounters,
+    pub app: AppCounters,
+    pub tracer: TracerStats,
+}
+
+/// Shared between the loop (which publishes with `try_lock`, never
+/// waiting) and the reporter.
+#[derive(Debug, Default)]
+pub struct Published {
+    snapshot: Mutex<Option<Snapshot>>,
+}
+
+impl Published {
+    /// Publish from the loop: skipped (not waited for) if the reporter
+    /// holds the lock; the next publish carries the newer values anyway.
+    pub fn publish(&self, s: Snapshot) {
+        if let Ok(mut g) = self.snapshot.try_lock() {
+            *g = Some(s);
+        }
+    }
+
+    fn take(&self) -> Option<Snapshot> {
+        self.snapshot.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReporterConfig {
+    pub metrics: Option<SocketAddr>,
+    pub sample_log: Option<PathBuf>,
+    /// Records kept (file or memory window).
+    pub records: u64,
+    /// The pinned loop's core, which the reporter must not use.
+    pub avoid_core: Option<usize>,
+    /// The backend is xdp (XDP counters are exported).
+    pub xdp: bool,
+}
+
+type Labels = Vec<(String, String)>;
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+struct Metrics {
+    registry: Registry,
+    latency: Family<Labels, Histogram>,
+    /// [kind][stage], created when a kind is first seen; the last stage is
+    /// "total".
+    hist: Vec<Option<Vec<Histogram>>>,
+    /// One family per counter name (see [`COUNTERS`]).
+    counters: std::collections::HashMap<&'static str, Family<Labels, Counter>>,
+    shift: Gauge,
+    overflow: Gauge,
+    last: Snapshot,
+    /// Consecutive 100 ms windows with ring drops.
+    overflow_windows: u32,
+}
+
+/// Counter names (exposed with `_total`), help, and their label sets.
+const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
+    ("tailgate_messages", "Order-protocol messages, by direction", "direction", &["in", "out"]),
+    ("tailgate_rejects", "Rejects sent, by reason", "reason", &[]),
+    ("tailgate_protocol_errors", "Connections closed for a protocol error, by kind", "kind", &["framing"]),
+    ("tailgate_bytes", "Payload bytes, by direction", "direction", &["in", "out"]),
+    ("tailgate_frames", "Ethernet frames through the AF_XDP socket, by direction", "direction", &["in", "out"]),
+    (
+        "tailgate_drops",
+        "Frames or connections dropped, by reason",
+        "reason",
+        &["rx_invalid", "tx_starved", "conn_refused", "accept_error"],
+    ),
+    ("tailgate_connections", "Connections, by event", "event", &["accepted", "closed"]),
+    (
+        "tailgate_xdp_packets",
+        "The XDP program's verdicts",
+        "action",
+        &["seen", "redirected", "passed", "malformed", "injected_drop"],
+    ),
+    ("tailgate_loop_iterations", "Poll-loop iterations: useful (events) or idle", "kind", &["useful", "idle"]),
+    (
+        "tailgate_sampler_records",
+        "Sampler outcomes per message",
+        "outcome",
+        &["recorded", "tail_bias", "skipped", "dropped_ring_full"],
+    ),
+    ("tailgate_injected_faults", "Faults injected with --inject", "fault", &["stall", "slow_handler"]),
+];
+
+/// Exported only by the xdp backend.
+fn xdp_only(name: &str) -> bool {
+    name == "tailgate_frames" || name == "tailgate_xdp_packets"
+}
+
+impl Metrics {
+    fn new(xdp: bool) -> Metrics {
+        let mut registry = Registry::default();
+        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            // 1 us to 8.192 ms, doubling.
+            Histogram::new(exponential_buckets(1e-6, 2.0, 14))
+        });
+        registry.register(
+            "tailgate_latency_seconds",
+            "Time per stage of a sampled message (wait, queue, parse, handler, tx, tx_done) and in total",
+            latency.clone(),
+        );
+        let mut counters = std::collections::HashMap::new();
+        for (name, help, key, values) in COUNTERS {
+            if !xdp && xdp_only(name) {
+                continue;
+            }
+            let fam = Family::<Labels, Counter>::default();
+            // Every known series exists from the start, at 0.
+            for v in *values {
+                let _ = fam.get_or_create(&l(&[(key, v)]));
+            }
+            registry.register(*name, *help, fam.clone());
+            counters.insert(*name, fam);
+        }
+        let shift = Gauge::default();
+        registry.register(
+            "tailgate_sampler_rate_halvings",
+            "How many times the sampling rates are halved now (0: as configured)",
+            shift.clone(),
+        );
+        let overflow = Gauge::default();
+        registry.register(
+            "tailgate_sampler_overflow",
+            "1 while the sample ring has dropped records in each of the last 10 windows (sustained overflow)",
+            overflow.clone(),
+        );
+        Metrics {
+            registry,
+            latency,
+            hist: vec![None; kind::COUNT],
+            counters,
+            shift,
+            overflow,
+            last: Snapshot::default(),
+            overflow_windows: 0,
+        }
+    }
+
+    fn observe(&mut self, s: &Sample) {
+        let Some(slot) = self.hist.get_mut(usize::from(s.msg_type)) else { return };
+        let latency = &self.latency;
+        let row = slot.get_or_insert_with(|| {
+            STAGES
+                .iter()
+                .chain(std::iter::once(&"total"))
+                .map(|st| latency.get_or_create_owned(&l(&[("stage", st), ("type", kind::name(s.msg_type))])))
+                .collect()
+        });
+        let st = s.stages();
+        for (i, h) in row.iter().enumerate().take(STAGES.len()) {
+            h.observe(st[i] as f64 * 1e-9);
+        }
+        if let Some(h) = row.last() {
+            h.observe(s.latency_ns() as f64 * 1e-9);
+        }
+    }
+
+    fn update(&mut self, s: &Snapshot) {
+        let p = self.last;
+        let counters = &self.counters;
+        let add = |name: &str, labels: &[(&str, &str)], new: u64, old: u64| {
+            if let Some(f) = counters.get(name) {
+                f.get_or_create(&l(labels)).inc_by(new.saturating_sub(old));
+            }
+        };
+        add("tailgate_messages", &[("direction", "in")], s.app.messages_in, p.app.messages_in);
+        add("tailgate_messages", &[("direction", "out")], s.app.messages_out, p.app.messages_out);
+        for (i, (n, o)) in s.app.rejects.iter().zip(p.app.rejects.iter()).enumerate() {
+            if n > o {
+                let reason = crate::proto::RejectReason::from_u8(i as u8).map_or("unknown", |r| r.label());
+                add("tailgate_rejects", &[("reason", reason)], *n, *o);
+            }
+        }
+        add("tailgate_protocol_errors", &[("kind", "framing")], s.app.framing_errors, p.app.framing_errors);
+        add("tailgate_bytes", &[("direction", "in")], s.transport.bytes_in, p.transport.bytes_in);
+        add("tailgate_bytes", &[("direction", "out")], s.transport.bytes_out, p.transport.bytes_out);
+        let (b, pb) = (s.backend, p.backend);
+        add("tailgate_frames", &[("direction", "in")], b.frames_in, pb.frames_in);
+        add("tailgate_frames", &[("direction", "out")], b.frames_out, pb.frames_out);
+        add("tailgate_drops", &[("reason", "rx_invalid")], b.rx_invalid, pb.rx_invalid);
+        add("tailgate_drops", &[("reason", "tx_starved")], b.tx_starved, pb.tx_starved);
+        add("tailgate_drops", &[("reason", "conn_refused")], b.refused, pb.refused);
+        add("tailgate_drops", &[("reason", "accept_error")], b.accept_errors, pb.accept_errors);
+        add("tailgate_connections", &[("event", "accepted")], s.transport.accepted, p.transport.accepted);
+        add("tailgate_connections", &[("event", "closed")], s.transport.closed, p.transport.closed);
+        for (i, action) in ["seen", "redirected", "passed", "malformed", "injected_drop"].iter().enumerate() {
+            add("tailgate_xdp_packets", &[("action", action)], b.xdp[i], pb.xdp[i]);
+        }
+        add("tailgate_loop_iterations", &[("kind", "useful")], s.transport.polls_useful, p.transport.polls_useful);
+        add("tailgate_loop_iterations", &[("kind", "idle")], s.transport.polls_idle, p.transport.polls_idle);
+        let (t, pt) = (s.tracer, p.tracer);
+        add("tailgate_sampler_records", &[("outcome", "recorded")], t.recorded, pt.recorded);
+        add("tailgate_sampler_records", &[("outcome", "tail_bias")], t.tail, pt.tail);
+        add("tailgate_sampler_records", &[("outcome", "skipped")], t.skipped, pt.skipped);
+        add("tailgate_sampler_records", &[("outcome", "dropped_ring_full")], t.dropped, pt.dropped);
+        add("tailgate_injected_faults", &[("fault", "stall")], t.injected_stalls, pt.injected_stalls);
+        add(
+            "tailgate_injected_faults",
+            &[("fault", "slow_handler")],
+            t.injected_slow_handlers,
+            pt.injected_slow_handlers,
+        );
+        self.shift.set(i64::from(t.shift));
+        self.overflow_windows = if t.dropped > pt.dropped { self.overflow_windows + 1 } else { 0 };
+        self.overflow.set(i64::from(self.overflow_windows >= 10));
+        self.last = *s;
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+struct Inner {
+    store: Store,
+    metrics: Metrics,
+}
+
+/// The running reporter; dropping it (or [`Reporter::stop`]) drains what is
+/// left and joins the threads.
+pub struct Reporter {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub published: Arc<Published>,
+    /// The address `/metrics` is served on (the OS picks the port for :0).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reporter {{ metrics: {:?} }}", self.metrics_addr)
+    }
+}
+
+/// CPUs online, from /sys (not `available_parallelism`, which counts only
+/// the CPUs this thread may use: one, when it inherited the loop's pinning).
+fn online_cpus() -> Vec<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    let mut v = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+            v.extend(a..=b.min(a + 4096));
+        }
+    }
+    v
+}
+
+/// Keep this thread off `core` (when the machine has another CPU).
+fn avoid(core: Option<usize>) {
+    let Some(core) = core else { return };
+    let cpus: Vec<usize> =
+        online_cpus().into_iter().filter(|&c| c != core && c < rustix::thread::CpuSet::MAX_CPU).collect();
+    if cpus.is_empty() {
+        crate::log_warn!("reporter: no CPU other than {core} online; it shares the loop's core");
+        return;
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    for c in cpus {
+        set.set(c);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        crate::log_warn!("reporter: cannot keep off core {core}: {e}");
+    }
+}
+
+impl Reporter {
+    /// Start the reporter over `consumer` (none: sampling off, counters only).
+    pub fn start(cfg: ReporterConfig, consumer: Option<Consumer>) -> io::Result<Reporter> {
+        let store = Store::create(cfg.sample_log.as_deref(), cfg.records)?;
+        let listener = match cfg.metrics {
+            Some(a) => Some(TcpListener::bind(a).map_err(|e| io::Error::new(e.kind(), format!("--metrics {a}: {e}")))?),
+            None => None,
+        };
+        let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new(cfg.xdp) }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let published = Arc::new(Published::default());
+        let mut threads = Vec::new();
+        {
+            let (inner, stop, published) = (inner.clone(), stop.clone(), published.clone());
+            let avoid_core = cfg.avoid_core;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tg-reporter".into())
+                    .spawn(move || drain_loop(inner, consumer, published, stop, avoid_core))?,
+            );
+        }
+        if let Some(listener) = listener {
+            listener.set_nonblocking(true)?;
+            let (inner, stop) = (inner.clone(), stop.clone());
+            let avoid_core = cfg.avoid_core;
+            threads.push(std::thread::Builder::new().name("tg-metrics".into()).spawn(move || {
+                avoid(avoid_core);
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let _ = serve(s, &inner);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })?);
+        }
+        Ok(Reporter { stop, threads, published, metrics_addr })
+    }
+
+    /// Drain what is left and stop.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn drain_loop(
+    inner: Arc<Mutex<Inner>>,
+    mut consumer: Option<Consumer>,
+    published: Arc<Published>,
+    stop: Arc<AtomicBool>,
+    avoid_core: Option<usize>,
+) {
+    avoid(avoid_core);
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let t0 = clock::mono_ns();
+        let mut n = 0;
+        if let Ok(mut g) = inner.lock() {
+            let Inner { store, metrics } = &mut *g;
+            if let Some(c) = consumer.as_mut() {
+                while let Some(s) = c.pop() {
+                    metrics.observe(&s);
+                    store.append(&s);
+                    n += 1;
+                }
+                store.set_dropped(c.dropped());
+            }
+            if let Some(snap) = published.take() {
+                metrics.update(&snap);
+            }
+            let t1 = clock::mono_ns();
+            if n > 0 && t1 - t0 >= super::tracer::SAMPLER_SLOW_NS {
+                store.append(&Sample {
+                    t_rx_frame: t0,
+                    t_delivered: t0,
+                    t_handled: t1,
+                    trace_id: n,
+                    core: rustix::thread::sched_getcpu() as u8,
+                    msg_type: kind::REPORTER,
+                    ..Sample::default()
+                });
+            }
+            store.commit();
+        }
+        if stopping {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One HTTP/1.0-style exchange: read the request line, answer, close.
+fn serve(mut s: TcpStream, inner: &Mutex<Inner>) -> io::Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while n < buf.len() {
+        let m = s.read(&mut buf[n..])?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].windows(2).any(|w| w == b"\n\n") {
+            break;
+        }
+    }
+    let req = String::from_utf8_lossy(&buf[..n]);
+    let path = req.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body): (&str, &str, Vec<u8>) = match path {
+        "/metrics" => {
+            let g = inner.lock().map_err(|_| io::Error::other("reporter state poisoned"))?;
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", g.metrics.render().into_bytes())
+        }
+        "/samples" => {
+            let g = inner.lock().map_err(|_| io::Error::other("reporter state poisoned"))?;
+            ("200 OK", "application/octet-stream", g.store.snapshot())
+        }
+        _ => ("404 Not Found", "text/plain", b"try /metrics or /samples\n".to_vec()),
+    };
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(&body)?;
+    s.flush()
+}
+
+/// GET `path` from `addr` (for `tailgate report --live` and tests).
+pub fn http_get(addr: &str, path: &str) -> Result<Vec<u8>, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("--live {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).map_err(|e| format!("--live {addr}: reading the answer: {e}"))?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").ok_or(format!("--live {addr}: not an HTTP answer"))?;
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("--live {addr}{path}: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(resp[split + 4..].to_vec())
+}

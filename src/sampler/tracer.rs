@@ -1,0 +1,420 @@
+//! The loop side of sampling: stage timestamps for every message, the
+//! sampling decision once its path is complete, and the push into the ring.
+//!
+//! Call order within one loop iteration (the server does all but the two
+//! application calls):
+//!
+//! ```text
+//! begin_iteration(iter, t_poll, flags)
+//!   begin_input(conn, rx)          per batch of bytes handed to the app
+//!     parsed(kind, id, bytes)      per message, by the application
+//!     handled(status)              per message, by the application
+//!   end_input(tx_flags)            after the replies went to `send`
+//! end_iteration(flush, t_tx_done, flags)   after the transport's flush
+//! ```
+//!
+//! The loop's time in an iteration is split into known work (the poll,
+//! servicing inputs, the flush, the sampler itself) and the rest; the rest
+//! is what a stall (preemption, page fault, an injected spin) looks like,
+//! and it is what the next iteration's samples carry as `prev_busy_ns`.
+//!
+//! Cost when sampling is on: two clock reads per message, two per batch and
+//! four per iteration with messages (two when idle); when it is off, none.
+//! Nothing here allocates after start-up, blocks or formats.
+
+use super::inject::{InjectConfig, Injector};
+use super::policy::{Decision, Policy, SamplingConfig};
+use super::ring::{ring, Consumer, Producer};
+use super::{cause, sat32, Sample};
+use crate::clock;
+
+/// Messages buffered per iteration until their TX completes; beyond this a
+/// message is recorded without `t_tx_done`.
+const PENDING_CAP: usize = 1024;
+
+/// Time in the sampler itself (one iteration) that earns the next
+/// iteration's messages the [`cause::SAMPLER`] flag.
+pub const SAMPLER_SLOW_NS: u64 = 20_000;
+
+/// What a backend knows about the bytes a `recv` returned.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxTrace {
+    /// When the oldest of them arrived (monotonic ns; 0: unknown).
+    pub arrival_ns: u64,
+    /// [`cause`] flags seen on the connection since it was last read.
+    pub flags: u32,
+}
+
+/// Counters, for metrics and the exit line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TracerStats {
+    /// Messages seen (sampling on).
+    pub messages: u64,
+    /// Recorded by their kind's rate.
+    pub recorded: u64,
+    /// Recorded by tail bias.
+    pub tail: u64,
+    /// Not recorded (rate).
+    pub skipped: u64,
+    /// Lost because the ring was full.
+    pub dropped: u64,
+    /// Current rate halving (0: configured rates).
+    pub shift: u32,
+    pub injected_stalls: u64,
+    pub injected_slow_handlers: u64,
+}
+
+pub struct Tracer {
+    on: bool,
+    producer: Option<Producer>,
+    policy: Policy,
+    inject: Injector,
+    core: u8,
+    pending: Vec<Sample>,
+    /// Index in `pending` where the current input batch starts.
+    in_start: usize,
+    in_conn: u32,
+    in_arrival: u64,
+    in_flags: u32,
+    in_delivered: u64,
+    /// The last message was parsed but not yet handled.
+    open: bool,
+    iter: u64,
+    t_poll: u64,
+    iter_flags: u32,
+    iter_handler: u64,
+    /// Poll, input service (delivery to send) and flush time this iteration.
+    iter_known: u64,
+    iter_msgs: u16,
+    prev_busy: u32,
+    prev_handler: u32,
+    prev_msgs: u16,
+    prev_flags: u32,
+    stats: TracerStats,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tracer {{ on: {}, stats: {:?} }}", self.on, self.stats)
+    }
+}
+
+impl Tracer {
+    /// A tracer and the consumer end of its ring (none when sampling is
+    /// off). `core`: the loop's CPU until the first iteration reads it.
+    pub fn new(cfg: &SamplingConfig, inject: InjectConfig, core: u8) -> Result<(Tracer, Option<Consumer>), String> {
+        let (producer, consumer) = if cfg.enabled {
+            let (p, c) = ring(cfg.ring)?;
+            (Some(p), Some(c))
+        } else {
+            (None, None)
+        };
+        let t = Tracer {
+            on: cfg.enabled,
+            producer,
+            policy: Policy::new(cfg),
+            inject: Injector::new(inject),
+            core,
+            pending: Vec::with_capacity(if cfg.enabled { PENDING_CAP } else { 0 }),
+            in_start: 0,
+            in_conn: 0,
+            in_arrival: 0,
+            in_flags: 0,
+            in_delivered: 0,
+            open: false,
+            iter: 0,
+            t_poll: 0,
+            iter_flags: 0,
+            iter_handler: 0,
+            iter_known: 0,
+            iter_msgs: 0,
+            prev_busy: 0,
+            prev_handler: 0,
+            prev_msgs: 0,
+            prev_flags: 0,
+            stats: TracerStats::default(),
+        };
+        Ok((t, consumer))
+    }
+
+    /// Records nothing, injects nothing.
+    pub fn disabled() -> Tracer {
+        let cfg = SamplingConfig { enabled: false, ..SamplingConfig::default() };
+        Tracer::new(&cfg, InjectConfig::default(), 0).map(|(t, _)| t).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Sampling is on: the transport should keep arrival times.
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.on
+    }
+
+    /// Sampling or injection needs the per-iteration calls.
+    #[inline]
+    pub fn active(&self) -> bool {
+        self.on || self.inject.active()
+    }
+
+    pub fn stats(&self) -> TracerStats {
+        let mut s = self.stats;
+        s.dropped = self.producer.as_ref().map_or(0, |p| p.dropped());
+        s.shift = self.policy.shift;
+        s.injected_stalls = self.inject.stalls;
+        s.injected_slow_handlers = self.inject.slow_handlers;
+        s
+    }
+
+    /// The poll of iteration `iter` returned at `t_poll`; `flags` are the
+    /// backend's observations during it (fill ring low, ...).
+    #[inline]
+    pub fn begin_iteration(&mut self, iter: u64, t_poll: u64, flags: u32) {
+        if !self.on {
+            return;
+        }
+        self.iter = iter;
+        self.t_poll = t_poll;
+        // The CPU this iteration runs on (vDSO getcpu): an unpinned loop
+        // moves, and the report matches it against the reporter's CPU.
+        self.core = rustix::thread::sched_getcpu().min(255) as u8;
+        self.iter_flags = flags | self.prev_flags;
+        self.iter_handler = 0;
+        self.iter_msgs = 0;
+        // The poll's own work (a user-space stack's ingress) is known work.
+        self.iter_known = clock::mono_ns().saturating_sub(t_poll);
+        self.policy.tick(t_poll);
+    }
+
+    /// Bytes of `conn` that arrived as `rx` says go to the application now.
+    #[inline]
+    pub fn begin_input(&mut self, conn: u32, rx: RxTrace) {
+        if !self.on {
+            return;
+        }
+        self.in_start = self.pending.len();
+        self.in_conn = conn;
+        self.in_arrival = rx.arrival_ns;
+        self.in_flags = rx.flags;
+        self.in_delivered = clock::mono_ns();
+    }
+
+    /// The application parsed one message (call before handling it).
+    /// `bytes`: the message; its first 32 bytes are kept.
+    #[inline]
+    pub fn parsed(&mut self, kind: u8, trace_id: u64, bytes: &[u8]) {
+        if self.on && self.pending.len() < PENDING_CAP {
+            let t = clock::mono_ns();
+            let n = bytes.len().min(32);
+            let mut payload = [0u8; 32];
+            payload[..n].copy_from_slice(&bytes[..n]);
+            self.pending.push(Sample {
+                trace_id,
+                t_rx_frame: self.in_arrival,
+                t_delivered: self.in_delivered,
+                t_parsed: t,
+                loop_iter: self.iter,
+                conn: self.in_conn,
+                cause: self.in_flags | self.iter_flags,
+                queue_ns: sat32(self.in_delivered.saturating_sub(self.t_poll)),
+                iter_handler_ns: sat32(self.iter_handler),
+                prev_busy_ns: self.prev_busy,
+                prev_handler_ns: self.prev_handler,
+                batch_pos: self.iter_msgs,
+                prev_msgs: self.prev_msgs,
+                core: self.core,
+                msg_type: kind,
+                payload_len: n as u8,
+                payload,
+                ..Sample::default()
+            });
+            self.open = true;
+        }
+        self.inject.maybe_slow_handler();
+    }
+
+    /// The application handled the message it last parsed; `status` 0 or a
+    /// reject reason.
+    #[inline]
+    pub fn handled(&mut self, status: u8) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let t = clock::mono_ns();
+        if let Some(s) = self.pending.last_mut() {
+            s.t_handled = t;
+            s.status = status;
+            self.iter_handler += t.saturating_sub(s.t_parsed);
+            self.iter_msgs = self.iter_msgs.saturating_add(1);
+        }
+    }
+
+    /// The replies of the current input went to `send`; `tx_flags` say
+    /// whether they all fit ([`cause::TX_FULL`]).
+    #[inline]
+    pub fn end_input(&mut self, tx_flags: u32) {
+        if !self.on || self.pending.len() == self.in_start {
+            return;
+        }
+        let t = clock::mono_ns();
+        self.iter_known += t.saturating_sub(self.in_delivered);
+        for s in &mut self.pending[self.in_start..] {
+            s.t_tx_queued = t;
+            s.cause |= tx_flags;
+        }
+        self.in_start = self.pending.len();
+    }
+
+    /// Messages of this iteration wait for [`Tracer::end_iteration`].
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// After the transport's flush: `flush` is its (start, end) (0, 0 when
+    /// there was none), `t_tx_done` when the replies were handed to the NIC
+    /// (0 if the backend cannot know), `flags` the backend's TX
+    /// observations. Decides, records, and closes the iteration.
+    pub fn end_iteration(&mut self, flush: (u64, u64), t_tx_done: u64, flags: u32) {
+        if !self.on {
+            if self.inject.active() {
+                self.inject.maybe_stall(clock::mono_ns());
+            }
+            return;
+        }
+        let mut sampler_ns = 0;
+        self.iter_known += flush.1.saturating_sub(flush.0);
+        if !self.pending.is_empty() {
+            let t0 = if flush.1 != 0 { flush.1 } else { clock::mono_ns() };
+            let mut pushed = false;
+            for i in 0..self.pending.len() {
+                let mut s = self.pending[i];
+                s.t_tx_done = t_tx_done;
+                s.cause |= flags;
+                self.stats.messages += 1;
+                match self.policy.decide(s.msg_type, s.latency_ns()) {
+                    Decision::Skip => {
+                        self.stats.skipped += 1;
+                        continue;
+                    }
+                    Decision::Record => self.stats.recorded += 1,
+                    Decision::Tail => {
+                        self.stats.tail += 1;
+                        s.cause |= cause::TAIL_BIAS;
+                    }
+                }
+                if let Some(p) = self.producer.as_mut() {
+                    pushed |= p.push(&s);
+                }
+            }
+            if pushed {
+                if let Some(p) = self.producer.as_mut() {
+                    p.publish();
+                }
+            }
+            self.pending.clear();
+            self.in_start = 0;
+            sampler_ns = clock::mono_ns().saturating_sub(t0);
+        }
+        if self.inject.active() {
+            self.inject.maybe_stall(clock::mono_ns());
+        }
+        let t_end = clock::mono_ns();
+        let busy = t_end.saturating_sub(self.t_poll);
+        // Handlers are inside the service time; the rest is unexplained.
+        self.prev_busy = sat32(busy.saturating_sub(self.iter_known).saturating_sub(sampler_ns));
+        self.prev_handler = sat32(self.iter_handler);
+        self.prev_msgs = self.iter_msgs;
+        self.prev_flags = if sampler_ns >= SAMPLER_SLOW_NS { cause::SAMPLER } else { 0 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::kind;
+
+    fn tracer(cfg: SamplingConfig, inject: InjectConfig) -> (Tracer, Consumer) {
+        let (t, c) = Tracer::new(&cfg, inject, 1).unwrap();
+        (t, c.unwrap())
+    }
+
+    fn one_message(t: &mut Tracer, iter: u64, conn: u32, arrival: u64) {
+        let now = clock::mono_ns();
+        t.begin_iteration(iter, now, 0);
+        t.begin_input(conn, RxTrace { arrival_ns: arrival, flags: cause::RETRANSMIT });
+        t.parsed(kind::LIMIT, 42 + iter, b"0123456789012345678901234567890123456789");
+        t.handled(0);
+        t.end_input(cause::TX_FULL);
+        let f0 = clock::mono_ns();
+        t.end_iteration((f0, clock::mono_ns()), clock::mono_ns(), 0);
+    }
+
+    #[test]
+    fn a_message_gets_every_stage_in_order() {
+        let (mut t, mut c) = tracer(SamplingConfig::default(), InjectConfig::default());
+        let arrival = clock::mono_ns();
+        one_message(&mut t, 7, 3, arrival);
+        let s = c.pop().expect("recorded");
+        assert_eq!((s.trace_id, s.loop_iter, s.conn, s.msg_type), (49, 7, 3, kind::LIMIT));
+        assert_eq!(usize::from(s.core), rustix::thread::sched_getcpu().min(255));
+        assert_eq!(s.t_rx_frame, arrival);
+        let ts = [s.t_rx_frame, s.t_delivered, s.t_parsed, s.t_handled, s.t_tx_queued, s.t_tx_done];
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+        assert_eq!(s.cause & (cause::RETRANSMIT | cause::TX_FULL), cause::RETRANSMIT | cause::TX_FULL);
+        assert_eq!((s.payload_len, &s.payload[..4]), (32, &b"0123"[..]));
+        assert_eq!(t.stats().recorded, 1);
+    }
+
+    #[test]
+    fn off_records_nothing_and_reads_no_clock_for_messages() {
+        let cfg = SamplingConfig { enabled: false, ..SamplingConfig::default() };
+        let (mut t, c) = Tracer::new(&cfg, InjectConfig::default(), 0).unwrap();
+        assert!(c.is_none());
+        one_message(&mut t, 1, 1, 1);
+        assert!(!t.has_pending());
+        assert_eq!(t.stats().messages, 0);
+    }
+
+    #[test]
+    fn previous_iteration_busy_time_and_handler_time_are_split() {
+        let inject = InjectConfig { slow_handler: Some((1, 300_000)), ..Default::default() };
+        let (mut t, mut c) = tracer(SamplingConfig::default(), inject);
+        one_message(&mut t, 1, 1, 0);
+        one_message(&mut t, 2, 1, 0);
+        let _first = c.pop().unwrap();
+        let second = c.pop().unwrap();
+        // The first iteration spent >= 300 us in its (slow) handler, and
+        // that is not counted as unexplained loop time.
+        assert!(second.prev_handler_ns >= 300_000, "{second:?}");
+        assert!(second.prev_busy_ns < 300_000, "{second:?}");
+        assert_eq!(second.prev_msgs, 1);
+        assert!(second.t_handled - second.t_parsed >= 300_000);
+    }
+
+    #[test]
+    fn an_injected_stall_is_unexplained_busy_time() {
+        let inject = InjectConfig { stall: Some((1_000, 400_000)), ..Default::default() };
+        let (mut t, mut c) = tracer(SamplingConfig::default(), inject);
+        // The first iteration arms the stall timer; the second stalls.
+        one_message(&mut t, 1, 1, 0);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        one_message(&mut t, 2, 1, 0);
+        one_message(&mut t, 3, 1, 0);
+        let s: Vec<Sample> = std::iter::from_fn(|| c.pop()).collect();
+        assert_eq!(s.len(), 3);
+        assert!(s[2].prev_busy_ns >= 400_000, "{:?}", s[2]);
+        assert!(s[1].prev_busy_ns < 400_000, "{:?}", s[1]);
+        assert!(s[2].prev_handler_ns < 400_000);
+    }
+
+    #[test]
+    fn a_full_ring_drops_and_counts() {
+        let cfg = SamplingConfig { ring: 4, ..SamplingConfig::default() };
+        let (mut t, _c) = tracer(cfg, InjectConfig::default());
+        for i in 0..10 {
+            one_message(&mut t, i, 1, 0);
+        }
+        let s = t.stats();
+        assert_eq!((s.recorded, s.dropped), (10, 6));
+    }
+}

@@ -1,0 +1,277 @@
+//! Tail attribution end to end: inject one fault into a gateway under
+//! `tailgate load`, then check that `tailgate report` names that fault's
+//! cause as the top cause; and check that `--metrics` serves text a
+//! Prometheus parser accepts, with the histogram and counters.
+//!
+//! The fault tests run one at a time (they measure latency, and two labs
+//! with spinning load generators on a 2-core machine would disturb each
+//! other), with a tail threshold well below the injected durations.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A temporary file path, removed on drop.
+struct TempPath(std::path::PathBuf);
+
+impl TempPath {
+    fn new(name: &str) -> TempPath {
+        TempPath(std::env::temp_dir().join(format!("tg-{}-{name}", std::process::id())))
+    }
+    fn s(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `tailgate load` of orders at 2000/s over 4 connections for 3 s.
+fn load(lab: &Lab) {
+    let out = lab.load(&["--ip", GW_IP, "--port", "7777", "--conns", "4", "--rate", "2000", "--duration", "3"]);
+    assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `tailgate report ... --json` on a sample log, parsed.
+fn report(args: &[&str], cmd: Command) -> serde_json::Value {
+    let mut c = cmd;
+    c.arg("report").args(args).arg("--json");
+    let out = run_bounded(c, Duration::from_secs(60));
+    assert!(out.status.success(), "report failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("report JSON: {e}: {:?}", out.stdout))
+}
+
+fn report_log(log: &TempPath, threshold_us: &str) -> serde_json::Value {
+    report(&["--log", log.s(), "--threshold-us", threshold_us], Command::new(BIN))
+}
+
+fn top(r: &serde_json::Value) -> &str {
+    r["top_cause"].as_str().unwrap_or("?")
+}
+
+/// Run the gateway with `inject`, load it, stop it, report on its log.
+fn fault_run(
+    test: &str,
+    bypass: bool,
+    backend_args: &[&str],
+    inject: &str,
+    threshold_us: &str,
+) -> Option<(serde_json::Value, Vec<String>)> {
+    if !lab_available(test) {
+        return None;
+    }
+    let _g = serial();
+    let lab = Lab::up(bypass);
+    let log = TempPath::new(&format!("{test}.log"));
+    let mut args: Vec<&str> = backend_args.to_vec();
+    let if_gw = lab.if_gw.clone();
+    if bypass {
+        args.extend_from_slice(&["--iface", &if_gw]);
+    }
+    // Busy-poll, as a gateway runs: a sleeping loop's wake-up latency would
+    // add a tail of its own.
+    args.extend_from_slice(&[
+        "--ip",
+        GW_IP,
+        "--port",
+        "7777",
+        "--app",
+        "orders",
+        "--spin",
+        "--sample-log",
+        log.s(),
+        "--inject",
+        inject,
+    ]);
+    let srv = lab.serve(&args);
+    load(&lab);
+    let lines = srv.stop();
+    let r = report_log(&log, threshold_us);
+    Some((r, lines))
+}
+
+#[test]
+fn report_names_a_loop_stall_on_xdp() {
+    // 2 ms stalls every 25 ms: about 120 stalls in the run.
+    let Some((r, lines)) =
+        fault_run("report_names_a_loop_stall_on_xdp", true, &["--backend", "xdp"], "stall:25:2000", "500")
+    else {
+        return;
+    };
+    assert!(counter(&lines, "injected_stalls").unwrap_or(0) >= 50, "{lines:?}");
+    assert_eq!(top(&r), "loop_stall", "{r:#}");
+    assert!(r["causes"]["loop_stall"].as_u64().unwrap() >= 50, "{r:#}");
+    assert_eq!(r["rows"][0]["stage"], "wait", "{r:#}");
+}
+
+#[test]
+fn report_names_a_loop_stall_on_kernel() {
+    // The kernel backend's arrival times come from SO_TIMESTAMPNS.
+    let Some((r, lines)) =
+        fault_run("report_names_a_loop_stall_on_kernel", false, &["--backend", "kernel"], "stall:25:2000", "500")
+    else {
+        return;
+    };
+    assert!(counter(&lines, "injected_stalls").unwrap_or(0) >= 50, "{lines:?}");
+    assert_eq!(top(&r), "loop_stall", "{r:#}");
+}
+
+#[test]
+fn report_names_a_slow_handler() {
+    // Every 50th message's handler spins 1 ms.
+    let Some((r, lines)) =
+        fault_run("report_names_a_slow_handler", true, &["--backend", "xdp"], "slow-handler:50:1000", "400")
+    else {
+        return;
+    };
+    assert!(counter(&lines, "injected_slow_handlers").unwrap_or(0) >= 100, "{lines:?}");
+    assert_eq!(top(&r), "slow_handler", "{r:#}");
+    // The slowed messages themselves, with the handler as their dominant stage.
+    let rows = r["rows"].as_array().unwrap();
+    let own = rows.iter().find(|x| x["cause"] == "slow_handler" && x["stage"] == "handler").expect("handler row");
+    assert!(own["count"].as_u64().unwrap() >= 100, "{r:#}");
+    assert!(own["stages"]["handler"]["p50_us"].as_f64().unwrap() >= 1000.0, "{r:#}");
+}
+
+#[test]
+fn report_names_retransmission_under_loss() {
+    // The XDP program drops every 40th data segment; the client's kernel
+    // retransmits it, and what arrived behind it waits in reassembly.
+    let Some((r, lines)) =
+        fault_run("report_names_retransmission_under_loss", true, &["--backend", "xdp"], "loss:40", "1000")
+    else {
+        return;
+    };
+    assert!(counter(&lines, "injected_drops").unwrap_or(0) >= 50, "{lines:?}");
+    assert_eq!(top(&r), "retransmission", "{r:#}");
+}
+
+/// Parse the exposition with a third-party parser; samples by name.
+fn scrape(text: &str) -> HashMap<String, Vec<prometheus_parse::Sample>> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let s = prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"));
+    let mut by: HashMap<String, Vec<prometheus_parse::Sample>> = HashMap::new();
+    for x in s.samples {
+        by.entry(x.metric.clone()).or_default().push(x);
+    }
+    by
+}
+
+fn value(by: &HashMap<String, Vec<prometheus_parse::Sample>>, name: &str, label: (&str, &str)) -> f64 {
+    let v = by.get(name).unwrap_or_else(|| panic!("no {name}: {:?}", by.keys()));
+    let x = v.iter().find(|s| s.labels.get(label.0) == Some(label.1)).unwrap_or_else(|| panic!("{name} {label:?}"));
+    match x.value {
+        prometheus_parse::Value::Counter(c)
+        | prometheus_parse::Value::Gauge(c)
+        | prometheus_parse::Value::Untyped(c) => c,
+        ref other => panic!("{name}: unexpected {other:?}"),
+    }
+}
+
+/// The address from the "metrics on http://ADDR/metrics" line.
+fn metrics_addr(p: &Proc) -> String {
+    let l = p.log.iter().find(|l| l.contains("metrics on http://")).expect("metrics line");
+    l.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("address").to_string()
+}
+
+#[test]
+fn metrics_are_prometheus_text_with_histogram_and_counters() {
+    if !lab_available("metrics_are_prometheus_text_with_histogram_and_counters") {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("orders", &["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&srv);
+    load(&lab);
+    // Counters are published every 100 ms.
+    std::thread::sleep(Duration::from_millis(400));
+    let body = lab.in_ns(&lab.ns_gw.clone(), move || tailgate::sampler::reporter::http_get(&addr, "/metrics"));
+    let text = String::from_utf8(body.expect("GET /metrics")).unwrap();
+    let by = scrape(&text);
+
+    // The histogram: per stage and type, buckets 1 us .. 8 ms.
+    let h = by.get("tailgate_latency_seconds").expect("histogram");
+    let handler_limit = h
+        .iter()
+        .find(|s| s.labels.get("stage") == Some("handler") && s.labels.get("type") == Some("limit"))
+        .expect("handler/limit series");
+    match &handler_limit.value {
+        prometheus_parse::Value::Histogram(b) => {
+            let les: Vec<f64> = b.iter().map(|x| x.less_than).collect();
+            assert!(les.iter().any(|&l| (l - 1e-6).abs() < 1e-12), "{les:?}");
+            assert!(les.iter().any(|&l| (l - 0.008192).abs() < 1e-9), "{les:?}");
+            let inf = b.iter().find(|x| x.less_than.is_infinite()).expect("+Inf bucket");
+            assert!(inf.count > 100.0, "limit orders observed: {}", inf.count);
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    for stage in ["wait", "queue", "parse", "handler", "tx", "tx_done", "total"] {
+        assert!(h.iter().any(|s| s.labels.get("stage") == Some(stage)), "stage {stage} missing");
+    }
+
+    // Counters: messages, frames, the XDP program's verdicts, loop iterations, sampler.
+    assert!(value(&by, "tailgate_messages_total", ("direction", "in")) >= 6000.0);
+    assert!(value(&by, "tailgate_messages_total", ("direction", "out")) >= 6000.0);
+    assert!(value(&by, "tailgate_frames_total", ("direction", "in")) >= 6000.0);
+    assert!(value(&by, "tailgate_xdp_packets_total", ("action", "redirected")) >= 6000.0);
+    assert_eq!(value(&by, "tailgate_drops_total", ("reason", "rx_invalid")), 0.0);
+    assert!(value(&by, "tailgate_loop_iterations_total", ("kind", "useful")) > 0.0);
+    assert!(value(&by, "tailgate_loop_iterations_total", ("kind", "idle")) > 0.0);
+    assert!(value(&by, "tailgate_sampler_records_total", ("outcome", "recorded")) >= 6000.0);
+    assert_eq!(value(&by, "tailgate_sampler_records_total", ("outcome", "dropped_ring_full")), 0.0);
+    srv.stop();
+}
+
+#[test]
+fn live_report_reads_a_running_gateway() {
+    if !lab_available("live_report_reads_a_running_gateway") {
+        return;
+    }
+    let _g = serial();
+    let lab = Lab::up(true);
+    let srv = lab.serve_xdp("orders", &["--metrics", "127.0.0.1:0", "--inject", "stall:25:2000"]);
+    let addr = metrics_addr(&srv);
+    load(&lab);
+    let r = report(&["--live", &addr, "--threshold-us", "500"], lab.cmd_in(&lab.ns_gw, BIN));
+    assert_eq!(top(&r), "loop_stall", "{r:#}");
+    assert!(r["samples"].as_u64().unwrap() >= 6000, "{r:#}");
+    srv.stop();
+}
+
+#[test]
+fn report_rejects_bad_input_with_a_reason() {
+    let bad = TempPath::new("bad.log");
+    std::fs::write(&bad.0, b"definitely not a sample log, but long enough to have a header of 64 bytes......").unwrap();
+    let out = Command::new(BIN).args(["report", "--log", bad.s()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a tailgate sample log"), "{err}");
+    let out = Command::new(BIN).args(["report", "--live", "127.0.0.1:1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--live 127.0.0.1:1"));
+    let out =
+        Command::new(BIN).args(["serve", "--ip", "127.0.0.1", "--port", "1", "--inject", "stall:1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stall:EVERY_MS:DURATION_US"));
+    let out = Command::new(BIN)
+        .args(["serve", "--backend", "kernel", "--ip", "127.0.0.1", "--port", "1", "--inject", "loss:10"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --backend xdp"));
+}
