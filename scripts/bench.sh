@@ -8,6 +8,8 @@
 #                                 xdp               tailgate serve --backend xdp --app sockperf --spin
 #                                 udp-floor         tailgate serve --backend xdp --app udp-echo --spin
 #                                                   (sockperf over UDP: AF_XDP with no TCP at all)
+#                                 xdp-sampled       xdp with every message sampled (--sample all=100),
+#                                 kernel-sampled    kernel likewise: the sampler's cost against xdp/kernel
 #   scripts/bench.sh load       tailgate load --app orders (client on cpu0) against
 #                               tailgate serve --app orders --spin --core 1 on each backend in
 #                               BACKENDS [kernel xdp], over CONNS_LIST [1 100 1000] connections,
@@ -68,6 +70,8 @@ start_server() { # name app
       ;;
     kernel) args=(--backend kernel) ;;
     xdp) args=(--backend xdp --iface tg_gw0) ;;
+    xdp-sampled) args=(--backend xdp --iface tg_gw0 --sample all=100) ;;
+    kernel-sampled) args=(--backend kernel --sample all=100) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
     *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;
   esac

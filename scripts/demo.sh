@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build, bring the veth lab up, run the gateway in namespace tg_gw on the best
 # backend available, drive it from tg_cli with `tailgate load`, and print the
-# latency report. The lab is torn down on exit, Ctrl-C or failure.
+# latency report, then the gateway's own tail attribution of the same run
+# (tailgate report on its sample log). The lab is torn down on exit, Ctrl-C
+# or failure.
 #
 # Environment: DEMO_DURATION [10] seconds, DEMO_RATE [20000] msg/s,
 # DEMO_CONNS [10], DEMO_PORT [7777].
@@ -27,6 +29,7 @@ BIN=$PWD/target/release/tailgate
 
 SERVER_PID=
 LOG=$(mktemp)
+SAMPLES=$(mktemp -u /tmp/tailgate-demo-samples.XXXXXX)
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -35,7 +38,7 @@ cleanup() {
     wait "$SERVER_PID" 2>/dev/null || true
   fi
   scripts/lab.sh down >/dev/null || true
-  rm -f "$LOG"
+  rm -f "$LOG" "$SAMPLES"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -47,7 +50,8 @@ if (($(nproc) >= 2)); then SERVE_PIN=(--core 1 --spin) LOAD_PIN=(--core 0); fi
 
 start_gateway() { # backend args...
   : >"$LOG"
-  ip netns exec "$NS_GW" "$BIN" serve --ip "$GW_IP" --port "$PORT" --app orders "${SERVE_PIN[@]}" "$@" 2>"$LOG" &
+  ip netns exec "$NS_GW" "$BIN" serve --ip "$GW_IP" --port "$PORT" --app orders "${SERVE_PIN[@]}" \
+    --sample-log "$SAMPLES" "$@" 2>"$LOG" &
   SERVER_PID=$!
   for _ in $(seq 100); do
     grep -q "serving " "$LOG" && return 0
@@ -84,5 +88,7 @@ echo "== gateway backend: $BACKEND"
 kill -TERM "$SERVER_PID" 2>/dev/null || true
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=
-grep -E "stopped|orders:" "$LOG" | sed 's/^/  /' || true
+grep -E "stopped|orders:|sampler:|xdp:" "$LOG" | sed 's/^/  /' || true
+echo "== tail attribution: the gateway's own records of every message (tailgate report --log)"
+"$BIN" report --log "$SAMPLES" | sed 's/^/  /' || true
 exit $rc

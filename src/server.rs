@@ -167,7 +167,7 @@ impl<T: Transport, A: App> Server<T, A> {
         let tracing = self.tracer.enabled();
         if tracing {
             let flags = self.transport.loop_flags();
-            self.tracer.begin_iteration(self.stats.iterations, now, flags);
+            self.tracer.begin_iteration(self.stats.iterations, now, !events.is_empty(), flags);
         }
         for ev in events.iter().copied() {
             match ev {
@@ -200,7 +200,7 @@ impl<T: Transport, A: App> Server<T, A> {
         let mut flush = (0, 0);
         if n > 0 {
             if tracing {
-                flush.0 = clock::mono_ns();
+                flush.0 = self.tracer.flush_start();
             }
             self.transport.flush(now);
             if tracing {

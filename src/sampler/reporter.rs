@@ -1,5 +1,5 @@
 //! The reporter: a thread that never runs on the gateway's pinned core. It
-//! drains the loop's sample ring every millisecond into the sample store
+//! drains the loop's sample ring every 10 ms into the sample store
 //! (file or memory) and the latency histograms, turns the counters the loop
 //! publishes every 100 ms into Prometheus counters, and (with `--metrics`)
 //! serves them over HTTP from a second unpinned thread:
@@ -78,6 +78,11 @@ pub struct ReporterConfig {
 }
 
 type Labels = Vec<(String, String)>;
+
+/// How often the reporter drains the ring: rarely enough that its wake-ups
+/// stay out of the way of whatever shares its CPU, often enough that the
+/// default ring (65536 records) holds 6.5 M messages/s between drains.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -417,7 +422,7 @@ fn drain_loop(
         if stopping {
             break;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(DRAIN_EVERY);
     }
 }
 

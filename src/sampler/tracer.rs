@@ -19,7 +19,7 @@
 //! and it is what the next iteration's samples carry as `prev_busy_ns`.
 //!
 //! Cost when sampling is on: two clock reads per message, two per batch and
-//! four per iteration with messages (two when idle); when it is off, none.
+//! three per iteration with messages (one when idle); when it is off, none.
 //! Nothing here allocates after start-up, blocks or formats.
 
 use super::inject::{InjectConfig, Injector};
@@ -73,6 +73,9 @@ pub struct Tracer {
     pending: Vec<Sample>,
     /// Index in `pending` where the current input batch starts.
     in_start: usize,
+    /// When the last input's replies went to `send` (0: none this
+    /// iteration); stands for the flush's start when nothing came between.
+    last_sent: u64,
     in_conn: u32,
     in_arrival: u64,
     in_flags: u32,
@@ -117,6 +120,7 @@ impl Tracer {
             core,
             pending: Vec::with_capacity(if cfg.enabled { PENDING_CAP } else { 0 }),
             in_start: 0,
+            last_sent: 0,
             in_conn: 0,
             in_arrival: 0,
             in_flags: 0,
@@ -164,10 +168,12 @@ impl Tracer {
         s
     }
 
-    /// The poll of iteration `iter` returned at `t_poll`; `flags` are the
-    /// backend's observations during it (fill ring low, ...).
+    /// The poll of iteration `iter` returned at `t_poll` with `events` (or
+    /// without: an idle iteration, whose poll found nothing and whose time
+    /// is then not split, saving a clock read in the spinning loop);
+    /// `flags` are the backend's observations during it (fill ring low, ...).
     #[inline]
-    pub fn begin_iteration(&mut self, iter: u64, t_poll: u64, flags: u32) {
+    pub fn begin_iteration(&mut self, iter: u64, t_poll: u64, events: bool, flags: u32) {
         if !self.on {
             return;
         }
@@ -179,8 +185,9 @@ impl Tracer {
         self.iter_flags = flags | self.prev_flags;
         self.iter_handler = 0;
         self.iter_msgs = 0;
+        self.last_sent = 0;
         // The poll's own work (a user-space stack's ingress) is known work.
-        self.iter_known = clock::mono_ns().saturating_sub(t_poll);
+        self.iter_known = if events { clock::mono_ns().saturating_sub(t_poll) } else { 0 };
         self.policy.tick(t_poll);
     }
 
@@ -257,6 +264,7 @@ impl Tracer {
         }
         let t = clock::mono_ns();
         self.iter_known += t.saturating_sub(self.in_delivered);
+        self.last_sent = t;
         for s in &mut self.pending[self.in_start..] {
             s.t_tx_queued = t;
             s.cause |= tx_flags;
@@ -268,6 +276,17 @@ impl Tracer {
     #[inline]
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// The time the flush starts: the last send of this iteration when
+    /// there was one (nothing runs between it and the flush), else now.
+    #[inline]
+    pub fn flush_start(&self) -> u64 {
+        if self.last_sent != 0 {
+            self.last_sent
+        } else {
+            clock::mono_ns()
+        }
     }
 
     /// After the transport's flush: `flush` is its (start, end) (0, 0 when
@@ -282,6 +301,9 @@ impl Tracer {
             return;
         }
         let mut sampler_ns = 0;
+        // The clock after the sampler's work, reused as the iteration's end
+        // when nothing is injected after it.
+        let mut after = 0;
         self.iter_known += flush.1.saturating_sub(flush.0);
         if !self.pending.is_empty() {
             let t0 = if flush.1 != 0 { flush.1 } else { clock::mono_ns() };
@@ -313,12 +335,17 @@ impl Tracer {
             }
             self.pending.clear();
             self.in_start = 0;
-            sampler_ns = clock::mono_ns().saturating_sub(t0);
+            after = clock::mono_ns();
+            sampler_ns = after.saturating_sub(t0);
         }
-        if self.inject.active() {
+        let t_end = if self.inject.active() {
             self.inject.maybe_stall(clock::mono_ns());
-        }
-        let t_end = clock::mono_ns();
+            clock::mono_ns()
+        } else if after != 0 {
+            after
+        } else {
+            clock::mono_ns()
+        };
         let busy = t_end.saturating_sub(self.t_poll);
         // Handlers are inside the service time; the rest is unexplained.
         self.prev_busy = sat32(busy.saturating_sub(self.iter_known).saturating_sub(sampler_ns));
@@ -340,7 +367,7 @@ mod tests {
 
     fn one_message(t: &mut Tracer, iter: u64, conn: u32, arrival: u64) {
         let now = clock::mono_ns();
-        t.begin_iteration(iter, now, 0);
+        t.begin_iteration(iter, now, true, 0);
         t.begin_input(conn, RxTrace { arrival_ns: arrival, flags: cause::RETRANSMIT });
         t.parsed(kind::LIMIT, 42 + iter, b"0123456789012345678901234567890123456789");
         t.handled(0);
