@@ -58,11 +58,13 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
     let in_iter_other = queue.saturating_sub(iter_handler);
     let flag = |f: u32| s.cause & f != 0;
 
-    let c = if (dominant == 0 && wait >= sig && prev_busy >= sig && prev_busy > u64::from(s.prev_msgs) * PER_MESSAGE_NS)
-        || (dominant == 1 && in_iter_other >= sig && in_iter_other > u64::from(s.batch_pos) * PER_MESSAGE_NS)
+    // A loop interval explains a wait only if it covers at least half of it.
+    let covers = |interval: u64, waited: u64| interval >= sig && interval * 2 >= waited;
+    let c = if (dominant == 0 && covers(prev_busy, wait) && prev_busy > u64::from(s.prev_msgs) * PER_MESSAGE_NS)
+        || (dominant == 1 && covers(in_iter_other, queue) && in_iter_other > u64::from(s.batch_pos) * PER_MESSAGE_NS)
     {
         0
-    } else if handler >= sig || (wait >= sig && prev_handler >= sig) || (queue >= sig && iter_handler >= sig) {
+    } else if handler >= sig || covers(prev_handler, wait) || covers(iter_handler, queue) {
         1
     } else if (flag(cause::SAMPLER) && wait >= sig) || overlaps_reporter(s, reporter, sig) {
         2
@@ -347,6 +349,9 @@ mod tests {
         let s = Sample { prev_handler_ns: 800_000, prev_busy_ns: 3_000, ..msg(t, 700 * US) };
         assert_eq!(cause_of(&s), "slow_handler");
         let s = Sample { cause: cause::RETRANSMIT, ..msg(t, 5_000 * US) };
+        assert_eq!(cause_of(&s), "retransmission");
+        // A 30 us stall cannot explain a 5 ms wait behind a lost segment.
+        let s = Sample { cause: cause::RETRANSMIT, prev_busy_ns: 30_000, ..msg(t, 5_000 * US) };
         assert_eq!(cause_of(&s), "retransmission");
         // A retransmit flag with no wait explains nothing.
         let s = Sample { cause: cause::RETRANSMIT, ..msg(t, US) };
