@@ -9,11 +9,13 @@
 //! * [`backend`]: one module per backend (kernel epoll today);
 //! * [`proto`]: the order-entry wire protocol, codec only;
 //! * [`load`]: the load generator, itself a client of [`transport`];
-//! * [`sampler`]: per-message samples (the lock-free ring so far).
+//! * [`sampler`]: per-message samples, metrics and tail attribution;
+//! * [`doctor`]: host readiness checks.
 
 pub mod app;
 pub mod backend;
 pub mod clock;
+pub mod doctor;
 pub mod load;
 pub mod log;
 pub mod proto;

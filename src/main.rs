@@ -47,6 +47,29 @@ enum Cmd {
     Load(LoadArgs),
     /// Attribute the slow tail of a gateway's samples to causes (docs/ATTRIBUTION.md).
     Report(ReportArgs),
+    /// Check that this host is ready for a pinned busy-poll gateway: OK / WARN / FAIL per item,
+    /// with the fix (docs/TUNING.md). Exits 1 on any FAIL.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    /// The gateway's interface.
+    #[arg(long)]
+    iface: String,
+    /// The core the gateway's loop will be pinned to.
+    #[arg(long)]
+    core: usize,
+    /// The NIC queue the AF_XDP socket will bind.
+    #[arg(long, default_value_t = 0)]
+    queue: u32,
+    /// Also bind an AF_XDP socket to the queue for a moment, to find out zero-copy, need_wakeup and
+    /// the busy-poll options for real (on some NICs this reconfigures the queue: not on a live one).
+    #[arg(long)]
+    probe: bool,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -149,6 +172,10 @@ struct ServeArgs {
     /// Per-connection send buffer in bytes.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     tx_buf: u64,
+    /// Do not hold /dev/cpu_dma_latency at 0 while serving (by default the gateway does, when it
+    /// may, so no core enters a deep C-state whose exit costs tens of microseconds).
+    #[arg(long)]
+    no_cpu_dma_latency: bool,
     #[command(flatten)]
     xdp: XdpArgs,
     #[command(flatten)]
@@ -404,6 +431,7 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => serve(a),
         Cmd::Load(a) => run_load(a),
         Cmd::Report(a) => report(a),
+        Cmd::Doctor(a) => doctor(a),
     };
     match result {
         Ok(code) => code,
@@ -423,6 +451,9 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         }
     }
     let wait = if a.spin { WaitMode::Spin } else { WaitMode::Block };
+    // Held open for the whole run: the kernel keeps the request while the
+    // file is open and drops it when the process exits, however it exits.
+    let _dma_latency = if a.no_cpu_dma_latency { None } else { runtime::hold_cpu_dma_latency_zero() };
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
     let extras = XdpExtras { stamp_rx: sampling.enabled, drop_every: inject.loss_every.unwrap_or(0) };
@@ -641,4 +672,16 @@ fn report(a: ReportArgs) -> Result<ExitCode, String> {
         print!("{}", r.render());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn doctor(a: DoctorArgs) -> Result<ExitCode, String> {
+    let opts = tailgate::doctor::Options { iface: a.iface, core: a.core, queue: a.queue, probe: a.probe };
+    let v = tailgate::doctor::run(&opts);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| format!("--json: {e}"))?);
+    } else {
+        print!("{}", tailgate::doctor::render(&v));
+    }
+    let fail = v.iter().any(|x| x.status == tailgate::doctor::Status::Fail);
+    Ok(if fail { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -58,6 +58,31 @@ pub fn raise_fd_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
+/// Ask the kernel to keep every CPU out of C-states with an exit latency
+/// above 0 us, for as long as the returned file stays open (the PM QoS
+/// interface: the request is dropped when the file is closed, including at
+/// exit). `None`, with one log line, when the process may not.
+pub fn hold_cpu_dma_latency_zero() -> Option<std::fs::File> {
+    use std::io::Write;
+    let path = "/dev/cpu_dma_latency";
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(mut f) => match f.write_all(&0i32.to_ne_bytes()) {
+            Ok(()) => {
+                crate::log_info!("holding {path} at 0 us while serving (--no-cpu-dma-latency to leave it)");
+                Some(f)
+            }
+            Err(e) => {
+                crate::log_warn!("{path}: cannot write 0: {e}; C-state exits may add latency");
+                None
+            }
+        },
+        Err(e) => {
+            crate::log_info!("{path}: {e}; C-states are left as they are");
+            None
+        }
+    }
+}
+
 /// A flag set by SIGINT or SIGTERM.
 pub fn stop_flag() -> std::io::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));

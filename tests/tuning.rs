@@ -167,3 +167,113 @@ fn bad_interface_or_cores_is_an_error_and_changes_nothing() {
     }
     assert_eq!(snapshot(&lab), before);
 }
+
+/// `tailgate doctor` in the lab's gateway namespace.
+fn doctor(lab: &Lab, extra: &[&str]) -> std::process::Output {
+    let mut c = lab.cmd_in(&lab.ns_gw, BIN);
+    c.args(["doctor", "--iface", &lab.if_gw, "--core", "1"]).args(extra);
+    run_bounded(c, Duration::from_secs(60))
+}
+
+fn findings(out: &std::process::Output) -> Vec<serde_json::Value> {
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", text(out)))
+}
+
+fn status_of<'a>(v: &'a [serde_json::Value], item: &str) -> &'a serde_json::Value {
+    v.iter().find(|x| x["item"] == item).unwrap_or_else(|| panic!("no {item}: {v:?}"))
+}
+
+#[test]
+fn doctor_on_the_lab_reports_the_expected_findings() {
+    if !lab_available("doctor_on_the_lab_reports_the_expected_findings") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(true);
+    let out = doctor(&lab, &["--json"]);
+    let v = findings(&out);
+    // The lab turns offloads off on both ends; root may lock memory and
+    // hold /dev/cpu_dma_latency; veth has native XDP and one queue.
+    for (item, want) in [
+        ("interface", "OK"),
+        ("XDP mode", "OK"),
+        ("queues", "OK"),
+        ("offloads", "OK"),
+        ("memlock", "OK"),
+        ("AF_XDP zero-copy", "WARN"),
+    ] {
+        assert_eq!(status_of(&v, item)["status"], want, "{item}: {v:#?}");
+    }
+    assert!(status_of(&v, "interface")["found"].as_str().unwrap().contains("driver=veth"));
+    for x in &v {
+        if x["status"] == "WARN" || x["status"] == "FAIL" {
+            assert!(!x["fix"].as_str().unwrap_or("").is_empty(), "no fix: {x}");
+        }
+    }
+    let any_fail = v.iter().any(|x| x["status"] == "FAIL");
+    assert_eq!(out.status.success(), !any_fail, "exit status vs findings: {}", text(&out));
+    // The table says the same as the JSON, line for line.
+    let table = String::from_utf8(doctor(&lab, &[]).stdout).unwrap();
+    for x in &v {
+        let line = format!(
+            "{:<5} {:<25} {}",
+            x["status"].as_str().unwrap(),
+            x["item"].as_str().unwrap(),
+            x["found"].as_str().unwrap()
+        );
+        assert!(table.contains(&line), "table lacks {line:?}:\n{table}");
+    }
+    // --probe binds a socket: copy mode on veth, need_wakeup and busy poll accepted.
+    let v = findings(&doctor(&lab, &["--json", "--probe"]));
+    assert!(status_of(&v, "AF_XDP zero-copy")["found"].as_str().unwrap().contains("copy mode"), "{v:#?}");
+    assert_eq!(status_of(&v, "need_wakeup")["status"], "OK");
+    assert_eq!(status_of(&v, "busy-poll socket options")["status"], "OK");
+}
+
+#[test]
+fn doctor_sees_partial_checksums_and_what_tune_host_fixed() {
+    if !lab_available("doctor_sees_partial_checksums_and_what_tune_host_fixed") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(true);
+    // The peer's TX checksum offload on: frames arrive with partial checksums.
+    let ethtool = |state: &str| {
+        let mut c = lab.cmd_in(&lab.ns_cli, "ethtool");
+        c.args(["-K", &lab.if_cli, "tx", state]);
+        run_bounded(c, Duration::from_secs(10))
+    };
+    assert!(ethtool("on").status.success());
+    let out = doctor(&lab, &["--json"]);
+    assert!(ethtool("off").status.success());
+    let v = findings(&out);
+    assert_eq!(status_of(&v, "offloads")["status"], "FAIL", "{v:#?}");
+    assert!(!out.status.success(), "a FAIL must make the exit status non-zero");
+
+    // tune-host sets the interface's NAPI knobs; doctor then says OK; revert.
+    let state = std::env::temp_dir().join(format!("tg-tune-doc-{}.state", std::process::id()));
+    let state = state.to_str().unwrap().to_string();
+    let guard = Revert { lab: &lab, state: state.clone() };
+    assert_eq!(status_of(&findings(&doctor(&lab, &["--json"])), "napi_defer_hard_irqs")["status"], "WARN");
+    let out = tune(&lab, &["--apply", "--only", "iface", "--state", &state]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(status_of(&findings(&doctor(&lab, &["--json"])), "napi_defer_hard_irqs")["status"], "OK");
+    drop(guard);
+    assert_eq!(status_of(&findings(&doctor(&lab, &["--json"])), "napi_defer_hard_irqs")["status"], "WARN");
+}
+
+#[test]
+fn doctor_fails_on_a_missing_interface() {
+    let out = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["doctor", "--iface", "nosuch0", "--core", "0"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("FAIL  interface") && t.contains("no such interface"), "{t}");
+}

@@ -1,0 +1,572 @@
+//! `tailgate doctor`: what on this host is and is not ready for a pinned
+//! busy-poll gateway on `--iface` and `--core`, one line per item with the
+//! value found and the fix (a `scripts/tune-host.sh` line or a boot
+//! parameter). Read-only by default: with `--probe` it also binds an AF_XDP
+//! socket to the queue for a moment (zero-copy first), which on some NICs
+//! reconfigures that queue, so it is never done unasked.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::backend::xdp::xsk::{self, BindMode, Xsk, XskConfig, ZeroCopy};
+use crate::runtime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+    /// Not applicable or not knowable here; says why.
+    Info,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub item: &'static str,
+    pub status: Status,
+    pub found: String,
+    /// What to do; empty for OK.
+    pub fix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub iface: String,
+    pub core: usize,
+    pub queue: u32,
+    /// Bind an AF_XDP socket to find out zero-copy, need_wakeup and the
+    /// busy-poll options for real.
+    pub probe: bool,
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// The bracketed choice of a sysfs "a [b] c" file.
+fn bracketed(v: &str) -> &str {
+    v.split_whitespace().find(|w| w.starts_with('[')).map(|w| w.trim_matches(|c| c == '[' || c == ']')).unwrap_or(v)
+}
+
+fn f(item: &'static str, status: Status, found: impl Into<String>, fix: impl Into<String>) -> Finding {
+    let fix = if status == Status::Ok { String::new() } else { fix.into() };
+    Finding { item, status, found: found.into(), fix }
+}
+
+/// `ethtool ARGS IF` output, if ethtool runs.
+fn ethtool(args: &[&str], iface: &str) -> Option<String> {
+    let out = Command::new("ethtool").args(args).arg(iface).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// `feature: on|off` from `ethtool -k`.
+fn feature<'a>(k: &'a str, name: &str) -> Option<&'a str> {
+    k.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':')?.split_whitespace().next())
+}
+
+/// Drivers with native (driver-mode) XDP and with AF_XDP zero-copy, as of
+/// Linux 6.x. Used when not probing; a driver missing here may still have them.
+const NATIVE_XDP: &[&str] = &[
+    "veth",
+    "virtio_net",
+    "tun",
+    "ixgbe",
+    "ixgbevf",
+    "i40e",
+    "ice",
+    "igb",
+    "igc",
+    "mlx4_en",
+    "mlx5_core",
+    "bnxt_en",
+    "nfp",
+    "ena",
+    "qede",
+    "thunder",
+    "stmmac",
+    "fec",
+    "mvneta",
+    "mvpp2",
+    "sfc",
+    "hv_netvsc",
+    "netdevsim",
+    "idpf",
+];
+const ZERO_COPY: &[&str] = &["i40e", "ice", "ixgbe", "igc", "mlx5_core", "stmmac", "idpf", "virtio_net"];
+
+fn kernel_version() -> (u32, u32) {
+    let r = read("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Run every check.
+pub fn run(o: &Options) -> Vec<Finding> {
+    let mut v = Vec::new();
+    let ifdir = format!("/sys/class/net/{}", o.iface);
+    let tune = format!("scripts/tune-host.sh --iface {} --cores {} --apply", o.iface, o.core);
+    let kv = kernel_version();
+    v.push(f(
+        "kernel",
+        Status::Info,
+        format!("{}.{}", kv.0, kv.1),
+        "AF_XDP need_wakeup needs 5.4, SO_PREFER_BUSY_POLL 5.11",
+    ));
+
+    // The interface.
+    if !Path::new(&ifdir).exists() {
+        v.push(f(
+            "interface",
+            Status::Fail,
+            format!("{}: no such interface in this network namespace", o.iface),
+            "check the name (ip link); in the lab run doctor inside the namespace: ip netns exec tg_gw tailgate doctor ...",
+        ));
+    } else {
+        interface(o, &ifdir, &tune, kv, &mut v);
+    }
+
+    // The core.
+    let online = runtime::parse_cpu_list(&read("/sys/devices/system/cpu/online").unwrap_or_default());
+    if !online.contains(&o.core) {
+        v.push(f(
+            "core",
+            Status::Fail,
+            format!("cpu{} is not online (online: {online:?})", o.core),
+            "pick an online core for --core",
+        ));
+    } else {
+        core(o, &online, &tune, &mut v);
+    }
+
+    // Memory.
+    let thp = read("/sys/kernel/mm/transparent_hugepage/enabled");
+    match thp.as_deref().map(bracketed) {
+        Some("never") => v.push(f("transparent hugepages", Status::Ok, "never", "")),
+        Some(t @ "madvise") => v.push(f(
+            "transparent hugepages",
+            Status::Warn,
+            t,
+            format!("only madvised memory collapses, but khugepaged still scans: never ({tune}, group thp)"),
+        )),
+        Some(t) => v.push(f(
+            "transparent hugepages",
+            Status::Warn,
+            t,
+            format!("collapse and compaction stalls: never ({tune})"),
+        )),
+        None => v.push(f("transparent hugepages", Status::Info, "not present", "")),
+    }
+    let free = read("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").and_then(|s| s.parse::<u64>().ok());
+    let umem_pages = (XskConfig::default().frames as u64 * XskConfig::default().frame_size as u64) >> 21;
+    match free {
+        Some(n) if n >= umem_pages => v.push(f("2 MiB hugepages", Status::Ok, format!("{n} free"), "")),
+        Some(n) => v.push(f(
+            "2 MiB hugepages",
+            Status::Warn,
+            format!("{n} free, the UMEM needs {umem_pages}"),
+            format!("the UMEM falls back to 4 KiB pages (more TLB misses): {tune} (group hugepages)"),
+        )),
+        None => v.push(f("2 MiB hugepages", Status::Info, "no 2 MiB hugepage pool", "")),
+    }
+    let memlock = rustix::process::getrlimit(rustix::process::Resource::Memlock).current;
+    let cap_ipc_lock = capability(14);
+    let need = umem_pages.max(8) << 21;
+    match (cap_ipc_lock, memlock) {
+        (true, _) => v.push(f("memlock", Status::Ok, "CAP_IPC_LOCK", "")),
+        (false, None) => v.push(f("memlock", Status::Ok, "unlimited", "")),
+        (false, Some(n)) if n >= need => v.push(f("memlock", Status::Ok, format!("{} KiB", n >> 10), "")),
+        (false, Some(n)) => v.push(f(
+            "memlock",
+            Status::Fail,
+            format!("{} KiB, no CAP_IPC_LOCK", n >> 10),
+            format!("the UMEM ({} MiB) is locked memory: ulimit -l unlimited, or run as root", need >> 20),
+        )),
+    }
+    let mounts = read("/proc/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("bpf")) {
+        v.push(f("bpffs", Status::Ok, "mounted", ""));
+    } else {
+        v.push(f(
+            "bpffs",
+            Status::Warn,
+            "not mounted",
+            "tailgate pins nothing and runs without it, but bpftool and pinned maps need it: mount -t bpf bpf /sys/fs/bpf",
+        ));
+    }
+    match read("/proc/sys/kernel/sched_rt_runtime_us").as_deref() {
+        Some("-1") => v.push(f("RT throttling", Status::Ok, "off (-1)", "")),
+        Some(n) => v.push(f(
+            "RT throttling",
+            Status::Warn,
+            format!("sched_rt_runtime_us={n}"),
+            format!("a SCHED_FIFO loop is paused when it uses its quota: -1 ({tune}, group sysctl)"),
+        )),
+        None => v.push(f("RT throttling", Status::Info, "not present", "")),
+    }
+    match read("/proc/sys/net/core/busy_poll") {
+        Some(n) if n != "0" => v.push(f("net.core.busy_poll", Status::Ok, n, "")),
+        Some(n) => v.push(f(
+            "net.core.busy_poll",
+            Status::Warn,
+            n,
+            format!("poll/select do not busy-poll (the socket options still do): 50 ({tune}, group sysctl)"),
+        )),
+        None => v.push(f("net.core.busy_poll", Status::Info, "not visible in this network namespace (host-wide)", "")),
+    }
+    // /dev/cpu_dma_latency: the gateway holds it at 0 while it runs.
+    let dma = Path::new("/dev/cpu_dma_latency");
+    if !dma.exists() {
+        v.push(f(
+            "cpu_dma_latency",
+            Status::Info,
+            "no /dev/cpu_dma_latency",
+            "C-states are the firmware's or the hypervisor's",
+        ));
+    } else if std::fs::OpenOptions::new().write(true).open(dma).is_ok() {
+        v.push(f("cpu_dma_latency", Status::Ok, "writable: tailgate serve holds it at 0 while it runs", ""));
+    } else {
+        v.push(f(
+            "cpu_dma_latency",
+            Status::Warn,
+            "not writable",
+            "deep C-state exits add tens of us: run the gateway as root, or hold /dev/cpu_dma_latency at 0 (tuned's latency-performance profile)",
+        ));
+    }
+    v
+}
+
+fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<Finding>) {
+    let driver = std::fs::read_link(format!("{ifdir}/device/driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        .or_else(|| {
+            ethtool(&["-i"], &o.iface)
+                .and_then(|t| t.lines().find_map(|l| l.strip_prefix("driver: ").map(str::to_string)))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let up = read(&format!("{ifdir}/operstate")).unwrap_or_default();
+    v.push(f(
+        "interface",
+        if up == "up" { Status::Ok } else { Status::Warn },
+        format!("{} driver={driver} operstate={up}", o.iface),
+        format!("bring it up: ip link set {} up", o.iface),
+    ));
+    if NATIVE_XDP.contains(&driver.as_str()) {
+        v.push(f("XDP mode", Status::Ok, format!("native (driver {driver})"), ""));
+    } else {
+        v.push(f(
+            "XDP mode",
+            Status::Warn,
+            format!("generic (skb) likely: {driver} is not a known native-XDP driver"),
+            "generic XDP works but copies every frame into an skb first; use a NIC with native XDP",
+        ));
+    }
+
+    // Queues against the one socket the gateway binds.
+    let queues = std::fs::read_dir(format!("{ifdir}/queues"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
+        .unwrap_or(1) as u32;
+    if o.queue >= queues {
+        v.push(f(
+            "queues",
+            Status::Fail,
+            format!("{queues} rx queue(s), --queue {}", o.queue),
+            format!("--queue must be below {queues}"),
+        ));
+    } else if queues > 1 {
+        v.push(f(
+            "queues",
+            Status::Warn,
+            format!("{queues} rx queues, one AF_XDP socket on queue {}", o.queue),
+            format!(
+                "traffic hashed to other queues never reaches the stack: steer it (scripts/tune-host.sh --iface {} --cores {} --port PORT --queue {} --apply) or ethtool -L {} combined 1",
+                o.iface, o.core, o.queue, o.iface
+            ),
+        ));
+    } else {
+        v.push(f("queues", Status::Ok, "1 rx queue, 1 AF_XDP socket", ""));
+    }
+
+    // Offloads that would hand the stack partial checksums or merged frames.
+    match ethtool(&["-k"], &o.iface) {
+        None => v.push(f("offloads", Status::Info, "ethtool -k failed or ethtool is missing", "install ethtool")),
+        Some(k) => {
+            let on = |name| feature(&k, name) == Some("on");
+            let mut bad = Vec::new();
+            if on("large-receive-offload") {
+                bad.push("lro on".to_string());
+            }
+            if on("rx-gro-hw") {
+                bad.push("rx-gro-hw on".to_string());
+            }
+            // A veth's peer transmits with CHECKSUM_PARTIAL when its TX
+            // checksum offload is on: frames then arrive here with partial
+            // checksums, which the stack verifies and drops (rx_invalid).
+            let mut peer_note = None;
+            if driver == "veth" {
+                match veth_peer(ifdir) {
+                    Some((ns, p)) => match features_in(ns.as_deref(), &p) {
+                        Some(pk) if feature(&pk, "tx-checksumming") == Some("on") => {
+                            bad.push(format!("tx-checksumming on the veth peer {p} (partial checksums)"))
+                        }
+                        Some(_) => {}
+                        None => peer_note = Some(format!("cannot read the offloads of the veth peer {p}")),
+                    },
+                    None => peer_note = Some("cannot find the veth's peer: check it has tx-checksumming off".into()),
+                }
+            }
+            if !bad.is_empty() {
+                v.push(f(
+                    "offloads",
+                    Status::Fail,
+                    bad.join(", "),
+                    format!("ethtool -K {} lro off rx-gro-hw off; on a veth's peer: ethtool -K PEER tx off", o.iface),
+                ));
+            } else if let Some(note) = peer_note {
+                v.push(f(
+                    "offloads",
+                    Status::Warn,
+                    format!("no LRO here; {note}"),
+                    "ethtool -K PEER tx off in the peer's namespace (scripts/lab.sh does this for the lab)",
+                ));
+            } else {
+                v.push(f("offloads", Status::Ok, "no LRO, no partial checksums", ""));
+            }
+        }
+    }
+    let napi = read(&format!("{ifdir}/napi_defer_hard_irqs"));
+    match napi.as_deref() {
+        Some("0") => v.push(f(
+            "napi_defer_hard_irqs",
+            Status::Warn,
+            "0",
+            format!("IRQs fire while the loop busy-polls: 2, with gro_flush_timeout 200000 ({tune}, group iface)"),
+        )),
+        Some(n) => v.push(f("napi_defer_hard_irqs", Status::Ok, n, "")),
+        None => v.push(f("napi_defer_hard_irqs", Status::Info, "not present (kernel < 5.11?)", "")),
+    }
+
+    // AF_XDP itself.
+    if !o.probe {
+        let zc = ZERO_COPY.contains(&driver.as_str());
+        v.push(f(
+            "AF_XDP zero-copy",
+            if zc { Status::Ok } else { Status::Warn },
+            if zc {
+                format!("{driver} supports it (not probed)")
+            } else {
+                format!("{driver}: copy mode expected (not probed)")
+            },
+            "copy mode costs a copy per frame; --probe binds a socket to find out",
+        ));
+        let wake = kv >= (5, 4);
+        v.push(f(
+            "need_wakeup",
+            if wake { Status::Ok } else { Status::Fail },
+            if wake { "kernel >= 5.4 (not probed)" } else { "kernel < 5.4" },
+            "upgrade the kernel",
+        ));
+        let bp = kv >= (5, 11);
+        v.push(f(
+            "busy-poll socket options",
+            if bp { Status::Ok } else { Status::Warn },
+            if bp { "SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET: kernel >= 5.11 (not probed)" } else { "kernel < 5.11" },
+            "without them the NIC's IRQ and the loop compete for the queue: upgrade to 5.11+",
+        ));
+        return;
+    }
+    let Ok(ifindex) = xsk::ifindex(&o.iface) else { return };
+    let cfg = XskConfig { queue: o.queue, zero_copy: ZeroCopy::Auto, ..XskConfig::default() };
+    match Xsk::new(ifindex, &cfg) {
+        Ok(s) => {
+            v.push(f(
+                "AF_XDP zero-copy",
+                if s.mode == BindMode::ZeroCopy { Status::Ok } else { Status::Warn },
+                if s.mode == BindMode::ZeroCopy {
+                    "zero-copy (probed)"
+                } else {
+                    "copy mode: the driver refused zero-copy (probed)"
+                },
+                "copy mode costs a copy per frame; zero-copy needs driver support (i40e, ice, mlx5, ...)",
+            ));
+            v.push(f("need_wakeup", Status::Ok, "bound with XDP_USE_NEED_WAKEUP (probed)", ""));
+            v.push(f(
+                "busy-poll socket options",
+                if s.busy_poll { Status::Ok } else { Status::Warn },
+                if s.busy_poll {
+                    "SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET accepted (probed)"
+                } else {
+                    "refused by the kernel (probed)"
+                },
+                "needs kernel 5.11+ and CAP_NET_ADMIN for SO_BUSY_POLL",
+            ));
+            v.push(f(
+                "UMEM pages",
+                if s.hugepages { Status::Ok } else { Status::Warn },
+                if s.hugepages { "2 MiB hugepages (probed)" } else { "4 KiB pages (probed)" },
+                format!("reserve hugepages: {tune} (group hugepages)"),
+            ));
+        }
+        Err(e) => v.push(f(
+            "AF_XDP socket",
+            Status::Fail,
+            format!("cannot bind queue {}: {e}", o.queue),
+            "root or CAP_NET_ADMIN+CAP_NET_RAW; EBUSY means another socket (a running gateway?) holds the queue",
+        )),
+    }
+}
+
+fn core(o: &Options, online: &[usize], tune: &str, v: &mut Vec<Finding>) {
+    let c = o.core;
+    if runtime::core_isolated(c) {
+        v.push(f("core isolated", Status::Ok, format!("cpu{c} in isolcpus/nohz_full"), ""));
+    } else {
+        v.push(f(
+            "core isolated",
+            Status::Warn,
+            format!("cpu{c} is not isolated"),
+            format!("boot with isolcpus=managed_irq,domain,{c} nohz_full={c} rcu_nocbs={c}"),
+        ));
+    }
+    if online.len() < 2 {
+        v.push(f("core free of IRQs", Status::Info, "one CPU online: nowhere else for IRQs", ""));
+    } else {
+        let mut on_core = Vec::new();
+        if let Ok(d) = std::fs::read_dir("/proc/irq") {
+            for e in d.filter_map(Result::ok) {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.chars().all(|ch| ch.is_ascii_digit()) {
+                    continue;
+                }
+                if let Some(list) = read(&format!("/proc/irq/{name}/smp_affinity_list")) {
+                    if runtime::parse_cpu_list(&list).contains(&c) {
+                        on_core.push(name);
+                    }
+                }
+            }
+        }
+        on_core.sort_by_key(|n| n.parse::<u32>().unwrap_or(0));
+        if on_core.is_empty() {
+            v.push(f("core free of IRQs", Status::Ok, format!("no IRQ may land on cpu{c}"), ""));
+        } else {
+            v.push(f(
+                "core free of IRQs",
+                Status::Warn,
+                format!("{} IRQ(s) may land on cpu{c}: {}", on_core.len(), on_core.join(",")),
+                format!("{tune} (group irq; stops irqbalance too)"),
+            ));
+        }
+    }
+    let gov = format!("/sys/devices/system/cpu/cpu{c}/cpufreq/scaling_governor");
+    match read(&gov) {
+        Some(g) if g == "performance" => v.push(f("governor", Status::Ok, g, "")),
+        Some(g) => v.push(f(
+            "governor",
+            Status::Warn,
+            g,
+            format!("frequency ramps add latency: performance ({tune}, group governor)"),
+        )),
+        None => v.push(f("governor", Status::Info, "no cpufreq (a VM, or a fixed frequency)", "")),
+    }
+}
+
+/// The other end of a veth, when it is in this network namespace
+/// (interface indexes are per namespace, so a peer elsewhere, which `ip`
+/// shows as `link-netns`, must not be matched by index here).
+/// Returns the peer's namespace (None: this one) and name.
+fn veth_peer(ifdir: &str) -> Option<(Option<String>, String)> {
+    let name = Path::new(ifdir).file_name()?.to_string_lossy().to_string();
+    let peer = read(&format!("{ifdir}/iflink"))?;
+    let out = Command::new("ip").args(["-o", "link", "show", "dev", &name]).output().ok()?;
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    if let Some(ns) = line.split_whitespace().skip_while(|w| *w != "link-netns").nth(1) {
+        // `ip -n NS -o link`: "IDX: NAME@ifX: ..."
+        let out = Command::new("ip").args(["-n", ns, "-o", "link", "show"]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let pname = text.lines().find_map(|l| {
+            let (idx, rest) = l.split_once(": ")?;
+            (idx == peer).then(|| rest.split(['@', ':']).next().unwrap_or("").to_string())
+        })?;
+        return Some((Some(ns.to_string()), pname));
+    }
+    std::fs::read_dir("/sys/class/net").ok()?.filter_map(Result::ok).find_map(|e| {
+        let other = e.file_name().to_string_lossy().to_string();
+        let idx = read(&format!("{}/ifindex", e.path().display()))?;
+        (idx == peer && other != name).then_some((None, other))
+    })
+}
+
+/// `ethtool -k` of an interface, in namespace `ns` if given.
+fn features_in(ns: Option<&str>, iface: &str) -> Option<String> {
+    let out = match ns {
+        Some(ns) => Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", iface]).output().ok()?,
+        None => Command::new("ethtool").args(["-k", iface]).output().ok()?,
+    };
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Is capability `bit` in this process's effective set?
+fn capability(bit: u32) -> bool {
+    read("/proc/self/status")
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|x| x.trim().to_string())))
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << bit) != 0)
+}
+
+/// The table for a terminal.
+pub fn render(v: &[Finding]) -> String {
+    let mut o = String::new();
+    for x in v {
+        let st = match x.status {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+            Status::Info => "INFO",
+        };
+        o += &format!("{st:<5} {:<25} {}\n", x.item, x.found);
+        if !x.fix.is_empty() && x.status != Status::Ok {
+            let label = if x.status == Status::Info { "note" } else { "fix" };
+            o += &format!("      {:<25} {label}: {}\n", "", x.fix);
+        }
+    }
+    let n = |s| v.iter().filter(|x| x.status == s).count();
+    o += &format!("doctor: {} ok, {} warn, {} fail\n", n(Status::Ok), n(Status::Warn), n(Status::Fail));
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing_helpers() {
+        assert_eq!(bracketed("always [madvise] never"), "madvise");
+        assert_eq!(bracketed("performance"), "performance");
+        let k =
+            "Features for x:\nrx-checksumming: off [fixed]\ntx-checksumming: on\nlarge-receive-offload: off [fixed]\n";
+        assert_eq!(feature(k, "rx-checksumming"), Some("off"));
+        assert_eq!(feature(k, "tx-checksumming"), Some("on"));
+        assert_eq!(feature(k, "large-receive-offload"), Some("off"));
+        assert_eq!(feature(k, "nope"), None);
+    }
+
+    #[test]
+    fn a_missing_interface_or_core_fails_with_a_fix() {
+        let v = run(&Options { iface: "nosuch0".into(), core: 100_000, queue: 0, probe: false });
+        let iface = v.iter().find(|x| x.item == "interface").unwrap();
+        assert_eq!(iface.status, Status::Fail);
+        assert!(iface.fix.contains("ip link"), "{iface:?}");
+        let core = v.iter().find(|x| x.item == "core").unwrap();
+        assert_eq!(core.status, Status::Fail);
+        // Every WARN and FAIL carries a fix.
+        for x in &v {
+            if matches!(x.status, Status::Warn | Status::Fail) {
+                assert!(!x.fix.is_empty(), "{x:?}");
+            }
+        }
+        assert!(render(&v).contains("FAIL  interface"));
+    }
+}
