@@ -14,6 +14,13 @@
 #                               tailgate serve --app orders --spin --core 1 on each backend in
 #                               BACKENDS [kernel xdp], over CONNS_LIST [1 100 1000] connections,
 #                               open loop at LOAD_RATE [20000] orders/s in total; full round trips
+#   scripts/bench.sh tuning     sockperf ping-pong (64 bytes) against serve --backend xdp --app
+#                               sockperf --spin --core 1 in four host states: default (the
+#                               gateway holds /dev/cpu_dma_latency at 0), tuned (after
+#                               scripts/tune-host.sh --apply: sysctls, THP, hugepages, the
+#                               interface's NAPI knobs, IRQ affinity; reverted after each run),
+#                               tuned-napi-defer (the same with --napi-defer), and
+#                               no-dma-latency (default, with --no-cpu-dma-latency)
 #
 # Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
 # configuration alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes,
@@ -41,11 +48,14 @@ cargo build --release --quiet
 BIN=$PWD/target/release/tailgate
 
 SERVER_PID=
+EXTRA=()
 OUT=$(mktemp -d)
+TUNE=(scripts/tune-host.sh --iface tg_gw0 --netns tg_gw --cores 1 --only sysctl,thp,hugepages,iface,irq --state "$OUT/tune.state")
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [[ -n $SERVER_PID ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  [[ -f $OUT/tune.state ]] && "${TUNE[@]}" --revert >/dev/null
   scripts/lab.sh down >/dev/null || true
   rm -rf "$OUT"
   exit "$rc"
@@ -76,7 +86,7 @@ start_server() { # name app
     *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;
   esac
   if [[ $name != sockperf-server ]]; then
-    ip netns exec tg_gw "$BIN" serve "${args[@]}" --app "$app" --ip "$GW_IP" --port "$PORT" --spin --core 1 \
+    ip netns exec tg_gw "$BIN" serve "${args[@]}" "${EXTRA[@]}" --app "$app" --ip "$GW_IP" --port "$PORT" --spin --core 1 \
       >"$OUT/server.log" 2>&1 &
   fi
   SERVER_PID=$!
@@ -136,6 +146,29 @@ case ${1:-} in
     done
     summary server 2
     ;;
+  tuning)
+    echo "| run | host | p50 us | p99 us | p99.9 us | observations |"
+    echo "|---|---|---|---|---|---|"
+    for run in $(seq "$RUNS"); do
+      for host in default tuned tuned-napi-defer no-dma-latency; do
+        lab_for xdp
+        EXTRA=()
+        [[ $host == no-dma-latency ]] && EXTRA=(--no-cpu-dma-latency)
+        [[ $host == tuned ]] && "${TUNE[@]}" --apply >/dev/null 2>&1
+        [[ $host == tuned-napi-defer ]] && "${TUNE[@]}" --napi-defer --apply >/dev/null 2>&1
+        start_server xdp sockperf
+        ip netns exec tg_cli taskset -c 0 sockperf ping-pong --tcp -i "$GW_IP" -p "$PORT" -m "$MSG" \
+          -t "$SECS" --nonblocked --timeout 0 >"$OUT/client.log" 2>&1 || { cat "$OUT/client.log" >&2; exit 1; }
+        stop_server
+        [[ $host == tuned* ]] && "${TUNE[@]}" --revert >/dev/null
+        obs=$(grep -o 'Total [0-9]* observations' "$OUT/client.log" | awk '{print $2}')
+        p50=$(pct "$OUT/client.log" 50.000) p99=$(pct "$OUT/client.log" 99.000) p999=$(pct "$OUT/client.log" 99.900)
+        echo "| $run | $host | $p50 | $p99 | $p999 | $obs |"
+        echo "$host $p50 $p99 $p999" >>"$OUT/all"
+      done
+    done
+    summary host 2
+    ;;
   load)
     echo "| run | backend | conns | p50 us | p99 us | p99.9 us | orders/s |"
     echo "|---|---|---|---|---|---|---|"
@@ -158,7 +191,7 @@ case ${1:-} in
     summary backend/conns 1
     ;;
   *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'
     exit 2
     ;;
 esac

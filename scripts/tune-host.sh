@@ -15,6 +15,11 @@
 #   --cores LIST   the gateway's cores, e.g. 1 or 2,3 or 2-5
 #   --port P       the gateway's TCP port: adds an ntuple rule steering it to
 #   --queue Q      queue Q (default 0) where the NIC supports ntuple filters
+#   --napi-defer   defer the NIC's IRQs while the loop busy-polls
+#                  (napi_defer_hard_irqs 2, gro_flush_timeout 200 us): for
+#                  zero-copy NICs only. Without it both are kept at 0: on veth
+#                  in copy mode deferral raised the p50 from 2.2 to 110 us
+#                  (docs/TUNING.md)
 #   --state FILE   default /run/tailgate/tune-host.IF.state (tmpfs: settings
 #                  and state both go away at reboot)
 #   --only GROUPS  comma list of: sysctl, thp, hugepages, iface, governor, irq,
@@ -28,7 +33,7 @@ set -euo pipefail
 usage() { sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d' >&2; exit 2; }
 die() { echo "tune-host: $*" >&2; exit 2; }
 
-IFACE= CORES= NETNS= PORT= QUEUE=0 MODE=plan STATE= ONLY=all
+IFACE= CORES= NETNS= PORT= QUEUE=0 MODE=plan STATE= ONLY=all NAPI_DEFER=0
 while (($#)); do
   case $1 in
     --iface) IFACE=${2:-}; shift 2 ;;
@@ -38,6 +43,7 @@ while (($#)); do
     --queue) QUEUE=${2:-}; shift 2 ;;
     --state) STATE=${2:-}; shift 2 ;;
     --only) ONLY=${2:-}; shift 2 ;;
+    --napi-defer) NAPI_DEFER=1; shift ;;
     --apply) MODE=apply; shift ;;
     --revert) MODE=revert; shift ;;
     -h | --help) usage ;;
@@ -144,6 +150,9 @@ if [[ $MODE == revert ]]; then
       ntuple)
         in_ns ethtool -N "$IFACE" delete "$path" && echo "deleted ntuple rule $path on $IFACE"
         ;;
+      coalesce)
+        in_ns ethtool -C "$IFACE" "$path" "$old" && echo "restored ethtool -C $IFACE $path $old"
+        ;;
     esac
   done
   rm -f "$STATE"
@@ -172,8 +181,13 @@ if want hugepages; then
   setting hugepages /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages $((cur > 16 ? cur : 16)) \
     "16 x 2 MiB pages: the 16 MiB UMEM on hugepages (fewer TLB misses)"
 fi
-setting iface "/sys/class/net/$IFACE/napi_defer_hard_irqs" 2 "defer the NIC's IRQs while the loop busy-polls (SO_PREFER_BUSY_POLL)" ns
-setting iface "/sys/class/net/$IFACE/gro_flush_timeout" 200000 "with napi_defer_hard_irqs: the IRQ comes back only after 200 us without a poll" ns
+if ((NAPI_DEFER)); then
+  setting iface "/sys/class/net/$IFACE/napi_defer_hard_irqs" 2 "--napi-defer: the NIC's IRQs stay off while the loop busy-polls (SO_PREFER_BUSY_POLL)" ns
+  setting iface "/sys/class/net/$IFACE/gro_flush_timeout" 200000 "--napi-defer: the IRQ comes back after 200 us without a poll" ns
+else
+  setting iface "/sys/class/net/$IFACE/napi_defer_hard_irqs" 0 "no IRQ deferral: NAPI runs as frames arrive (deferral cost 50x at p50 on veth copy mode; --napi-defer for zero-copy NICs)" ns
+  setting iface "/sys/class/net/$IFACE/gro_flush_timeout" 0 "no GRO flush delay" ns
+fi
 if want governor; then
   for c in $GW; do
     setting governor "/sys/devices/system/cpu/cpu$c/cpufreq/scaling_governor" performance "no frequency ramp-up latency on gateway core $c"
@@ -219,8 +233,15 @@ if want nic; then
       row nic "coalescing (ethtool -C rx-usecs)" "$rx" 0 "no interrupt moderation delay on RX"
       CHANGES=$((CHANGES + 1))
       if [[ $MODE == apply ]]; then
-        in_ns ethtool -C "$IFACE" rx-usecs 0 2>/dev/null || ERRORS=$((ERRORS + 1))
-        [[ $SAVE == 1 ]] && echo "  (revert by hand: ethtool -C $IFACE rx-usecs $rx)"
+        ad=$(in_ns ethtool -c "$IFACE" 2>/dev/null | awk '/^Adaptive RX:/ {print $3; exit}' || true)
+        if [[ $ad == on ]] && in_ns ethtool -C "$IFACE" adaptive-rx off 2>/dev/null; then
+          [[ $SAVE == 1 ]] && printf 'coalesce||adaptive-rx|on\n' >>"$STATE"
+        fi
+        if in_ns ethtool -C "$IFACE" rx-usecs 0 2>/dev/null; then
+          [[ $SAVE == 1 ]] && printf 'coalesce||rx-usecs|%s\n' "$rx" >>"$STATE"
+        else
+          ERRORS=$((ERRORS + 1))
+        fi
       fi
     fi
     if [[ -n $PORT ]]; then

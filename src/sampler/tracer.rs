@@ -19,7 +19,8 @@
 //! and it is what the next iteration's samples carry as `prev_busy_ns`.
 //!
 //! Cost when sampling is on: two clock reads per message, two per batch and
-//! three per iteration with messages (one when idle); when it is off, none.
+//! two per iteration with messages (three when it records more than four;
+//! one when idle); when it is off, none.
 //! Nothing here allocates after start-up, blocks or formats.
 
 use super::inject::{InjectConfig, Injector};
@@ -31,6 +32,10 @@ use crate::clock;
 /// Messages buffered per iteration until their TX completes; beyond this a
 /// message is recorded without `t_tx_done`.
 const PENDING_CAP: usize = 1024;
+
+/// Up to this many records per iteration, the sampler's own time is not
+/// measured (one clock read saved per iteration; it is tens of ns).
+const SMALL_BATCH: usize = 4;
 
 /// Time in the sampler itself (one iteration) that earns the next
 /// iteration's messages the [`cause::SAMPLER`] flag.
@@ -333,10 +338,17 @@ impl Tracer {
                     p.publish();
                 }
             }
+            let n = self.pending.len();
             self.pending.clear();
             self.in_start = 0;
-            after = clock::mono_ns();
-            sampler_ns = after.saturating_sub(t0);
+            // A few records cost tens of nanoseconds: not worth a clock read
+            // (the iteration then ends at the flush). A batch is measured.
+            if n > SMALL_BATCH {
+                after = clock::mono_ns();
+                sampler_ns = after.saturating_sub(t0);
+            } else {
+                after = t0;
+            }
         }
         let t_end = if self.inject.active() {
             self.inject.maybe_stall(clock::mono_ns());

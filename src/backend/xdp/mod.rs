@@ -249,6 +249,9 @@ pub struct XdpTransport {
     last_rx_trace: RxTrace,
     loop_flags: u32,
     tx_trouble: u64,
+    /// The interface defers IRQs and the loop spins with busy poll: drive
+    /// NAPI with a busy-poll syscall whenever the rx ring is empty.
+    busy_poll_syscall: bool,
 }
 
 fn now_instant() -> Instant {
@@ -332,6 +335,23 @@ impl XdpTransport {
             cfg.ip,
             if own_address { "" } else { " (shared with the kernel: only the stack's ports are redirected)" }
         );
+        let defer = std::fs::read_to_string(format!("/sys/class/net/{}/napi_defer_hard_irqs", cfg.iface))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        let busy_poll_syscall = defer > 0 && cfg.wait == WaitMode::Spin && sock.busy_poll;
+        if busy_poll_syscall {
+            crate::log_info!(
+                "xdp backend: {} defers IRQs (napi_defer_hard_irqs={defer}): the loop busy-polls the queue with a syscall when its rx ring is empty",
+                cfg.iface
+            );
+        } else if defer > 0 {
+            crate::log_warn!(
+                "xdp backend: {} defers IRQs (napi_defer_hard_irqs={defer}) but the loop does not busy-poll (needs --spin and \
+                 SO_BUSY_POLL): frames may wait up to gro_flush_timeout",
+                cfg.iface
+            );
+        }
         let mut dev = XskDevice::new(sock);
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
         config.random_seed = clock::realtime_ns();
@@ -375,6 +395,7 @@ impl XdpTransport {
             last_rx_trace: RxTrace::default(),
             loop_flags: 0,
             tx_trouble: 0,
+            busy_poll_syscall,
         })
     }
 
@@ -459,6 +480,9 @@ impl XdpTransport {
     /// instead of following a pure ACK in a second frame and a second kick.
     fn ingress(&mut self) -> usize {
         self.dev.xsk.rx.wake_if_needed();
+        if self.busy_poll_syscall && !self.dev.xsk.rx.has_frames() {
+            self.dev.xsk.rx.busy_poll();
+        }
         let now = self.now;
         self.iface.poll_maintenance(now);
         let mut n = 0;
@@ -885,7 +909,7 @@ impl Transport for XdpTransport {
         let t = self.dev.xsk.tx.stats;
         Some(format!(
             "xdp: program seen={} redirected={} passed={} malformed={}{}; socket rx_frames={} rx_wakeups={} \
-             tx_frames={} tx_kicks={} tx_starved={} fill_full={}; stack refused={} rx_invalid={}",
+             tx_frames={} tx_kicks={} tx_starved={} fill_full={} busy_polls={}; stack refused={} rx_invalid={}",
             x.seen,
             x.redirected,
             x.passed,
@@ -897,6 +921,7 @@ impl Transport for XdpTransport {
             t.kicks,
             t.starved,
             r.fill_full,
+            r.busy_polls,
             self.refused,
             self.rx_invalid
         ))

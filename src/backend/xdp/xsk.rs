@@ -302,6 +302,8 @@ pub struct RxStats {
     pub fill_full: u64,
     /// Times the kernel held fewer than 1/8 of the fill ring's entries.
     pub fill_low: u64,
+    /// Busy-poll syscalls (see [`RxHalf::busy_poll`]).
+    pub busy_polls: u64,
 }
 
 /// TX counters.
@@ -671,12 +673,38 @@ impl RxHalf {
         low
     }
 
+    /// Is a received frame waiting on the rx ring?
+    pub fn has_frames(&mut self) -> bool {
+        self.rx.cons_avail() > 0
+    }
+
     /// If the kernel asks for a wakeup on the fill ring, give it one
     /// (a zero-timeout poll), so RX keeps flowing.
     pub fn wake_if_needed(&mut self) {
         if self.fill.needs_wakeup() {
             self.stats.wakeups += 1;
             self.wait(0);
+        }
+    }
+
+    /// Busy-poll the device queue from this thread: a non-blocking
+    /// `recvfrom` on the socket, which runs the queue's NAPI here when the
+    /// socket has SO_BUSY_POLL. Needed when the interface defers its IRQs
+    /// (napi_defer_hard_irqs): the kernel then waits for the application to
+    /// poll, up to gro_flush_timeout.
+    pub fn busy_poll(&mut self) {
+        self.stats.busy_polls += 1;
+        // SAFETY: recvfrom with no buffer on our own socket; the result (and
+        // EAGAIN) is ignored: frames, if any, appear on the rx ring.
+        unsafe {
+            libc::recvfrom(
+                self.fd,
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
         }
     }
 
