@@ -91,7 +91,7 @@ start_server() { # name app
   fi
   SERVER_PID=$!
   for _ in $(seq 50); do
-    grep -q "serving \|Server is ready\|sockperf: \[" "$OUT/server.log" 2>/dev/null && break
+    grep -q "^tailgate: serving \|Server is ready\|sockperf: \[" "$OUT/server.log" 2>/dev/null && break
     sleep 0.1
   done
   sleep 0.3
@@ -125,6 +125,20 @@ pct() { # file percentile
   awk -v p="$2" '$0 ~ "percentile "p" =" {print $NF; exit}' "$1"
 }
 
+# Run the sockperf client against the server started, stop the server, and
+# print and record one row. udp: no --tcp.
+sockperf_row() { # run key [udp]
+  local proto=(--tcp) obs p50 p99 p999
+  [[ ${3:-} == udp ]] && proto=()
+  ip netns exec tg_cli taskset -c 0 sockperf ping-pong "${proto[@]}" -i "$GW_IP" -p "$PORT" -m "$MSG" \
+    -t "$SECS" --nonblocked --timeout 0 >"$OUT/client.log" 2>&1 || { cat "$OUT/client.log" >&2; exit 1; }
+  stop_server
+  obs=$(grep -o 'Total [0-9]* observations' "$OUT/client.log" | awk '{print $2}')
+  p50=$(pct "$OUT/client.log" 50.000) p99=$(pct "$OUT/client.log" 99.000) p999=$(pct "$OUT/client.log" 99.900)
+  echo "| $1 | $2 | $p50 | $p99 | $p999 | $obs |"
+  echo "$2 $p50 $p99 $p999" >>"$OUT/all"
+}
+
 case ${1:-} in
   sockperf)
     echo "| run | server | p50 us | p99 us | p99.9 us | observations |"
@@ -133,15 +147,7 @@ case ${1:-} in
       for server in $SERVERS; do
         lab_for "$server"
         start_server "$server" sockperf
-        proto=(--tcp)
-        [[ $server == udp-floor ]] && proto=()
-        ip netns exec tg_cli taskset -c 0 sockperf ping-pong "${proto[@]}" -i "$GW_IP" -p "$PORT" -m "$MSG" \
-          -t "$SECS" --nonblocked --timeout 0 >"$OUT/client.log" 2>&1 || { cat "$OUT/client.log" >&2; exit 1; }
-        stop_server
-        obs=$(grep -o 'Total [0-9]* observations' "$OUT/client.log" | awk '{print $2}')
-        p50=$(pct "$OUT/client.log" 50.000) p99=$(pct "$OUT/client.log" 99.000) p999=$(pct "$OUT/client.log" 99.900)
-        echo "| $run | $server | $p50 | $p99 | $p999 | $obs |"
-        echo "$server $p50 $p99 $p999" >>"$OUT/all"
+        sockperf_row "$run" "$server" "$([[ $server == udp-floor ]] && echo udp)"
       done
     done
     summary server 2
@@ -157,14 +163,8 @@ case ${1:-} in
         [[ $host == tuned ]] && "${TUNE[@]}" --apply >/dev/null 2>&1
         [[ $host == tuned-napi-defer ]] && "${TUNE[@]}" --napi-defer --apply >/dev/null 2>&1
         start_server xdp sockperf
-        ip netns exec tg_cli taskset -c 0 sockperf ping-pong --tcp -i "$GW_IP" -p "$PORT" -m "$MSG" \
-          -t "$SECS" --nonblocked --timeout 0 >"$OUT/client.log" 2>&1 || { cat "$OUT/client.log" >&2; exit 1; }
-        stop_server
-        [[ $host == tuned* ]] && "${TUNE[@]}" --revert >/dev/null
-        obs=$(grep -o 'Total [0-9]* observations' "$OUT/client.log" | awk '{print $2}')
-        p50=$(pct "$OUT/client.log" 50.000) p99=$(pct "$OUT/client.log" 99.000) p999=$(pct "$OUT/client.log" 99.900)
-        echo "| $run | $host | $p50 | $p99 | $p999 | $obs |"
-        echo "$host $p50 $p99 $p999" >>"$OUT/all"
+        sockperf_row "$run" "$host"
+        if [[ $host == tuned* ]]; then "${TUNE[@]}" --revert >/dev/null; fi
       done
     done
     summary host 2

@@ -54,7 +54,7 @@ start_gateway() { # backend args...
     --sample-log "$SAMPLES" "$@" 2>"$LOG" &
   SERVER_PID=$!
   for _ in $(seq 100); do
-    grep -q "serving " "$LOG" && return 0
+    grep -q "^tailgate: serving " "$LOG" && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
   done

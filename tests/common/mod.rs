@@ -145,7 +145,7 @@ impl Lab {
     pub fn serve(&self, args: &[&str]) -> Proc {
         let mut c = self.cmd_in(&self.ns_gw, BIN);
         c.arg("serve").args(args);
-        Proc::spawn_until(c, "serving ", Duration::from_secs(10))
+        Proc::spawn_until(c, "tailgate: serving ", Duration::from_secs(10))
     }
 
     /// Run `tailgate load` in the client namespace to completion.
