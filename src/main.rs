@@ -193,6 +193,10 @@ struct ObserveArgs {
     /// disk written by the reporter thread; read it with `tailgate report --log FILE`.
     #[arg(long, value_name = "FILE")]
     sample_log: Option<std::path::PathBuf>,
+    /// Pin the reporter and metrics threads to this core, a housekeeping core (default: any core
+    /// but --core). Each drain (every 10 ms) delays whatever else runs on that core.
+    #[arg(long, value_name = "N")]
+    reporter_core: Option<usize>,
     /// Records kept in the sample log (and in memory for /samples).
     #[arg(long, default_value_t = store::DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..=1 << 26))]
     sample_log_records: u64,
@@ -530,6 +534,16 @@ fn run_server<T: Transport, A: App>(
 ) -> Result<ExitCode, String> {
     s.listen(addr).map_err(|e| format!("--ip/--port {addr}: cannot listen: {e}"))?;
     let core = a.core.map_or(0, |c| c.min(255) as u8);
+    if let Some(rc) = a.obs.reporter_core {
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+        let online = runtime::parse_cpu_list(online.trim());
+        if !online.contains(&rc) {
+            return Err(format!("--reporter-core {rc}: not an online CPU (online: {online:?})"));
+        }
+    }
+    if a.obs.reporter_core.is_some() && a.obs.reporter_core == a.core {
+        log_warn!("--reporter-core {}: the loop's own core; every drain will stall the loop", core);
+    }
     let (tracer, consumer) = Tracer::new(&obs.sampling, obs.inject, core)?;
     let reporter = if obs.sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
         let rcfg = ReporterConfig {
@@ -537,6 +551,7 @@ fn run_server<T: Transport, A: App>(
             sample_log: a.obs.sample_log.clone(),
             records: a.obs.sample_log_records,
             avoid_core: a.core,
+            core: a.obs.reporter_core,
             xdp: s.transport.name() == "xdp",
         };
         let r = Reporter::start(rcfg, consumer).map_err(|e| format!("reporter: {e}"))?;
