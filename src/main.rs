@@ -544,7 +544,8 @@ fn run_server<T: Transport, A: App>(
     if a.obs.reporter_core.is_some() && a.obs.reporter_core == a.core {
         log_warn!("--reporter-core {}: the loop's own core; every drain will stall the loop", core);
     }
-    let (tracer, consumer) = Tracer::new(&obs.sampling, obs.inject, core)?;
+    let (mut tracer, consumer) = Tracer::new(&obs.sampling, obs.inject, core)?;
+    tracer.set_pinned(a.core.is_some());
     let reporter = if obs.sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
         let rcfg = ReporterConfig {
             metrics: a.obs.metrics,

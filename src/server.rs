@@ -204,7 +204,7 @@ impl<T: Transport, A: App> Server<T, A> {
             }
             self.transport.flush(now);
             if tracing {
-                flush.1 = clock::mono_ns();
+                flush.1 = self.tracer.now();
             }
         }
         if self.tracer.active() {

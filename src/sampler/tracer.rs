@@ -18,16 +18,16 @@
 //! is what a stall (preemption, page fault, an injected spin) looks like,
 //! and it is what the next iteration's samples carry as `prev_busy_ns`.
 //!
-//! Cost when sampling is on: two clock reads per message, two per batch and
-//! two per iteration with messages (three when it records more than four;
-//! one when idle); when it is off, none.
+//! Cost when sampling is on: one real clock read per iteration (it anchors
+//! the TSC, see [`FastClock`]) and an `rdtsc` for every other stamp: two per
+//! message, two per batch, one or two per iteration; when it is off, none.
 //! Nothing here allocates after start-up, blocks or formats.
 
 use super::inject::{InjectConfig, Injector};
 use super::policy::{Decision, Policy, SamplingConfig};
 use super::ring::{ring, Consumer, Producer};
 use super::{cause, sat32, Sample};
-use crate::clock;
+use crate::clock::{self, FastClock};
 
 /// Messages buffered per iteration until their TX completes; beyond this a
 /// message is recorded without `t_tx_done`.
@@ -99,6 +99,12 @@ pub struct Tracer {
     prev_msgs: u16,
     prev_flags: u32,
     stats: TracerStats,
+    /// In-iteration timestamps from the TSC, anchored by the first read of
+    /// each iteration (see [`FastClock`]).
+    fc: FastClock,
+    anchored: bool,
+    /// The loop is pinned to `core`: no need to ask which CPU it is on.
+    pinned: bool,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -142,8 +148,16 @@ impl Tracer {
             prev_msgs: 0,
             prev_flags: 0,
             stats: TracerStats::default(),
+            fc: if cfg.enabled { FastClock::calibrate() } else { FastClock::disabled() },
+            anchored: false,
+            pinned: false,
         };
         Ok((t, consumer))
+    }
+
+    /// The loop is pinned to the core given to [`Tracer::new`].
+    pub fn set_pinned(&mut self, pinned: bool) {
+        self.pinned = pinned;
     }
 
     /// Records nothing, injects nothing.
@@ -156,6 +170,18 @@ impl Tracer {
     #[inline]
     pub fn enabled(&self) -> bool {
         self.on
+    }
+
+    /// The loop's time now: the first read of an iteration is a real clock
+    /// read that anchors the TSC, the others come from the TSC.
+    #[inline]
+    pub fn now(&mut self) -> u64 {
+        if self.anchored {
+            self.fc.now()
+        } else {
+            self.anchored = true;
+            self.fc.anchor()
+        }
     }
 
     /// Sampling or injection needs the per-iteration calls.
@@ -184,15 +210,18 @@ impl Tracer {
         }
         self.iter = iter;
         self.t_poll = t_poll;
+        self.anchored = false;
         // The CPU this iteration runs on (vDSO getcpu): an unpinned loop
         // moves, and the report matches it against the reporter's CPU.
-        self.core = rustix::thread::sched_getcpu().min(255) as u8;
+        if !self.pinned {
+            self.core = rustix::thread::sched_getcpu().min(255) as u8;
+        }
         self.iter_flags = flags | self.prev_flags;
         self.iter_handler = 0;
         self.iter_msgs = 0;
         self.last_sent = 0;
         // The poll's own work (a user-space stack's ingress) is known work.
-        self.iter_known = if events { clock::mono_ns().saturating_sub(t_poll) } else { 0 };
+        self.iter_known = if events { self.now().saturating_sub(t_poll) } else { 0 };
         self.policy.tick(t_poll);
     }
 
@@ -206,7 +235,7 @@ impl Tracer {
         self.in_conn = conn;
         self.in_arrival = rx.arrival_ns;
         self.in_flags = rx.flags;
-        self.in_delivered = clock::mono_ns();
+        self.in_delivered = self.now();
     }
 
     /// The application parsed one message (call before handling it).
@@ -214,7 +243,7 @@ impl Tracer {
     #[inline]
     pub fn parsed(&mut self, kind: u8, trace_id: u64, bytes: &[u8]) {
         if self.on && self.pending.len() < PENDING_CAP {
-            let t = clock::mono_ns();
+            let t = self.now();
             let n = bytes.len().min(32);
             let mut payload = [0u8; 32];
             payload[..n].copy_from_slice(&bytes[..n]);
@@ -251,7 +280,7 @@ impl Tracer {
             return;
         }
         self.open = false;
-        let t = clock::mono_ns();
+        let t = self.now();
         if let Some(s) = self.pending.last_mut() {
             s.t_handled = t;
             s.status = status;
@@ -267,7 +296,7 @@ impl Tracer {
         if !self.on || self.pending.len() == self.in_start {
             return;
         }
-        let t = clock::mono_ns();
+        let t = self.now();
         self.iter_known += t.saturating_sub(self.in_delivered);
         self.last_sent = t;
         for s in &mut self.pending[self.in_start..] {
@@ -286,11 +315,11 @@ impl Tracer {
     /// The time the flush starts: the last send of this iteration when
     /// there was one (nothing runs between it and the flush), else now.
     #[inline]
-    pub fn flush_start(&self) -> u64 {
+    pub fn flush_start(&mut self) -> u64 {
         if self.last_sent != 0 {
             self.last_sent
         } else {
-            clock::mono_ns()
+            self.now()
         }
     }
 
@@ -311,7 +340,7 @@ impl Tracer {
         let mut after = 0;
         self.iter_known += flush.1.saturating_sub(flush.0);
         if !self.pending.is_empty() {
-            let t0 = if flush.1 != 0 { flush.1 } else { clock::mono_ns() };
+            let t0 = if flush.1 != 0 { flush.1 } else { self.now() };
             let mut pushed = false;
             for i in 0..self.pending.len() {
                 let mut s = self.pending[i];
@@ -344,7 +373,7 @@ impl Tracer {
             // A few records cost tens of nanoseconds: not worth a clock read
             // (the iteration then ends at the flush). A batch is measured.
             if n > SMALL_BATCH {
-                after = clock::mono_ns();
+                after = self.now();
                 sampler_ns = after.saturating_sub(t0);
             } else {
                 after = t0;
@@ -356,7 +385,7 @@ impl Tracer {
         } else if after != 0 {
             after
         } else {
-            clock::mono_ns()
+            self.now()
         };
         let busy = t_end.saturating_sub(self.t_poll);
         // Handlers are inside the service time; the rest is unexplained.

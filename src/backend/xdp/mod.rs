@@ -107,6 +107,8 @@ struct Conn {
     eof_reported: bool,
     /// The last send found no room.
     want_write: bool,
+    /// Tracing: the flow key, once known (0: not yet).
+    flow: u64,
 }
 
 /// One slice of the socket table. Frames are demultiplexed to a shard by
@@ -464,6 +466,7 @@ impl XdpTransport {
                     active_open: false,
                     eof_reported: false,
                     want_write: false,
+                    flow: 0,
                 });
                 self.shards[shard].conns.push(id);
             }
@@ -525,13 +528,18 @@ impl XdpTransport {
         self.flows.entry(flow_key(ip, rp, lp)).or_default().segment(key.seq, key.payload, key.window, key.flags, ts);
     }
 
-    /// The flow key of a connection (from its socket's endpoints).
-    fn conn_flow(&self, conn: ConnId) -> Option<u64> {
-        let c = self.conns.get(conn.0)?;
+    /// The flow key of a connection (from its socket's endpoints the first
+    /// time, then cached).
+    fn conn_flow(&mut self, conn: ConnId) -> Option<u64> {
+        let c = self.conns.get_mut(conn.0)?;
+        if c.flow != 0 {
+            return Some(c.flow);
+        }
         let s = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle);
         let (r, l) = (s.remote_endpoint()?, s.local_endpoint()?);
         let IpAddress::Ipv4(ip) = r.addr;
-        Some(flow_key(u32::from(ip), r.port, l.port))
+        c.flow = flow_key(u32::from(ip), r.port, l.port);
+        Some(c.flow)
     }
 
     /// Egress for the shards that need it, then one kick for the batch.
@@ -706,6 +714,7 @@ impl Transport for XdpTransport {
             active_open: true,
             eof_reported: false,
             want_write: false,
+            flow: 0,
         });
         self.shards[shard].conns.push(id);
         self.mark_egress(shard);
