@@ -40,9 +40,25 @@ impl Drop for TempPath {
     }
 }
 
-/// `tailgate load` of orders at 2000/s over 4 connections for 3 s.
+/// `tailgate load` of orders at 2000/s over 4 connections for 3 s, on cpu0
+/// (the gateway under test is on cpu1: two spinning processes must not share
+/// a CPU, or the scheduler's slices become real loop stalls that outnumber
+/// the injected fault).
 fn load(lab: &Lab) {
-    let out = lab.load(&["--ip", GW_IP, "--port", "7777", "--conns", "4", "--rate", "2000", "--duration", "3"]);
+    let out = lab.load(&[
+        "--ip",
+        GW_IP,
+        "--port",
+        "7777",
+        "--conns",
+        "4",
+        "--rate",
+        "2000",
+        "--duration",
+        "3",
+        "--core",
+        "0",
+    ]);
     assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -92,6 +108,8 @@ fn fault_run(
         "--app",
         "orders",
         "--spin",
+        "--core",
+        "1",
         "--sample-log",
         log.s(),
         "--inject",

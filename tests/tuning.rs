@@ -66,13 +66,18 @@ fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// The lab for `test` (one test at a time), or None when it cannot be built.
+fn lab_for(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Lab)> {
+    if !lab_available(test) {
+        return None;
+    }
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Some((g, Lab::up(true)))
+}
+
 #[test]
 fn plan_prints_every_setting_and_changes_nothing() {
-    if !lab_available("plan_prints_every_setting_and_changes_nothing") {
-        return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(true);
+    let Some((_g, lab)) = lab_for("plan_prints_every_setting_and_changes_nothing") else { return };
     let before = snapshot(&lab);
     let out = tune(&lab, &["--port", "7777"]);
     let t = text(&out);
@@ -110,11 +115,7 @@ impl Drop for Revert<'_> {
 
 #[test]
 fn apply_then_revert_restores_every_value() {
-    if !lab_available("apply_then_revert_restores_every_value") {
-        return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(true);
+    let Some((_g, lab)) = lab_for("apply_then_revert_restores_every_value") else { return };
     let state = std::env::temp_dir().join(format!("tg-tune-{}.state", std::process::id()));
     let state = state.to_str().unwrap().to_string();
     let only = ["--only", "sysctl,thp,hugepages,iface", "--state", &state];
@@ -140,11 +141,7 @@ fn apply_then_revert_restores_every_value() {
 
 #[test]
 fn bad_interface_or_cores_is_an_error_and_changes_nothing() {
-    if !lab_available("bad_interface_or_cores_is_an_error_and_changes_nothing") {
-        return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(true);
+    let Some((_g, lab)) = lab_for("bad_interface_or_cores_is_an_error_and_changes_nothing") else { return };
     let before = snapshot(&lab);
     for (args, says) in [
         (vec!["--iface", "nosuch0", "--cores", "1", "--apply"], "no such interface"),
@@ -186,11 +183,7 @@ fn status_of<'a>(v: &'a [serde_json::Value], item: &str) -> &'a serde_json::Valu
 
 #[test]
 fn doctor_on_the_lab_reports_the_expected_findings() {
-    if !lab_available("doctor_on_the_lab_reports_the_expected_findings") {
-        return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(true);
+    let Some((_g, lab)) = lab_for("doctor_on_the_lab_reports_the_expected_findings") else { return };
     let out = doctor(&lab, &["--json"]);
     let v = findings(&out);
     // The lab turns offloads off on both ends; root may lock memory and
@@ -234,11 +227,7 @@ fn doctor_on_the_lab_reports_the_expected_findings() {
 
 #[test]
 fn doctor_sees_partial_checksums_and_what_tune_host_fixed() {
-    if !lab_available("doctor_sees_partial_checksums_and_what_tune_host_fixed") {
-        return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(true);
+    let Some((_g, lab)) = lab_for("doctor_sees_partial_checksums_and_what_tune_host_fixed") else { return };
     // The peer's TX checksum offload on: frames arrive with partial checksums.
     let ethtool = |state: &str| {
         let mut c = lab.cmd_in(&lab.ns_cli, "ethtool");
