@@ -66,6 +66,8 @@ pub struct KernelTransport {
     /// Tracing: kernel receive timestamps are on.
     tracing: bool,
     last_rx_trace: RxTrace,
+    /// Sampler flags for the loop (`cause::SLEPT`).
+    loop_flags: u32,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, and when it was read (monotonic).
     clock_offset: u64,
     clock_offset_at: u64,
@@ -85,6 +87,7 @@ impl KernelTransport {
             accept_errors: 0,
             tracing: false,
             last_rx_trace: RxTrace::default(),
+            loop_flags: 0,
             clock_offset: 0,
             clock_offset_at: 0,
         })
@@ -171,6 +174,9 @@ impl Transport for KernelTransport {
             WaitMode::Block if !events.is_empty() => Some(Duration::ZERO),
             WaitMode::Block => timeout,
         };
+        if self.tracing && timeout != Some(Duration::ZERO) {
+            self.loop_flags |= crate::sampler::cause::SLEPT;
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -271,6 +277,10 @@ impl Transport for KernelTransport {
 
     fn rx_trace(&mut self, _conn: ConnId) -> RxTrace {
         self.last_rx_trace
+    }
+
+    fn loop_flags(&mut self) -> u32 {
+        std::mem::take(&mut self.loop_flags)
     }
 
     fn report(&self) -> Option<String> {

@@ -27,13 +27,13 @@ impl Default for Options {
 
 /// Messages before this one in an iteration (or in the previous one) from
 /// which waiting behind them is a burst rather than a stall.
-pub const BURST_MIN: u16 = 4;
+pub const BURST_MIN: u8 = 4;
 /// Loop time per message that a burst explains; busy time beyond
 /// `messages x this` is a stall.
 pub const PER_MESSAGE_NS: u64 = 10_000;
 
 /// The causes, in the order the rules try them.
-pub const CAUSES: [&str; 10] = [
+pub const CAUSES: [&str; 12] = [
     "loop_stall",
     "slow_handler",
     "sampler_interference",
@@ -42,6 +42,8 @@ pub const CAUSES: [&str; 10] = [
     "fill_ring_starved",
     "tx_ring_or_kick",
     "queued_behind_burst",
+    "wakeup_latency",
+    "rx_path_delay",
     "unexplained",
     "none",
 ];
@@ -56,7 +58,9 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
     let prev_handler = u64::from(s.prev_handler_ns);
     let iter_handler = u64::from(s.iter_handler_ns);
     let in_iter_other = queue.saturating_sub(iter_handler);
-    let flag = |f: u32| s.cause & f != 0;
+    // How long the loop was away in the previous iteration.
+    let prev_iteration = u64::from(s.prev_iter_ns);
+    let flag = |f: u32| u32::from(s.cause) & f != 0;
 
     // A loop interval explains a wait only if it covers at least half of it.
     let covers = |interval: u64, waited: u64| interval >= sig && interval * 2 >= waited;
@@ -76,12 +80,21 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
         5
     } else if flag(cause::TX_FULL) || flag(cause::KICK_WAIT) || ((tx >= sig || tx_done >= sig) && dominant >= 4) {
         6
-    } else if (wait >= sig && s.prev_msgs >= BURST_MIN) || (queue >= sig && s.batch_pos >= BURST_MIN) {
+    } else if (dominant == 0 && s.prev_msgs >= BURST_MIN && covers(prev_iteration, wait))
+        || (queue >= sig && s.batch_pos >= BURST_MIN)
+    {
         7
-    } else if st.iter().any(|&v| v >= sig) {
+    } else if dominant == 0 && wait >= sig && flag(cause::SLEPT) {
         8
-    } else {
+    } else if dominant == 0 && wait >= sig {
+        // The loop was polling (its previous iteration cannot account for
+        // the wait) and the frame was not there: it reached the ring or the
+        // socket late.
         9
+    } else if st.iter().any(|&v| v >= sig) {
+        10
+    } else {
+        11
     };
     (c, dominant)
 }
@@ -242,7 +255,10 @@ fn example(s: &Sample) -> Example {
         msg_type: kind::name(s.msg_type),
         loop_iter: s.loop_iter,
         latency_us: us(s.latency_ns()),
-        flags: (0..cause::NAMES.len()).filter(|i| s.cause & (1 << i) != 0).map(|i| cause::NAMES[i]).collect(),
+        flags: (0..cause::NAMES.len())
+            .filter(|i| u32::from(s.cause) & (1 << i) != 0)
+            .map(|i| cause::NAMES[i])
+            .collect(),
         payload_hex: s.payload[..n].iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
@@ -348,21 +364,21 @@ mod tests {
         // Waited behind the previous iteration's 800 us of handlers.
         let s = Sample { prev_handler_ns: 800_000, prev_busy_ns: 3_000, ..msg(t, 700 * US) };
         assert_eq!(cause_of(&s), "slow_handler");
-        let s = Sample { cause: cause::RETRANSMIT, ..msg(t, 5_000 * US) };
+        let s = Sample { cause: cause::RETRANSMIT as u16, ..msg(t, 5_000 * US) };
         assert_eq!(cause_of(&s), "retransmission");
         // A 30 us stall cannot explain a 5 ms wait behind a lost segment.
-        let s = Sample { cause: cause::RETRANSMIT, prev_busy_ns: 30_000, ..msg(t, 5_000 * US) };
+        let s = Sample { cause: cause::RETRANSMIT as u16, prev_busy_ns: 30_000, ..msg(t, 5_000 * US) };
         assert_eq!(cause_of(&s), "retransmission");
         // A retransmit flag with no wait explains nothing.
-        let s = Sample { cause: cause::RETRANSMIT, ..msg(t, US) };
+        let s = Sample { cause: cause::RETRANSMIT as u16, ..msg(t, US) };
         assert_eq!(cause_of(&s), "none");
-        let s = Sample { cause: cause::ZERO_WINDOW, ..msg(t, US) };
+        let s = Sample { cause: cause::ZERO_WINDOW as u16, ..msg(t, US) };
         assert_eq!(cause_of(&s), "zero_window");
-        let s = Sample { cause: cause::FILL_LOW, ..msg(t, 100 * US) };
+        let s = Sample { cause: cause::FILL_LOW as u16, ..msg(t, 100 * US) };
         assert_eq!(cause_of(&s), "fill_ring_starved");
         let s = Sample { t_tx_done: t + 200 * US, ..msg(t, US) };
         assert_eq!(cause_of(&s), "tx_ring_or_kick");
-        let s = Sample { cause: cause::SAMPLER, ..msg(t, 50 * US) };
+        let s = Sample { cause: cause::SAMPLER as u16, ..msg(t, 50 * US) };
         assert_eq!(cause_of(&s), "sampler_interference");
         // 30 messages ahead in this iteration, 60 us of queueing: a burst.
         let s = Sample { queue_ns: 60_000, iter_handler_ns: 15_000, batch_pos: 30, ..msg(t, US) };
@@ -370,8 +386,20 @@ mod tests {
         // The same queueing behind one message: the loop stalled.
         let s = Sample { queue_ns: 60_000, iter_handler_ns: 1_000, batch_pos: 1, ..msg(t, US) };
         assert_eq!(cause_of(&s), "loop_stall");
-        // Slow, with nothing recorded to explain it.
-        assert_eq!(cause_of(&msg(t, 100 * US)), "unexplained");
+        // Waited 100 us while the loop polled (its previous iteration was
+        // short): the frame reached the ring late.
+        assert_eq!(cause_of(&msg(t, 100 * US)), "rx_path_delay");
+        // The same after a poll that slept: the loop woke late.
+        assert_eq!(cause_of(&Sample { cause: cause::SLEPT as u16, ..msg(t, 100 * US) }), "wakeup_latency");
+        // Waited behind a previous iteration of 30 messages that took 600 us.
+        assert_eq!(
+            cause_of(&Sample { prev_msgs: 30, prev_iter_ns: 600_000, ..msg(t, 300 * US) }),
+            "queued_behind_burst"
+        );
+        // ... which cannot explain a 5 ms wait.
+        assert_eq!(cause_of(&Sample { prev_msgs: 30, prev_iter_ns: 600_000, ..msg(t, 5_000 * US) }), "rx_path_delay");
+        // A slow stage nothing explains.
+        assert_eq!(cause_of(&Sample { t_parsed: t + 100 * US, ..msg(t, US) }), "unexplained");
     }
 
     #[test]
@@ -382,11 +410,11 @@ mod tests {
             Sample { t_rx_frame: t - 40 * US, t_handled: t, core: 0, msg_type: kind::REPORTER, ..Sample::default() };
         assert_eq!(CAUSES[classify(&s, 20 * US, &[r]).0], "sampler_interference");
         let elsewhere = Sample { core: 1, ..r };
-        assert_eq!(CAUSES[classify(&s, 20 * US, &[elsewhere]).0], "unexplained");
+        assert_eq!(CAUSES[classify(&s, 20 * US, &[elsewhere]).0], "rx_path_delay");
         // 21 us of reporter work cannot explain a 500 us wait.
         let s = msg(t, 500 * US);
         let short = Sample { t_rx_frame: t - 21 * US, ..r };
-        assert_eq!(CAUSES[classify(&s, 20 * US, &[short]).0], "unexplained");
+        assert_eq!(CAUSES[classify(&s, 20 * US, &[short]).0], "rx_path_delay");
     }
 
     #[test]

@@ -38,10 +38,12 @@ pub mod cause {
     /// Recorded because it was slower than the tail threshold, whatever the
     /// rate of its type (tail bias).
     pub const TAIL_BIAS: u32 = 1 << 6;
+    /// The poll that found it had blocked (slept in epoll_wait or poll(2)).
+    pub const SLEPT: u32 = 1 << 7;
 
     /// Names, in bit order, for reports.
-    pub const NAMES: [&str; 7] =
-        ["retransmit", "zero_window", "tx_full", "kick_wait", "fill_low", "sampler", "tail_bias"];
+    pub const NAMES: [&str; 8] =
+        ["retransmit", "zero_window", "tx_full", "kick_wait", "fill_low", "sampler", "tail_bias", "slept"];
 }
 
 /// Message kinds a sample can carry (`Sample::msg_type`).
@@ -98,8 +100,6 @@ pub struct Sample {
     /// Event-loop iteration that handled it.
     pub loop_iter: u64,
     pub conn: u32,
-    /// Bit set of [`cause`] flags.
-    pub cause: u32,
     /// From the poll's return in this iteration to `t_delivered`.
     pub queue_ns: u32,
     /// Handler time spent earlier in this iteration, before `t_delivered`.
@@ -109,10 +109,14 @@ pub struct Sample {
     pub prev_busy_ns: u32,
     /// Previous iteration: time spent in handlers.
     pub prev_handler_ns: u32,
-    /// Messages handled earlier in this iteration.
-    pub batch_pos: u16,
-    /// Messages handled in the previous iteration.
-    pub prev_msgs: u16,
+    /// Previous iteration: its whole length, from its poll's return to its end.
+    pub prev_iter_ns: u32,
+    /// Bit set of [`cause`] flags.
+    pub cause: u16,
+    /// Messages handled earlier in this iteration (saturates at 255).
+    pub batch_pos: u8,
+    /// Messages handled in the previous iteration (saturates at 255).
+    pub prev_msgs: u8,
     pub core: u8,
     /// A [`kind`].
     pub msg_type: u8,
@@ -191,12 +195,13 @@ impl Sample {
         ] {
             w.put(&v.to_le_bytes());
         }
-        for v in [self.conn, self.cause, self.queue_ns, self.iter_handler_ns, self.prev_busy_ns, self.prev_handler_ns] {
+        for v in
+            [self.conn, self.queue_ns, self.iter_handler_ns, self.prev_busy_ns, self.prev_handler_ns, self.prev_iter_ns]
+        {
             w.put(&v.to_le_bytes());
         }
-        w.put(&self.batch_pos.to_le_bytes());
-        w.put(&self.prev_msgs.to_le_bytes());
-        w.put(&[self.core, self.msg_type, self.status, self.payload_len]);
+        w.put(&self.cause.to_le_bytes());
+        w.put(&[self.batch_pos, self.prev_msgs, self.core, self.msg_type, self.status, self.payload_len]);
         w.put(&self.payload);
         b
     }
@@ -219,13 +224,14 @@ impl Sample {
             t_tx_done: u64_at(6),
             loop_iter: u64_at(7),
             conn: u32_at(64),
-            cause: u32_at(68),
-            queue_ns: u32_at(72),
-            iter_handler_ns: u32_at(76),
-            prev_busy_ns: u32_at(80),
-            prev_handler_ns: u32_at(84),
-            batch_pos: u16_at(88),
-            prev_msgs: u16_at(90),
+            queue_ns: u32_at(68),
+            iter_handler_ns: u32_at(72),
+            prev_busy_ns: u32_at(76),
+            prev_handler_ns: u32_at(80),
+            prev_iter_ns: u32_at(84),
+            cause: u16_at(88),
+            batch_pos: b[90],
+            prev_msgs: b[91],
             core: b[92],
             msg_type: b[93],
             status: b[94],
@@ -271,11 +277,12 @@ mod tests {
             t_tx_done: 6_500,
             loop_iter: 77,
             conn: 3,
-            cause: cause::RETRANSMIT | cause::TX_FULL,
+            cause: (cause::RETRANSMIT | cause::TX_FULL) as u16,
             queue_ns: 1_000,
             iter_handler_ns: 250,
             prev_busy_ns: 9,
             prev_handler_ns: 10,
+            prev_iter_ns: 11,
             batch_pos: 2,
             prev_msgs: 4,
             core: 1,

@@ -33,6 +33,12 @@ use crate::clock::{self, FastClock};
 /// message is recorded without `t_tx_done`.
 const PENDING_CAP: usize = 1024;
 
+/// Known work (poll, service outside handlers, flush) excuses at most this
+/// much loop time per message handled in the iteration, plus one: a
+/// preemption inside the poll or the flush must still show as unexplained
+/// time, not as work.
+pub const WORK_BUDGET_NS: u64 = 20_000;
+
 /// Up to this many records per iteration, the sampler's own time is not
 /// measured (one clock read saved per iteration; it is tens of ns).
 const SMALL_BATCH: usize = 4;
@@ -97,6 +103,7 @@ pub struct Tracer {
     prev_busy: u32,
     prev_handler: u32,
     prev_msgs: u16,
+    prev_iter: u32,
     prev_flags: u32,
     stats: TracerStats,
     /// In-iteration timestamps from the TSC, anchored by the first read of
@@ -146,6 +153,7 @@ impl Tracer {
             prev_busy: 0,
             prev_handler: 0,
             prev_msgs: 0,
+            prev_iter: 0,
             prev_flags: 0,
             stats: TracerStats::default(),
             fc: if cfg.enabled { FastClock::calibrate() } else { FastClock::disabled() },
@@ -254,13 +262,14 @@ impl Tracer {
                 t_parsed: t,
                 loop_iter: self.iter,
                 conn: self.in_conn,
-                cause: self.in_flags | self.iter_flags,
+                cause: (self.in_flags | self.iter_flags) as u16,
                 queue_ns: sat32(self.in_delivered.saturating_sub(self.t_poll)),
                 iter_handler_ns: sat32(self.iter_handler),
                 prev_busy_ns: self.prev_busy,
                 prev_handler_ns: self.prev_handler,
-                batch_pos: self.iter_msgs,
-                prev_msgs: self.prev_msgs,
+                prev_iter_ns: self.prev_iter,
+                batch_pos: self.iter_msgs.min(255) as u8,
+                prev_msgs: self.prev_msgs.min(255) as u8,
                 core: self.core,
                 msg_type: kind,
                 payload_len: n as u8,
@@ -301,7 +310,7 @@ impl Tracer {
         self.last_sent = t;
         for s in &mut self.pending[self.in_start..] {
             s.t_tx_queued = t;
-            s.cause |= tx_flags;
+            s.cause |= tx_flags as u16;
         }
         self.in_start = self.pending.len();
     }
@@ -345,7 +354,7 @@ impl Tracer {
             for i in 0..self.pending.len() {
                 let mut s = self.pending[i];
                 s.t_tx_done = t_tx_done;
-                s.cause |= flags;
+                s.cause |= flags as u16;
                 self.stats.messages += 1;
                 match self.policy.decide(s.msg_type, s.latency_ns()) {
                     Decision::Skip => {
@@ -355,7 +364,7 @@ impl Tracer {
                     Decision::Record => self.stats.recorded += 1,
                     Decision::Tail => {
                         self.stats.tail += 1;
-                        s.cause |= cause::TAIL_BIAS;
+                        s.cause |= cause::TAIL_BIAS as u16;
                     }
                 }
                 if let Some(p) = self.producer.as_mut() {
@@ -388,10 +397,16 @@ impl Tracer {
             self.now()
         };
         let busy = t_end.saturating_sub(self.t_poll);
-        // Handlers are inside the service time; the rest is unexplained.
-        self.prev_busy = sat32(busy.saturating_sub(self.iter_known).saturating_sub(sampler_ns));
+        // Handlers are inside the service time and excused in full (slow
+        // handlers are their own cause); other known work only up to a
+        // budget per message; the rest is unexplained.
+        let work = self.iter_known.saturating_sub(self.iter_handler);
+        let excused = work.min(WORK_BUDGET_NS * (u64::from(self.iter_msgs) + 1));
+        self.prev_busy =
+            sat32(busy.saturating_sub(self.iter_handler).saturating_sub(excused).saturating_sub(sampler_ns));
         self.prev_handler = sat32(self.iter_handler);
         self.prev_msgs = self.iter_msgs;
+        self.prev_iter = sat32(busy);
         self.prev_flags = if sampler_ns >= SAMPLER_SLOW_NS { cause::SAMPLER } else { 0 };
     }
 }
@@ -428,7 +443,7 @@ mod tests {
         assert_eq!(s.t_rx_frame, arrival);
         let ts = [s.t_rx_frame, s.t_delivered, s.t_parsed, s.t_handled, s.t_tx_queued, s.t_tx_done];
         assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
-        assert_eq!(s.cause & (cause::RETRANSMIT | cause::TX_FULL), cause::RETRANSMIT | cause::TX_FULL);
+        assert_eq!(u32::from(s.cause) & (cause::RETRANSMIT | cause::TX_FULL), cause::RETRANSMIT | cause::TX_FULL);
         assert_eq!((s.payload_len, &s.payload[..4]), (32, &b"0123"[..]));
         assert_eq!(t.stats().recorded, 1);
     }
@@ -473,6 +488,29 @@ mod tests {
         assert!(s[2].prev_busy_ns >= 400_000, "{:?}", s[2]);
         assert!(s[1].prev_busy_ns < 400_000, "{:?}", s[1]);
         assert!(s[2].prev_handler_ns < 400_000);
+    }
+
+    #[test]
+    fn a_stall_inside_known_work_is_still_unexplained() {
+        let (mut t, mut c) = tracer(SamplingConfig::default(), InjectConfig::default());
+        one_message(&mut t, 1, 1, 0);
+        // Iteration 2: one message, then a flush that took 3 ms (the vCPU
+        // was preempted inside it).
+        let now = clock::mono_ns();
+        t.begin_iteration(2, now, true, 0);
+        t.begin_input(1, RxTrace::default());
+        t.parsed(kind::LIMIT, 1, b"x");
+        t.handled(0);
+        t.end_input(0);
+        let f0 = t.flush_start();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let f1 = t.now();
+        t.end_iteration((f0, f1), f1, 0);
+        one_message(&mut t, 3, 1, 0);
+        let s: Vec<Sample> = std::iter::from_fn(|| c.pop()).collect();
+        // 3 ms of flush, of which 2 x 20 us are excused as work.
+        assert!(s[2].prev_busy_ns >= 2_900_000, "{:?}", s[2]);
+        assert!(s[1].prev_busy_ns < 1_000_000, "{:?}", s[1]);
     }
 
     #[test]

@@ -740,6 +740,9 @@ impl Transport for XdpTransport {
             let ms = wait.as_millis().min(i32::MAX as u128) as i32;
             if ms != 0 {
                 self.dev.xsk.rx.wait(ms);
+                if self.tracing {
+                    self.loop_flags |= cause::SLEPT;
+                }
                 self.set_now(clock::mono_ns());
                 let n = self.ingress();
                 self.scan(events);
