@@ -41,8 +41,21 @@ fn help_documents_every_flag() {
             "--prefix",
             "--backlog",
             "--max-conns",
+            "--no-cpu-dma-latency",
+            "--metrics",
+            "--sample-log",
+            "--sample-log-records",
+            "--reporter-core",
+            "--sample",
+            "--sample-config",
+            "--sample-tail-us",
+            "--sample-max-rate",
+            "--sample-ring",
+            "--inject",
         ],
     );
+    assert_help_lists("report", &["--live", "--log", "--threshold-us", "--significant-us", "--json"]);
+    assert_help_lists("doctor", &["--iface", "--core", "--queue", "--probe", "--json"]);
     assert_help_lists(
         "load",
         &[
@@ -77,6 +90,19 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "dpdk"], &["--backend", "dpdk"]),
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--core", "99999"], &["--core 99999"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "-5"], &["--rate", "-5"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--sample", "bogus=5"], &["--sample", "bogus"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--sample", "limit=150"], &["--sample", "150"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--sample-ring", "1000"], &["--sample-ring", "1000"]),
+        (
+            &["serve", "--ip", "127.0.0.1", "--port", "7", "--sample-config", "/nonexistent.toml"],
+            &["--sample-config", "/nonexistent.toml"],
+        ),
+        (
+            &["serve", "--ip", "127.0.0.1", "--port", "7", "--sample", "on", "--reporter-core", "4096"],
+            &["--reporter-core 4096"],
+        ),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--inject", "stall:0:5"], &["--inject", "EVERY_MS"]),
+        (&["report", "--log", "/nonexistent.log"], &["--log /nonexistent.log"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "5", "--duration", "abc"], &["--duration", "abc"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--conns", "0"], &["--conns", "0"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--size", "8", "--app", "echo"], &["--size", "8"]),
