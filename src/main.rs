@@ -221,7 +221,8 @@ struct ObserveArgs {
     sample_ring: Option<usize>,
     /// Inject a fault (repeatable): stall:EVERY_MS:DURATION_US (the poll loop spins),
     /// slow-handler:EVERY_N:DURATION_US (every N-th message's handler spins), loss:EVERY_N
-    /// (the XDP program drops every N-th TCP data segment; xdp backend only).
+    /// (the XDP program drops every N-th TCP data segment; xdp backend only), tx-loss:EVERY_N (the
+    /// stack drops every N-th TCP data segment it sends, so it must retransmit; xdp backend only).
     #[arg(long, value_name = "SPEC")]
     inject: Vec<String>,
 }
@@ -358,6 +359,7 @@ enum Chosen {
 struct XdpExtras {
     stamp_rx: bool,
     drop_every: u32,
+    tx_drop_every: u32,
 }
 
 fn xdp_config(
@@ -376,6 +378,7 @@ fn xdp_config(
     c.xsk.queue = x.queue;
     c.stamp_rx = extras.stamp_rx;
     c.drop_every = extras.drop_every;
+    c.tx_drop_every = extras.tx_drop_every;
     c.xsk.busy_poll_us = busy_poll_us;
     c.xsk.zero_copy = match x.zero_copy {
         ZeroCopyArg::Auto => ZeroCopy::Auto,
@@ -460,9 +463,16 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     let _dma_latency = if a.no_cpu_dma_latency { None } else { runtime::hold_cpu_dma_latency_zero() };
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
-    let extras = XdpExtras { stamp_rx: sampling.enabled, drop_every: inject.loss_every.unwrap_or(0) };
-    if inject.loss_every.is_some() && a.backend == BackendArg::Kernel {
-        return Err("--inject loss:N needs --backend xdp: the drop lives in the XDP program".into());
+    let extras = XdpExtras {
+        stamp_rx: sampling.enabled,
+        drop_every: inject.loss_every.unwrap_or(0),
+        tx_drop_every: inject.tx_loss_every.unwrap_or(0),
+    };
+    let needs_xdp = inject.loss_every.is_some() || inject.tx_loss_every.is_some();
+    if needs_xdp && a.backend == BackendArg::Kernel {
+        return Err(
+            "--inject loss:N or tx-loss:N needs --backend xdp: the drops live in the XDP program and the stack".into(),
+        );
     }
     let stack_ip = match a.ip {
         IpAddr::V4(ip) => Some(ip),
@@ -483,8 +493,10 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     let obs = Observe { sampling, inject };
     match chosen {
         Chosen::Kernel(t) => {
-            if inject.loss_every.is_some() {
-                return Err("--inject loss:N needs the xdp backend, and the kernel backend was chosen".into());
+            if needs_xdp {
+                return Err(
+                    "--inject loss:N and tx-loss:N need the xdp backend, and the kernel backend was chosen".into()
+                );
             }
             serve_on(*t, &a, &obs, &stop)
         }

@@ -339,3 +339,31 @@ fn xdp_malformed_frames_are_counted_and_the_stack_keeps_serving() {
     assert!(counter(&log, "rx_invalid").unwrap() >= 250, "{log:?}");
     assert_eq!(counter(&log, "aborted"), Some(0));
 }
+
+#[test]
+fn xdp_recovers_from_its_own_lost_segments() {
+    // The stack drops every 50th data segment it sends; smoltcp must
+    // retransmit each (after its 1 s minimum RTO), and every order is still
+    // answered once, in order.
+    let Some((lab, srv)) = xdp_lab("xdp_recovers_from_its_own_lost_segments", "orders", &["--inject", "tx-loss:50"])
+    else {
+        return;
+    };
+    let out = lab.load(&[
+        "--ip",
+        GW_IP,
+        "--port",
+        "7777",
+        "--conns",
+        "4",
+        "--rate",
+        "500",
+        "--duration",
+        "2",
+        "--drain",
+        "10",
+    ]);
+    let log = srv.stop();
+    assert!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(counter(&log, "tx_injected_drops").unwrap_or(0) >= 5, "expected injected TX drops: {log:?}");
+}

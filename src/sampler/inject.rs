@@ -7,6 +7,9 @@
 //!   DURATION_US between being parsed and being handled.
 //! * `loss:EVERY_N`: the XDP program drops every EVERY_N-th TCP segment that
 //!   carries payload to the stack (xdp backend only; the peer retransmits).
+//! * `tx-loss:EVERY_N`: the xdp backend drops every EVERY_N-th TCP segment
+//!   with payload that it transmits, before the TX ring (the stack, smoltcp,
+//!   retransmits: this measures its retransmission timeout).
 //!
 //! Spinning, not sleeping: the duration is exact and the core stays busy,
 //! which is what a stall looks like from the outside. Every injection is
@@ -22,6 +25,8 @@ pub struct InjectConfig {
     pub slow_handler: Option<(u64, u64)>,
     /// Drop every N-th data segment (XDP).
     pub loss_every: Option<u32>,
+    /// Drop every N-th data segment the stack transmits (xdp backend).
+    pub tx_loss_every: Option<u32>,
 }
 
 impl InjectConfig {
@@ -46,17 +51,21 @@ impl InjectConfig {
             ["slow-handler", every_n, dur_us] => {
                 self.slow_handler = Some((num(every_n, "EVERY_N")?, num(dur_us, "DURATION_US")? * 1000));
             }
-            ["loss", every_n] => {
+            [which @ ("loss" | "tx-loss"), every_n] => {
                 let n = num(every_n, "EVERY_N")?;
                 if n < 2 || n > u64::from(u32::MAX) {
                     return Err(format!("--inject {spec:?}: EVERY_N must be 2..={}", u32::MAX));
                 }
-                self.loss_every = Some(n as u32);
+                if *which == "loss" {
+                    self.loss_every = Some(n as u32);
+                } else {
+                    self.tx_loss_every = Some(n as u32);
+                }
             }
             _ => {
                 return Err(format!(
-                    "--inject {spec:?}: expected stall:EVERY_MS:DURATION_US, slow-handler:EVERY_N:DURATION_US \
-                     or loss:EVERY_N"
+                    "--inject {spec:?}: expected stall:EVERY_MS:DURATION_US, slow-handler:EVERY_N:DURATION_US, \
+                     loss:EVERY_N or tx-loss:EVERY_N"
                 ))
             }
         }
@@ -73,13 +82,16 @@ impl InjectConfig {
             v.push(format!("slow handler of {} us every {n} messages", dur / 1000));
         }
         if let Some(n) = self.loss_every {
-            v.push(format!("loss of every {n}th TCP data segment (XDP)"));
+            v.push(format!("loss of every {n}th TCP data segment in (XDP)"));
+        }
+        if let Some(n) = self.tx_loss_every {
+            v.push(format!("loss of every {n}th TCP data segment out (xdp TX)"));
         }
         v.join("; ")
     }
 
     pub fn any(&self) -> bool {
-        self.stall.is_some() || self.slow_handler.is_some() || self.loss_every.is_some()
+        self.stall.is_some() || self.slow_handler.is_some() || self.loss_every.is_some() || self.tx_loss_every.is_some()
     }
 }
 
@@ -144,6 +156,8 @@ mod tests {
         c.apply("stall:50:2000").unwrap();
         c.apply("slow-handler:100:500").unwrap();
         c.apply("loss:20").unwrap();
+        c.apply("tx-loss:30").unwrap();
+        assert_eq!(c.tx_loss_every, Some(30));
         assert_eq!(c.stall, Some((50_000_000, 2_000_000)));
         assert_eq!(c.slow_handler, Some((100, 500_000)));
         assert_eq!(c.loss_every, Some(20));

@@ -21,8 +21,45 @@ use super::xsk::{Frame, RxHalf, TxHalf, UmemView, Xsk};
 /// Ethernet frame size smoltcp may build (1500-byte IP MTU + 14-byte header).
 pub const ETH_MTU: usize = 1514;
 
+/// `--inject tx-loss:N`: drop every N-th TCP segment with payload that the
+/// stack transmits, before it reaches the TX ring (the stack then has to
+/// retransmit it).
+#[derive(Debug, Default)]
+pub struct TxLoss {
+    pub every: u32,
+    data_frames: u64,
+    pub dropped: u64,
+}
+
+impl TxLoss {
+    /// Drop this frame?
+    fn drop(&mut self, frame: &[u8]) -> bool {
+        if self.every == 0 || !tcp_payload(frame) {
+            return false;
+        }
+        self.data_frames += 1;
+        if self.data_frames % u64::from(self.every) == 0 {
+            self.dropped += 1;
+            return true;
+        }
+        false
+    }
+}
+
+/// Is this an IPv4 TCP segment carrying payload?
+fn tcp_payload(b: &[u8]) -> bool {
+    if b.len() < 14 + 20 + 20 || b[12..14] != [0x08, 0x00] || b[23] != 6 {
+        return false;
+    }
+    let ihl = usize::from(b[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([b[16], b[17]]));
+    let Some(&off) = b.get(14 + ihl + 12) else { return false };
+    total > ihl + usize::from(off >> 4) * 4
+}
+
 pub struct XskDevice {
     pub xsk: Xsk,
+    pub tx_loss: TxLoss,
     /// The frame the next `receive` hands to smoltcp (see [`XskDevice::stage_next`]).
     staged: Option<(Frame, usize)>,
     /// Where a TX token writes when no TX frame is free: the frame is then
@@ -32,7 +69,7 @@ pub struct XskDevice {
 
 impl XskDevice {
     pub fn new(xsk: Xsk) -> Self {
-        XskDevice { xsk, staged: None, scratch: Box::new([0u8; ETH_MTU]) }
+        XskDevice { xsk, tx_loss: TxLoss::default(), staged: None, scratch: Box::new([0u8; ETH_MTU]) }
     }
 
     /// Take the next frame off the rx ring and classify it; smoltcp gets it
@@ -78,6 +115,7 @@ pub struct XskTx<'a> {
     tx: &'a mut TxHalf,
     view: UmemView,
     scratch: &'a mut [u8; ETH_MTU],
+    loss: &'a mut TxLoss,
 }
 
 impl phy::RxToken for XskRx<'_> {
@@ -97,8 +135,13 @@ impl phy::TxToken for XskTx<'_> {
             Some(mut frame) => {
                 // SAFETY: the frame came off the free list and is owned by
                 // this token until submitted below.
-                let r = f(unsafe { self.view.bytes_mut(&mut frame, len) });
-                self.tx.submit(frame, len);
+                let bytes = unsafe { self.view.bytes_mut(&mut frame, len) };
+                let r = f(&mut *bytes);
+                if self.loss.every != 0 && self.loss.drop(bytes) {
+                    self.tx.free(frame);
+                } else {
+                    self.tx.submit(frame, len);
+                }
                 r
             }
             None => f(&mut self.scratch[..len]),
@@ -113,12 +156,12 @@ impl Device for XskDevice {
     fn receive(&mut self, _timestamp: Instant) -> Option<(XskRx<'_>, XskTx<'_>)> {
         let (frame, len) = self.staged.take()?;
         let (rx, tx, view) = self.xsk.split();
-        Some((XskRx { rx, view, frame, len }, XskTx { tx, view, scratch: &mut self.scratch }))
+        Some((XskRx { rx, view, frame, len }, XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss }))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<XskTx<'_>> {
         let (_, tx, view) = self.xsk.split();
-        Some(XskTx { tx, view, scratch: &mut self.scratch })
+        Some(XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -251,6 +294,21 @@ mod tests {
         assert_eq!((k.tuple, k.syn), (Some((remote, 40000, 7777)), true));
         assert!(!classify(&tcp_frame(0x12)).syn, "SYN-ACK is not a new connection");
         assert_eq!(classify(&tcp_frame(0x10)).tuple, Some((remote, 40000, 7777)));
+    }
+
+    #[test]
+    fn tx_loss_drops_every_nth_data_segment_only() {
+        let mut data = tcp_frame(0x18);
+        data[46] = 5 << 4;
+        data.extend_from_slice(&[1u8; 8]);
+        data[16..18].copy_from_slice(&(20u16 + 20 + 8).to_be_bytes());
+        let mut ack = tcp_frame(0x10);
+        ack[46] = 5 << 4;
+        let mut l = TxLoss { every: 3, ..TxLoss::default() };
+        let dropped: Vec<bool> = (0..6).map(|_| l.drop(&data)).collect();
+        assert_eq!(dropped, [false, false, true, false, false, true]);
+        assert!(!l.drop(&ack), "pure ACKs are never dropped");
+        assert_eq!(l.dropped, 2);
     }
 
     #[test]

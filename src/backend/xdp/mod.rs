@@ -75,6 +75,8 @@ pub struct XdpConfig {
     pub stamp_rx: bool,
     /// `--inject loss:N`: the XDP program drops every N-th TCP data segment.
     pub drop_every: u32,
+    /// `--inject tx-loss:N`: drop every N-th TCP data segment transmitted.
+    pub tx_drop_every: u32,
 }
 
 impl XdpConfig {
@@ -92,6 +94,7 @@ impl XdpConfig {
             local_ports: (61000, 65535),
             stamp_rx: false,
             drop_every: 0,
+            tx_drop_every: 0,
         }
     }
 }
@@ -355,6 +358,7 @@ impl XdpTransport {
             );
         }
         let mut dev = XskDevice::new(sock);
+        dev.tx_loss.every = cfg.tx_drop_every;
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
         config.random_seed = clock::realtime_ns();
         let mut iface = Interface::new(config, &mut dev, now_instant());
@@ -926,7 +930,11 @@ impl Transport for XdpTransport {
             x.redirected,
             x.passed,
             x.malformed,
-            if x.injected_drops > 0 { format!(" injected_drops={}", x.injected_drops) } else { String::new() },
+            if x.injected_drops > 0 || self.dev.tx_loss.dropped > 0 {
+                format!(" injected_drops={} tx_injected_drops={}", x.injected_drops, self.dev.tx_loss.dropped)
+            } else {
+                String::new()
+            },
             r.frames,
             r.wakeups,
             t.frames,
