@@ -56,9 +56,18 @@ fn f(item: &'static str, status: Status, found: impl Into<String>, fix: impl Int
     Finding { item, status, found: found.into(), fix }
 }
 
-/// `ethtool ARGS IF` output, if ethtool runs.
-fn ethtool(args: &[&str], iface: &str) -> Option<String> {
-    let out = Command::new("ethtool").args(args).arg(iface).output().ok()?;
+/// `ethtool ARGS IF` output, run in network namespace `ns` if given, if
+/// ethtool runs.
+fn ethtool(ns: Option<&str>, args: &[&str], iface: &str) -> Option<String> {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "ethtool"]);
+            c
+        }
+        None => Command::new("ethtool"),
+    };
+    let out = c.args(args).arg(iface).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
@@ -243,7 +252,7 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
         .or_else(|| {
-            ethtool(&["-i"], &o.iface)
+            ethtool(None, &["-i"], &o.iface)
                 .and_then(|t| t.lines().find_map(|l| l.strip_prefix("driver: ").map(str::to_string)))
         })
         .unwrap_or_else(|| "unknown".into());
@@ -291,7 +300,7 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
     }
 
     // Offloads that would hand the stack partial checksums or merged frames.
-    match ethtool(&["-k"], &o.iface) {
+    match ethtool(None, &["-k"], &o.iface) {
         None => v.push(f("offloads", Status::Info, "ethtool -k failed or ethtool is missing", "install ethtool")),
         Some(k) => {
             let on = |name| feature(&k, name) == Some("on");
@@ -308,7 +317,7 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
             let mut peer_note = None;
             if driver == "veth" {
                 match veth_peer(ifdir) {
-                    Some((ns, p)) => match features_in(ns.as_deref(), &p) {
+                    Some((ns, p)) => match ethtool(ns.as_deref(), &["-k"], &p) {
                         Some(pk) if feature(&pk, "tx-checksumming") == Some("on") => {
                             bad.push(format!("tx-checksumming on the veth peer {p} (partial checksums)"))
                         }
@@ -503,15 +512,6 @@ fn veth_peer(ifdir: &str) -> Option<(Option<String>, String)> {
         let idx = read(&format!("{}/ifindex", e.path().display()))?;
         (idx == peer && other != name).then_some((None, other))
     })
-}
-
-/// `ethtool -k` of an interface, in namespace `ns` if given.
-fn features_in(ns: Option<&str>, iface: &str) -> Option<String> {
-    let out = match ns {
-        Some(ns) => Command::new("ip").args(["netns", "exec", ns, "ethtool", "-k", iface]).output().ok()?,
-        None => Command::new("ethtool").args(["-k", iface]).output().ok()?,
-    };
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 /// Is capability `bit` in this process's effective set?

@@ -565,7 +565,7 @@ fn run_server<T: Transport, A: App>(
             records: a.obs.sample_log_records,
             avoid_core: a.core,
             core: a.obs.reporter_core,
-            xdp: s.transport.name() == "xdp",
+            xdp_counters: s.transport.counter_reader(),
         };
         let r = Reporter::start(rcfg, consumer).map_err(|e| format!("reporter: {e}"))?;
         s.set_published(r.published.clone());

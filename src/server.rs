@@ -334,22 +334,13 @@ impl<T: Transport, A: App> Server<T, A> {
         let mut progress = false;
 
         // 1. Flush output.
-        if c.tx.len() > 0 && !c.tx_blocked {
-            match self.transport.send(id, c.tx.as_slice()) {
-                Ok(n) => {
-                    c.tx.consume(n);
-                    progress |= n > 0;
-                    if c.tx.len() > 0 {
-                        c.tx_blocked = true;
-                    }
-                }
-                Err(e) if would_block(&e) => c.tx_blocked = true,
-                Err(e) => {
-                    self.stats.io_errors += 1;
-                    let reason = format!("send failed: {e}");
-                    self.finish(id, &reason, true);
-                    return Step::Gone;
-                }
+        match send_queued(&mut self.transport, id, c) {
+            Ok(n) => progress |= n > 0,
+            Err(e) => {
+                self.stats.io_errors += 1;
+                let reason = format!("send failed: {e}");
+                self.finish(id, &reason, true);
+                return Step::Gone;
             }
         }
 
@@ -441,24 +432,9 @@ impl<T: Transport, A: App> Server<T, A> {
             }
             // Replies go out at once, before more input is read; an error is
             // left for step 1 of the next round to handle.
-            let mut tx_flags = 0;
-            if c.tx.len() > 0 && !c.tx_blocked {
-                match self.transport.send(id, c.tx.as_slice()) {
-                    Ok(n) => {
-                        c.tx.consume(n);
-                        if c.tx.len() > 0 {
-                            c.tx_blocked = true;
-                            tx_flags = cause::TX_FULL;
-                        }
-                    }
-                    Err(e) if would_block(&e) => {
-                        c.tx_blocked = true;
-                        tx_flags = cause::TX_FULL;
-                    }
-                    Err(_) => {}
-                }
-            }
-            self.tracer.end_input(tx_flags);
+            let attempted = c.tx.len() > 0 && !c.tx_blocked;
+            let _ = send_queued(&mut self.transport, id, c);
+            self.tracer.end_input(if attempted && c.tx_blocked { cause::TX_FULL } else { 0 });
             stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0);
             match v {
                 Verdict::Continue => {}
@@ -500,6 +476,27 @@ impl<T: Transport, A: App> Server<T, A> {
         } else {
             Step::Idle
         }
+    }
+}
+
+/// Hand `c`'s queued output to the transport, unless it is waiting for
+/// Writable. Returns the bytes sent; a short write or WouldBlock marks the
+/// connection blocked until the transport reports Writable.
+fn send_queued<T: Transport, S>(t: &mut T, id: ConnId, c: &mut Conn<S>) -> io::Result<usize> {
+    if c.tx.len() == 0 || c.tx_blocked {
+        return Ok(0);
+    }
+    match t.send(id, c.tx.as_slice()) {
+        Ok(n) => {
+            c.tx.consume(n);
+            c.tx_blocked = c.tx.len() > 0;
+            Ok(n)
+        }
+        Err(e) if would_block(&e) => {
+            c.tx_blocked = true;
+            Ok(0)
+        }
+        Err(e) => Err(e),
     }
 }
 

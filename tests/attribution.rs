@@ -45,20 +45,7 @@ impl Drop for TempPath {
 /// a CPU, or the scheduler's slices become real loop stalls that outnumber
 /// the injected fault).
 fn load(lab: &Lab) {
-    let out = lab.load(&[
-        "--ip",
-        GW_IP,
-        "--port",
-        "7777",
-        "--conns",
-        "4",
-        "--rate",
-        "2000",
-        "--duration",
-        "3",
-        "--core",
-        "0",
-    ]);
+    let out = lab.load(&["--conns", "4", "--rate", "2000", "--duration", "3", "--core", "0"]);
     assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 

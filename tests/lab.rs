@@ -29,10 +29,6 @@ fn orders_over(conns: usize) {
     let report = dir.with_extension("json");
     let n = conns.to_string();
     let out = lab.load(&[
-        "--ip",
-        GW_IP,
-        "--port",
-        PORT,
         "--app",
         "orders",
         "--conns",

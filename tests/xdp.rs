@@ -104,10 +104,6 @@ fn xdp_orders_every_order_acked_once() {
     let Some((lab, srv)) = xdp_lab("xdp_orders_every_order_acked_once", "orders", &[]) else { return };
     let report = std::env::temp_dir().join(format!("tg-xdp-orders-{}.json", std::process::id()));
     let out = lab.load(&[
-        "--ip",
-        GW_IP,
-        "--port",
-        "7777",
         "--app",
         "orders",
         "--conns",
@@ -149,10 +145,6 @@ fn xdp_load_generator_on_the_bypass_stack_too() {
         &lab.if_cli,
         "--local-ip",
         "198.18.0.3",
-        "--ip",
-        GW_IP,
-        "--port",
-        "7777",
         "--app",
         "orders",
         "--conns",
@@ -349,20 +341,7 @@ fn xdp_recovers_from_its_own_lost_segments() {
     else {
         return;
     };
-    let out = lab.load(&[
-        "--ip",
-        GW_IP,
-        "--port",
-        "7777",
-        "--conns",
-        "4",
-        "--rate",
-        "500",
-        "--duration",
-        "2",
-        "--drain",
-        "10",
-    ]);
+    let out = lab.load(&["--conns", "4", "--rate", "500", "--duration", "2", "--drain", "10"]);
     let log = srv.stop();
     assert!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
     assert!(counter(&log, "tx_injected_drops").unwrap_or(0) >= 5, "expected injected TX drops: {log:?}");

@@ -71,6 +71,8 @@ pub struct KernelTransport {
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, and when it was read (monotonic).
     clock_offset: u64,
     clock_offset_at: u64,
+    /// The last poll's clock.
+    now_ns: u64,
 }
 
 impl KernelTransport {
@@ -90,6 +92,7 @@ impl KernelTransport {
             loop_flags: 0,
             clock_offset: 0,
             clock_offset_at: 0,
+            now_ns: 0,
         })
     }
 
@@ -183,6 +186,7 @@ impl Transport for KernelTransport {
             Err(e) => return Err(e),
         }
         let now = crate::clock::mono_ns();
+        self.now_ns = now;
         let mut accept_from = [false; 8];
         for ev in self.events.iter() {
             let t = ev.token().0;
@@ -218,14 +222,14 @@ impl Transport for KernelTransport {
         let (s, hup) = self.conns.get_mut(conn.0).ok_or(io::ErrorKind::NotConnected)?;
         let n = if self.tracing {
             let (n, rt) = rxts::recv(s.as_raw_fd(), buf)?;
-            let now = clock::mono_ns();
-            if now.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
+            if self.now_ns.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
                 self.clock_offset = clock::realtime_ns().wrapping_sub(clock::mono_ns());
-                self.clock_offset_at = now;
+                self.clock_offset_at = self.now_ns;
             }
+            // A timestamp later than delivery (the clock stepped) is ignored
+            // by the sample (`Sample::arrival`).
             let arrival = if rt == 0 { 0 } else { rt.wrapping_sub(self.clock_offset) };
-            // A timestamp from the future (clock stepped) is no timestamp.
-            self.last_rx_trace = RxTrace { arrival_ns: if arrival <= now { arrival } else { 0 }, flags: 0 };
+            self.last_rx_trace = RxTrace { arrival_ns: arrival, flags: 0 };
             n
         } else {
             s.read(buf)?

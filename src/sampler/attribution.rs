@@ -197,9 +197,10 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
     let mut rows: Vec<Row> = groups
         .into_iter()
         .map(|((c, st), v)| {
+            let per: Vec<[u64; 6]> = v.iter().map(|s| s.stages()).collect();
             let mut stages = BTreeMap::new();
             for (i, name) in STAGES.iter().enumerate() {
-                let mut xs: Vec<u64> = v.iter().map(|s| s.stages()[i]).collect();
+                let mut xs: Vec<u64> = per.iter().map(|st| st[i]).collect();
                 xs.sort_unstable();
                 stages.insert(*name, StageStat { p50_us: us(pct(&xs, 0.5)), max_us: us(*xs.last().unwrap_or(&0)) });
             }
@@ -215,14 +216,13 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
         })
         .collect();
     rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.cause.cmp(b.cause)));
-    // Most tail messages; ties go to the rule tried first.
+    // Most tail messages; ties go to the rule tried first (`max_by_key`
+    // keeps the last of equals, and the causes are walked in reverse).
     let top_cause = CAUSES
         .iter()
+        .rev()
         .filter_map(|c| causes.get(c).map(|n| (*c, *n)))
-        .fold(None, |best: Option<(&'static str, usize)>, (c, n)| match best {
-            Some((_, bn)) if bn >= n => best,
-            _ => Some((c, n)),
-        })
+        .max_by_key(|&(_, n)| n)
         .map_or("none", |(c, _)| c);
     Report {
         samples: msgs.len(),

@@ -168,7 +168,7 @@ impl SamplingConfig {
 
 fn parse_pct(v: &str) -> Result<u8, String> {
     let n: u64 = v.trim().trim_end_matches('%').parse().map_err(|_| format!("{v:?} is not a whole percentage"))?;
-    check_pct(n.min(1000) as u8).and_then(|p| if n > 100 { Err(format!("{n}% is over 100")) } else { Ok(p) })
+    check_pct(u8::try_from(n).unwrap_or(u8::MAX)).map_err(|_| format!("{n}% is over 100"))
 }
 
 fn check_pct(v: u8) -> Result<u8, String> {

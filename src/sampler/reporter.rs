@@ -35,7 +35,7 @@ use super::tracer::TracerStats;
 use super::{kind, Sample, STAGES};
 use crate::app::AppCounters;
 use crate::clock;
-use crate::transport::{BackendCounters, TransportStats};
+use crate::transport::{BackendCounters, CounterReader, TransportStats};
 
 /// Counters the loop publishes for the reporter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -67,7 +67,6 @@ impl Published {
     }
 }
 
-#[derive(Debug, Clone)]
 pub struct ReporterConfig {
     pub metrics: Option<SocketAddr>,
     pub sample_log: Option<PathBuf>,
@@ -78,8 +77,9 @@ pub struct ReporterConfig {
     /// Pin the reporter and metrics threads to this core (a housekeeping
     /// core); otherwise they may use any core but `avoid_core`.
     pub core: Option<usize>,
-    /// The backend is xdp (XDP counters are exported).
-    pub xdp: bool,
+    /// The XDP program's counters (xdp backend; they are then exported),
+    /// read by the reporter when the loop publishes its own.
+    pub xdp_counters: Option<CounterReader>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -394,17 +394,18 @@ impl Reporter {
             None => None,
         };
         let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
-        let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new(cfg.xdp) }));
+        let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new(cfg.xdp_counters.is_some()) }));
         let stop = Arc::new(AtomicBool::new(false));
         let published = Arc::new(Published::default());
         let mut threads = Vec::new();
         {
             let (inner, stop, published) = (inner.clone(), stop.clone(), published.clone());
             let avoid_core = (cfg.avoid_core, cfg.core);
+            let xdp = cfg.xdp_counters;
             threads.push(
                 std::thread::Builder::new()
                     .name("tg-reporter".into())
-                    .spawn(move || drain_loop(inner, consumer, published, stop, avoid_core))?,
+                    .spawn(move || drain_loop(inner, consumer, published, xdp, stop, avoid_core))?,
             );
         }
         if let Some(listener) = listener {
@@ -452,6 +453,7 @@ fn drain_loop(
     inner: Arc<Mutex<Inner>>,
     mut consumer: Option<Consumer>,
     published: Arc<Published>,
+    xdp: Option<CounterReader>,
     stop: Arc<AtomicBool>,
     avoid_core: (Option<usize>, Option<usize>),
 ) {
@@ -483,7 +485,10 @@ fn drain_loop(
                 }
                 store.set_dropped(c.dropped());
             }
-            if let Some(snap) = published.take() {
+            if let Some(mut snap) = published.take() {
+                if let Some(read) = &xdp {
+                    snap.backend.xdp = read();
+                }
                 metrics.update(&snap);
             }
             let t1 = clock::mono_ns();

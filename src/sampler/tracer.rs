@@ -351,8 +351,7 @@ impl Tracer {
         if !self.pending.is_empty() {
             let t0 = if flush.1 != 0 { flush.1 } else { self.now() };
             let mut pushed = false;
-            for i in 0..self.pending.len() {
-                let mut s = self.pending[i];
+            for s in self.pending.iter_mut() {
                 s.t_tx_done = t_tx_done;
                 s.cause |= flags as u16;
                 self.stats.messages += 1;
@@ -368,7 +367,7 @@ impl Tracer {
                     }
                 }
                 if let Some(p) = self.producer.as_mut() {
-                    pushed |= p.push(&s);
+                    pushed |= p.push(s);
                 }
             }
             if pushed {

@@ -109,6 +109,9 @@ pub struct BackendCounters {
 
 pub use crate::sampler::tracer::RxTrace;
 
+/// Reads counters that take a system call, from the reporter thread.
+pub type CounterReader = Box<dyn Fn() -> [u64; 5] + Send>;
+
 /// The socket-level API. See the module docs for the contract.
 pub trait Transport {
     /// Short name of the backend, as used in `--backend` and in reports.
@@ -131,10 +134,15 @@ pub trait Transport {
     fn report(&self) -> Option<String> {
         None
     }
-    /// Counters for metrics (read every 100 ms by the loop, so a backend
-    /// may make a system call here).
+    /// Counters for metrics, read by the loop every 100 ms: no system calls
+    /// here (counters that need one go through `counter_reader`).
     fn counters(&self) -> BackendCounters {
         BackendCounters::default()
+    }
+    /// A reader of `BackendCounters::xdp` for the reporter thread, which
+    /// reads them itself so the pinned loop does not (xdp backend).
+    fn counter_reader(&self) -> Option<CounterReader> {
+        None
     }
 
     // Tracing (docs/ATTRIBUTION.md). Backends that see nothing keep the

@@ -148,10 +148,11 @@ impl Lab {
         Proc::spawn_until(c, "tailgate: serving ", Duration::from_secs(10))
     }
 
-    /// Run `tailgate load` in the client namespace to completion.
+    /// Run `tailgate load` against the gateway (GW_IP port 7777) in the
+    /// client namespace to completion.
     pub fn load(&self, args: &[&str]) -> Output {
         let mut c = self.cmd_in(&self.ns_cli, BIN);
-        c.arg("load").args(args);
+        c.args(["load", "--ip", GW_IP, "--port", "7777"]).args(args);
         run_bounded(c, Duration::from_secs(120))
     }
 

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use std::net::Ipv4Addr;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject};
 
 #[allow(
     unsafe_code,
@@ -105,18 +105,40 @@ impl XdpProgram {
             .map_err(|e| err(&format!("adding port {port} to the XDP filter"), e))
     }
 
-    /// Read the per-CPU counters, summed.
+    /// Read the per-CPU counters, summed (one system call per counter).
     pub fn counters(&self) -> XdpCounters {
-        let mut v = [0u64; 5];
-        for (i, slot) in v.iter_mut().enumerate() {
-            let key = (i as u32).to_ne_bytes();
-            if let Ok(Some(per_cpu)) = self.skel.maps.counters.lookup_percpu(&key, MapFlags::ANY) {
-                *slot = per_cpu
-                    .iter()
-                    .filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
-                    .sum();
-            }
-        }
-        XdpCounters { seen: v[0], redirected: v[1], passed: v[2], malformed: v[3], injected_drops: v[4] }
+        read_counters(&self.skel.maps.counters)
     }
+
+    /// A reader of the counters for another thread (its own handle on the
+    /// map), so the pinned loop makes no system call for them.
+    pub fn counter_reader(&self) -> Result<CounterReader, String> {
+        MapHandle::try_from(&self.skel.maps.counters)
+            .map(|map| CounterReader { map })
+            .map_err(|e| err("duplicating the counters map", e))
+    }
+}
+
+/// The program's counters, readable from any thread.
+#[derive(Debug)]
+pub struct CounterReader {
+    map: MapHandle,
+}
+
+impl CounterReader {
+    pub fn read(&self) -> XdpCounters {
+        read_counters(&self.map)
+    }
+}
+
+fn read_counters(map: &impl MapCore) -> XdpCounters {
+    let mut v = [0u64; 5];
+    for (i, slot) in v.iter_mut().enumerate() {
+        let key = (i as u32).to_ne_bytes();
+        if let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) {
+            *slot =
+                per_cpu.iter().filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum();
+        }
+    }
+    XdpCounters { seen: v[0], redirected: v[1], passed: v[2], malformed: v[3], injected_drops: v[4] }
 }

@@ -895,7 +895,6 @@ impl Transport for XdpTransport {
     }
 
     fn counters(&self) -> BackendCounters {
-        let x = self.prog.counters();
         let (r, t) = (self.dev.xsk.rx.stats, self.dev.xsk.tx.stats);
         BackendCounters {
             frames_in: r.frames,
@@ -904,7 +903,21 @@ impl Transport for XdpTransport {
             tx_starved: t.starved,
             refused: self.refused,
             accept_errors: 0,
-            xdp: [x.seen, x.redirected, x.passed, x.malformed, x.injected_drops],
+            // Filled in by the reporter through `counter_reader`.
+            xdp: [0; 5],
+        }
+    }
+
+    fn counter_reader(&self) -> Option<crate::transport::CounterReader> {
+        match self.prog.counter_reader() {
+            Ok(r) => Some(Box::new(move || {
+                let x = r.read();
+                [x.seen, x.redirected, x.passed, x.malformed, x.injected_drops]
+            })),
+            Err(e) => {
+                crate::log_warn!("xdp backend: {e}: the XDP program's counters are not exported");
+                None
+            }
         }
     }
 
@@ -925,7 +938,8 @@ impl Transport for XdpTransport {
         let t = self.dev.xsk.tx.stats;
         Some(format!(
             "xdp: program seen={} redirected={} passed={} malformed={}{}; socket rx_frames={} rx_wakeups={} \
-             tx_frames={} tx_kicks={} tx_starved={} fill_full={} busy_polls={}; stack refused={} rx_invalid={}",
+             tx_frames={} tx_kicks={} tx_kick_busy={} tx_starved={} fill_full={} fill_low={} busy_polls={}; stack refused={} \
+             rx_invalid={}",
             x.seen,
             x.redirected,
             x.passed,
@@ -939,8 +953,10 @@ impl Transport for XdpTransport {
             r.wakeups,
             t.frames,
             t.kicks,
+            t.kick_busy,
             t.starved,
             r.fill_full,
+            r.fill_low,
             r.busy_polls,
             self.refused,
             self.rx_invalid
