@@ -101,7 +101,11 @@ get() { # path [ns]
   if [[ ${2:-} == ns ]]; then v=$(in_ns cat "$1" 2>/dev/null) || return 1; else v=$(cat "$1" 2>/dev/null) || return 1; fi
   if [[ $v =~ \[([a-z+]+)\] ]]; then echo "${BASH_REMATCH[1]}"; else echo "$v"; fi
 }
+# Only kernel tunables are ever written: a path outside /proc/sys and /sys
+# (a state line one field short would shift a value into the path) is refused.
+safe_path() { [[ $1 =~ ^/(proc/sys|sys|proc/irq)/[A-Za-z0-9_./:-]+$ && $1 != *..* ]]; }
 put() { # path value [ns]
+  safe_path "$1" || { echo "tune-host: refusing to write '$1': not under /proc/sys, /sys or /proc/irq" >&2; return 1; }
   if [[ ${3:-} == ns ]]; then in_ns sh -c 'echo "$2" > "$1"' _ "$1" "$2"; else echo "$2" >"$1"; fi
 }
 
@@ -135,26 +139,69 @@ setting() { # group path target why [ns]
   fi
 }
 
+# The state file: a version line, then one line per change, '|'-separated:
+#   file|NS|PATH|OLD   (NS is "ns" when PATH is read in --netns, else empty)
+#   irqbalance||irqbalance|running
+#   coalesce||KNOB|OLD
+#   ntuple||RULE_ID|-
+STATE_VERSION="tailgate-tune-host-state 2"
+validate_state() { # file
+  local n=0 line kind ns path old rest
+  if [[ $(head -n 1 "$1") != "$STATE_VERSION" ]]; then
+    echo "tune-host: $1: not a state file of this version (first line is not '$STATE_VERSION'); nothing changed" >&2
+    return 1
+  fi
+  while IFS= read -r line; do
+    n=$((n + 1))
+    ((n == 1)) && continue
+    IFS='|' read -r kind ns path old rest <<<"$line"
+    local ok=0
+    case $kind in
+      file) [[ $(tr -cd '|' <<<"$line" | wc -c) == 3 && ($ns == "" || $ns == ns) ]] && safe_path "$path" && ok=1 ;;
+      irqbalance) [[ $line == "irqbalance||irqbalance|running" ]] && ok=1 ;;
+      coalesce) [[ $line =~ ^coalesce\|\|(adaptive-rx\|(on|off)|rx-usecs\|[0-9]+)$ ]] && ok=1 ;;
+      ntuple) [[ $line =~ ^ntuple\|\|[0-9]+\|-$ ]] && ok=1 ;;
+    esac
+    if ((!ok)); then
+      echo "tune-host: $1 line $n: malformed ('$line'); nothing changed" >&2
+      return 1
+    fi
+  done <"$1"
+}
+
 if [[ $MODE == revert ]]; then
   [[ -f $STATE ]] || { echo "tune-host: nothing to revert ($STATE does not exist)"; exit 0; }
-  # Reverse order: the last change is undone first.
-  tac "$STATE" | while IFS='|' read -r kind ns path old; do
+  # Every line is checked before the first write: a file this version did
+  # not write, or a line one field short, changes nothing.
+  validate_state "$STATE" || exit 2
+  FAILED=0
+  # Reverse order: the last change is undone first (the version line last).
+  while IFS='|' read -r kind ns path old; do
     case $kind in
       file)
-        if put "$path" "$old" "$ns" 2>/dev/null; then echo "restored $path = $old"; else echo "  ! could not restore $path = $old" >&2; fi
+        if put "$path" "$old" "$ns"; then echo "restored $path = $old"; else
+          echo "  ! could not restore $path = $old" >&2
+          FAILED=$((FAILED + 1))
+        fi
         ;;
       irqbalance)
         if command -v systemctl >/dev/null && systemctl start irqbalance 2>/dev/null; then echo "restarted irqbalance"; else
-          echo "  ! could not restart irqbalance: start it by hand" >&2; fi
+          echo "  ! could not restart irqbalance: start it by hand" >&2
+          FAILED=$((FAILED + 1))
+        fi
         ;;
       ntuple)
-        in_ns ethtool -N "$IFACE" delete "$path" && echo "deleted ntuple rule $path on $IFACE"
+        if in_ns ethtool -N "$IFACE" delete "$path"; then echo "deleted ntuple rule $path on $IFACE"; else FAILED=$((FAILED + 1)); fi
         ;;
       coalesce)
-        in_ns ethtool -C "$IFACE" "$path" "$old" && echo "restored ethtool -C $IFACE $path $old"
+        if in_ns ethtool -C "$IFACE" "$path" "$old"; then echo "restored ethtool -C $IFACE $path $old"; else FAILED=$((FAILED + 1)); fi
         ;;
     esac
-  done
+  done < <(tail -n +2 "$STATE" | tac)
+  if ((FAILED)); then
+    echo "tune-host: $FAILED value(s) could not be restored; $STATE kept (fix the cause and --revert again)" >&2
+    exit 1
+  fi
   rm -f "$STATE"
   echo "tune-host: reverted; $STATE removed"
   exit 0
@@ -163,8 +210,14 @@ fi
 SAVE=0
 if [[ $MODE == apply ]]; then
   mkdir -p "$(dirname "$STATE")"
-  # Applying again must not overwrite the values saved before the first apply.
-  if [[ ! -f $STATE ]]; then SAVE=1; : >"$STATE"; fi
+  # Applying again must not overwrite the values saved before the first apply
+  # (and a state file this version cannot revert is not added to).
+  if [[ -f $STATE ]]; then
+    validate_state "$STATE" || exit 2
+  else
+    SAVE=1
+    echo "$STATE_VERSION" >"$STATE"
+  fi
 fi
 
 echo "tune-host: $IFACE${NETNS:+ (namespace $NETNS)}, gateway cores $GW_LIST, other cores ${OTHER:-none}; mode $MODE"

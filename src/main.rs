@@ -283,6 +283,9 @@ struct ReportArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// List every tail message with its cause, stages and flags.
+    #[arg(long)]
+    messages: bool,
 }
 
 #[derive(Args)]
@@ -692,6 +695,7 @@ fn report(a: ReportArgs) -> Result<ExitCode, String> {
     let opts = Options {
         threshold_ns: a.threshold_us.map(|t| us_to_ns(t, "--threshold-us")).transpose()?,
         significant_ns: us_to_ns(a.significant_us, "--significant-us")?,
+        messages: a.messages,
     };
     let r = attribution::analyse(&samples, header.dropped, opts);
     if a.json {

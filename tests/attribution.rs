@@ -1,11 +1,18 @@
 //! Tail attribution end to end: inject one fault into a gateway under
-//! `tailgate load`, then check that `tailgate report` names that fault's
-//! cause as the top cause; and check that `--metrics` serves text a
-//! Prometheus parser accepts, with the histogram and counters.
+//! `tailgate load`, then check what `tailgate report` says of the messages
+//! that fault touched; and check that `--metrics` serves text a Prometheus
+//! parser accepts, with the histogram and counters.
 //!
-//! The fault tests run one at a time (they measure latency, and two labs
-//! with spinning load generators on a 2-core machine would disturb each
-//! other), with a tail threshold well below the injected durations.
+//! A machine running other work stalls the gateway on its own, often more
+//! than the injected fault does, so no test asks the fault to be the top
+//! cause. The injector marks what it touched (flag `injected`; for loss the
+//! stack's `retransmit` flag, since the lab's link loses nothing else) and
+//! the tests check those messages by the fault's own signature, and that no
+//! tail message is given a cause without its evidence
+//! (docs/ATTRIBUTION.md, "Proving it").
+//!
+//! The fault tests run one at a time, with a tail threshold well below the
+//! injected durations.
 
 mod common;
 
@@ -59,11 +66,70 @@ fn report(args: &[&str], cmd: Command) -> serde_json::Value {
 }
 
 fn report_log(log: &TempPath, threshold_us: &str) -> serde_json::Value {
-    report(&["--log", log.s(), "--threshold-us", threshold_us], Command::new(BIN))
+    report(&["--log", log.s(), "--threshold-us", threshold_us, "--messages"], Command::new(BIN))
 }
 
-fn top(r: &serde_json::Value) -> &str {
-    r["top_cause"].as_str().unwrap_or("?")
+/// The tail messages of a `--messages` report.
+fn messages(r: &serde_json::Value) -> Vec<serde_json::Value> {
+    r["messages"].as_array().cloned().unwrap_or_default()
+}
+
+fn has_flag(m: &serde_json::Value, flag: &str) -> bool {
+    m["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == flag))
+}
+
+fn f(m: &serde_json::Value, key: &str) -> f64 {
+    m[key].as_f64().unwrap_or_else(|| panic!("no {key} in {m}"))
+}
+
+fn stage_us(m: &serde_json::Value, stage: &str) -> f64 {
+    m["stages_us"][stage].as_f64().unwrap_or_else(|| panic!("no stage {stage} in {m}"))
+}
+
+/// Of the tail messages `touched` selects, those whose time the fault
+/// explains (`explained`) must all be named `cause`, and there must be at
+/// least `min` of them. Messages the host delayed more than the fault did
+/// are left alone: the report is right to name the host.
+fn check_touched(
+    r: &serde_json::Value,
+    cause: &str,
+    min: usize,
+    touched: impl Fn(&serde_json::Value) -> bool,
+    explained: impl Fn(&serde_json::Value) -> bool,
+) {
+    let ms = messages(r);
+    let hit: Vec<&serde_json::Value> = ms.iter().filter(|m| touched(m) && explained(m)).collect();
+    let wrong: Vec<&&serde_json::Value> = hit.iter().filter(|m| m["cause"] != cause).collect();
+    assert!(wrong.is_empty(), "{} of {} touched messages not named {cause}: {wrong:#?}", wrong.len(), hit.len());
+    assert!(
+        hit.len() >= min,
+        "only {} tail messages show the injected fault (want {min}); causes {:#}, injected {:#}",
+        hit.len(),
+        r["causes"],
+        r["injected"]
+    );
+}
+
+/// No tail message gets a cause without that cause's evidence in its own
+/// record (S = 20 us, the report's default significance).
+fn check_evidence(r: &serde_json::Value) {
+    for m in messages(r) {
+        let ok = match m["cause"].as_str().unwrap_or("?") {
+            "loop_stall" => f(&m, "prev_busy_us") >= 20.0 || stage_us(&m, "queue") >= 20.0,
+            "slow_handler" => {
+                stage_us(&m, "handler") >= 20.0 || f(&m, "prev_handler_us") >= 20.0 || f(&m, "iter_handler_us") >= 20.0
+            }
+            "retransmission" => has_flag(&m, "retransmit"),
+            _ => true,
+        };
+        assert!(ok, "a cause without its evidence: {m:#}");
+    }
+}
+
+/// A message the injected 2 ms stall explains: marked, waiting was its
+/// longest stage, and the wait was at most twice the stall.
+fn stall_explains(m: &serde_json::Value) -> bool {
+    m["stage"] == "wait" && stage_us(m, "wait") <= 4000.0
 }
 
 /// Run the gateway with `inject`, load it, stop it, report on its log.
@@ -118,9 +184,8 @@ fn report_names_a_loop_stall_on_xdp() {
         return;
     };
     assert!(counter(&lines, "injected_stalls").unwrap_or(0) >= 50, "{lines:?}");
-    assert_eq!(top(&r), "loop_stall", "{r:#}");
-    assert!(r["causes"]["loop_stall"].as_u64().unwrap() >= 50, "{r:#}");
-    assert_eq!(r["rows"][0]["stage"], "wait", "{r:#}");
+    check_touched(&r, "loop_stall", 20, |m| has_flag(m, "injected"), stall_explains);
+    check_evidence(&r);
 }
 
 #[test]
@@ -132,7 +197,8 @@ fn report_names_a_loop_stall_on_kernel() {
         return;
     };
     assert!(counter(&lines, "injected_stalls").unwrap_or(0) >= 50, "{lines:?}");
-    assert_eq!(top(&r), "loop_stall", "{r:#}");
+    check_touched(&r, "loop_stall", 20, |m| has_flag(m, "injected"), stall_explains);
+    check_evidence(&r);
 }
 
 #[test]
@@ -144,27 +210,48 @@ fn report_names_a_slow_handler() {
         return;
     };
     assert!(counter(&lines, "injected_slow_handlers").unwrap_or(0) >= 100, "{lines:?}");
-    assert_eq!(top(&r), "slow_handler", "{r:#}");
-    // The slowed messages themselves, with the handler as their dominant stage.
-    let rows = r["rows"].as_array().unwrap();
-    let own = rows.iter().find(|x| x["cause"] == "slow_handler" && x["stage"] == "handler").expect("handler row");
-    assert!(own["count"].as_u64().unwrap() >= 100, "{r:#}");
-    assert!(own["stages"]["handler"]["p50_us"].as_f64().unwrap() >= 1000.0, "{r:#}");
+    // The slowed messages themselves: their handler took the injected 1 ms
+    // (or more, if the host preempted it), and it was their longest stage.
+    check_touched(
+        &r,
+        "slow_handler",
+        20,
+        |m| has_flag(m, "injected"),
+        |m| m["stage"] == "handler" && stage_us(m, "handler") >= 1000.0,
+    );
+    // Nothing else was slowed on purpose: a message the injector did not
+    // touch whose own handler took 1 ms would be one the report made up (a
+    // handler of orders takes microseconds; a host preemption inside one is
+    // possible but shows as much more than the handler alone, see below).
+    check_evidence(&r);
+    let i = &r["injected"];
+    assert!(i["tail"].as_u64().unwrap_or(0) >= 20, "{r:#}");
 }
 
 #[test]
 fn report_names_retransmission_under_loss() {
-    // The XDP program drops every 40th data segment; the client's kernel
-    // retransmits it (after its 200 ms minimum RTO, or a tail-loss probe),
-    // and what arrived behind it waits in reassembly. Threshold 20 ms: far
-    // above this VM's own hiccups, far below the retransmission wait.
+    // The XDP program drops every 20th data segment. The client's kernel
+    // recovers most losses within about 100 us (RACK on our SACK); when the
+    // retransmission is itself dropped it waits for its 200 ms minimum RTO,
+    // and what arrived behind it waits in reassembly: about 8 such events
+    // (16 messages) a run. Threshold 20 ms: far below that wait.
     let Some((r, lines)) =
-        fault_run("report_names_retransmission_under_loss", true, &["--backend", "xdp"], "loss:40", "20000")
+        fault_run("report_names_retransmission_under_loss", true, &["--backend", "xdp"], "loss:20", "20000")
     else {
         return;
     };
     assert!(counter(&lines, "injected_drops").unwrap_or(0) >= 50, "{lines:?}");
-    assert_eq!(top(&r), "retransmission", "{r:#}");
+    // A 100 ms wait is the loss's own signature: no host stall comes near it.
+    check_touched(
+        &r,
+        "retransmission",
+        4,
+        |m| has_flag(m, "retransmit"),
+        |m| m["stage"] == "wait" && stage_us(m, "wait") >= 100_000.0,
+    );
+    check_evidence(&r);
+    // Only loss was injected: no message carries the injector's mark.
+    assert!(r.get("injected").is_none(), "{r:#}");
 }
 
 /// Parse the exposition with a third-party parser; samples by name.
@@ -279,9 +366,10 @@ fn live_report_reads_a_running_gateway() {
     let srv = lab.serve_xdp("orders", &["--metrics", "127.0.0.1:0", "--inject", "stall:25:2000"]);
     let addr = metrics_addr(&srv);
     load(&lab);
-    let r = report(&["--live", &addr, "--threshold-us", "500"], lab.cmd_in(&lab.ns_gw, BIN));
-    assert_eq!(top(&r), "loop_stall", "{r:#}");
+    let r = report(&["--live", &addr, "--threshold-us", "500", "--messages"], lab.cmd_in(&lab.ns_gw, BIN));
     assert!(r["samples"].as_u64().unwrap() >= 6000, "{r:#}");
+    check_touched(&r, "loop_stall", 20, |m| has_flag(m, "injected"), stall_explains);
+    check_evidence(&r);
     srv.stop();
 }
 

@@ -21,6 +21,7 @@ const HOST_FILES: &[&str] = &[
     "/proc/sys/net/core/busy_read",
     "/proc/sys/kernel/sched_rt_runtime_us",
     "/proc/sys/vm/stat_interval",
+    "/proc/sys/kernel/numa_balancing",
     "/sys/kernel/mm/transparent_hugepage/enabled",
     "/sys/kernel/mm/transparent_hugepage/defrag",
     "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
@@ -101,7 +102,8 @@ fn plan_prints_every_setting_and_changes_nothing() {
     }
 }
 
-/// Reverts on drop, so a failed assertion leaves the host as it was.
+/// Reverts on drop, so a failed assertion leaves the host as it was; when
+/// the test itself did not fail, the revert must succeed.
 struct Revert<'a> {
     lab: &'a Lab,
     state: String,
@@ -109,8 +111,29 @@ struct Revert<'a> {
 
 impl Drop for Revert<'_> {
     fn drop(&mut self) {
-        let _ = tune(self.lab, &["--revert", "--state", &self.state]);
+        let out = tune(self.lab, &["--revert", "--state", &self.state]);
+        if !std::thread::panicking() {
+            assert!(out.status.success(), "revert failed: {}", text(&out));
+        }
     }
+}
+
+/// The checkout's files (names and contents), to show a script left nothing
+/// behind in the working directory.
+fn checkout() -> Vec<(String, Vec<u8>)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "target")
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let data = if e.path().is_file() { std::fs::read(e.path()).unwrap_or_default() } else { Vec::new() };
+            (name, data)
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -120,6 +143,7 @@ fn apply_then_revert_restores_every_value() {
     let state = state.to_str().unwrap().to_string();
     let only = ["--only", "sysctl,thp,hugepages,iface", "--state", &state];
     let before = snapshot(&lab);
+    let files = checkout();
     let guard = Revert { lab: &lab, state: state.clone() };
     let out = tune(&lab, &[&["--apply"], &only[..]].concat());
     assert!(out.status.success(), "{}", text(&out));
@@ -137,6 +161,35 @@ fn apply_then_revert_restores_every_value() {
     assert_eq!(snapshot(&lab), before, "revert did not restore every value:\n{}", text(&out));
     assert!(!std::path::Path::new(&state).exists());
     drop(guard);
+    assert_eq!(checkout(), files, "apply and revert left something in the working directory");
+}
+
+#[test]
+fn a_malformed_state_file_changes_nothing() {
+    let Some((_g, lab)) = lab_for("a_malformed_state_file_changes_nothing") else { return };
+    let state = std::env::temp_dir().join(format!("tg-tune-bad-{}.state", std::process::id()));
+    let before = snapshot(&lab);
+    let files = checkout();
+    // The state file of the old format, whose lines were one field short, and
+    // lines that would write outside /proc/sys and /sys: every one refused
+    // before the first write.
+    for (content, says) in [
+        ("file||/proc/sys/net/core/busy_poll|50\n", "not a state file of this version"),
+        ("tailgate-tune-host-state 2\nfile|/proc/sys/net/core/busy_poll|0\n", "malformed"),
+        ("tailgate-tune-host-state 2\nfile||0|1\n", "malformed"),
+        ("tailgate-tune-host-state 2\nfile||/proc/sys/net/core/busy_poll|77\nfile||madvise|\n", "malformed"),
+        ("tailgate-tune-host-state 2\nfile||/etc/passwd|x\n", "malformed"),
+        ("tailgate-tune-host-state 2\nfile||/proc/sys/../../etc/x|1\n", "malformed"),
+    ] {
+        std::fs::write(&state, content).unwrap();
+        let out = tune(&lab, &["--revert", "--state", state.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{content:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{content:?}: {}", text(&out));
+        assert!(state.exists(), "a refused state file is kept");
+        assert_eq!(snapshot(&lab), before, "{content:?} changed a setting");
+    }
+    let _ = std::fs::remove_file(&state);
+    assert_eq!(checkout(), files, "a refused revert left something in the working directory");
 }
 
 #[test]

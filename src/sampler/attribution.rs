@@ -17,11 +17,13 @@ pub struct Options {
     pub threshold_ns: Option<u64>,
     /// A stage or a loop interval counts when it is at least this long.
     pub significant_ns: u64,
+    /// List every tail message with its cause (`report --messages`).
+    pub messages: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { threshold_ns: None, significant_ns: 20_000 }
+        Options { threshold_ns: None, significant_ns: 20_000, messages: false }
     }
 }
 
@@ -68,9 +70,18 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
         || (dominant == 1 && covers(in_iter_other, queue) && in_iter_other > u64::from(s.batch_pos) * PER_MESSAGE_NS)
     {
         0
-    } else if handler >= sig || covers(prev_handler, wait) || covers(iter_handler, queue) {
+    } else if (dominant == 3 && handler >= sig)
+        || (dominant == 0 && covers(prev_handler, wait))
+        || (dominant == 1 && covers(iter_handler, queue))
+    {
+        // The handler time must be where the message spent most of its time:
+        // a 25 us handler does not explain a 200 ms wait for a retransmission.
         1
-    } else if (flag(cause::SAMPLER) && wait >= sig) || overlaps_reporter(s, reporter, sig) {
+    } else if (flag(cause::SAMPLER) && dominant == 0 && covers(prev_iteration, wait))
+        || overlaps_reporter(s, reporter, sig)
+    {
+        // The sampler ran in the previous iteration: it explains at most
+        // that iteration's length.
         2
     } else if flag(cause::RETRANSMIT) && wait >= sig {
         3
@@ -139,6 +150,32 @@ pub struct Row {
     pub example: Example,
 }
 
+/// One tail message with its cause (`report --messages`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TailMessage {
+    pub cause: &'static str,
+    pub stage: &'static str,
+    #[serde(flatten)]
+    pub message: Example,
+    /// Each stage in microseconds.
+    pub stages_us: BTreeMap<&'static str, f64>,
+    /// The loop's unexplained time and handler time in the previous
+    /// iteration, in microseconds (what a stall or a slow handler leaves).
+    pub prev_busy_us: f64,
+    pub prev_handler_us: f64,
+    /// Handler time earlier in its own iteration, in microseconds.
+    pub iter_handler_us: f64,
+}
+
+/// Tail messages that a fault injector touched (flag `injected`), by the
+/// cause the report gave them: how well the report recognised the fault
+/// it was shown, beside the machine's own noise.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Injected {
+    pub tail: usize,
+    pub causes: BTreeMap<&'static str, usize>,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub samples: usize,
@@ -160,6 +197,12 @@ pub struct Report {
     /// Tail messages per cause, over all stages.
     pub causes: BTreeMap<&'static str, usize>,
     pub rows: Vec<Row>,
+    /// Present when the tail holds messages a fault injector touched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub injected: Option<Injected>,
+    /// Every tail message, with `Options::messages`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<TailMessage>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -189,10 +232,29 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
         if msgs.is_empty() { Vec::new() } else { msgs.iter().filter(|s| s.latency_ns() >= threshold).collect() };
     let mut groups: BTreeMap<(usize, usize), Vec<&Sample>> = BTreeMap::new();
     let mut causes: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut injected: Option<Injected> = None;
+    let mut messages = Vec::new();
     for s in &tail {
         let (c, st) = classify(s, opts.significant_ns, &reporter);
         groups.entry((c, st)).or_default().push(s);
         *causes.entry(CAUSES[c]).or_default() += 1;
+        if u32::from(s.cause) & cause::INJECTED != 0 {
+            let i = injected.get_or_insert_with(Injected::default);
+            i.tail += 1;
+            *i.causes.entry(CAUSES[c]).or_default() += 1;
+        }
+        if opts.messages {
+            let stages = s.stages();
+            messages.push(TailMessage {
+                cause: CAUSES[c],
+                stage: STAGES[st],
+                message: example(s),
+                stages_us: STAGES.iter().zip(stages).map(|(n, v)| (*n, us(v))).collect(),
+                prev_busy_us: us(u64::from(s.prev_busy_ns)),
+                prev_handler_us: us(u64::from(s.prev_handler_ns)),
+                iter_handler_us: us(u64::from(s.iter_handler_ns)),
+            });
+        }
     }
     let mut rows: Vec<Row> = groups
         .into_iter()
@@ -244,6 +306,8 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
         top_cause,
         causes,
         rows,
+        injected,
+        messages,
     }
 }
 
@@ -261,6 +325,19 @@ fn example(s: &Sample) -> Example {
             .collect(),
         payload_hex: s.payload[..n].iter().map(|b| format!("{b:02x}")).collect(),
     }
+}
+
+fn describe(e: &Example) -> String {
+    format!(
+        "conn {} {} id {} iter {}: {} us, flags [{}], payload {}",
+        e.conn,
+        e.msg_type,
+        e.trace_id,
+        e.loop_iter,
+        e.latency_us,
+        e.flags.join(","),
+        e.payload_hex
+    )
 }
 
 impl Report {
@@ -293,6 +370,10 @@ impl Report {
             "tail: {} messages at or above {} us ({}); top cause: {}",
             self.tail, self.threshold_us, self.threshold_from, self.top_cause
         );
+        if let Some(i) = &self.injected {
+            let by: Vec<String> = i.causes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            let _ = writeln!(o, "injected: {} tail messages touched by --inject, named: {}", i.tail, by.join(", "));
+        }
         if self.rows.is_empty() {
             return o;
         }
@@ -308,18 +389,13 @@ impl Report {
                 let _ = write!(o, " {:>17}", format!("{}/{}", st.p50_us, st.max_us));
             }
             o.push('\n');
-            let e = &r.example;
-            let _ = writeln!(
-                o,
-                "  e.g. conn {} {} id {} iter {}: {} us, flags [{}], payload {}",
-                e.conn,
-                e.msg_type,
-                e.trace_id,
-                e.loop_iter,
-                e.latency_us,
-                e.flags.join(","),
-                e.payload_hex
-            );
+            let _ = writeln!(o, "  e.g. {}", describe(&r.example));
+        }
+        if !self.messages.is_empty() {
+            let _ = writeln!(o, "tail messages:");
+            for m in &self.messages {
+                let _ = writeln!(o, "  {:<21} {:<8} {}", m.cause, m.stage, describe(&m.message));
+            }
         }
         o
     }
@@ -353,7 +429,7 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_cause() {
-        let t = 10_000_000;
+        let t = 1_000_000_000;
         assert_eq!(cause_of(&msg(t, US)), "none");
         // Waited 900 us while the loop was busy 1 ms outside handlers.
         let s = Sample { prev_busy_ns: 1_000_000, ..msg(t, 900 * US) };
@@ -378,8 +454,12 @@ mod tests {
         assert_eq!(cause_of(&s), "fill_ring_starved");
         let s = Sample { t_tx_done: t + 200 * US, ..msg(t, US) };
         assert_eq!(cause_of(&s), "tx_ring_or_kick");
-        let s = Sample { cause: cause::SAMPLER as u16, ..msg(t, 50 * US) };
+        let s = Sample { cause: cause::SAMPLER as u16, prev_iter_ns: 60_000, ..msg(t, 50 * US) };
         assert_eq!(cause_of(&s), "sampler_interference");
+        // A slow sampler in a 60 us iteration cannot explain a 200 ms wait.
+        let s =
+            Sample { cause: (cause::SAMPLER | cause::RETRANSMIT) as u16, prev_iter_ns: 60_000, ..msg(t, 200_000 * US) };
+        assert_eq!(cause_of(&s), "retransmission");
         // 30 messages ahead in this iteration, 60 us of queueing: a burst.
         let s = Sample { queue_ns: 60_000, iter_handler_ns: 15_000, batch_pos: 30, ..msg(t, US) };
         assert_eq!(cause_of(&s), "queued_behind_burst");
@@ -398,6 +478,13 @@ mod tests {
         );
         // ... which cannot explain a 5 ms wait.
         assert_eq!(cause_of(&Sample { prev_msgs: 30, prev_iter_ns: 600_000, ..msg(t, 5_000 * US) }), "rx_path_delay");
+        // A 200 ms wait behind a lost segment, then a 30 us handler: the
+        // handler is not where the time went.
+        let s = Sample { cause: cause::RETRANSMIT as u16, t_handled: t + 31 * US, ..msg(t, 200_000 * US) };
+        assert_eq!(cause_of(&s), "retransmission");
+        // A 30 us handler after a 100 us poll-to-ring delay: the delay.
+        let s = Sample { t_handled: t + 31 * US, t_tx_queued: t + 32 * US, t_tx_done: t + 33 * US, ..msg(t, 100 * US) };
+        assert_eq!(cause_of(&s), "rx_path_delay");
         // A slow stage nothing explains.
         assert_eq!(cause_of(&Sample { t_parsed: t + 100 * US, ..msg(t, US) }), "unexplained");
     }
@@ -447,7 +534,38 @@ mod tests {
         let r = analyse(&v, 3, Options::default());
         assert_eq!(r.threshold_from, "p99.9");
         assert!(r.tail >= 10 && r.render().contains("dropped 3"));
+        assert!(r.injected.is_none() && r.messages.is_empty());
         let empty = analyse(&[], 0, Options::default());
         assert_eq!((empty.tail, empty.top_cause), (0, "none"));
+    }
+
+    #[test]
+    fn injected_messages_are_counted_by_cause_and_listed_on_request() {
+        let t = 10_000_000;
+        let stalled = Sample { prev_busy_ns: 2_000_000, cause: cause::INJECTED as u16, ..msg(t, 1_500 * US) };
+        let slowed = Sample {
+            t_handled: t + 900 * US,
+            t_tx_queued: t + 901 * US,
+            t_tx_done: t + 902 * US,
+            cause: cause::INJECTED as u16,
+            ..msg(t, US)
+        };
+        let natural = Sample { prev_busy_ns: 3_000_000, trace_id: 9, ..msg(t, 2_500 * US) };
+        let v = [stalled, slowed, natural, msg(t, US)];
+        let r = analyse(&v, 0, Options { threshold_ns: Some(500 * US), messages: true, ..Options::default() });
+        let i = r.injected.as_ref().expect("injected summary");
+        assert_eq!(i.tail, 2);
+        assert_eq!((i.causes["loop_stall"], i.causes["slow_handler"]), (1, 1));
+        assert_eq!(r.causes["loop_stall"], 2);
+        assert_eq!(r.messages.len(), 3);
+        let m = r.messages.iter().find(|m| m.message.trace_id == 9).unwrap();
+        assert_eq!((m.cause, m.stage, m.stages_us["wait"], m.prev_busy_us), ("loop_stall", "wait", 2500.0, 3000.0));
+        assert!(r.messages.iter().filter(|m| m.message.flags.contains(&"injected")).count() == 2);
+        let text = r.render();
+        assert!(text.contains("injected: 2 tail messages"), "{text}");
+        assert!(text.contains("tail messages:"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["messages"][0]["cause"], "loop_stall");
+        assert!(json["messages"][0]["trace_id"].is_u64(), "{json:#}");
     }
 }

@@ -114,28 +114,34 @@ impl Injector {
         self.cfg.stall.is_some() || self.cfg.slow_handler.is_some()
     }
 
-    /// End of a loop iteration at `now`: stall if one is due.
+    /// End of a loop iteration at `now`: stall if one is due. True when it
+    /// stalled.
     #[inline]
-    pub fn maybe_stall(&mut self, now: u64) {
-        let Some((every, dur)) = self.cfg.stall else { return };
+    pub fn maybe_stall(&mut self, now: u64) -> bool {
+        let Some((every, dur)) = self.cfg.stall else { return false };
         if self.next_stall == 0 {
             self.next_stall = now + every;
         } else if now >= self.next_stall {
             self.next_stall = now + every;
             self.stalls += 1;
             spin_for(dur);
+            return true;
         }
+        false
     }
 
-    /// A message was parsed: make its handler slow if it is the N-th.
+    /// A message was parsed: make its handler slow if it is the N-th. True
+    /// when it did.
     #[inline]
-    pub fn maybe_slow_handler(&mut self) {
-        let Some((every, dur)) = self.cfg.slow_handler else { return };
+    pub fn maybe_slow_handler(&mut self) -> bool {
+        let Some((every, dur)) = self.cfg.slow_handler else { return false };
         self.messages += 1;
         if self.messages % every == 0 {
             self.slow_handlers += 1;
             spin_for(dur);
+            return true;
         }
+        false
     }
 }
 
@@ -149,6 +155,15 @@ fn spin_for(ns: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    trait Positions {
+        fn positions_true(self) -> Vec<usize>;
+    }
+    impl<'a, I: Iterator<Item = &'a bool>> Positions for I {
+        fn positions_true(self) -> Vec<usize> {
+            self.enumerate().filter(|(_, &b)| b).map(|(i, _)| i).collect()
+        }
+    }
 
     #[test]
     fn specs_parse_and_bad_ones_say_why() {
@@ -177,20 +192,19 @@ mod tests {
     #[test]
     fn slow_handler_hits_every_nth_message() {
         let mut i = Injector::new(InjectConfig { slow_handler: Some((3, 1)), ..Default::default() });
-        for _ in 0..10 {
-            i.maybe_slow_handler();
-        }
+        let hit: Vec<bool> = (0..10).map(|_| i.maybe_slow_handler()).collect();
         assert_eq!(i.slow_handlers, 3);
+        assert_eq!(hit.iter().positions_true(), vec![2, 5, 8]);
     }
 
     #[test]
     fn stall_fires_once_per_period() {
         let mut i = Injector::new(InjectConfig { stall: Some((1_000, 1)), ..Default::default() });
-        i.maybe_stall(10);
-        i.maybe_stall(500);
+        assert!(!i.maybe_stall(10));
+        assert!(!i.maybe_stall(500));
         assert_eq!(i.stalls, 0);
-        i.maybe_stall(1_010);
-        i.maybe_stall(1_020);
+        assert!(i.maybe_stall(1_010));
+        assert!(!i.maybe_stall(1_020));
         assert_eq!(i.stalls, 1);
     }
 }

@@ -40,10 +40,14 @@ pub mod cause {
     pub const TAIL_BIAS: u32 = 1 << 6;
     /// The poll that found it had blocked (slept in epoll_wait or poll(2)).
     pub const SLEPT: u32 = 1 << 7;
+    /// A fault injector (`--inject`) touched this message: its handler was
+    /// slowed, or it waited through an injected loop stall. Ground truth for
+    /// checking the report on a machine with noise of its own.
+    pub const INJECTED: u32 = 1 << 8;
 
     /// Names, in bit order, for reports.
-    pub const NAMES: [&str; 8] =
-        ["retransmit", "zero_window", "tx_full", "kick_wait", "fill_low", "sampler", "tail_bias", "slept"];
+    pub const NAMES: [&str; 9] =
+        ["retransmit", "zero_window", "tx_full", "kick_wait", "fill_low", "sampler", "tail_bias", "slept", "injected"];
 }
 
 /// Message kinds a sample can carry (`Sample::msg_type`).

@@ -250,7 +250,8 @@ impl Tracer {
     /// `bytes`: the message; its first 32 bytes are kept.
     #[inline]
     pub fn parsed(&mut self, kind: u8, trace_id: u64, bytes: &[u8]) {
-        if self.on && self.pending.len() < PENDING_CAP {
+        let recorded = self.on && self.pending.len() < PENDING_CAP;
+        if recorded {
             let t = self.now();
             let n = bytes.len().min(32);
             let mut payload = [0u8; 32];
@@ -278,7 +279,11 @@ impl Tracer {
             });
             self.open = true;
         }
-        self.inject.maybe_slow_handler();
+        if self.inject.maybe_slow_handler() && recorded {
+            if let Some(s) = self.pending.last_mut() {
+                s.cause |= cause::INJECTED as u16;
+            }
+        }
     }
 
     /// The application handled the message it last parsed; `status` 0 or a
@@ -339,7 +344,7 @@ impl Tracer {
     pub fn end_iteration(&mut self, flush: (u64, u64), t_tx_done: u64, flags: u32) {
         if !self.on {
             if self.inject.active() {
-                self.inject.maybe_stall(clock::mono_ns());
+                let _ = self.inject.maybe_stall(clock::mono_ns());
             }
             return;
         }
@@ -387,8 +392,9 @@ impl Tracer {
                 after = t0;
             }
         }
+        let mut stalled = false;
         let t_end = if self.inject.active() {
-            self.inject.maybe_stall(clock::mono_ns());
+            stalled = self.inject.maybe_stall(clock::mono_ns());
             clock::mono_ns()
         } else if after != 0 {
             after
@@ -407,6 +413,10 @@ impl Tracer {
         self.prev_msgs = self.iter_msgs;
         self.prev_iter = sat32(busy);
         self.prev_flags = if sampler_ns >= SAMPLER_SLOW_NS { cause::SAMPLER } else { 0 };
+        // The next iteration delivers what waited through the injected stall.
+        if stalled {
+            self.prev_flags |= cause::INJECTED;
+        }
     }
 }
 
@@ -471,6 +481,8 @@ mod tests {
         assert!(second.prev_busy_ns < 300_000, "{second:?}");
         assert_eq!(second.prev_msgs, 1);
         assert!(second.t_handled - second.t_parsed >= 300_000);
+        // The injector marks the messages it slowed.
+        assert_ne!(u32::from(second.cause) & cause::INJECTED, 0, "{second:?}");
     }
 
     #[test]
@@ -487,6 +499,9 @@ mod tests {
         assert!(s[2].prev_busy_ns >= 400_000, "{:?}", s[2]);
         assert!(s[1].prev_busy_ns < 400_000, "{:?}", s[1]);
         assert!(s[2].prev_handler_ns < 400_000);
+        // Only the message delivered after the stall is marked as touched.
+        let marked: Vec<bool> = s.iter().map(|x| u32::from(x.cause) & cause::INJECTED != 0).collect();
+        assert_eq!(marked, vec![false, false, true]);
     }
 
     #[test]
