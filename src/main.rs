@@ -166,7 +166,8 @@ struct ServeArgs {
     /// Open limit orders allowed per session (orders).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_open_orders: u64,
-    /// Per-connection receive buffer in bytes (also the largest sockperf message accepted).
+    /// Per-connection receive buffer in bytes (the smaller of --rx-buf and --tx-buf is the largest
+    /// sockperf message accepted).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
     rx_buf: u64,
     /// Per-connection send buffer in bytes.
@@ -532,9 +533,14 @@ fn serve_on<T: Transport>(t: T, a: &ServeArgs, obs: &Observe, stop: &AtomicBool)
             run_server(Server::new(t, Orders::new(cfg), scfg), addr, &what, a, obs, stop)
         }
         ServeApp::Echo => run_server(Server::new(t, Echo::default(), scfg), addr, &what, a, obs, stop),
-        ServeApp::Sockperf => {
-            run_server(Server::new(t, Sockperf::new(a.rx_buf as usize), scfg), addr, &what, a, obs, stop)
-        }
+        ServeApp::Sockperf => run_server(
+            Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg),
+            addr,
+            &what,
+            a,
+            obs,
+            stop,
+        ),
         ServeApp::UdpEcho => Err("--app udp-echo runs on the xdp backend only".into()),
     }
 }

@@ -34,6 +34,8 @@ use crate::transport::{would_block, ConnId, Event, Transport};
 const ROUNDS_PER_SERVICE: usize = 8;
 /// How long a closing connection waits for the peer's FIN.
 const LINGER_NS: u64 = 2_000_000_000;
+/// The shortest sleep of an idle loop that does not spin.
+const MIN_SLEEP_NS: u64 = 100_000;
 /// How often counters are published for the reporter.
 const PUBLISH_NS: u64 = 100_000_000;
 
@@ -157,7 +159,10 @@ impl<T: Transport, A: App> Server<T, A> {
         // One clock read per iteration, after the poll; the timeout is
         // computed from the previous iteration's reading.
         let timeout = if self.work.is_empty() {
-            Duration::from_nanos(self.next_tick.saturating_sub(self.now).clamp(100_000, self.cfg.tick_ns))
+            // At least 100 us (never a zero-length sleep loop), at most one
+            // tick; a tick shorter than 100 us is the bound itself.
+            let max = self.cfg.tick_ns.max(1);
+            Duration::from_nanos(self.next_tick.saturating_sub(self.now).clamp(MIN_SLEEP_NS.min(max), max))
         } else {
             Duration::ZERO
         };
@@ -625,6 +630,29 @@ mod tests {
         assert!(s.transport.fin_sent_by_server);
         assert_eq!(s.transport.out.len(), input.len(), "echo lost bytes");
         assert!(s.transport.out == input);
+    }
+
+    /// Regression: a tick shorter than the 100 us minimum sleep panicked
+    /// in `clamp` (min > max).
+    #[test]
+    fn a_tick_under_100_us_does_not_panic() {
+        for tick_ns in [0, 1, 10_000, 99_999, 100_000, 150_000] {
+            let peer = SlowPeer {
+                input: b"abc".iter().copied().collect(),
+                out: Vec::new(),
+                budget: 100,
+                left: 0,
+                polls: 0,
+                closed: false,
+                fin_sent_by_server: false,
+            };
+            let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, tick_ns };
+            let mut s = Server::new(peer, Echo::default(), cfg);
+            for _ in 0..50 {
+                s.run_once().unwrap();
+            }
+            assert_eq!(s.transport.out, b"abc", "tick {tick_ns}");
+        }
     }
 
     #[test]

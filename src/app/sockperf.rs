@@ -28,6 +28,14 @@ impl Sockperf {
     pub fn new(max_msg: usize) -> Self {
         Sockperf { max_msg, messages: 0, bad_length: 0, sessions: 0 }
     }
+
+    /// For connections with these buffers: a message must fit the receive
+    /// buffer to be read whole and the send buffer to be echoed whole, so
+    /// the largest is the smaller of the two (a larger one would wait for
+    /// send space forever).
+    pub fn for_buffers(rx_buf: usize, tx_buf: usize) -> Self {
+        Self::new(rx_buf.min(tx_buf))
+    }
 }
 
 impl App for Sockperf {
@@ -111,6 +119,23 @@ mod tests {
         assert_eq!(&out.as_slice()[..64], &msg(7, 0x0002, 64)[..]);
         assert_eq!(&out.as_slice()[64..], &msg(8, 0x0000, 14)[..]);
         assert_eq!(s.messages, 2);
+    }
+
+    /// Regression: with --tx-buf < size <= --rx-buf a message waited for
+    /// send space that could never come; now it is refused at once.
+    #[test]
+    fn a_message_larger_than_the_send_buffer_is_refused_not_stalled() {
+        let mut s = Sockperf::for_buffers(8192, 2048);
+        assert_eq!(s.max_msg, 2048);
+        let mut out = OutBuf::with_capacity(2048);
+        let input = msg(1, 0x0001, 4096);
+        let (n, v) = s.on_input(&mut (), &input, &mut out, &mut Tracer::disabled(), 0, 0);
+        assert_eq!((n, v, s.bad_length), (0, Verdict::Abort, 1));
+        // The largest message that fits both is echoed.
+        let mut s = Sockperf::for_buffers(8192, 2048);
+        let input = msg(2, 0x0001, 2048);
+        let (n, v) = s.on_input(&mut (), &input, &mut out, &mut Tracer::disabled(), 0, 0);
+        assert_eq!((n, v, out.len()), (2048, Verdict::Continue, 2048));
     }
 
     #[test]

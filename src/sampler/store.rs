@@ -37,6 +37,13 @@ pub const VERSION: u32 = 2;
 pub const HEADER_SIZE: usize = 64;
 /// Default capacity of the sample log and of the in-memory window.
 pub const DEFAULT_RECORDS: u64 = 1 << 18;
+/// The largest sample log this tailgate writes: 2^26 records (8 GiB).
+pub const MAX_RECORDS: u64 = 1 << 26;
+
+/// Bytes of a sample log of `capacity` records; `None` if that overflows.
+fn log_size(capacity: u64) -> Option<u64> {
+    capacity.checked_mul(RECORD_SIZE as u64)?.checked_add(HEADER_SIZE as u64)
+}
 
 /// The header, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +110,13 @@ impl Store {
     /// A store of `capacity` records in `path` (created or overwritten; a
     /// file that exists and is not a sample log is refused), or in memory.
     pub fn create(path: Option<&Path>, capacity: u64) -> io::Result<Store> {
-        if capacity == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "sample log capacity must be > 0"));
+        if capacity == 0 || capacity > MAX_RECORDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("sample log capacity {capacity}: must be 1..={MAX_RECORDS} records"),
+            ));
         }
-        let bytes = HEADER_SIZE as u64 + capacity * RECORD_SIZE as u64;
+        let bytes = log_size(capacity).ok_or_else(|| io::Error::other("sample log size overflows"))?;
         let map = match path {
             None => MmapMut::map_anon(bytes as usize)?,
             Some(p) => {
@@ -188,9 +198,15 @@ pub fn parse(b: &[u8]) -> Result<(Header, Vec<Sample>), String> {
     if h.capacity == 0 {
         return Err("sample log capacity 0".into());
     }
-    let need = HEADER_SIZE as u64 + h.capacity.saturating_mul(RECORD_SIZE as u64);
-    if (b.len() as u64) < need {
-        return Err(format!("truncated: {} bytes, the header says {need}", b.len()));
+    // The header is checked against the bytes really there before anything
+    // is sized or indexed by it (a crafted capacity must not overflow).
+    let have = b.len() as u64;
+    match log_size(h.capacity) {
+        None => return Err(format!("bad header: capacity {} records cannot fit in {have} bytes", h.capacity)),
+        Some(need) if have < need => {
+            return Err(format!("truncated: {have} bytes, the header says {need} ({} records)", h.capacity))
+        }
+        Some(_) => {}
     }
     let n = h.written.min(h.capacity);
     let first = h.written - n;
@@ -244,6 +260,48 @@ mod tests {
         assert!(e.to_string().contains("not a tailgate sample log"), "{e}");
         assert_eq!(std::fs::read(&other).unwrap(), b"important");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A header with these fields, then `body` bytes.
+    fn crafted(capacity: u64, written: u64, body: usize) -> Vec<u8> {
+        let mut b = Header { capacity, written, clock_base_ns: 0, dropped: 0 }.encode().to_vec();
+        b.resize(HEADER_SIZE + body, 0xa5);
+        b
+    }
+
+    #[test]
+    fn a_crafted_capacity_is_an_error_not_a_panic() {
+        for cap in [1u64 << 57, (1 << 57) + 1, u64::MAX, u64::MAX / 128, (u64::MAX - 64) / 128 + 1] {
+            let e = parse(&crafted(cap, 3, 256)).unwrap_err();
+            assert!(e.contains("bad header") || e.contains("truncated"), "{cap}: {e}");
+        }
+        // written far beyond capacity is fine: the ring keeps the newest.
+        let (h, _) = parse(&crafted(2, u64::MAX, 256)).unwrap();
+        assert_eq!(h.written, u64::MAX);
+        assert!(Store::create(None, MAX_RECORDS + 1).unwrap_err().to_string().contains("capacity"));
+        assert!(Store::create(None, u64::MAX).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(b in proptest::collection::vec(proptest::num::u8::ANY, 0..1200)) {
+            let _ = parse(&b);
+        }
+
+        #[test]
+        fn parse_never_panics_on_a_valid_header_with_any_fields(
+            cap in proptest::num::u64::ANY,
+            written in proptest::num::u64::ANY,
+            body in 0usize..2048,
+        ) {
+            match parse(&crafted(cap, written, body)) {
+                Ok((h, recs)) => {
+                    proptest::prop_assert!(h.capacity as usize * RECORD_SIZE <= body);
+                    proptest::prop_assert!(recs.len() as u64 <= h.capacity);
+                }
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+        }
     }
 
     #[test]
