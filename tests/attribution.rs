@@ -295,7 +295,7 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
     // Counters are published every 100 ms: scrape until two scrapes 300 ms
     // apart agree (at most 10 s), so the figures are the final ones.
     let get = |addr: String| {
-        let body = lab.in_ns(&lab.ns_gw.clone(), move || tailgate::sampler::reporter::http_get(&addr, "/metrics"));
+        let body = lab.in_ns(&lab.ns_gw.clone(), move || tailgate::sampler::endpoint::http_get(&addr, "/metrics"));
         String::from_utf8(body.expect("GET /metrics")).unwrap()
     };
     let key = |by: &HashMap<String, Vec<prometheus_parse::Sample>>| {

@@ -7,10 +7,12 @@
 //! inject.rs       fault injection (stall, slow handler; loss lives in XDP)
 //! store.rs        the sample log: fixed-size records behind a header, as a ring
 //! reporter.rs     the reporter thread (never pinned): histograms, metrics, log
+//! endpoint.rs     the HTTP endpoint for /metrics and /samples (hyper)
 //! attribution.rs  the tail-attribution report
 //! ```
 
 pub mod attribution;
+pub mod endpoint;
 pub mod inject;
 pub mod policy;
 pub mod reporter;

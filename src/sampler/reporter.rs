@@ -2,7 +2,7 @@
 //! drains the loop's sample ring every 10 ms into the sample store
 //! (file or memory) and the latency histograms, turns the counters the loop
 //! publishes every 100 ms into Prometheus counters, and (with `--metrics`)
-//! serves them over HTTP from a second unpinned thread:
+//! serves them over HTTP from a second unpinned thread (`endpoint.rs`):
 //!
 //! * `GET /metrics`: Prometheus text exposition (prometheus-client crate);
 //! * `GET /samples`: the stored samples in the sample-log format, which is
@@ -12,8 +12,8 @@
 //! stored as a `kind::REPORTER` record with the core it ran on, so the
 //! report can tell when the reporter interfered with the loop.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::endpoint::{Content, EndpointStats};
 use super::ring::Consumer;
 use super::store::Store;
 use super::tracer::TracerStats;
@@ -409,22 +410,12 @@ impl Reporter {
             );
         }
         if let Some(listener) = listener {
-            listener.set_nonblocking(true)?;
             let (inner, stop) = (inner.clone(), stop.clone());
             let avoid_core = (cfg.avoid_core, cfg.core);
+            let stats = Arc::new(EndpointStats::default());
             threads.push(std::thread::Builder::new().name("tg-metrics".into()).spawn(move || {
                 avoid(avoid_core);
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            let _ = serve(s, &inner);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20))
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                    }
-                }
+                super::endpoint::serve(listener, Arc::new(Served(inner)), stop, stats);
             })?);
         }
         Ok(Reporter { stop, threads, published, metrics_addr })
@@ -512,58 +503,18 @@ fn drain_loop(
     }
 }
 
-/// One HTTP/1.0-style exchange: read the request line, answer, close.
-fn serve(mut s: TcpStream, inner: &Mutex<Inner>) -> io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while n < buf.len() {
-        let m = s.read(&mut buf[n..])?;
-        if m == 0 {
-            break;
-        }
-        n += m;
-        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-    }
-    let req = String::from_utf8_lossy(&buf[..n]);
-    let path = req.split_whitespace().nth(1).unwrap_or("");
-    let (status, ctype, body): (&str, &str, Vec<u8>) = match path {
-        "/metrics" => {
-            let g = inner.lock().map_err(|_| io::Error::other("reporter state poisoned"))?;
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", g.metrics.render().into_bytes())
-        }
-        "/samples" => {
-            let g = inner.lock().map_err(|_| io::Error::other("reporter state poisoned"))?;
-            ("200 OK", "application/octet-stream", g.store.snapshot())
-        }
-        _ => ("404 Not Found", "text/plain", b"try /metrics or /samples\n".to_vec()),
-    };
-    write!(
-        s,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(&body)?;
-    s.flush()
-}
+/// The endpoint's view of the reporter's state.
+struct Served(Arc<Mutex<Inner>>);
 
-/// GET `path` from `addr` (for `tailgate report --live` and tests).
-pub fn http_get(addr: &str, path: &str) -> Result<Vec<u8>, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("--live {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).map_err(|e| format!("--live {addr}: reading the answer: {e}"))?;
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").ok_or(format!("--live {addr}: not an HTTP answer"))?;
-    let head = String::from_utf8_lossy(&resp[..split]).to_string();
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("--live {addr}{path}: {}", head.lines().next().unwrap_or("")));
+impl Content for Served {
+    fn metrics(&self) -> Result<Vec<u8>, String> {
+        let g = self.0.lock().map_err(|_| "reporter state poisoned".to_string())?;
+        Ok(g.metrics.render().into_bytes())
     }
-    Ok(resp[split + 4..].to_vec())
+    fn samples(&self) -> Result<Vec<u8>, String> {
+        let g = self.0.lock().map_err(|_| "reporter state poisoned".to_string())?;
+        Ok(g.store.snapshot())
+    }
 }
 
 #[cfg(test)]
