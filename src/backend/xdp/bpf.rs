@@ -4,13 +4,21 @@
 //! means including SIGKILL, the kernel drops the link and the interface goes
 //! back to the kernel. There is no pinning, so nothing is left behind.
 
-use std::mem::MaybeUninit;
+use std::mem::offset_of;
 use std::net::Ipv4Addr;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
+/// The compiled program (build.rs).
+const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redirect.bpf.o"));
+
+/// The skeleton libbpf-cargo generates, for the layout of the program's
+/// read-only data only (`types::rodata`, from the object's BTF). The object
+/// itself is opened with [`ObjectBuilder`], which owns its storage: the
+/// skeleton's `open` borrows storage for the object's whole life, which
+/// meant leaking a box on every attach attempt.
 #[allow(
+    dead_code,
     unsafe_code,
     unsafe_op_in_unsafe_fn,
     clippy::all,
@@ -23,7 +31,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/redirect.skel.rs"));
 }
 
-use skel::{RedirectSkel, RedirectSkelBuilder};
+use skel::types::rodata as Rodata;
 
 /// The program's counters, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +60,13 @@ pub struct Filter {
 
 /// The loaded and attached program.
 pub struct XdpProgram {
-    // The link first: dropping it detaches the program before the maps go.
+    // Drop order: the link first (the program is detached: no frame is
+    // redirected any more), then the map handles, then the object.
     _link: Link,
-    skel: RedirectSkel<'static>,
+    xsks: MapHandle,
+    ports: MapHandle,
+    counters: MapHandle,
+    _obj: Object,
     pub ifindex: u32,
 }
 
@@ -62,58 +74,71 @@ fn err(what: &str, e: libbpf_rs::Error) -> String {
     format!("{what}: {e}")
 }
 
+/// Write `v` at `offset` of the read-only data.
+fn put(ro: &mut [u8], offset: usize, v: &[u8]) -> Result<(), String> {
+    let len = ro.len();
+    ro.get_mut(offset..offset + v.len())
+        .ok_or_else(|| format!("the XDP program's read-only data is {len} bytes, too short"))?
+        .copy_from_slice(v);
+    Ok(())
+}
+
 impl XdpProgram {
     /// Load the program with `filter` baked into its read-only data and
     /// attach it to `ifindex`.
     pub fn attach(ifindex: u32, filter: Filter) -> Result<XdpProgram, String> {
-        // The skeleton borrows its object storage for its whole life; one
-        // program per process, so the storage lives as long as the process.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = RedirectSkelBuilder::default().open(storage).map_err(|e| err("opening the XDP program", e))?;
-        let mut open = open;
-        let ro = open.maps.rodata_data.as_deref_mut().ok_or("the XDP program has no read-only data section")?;
-        ro.stack_ip = u32::from_ne_bytes(filter.ip.octets());
-        ro.local_port_lo = filter.local_ports.0;
-        ro.local_port_hi = filter.local_ports.1;
-        ro.own_address = u8::from(filter.own_address);
-        ro.stamp_rx = u8::from(filter.stamp_rx);
-        ro.drop_every = filter.drop_every;
-        let skel = open.load().map_err(|e| err("loading the XDP program (needs root or CAP_BPF+CAP_NET_ADMIN)", e))?;
-        let link = skel
-            .progs
-            .tailgate_redirect
+        let mut open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| err("opening the XDP program", e))?;
+        {
+            let mut rodata = open
+                .maps_mut()
+                .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+                .ok_or("the XDP program has no read-only data section")?;
+            let ro = rodata.initial_value_mut().ok_or("the XDP program's read-only data is not writable")?;
+            put(ro, offset_of!(Rodata, stack_ip), &u32::from_ne_bytes(filter.ip.octets()).to_ne_bytes())?;
+            put(ro, offset_of!(Rodata, local_port_lo), &filter.local_ports.0.to_ne_bytes())?;
+            put(ro, offset_of!(Rodata, local_port_hi), &filter.local_ports.1.to_ne_bytes())?;
+            put(ro, offset_of!(Rodata, own_address), &[u8::from(filter.own_address)])?;
+            put(ro, offset_of!(Rodata, stamp_rx), &[u8::from(filter.stamp_rx)])?;
+            put(ro, offset_of!(Rodata, drop_every), &filter.drop_every.to_ne_bytes())?;
+        }
+        let obj = open.load().map_err(|e| err("loading the XDP program (needs root or CAP_BPF+CAP_NET_ADMIN)", e))?;
+        let map = |name: &str| -> Result<MapHandle, String> {
+            let m = obj.maps().find(|m| m.name() == name).ok_or(format!("the XDP program has no map {name}"))?;
+            MapHandle::try_from(&m).map_err(|e| err(&format!("opening map {name}"), e))
+        };
+        let (xsks, ports, counters) = (map("xsks")?, map("ports")?, map("counters")?);
+        let link = obj
+            .progs_mut()
+            .find(|p| p.name() == "tailgate_redirect")
+            .ok_or("the XDP program has no tailgate_redirect")?
             .attach_xdp(ifindex as i32)
             .map_err(|e| err(&format!("attaching XDP to ifindex {ifindex}"), e))?;
-        Ok(XdpProgram { _link: link, skel, ifindex })
+        Ok(XdpProgram { _link: link, xsks, ports, counters, _obj: obj, ifindex })
     }
 
     /// Steer queue `queue` to the AF_XDP socket `fd`.
     pub fn register_socket(&mut self, queue: u32, fd: i32) -> Result<(), String> {
-        self.skel
-            .maps
-            .xsks
+        self.xsks
             .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| err(&format!("registering the AF_XDP socket for queue {queue}"), e))
     }
 
     /// Redirect TCP/UDP to this port (used when the address is shared).
     pub fn add_port(&mut self, port: u16) -> Result<(), String> {
-        self.skel
-            .maps
-            .ports
+        self.ports
             .update(&port.to_ne_bytes(), &[1u8], MapFlags::ANY)
             .map_err(|e| err(&format!("adding port {port} to the XDP filter"), e))
     }
 
     /// Read the per-CPU counters, summed (one system call per counter).
     pub fn counters(&self) -> XdpCounters {
-        read_counters(&self.skel.maps.counters)
+        read_counters(&self.counters)
     }
 
     /// A reader of the counters for another thread (its own handle on the
     /// map), so the pinned loop makes no system call for them.
     pub fn counter_reader(&self) -> Result<CounterReader, String> {
-        MapHandle::try_from(&self.skel.maps.counters)
+        MapHandle::try_from(&self.counters)
             .map(|map| CounterReader { map })
             .map_err(|e| err("duplicating the counters map", e))
     }

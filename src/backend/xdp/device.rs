@@ -106,14 +106,14 @@ impl XskDevice {
 
 pub struct XskRx<'a> {
     rx: &'a mut RxHalf,
-    view: UmemView,
+    view: UmemView<'a>,
     frame: Frame,
     len: usize,
 }
 
 pub struct XskTx<'a> {
     tx: &'a mut TxHalf,
-    view: UmemView,
+    view: UmemView<'a>,
     scratch: &'a mut [u8; ETH_MTU],
     loss: &'a mut TxLoss,
 }

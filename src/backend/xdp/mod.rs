@@ -221,11 +221,15 @@ pub fn shard_of(remote: u32, remote_port: u16, local_port: u16) -> usize {
 
 /// The AF_XDP + smoltcp transport.
 pub struct XdpTransport {
+    // Drop order (fields drop in declaration order): the program first, so
+    // its link detaches it and no frame is redirected to the socket any
+    // more; then the device, which closes the socket and unmaps its rings
+    // and UMEM (xsk.rs).
+    prog: XdpProgram,
+    dev: XskDevice,
     cfg: XdpConfig,
     iface: Interface,
     shards: Vec<Shard>,
-    dev: XskDevice,
-    prog: XdpProgram,
     ports: Vec<u16>,
     conns: Slab<Conn>,
     zombies: Vec<(usize, SocketHandle, u64)>,

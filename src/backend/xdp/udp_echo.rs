@@ -94,7 +94,7 @@ pub fn reply_in_place(buf: &mut [u8], ip: [u8; 4], mac: [u8; 6], port: u16, stat
 fn echo_one(
     rx: &mut RxHalf,
     tx: &mut TxHalf,
-    view: UmemView,
+    view: UmemView<'_>,
     ip: [u8; 4],
     mac: [u8; 6],
     port: u16,
@@ -173,6 +173,9 @@ pub fn run(cfg: XdpConfig, port: u16, stop: &AtomicBool) -> Result<UdpEchoStats,
         x.passed,
         x.malformed
     );
+    // The program first (no more redirects), then the socket.
+    drop(prog);
+    drop(sock);
     Ok(st)
 }
 

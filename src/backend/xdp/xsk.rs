@@ -15,6 +15,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -340,31 +341,50 @@ pub struct TxHalf {
     pub stats: TxStats,
 }
 
-/// A view of the UMEM for reading and writing frames we own.
+/// Where the UMEM is mapped (kept by [`Xsk`], which owns the mapping).
 #[derive(Clone, Copy)]
-pub struct UmemView {
+struct UmemRaw {
     base: NonNull<u8>,
     len: usize,
     frame_size: usize,
 }
 
-impl UmemView {
+/// A view of the UMEM for reading and writing frames we own. It borrows the
+/// mapping (`'umem`), so neither it nor a slice it returns can outlive it.
+#[derive(Clone, Copy)]
+pub struct UmemView<'umem> {
+    raw: UmemRaw,
+    _umem: PhantomData<&'umem [u8]>,
+}
+
+impl<'umem> UmemView<'umem> {
+    /// The byte range `[start, start + n)` of the first `len` bytes at `f`'s
+    /// address, clamped to the end of `f`'s chunk: an RX address carries a
+    /// headroom offset into its chunk, and the next chunk may be a frame
+    /// that someone else holds.
     fn range(&self, f: &Frame, len: usize) -> (usize, usize) {
-        let start = (f.0 as usize).min(self.len);
-        let end = start.saturating_add(len.min(self.frame_size)).min(self.len);
+        let fs = self.raw.frame_size;
+        let start = (f.0 as usize).min(self.raw.len);
+        let chunk_end = (start / fs).saturating_add(1).saturating_mul(fs).min(self.raw.len);
+        let end = start.saturating_add(len).min(chunk_end);
         (start, end - start)
     }
 
-    /// The first `len` bytes of frame `f` (clamped to the frame).
+    /// The first `len` bytes of frame `f`, clamped to the end of its chunk.
     ///
     /// # Safety
-    /// The UMEM must be alive, and `f` owned by the caller: not in any ring,
-    /// with no other live reference to its bytes.
-    pub unsafe fn bytes<'a>(&self, f: &'a Frame, len: usize) -> &'a [u8] {
+    /// `f` must be owned by the caller: not in any ring, with no other live
+    /// reference to the bytes of its chunk.
+    pub unsafe fn bytes<'a>(&self, f: &'a Frame, len: usize) -> &'a [u8]
+    where
+        'umem: 'a,
+    {
         let (start, n) = self.range(f, len);
-        // SAFETY: start + n is within the mapping (clamped); the caller owns
-        // the frame, so the kernel is not writing it and nobody aliases it.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), n) }
+        // SAFETY: [start, start + n) lies inside `f`'s chunk (clamped to the
+        // chunk's end and to the mapping), which `'umem` keeps mapped for
+        // 'a; the caller owns the chunk, so the kernel is not writing it and
+        // no other reference aliases it.
+        unsafe { std::slice::from_raw_parts(self.raw.base.as_ptr().add(start), n) }
     }
 
     /// The first `len` bytes of frame `f`, writable.
@@ -372,14 +392,18 @@ impl UmemView {
     /// # Safety
     /// As for [`UmemView::bytes`].
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn bytes_mut<'a>(&self, f: &'a mut Frame, len: usize) -> &'a mut [u8] {
+    pub unsafe fn bytes_mut<'a>(&self, f: &'a mut Frame, len: usize) -> &'a mut [u8]
+    where
+        'umem: 'a,
+    {
         let (start, n) = self.range(f, len);
-        // SAFETY: as in `bytes`; `&mut Frame` makes this the only reference.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), n) }
+        // SAFETY: as in `bytes`; `&mut Frame` makes this the only reference
+        // to the chunk.
+        unsafe { std::slice::from_raw_parts_mut(self.raw.base.as_ptr().add(start), n) }
     }
 
     pub fn frame_size(&self) -> usize {
-        self.frame_size
+        self.raw.frame_size
     }
 
     /// The arrival time the XDP program put in the metadata in front of
@@ -391,12 +415,12 @@ impl UmemView {
     /// headroom in front of its data in the same chunk.
     pub unsafe fn take_rx_meta(&self, f: &Frame) -> Option<u64> {
         let addr = f.0 as usize;
-        if addr % self.frame_size < META_LEN || addr > self.len {
+        if addr % self.raw.frame_size < META_LEN || addr > self.raw.len {
             return None;
         }
         // SAFETY: [addr - 16, addr) lies inside the chunk of `f` (checked
         // above) and inside the mapping; the caller owns that chunk.
-        let m = unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(addr - META_LEN), META_LEN) };
+        let m = unsafe { std::slice::from_raw_parts_mut(self.raw.base.as_ptr().add(addr - META_LEN), META_LEN) };
         if m[8..12] != META_MAGIC.to_ne_bytes() {
             return None;
         }
@@ -418,7 +442,7 @@ pub struct Xsk {
     pub rx: RxHalf,
     pub tx: TxHalf,
     umem: MmapMut,
-    view: UmemView,
+    raw: UmemRaw,
     pub mode: BindMode,
     pub hugepages: bool,
     pub busy_poll: bool,
@@ -444,7 +468,7 @@ impl Xsk {
             Ok(m) => (m, true),
             Err(_) => (MmapOptions::new().len(len).populate().map_anon()?, false),
         };
-        let view = UmemView {
+        let raw = UmemRaw {
             base: NonNull::new(umem.as_mut_ptr()).ok_or_else(|| io::Error::other("UMEM mapping is null"))?,
             len,
             frame_size: cfg.frame_size as usize,
@@ -457,21 +481,28 @@ impl Xsk {
         for &bind_flag in modes {
             match Self::open(ifindex, cfg, &umem, bind_flag) {
                 Ok((fd, fill, comp, rx, tx, mode)) => {
-                    let raw = fd.as_raw_fd();
+                    let sock = fd.as_raw_fd();
                     let mut x = Xsk {
                         fd,
-                        rx: RxHalf { rx, fill, fill_pending: 0, spill: Vec::new(), fd: raw, stats: RxStats::default() },
+                        rx: RxHalf {
+                            rx,
+                            fill,
+                            fill_pending: 0,
+                            spill: Vec::new(),
+                            fd: sock,
+                            stats: RxStats::default(),
+                        },
                         tx: TxHalf {
                             tx,
                             comp,
                             free: Vec::with_capacity(cfg.frames as usize),
                             pending: 0,
-                            fd: raw,
+                            fd: sock,
                             always_kick: mode == BindMode::Copy,
                             stats: TxStats::default(),
                         },
                         umem,
-                        view,
+                        raw,
                         mode,
                         hugepages,
                         busy_poll: false,
@@ -610,14 +641,14 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
-    /// The UMEM view, valid while `self` lives.
-    pub fn view(&self) -> UmemView {
-        self.view
+    /// The UMEM view, borrowing the mapping.
+    pub fn view(&self) -> UmemView<'_> {
+        UmemView { raw: self.raw, _umem: PhantomData }
     }
 
     /// Both halves and the UMEM view at once (the smoltcp device needs all three).
-    pub fn split(&mut self) -> (&mut RxHalf, &mut TxHalf, UmemView) {
-        (&mut self.rx, &mut self.tx, self.view)
+    pub fn split(&mut self) -> (&mut RxHalf, &mut TxHalf, UmemView<'_>) {
+        (&mut self.rx, &mut self.tx, UmemView { raw: self.raw, _umem: PhantomData })
     }
 }
 
@@ -805,5 +836,27 @@ mod tests {
         assert!(e.contains("8192"), "{e}");
         let e = XskConfig { ring_size: 3, ..Default::default() }.validate().unwrap_err();
         assert!(e.contains('3'), "{e}");
+    }
+
+    /// Regression: an RX address carries a headroom offset into its chunk;
+    /// a slice of `len` bytes from there ran into the next chunk (possibly a
+    /// TX frame held `&mut`). It now ends at the chunk's end.
+    #[test]
+    fn a_frame_slice_never_leaves_its_chunk() {
+        let mut m = MmapOptions::new().len(4 * 2048).map_anon().unwrap();
+        let raw = UmemRaw { base: NonNull::new(m.as_mut_ptr()).unwrap(), len: m.len(), frame_size: 2048 };
+        let view = UmemView { raw, _umem: PhantomData::<&[u8]> };
+        // A frame at headroom 256 in chunk 1, asked for 2048 bytes.
+        assert_eq!(view.range(&Frame(2048 + 256), 2048), (2048 + 256, 2048 - 256));
+        assert_eq!(view.range(&Frame(2048 + 256), 100), (2048 + 256, 100));
+        // The last chunk ends at the mapping's end; past it, nothing.
+        assert_eq!(view.range(&Frame(3 * 2048 + 16), 4096), (3 * 2048 + 16, 2048 - 16));
+        assert_eq!(view.range(&Frame(4 * 2048), 64).1, 0);
+        assert_eq!(view.range(&Frame(u64::MAX), 64).1, 0);
+        let f = Frame(2048 + 256);
+        // SAFETY: nothing else references the anonymous mapping in this test.
+        let b = unsafe { view.bytes(&f, 4096) };
+        assert_eq!(b.len(), 2048 - 256);
+        drop(m);
     }
 }
