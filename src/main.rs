@@ -434,6 +434,12 @@ fn choose(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tailgate::log::set_level(if cli.quiet { 0 } else { 1 + cli.verbose });
+    // The event loops (serve, load) log through a queue, never blocking on stderr.
+    if matches!(cli.cmd, Cmd::Serve(_) | Cmd::Load(_)) {
+        if let Err(e) = tailgate::log::start() {
+            eprintln!("tailgate: warn: no log thread ({e}); logging writes stderr directly");
+        }
+    }
     if let Some(n) = runtime::raise_fd_limit() {
         if n < 4096 {
             log_warn!("open-file limit is {n}: raise it (ulimit -n) for more connections");
@@ -445,6 +451,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => report(a),
         Cmd::Doctor(a) => doctor(a),
     };
+    tailgate::log::flush();
     match result {
         Ok(code) => code,
         Err(e) => {

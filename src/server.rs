@@ -102,6 +102,8 @@ pub struct Server<T: Transport, A: App> {
     conns: Vec<Option<Conn<A::Session>>>,
     work: VecDeque<ConnId>,
     events: Vec<Event>,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC (ns), for wall stamps from the loop's clock.
+    wall_offset: u64,
     next_tick: u64,
     /// Monotonic ns read once per iteration.
     now: u64,
@@ -121,6 +123,7 @@ impl<T: Transport, A: App> Server<T, A> {
             work: VecDeque::with_capacity(1024),
             events: Vec::with_capacity(1024),
             next_tick: 0,
+            wall_offset: clock::realtime_ns().wrapping_sub(clock::mono_ns()),
             now: 0,
             stats: ServerStats::default(),
             tracer: Tracer::disabled(),
@@ -219,6 +222,9 @@ impl<T: Transport, A: App> Server<T, A> {
         }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick_ns;
+            // CLOCK_REALTIME - CLOCK_MONOTONIC, refreshed once a tick (vDSO
+            // reads), so wall stamps follow a stepped clock within a tick.
+            self.wall_offset = clock::realtime_ns().wrapping_sub(clock::mono_ns());
             self.tick(now);
             if now >= self.next_publish {
                 self.next_publish = now + PUBLISH_NS;
@@ -273,8 +279,11 @@ impl<T: Transport, A: App> Server<T, A> {
             rx_flags: 0,
         });
         self.stats.opened += 1;
-        if let Some(peer) = self.transport.peer_addr(id) {
-            crate::log_debug!("{}: open from {peer}", id);
+        // getpeername only when the line is logged (-vv).
+        if crate::log::enabled(2) {
+            if let Some(peer) = self.transport.peer_addr(id) {
+                crate::log_debug!("{}: open from {peer}", id);
+            }
         }
         self.enqueue(id);
     }
@@ -422,7 +431,8 @@ impl<T: Transport, A: App> Server<T, A> {
         // when its output is full; then the input waits for Writable.)
         let mut stalled_input = false;
         if c.state == State::Open && c.rx_len > 0 {
-            let recv_ts = if A::WANTS_RECV_TS { clock::realtime_ns() } else { 0 };
+            // The iteration's clock as wall time: no clock read per input.
+            let recv_ts = if A::WANTS_RECV_TS { now.wrapping_add(self.wall_offset) } else { 0 };
             self.tracer.begin_input(id.0 as u32, RxTrace { arrival_ns: c.rx_arrival, flags: c.rx_flags });
             let (used, v) =
                 self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, &mut self.tracer, recv_ts, now);

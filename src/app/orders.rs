@@ -215,7 +215,7 @@ impl Orders {
                         cl_ord_id: o.cl_ord_id,
                         client_ts: o.client_ts,
                         gw_recv_ts: recv_ts,
-                        gw_send_ts: crate::clock::realtime_ns(),
+                        gw_send_ts: recv_ts,
                         order_id,
                     };
                     self.emit(s, out, ack, now);
@@ -224,12 +224,7 @@ impl Orders {
             ClientMsg::Cancel { cl_ord_id, client_ts } => {
                 if s.open.remove(&cl_ord_id) {
                     self.counters.cancels_acked += 1;
-                    let ack = GatewayMsg::CancelAck {
-                        cl_ord_id,
-                        client_ts,
-                        gw_recv_ts: recv_ts,
-                        gw_send_ts: crate::clock::realtime_ns(),
-                    };
+                    let ack = GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts: recv_ts, gw_send_ts: recv_ts };
                     self.emit(s, out, ack, now);
                 } else {
                     self.reject(s, out, f, RejectReason::UnknownOrder, recv_ts, now);
@@ -259,7 +254,11 @@ impl App for Orders {
             logged_on: false,
             expect_seq: 1,
             out_seq: 1,
-            open: HashSet::with_capacity(self.cfg.max_open_orders.min(1024)),
+            // Sized once, at accept, for the limit: the set never grows on
+            // the hot path (an order beyond the limit is rejected first).
+            // Only the control bytes are touched now; the slots' pages are
+            // used as orders arrive.
+            open: HashSet::with_capacity(self.cfg.max_open_orders),
             last_rx: now,
             last_tx: now,
         }
@@ -440,6 +439,24 @@ mod tests {
         assert!(matches!(c.replies()[..], [GatewayMsg::CancelAck { cl_ord_id: 5, client_ts: 77, .. }]));
         assert_eq!(c.app.counters.orders_acked, 1);
         assert_eq!(c.app.counters.cancels_acked, 1);
+    }
+
+    /// Regression: the set was sized for 1024 and grew (reallocating on the
+    /// loop) past about 900 open orders while the limit was 10,000.
+    #[test]
+    fn open_orders_up_to_the_limit_never_reallocate() {
+        let max = 3000;
+        let mut c = Client::new(OrdersConfig { max_open_orders: max, ..Default::default() });
+        c.out = OutBuf::with_capacity(1 << 20);
+        let cap = c.s.open.capacity();
+        assert!(cap >= max, "capacity {cap} < limit {max}");
+        c.logon();
+        for id in 1..=max as u64 + 5 {
+            c.send(limit(id));
+            let _ = c.replies();
+        }
+        assert_eq!(c.s.open.len(), max);
+        assert_eq!(c.s.open.capacity(), cap, "the open-orders set reallocated");
     }
 
     #[test]

@@ -252,6 +252,10 @@ pub struct XdpTransport {
     /// Shards marked for scan / egress, so an idle loop touches none.
     to_scan: Vec<usize>,
     to_egress: Vec<usize>,
+    /// Scratch lists sized at start-up (no allocation per poll): shards
+    /// egress left busy, connections found dead by a scan.
+    busy_scratch: Vec<usize>,
+    dead_scratch: Vec<usize>,
     /// Tracing: flows by key, the last recv's trace, loop flags so far.
     tracing: bool,
     flows: FlowMap,
@@ -371,6 +375,7 @@ impl XdpTransport {
             let _ = a.push(cidr);
         });
         let next_local_port = cfg.local_ports.0;
+        let max_conns = cfg.max_conns;
         Ok(XdpTransport {
             cfg,
             iface,
@@ -400,6 +405,8 @@ impl XdpTransport {
             timer_shard: 0,
             to_scan: Vec::with_capacity(SHARDS),
             to_egress: Vec::with_capacity(SHARDS),
+            busy_scratch: Vec::with_capacity(SHARDS),
+            dead_scratch: Vec::with_capacity(max_conns),
             tracing: false,
             flows: FlowMap::default(),
             last_rx_trace: RxTrace::default(),
@@ -557,7 +564,7 @@ impl XdpTransport {
     /// `EGRESS_ROUNDS` times; a shard with more to send stays marked.
     fn egress(&mut self) {
         let now = self.now;
-        let mut busy = Vec::new();
+        let mut busy = std::mem::take(&mut self.busy_scratch);
         while let Some(si) = self.to_egress.pop() {
             self.shards[si].egress = false;
             let mut drained = false;
@@ -572,9 +579,10 @@ impl XdpTransport {
             }
             self.mark_scan(si);
         }
-        for si in busy {
+        for si in busy.drain(..) {
             self.mark_egress(si);
         }
+        self.busy_scratch = busy;
         self.dev.flush();
     }
 
@@ -599,7 +607,7 @@ impl XdpTransport {
         while let Some(si) = self.to_scan.pop() {
             self.shards[si].scan = false;
             self.refill(si);
-            let mut dead = Vec::new();
+            let mut dead = std::mem::take(&mut self.dead_scratch);
             let sh = &mut self.shards[si];
             for &id in &sh.conns {
                 let Some(c) = self.conns.get_mut(id) else { continue };
@@ -636,12 +644,13 @@ impl XdpTransport {
                     events.push(Event::Writable(ConnId(id)));
                 }
             }
-            for id in dead {
+            for id in dead.drain(..) {
                 let c = self.conns.remove(id);
                 let sh = &mut self.shards[si];
                 sh.sockets.remove(c.handle);
                 sh.conns.retain(|&x| x != id);
             }
+            self.dead_scratch = dead;
         }
         if !self.zombies.is_empty() {
             let now = self.now_ns;
