@@ -130,7 +130,8 @@ struct XdpArgs {
     /// refilled after every SYN (xdp backend).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
     backlog: u64,
-    /// Most open connections (xdp backend).
+    /// Most open connections (both backends); one more is reset at once, counted
+    /// (tailgate_drops_total{reason="conn_refused"}) and logged at a bounded rate.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_conns: u64,
 }
@@ -362,6 +363,10 @@ enum Chosen {
 /// What the xdp backend's XDP program does besides redirecting.
 #[derive(Clone, Copy, Default)]
 struct XdpExtras {
+    /// The transport makes outbound connections (load): give it the local
+    /// port range, which the XDP program then also redirects. A server
+    /// makes none, so kernel flows on a shared address keep those ports.
+    outbound: bool,
     stamp_rx: bool,
     drop_every: u32,
     tx_drop_every: u32,
@@ -380,6 +385,9 @@ fn xdp_config(
     c.wait = wait;
     c.backlog = x.backlog as usize;
     c.max_conns = x.max_conns as usize;
+    if !extras.outbound {
+        c.local_ports = (0, 0);
+    }
     c.xsk.queue = x.queue;
     c.stamp_rx = extras.stamp_rx;
     c.drop_every = extras.drop_every;
@@ -403,9 +411,14 @@ fn choose(
     extras: XdpExtras,
 ) -> Result<Chosen, String> {
     let kernel = || {
-        KernelTransport::new(KernelConfig { wait, busy_poll_us, ..KernelConfig::default() })
-            .map(|t| Chosen::Kernel(Box::new(t)))
-            .map_err(|e| format!("kernel backend: {e}"))
+        KernelTransport::new(KernelConfig {
+            wait,
+            busy_poll_us,
+            max_conns: x.max_conns as usize,
+            ..KernelConfig::default()
+        })
+        .map(|t| Chosen::Kernel(Box::new(t)))
+        .map_err(|e| format!("kernel backend: {e}"))
     };
     let xdp = || -> Result<Chosen, String> {
         let ip = stack_ip.ok_or("--backend xdp needs an IPv4 address for the stack")?;
@@ -476,6 +489,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
     let extras = XdpExtras {
+        outbound: false,
         stamp_rx: sampling.enabled,
         drop_every: inject.loss_every.unwrap_or(0),
         tx_drop_every: inject.tx_loss_every.unwrap_or(0),
@@ -670,7 +684,14 @@ fn run_load(a: LoadArgs) -> Result<ExitCode, String> {
         logon_timeout: Duration::from_secs(10),
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };
-    let report = match choose(backend, &a.xdp, a.local_ip, WaitMode::Spin, 0, XdpExtras::default())? {
+    let report = match choose(
+        backend,
+        &a.xdp,
+        a.local_ip,
+        WaitMode::Spin,
+        0,
+        XdpExtras { outbound: true, ..XdpExtras::default() },
+    )? {
         Chosen::Kernel(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
         Chosen::Xdp(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
     }

@@ -133,3 +133,81 @@ fn load_against_nothing_fails_with_the_address() {
     assert_eq!(code, 1);
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
 }
+
+/// Regression: after EMFILE the kernel backend stopped accepting and left
+/// connections in the backlog until a new connection raised a new edge. A
+/// gateway under a small descriptor limit (prlimit) is filled past it; once
+/// some clients leave, the ones waiting in the backlog are served with no
+/// new connection arriving.
+#[test]
+fn kernel_backend_accepts_the_backlog_after_emfile() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("SKIP kernel_backend_accepts_the_backlog_after_emfile: prlimit (util-linux) not installed");
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port_s = port.to_string();
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=32:32", BIN, "serve", "--backend", "kernel", "--ip", "127.0.0.1", "--port", &port_s])
+        .args(["--app", "echo"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let guard = Kill(child);
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let connect = || loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "gateway not listening: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let echoes = |s: &mut TcpStream, wait: Duration| -> bool {
+        s.set_read_timeout(Some(wait)).unwrap();
+        if s.write_all(b"x").is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(1))
+    };
+    // More clients than descriptors: the first are served, the rest wait in
+    // the backlog (the kernel completed their handshakes).
+    let mut clients: Vec<TcpStream> = (0..48).map(|_| connect()).collect();
+    let served: Vec<bool> = clients.iter_mut().map(|c| echoes(c, Duration::from_millis(300))).collect();
+    let n_served = served.iter().filter(|&&x| x).count();
+    assert!(n_served > 0 && n_served < clients.len(), "served {n_served} of {}: the limit did not bite", clients.len());
+    let waiting: Vec<usize> = (0..clients.len()).filter(|&i| !served[i]).collect();
+    // Free descriptors: the first ten served clients leave.
+    let mut left = 0;
+    for i in 0..clients.len() {
+        if served[i] && left < 10 {
+            let _ = clients[i].shutdown(std::net::Shutdown::Both);
+            left += 1;
+        }
+    }
+    // Now, with no new connection, the waiting clients' bytes are echoed.
+    let first = waiting[0];
+    assert!(echoes(&mut clients[first], Duration::from_secs(5)), "a client in the backlog was never accepted");
+    drop(clients);
+    drop(guard);
+    let log = log.join().unwrap();
+    assert!(log.contains("accept failed") && log.contains("retrying"), "{log}");
+}

@@ -43,13 +43,18 @@ pub struct KernelConfig {
     pub busy_poll_us: u32,
     /// Capacity of the epoll event array.
     pub events_capacity: usize,
+    /// Most open connections; an accepted one beyond is reset at once.
+    pub max_conns: usize,
 }
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        KernelConfig { wait: WaitMode::Block, busy_poll_us: 50, events_capacity: 1024 }
+        KernelConfig { wait: WaitMode::Block, busy_poll_us: 50, events_capacity: 1024, max_conns: 4096 }
     }
 }
+
+/// How long a blocking poll may sleep while an accept must be retried.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 /// Kernel TCP over epoll.
 pub struct KernelTransport {
@@ -63,6 +68,12 @@ pub struct KernelTransport {
     stats: TransportStats,
     busy_poll_refused: bool,
     accept_errors: u64,
+    /// Connections reset at once because `max_conns` were open.
+    refused: u64,
+    /// Listeners whose last accept failed (EMFILE, ENFILE, ENOBUFS, ...):
+    /// retried at the next poll, edge or no edge (the listener is
+    /// edge-triggered, and connections left in the backlog raise no new edge).
+    accept_retry: [bool; 8],
     /// Tracing: kernel receive timestamps are on.
     tracing: bool,
     last_rx_trace: RxTrace,
@@ -87,6 +98,8 @@ impl KernelTransport {
             stats: TransportStats::default(),
             busy_poll_refused: false,
             accept_errors: 0,
+            refused: 0,
+            accept_retry: [false; 8],
             tracing: false,
             last_rx_trace: RxTrace::default(),
             loop_flags: 0,
@@ -124,6 +137,18 @@ impl KernelTransport {
     fn accept_all(&mut self, idx: usize, events: &mut Vec<Event>) {
         loop {
             match self.listeners[idx].accept() {
+                Ok((s, peer)) if self.conns.len() >= self.cfg.max_conns => {
+                    // Refused at once: RST (linger 0), not a connection
+                    // that hangs until the client gives up.
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    drop(s);
+                    self.refused += 1;
+                    crate::log_warn!(
+                        "kernel backend: connection from {peer} refused: --max-conns {} open ({} refused so far)",
+                        self.cfg.max_conns,
+                        self.refused
+                    );
+                }
                 Ok((s, _peer)) => match self.setup_stream(s) {
                     Ok(id) => {
                         self.stats.accepted += 1;
@@ -137,9 +162,14 @@ impl KernelTransport {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE/ENFILE/ENOBUFS: leave the rest in the backlog.
+                    // EMFILE/ENFILE/ENOBUFS: leave the rest in the backlog
+                    // and try again at the next poll (a closed connection
+                    // frees a descriptor; no new edge will say so).
                     self.accept_errors += 1;
-                    crate::log_warn!("kernel backend: accept failed: {e}");
+                    if let Some(r) = self.accept_retry.get_mut(idx) {
+                        *r = true;
+                    }
+                    crate::log_warn!("kernel backend: accept failed: {e}; retrying at the next poll");
                     break;
                 }
             }
@@ -172,9 +202,11 @@ impl Transport for KernelTransport {
     fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64> {
         events.clear();
         events.append(&mut self.pending);
+        let retry = self.accept_retry.iter().any(|&r| r);
         let timeout = match self.cfg.wait {
             WaitMode::Spin => Some(Duration::ZERO),
             WaitMode::Block if !events.is_empty() => Some(Duration::ZERO),
+            WaitMode::Block if retry => Some(timeout.map_or(ACCEPT_RETRY, |t| t.min(ACCEPT_RETRY))),
             WaitMode::Block => timeout,
         };
         if self.tracing && timeout != Some(Duration::ZERO) {
@@ -187,7 +219,8 @@ impl Transport for KernelTransport {
         }
         let now = crate::clock::mono_ns();
         self.now_ns = now;
-        let mut accept_from = [false; 8];
+        let mut accept_from = self.accept_retry;
+        self.accept_retry = [false; 8];
         for ev in self.events.iter() {
             let t = ev.token().0;
             if t > LISTENER_TOKEN_TOP - self.listeners.len() {
@@ -272,7 +305,7 @@ impl Transport for KernelTransport {
     }
 
     fn counters(&self) -> BackendCounters {
-        BackendCounters { accept_errors: self.accept_errors, ..BackendCounters::default() }
+        BackendCounters { accept_errors: self.accept_errors, refused: self.refused, ..BackendCounters::default() }
     }
 
     fn set_tracing(&mut self, on: bool) {
@@ -289,8 +322,9 @@ impl Transport for KernelTransport {
 
     fn report(&self) -> Option<String> {
         Some(format!(
-            "kernel: accept_errors={} busy_poll={}",
+            "kernel: accept_errors={} refused={} busy_poll={}",
             self.accept_errors,
+            self.refused,
             match (self.cfg.wait, self.cfg.busy_poll_us, self.busy_poll_refused) {
                 (WaitMode::Block, _, _) | (_, 0, _) => "off",
                 (_, _, true) => "refused",
@@ -392,7 +426,54 @@ mod tests {
         let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
         let id = t.connect(l.local_addr().unwrap()).unwrap();
         let evs = pump(&mut t, |e| e.contains(&Event::Connected(id)));
-        assert!(evs.contains(&Event::Connected(id)));
+        // Reported once, counted, and a real connection: the listener's
+        // side sees it and bytes flow both ways through `id`.
+        assert_eq!(evs.iter().filter(|e| **e == Event::Connected(id)).count(), 1, "{evs:?}");
+        assert_eq!(t.stats().connected, 1);
+        let (mut server, _) = l.accept().unwrap();
+        assert_eq!(server.peer_addr().ok(), t.conns[id.0].0.local_addr().ok());
+        assert_eq!(t.send(id, b"ping").unwrap(), 4);
+        let mut b = [0u8; 4];
+        server.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ping");
+        server.write_all(b"pong").unwrap();
+        pump(&mut t, |e| e.contains(&Event::Readable(id)));
+        let mut got = [0u8; 8];
+        assert_eq!(t.recv(id, &mut got).unwrap(), 4);
+        assert_eq!(&got[..4], b"pong");
+    }
+
+    /// --max-conns on the kernel backend: connections beyond the limit are
+    /// reset at once and counted; the ones within it work.
+    #[test]
+    fn connections_beyond_max_conns_are_reset_and_counted() {
+        let mut t = KernelTransport::new(KernelConfig { max_conns: 2, ..KernelConfig::default() }).unwrap();
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        t.listen(addr).unwrap();
+        let clients: Vec<std::net::TcpStream> = (0..5).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut evs = Vec::new();
+        let mut accepted = 0;
+        while t.refused < 3 && Instant::now() < deadline {
+            t.poll(Some(Duration::from_millis(10)), &mut evs).unwrap();
+            accepted += evs.iter().filter(|e| matches!(e, Event::Accepted(_))).count();
+        }
+        assert_eq!((accepted, t.refused, t.counters().refused), (2, 3, 3));
+        // Three clients were reset: a read sees ECONNRESET (or EOF), not a hang.
+        let mut reset = 0;
+        for mut c in clients {
+            c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let mut b = [0u8; 1];
+            match c.read(&mut b) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => reset += 1,
+                Ok(0) => reset += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(reset, 3);
+        assert!(t.report().unwrap().contains("refused=3"));
     }
 
     fn would_block_err(e: &io::Error) -> bool {

@@ -98,7 +98,7 @@ pub struct BackendCounters {
     pub rx_invalid: u64,
     /// TX frames dropped for want of a free frame or ring slot (xdp).
     pub tx_starved: u64,
-    /// Connections refused at the connection limit (xdp).
+    /// Connections refused at the connection limit (`--max-conns`).
     pub refused: u64,
     /// Failed accepts (kernel).
     pub accept_errors: u64,

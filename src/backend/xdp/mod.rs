@@ -112,6 +112,8 @@ struct Conn {
     want_write: bool,
     /// Tracing: the flow key, once known (0: not yet).
     flow: u64,
+    /// The local port an outbound connection holds (0: accepted).
+    local_port: u16,
 }
 
 /// One slice of the socket table. Frames are demultiplexed to a shard by
@@ -232,9 +234,13 @@ pub struct XdpTransport {
     shards: Vec<Shard>,
     ports: Vec<u16>,
     conns: Slab<Conn>,
-    zombies: Vec<(usize, SocketHandle, u64)>,
+    /// Closing sockets: (shard, handle, deadline, local port held or 0).
+    zombies: Vec<(usize, SocketHandle, u64, u16)>,
     pending: Vec<Event>,
     next_local_port: u16,
+    /// Local ports held by outbound connections, live or closing (one bit
+    /// a port): a port is reused only once its socket is gone.
+    ports_held: Vec<u64>,
     stats: TransportStats,
     /// Connections refused because `max_conns` was reached.
     pub refused: u64,
@@ -297,7 +303,43 @@ fn rx_queues(iface: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// The first port from `*next` (wrapping within `lo..=hi`) whose bit in
+/// `held` is clear; `*next` moves past it.
+fn next_free_port(held: &[u64], next: &mut u16, lo: u16, hi: u16) -> Option<u16> {
+    let span = u32::from(hi.checked_sub(lo)?) + 1;
+    let mut port = (*next).clamp(lo, hi);
+    for _ in 0..span {
+        let free = held.get(usize::from(port) / 64).is_some_and(|w| w & (1u64 << (port % 64)) == 0);
+        let following = if port >= hi { lo } else { port + 1 };
+        if free {
+            *next = following;
+            return Some(port);
+        }
+        port = following;
+    }
+    None
+}
+
 impl XdpTransport {
+    /// Mark `port` held (or free). Port 0 is never held.
+    fn hold_port(&mut self, port: u16, held: bool) {
+        if port == 0 {
+            return;
+        }
+        let (w, b) = (usize::from(port) / 64, 1u64 << (port % 64));
+        if held {
+            self.ports_held[w] |= b;
+        } else {
+            self.ports_held[w] &= !b;
+        }
+    }
+
+    /// The next local port in `lo..=hi`, from where the last search ended,
+    /// that no live or closing connection holds.
+    fn free_local_port(&mut self, lo: u16, hi: u16) -> Option<u16> {
+        next_free_port(&self.ports_held, &mut self.next_local_port, lo, hi)
+    }
+
     /// Attach the program, bind the socket, build the stack. Errors name the
     /// flag or the step that failed, so `--backend auto` can log one line.
     pub fn new(cfg: XdpConfig) -> io::Result<Self> {
@@ -395,6 +437,7 @@ impl XdpTransport {
             zombies: Vec::new(),
             pending: Vec::new(),
             next_local_port,
+            ports_held: vec![0; 65536 / 64],
             stats: TransportStats::default(),
             refused: 0,
             rx_invalid: 0,
@@ -471,8 +514,13 @@ impl XdpTransport {
             }
             if self.conns.len() >= self.cfg.max_conns {
                 self.refused += 1;
+                crate::log_warn!(
+                    "xdp backend: connection refused: --max-conns {} open ({} refused so far)",
+                    self.cfg.max_conns,
+                    self.refused
+                );
                 self.shards[shard].sockets.get_mut::<tcp::Socket>(h).abort();
-                self.zombies.push((shard, h, self.now_ns + ZOMBIE_NS));
+                self.zombies.push((shard, h, self.now_ns + ZOMBIE_NS, 0));
             } else {
                 let id = self.conns.insert(Conn {
                     shard,
@@ -482,6 +530,7 @@ impl XdpTransport {
                     eof_reported: false,
                     want_write: false,
                     flow: 0,
+                    local_port: 0,
                 });
                 self.shards[shard].conns.push(id);
             }
@@ -649,13 +698,15 @@ impl XdpTransport {
                 let sh = &mut self.shards[si];
                 sh.sockets.remove(c.handle);
                 sh.conns.retain(|&x| x != id);
+                self.hold_port(c.local_port, false);
             }
             self.dead_scratch = dead;
         }
         if !self.zombies.is_empty() {
             let now = self.now_ns;
             let shards = &mut self.shards;
-            self.zombies.retain(|&(si, h, deadline)| {
+            let held = &mut self.ports_held;
+            self.zombies.retain(|&(si, h, deadline, port)| {
                 let s = shards[si].sockets.get_mut::<tcp::Socket>(h);
                 let done = matches!(s.state(), State::Closed | State::TimeWait);
                 if done || now >= deadline {
@@ -663,6 +714,9 @@ impl XdpTransport {
                         s.abort();
                     }
                     shards[si].sockets.remove(h);
+                    if port != 0 {
+                        held[usize::from(port) / 64] &= !(1u64 << (port % 64));
+                    }
                     false
                 } else {
                     true
@@ -714,8 +768,17 @@ impl Transport for XdpTransport {
             return Err(io::Error::other(format!("connection limit {} reached", self.cfg.max_conns)));
         }
         let (lo, hi) = self.cfg.local_ports;
-        let port = self.next_local_port;
-        self.next_local_port = if port >= hi { lo } else { port + 1 };
+        if hi == 0 {
+            return Err(io::Error::other(
+                "this xdp transport has no local port range: it makes no outbound connections",
+            ));
+        }
+        let port = self.free_local_port(lo, hi).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("connect to {addr}: every local port {lo}-{hi} is held by a live or closing connection"),
+            )
+        })?;
         let shard = shard_of(u32::from(ip), addr.port(), port);
         let h = self.new_socket(shard);
         let remote = IpEndpoint::new(IpAddress::Ipv4(ip), addr.port());
@@ -732,7 +795,9 @@ impl Transport for XdpTransport {
             eof_reported: false,
             want_write: false,
             flow: 0,
+            local_port: port,
         });
+        self.hold_port(port, true);
         self.shards[shard].conns.push(id);
         self.mark_egress(shard);
         self.mark_scan(shard);
@@ -859,16 +924,17 @@ impl Transport for XdpTransport {
         match s.state() {
             State::Closed | State::TimeWait => {
                 sh.sockets.remove(c.handle);
+                self.hold_port(c.local_port, false);
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
-                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS));
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port));
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
                 // socket with unread data is closed.
                 s.abort();
-                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS));
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port));
             }
         }
     }
@@ -980,6 +1046,49 @@ impl Transport for XdpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `connect` cycled local ports without checking them, so
+    /// past 4,536 outbound connections a live 4-tuple was reused. A held
+    /// port is skipped; when all are held, there is none (an error, not a
+    /// duplicate); a freed port comes back.
+    #[test]
+    fn local_ports_are_never_handed_out_twice_while_held() {
+        let mut held = vec![0u64; 1024];
+        let hold = |held: &mut Vec<u64>, p: u16, on: bool| {
+            let (w, b) = (usize::from(p) / 64, 1u64 << (p % 64));
+            if on {
+                held[w] |= b
+            } else {
+                held[w] &= !b
+            }
+        };
+        let (lo, hi) = (61000u16, 61009u16);
+        let mut next = lo;
+        let mut got = Vec::new();
+        while let Some(p) = next_free_port(&held, &mut next, lo, hi) {
+            hold(&mut held, p, true);
+            got.push(p);
+            assert!(got.len() <= 10, "handed out more ports than the range has: {got:?}");
+        }
+        assert_eq!(got, (lo..=hi).collect::<Vec<_>>());
+        // Free two in the middle: exactly those come back, in order from
+        // where the search stopped.
+        hold(&mut held, 61003, false);
+        hold(&mut held, 61007, false);
+        assert_eq!(next_free_port(&held, &mut next, lo, hi), Some(61003));
+        hold(&mut held, 61003, true);
+        assert_eq!(next_free_port(&held, &mut next, lo, hi), Some(61007));
+        hold(&mut held, 61007, true);
+        assert_eq!(next_free_port(&held, &mut next, lo, hi), None);
+        // The full default range, 4536 ports, then one more: none.
+        let mut held = vec![0u64; 1024];
+        let mut next = 61000;
+        for _ in 0..4536 {
+            let p = next_free_port(&held, &mut next, 61000, 65535).unwrap();
+            hold(&mut held, p, true);
+        }
+        assert_eq!(next_free_port(&held, &mut next, 61000, 65535), None);
+    }
 
     #[test]
     fn flow_tracking_flags_gaps_and_repeats_only() {
