@@ -112,6 +112,9 @@ pub struct Tracer {
     anchored: bool,
     /// The loop is pinned to `core`: no need to ask which CPU it is on.
     pinned: bool,
+    /// Clock reads made (tests check that sampling off reads none).
+    #[cfg(test)]
+    clock_reads: u64,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -159,6 +162,8 @@ impl Tracer {
             fc: if cfg.enabled { FastClock::calibrate() } else { FastClock::disabled() },
             anchored: false,
             pinned: false,
+            #[cfg(test)]
+            clock_reads: 0,
         };
         Ok((t, consumer))
     }
@@ -184,6 +189,10 @@ impl Tracer {
     /// read that anchors the TSC, the others come from the TSC.
     #[inline]
     pub fn now(&mut self) -> u64 {
+        #[cfg(test)]
+        {
+            self.clock_reads += 1;
+        }
         if self.anchored {
             self.fc.now()
         } else {
@@ -465,6 +474,11 @@ mod tests {
         one_message(&mut t, 1, 1, 1);
         assert!(!t.has_pending());
         assert_eq!(t.stats().messages, 0);
+        assert_eq!(t.clock_reads, 0, "sampling off read the clock");
+        // The same message with sampling on reads it (the count can fail).
+        let (mut on, _c) = tracer(SamplingConfig::default(), InjectConfig::default());
+        one_message(&mut on, 1, 1, 1);
+        assert!(on.clock_reads >= 3, "{}", on.clock_reads);
     }
 
     #[test]
