@@ -561,6 +561,20 @@ mod tests {
         fin_sent_by_server: bool,
     }
 
+    impl SlowPeer {
+        fn new(input: &[u8], budget: usize) -> Self {
+            SlowPeer {
+                input: input.iter().copied().collect(),
+                out: Vec::new(),
+                budget,
+                left: 0,
+                polls: 0,
+                closed: false,
+                fin_sent_by_server: false,
+            }
+        }
+    }
+
     impl Transport for SlowPeer {
         fn name(&self) -> &'static str {
             "mock"
@@ -619,15 +633,7 @@ mod tests {
     #[test]
     fn input_before_fin_is_not_dropped_when_output_is_full() {
         let input: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        let peer = SlowPeer {
-            input: input.iter().copied().collect(),
-            out: Vec::new(),
-            budget: 100,
-            left: 0,
-            polls: 0,
-            closed: false,
-            fin_sent_by_server: false,
-        };
+        let peer = SlowPeer::new(&input, 100);
         let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, ..Default::default() };
         let mut s = Server::new(peer, Echo::default(), cfg);
         for _ in 0..100_000 {
@@ -647,15 +653,7 @@ mod tests {
     #[test]
     fn a_tick_under_100_us_does_not_panic() {
         for tick_ns in [0, 1, 10_000, 99_999, 100_000, 150_000] {
-            let peer = SlowPeer {
-                input: b"abc".iter().copied().collect(),
-                out: Vec::new(),
-                budget: 100,
-                left: 0,
-                polls: 0,
-                closed: false,
-                fin_sent_by_server: false,
-            };
+            let peer = SlowPeer::new(b"abc", 100);
             let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, tick_ns };
             let mut s = Server::new(peer, Echo::default(), cfg);
             for _ in 0..50 {
