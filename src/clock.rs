@@ -11,6 +11,13 @@ pub fn realtime_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// CLOCK_REALTIME - CLOCK_MONOTONIC now (ns, wrapping): add it to a
+/// monotonic time for wall-clock time.
+#[inline]
+pub fn realtime_offset_ns() -> u64 {
+    realtime_ns().wrapping_sub(mono_ns())
+}
+
 /// Monotonic nanoseconds (CLOCK_MONOTONIC through the vDSO, no `Instant`
 /// arithmetic). Used for intervals, timers and latency.
 #[inline]

@@ -123,7 +123,7 @@ impl<T: Transport, A: App> Server<T, A> {
             work: VecDeque::with_capacity(1024),
             events: Vec::with_capacity(1024),
             next_tick: 0,
-            wall_offset: clock::realtime_ns().wrapping_sub(clock::mono_ns()),
+            wall_offset: clock::realtime_offset_ns(),
             now: 0,
             stats: ServerStats::default(),
             tracer: Tracer::disabled(),
@@ -224,7 +224,7 @@ impl<T: Transport, A: App> Server<T, A> {
             self.next_tick = now + self.cfg.tick_ns;
             // CLOCK_REALTIME - CLOCK_MONOTONIC, refreshed once a tick (vDSO
             // reads), so wall stamps follow a stepped clock within a tick.
-            self.wall_offset = clock::realtime_ns().wrapping_sub(clock::mono_ns());
+            self.wall_offset = clock::realtime_offset_ns();
             self.tick(now);
             if now >= self.next_publish {
                 self.next_publish = now + PUBLISH_NS;

@@ -256,7 +256,7 @@ impl Transport for KernelTransport {
         let n = if self.tracing {
             let (n, rt) = rxts::recv(s.as_raw_fd(), buf)?;
             if self.now_ns.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
-                self.clock_offset = clock::realtime_ns().wrapping_sub(clock::mono_ns());
+                self.clock_offset = clock::realtime_offset_ns();
                 self.clock_offset_at = self.now_ns;
             }
             // A timestamp later than delivery (the clock stepped) is ignored

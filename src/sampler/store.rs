@@ -101,11 +101,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// CLOCK_REALTIME - CLOCK_MONOTONIC, now.
-pub fn clock_base() -> u64 {
-    crate::clock::realtime_ns().wrapping_sub(crate::clock::mono_ns())
-}
-
 impl Store {
     /// A store of `capacity` records in `path` (created or overwritten; a
     /// file that exists and is not a sample log is refused), or in memory.
@@ -149,7 +144,10 @@ impl Store {
                 }
             }
         };
-        let mut s = Store { map, header: Header { capacity, written: 0, clock_base_ns: clock_base(), dropped: 0 } };
+        let mut s = Store {
+            map,
+            header: Header { capacity, written: 0, clock_base_ns: crate::clock::realtime_offset_ns(), dropped: 0 },
+        };
         s.commit();
         Ok(s)
     }

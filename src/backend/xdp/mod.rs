@@ -237,10 +237,8 @@ pub struct XdpTransport {
     /// Closing sockets: (shard, handle, deadline, local port held or 0).
     zombies: Vec<(usize, SocketHandle, u64, u16)>,
     pending: Vec<Event>,
-    next_local_port: u16,
-    /// Local ports held by outbound connections, live or closing (one bit
-    /// a port): a port is reused only once its socket is gone.
-    ports_held: Vec<u64>,
+    /// Local ports of outbound connections.
+    local_ports: PortSet,
     stats: TransportStats,
     /// Connections refused because `max_conns` was reached.
     pub refused: u64,
@@ -303,43 +301,54 @@ fn rx_queues(iface: &str) -> usize {
         .unwrap_or(1)
 }
 
-/// The first port from `*next` (wrapping within `lo..=hi`) whose bit in
-/// `held` is clear; `*next` moves past it.
-fn next_free_port(held: &[u64], next: &mut u16, lo: u16, hi: u16) -> Option<u16> {
-    let span = u32::from(hi.checked_sub(lo)?) + 1;
-    let mut port = (*next).clamp(lo, hi);
-    for _ in 0..span {
-        let free = held.get(usize::from(port) / 64).is_some_and(|w| w & (1u64 << (port % 64)) == 0);
-        let following = if port >= hi { lo } else { port + 1 };
-        if free {
-            *next = following;
-            return Some(port);
-        }
-        port = following;
-    }
-    None
+/// Local ports held by outbound connections, live or closing (one bit a
+/// port), and where the next search starts: a port is handed out again only
+/// once its socket is gone.
+struct PortSet {
+    bits: Vec<u64>,
+    next: u16,
 }
 
-impl XdpTransport {
-    /// Mark `port` held (or free). Port 0 is never held.
-    fn hold_port(&mut self, port: u16, held: bool) {
+impl PortSet {
+    fn new(first: u16) -> Self {
+        PortSet { bits: vec![0; 65536 / 64], next: first }
+    }
+
+    /// Mark `port` held (or free). Port 0 (an accepted connection) is never held.
+    fn set(&mut self, port: u16, held: bool) {
         if port == 0 {
             return;
         }
         let (w, b) = (usize::from(port) / 64, 1u64 << (port % 64));
         if held {
-            self.ports_held[w] |= b;
+            self.bits[w] |= b;
         } else {
-            self.ports_held[w] &= !b;
+            self.bits[w] &= !b;
         }
     }
 
-    /// The next local port in `lo..=hi`, from where the last search ended,
-    /// that no live or closing connection holds.
-    fn free_local_port(&mut self, lo: u16, hi: u16) -> Option<u16> {
-        next_free_port(&self.ports_held, &mut self.next_local_port, lo, hi)
+    fn is_held(&self, port: u16) -> bool {
+        self.bits[usize::from(port) / 64] & (1u64 << (port % 64)) != 0
     }
 
+    /// The first port not held, from where the last search ended, wrapping
+    /// within `lo..=hi`; the search then moves past it.
+    fn next_free(&mut self, lo: u16, hi: u16) -> Option<u16> {
+        let span = u32::from(hi.checked_sub(lo)?) + 1;
+        let mut port = self.next.clamp(lo, hi);
+        for _ in 0..span {
+            let following = if port >= hi { lo } else { port + 1 };
+            if !self.is_held(port) {
+                self.next = following;
+                return Some(port);
+            }
+            port = following;
+        }
+        None
+    }
+}
+
+impl XdpTransport {
     /// Attach the program, bind the socket, build the stack. Errors name the
     /// flag or the step that failed, so `--backend auto` can log one line.
     pub fn new(cfg: XdpConfig) -> io::Result<Self> {
@@ -416,8 +425,8 @@ impl XdpTransport {
         iface.update_ip_addrs(|a| {
             let _ = a.push(cidr);
         });
-        let next_local_port = cfg.local_ports.0;
         let max_conns = cfg.max_conns;
+        let first_local_port = cfg.local_ports.0;
         Ok(XdpTransport {
             cfg,
             iface,
@@ -436,8 +445,7 @@ impl XdpTransport {
             conns: Slab::with_capacity(1024),
             zombies: Vec::new(),
             pending: Vec::new(),
-            next_local_port,
-            ports_held: vec![0; 65536 / 64],
+            local_ports: PortSet::new(first_local_port),
             stats: TransportStats::default(),
             refused: 0,
             rx_invalid: 0,
@@ -698,14 +706,14 @@ impl XdpTransport {
                 let sh = &mut self.shards[si];
                 sh.sockets.remove(c.handle);
                 sh.conns.retain(|&x| x != id);
-                self.hold_port(c.local_port, false);
+                self.local_ports.set(c.local_port, false);
             }
             self.dead_scratch = dead;
         }
         if !self.zombies.is_empty() {
             let now = self.now_ns;
             let shards = &mut self.shards;
-            let held = &mut self.ports_held;
+            let held = &mut self.local_ports;
             self.zombies.retain(|&(si, h, deadline, port)| {
                 let s = shards[si].sockets.get_mut::<tcp::Socket>(h);
                 let done = matches!(s.state(), State::Closed | State::TimeWait);
@@ -714,9 +722,7 @@ impl XdpTransport {
                         s.abort();
                     }
                     shards[si].sockets.remove(h);
-                    if port != 0 {
-                        held[usize::from(port) / 64] &= !(1u64 << (port % 64));
-                    }
+                    held.set(port, false);
                     false
                 } else {
                     true
@@ -773,7 +779,7 @@ impl Transport for XdpTransport {
                 "this xdp transport has no local port range: it makes no outbound connections",
             ));
         }
-        let port = self.free_local_port(lo, hi).ok_or_else(|| {
+        let port = self.local_ports.next_free(lo, hi).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::AddrNotAvailable,
                 format!("connect to {addr}: every local port {lo}-{hi} is held by a live or closing connection"),
@@ -797,7 +803,7 @@ impl Transport for XdpTransport {
             flow: 0,
             local_port: port,
         });
-        self.hold_port(port, true);
+        self.local_ports.set(port, true);
         self.shards[shard].conns.push(id);
         self.mark_egress(shard);
         self.mark_scan(shard);
@@ -924,7 +930,7 @@ impl Transport for XdpTransport {
         match s.state() {
             State::Closed | State::TimeWait => {
                 sh.sockets.remove(c.handle);
-                self.hold_port(c.local_port, false);
+                self.local_ports.set(c.local_port, false);
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
@@ -1053,41 +1059,31 @@ mod tests {
     /// duplicate); a freed port comes back.
     #[test]
     fn local_ports_are_never_handed_out_twice_while_held() {
-        let mut held = vec![0u64; 1024];
-        let hold = |held: &mut Vec<u64>, p: u16, on: bool| {
-            let (w, b) = (usize::from(p) / 64, 1u64 << (p % 64));
-            if on {
-                held[w] |= b
-            } else {
-                held[w] &= !b
-            }
-        };
         let (lo, hi) = (61000u16, 61009u16);
-        let mut next = lo;
+        let mut held = PortSet::new(lo);
         let mut got = Vec::new();
-        while let Some(p) = next_free_port(&held, &mut next, lo, hi) {
-            hold(&mut held, p, true);
+        while let Some(p) = held.next_free(lo, hi) {
+            held.set(p, true);
             got.push(p);
             assert!(got.len() <= 10, "handed out more ports than the range has: {got:?}");
         }
         assert_eq!(got, (lo..=hi).collect::<Vec<_>>());
         // Free two in the middle: exactly those come back, in order from
         // where the search stopped.
-        hold(&mut held, 61003, false);
-        hold(&mut held, 61007, false);
-        assert_eq!(next_free_port(&held, &mut next, lo, hi), Some(61003));
-        hold(&mut held, 61003, true);
-        assert_eq!(next_free_port(&held, &mut next, lo, hi), Some(61007));
-        hold(&mut held, 61007, true);
-        assert_eq!(next_free_port(&held, &mut next, lo, hi), None);
+        held.set(61003, false);
+        held.set(61007, false);
+        assert_eq!(held.next_free(lo, hi), Some(61003));
+        held.set(61003, true);
+        assert_eq!(held.next_free(lo, hi), Some(61007));
+        held.set(61007, true);
+        assert_eq!(held.next_free(lo, hi), None);
         // The full default range, 4536 ports, then one more: none.
-        let mut held = vec![0u64; 1024];
-        let mut next = 61000;
+        let mut held = PortSet::new(61000);
         for _ in 0..4536 {
-            let p = next_free_port(&held, &mut next, 61000, 65535).unwrap();
-            hold(&mut held, p, true);
+            let p = held.next_free(61000, 65535).unwrap();
+            held.set(p, true);
         }
-        assert_eq!(next_free_port(&held, &mut next, 61000, 65535), None);
+        assert_eq!(held.next_free(61000, 65535), None);
     }
 
     #[test]
