@@ -107,19 +107,9 @@ fn invariant_tsc() -> bool {
             .unwrap_or(false)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[allow(unsafe_code)]
-fn rdtsc() -> u64 {
-    // SAFETY: rdtsc reads a counter; it has no memory effects and is
-    // available on every x86_64 CPU.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
 #[inline]
 fn rdtsc() -> u64 {
-    0
+    crate::sys::tsc()
 }
 
 #[cfg(test)]

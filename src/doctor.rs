@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::backend::xdp::xsk::{self, BindMode, Xsk, XskConfig, ZeroCopy};
+use crate::backend::xdp::xsk::{BindMode, Xsk, XskConfig, ZeroCopy};
 use crate::runtime;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -393,7 +393,7 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
         ));
         return;
     }
-    let Ok(ifindex) = xsk::ifindex(&o.iface) else { return };
+    let Ok(ifindex) = crate::sys::net::ifindex(&o.iface) else { return };
     let cfg = XskConfig { queue: o.queue, zero_copy: ZeroCopy::Auto, ..XskConfig::default() };
     match Xsk::new(ifindex, &cfg) {
         Ok(s) => {

@@ -22,4 +22,6 @@ pub mod proto;
 pub mod runtime;
 pub mod sampler;
 pub mod server;
+pub mod stack;
+pub mod sys;
 pub mod transport;

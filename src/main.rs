@@ -12,7 +12,6 @@ use tailgate::app::orders::{Orders, OrdersConfig};
 use tailgate::app::sockperf::Sockperf;
 use tailgate::app::App;
 use tailgate::backend::kernel::{KernelConfig, KernelTransport};
-use tailgate::backend::xdp::udp_echo;
 use tailgate::backend::xdp::xsk::ZeroCopy;
 use tailgate::backend::xdp::{XdpConfig, XdpTransport};
 use tailgate::load::{LoadApp, LoadConfig, LoadGen, Mode};
@@ -381,12 +380,12 @@ fn xdp_config(
 ) -> Result<XdpConfig, String> {
     let iface = x.iface.as_deref().ok_or("--backend xdp needs --iface")?;
     let mut c = XdpConfig::new(iface, ip);
-    c.prefix = x.prefix;
-    c.wait = wait;
-    c.backlog = x.backlog as usize;
-    c.max_conns = x.max_conns as usize;
+    c.stack.prefix = x.prefix;
+    c.stack.wait = wait;
+    c.stack.backlog = x.backlog as usize;
+    c.stack.max_conns = x.max_conns as usize;
     if !extras.outbound {
-        c.local_ports = (0, 0);
+        c.stack.local_ports = (0, 0);
     }
     c.xsk.queue = x.queue;
     c.stamp_rx = extras.stamp_rx;
@@ -513,7 +512,9 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             return Err("--app udp-echo has no sampling, metrics or injection (it is the bare floor)".into());
         }
         let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us, XdpExtras::default())?;
-        return udp_echo::run(cfg, a.port, &stop).map(|_| ExitCode::SUCCESS);
+        let mac = tailgate::backend::xdp::mac_of(&cfg.iface).map_err(|e| e.to_string())?;
+        let mut echo = tailgate::app::udp_echo::UdpEcho::new(ip, mac, a.port);
+        return tailgate::backend::xdp::frames::run(cfg, a.port, &mut echo, &stop).map(|_| ExitCode::SUCCESS);
     }
     let chosen = choose(a.backend, &a.xdp, stack_ip, wait, a.busy_poll_us, extras)?;
     let obs = Observe { sampling, inject };
@@ -596,7 +597,7 @@ fn run_server<T: Transport, A: App>(
             records: a.obs.sample_log_records,
             avoid_core: a.core,
             core: a.obs.reporter_core,
-            xdp_counters: s.transport.counter_reader(),
+            syscall_counters: s.transport.counter_reader(),
         };
         let r = Reporter::start(rcfg, consumer).map_err(|e| format!("reporter: {e}"))?;
         s.set_published(r.published.clone());

@@ -302,7 +302,7 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
         (
             value(by, "tailgate_messages_total", ("direction", "in")),
             value(by, "tailgate_messages_total", ("direction", "out")),
-            value(by, "tailgate_frames_total", ("direction", "in")),
+            value(by, "tailgate_backend_total", ("counter", "rx_frames")),
         )
     };
     let mut text = get(addr.clone());
@@ -344,7 +344,7 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
     // Heartbeats get no reply: out is the 6000 answers and 4 logon acks.
     assert!(m_in >= 6004.0 && m_out >= 6004.0, "messages in {m_in} out {m_out}");
     assert!(f_in >= 1000.0, "frames in {f_in}");
-    assert!(value(&by, "tailgate_xdp_packets_total", ("action", "redirected")) >= f_in);
+    assert!(value(&by, "tailgate_backend_total", ("counter", "xdp_redirected")) >= f_in);
     assert_eq!(value(&by, "tailgate_drops_total", ("reason", "rx_invalid")), 0.0);
     assert!(value(&by, "tailgate_loop_iterations_total", ("kind", "useful")) > 0.0);
     assert!(value(&by, "tailgate_loop_iterations_total", ("kind", "idle")) > 0.0);
@@ -354,6 +354,14 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
     let log = srv.stop();
     assert_eq!(counter(&log, "messages_in").map(|n| n as f64), Some(m_in), "{log:?}");
     assert_eq!(counter(&log, "rx_frames").map(|n| n as f64), Some(f_in), "{log:?}");
+    // One name for one thing: every backend counter and drop reason the
+    // metrics export is in the exit line under the same name.
+    for (family, key) in [("tailgate_backend_total", "counter"), ("tailgate_drops_total", "reason")] {
+        for s in by.get(family).unwrap_or_else(|| panic!("{family} missing")) {
+            let name = s.labels.get(key).expect("label");
+            assert!(counter(&log, name).is_some(), "{family}{{{key}={name:?}}} is not in the exit line: {log:?}");
+        }
+    }
 }
 
 #[test]

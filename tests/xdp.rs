@@ -44,7 +44,7 @@ fn xdp_handshake_echo_close() {
     assert_eq!(counter(&log, "opened"), Some(1), "{log:?}");
     assert_eq!(counter(&log, "closed"), Some(1));
     assert_eq!(counter(&log, "aborted"), Some(0));
-    assert!(counter(&log, "redirected").unwrap() > 0);
+    assert!(counter(&log, "xdp_redirected").unwrap() > 0);
     assert!(log.iter().any(|l| l.contains("AF_XDP") && l.contains("mode")), "mode not logged: {log:?}");
     assert!(!lab.xdp_attached(), "program left attached after a clean exit");
 }
@@ -96,7 +96,7 @@ fn xdp_1000_concurrent_connections() {
     let log = srv.stop();
     assert_eq!(ok, 1000);
     assert_eq!(counter(&log, "opened"), Some(1000), "{log:?}");
-    assert_eq!(counter(&log, "refused"), Some(0));
+    assert_eq!(counter(&log, "conn_refused"), Some(0));
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn xdp_other_traffic_still_reaches_the_kernel() {
     // And the stack still serves.
     assert_eq!(lab.in_client_ns(|| echo_once(b"still here")), b"still here");
     let log = srv.stop();
-    assert!(counter(&log, "passed").unwrap() > 0, "nothing passed to the kernel: {log:?}");
+    assert!(counter(&log, "xdp_passed").unwrap() > 0, "nothing passed to the kernel: {log:?}");
 }
 
 #[test]
@@ -326,7 +326,7 @@ fn xdp_malformed_frames_are_counted_and_the_stack_keeps_serving() {
     let after = lab.in_client_ns(|| echo_once(b"after the burst"));
     assert_eq!(after, b"after the burst");
     let log = srv.stop();
-    assert!(counter(&log, "malformed").unwrap() >= 750, "{log:?}");
+    assert!(counter(&log, "xdp_malformed").unwrap() >= 750, "{log:?}");
     // The well-framed garbage reaches the stack and fails its checksum check.
     assert!(counter(&log, "rx_invalid").unwrap() >= 250, "{log:?}");
     assert_eq!(counter(&log, "aborted"), Some(0));

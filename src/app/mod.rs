@@ -4,11 +4,14 @@
 //!
 //! * [`orders`]: the order-entry gateway (docs/PROTOCOL.md);
 //! * [`echo`]: plain byte echo with half-close;
-//! * [`sockperf`]: echo that understands sockperf's 14-byte header.
+//! * [`sockperf`]: echo that understands sockperf's 14-byte header;
+//! * [`udp_echo`]: UDP echo on raw frames (the xdp backend's frame loop, no
+//!   transport): the floor of the benchmarks.
 
 pub mod echo;
 pub mod orders;
 pub mod sockperf;
+pub mod udp_echo;
 
 use crate::sampler::tracer::Tracer;
 use crate::transport::ConnId;

@@ -7,11 +7,11 @@
 //!
 //! mio rather than raw rustix epoll: mio is the most widely deployed epoll
 //! wrapper in Rust, handles the edge-triggered details (EPOLLRDHUP, error
-//! readiness) and keeps this module free of `unsafe`; the cost over a raw
+//! readiness) and keeps raw system calls out of this module; the cost over a raw
 //! `epoll_wait` is one small loop over the event array.
 //!
 //! When sampling is on, reads go through `recvmsg` for the kernel's receive
-//! timestamp (see [`super::rxts`]), converted to the monotonic clock.
+//! timestamp (see [`crate::sys::rxts`]), converted to the monotonic clock.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -22,9 +22,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::rxts;
 use crate::clock;
-use crate::transport::{BackendCounters, ConnId, Event, RxTrace, Transport, TransportStats, WaitMode};
+use crate::sys::rxts;
+use crate::transport::{signal, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 /// How often the realtime-to-monotonic offset is re-read while tracing.
 const CLOCK_OFFSET_NS: u64 = 100_000_000;
@@ -77,7 +77,7 @@ pub struct KernelTransport {
     /// Tracing: kernel receive timestamps are on.
     tracing: bool,
     last_rx_trace: RxTrace,
-    /// Sampler flags for the loop (`cause::SLEPT`).
+    /// Loop signals (`signal::SLEPT`).
     loop_flags: u32,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, and when it was read (monotonic).
     clock_offset: u64,
@@ -210,7 +210,7 @@ impl Transport for KernelTransport {
             WaitMode::Block => timeout,
         };
         if self.tracing && timeout != Some(Duration::ZERO) {
-            self.loop_flags |= crate::sampler::cause::SLEPT;
+            self.loop_flags |= signal::SLEPT;
         }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
@@ -304,8 +304,11 @@ impl Transport for KernelTransport {
         self.stats
     }
 
-    fn counters(&self) -> BackendCounters {
-        BackendCounters { accept_errors: self.accept_errors, refused: self.refused, ..BackendCounters::default() }
+    fn counters(&self) -> Counters {
+        let mut c = Counters::default();
+        c.drop("conn_refused", self.refused);
+        c.drop("accept_errors", self.accept_errors);
+        c
     }
 
     fn set_tracing(&mut self, on: bool) {
@@ -322,9 +325,8 @@ impl Transport for KernelTransport {
 
     fn report(&self) -> Option<String> {
         Some(format!(
-            "kernel: accept_errors={} refused={} busy_poll={}",
-            self.accept_errors,
-            self.refused,
+            "kernel: {} busy_poll={}",
+            self.counters().line(),
             match (self.cfg.wait, self.cfg.busy_poll_us, self.busy_poll_refused) {
                 (WaitMode::Block, _, _) | (_, 0, _) => "off",
                 (_, _, true) => "refused",
@@ -460,7 +462,7 @@ mod tests {
             t.poll(Some(Duration::from_millis(10)), &mut evs).unwrap();
             accepted += evs.iter().filter(|e| matches!(e, Event::Accepted(_))).count();
         }
-        assert_eq!((accepted, t.refused, t.counters().refused), (2, 3, 3));
+        assert_eq!((accepted, t.refused, t.counters().get("conn_refused")), (2, 3, Some(3)));
         // Three clients were reset: a read sees ECONNRESET (or EOF), not a hang.
         let mut reset = 0;
         for mut c in clients {
@@ -473,7 +475,7 @@ mod tests {
             }
         }
         assert_eq!(reset, 3);
-        assert!(t.report().unwrap().contains("refused=3"));
+        assert!(t.report().unwrap().contains("conn_refused=3"));
     }
 
     fn would_block_err(e: &io::Error) -> bool {

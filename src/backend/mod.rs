@@ -1,9 +1,8 @@
-//! Backends behind [`crate::transport::Transport`], one file each.
+//! Backends behind [`crate::transport::Transport`], one module each.
 //!
 //! * [`kernel`]: kernel TCP over epoll (mio). Runs anywhere.
-//! * [`xdp`]: AF_XDP + an XDP redirect program + smoltcp (kernel bypass).
-//! * [`rxts`]: kernel receive timestamps for the kernel backend's tracing.
+//! * [`xdp`]: an XDP redirect program and an AF_XDP socket, with the
+//!   user-space stack ([`crate::stack`]) on top (kernel bypass).
 
 pub mod kernel;
-pub mod rxts;
 pub mod xdp;

@@ -87,7 +87,7 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
         3
     } else if flag(cause::ZERO_WINDOW) {
         4
-    } else if flag(cause::FILL_LOW) && wait >= sig && dominant == 0 {
+    } else if flag(cause::FILL_RING_STARVED) && wait >= sig && dominant == 0 {
         5
     } else if flag(cause::TX_FULL) || flag(cause::KICK_WAIT) || ((tx >= sig || tx_done >= sig) && dominant >= 4) {
         6
@@ -450,7 +450,7 @@ mod tests {
         assert_eq!(cause_of(&s), "none");
         let s = Sample { cause: cause::ZERO_WINDOW as u16, ..msg(t, US) };
         assert_eq!(cause_of(&s), "zero_window");
-        let s = Sample { cause: cause::FILL_LOW as u16, ..msg(t, 100 * US) };
+        let s = Sample { cause: cause::FILL_RING_STARVED as u16, ..msg(t, 100 * US) };
         assert_eq!(cause_of(&s), "fill_ring_starved");
         let s = Sample { t_tx_done: t + 200 * US, ..msg(t, US) };
         assert_eq!(cause_of(&s), "tx_ring_or_kick");

@@ -24,32 +24,43 @@ pub mod tracer;
 /// an observation made on the data path, not a verdict; the report turns
 /// observations and timestamps into a cause (docs/ATTRIBUTION.md).
 pub mod cause {
+    use crate::transport::signal;
+
     /// The connection saw an out-of-order or repeated TCP segment since it
     /// was last read: a segment was lost and retransmitted (xdp backend).
-    pub const RETRANSMIT: u32 = 1 << 0;
+    pub const RETRANSMIT: u32 = signal::RETRANSMIT;
     /// The peer advertised a zero receive window since it was last read.
-    pub const ZERO_WINDOW: u32 = 1 << 1;
+    pub const ZERO_WINDOW: u32 = signal::ZERO_WINDOW;
     /// The reply did not fit the connection's send buffer at once.
     pub const TX_FULL: u32 = 1 << 2;
     /// The TX ring had no room, or the TX kick found the kernel busy.
-    pub const KICK_WAIT: u32 = 1 << 3;
-    /// The fill ring ran low (the kernel had few frames to receive into).
-    pub const FILL_LOW: u32 = 1 << 4;
+    pub const KICK_WAIT: u32 = signal::KICK_WAIT;
+    /// The fill ring was starved (the kernel had few frames to receive into).
+    pub const FILL_RING_STARVED: u32 = signal::FILL_RING_STARVED;
     /// The previous iteration spent long in the sampler itself.
     pub const SAMPLER: u32 = 1 << 5;
     /// Recorded because it was slower than the tail threshold, whatever the
     /// rate of its type (tail bias).
     pub const TAIL_BIAS: u32 = 1 << 6;
     /// The poll that found it had blocked (slept in epoll_wait or poll(2)).
-    pub const SLEPT: u32 = 1 << 7;
+    pub const SLEPT: u32 = signal::SLEPT;
     /// A fault injector (`--inject`) touched this message: its handler was
     /// slowed, or it waited through an injected loop stall. Ground truth for
     /// checking the report on a machine with noise of its own.
     pub const INJECTED: u32 = 1 << 8;
 
     /// Names, in bit order, for reports.
-    pub const NAMES: [&str; 9] =
-        ["retransmit", "zero_window", "tx_full", "kick_wait", "fill_low", "sampler", "tail_bias", "slept", "injected"];
+    pub const NAMES: [&str; 9] = [
+        "retransmit",
+        "zero_window",
+        "tx_full",
+        "kick_wait",
+        "fill_ring_starved",
+        "sampler",
+        "tail_bias",
+        "slept",
+        "injected",
+    ];
 }
 
 /// Message kinds a sample can carry (`Sample::msg_type`).

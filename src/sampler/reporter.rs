@@ -36,13 +36,15 @@ use super::tracer::TracerStats;
 use super::{kind, Sample, STAGES};
 use crate::app::AppCounters;
 use crate::clock;
-use crate::transport::{BackendCounters, CounterReader, TransportStats};
+use crate::transport::{CounterKind, CounterReader, Counters, TransportStats};
 
 /// Counters the loop publishes for the reporter.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Snapshot {
     pub transport: TransportStats,
-    pub backend: BackendCounters,
+    /// The backend's named counters (the reporter adds those its
+    /// `CounterReader` reads).
+    pub backend: Counters,
     pub app: AppCounters,
     pub tracer: TracerStats,
 }
@@ -78,9 +80,9 @@ pub struct ReporterConfig {
     /// Pin the reporter and metrics threads to this core (a housekeeping
     /// core); otherwise they may use any core but `avoid_core`.
     pub core: Option<usize>,
-    /// The XDP program's counters (xdp backend; they are then exported),
-    /// read by the reporter when the loop publishes its own.
-    pub xdp_counters: Option<CounterReader>,
+    /// Counters that take a system call (the XDP program's), read by the
+    /// reporter when the loop publishes its own.
+    pub syscall_counters: Option<CounterReader>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -188,20 +190,14 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
     ("tailgate_rejects", "Rejects sent, by reason", "reason", &[]),
     ("tailgate_protocol_errors", "Connections closed for a protocol error, by kind", "kind", &["framing"]),
     ("tailgate_bytes", "Payload bytes, by direction", "direction", &["in", "out"]),
-    ("tailgate_frames", "Ethernet frames through the AF_XDP socket, by direction", "direction", &["in", "out"]),
     (
         "tailgate_drops",
-        "Frames or connections dropped, by reason",
+        "Frames or connections dropped or refused, by reason (the backend's drop counters)",
         "reason",
-        &["rx_invalid", "tx_starved", "conn_refused", "accept_error"],
+        &["conn_refused"],
     ),
+    ("tailgate_backend", "The backend's counters, by the name the exit line gives them", "counter", &[]),
     ("tailgate_connections", "Connections, by event", "event", &["accepted", "closed"]),
-    (
-        "tailgate_xdp_packets",
-        "The XDP program's verdicts",
-        "action",
-        &["seen", "redirected", "passed", "malformed", "injected_drop"],
-    ),
     ("tailgate_loop_iterations", "Poll-loop iterations: useful (events) or idle", "kind", &["useful", "idle"]),
     (
         "tailgate_sampler_records",
@@ -212,22 +208,14 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
     ("tailgate_injected_faults", "Faults injected with --inject", "fault", &["stall", "slow_handler"]),
 ];
 
-/// Exported only by the xdp backend.
-fn xdp_only(name: &str) -> bool {
-    name == "tailgate_frames" || name == "tailgate_xdp_packets"
-}
-
 impl Metrics {
-    fn new(xdp: bool) -> Metrics {
+    fn new() -> Metrics {
         let mut registry = Registry::default();
         let latency =
             Arc::new(LatencyHistograms { rows: Mutex::new(vec![[Hist::default(); HIST_STAGES]; kind::COUNT]) });
         registry.register_collector(Box::new(latency.clone()));
         let mut counters = std::collections::HashMap::new();
         for (name, help, key, values) in COUNTERS {
-            if !xdp && xdp_only(name) {
-                continue;
-            }
             let fam = Family::<Labels, Counter>::default();
             // Every known series exists from the start, at 0.
             for v in *values {
@@ -283,18 +271,15 @@ impl Metrics {
         add("tailgate_protocol_errors", &[("kind", "framing")], s.app.framing_errors, p.app.framing_errors);
         add("tailgate_bytes", &[("direction", "in")], s.transport.bytes_in, p.transport.bytes_in);
         add("tailgate_bytes", &[("direction", "out")], s.transport.bytes_out, p.transport.bytes_out);
-        let (b, pb) = (s.backend, p.backend);
-        add("tailgate_frames", &[("direction", "in")], b.frames_in, pb.frames_in);
-        add("tailgate_frames", &[("direction", "out")], b.frames_out, pb.frames_out);
-        add("tailgate_drops", &[("reason", "rx_invalid")], b.rx_invalid, pb.rx_invalid);
-        add("tailgate_drops", &[("reason", "tx_starved")], b.tx_starved, pb.tx_starved);
-        add("tailgate_drops", &[("reason", "conn_refused")], b.refused, pb.refused);
-        add("tailgate_drops", &[("reason", "accept_error")], b.accept_errors, pb.accept_errors);
+        for c in s.backend.iter() {
+            let old = p.backend.get(c.name).unwrap_or(0);
+            match c.kind {
+                CounterKind::Drop => add("tailgate_drops", &[("reason", c.name)], c.value, old),
+                CounterKind::Event => add("tailgate_backend", &[("counter", c.name)], c.value, old),
+            }
+        }
         add("tailgate_connections", &[("event", "accepted")], s.transport.accepted, p.transport.accepted);
         add("tailgate_connections", &[("event", "closed")], s.transport.closed, p.transport.closed);
-        for (i, action) in ["seen", "redirected", "passed", "malformed", "injected_drop"].iter().enumerate() {
-            add("tailgate_xdp_packets", &[("action", action)], b.xdp[i], pb.xdp[i]);
-        }
         add("tailgate_loop_iterations", &[("kind", "useful")], s.transport.polls_useful, p.transport.polls_useful);
         add("tailgate_loop_iterations", &[("kind", "idle")], s.transport.polls_idle, p.transport.polls_idle);
         let (t, pt) = (s.tracer, p.tracer);
@@ -395,14 +380,14 @@ impl Reporter {
             None => None,
         };
         let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
-        let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new(cfg.xdp_counters.is_some()) }));
+        let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new() }));
         let stop = Arc::new(AtomicBool::new(false));
         let published = Arc::new(Published::default());
         let mut threads = Vec::new();
         {
             let (inner, stop, published) = (inner.clone(), stop.clone(), published.clone());
             let avoid_core = (cfg.avoid_core, cfg.core);
-            let xdp = cfg.xdp_counters;
+            let xdp = cfg.syscall_counters;
             threads.push(
                 std::thread::Builder::new()
                     .name("tg-reporter".into())
@@ -478,7 +463,7 @@ fn drain_loop(
             }
             if let Some(mut snap) = published.take() {
                 if let Some(read) = &xdp {
-                    snap.backend.xdp = read();
+                    snap.backend.extend(&read());
                 }
                 metrics.update(&snap);
             }
@@ -536,7 +521,7 @@ mod tests {
 
     #[test]
     fn histograms_encode_cumulatively_for_kinds_seen() {
-        let m = Metrics::new(false);
+        let m = Metrics::new();
         let s = |stage_ns: u64| Sample {
             t_rx_frame: 1_000_000,
             t_delivered: 1_000_000 + stage_ns,

@@ -135,13 +135,9 @@ impl Store {
                     .open(p)
                     .map_err(|e| io::Error::new(e.kind(), format!("--sample-log {}: {e}", p.display())))?;
                 f.set_len(bytes)?;
-                // SAFETY: the file was just created and truncated by us; the
-                // mapping is private to this process's reporter thread (other
-                // processes only read it, and tolerate torn records).
-                #[allow(unsafe_code)]
-                unsafe {
-                    MmapMut::map_mut(&f)?
-                }
+                // The file was just created and truncated by us; other
+                // processes only read it, and tolerate torn records.
+                crate::sys::map_file(&f)?
             }
         };
         let mut s = Store {

@@ -28,6 +28,7 @@ use super::policy::{Decision, Policy, SamplingConfig};
 use super::ring::{ring, Consumer, Producer};
 use super::{cause, sat32, Sample};
 use crate::clock::{self, FastClock};
+pub use crate::transport::RxTrace;
 
 /// Messages buffered per iteration until their TX completes; beyond this a
 /// message is recorded without `t_tx_done`.
@@ -46,15 +47,6 @@ const SMALL_BATCH: usize = 4;
 /// Time in the sampler itself (one iteration) that earns the next
 /// iteration's messages the [`cause::SAMPLER`] flag.
 pub const SAMPLER_SLOW_NS: u64 = 20_000;
-
-/// What a backend knows about the bytes a `recv` returned.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RxTrace {
-    /// When the oldest of them arrived (monotonic ns; 0: unknown).
-    pub arrival_ns: u64,
-    /// [`cause`] flags seen on the connection since it was last read.
-    pub flags: u32,
-}
 
 /// Counters, for metrics and the exit line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -88,29 +88,132 @@ impl TransportStats {
     }
 }
 
-/// Backend counters for metrics; each backend fills what it can see.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct BackendCounters {
-    /// Ethernet frames through the AF_XDP socket (xdp).
-    pub frames_in: u64,
-    pub frames_out: u64,
-    /// Frames dropped before the stack: truncated or bad checksum (xdp).
-    pub rx_invalid: u64,
-    /// TX frames dropped for want of a free frame or ring slot (xdp).
-    pub tx_starved: u64,
-    /// Connections refused at the connection limit (`--max-conns`).
-    pub refused: u64,
-    /// Failed accepts (kernel).
-    pub accept_errors: u64,
-    /// The XDP program's counters: seen, redirected, passed, malformed,
-    /// dropped by `--inject loss`.
-    pub xdp: [u64; 5],
+/// What a backend observed about the bytes a `recv` returned, or about its
+/// loop: named signals, owned by this layer. Tracing (the sampler) keeps
+/// them in its records under the same bits; a backend needs to know nothing
+/// of the sampler.
+pub mod signal {
+    /// The connection saw an out-of-order or repeated TCP segment since it
+    /// was last read: a segment was lost and retransmitted.
+    pub const RETRANSMIT: u32 = 1 << 0;
+    /// The peer advertised a zero receive window since it was last read.
+    pub const ZERO_WINDOW: u32 = 1 << 1;
+    /// The TX ring had no room, or the TX kick found the kernel busy.
+    pub const KICK_WAIT: u32 = 1 << 3;
+    /// The fill ring was starved: the kernel had few frames to receive into.
+    pub const FILL_RING_STARVED: u32 = 1 << 4;
+    /// The poll blocked (slept in epoll_wait or poll(2)).
+    pub const SLEPT: u32 = 1 << 7;
 }
 
-pub use crate::sampler::tracer::RxTrace;
+/// The arrival of the bytes the last successful `recv` on a connection
+/// returned.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxTrace {
+    /// When the oldest of them arrived (monotonic ns; 0: unknown).
+    pub arrival_ns: u64,
+    /// [`signal`] bits seen on the connection since it was last read.
+    pub flags: u32,
+}
+
+/// What a counter counts, which decides its metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterKind {
+    /// Something that happened: `tailgate_backend_total{counter="NAME"}`.
+    Event,
+    /// Something lost or refused: `tailgate_drops_total{reason="NAME"}`.
+    Drop,
+}
+
+/// One named backend counter. The name is the same in the exit line
+/// (`NAME=value`), in the metric's label, and in the docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub name: &'static str,
+    pub kind: CounterKind,
+    pub value: u64,
+}
+
+/// Most counters one list holds.
+pub const MAX_COUNTERS: usize = 32;
+
+/// A fixed-capacity list of named counters (no allocation: the loop fills
+/// one every 100 ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    items: [Counter; MAX_COUNTERS],
+    len: usize,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { items: [Counter { name: "", kind: CounterKind::Event, value: 0 }; MAX_COUNTERS], len: 0 }
+    }
+}
+
+impl Counters {
+    /// Add (or, if `name` is already there, set) a counter. Past
+    /// [`MAX_COUNTERS`] a new name is ignored (a unit test keeps every
+    /// backend under it).
+    pub fn set(&mut self, name: &'static str, kind: CounterKind, value: u64) {
+        if let Some(c) = self.items[..self.len].iter_mut().find(|c| c.name == name) {
+            c.value = value;
+        } else if self.len < MAX_COUNTERS {
+            self.items[self.len] = Counter { name, kind, value };
+            self.len += 1;
+        }
+    }
+
+    /// An event counter.
+    pub fn event(&mut self, name: &'static str, value: u64) {
+        self.set(name, CounterKind::Event, value);
+    }
+
+    /// A drop counter.
+    pub fn drop(&mut self, name: &'static str, value: u64) {
+        self.set(name, CounterKind::Drop, value);
+    }
+
+    /// Every counter of `other`, added or set.
+    pub fn extend(&mut self, other: &Counters) {
+        for c in other.iter() {
+            self.set(c.name, c.kind, c.value);
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Counter> {
+        self.items[..self.len].iter()
+    }
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.iter().find(|c| c.name == name).map(|c| c.value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `name=value` pairs, space separated, for the exit line.
+    pub fn line(&self) -> String {
+        let mut s = String::new();
+        for c in self.iter() {
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            s.push_str(c.name);
+            s.push('=');
+            s.push_str(&c.value.to_string());
+        }
+        s
+    }
+}
 
 /// Reads counters that take a system call, from the reporter thread.
-pub type CounterReader = Box<dyn Fn() -> [u64; 5] + Send>;
+pub type CounterReader = Box<dyn Fn() -> Counters + Send>;
 
 /// The socket-level API. See the module docs for the contract.
 pub trait Transport {
@@ -130,23 +233,26 @@ pub trait Transport {
     fn flush(&mut self, _now_ns: u64) {}
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
     fn stats(&self) -> TransportStats;
-    /// Backend-specific counters for the end-of-run log line, if any.
+    /// The end-of-run log line: the backend's name, its counters
+    /// (including those `counter_reader` reads) and anything else worth a
+    /// word. The counters' names are those of the metrics.
     fn report(&self) -> Option<String> {
         None
     }
     /// Counters for metrics, read by the loop every 100 ms: no system calls
     /// here (counters that need one go through `counter_reader`).
-    fn counters(&self) -> BackendCounters {
-        BackendCounters::default()
+    fn counters(&self) -> Counters {
+        Counters::default()
     }
-    /// A reader of `BackendCounters::xdp` for the reporter thread, which
-    /// reads them itself so the pinned loop does not (xdp backend).
+    /// A reader of the counters that take a system call (the XDP program's),
+    /// for the reporter thread, so the pinned loop does not read them.
     fn counter_reader(&self) -> Option<CounterReader> {
         None
     }
 
-    // Tracing (docs/ATTRIBUTION.md). Backends that see nothing keep the
-    // defaults: samples then carry the poll time as the arrival.
+    // Tracing (docs/ATTRIBUTION.md): arrival times and signals. Backends
+    // that see nothing keep the defaults: samples then carry the poll time
+    // as the arrival.
 
     /// Keep arrival times and per-connection observations from now on.
     fn set_tracing(&mut self, _on: bool) {}
@@ -155,8 +261,8 @@ pub trait Transport {
     fn rx_trace(&mut self, _conn: ConnId) -> RxTrace {
         RxTrace::default()
     }
-    /// Loop-level observations since the last call (sampler cause flags:
-    /// fill ring low, TX ring full or kick busy), then cleared.
+    /// Loop-level [`signal`]s since the last call (fill ring starved, kick
+    /// wait, slept), then cleared.
     fn loop_flags(&mut self) -> u32 {
         0
     }

@@ -9,29 +9,12 @@ use std::net::Ipv4Addr;
 
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
+use crate::transport::Counters;
+
 /// The compiled program (build.rs).
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/redirect.bpf.o"));
 
-/// The skeleton libbpf-cargo generates, for the layout of the program's
-/// read-only data only (`types::rodata`, from the object's BTF). The object
-/// itself is opened with [`ObjectBuilder`], which owns its storage: the
-/// skeleton's `open` borrows storage for the object's whole life, which
-/// meant leaking a box on every attach attempt.
-#[allow(
-    dead_code,
-    unsafe_code,
-    unsafe_op_in_unsafe_fn,
-    clippy::all,
-    clippy::pedantic,
-    clippy::undocumented_unsafe_blocks,
-    missing_docs,
-    non_camel_case_types
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/redirect.skel.rs"));
-}
-
-use skel::types::rodata as Rodata;
+use crate::sys::skel::types::rodata as Rodata;
 
 /// The program's counters, summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +25,18 @@ pub struct XdpCounters {
     pub malformed: u64,
     /// Dropped by `--inject loss`.
     pub injected_drops: u64,
+}
+
+impl XdpCounters {
+    /// Add them to a counter list, under the names the exit line and the
+    /// metrics use.
+    pub fn fill(&self, out: &mut Counters) {
+        out.event("xdp_seen", self.seen);
+        out.event("xdp_redirected", self.redirected);
+        out.event("xdp_passed", self.passed);
+        out.event("xdp_malformed", self.malformed);
+        out.drop("injected_drops", self.injected_drops);
+    }
 }
 
 /// What the program redirects.

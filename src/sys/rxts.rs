@@ -6,8 +6,6 @@
 //! For TCP the kernel reports the timestamp of the last skb the read
 //! consumed, so several messages read at once share it.
 
-#![allow(unsafe_code)]
-
 use std::io;
 use std::os::fd::RawFd;
 

@@ -1,12 +1,19 @@
 //! The AF_XDP socket: UMEM, and the fill / completion / rx / tx rings mapped
-//! from the kernel. The only module (with the sampler ring, later) that opts
+//! from the kernel. With the sampler ring and `sys`, the only code that opts
 //! out of `deny(unsafe_code)`; every unsafe block says why it is sound.
+//!
+//! ```text
+//! mod.rs   the socket: config, bind, the RX half (rx + fill) and TX half (tx + completion)
+//! ring.rs  one ring shared with the kernel (indices, descriptors, the mapping)
+//! umem.rs  the UMEM view and typed frames (RxFrame, TxFrame)
+//! ```
 //!
 //! Frame ownership: a UMEM frame is named by its offset (`addr`). At any time
 //! each frame is in exactly one place: the fill ring (kernel owns it), the rx
 //! ring (delivered, ours until recycled), our TX free list, the tx ring
-//! (kernel owns it) or the completion ring (returned). [`Frame`] is not
-//! `Copy`; handing one to the kernel consumes it.
+//! (kernel owns it) or the completion ring (returned). [`RxFrame`] and
+//! [`TxFrame`] are distinct types, neither `Copy`; handing one to the kernel
+//! consumes it.
 //!
 //! Drop order: the socket fd is closed first (the kernel stops touching the
 //! rings and the UMEM), then the ring mappings, then the UMEM. Fields are
@@ -14,13 +21,23 @@
 
 #![allow(unsafe_code)]
 
+mod ring;
+mod umem;
+
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 
 use memmap2::{MmapMut, MmapOptions};
+
+use self::ring::{Ring, RingMap};
+use self::umem::UmemRaw;
+pub use self::umem::{RxFrame, TxFrame, UmemView};
+
+/// Distinguishes sockets, so a frame of one is refused by another's view.
+static NEXT_UMEM_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Socket options missing from the libc crate (include/uapi/asm-generic/socket.h).
 const SO_PREFER_BUSY_POLL: libc::c_int = 69;
@@ -34,50 +51,6 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
         Ok(r)
     }
 }
-
-/// The interface's index, or a clear error naming it.
-pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("--iface {name:?}: contains a NUL byte")))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("--iface {name}: no such interface")));
-    }
-    Ok(i)
-}
-
-/// The IPv4 addresses the kernel has on interface `name`.
-pub fn kernel_ipv4_addrs(name: &str) -> io::Result<Vec<std::net::Ipv4Addr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    cvt(unsafe { libc::getifaddrs(&mut head) })?;
-    let mut out = Vec::new();
-    let mut p = head;
-    while !p.is_null() {
-        // SAFETY: `p` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*p };
-        if !ifa.ifa_addr.is_null() && !ifa.ifa_name.is_null() {
-            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            let n = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-            // SAFETY: ifa_addr is non-null and points at a sockaddr.
-            let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
-            if n.to_bytes() == name.as_bytes() && family == libc::AF_INET {
-                // SAFETY: family AF_INET means the sockaddr is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            }
-        }
-        p = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
-}
-
-/// A UMEM frame, by offset. Not `Copy`: giving it to a ring consumes it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Frame(u64);
 
 /// Validated socket configuration.
 #[derive(Debug, Clone, Copy)]
@@ -139,154 +112,6 @@ impl XskConfig {
     }
 }
 
-/// A memory mapping of one ring, unmapped on drop.
-struct RingMap {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Drop for RingMap {
-    fn drop(&mut self) {
-        // SAFETY: ptr/len are exactly what mmap returned in `RingMap::new`,
-        // and nothing borrows the mapping past the owning ring's lifetime.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
-    }
-}
-
-impl RingMap {
-    fn new(fd: RawFd, len: usize, pgoff: i64) -> io::Result<Self> {
-        // SAFETY: a fresh shared mapping of the socket's ring at the offset
-        // the kernel defines for it; the result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                pgoff,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(RingMap { ptr, len })
-    }
-}
-
-/// One single-producer single-consumer ring shared with the kernel.
-///
-/// For a ring we produce into (fill, tx), `producer` is ours and `consumer`
-/// the kernel's; for one we consume (rx, completion), the other way round.
-/// Our index is published with Release (pairs with the kernel's
-/// smp_load_acquire); the kernel's is read with Acquire (pairs with its
-/// smp_store_release), so descriptor contents are visible in both directions.
-struct Ring<T> {
-    producer: *const AtomicU32,
-    consumer: *const AtomicU32,
-    flags: *const AtomicU32,
-    descs: *mut T,
-    mask: u32,
-    size: u32,
-    /// Our cached copy of our own index.
-    local: u32,
-    /// Our cached copy of the kernel's index.
-    remote: u32,
-    _map: RingMap,
-}
-
-impl<T: Copy> Ring<T> {
-    /// # Safety
-    /// `map` must be the mapping of a ring with `size` entries of `T`, with
-    /// the offsets `off` the kernel reported for it.
-    unsafe fn new(map: RingMap, off: &libc::xdp_ring_offset, size: u32) -> Self {
-        let base = map.ptr.as_ptr();
-        // SAFETY: the kernel reported these offsets for this mapping, which is
-        // `off.desc + size * size_of::<T>()` bytes long (caller's contract).
-        unsafe {
-            Ring {
-                producer: base.add(off.producer as usize).cast(),
-                consumer: base.add(off.consumer as usize).cast(),
-                flags: base.add(off.flags as usize).cast(),
-                descs: base.add(off.desc as usize).cast(),
-                mask: size - 1,
-                size,
-                local: 0,
-                remote: 0,
-                _map: map,
-            }
-        }
-    }
-
-    fn load(p: *const AtomicU32) -> u32 {
-        // SAFETY: `p` points into the live mapping owned by this ring, aligned
-        // by the kernel; the kernel only ever accesses it atomically.
-        unsafe { (*p).load(Ordering::Acquire) }
-    }
-
-    fn store(p: *const AtomicU32, v: u32) {
-        // SAFETY: as in `load`.
-        unsafe { (*p).store(v, Ordering::Release) }
-    }
-
-    fn needs_wakeup(&self) -> bool {
-        // SAFETY: as in `load`.
-        unsafe { (*self.flags).load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0 }
-    }
-
-    // --- producer side (fill, tx) ---
-
-    /// Free slots we may produce into.
-    fn prod_free(&mut self) -> u32 {
-        let free = self.size - self.local.wrapping_sub(self.remote);
-        if free > 0 {
-            return free;
-        }
-        self.remote = Self::load(self.consumer);
-        self.size - self.local.wrapping_sub(self.remote)
-    }
-
-    /// Write one descriptor; caller checked `prod_free() > 0`.
-    fn prod_write(&mut self, v: T) {
-        let i = (self.local & self.mask) as usize;
-        // SAFETY: i < size; the slot is free (not yet consumed by the kernel
-        // would mean local - remote == size, excluded by prod_free).
-        unsafe { self.descs.add(i).write(v) };
-        self.local = self.local.wrapping_add(1);
-    }
-
-    fn prod_publish(&mut self) {
-        Self::store(self.producer, self.local);
-    }
-
-    // --- consumer side (rx, completion) ---
-
-    fn cons_avail(&mut self) -> u32 {
-        let avail = self.remote.wrapping_sub(self.local);
-        if avail > 0 {
-            return avail;
-        }
-        self.remote = Self::load(self.producer);
-        self.remote.wrapping_sub(self.local)
-    }
-
-    /// Read one descriptor; caller checked `cons_avail() > 0`.
-    fn cons_read(&mut self) -> T {
-        let i = (self.local & self.mask) as usize;
-        // SAFETY: i < size; the kernel published this slot (Acquire above).
-        let v = unsafe { self.descs.add(i).read() };
-        self.local = self.local.wrapping_add(1);
-        v
-    }
-
-    fn cons_release(&mut self) {
-        Self::store(self.consumer, self.local);
-    }
-}
-
 /// Mode the socket is bound in, as reported by XDP_OPTIONS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindMode {
@@ -302,7 +127,7 @@ pub struct RxStats {
     /// Fill ring had no room for a recycled frame (should stay 0).
     pub fill_full: u64,
     /// Times the kernel held fewer than 1/8 of the fill ring's entries.
-    pub fill_low: u64,
+    pub fill_ring_starved: u64,
     /// Busy-poll syscalls (see [`RxHalf::busy_poll`]).
     pub busy_polls: u64,
 }
@@ -315,7 +140,7 @@ pub struct TxStats {
     /// TX wanted a frame or a ring slot and had none; the frame was dropped.
     pub starved: u64,
     /// Kicks the kernel answered EAGAIN/EBUSY (still busy with the last).
-    pub kick_busy: u64,
+    pub kick_wait: u64,
 }
 
 /// The receive half: rx ring (frames in) and fill ring (frames back).
@@ -326,6 +151,9 @@ pub struct RxHalf {
     /// Frames the fill ring could not take; returned to it by `flush`.
     spill: Vec<u64>,
     fd: RawFd,
+    /// The UMEM's id (stamped on every frame) and its frame size.
+    umem: u32,
+    frame_size: u64,
     pub stats: RxStats,
 }
 
@@ -337,103 +165,10 @@ pub struct TxHalf {
     free: Vec<u64>,
     pending: u32,
     fd: RawFd,
+    umem: u32,
     always_kick: bool,
     pub stats: TxStats,
 }
-
-/// Where the UMEM is mapped (kept by [`Xsk`], which owns the mapping).
-#[derive(Clone, Copy)]
-struct UmemRaw {
-    base: NonNull<u8>,
-    len: usize,
-    frame_size: usize,
-}
-
-/// A view of the UMEM for reading and writing frames we own. It borrows the
-/// mapping (`'umem`), so neither it nor a slice it returns can outlive it.
-#[derive(Clone, Copy)]
-pub struct UmemView<'umem> {
-    raw: UmemRaw,
-    _umem: PhantomData<&'umem [u8]>,
-}
-
-impl<'umem> UmemView<'umem> {
-    /// The byte range `[start, start + n)` of the first `len` bytes at `f`'s
-    /// address, clamped to the end of `f`'s chunk: an RX address carries a
-    /// headroom offset into its chunk, and the next chunk may be a frame
-    /// that someone else holds.
-    fn range(&self, f: &Frame, len: usize) -> (usize, usize) {
-        let fs = self.raw.frame_size;
-        let start = (f.0 as usize).min(self.raw.len);
-        let chunk_end = (start / fs).saturating_add(1).saturating_mul(fs).min(self.raw.len);
-        let end = start.saturating_add(len).min(chunk_end);
-        (start, end - start)
-    }
-
-    /// The first `len` bytes of frame `f`, clamped to the end of its chunk.
-    ///
-    /// # Safety
-    /// `f` must be owned by the caller: not in any ring, with no other live
-    /// reference to the bytes of its chunk.
-    pub unsafe fn bytes<'a>(&self, f: &'a Frame, len: usize) -> &'a [u8]
-    where
-        'umem: 'a,
-    {
-        let (start, n) = self.range(f, len);
-        // SAFETY: [start, start + n) lies inside `f`'s chunk (clamped to the
-        // chunk's end and to the mapping), which `'umem` keeps mapped for
-        // 'a; the caller owns the chunk, so the kernel is not writing it and
-        // no other reference aliases it.
-        unsafe { std::slice::from_raw_parts(self.raw.base.as_ptr().add(start), n) }
-    }
-
-    /// The first `len` bytes of frame `f`, writable.
-    ///
-    /// # Safety
-    /// As for [`UmemView::bytes`].
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn bytes_mut<'a>(&self, f: &'a mut Frame, len: usize) -> &'a mut [u8]
-    where
-        'umem: 'a,
-    {
-        let (start, n) = self.range(f, len);
-        // SAFETY: as in `bytes`; `&mut Frame` makes this the only reference
-        // to the chunk.
-        unsafe { std::slice::from_raw_parts_mut(self.raw.base.as_ptr().add(start), n) }
-    }
-
-    pub fn frame_size(&self) -> usize {
-        self.raw.frame_size
-    }
-
-    /// The arrival time the XDP program put in the metadata in front of
-    /// received frame `f` (see bpf/redirect.bpf.c), if it did; the magic is
-    /// cleared so a recycled frame never shows a stale time.
-    ///
-    /// # Safety
-    /// As for [`UmemView::bytes`]: the caller owns `f`, and with it the
-    /// headroom in front of its data in the same chunk.
-    pub unsafe fn take_rx_meta(&self, f: &Frame) -> Option<u64> {
-        let addr = f.0 as usize;
-        if addr % self.raw.frame_size < META_LEN || addr > self.raw.len {
-            return None;
-        }
-        // SAFETY: [addr - 16, addr) lies inside the chunk of `f` (checked
-        // above) and inside the mapping; the caller owns that chunk.
-        let m = unsafe { std::slice::from_raw_parts_mut(self.raw.base.as_ptr().add(addr - META_LEN), META_LEN) };
-        if m[8..12] != META_MAGIC.to_ne_bytes() {
-            return None;
-        }
-        m[8..12].fill(0);
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&m[..8]);
-        Some(u64::from_ne_bytes(t))
-    }
-}
-
-/// `struct rx_meta` in bpf/redirect.bpf.c.
-const META_LEN: usize = 16;
-const META_MAGIC: u32 = 0x5447_4d31;
 
 /// An AF_XDP socket bound to one queue of one interface.
 pub struct Xsk {
@@ -472,6 +207,7 @@ impl Xsk {
             base: NonNull::new(umem.as_mut_ptr()).ok_or_else(|| io::Error::other("UMEM mapping is null"))?,
             len,
             frame_size: cfg.frame_size as usize,
+            id: NEXT_UMEM_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let modes: &[u16] = match cfg.zero_copy {
             ZeroCopy::Auto => &[libc::XDP_ZEROCOPY, libc::XDP_COPY],
@@ -490,6 +226,8 @@ impl Xsk {
                             fill_pending: 0,
                             spill: Vec::new(),
                             fd: sock,
+                            umem: raw.id,
+                            frame_size: u64::from(cfg.frame_size),
                             stats: RxStats::default(),
                         },
                         tx: TxHalf {
@@ -498,6 +236,7 @@ impl Xsk {
                             free: Vec::with_capacity(cfg.frames as usize),
                             pending: 0,
                             fd: sock,
+                            umem: raw.id,
                             always_kick: mode == BindMode::Copy,
                             stats: TxStats::default(),
                         },
@@ -621,7 +360,8 @@ impl Xsk {
             && setsockopt(fd, libc::SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget).is_ok()
     }
 
-    /// Give half the frames to the fill ring (up to its size) and keep the rest for TX.
+    /// Give the fill ring half the frames, at most its size (by default 2048
+    /// of 8192: a quarter), and keep the rest for TX.
     fn prime(&mut self, cfg: &XskConfig) {
         let frames = cfg.frames as u64;
         let fs = cfg.frame_size as u64;
@@ -654,27 +394,29 @@ impl Xsk {
 
 impl RxHalf {
     /// Take the next received frame, if any: `(frame, len)`.
-    pub fn take(&mut self) -> Option<(Frame, usize)> {
+    pub fn take(&mut self) -> Option<RxFrame> {
         if self.rx.cons_avail() == 0 {
             return None;
         }
         let d = self.rx.cons_read();
         self.rx.cons_release();
         self.stats.frames += 1;
-        Some((Frame(d.addr), d.len as usize))
+        Some(RxFrame { addr: d.addr, len: d.len, umem: self.umem })
     }
 
     /// Return a received frame to the kernel (fill ring). Published in
     /// batches by [`RxHalf::flush`].
-    pub fn recycle(&mut self, f: Frame) {
+    pub fn recycle(&mut self, f: RxFrame) {
+        // Back to the start of its chunk (the kernel adds its headroom).
+        let chunk = f.addr - f.addr % self.frame_size;
         if self.fill.prod_free() > 0 {
-            self.fill.prod_write(f.0);
+            self.fill.prod_write(chunk);
             self.fill_pending += 1;
         } else {
             // Should not happen: the fill ring holds at most as many frames
             // as were taken from it. Park the frame; `flush` returns it.
             self.stats.fill_full += 1;
-            self.spill.push(f.0);
+            self.spill.push(chunk);
         }
     }
 
@@ -694,12 +436,12 @@ impl RxHalf {
 
     /// Is the fill ring running low: does the kernel hold fewer than 1/8 of
     /// its entries to receive into? (One load of the kernel's index.)
-    pub fn fill_low(&mut self) -> bool {
+    pub fn fill_ring_starved(&mut self) -> bool {
         self.fill.remote = Ring::<u64>::load(self.fill.consumer);
         let held = self.fill.local.wrapping_sub(self.fill.remote);
         let low = held < self.fill.size / 8;
         if low {
-            self.stats.fill_low += 1;
+            self.stats.fill_ring_starved += 1;
         }
         low
     }
@@ -751,12 +493,12 @@ impl RxHalf {
 
 impl TxHalf {
     /// A free frame for TX.
-    pub fn alloc(&mut self) -> Option<Frame> {
+    pub fn alloc(&mut self) -> Option<TxFrame> {
         if self.free.is_empty() {
             self.reap();
         }
         match self.free.pop() {
-            Some(a) => Some(Frame(a)),
+            Some(addr) => Some(TxFrame { addr, umem: self.umem }),
             None => {
                 self.stats.starved += 1;
                 None
@@ -765,23 +507,23 @@ impl TxHalf {
     }
 
     /// Give a frame back unused.
-    pub fn free(&mut self, f: Frame) {
-        self.free.push(f.0);
+    pub fn free(&mut self, f: TxFrame) {
+        self.free.push(f.addr);
     }
 
     /// Queue `len` bytes of `f` for transmission; sent at the next [`TxHalf::kick`].
-    pub fn submit(&mut self, f: Frame, len: usize) {
+    pub fn submit(&mut self, f: TxFrame, len: usize) {
         if self.tx.prod_free() == 0 {
             self.kick();
             self.reap();
         }
         if self.tx.prod_free() == 0 {
             // The kernel is not draining: drop this frame (TCP retransmits).
-            self.free.push(f.0);
+            self.free.push(f.addr);
             self.stats.starved += 1;
             return;
         }
-        self.tx.prod_write(libc::xdp_desc { addr: f.0, len: len as u32, options: 0 });
+        self.tx.prod_write(libc::xdp_desc { addr: f.addr, len: len as u32, options: 0 });
         self.pending += 1;
         self.stats.frames += 1;
     }
@@ -802,7 +544,7 @@ impl TxHalf {
             if r < 0 {
                 let e = io::Error::last_os_error().raw_os_error();
                 if e == Some(libc::EAGAIN) || e == Some(libc::EBUSY) {
-                    self.stats.kick_busy += 1;
+                    self.stats.kick_wait += 1;
                 }
             }
         }
@@ -836,27 +578,5 @@ mod tests {
         assert!(e.contains("8192"), "{e}");
         let e = XskConfig { ring_size: 3, ..Default::default() }.validate().unwrap_err();
         assert!(e.contains('3'), "{e}");
-    }
-
-    /// Regression: an RX address carries a headroom offset into its chunk;
-    /// a slice of `len` bytes from there ran into the next chunk (possibly a
-    /// TX frame held `&mut`). It now ends at the chunk's end.
-    #[test]
-    fn a_frame_slice_never_leaves_its_chunk() {
-        let mut m = MmapOptions::new().len(4 * 2048).map_anon().unwrap();
-        let raw = UmemRaw { base: NonNull::new(m.as_mut_ptr()).unwrap(), len: m.len(), frame_size: 2048 };
-        let view = UmemView { raw, _umem: PhantomData::<&[u8]> };
-        // A frame at headroom 256 in chunk 1, asked for 2048 bytes.
-        assert_eq!(view.range(&Frame(2048 + 256), 2048), (2048 + 256, 2048 - 256));
-        assert_eq!(view.range(&Frame(2048 + 256), 100), (2048 + 256, 100));
-        // The last chunk ends at the mapping's end; past it, nothing.
-        assert_eq!(view.range(&Frame(3 * 2048 + 16), 4096), (3 * 2048 + 16, 2048 - 16));
-        assert_eq!(view.range(&Frame(4 * 2048), 64).1, 0);
-        assert_eq!(view.range(&Frame(u64::MAX), 64).1, 0);
-        let f = Frame(2048 + 256);
-        // SAFETY: nothing else references the anonymous mapping in this test.
-        let b = unsafe { view.bytes(&f, 4096) };
-        assert_eq!(b.len(), 2048 - 256);
-        drop(m);
     }
 }

@@ -1,0 +1,58 @@
+//! What the stack needs from the frame level beyond smoltcp's `Device`.
+
+use std::time::Duration;
+
+use smoltcp::phy::Device;
+
+use crate::transport::Counters;
+
+/// A frame-level link the stack runs on: smoltcp's [`Device`] plus the
+/// staging, batching and waiting a busy-poll loop needs. Implemented over
+/// AF_XDP rings (`backend::xdp::device`) and in memory ([`super::sim`]).
+///
+/// Staging: the stack looks at each frame before smoltcp does, to pick its
+/// socket shard and to count what is malformed. [`Link::stage`] takes the
+/// next received frame off the link and holds it; the next
+/// [`Device::receive`] hands smoltcp exactly that frame and nothing else;
+/// [`Link::unstage`] drops a staged frame smoltcp did not take.
+pub trait Link: Device {
+    /// The link's clock, in monotonic nanoseconds: the loop's clock for an
+    /// AF_XDP socket, a virtual clock in memory. The stack reads no clock of
+    /// its own; it asks once per poll.
+    fn now_ns(&self) -> u64;
+
+    /// Take the next received frame and hold it for the next `receive`:
+    /// its bytes, and its arrival time if the link stamped one (0: none).
+    fn stage(&mut self) -> Option<(&[u8], u64)>;
+
+    /// Give back a staged frame smoltcp did not take.
+    fn unstage(&mut self);
+
+    /// Before a batch of ingress (AF_XDP: wake the kernel if it asks, busy
+    /// poll the queue).
+    fn begin_ingress(&mut self) {}
+
+    /// After a batch of ingress: hand received frames back to the link.
+    fn end_ingress(&mut self) {}
+
+    /// Is the receive side starved (AF_XDP: the kernel holds few frames to
+    /// receive into)? Asked after ingress when tracing.
+    fn rx_starved(&mut self) -> bool {
+        false
+    }
+
+    /// Put queued frames on the wire (AF_XDP: one kick per batch).
+    fn flush(&mut self);
+
+    /// Sleep until a frame arrives or `timeout` passes.
+    fn wait(&mut self, timeout: Duration);
+
+    /// Transmissions so far that found no room or a busy kernel (a change
+    /// raises the kick-wait signal).
+    fn tx_trouble(&self) -> u64 {
+        0
+    }
+
+    /// The link's own counters.
+    fn counters(&self, _out: &mut Counters) {}
+}

@@ -1,0 +1,285 @@
+//! The stack behind the socket-level [`Transport`] API.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use smoltcp::socket::tcp::{self, RecvError, SendError, State};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+use super::{shard_of, Conn, Link, Stack, SHARDS, TIMER_EGRESS_NS, ZOMBIE_NS};
+use crate::transport::{signal, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
+
+impl<D: Link> Stack<D> {
+    fn sock(&mut self, conn: ConnId) -> io::Result<&mut tcp::Socket<'static>> {
+        let c = self.conns.get(conn.0).ok_or(io::ErrorKind::NotConnected)?;
+        let (si, h) = (c.shard, c.handle);
+        self.mark_egress(si);
+        Ok(self.shards[si].sockets.get_mut::<tcp::Socket>(h))
+    }
+
+    fn want_write(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(conn.0) {
+            c.want_write = true;
+        }
+    }
+
+    /// The listening ports.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+}
+
+impl<D: Link> Transport for Stack<D> {
+    fn name(&self) -> &'static str {
+        "stack"
+    }
+
+    fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
+        match addr.ip() {
+            IpAddr::V4(ip) if ip == self.cfg.ip || ip.is_unspecified() => {}
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    format!("--ip {other}: the stack owns {} only", self.cfg.ip),
+                ))
+            }
+        }
+        let port = addr.port();
+        // Listeners per shard: the pool is refilled after every SYN, so one
+        // per shard takes any burst; `backlog` adds more where it asks.
+        let per_shard = self.cfg.backlog.div_ceil(SHARDS).max(1);
+        for si in 0..SHARDS {
+            for _ in 0..per_shard {
+                match self.new_listener(si, port) {
+                    Some(h) => self.shards[si].listeners.push((port, h)),
+                    None => return Err(io::Error::other(format!("--port {port}: smoltcp refused to listen"))),
+                }
+            }
+        }
+        self.ports.push(port);
+        Ok(())
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let IpAddr::V4(ip) = addr.ip() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the stack speaks IPv4 only"));
+        };
+        if self.conns.len() >= self.cfg.max_conns {
+            return Err(io::Error::other(format!("connection limit {} reached", self.cfg.max_conns)));
+        }
+        let (lo, hi) = self.cfg.local_ports;
+        if hi == 0 {
+            return Err(io::Error::other("this stack has no local port range: it makes no outbound connections"));
+        }
+        let port = self.local_ports.next_free(lo, hi).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("connect to {addr}: every local port {lo}-{hi} is held by a live or closing connection"),
+            )
+        })?;
+        let shard = shard_of(u32::from(ip), addr.port(), port);
+        let h = self.new_socket(shard);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(ip), addr.port());
+        let sh = &mut self.shards[shard];
+        if let Err(e) = sh.sockets.get_mut::<tcp::Socket>(h).connect(self.iface.context(), remote, port) {
+            sh.sockets.remove(h);
+            return Err(io::Error::other(format!("connect to {addr}: {e}")));
+        }
+        let id = self.conns.insert(Conn {
+            shard,
+            handle: h,
+            reported: false,
+            active_open: true,
+            eof_reported: false,
+            want_write: false,
+            flow: 0,
+            local_port: port,
+        });
+        self.local_ports.set(port, true);
+        self.shards[shard].conns.push(id);
+        self.mark_egress(shard);
+        self.mark_scan(shard);
+        Ok(ConnId(id))
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64> {
+        events.clear();
+        events.append(&mut self.pending);
+        self.set_now(self.dev.now_ns());
+        let n = self.ingress();
+        self.scan(events);
+        if events.is_empty() {
+            // Nobody will answer in this iteration: ACKs and timers go now.
+            self.idle_egress(n);
+        }
+        if events.is_empty() && self.cfg.wait == WaitMode::Block && self.to_egress.is_empty() {
+            // Sleep until a frame arrives, the caller's timeout, or the next
+            // timer round (which serves one shard's timers).
+            let tick = Duration::from_nanos(TIMER_EGRESS_NS).max(Duration::from_millis(1));
+            let wait = timeout.map_or(tick, |t| t.min(tick));
+            if wait.as_millis() != 0 {
+                self.dev.wait(wait);
+                if self.tracing {
+                    self.loop_flags |= signal::SLEPT;
+                }
+                self.set_now(self.dev.now_ns());
+                let n = self.ingress();
+                self.scan(events);
+                if events.is_empty() {
+                    self.idle_egress(n);
+                }
+            }
+        }
+        self.stats.count_poll(events);
+        Ok(self.now_ns)
+    }
+
+    fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self.sock(conn)?;
+        if matches!(s.state(), State::SynSent | State::SynReceived) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match s.recv_slice(buf) {
+            Ok(0) if !buf.is_empty() => {
+                if s.may_recv() {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else if s.state() == State::Closed {
+                    Err(io::ErrorKind::ConnectionReset.into())
+                } else {
+                    Ok(0)
+                }
+            }
+            Ok(n) => {
+                let drained = s.recv_queue() == 0;
+                self.stats.bytes_in += n as u64;
+                if self.tracing {
+                    self.last_rx_trace = RxTrace::default();
+                    if let Some(f) = self.conn_flow(conn.0).and_then(|k| self.flows.get_mut(&k)) {
+                        self.last_rx_trace = RxTrace { arrival_ns: f.first_rx, flags: f.flags };
+                        f.first_rx = if drained { 0 } else { f.last_rx };
+                        f.flags = 0;
+                    }
+                }
+                Ok(n)
+            }
+            Err(RecvError::Finished) => Ok(0),
+            Err(RecvError::InvalidState) => {
+                let active = self.conns.get(conn.0).is_some_and(|c| c.active_open && !c.reported);
+                Err(if active { io::ErrorKind::ConnectionRefused } else { io::ErrorKind::ConnectionReset }.into())
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize> {
+        let s = self.sock(conn)?;
+        let opening = matches!(s.state(), State::SynSent | State::SynReceived);
+        match s.send_slice(buf) {
+            Ok(0) if !buf.is_empty() || opening => {
+                self.want_write(conn);
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Ok(n) => {
+                self.stats.bytes_out += n as u64;
+                if n < buf.len() {
+                    // A short write means the buffer is full: the caller
+                    // waits for Writable, so it must come.
+                    self.want_write(conn);
+                }
+                Ok(n)
+            }
+            Err(SendError::InvalidState) if opening => {
+                self.want_write(conn);
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Err(SendError::InvalidState) => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    fn shutdown_write(&mut self, conn: ConnId) -> io::Result<()> {
+        self.sock(conn)?.close();
+        Ok(())
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if self.tracing {
+            if let Some(k) = self.conn_flow(conn.0) {
+                self.flows.remove(&k);
+            }
+        }
+        let Some(c) = self.conns.try_remove(conn.0) else { return };
+        self.stats.closed += 1;
+        self.mark_egress(c.shard);
+        let sh = &mut self.shards[c.shard];
+        sh.conns.retain(|&x| x != conn.0);
+        let s = sh.sockets.get_mut::<tcp::Socket>(c.handle);
+        match s.state() {
+            State::Closed | State::TimeWait => {
+                sh.sockets.remove(c.handle);
+                self.local_ports.set(c.local_port, false);
+            }
+            State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
+                // Our FIN is out: let the handshake finish in the background.
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port));
+            }
+            _ => {
+                // Closed without shutdown: reset, as the kernel does when a
+                // socket with unread data is closed.
+                s.abort();
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port));
+            }
+        }
+    }
+
+    fn flush(&mut self, now_ns: u64) {
+        // The loop flushes after servicing connections; their sends marked
+        // their shards for egress.
+        self.set_now(now_ns);
+        self.egress();
+        if self.tracing {
+            let trouble = self.dev.tx_trouble();
+            if trouble != self.tx_trouble {
+                self.tx_trouble = trouble;
+                self.loop_flags |= signal::KICK_WAIT;
+            }
+        }
+    }
+
+    fn set_tracing(&mut self, on: bool) {
+        self.tracing = on;
+        if !on {
+            self.flows.clear();
+        }
+    }
+
+    fn rx_trace(&mut self, _conn: ConnId) -> RxTrace {
+        self.last_rx_trace
+    }
+
+    fn loop_flags(&mut self) -> u32 {
+        std::mem::take(&mut self.loop_flags)
+    }
+
+    fn flush_transmits(&self) -> bool {
+        true
+    }
+
+    fn counters(&self) -> Counters {
+        Stack::counters(self)
+    }
+
+    fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr> {
+        let c = self.conns.get(conn.0)?;
+        let ep = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).remote_endpoint()?;
+        let IpAddress::Ipv4(ip) = ep.addr;
+        Some(SocketAddr::new(IpAddr::V4(ip), ep.port))
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.stats
+    }
+
+    fn report(&self) -> Option<String> {
+        Some(format!("stack: {}", self.counters().line()))
+    }
+}

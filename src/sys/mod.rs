@@ -1,0 +1,74 @@
+//! Thin wrappers over system calls and intrinsics the standard library and
+//! our dependencies do not offer, in the manner of mio's `sys`. With the
+//! AF_XDP socket (`backend::xdp::xsk`) and the sampler ring, the only code
+//! that opts out of `deny(unsafe_code)`; every unsafe block says why it is
+//! sound, and every function here is safe to call.
+//!
+//! * [`net`]: interface index by name, the kernel's IPv4 addresses on it;
+//! * [`rxts`]: `recvmsg` with the kernel's receive timestamp (control messages);
+//! * [`tsc`]: the CPU's time-stamp counter;
+//! * [`map_file`]: a shared writable mapping of a file (the sample log);
+//! * `skel`: the XDP program's generated skeleton (its read-only data layout).
+
+#![allow(unsafe_code)]
+
+pub mod net;
+pub mod rxts;
+
+use std::fs::File;
+use std::io;
+
+use memmap2::MmapMut;
+
+/// Turn `-1` into the OS error, in the manner of mio's `syscall!`.
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// The time-stamp counter (0 where there is none).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn tsc() -> u64 {
+    // SAFETY: rdtsc reads a counter; it has no memory effects and is
+    // available on every x86_64 CPU.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The time-stamp counter (0 where there is none).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub fn tsc() -> u64 {
+    0
+}
+
+/// Map `f` shared and writable, for its current length.
+///
+/// The caller must own the file's contents: memmap2 makes mapping a file
+/// unsafe because another process may change it under the mapping. Only
+/// the sample log uses this; the reporter created and truncated the file,
+/// and readers tolerate torn records.
+pub fn map_file(f: &File) -> io::Result<MmapMut> {
+    // SAFETY: see above: the file is ours, freshly created; other processes
+    // only read it.
+    unsafe { MmapMut::map_mut(f) }
+}
+
+/// The skeleton libbpf-cargo generates for bpf/redirect.bpf.c, used for the
+/// layout of the program's read-only data only (`types::rodata`, from the
+/// object's BTF). Generated code, with unsafe of its own.
+#[allow(
+    dead_code,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs,
+    non_camel_case_types
+)]
+pub(crate) mod skel {
+    include!(concat!(env!("OUT_DIR"), "/redirect.skel.rs"));
+}

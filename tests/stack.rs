@@ -1,0 +1,571 @@
+//! The user-space stack in process: two stacks back to back over an
+//! in-memory link with a virtual clock, or one stack and a scripted peer
+//! that sends crafted segments. No root, no network, no real time: every
+//! run is the same run (`unshare -n cargo test --test stack` passes in a
+//! namespace with no interfaces at all).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use smoltcp::wire::Ipv4Address;
+
+use tailgate::stack::frame::tcp_flags::{ACK, PSH, RST, SYN};
+use tailgate::stack::sim::{pair, tcp_frame, Clock, Fate, MemLink, Peer, Seg, MAC_A, MAC_B};
+use tailgate::stack::{Stack, StackConfig};
+use tailgate::transport::{signal, would_block, ConnId, Event, Transport};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const PORT: u16 = 7777;
+/// Virtual time per loop step.
+const STEP: Duration = Duration::from_micros(10);
+
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(SERVER.into(), PORT)
+}
+
+fn config(ip: Ipv4Addr, mac: [u8; 6]) -> StackConfig {
+    let mut c = StackConfig::new(ip, mac);
+    c.random_seed = 7;
+    c
+}
+
+/// An echo server over any transport, as the applications are written:
+/// read until WouldBlock, write back what fits, keep the rest, half-close
+/// after the peer's FIN once everything went out.
+#[derive(Default)]
+struct EchoServer {
+    conns: HashMap<ConnId, (Vec<u8>, bool)>,
+    accepted: usize,
+    closed: usize,
+}
+
+impl EchoServer {
+    fn on(&mut self, t: &mut impl Transport, ev: Event) {
+        let id = match ev {
+            Event::Accepted(id) => {
+                self.accepted += 1;
+                self.conns.insert(id, (Vec::new(), false));
+                id
+            }
+            Event::Readable(id) | Event::Writable(id) | Event::Connected(id) => id,
+        };
+        let Some((out, eof)) = self.conns.get_mut(&id) else { return };
+        let mut buf = [0u8; 16384];
+        loop {
+            match t.recv(id, &mut buf) {
+                Ok(0) => {
+                    *eof = true;
+                    break;
+                }
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if would_block(&e) => break,
+                Err(_) => {
+                    t.close(id);
+                    self.conns.remove(&id);
+                    self.closed += 1;
+                    return;
+                }
+            }
+        }
+        while !out.is_empty() {
+            match t.send(id, out) {
+                Ok(n) => {
+                    out.drain(..n);
+                }
+                Err(e) if would_block(&e) => break,
+                Err(_) => break,
+            }
+        }
+        if *eof && out.is_empty() {
+            let _ = t.shutdown_write(id);
+            t.close(id);
+            self.conns.remove(&id);
+            self.closed += 1;
+        }
+    }
+}
+
+/// A server stack and a client stack back to back.
+struct Net {
+    clock: Clock,
+    server: Stack<MemLink>,
+    client: Stack<MemLink>,
+    echo: EchoServer,
+    /// Events the client saw, in order.
+    client_events: Vec<Event>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net::with(|_| {}, |_| {})
+    }
+
+    fn with(server_cfg: impl FnOnce(&mut StackConfig), client_cfg: impl FnOnce(&mut StackConfig)) -> Net {
+        let clock = Clock::new(1_000_000_000);
+        let (a, b) = pair(&clock);
+        let mut sc = config(SERVER, MAC_A);
+        sc.local_ports = (0, 0);
+        server_cfg(&mut sc);
+        let mut cc = config(CLIENT, MAC_B);
+        client_cfg(&mut cc);
+        let mut server = Stack::new(sc, a);
+        server.listen(server_addr()).unwrap();
+        Net { clock, server, client: Stack::new(cc, b), echo: EchoServer::default(), client_events: Vec::new() }
+    }
+
+    /// One loop iteration on each side, then `STEP` of virtual time.
+    fn step(&mut self) {
+        let mut ev = Vec::new();
+        let now = self.server.poll(Some(Duration::ZERO), &mut ev).unwrap();
+        for e in ev.drain(..) {
+            self.echo.on(&mut self.server, e);
+        }
+        self.server.flush(now);
+        let now = self.client.poll(Some(Duration::ZERO), &mut ev).unwrap();
+        self.client_events.append(&mut ev);
+        self.client.flush(now);
+        self.clock.advance(STEP);
+    }
+
+    /// Step until `done` holds, at most `limit` of virtual time.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Net) -> bool) -> bool {
+        let end = self.clock.now() + limit.as_nanos() as u64;
+        while self.clock.now() < end {
+            if done(self) {
+                return true;
+            }
+            self.step();
+        }
+        done(self)
+    }
+
+    fn connected(&self, id: ConnId) -> bool {
+        self.client_events.contains(&Event::Connected(id))
+    }
+
+    /// Connect and wait for the handshake.
+    fn connect(&mut self) -> ConnId {
+        let id = self.client.connect(server_addr()).unwrap();
+        assert!(self.run_until(Duration::from_secs(5), |n| n.connected(id)), "no handshake");
+        id
+    }
+
+    /// Read what is waiting on the client's `id` into `into`; true on EOF.
+    fn client_read(&mut self, id: ConnId, into: &mut Vec<u8>) -> io::Result<bool> {
+        let mut buf = [0u8; 16384];
+        loop {
+            match self.client.recv(id, &mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => into.extend_from_slice(&buf[..n]),
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Send `msg` on `id` and wait for the same bytes back.
+    fn echo_once(&mut self, id: ConnId, msg: &[u8], limit: Duration) -> Vec<u8> {
+        assert_eq!(self.client.send(id, msg).unwrap(), msg.len());
+        let mut got = Vec::new();
+        self.run_until(limit, |n| {
+            n.client_read(id, &mut got).unwrap();
+            got.len() >= msg.len()
+        });
+        got
+    }
+}
+
+#[test]
+fn handshake_reports_accepted_and_connected() {
+    let mut net = Net::new();
+    let id = net.connect();
+    assert!(net.run_until(Duration::from_millis(10), |n| n.echo.accepted == 1));
+    assert_eq!(net.server.stats().accepted, 1);
+    assert_eq!(net.client.stats().connected, 1);
+    assert_eq!(net.client.peer_addr(id), Some(server_addr()));
+}
+
+#[test]
+fn echo_returns_the_same_bytes() {
+    let mut net = Net::new();
+    let id = net.connect();
+    for i in 0..20u8 {
+        let msg: Vec<u8> = (0..100).map(|j| i.wrapping_mul(31).wrapping_add(j)).collect();
+        assert_eq!(net.echo_once(id, &msg, Duration::from_millis(50)), msg);
+    }
+    assert_eq!(net.server.stats().bytes_in, 2000);
+    assert_eq!(net.client.stats().bytes_in, 2000);
+}
+
+/// Both sides closed and every socket gone, with no reset on the wire.
+fn assert_clean_close(net: &mut Net, a_to_b_rst: impl Fn() -> bool) {
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.server.closing() == 0 && n.client.closing() == 0),
+        "closing sockets left: server {} client {}",
+        net.server.closing(),
+        net.client.closing()
+    );
+    assert_eq!((net.server.open(), net.client.open()), (0, 0));
+    assert!(!a_to_b_rst(), "a reset went out on an orderly close");
+}
+
+fn any_rst(frames: &[Vec<u8>]) -> bool {
+    frames.iter().filter_map(|f| Seg::parse(f)).any(|(_, _, s)| s.has(RST))
+}
+
+#[test]
+fn close_client_first() {
+    let mut net = Net::new();
+    let (to_server, to_client) = (net.client.link().outbox.clone(), net.server.link().outbox.clone());
+    to_server.borrow_mut().capture = true;
+    to_client.borrow_mut().capture = true;
+    let id = net.connect();
+    assert_eq!(net.echo_once(id, b"bye", Duration::from_millis(10)), b"bye");
+    net.client.shutdown_write(id).unwrap();
+    // The server echoes nothing more, sees EOF, closes; the client sees EOF.
+    let mut rest = Vec::new();
+    assert!(net.run_until(Duration::from_secs(1), |n| n.client_read(id, &mut rest).unwrap()), "no EOF at the client");
+    assert!(rest.is_empty());
+    assert_eq!(net.echo.closed, 1);
+    net.client.close(id);
+    assert_clean_close(&mut net, || any_rst(&to_server.borrow().captured) || any_rst(&to_client.borrow().captured));
+}
+
+/// Server first. Known gap (the connection-management issue): a socket
+/// that reaches TIME-WAIT after `close` is deleted before it ACKs the
+/// peer's FIN, so the peer's retransmitted FIN meets a reset. This test
+/// checks what holds today: EOF reaches the client and both sides free
+/// every socket.
+#[test]
+fn close_server_first() {
+    let mut net = Net::new();
+    let id = net.connect();
+    assert!(net.run_until(Duration::from_millis(10), |n| n.echo.accepted == 1));
+    // The server side shuts down first: the client reads EOF, then closes.
+    let sid = *net.echo.conns.keys().next().unwrap();
+    net.echo.conns.remove(&sid);
+    net.server.shutdown_write(sid).unwrap();
+    net.server.close(sid);
+    let mut rest = Vec::new();
+    assert!(net.run_until(Duration::from_secs(1), |n| n.client_read(id, &mut rest).unwrap()), "no EOF at the client");
+    net.client.shutdown_write(id).unwrap();
+    net.client.close(id);
+    assert_clean_close(&mut net, || false);
+}
+
+/// A stack and a scripted peer on the other end of the link.
+fn stack_and_peer(cfg: impl FnOnce(&mut StackConfig)) -> (Clock, Stack<MemLink>, Peer) {
+    let clock = Clock::new(1_000_000_000);
+    let (a, b) = pair(&clock);
+    let mut c = config(SERVER, MAC_A);
+    cfg(&mut c);
+    let mut stack = Stack::new(c, a);
+    stack.listen(server_addr()).unwrap();
+    let mut peer = Peer::new(b, MAC_B, CLIENT, MAC_A, SERVER);
+    // As a real client does first: resolve the stack's address, which
+    // teaches the stack ours.
+    peer.send_raw(peer.arp_request(SERVER));
+    let _ = collect(&clock, &mut stack, &mut peer, Duration::from_micros(100));
+    assert_eq!(peer.other.len(), 1, "the stack answers ARP");
+    peer.other.clear();
+    (clock, stack, peer)
+}
+
+/// Poll the stack once (flushing what it has to send) and let time pass.
+fn turn(clock: &Clock, stack: &mut Stack<MemLink>, events: &mut Vec<Event>) {
+    let now = stack.poll(Some(Duration::ZERO), events).unwrap();
+    stack.flush(now);
+    clock.advance(STEP);
+}
+
+/// Every segment the peer receives within `d` of virtual time.
+fn collect(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, d: Duration) -> Vec<Seg> {
+    let end = clock.now() + d.as_nanos() as u64;
+    let (mut out, mut ev) = (Vec::new(), Vec::new());
+    while clock.now() < end {
+        turn(clock, stack, &mut ev);
+        out.extend(peer.recv());
+    }
+    out
+}
+
+fn syn(port: u16, seq: u32) -> Seg {
+    Seg { src_port: port, dst_port: PORT, seq, flags: SYN, window: 65535, ..Seg::default() }
+}
+
+#[test]
+fn a_syn_to_a_closed_port_is_answered_with_rst() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    peer.send(&Seg { dst_port: 9, ..syn(40000, 1000) });
+    let got = collect(&clock, &mut stack, &mut peer, Duration::from_millis(1));
+    let rst: Vec<_> = got.iter().filter(|s| s.has(RST)).collect();
+    assert_eq!(rst.len(), 1, "{got:?}");
+    assert_eq!((rst[0].src_port, rst[0].dst_port, rst[0].ack), (9, 40000, 1001));
+    assert_eq!(stack.stats().accepted, 0);
+
+    // And between two stacks: the active open to a closed port meets that
+    // reset. Today the stack reports such an open as Connected, and its
+    // first recv fails with ConnectionReset (the Transport docs say so).
+    let mut net = Net::new();
+    let id = net.client.connect(SocketAddr::new(SERVER.into(), 9)).unwrap();
+    let mut got = Ok(false);
+    net.run_until(Duration::from_secs(1), |n| {
+        got = n.client_read(id, &mut Vec::new());
+        got.is_err()
+    });
+    assert_eq!(got.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    assert_eq!(net.server.stats().accepted, 0);
+}
+
+#[test]
+fn a_thousand_connections_each_echo() {
+    let mut net = Net::with(|s| s.max_conns = 2000, |c| c.max_conns = 2000);
+    let ids: Vec<ConnId> = (0..1000).map(|_| net.client.connect(server_addr()).unwrap()).collect();
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| ids.iter().all(|&id| n.connected(id))),
+        "connected: {}",
+        ids.iter().filter(|&&id| net.connected(id)).count()
+    );
+    for (i, &id) in ids.iter().enumerate() {
+        let msg = format!("conn {i}");
+        assert_eq!(net.client.send(id, msg.as_bytes()).unwrap(), msg.len());
+    }
+    let mut got: HashMap<ConnId, Vec<u8>> = HashMap::new();
+    let done = net.run_until(Duration::from_secs(5), |n| {
+        for &id in &ids {
+            n.client_read(id, got.entry(id).or_default()).unwrap();
+        }
+        ids.iter().enumerate().all(|(i, id)| got[id] == format!("conn {i}").as_bytes())
+    });
+    assert!(
+        done,
+        "echoed: {}",
+        ids.iter().enumerate().filter(|(i, id)| got[id] == format!("conn {i}").as_bytes()).count()
+    );
+    assert_eq!(net.server.stats().accepted, 1000);
+}
+
+#[test]
+fn sixty_four_mib_arrive_intact() {
+    const TOTAL: usize = 64 << 20;
+    let mut net = Net::new();
+    let id = net.connect();
+    // A deterministic pattern that is not periodic in any buffer size.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunk = vec![0u8; 65536];
+    let (mut sent, mut sent_hash, mut got_hash, mut got) = (0usize, Sha256::new(), Sha256::new(), 0usize);
+    let mut pending: &[u8] = &[];
+    let mut buf = vec![0u8; 65536];
+    let mut owned: Vec<u8>;
+    let end = net.clock.now() + 120_000_000_000;
+    while got < TOTAL && net.clock.now() < end {
+        if pending.is_empty() && sent < TOTAL {
+            for b in chunk.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            sent_hash.update(&chunk);
+            owned = chunk.clone();
+            pending = &owned[..];
+            sent += chunk.len();
+        }
+        while !pending.is_empty() {
+            match net.client.send(id, pending) {
+                Ok(n) => pending = &pending[n..],
+                Err(e) if would_block(&e) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        net.step();
+        loop {
+            match net.client.recv(id, &mut buf) {
+                Ok(0) => panic!("EOF after {got} bytes"),
+                Ok(n) => {
+                    got_hash.update(&buf[..n]);
+                    got += n;
+                }
+                Err(e) if would_block(&e) => break,
+                Err(e) => panic!("recv after {got} bytes: {e}"),
+            }
+        }
+    }
+    assert_eq!(got, TOTAL);
+    assert_eq!(sent_hash.finalize(), got_hash.finalize(), "the echoed stream differs");
+}
+
+#[test]
+fn malformed_frames_are_counted_and_the_connection_survives() {
+    let mut net = Net::new();
+    let id = net.connect();
+    let to_server = net.client.link().outbox.clone();
+    let good = tcp_frame(
+        MAC_B,
+        MAC_A,
+        CLIENT,
+        SERVER,
+        &Seg { src_port: 50000, dst_port: PORT, seq: 1, ack: 1, flags: ACK | PSH, window: 100, payload: vec![1; 32] },
+    );
+    let mut bad: Vec<Vec<u8>> = Vec::new();
+    let mut flip = good.clone();
+    flip[60] ^= 0xff; // payload byte: the TCP checksum fails
+    bad.push(flip);
+    let mut iphdr = good.clone();
+    iphdr[22] ^= 0x01; // TTL: the IP header checksum fails
+    bad.push(iphdr);
+    bad.push(good[..40].to_vec()); // truncated inside TCP
+    bad.push(good[..10].to_vec()); // a runt
+    let mut ihl = good.clone();
+    ihl[14] = 0x4f; // header length beyond the packet
+    bad.push(ihl);
+    let mut total = good.clone();
+    total[16..18].copy_from_slice(&9000u16.to_be_bytes()); // total length beyond the frame
+    bad.push(total);
+    let before = net.server.counters().get("rx_invalid").unwrap();
+    for f in &bad {
+        to_server.borrow_mut().send(f.clone());
+    }
+    net.run_until(Duration::from_millis(1), |_| false);
+    assert_eq!(net.server.counters().get("rx_invalid").unwrap() - before, bad.len() as u64);
+    assert_eq!(net.echo_once(id, b"still here", Duration::from_millis(10)), b"still here");
+}
+
+#[test]
+fn the_listener_pool_takes_a_burst_of_syns() {
+    // 16 listening sockets (one a shard at least), 300 SYNs in one burst:
+    // the pool refills after every SYN, so every one is answered.
+    let (clock, mut stack, mut peer) = stack_and_peer(|c| c.backlog = 16);
+    for p in 0..300u16 {
+        peer.send(&syn(30000 + p, u32::from(p) * 1000));
+    }
+    let got = collect(&clock, &mut stack, &mut peer, Duration::from_millis(20));
+    let mut answered: Vec<u16> = got.iter().filter(|s| s.has(SYN | ACK)).map(|s| s.dst_port).collect();
+    answered.sort_unstable();
+    answered.dedup();
+    assert_eq!(answered.len(), 300, "SYN-ACKs for {} of 300", answered.len());
+    for s in got.iter().filter(|s| s.has(SYN | ACK)) {
+        assert_eq!(s.ack, u32::from(s.dst_port - 30000) * 1000 + 1);
+    }
+}
+
+#[test]
+fn connections_beyond_max_conns_are_refused_and_counted() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|c| c.max_conns = 4);
+    for p in 0..10u16 {
+        peer.send(&syn(30000 + p, 1));
+    }
+    collect(&clock, &mut stack, &mut peer, Duration::from_millis(5));
+    assert_eq!(stack.counters().get("conn_refused"), Some(6));
+    assert_eq!(stack.open(), 4);
+}
+
+#[test]
+fn a_lossy_duplicating_reordering_link_still_delivers_the_stream() {
+    let mut net = Net::new();
+    let id = net.connect();
+    let (to_server, to_client) = (net.client.link().outbox.clone(), net.server.link().outbox.clone());
+    // Client to server: drop the 3rd data segment, duplicate the 5th, hold
+    // the 7th behind the 8th, delay the 9th by 2 ms.
+    let mut data = 0;
+    to_server.borrow_mut().set_rule(move |f| {
+        let is_data = Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty());
+        if !is_data {
+            return Fate::Deliver;
+        }
+        data += 1;
+        match data {
+            3 => Fate::Drop,
+            5 => Fate::Duplicate,
+            7 => Fate::Reorder,
+            9 => Fate::Delay(Duration::from_millis(2)),
+            _ => Fate::Deliver,
+        }
+    });
+    // Server to client: drop the 4th data segment.
+    let mut data = 0;
+    to_client.borrow_mut().set_rule(move |f| {
+        let is_data = Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty());
+        data += u32::from(is_data);
+        if is_data && data == 4 {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    });
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    for i in 0..12u8 {
+        let msg = vec![i; 200];
+        assert_eq!(net.client.send(id, &msg).unwrap(), 200);
+        want.extend_from_slice(&msg);
+        net.step();
+    }
+    // smoltcp's retransmission timer is 1 s at least: virtual time makes it free.
+    let done = net.run_until(Duration::from_secs(10), |n| {
+        n.client_read(id, &mut got).unwrap();
+        got.len() >= want.len()
+    });
+    assert!(done, "{} of {} bytes back", got.len(), want.len());
+    assert_eq!(got, want);
+    assert_eq!((to_server.borrow().dropped, to_client.borrow().dropped), (1, 1));
+}
+
+#[test]
+fn arp_is_answered_for_the_stack_address_only() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    peer.send_raw(peer.arp_request(Ipv4Address::new(198, 18, 0, 99)));
+    peer.send_raw(peer.arp_request(SERVER));
+    let _ = collect(&clock, &mut stack, &mut peer, Duration::from_millis(1));
+    // The one reply (to us) is in `other`: ARP replies are not TCP and the
+    // peer answers only requests.
+    let replies: Vec<_> = peer.other.iter().filter(|f| f.len() >= 42 && f[12..14] == [0x08, 0x06]).collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let r = replies[0];
+    assert_eq!(u16::from_be_bytes([r[20], r[21]]), 2, "an ARP reply");
+    assert_eq!(&r[22..28], &MAC_A);
+    assert_eq!(&r[28..32], &SERVER.octets());
+}
+
+#[test]
+fn tracing_flags_a_stream_that_waited_for_a_retransmission() {
+    let mut net = Net::new();
+    let id = net.connect();
+    assert!(net.run_until(Duration::from_millis(10), |n| n.echo.accepted == 1));
+    net.server.set_tracing(true);
+    let sid = *net.echo.conns.keys().next().unwrap();
+    // Take the server's reads out of the echo app: read by hand.
+    net.echo.conns.clear();
+    let to_server = net.client.link().outbox.clone();
+    let mut data = 0;
+    to_server.borrow_mut().set_rule(move |f| {
+        let is_data = Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty());
+        data += u32::from(is_data);
+        if is_data && data == 1 {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    });
+    net.client.send(id, b"first").unwrap();
+    net.step();
+    net.client.send(id, b"second").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut trace = None;
+    net.run_until(Duration::from_secs(5), |n| {
+        if let Ok(k) = n.server.recv(sid, &mut buf) {
+            got.extend_from_slice(&buf[..k]);
+            trace = Some(n.server.rx_trace(sid));
+        }
+        got.len() >= 11
+    });
+    assert_eq!(got, b"firstsecond");
+    let t = trace.unwrap();
+    assert_ne!(t.flags & signal::RETRANSMIT, 0, "{t:?}");
+    assert!(t.arrival_ns > 0);
+}
