@@ -50,7 +50,7 @@ BIN=$PWD/target/release/tailgate
 SERVER_PID=
 EXTRA=()
 OUT=$(mktemp -d)
-TUNE=(scripts/tune-host.sh --iface tg_gw0 --netns tg_gw --cores 1 --only sysctl,thp,hugepages,iface,irq --state "$OUT/tune.state")
+TUNE=(scripts/tune-host.sh --iface tg_gw0 --netns tg_gw --core 1 --only sysctl,thp,hugepages,iface,irq --state "$OUT/tune.state")
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a host ready for a pinned busy-poll gateway, or show what that takes.
 #
-#   scripts/tune-host.sh --iface IF --cores LIST [--netns NS] [--port P] [--queue Q]
+#   scripts/tune-host.sh --iface IF --core LIST [--netns NS] [--port P] [--queue Q]
 #                        [--apply | --revert] [--state FILE] [--only GROUPS]
 #
 # Without --apply or --revert it prints the plan and changes nothing: every
@@ -12,7 +12,8 @@
 #
 #   --iface IF     the gateway's interface (in --netns NS if given: the lab's
 #                  tg_gw0 lives in namespace tg_gw)
-#   --cores LIST   the gateway's cores, e.g. 1 or 2,3 or 2-5
+#   --core LIST    the gateway's cores, e.g. 1 or 2,3 or 2-5 (the name
+#                  `tailgate serve` and `doctor` use; --cores is still read)
 #   --port P       the gateway's TCP port: adds an ntuple rule steering it to
 #   --queue Q      queue Q (default 0) where the NIC supports ntuple filters
 #   --napi-defer   defer the NIC's IRQs while the loop busy-polls
@@ -37,7 +38,7 @@ IFACE= CORES= NETNS= PORT= QUEUE=0 MODE=plan STATE= ONLY=all NAPI_DEFER=0
 while (($#)); do
   case $1 in
     --iface) IFACE=${2:-}; shift 2 ;;
-    --cores) CORES=${2:-}; shift 2 ;;
+    --core | --cores) CORES=${2:-}; shift 2 ;;
     --netns) NETNS=${2:-}; shift 2 ;;
     --port) PORT=${2:-}; shift 2 ;;
     --queue) QUEUE=${2:-}; shift 2 ;;
@@ -52,7 +53,7 @@ while (($#)); do
 done
 [[ $(id -u) == 0 ]] || die "must run as root (it reads and writes /proc/sys, /sys and /proc/irq)"
 [[ -n $IFACE ]] || die "--iface IF is required"
-[[ -n $CORES ]] || die "--cores LIST is required"
+[[ -n $CORES ]] || die "--core LIST is required"
 [[ -z $PORT || ($PORT =~ ^[0-9]+$ && $PORT -ge 1 && $PORT -le 65535) ]] || die "--port $PORT: not a port (1-65535)"
 [[ $QUEUE =~ ^[0-9]+$ ]] || die "--queue $QUEUE: not a queue number"
 [[ $ONLY =~ ^[a-z,]+$ ]] || die "--only $ONLY: expected a comma list of groups"
@@ -85,10 +86,10 @@ expand() {
   done
 }
 ONLINE=$(expand "$(cat /sys/devices/system/cpu/online)") || die "cannot read the online CPUs"
-GW=$(expand "$CORES" 2>/dev/null) || die "--cores $CORES: expected a list like 1 or 2,3 or 2-5"
-[[ -n $GW ]] || die "--cores $CORES: empty"
+GW=$(expand "$CORES" 2>/dev/null) || die "--core $CORES: expected a list like 1 or 2,3 or 2-5"
+[[ -n $GW ]] || die "--core $CORES: empty"
 for c in $GW; do
-  grep -qx "$c" <<<"$ONLINE" || die "--cores $CORES: CPU $c is not online (online: $(tr '\n' ' ' <<<"$ONLINE"))"
+  grep -qx "$c" <<<"$ONLINE" || die "--core $CORES: CPU $c is not online (online: $(tr '\n' ' ' <<<"$ONLINE"))"
 done
 OTHER=$(grep -vxF -f <(echo "$GW") <<<"$ONLINE" | paste -sd, || true)
 GW_LIST=$(paste -sd, <<<"$GW")

@@ -116,7 +116,7 @@ fn kernel_version() -> (u32, u32) {
 pub fn run(o: &Options) -> Vec<Finding> {
     let mut v = Vec::new();
     let ifdir = format!("/sys/class/net/{}", o.iface);
-    let tune = format!("scripts/tune-host.sh --iface {} --cores {} --apply", o.iface, o.core);
+    let tune = format!("scripts/tune-host.sh --iface {} --core {} --apply", o.iface, o.core);
     let kv = kernel_version();
     v.push(f(
         "kernel",
@@ -291,7 +291,7 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
             Status::Warn,
             format!("{queues} rx queues, one AF_XDP socket on queue {}", o.queue),
             format!(
-                "traffic hashed to other queues never reaches the stack: steer it (scripts/tune-host.sh --iface {} --cores {} --port PORT --queue {} --apply) or ethtool -L {} combined 1",
+                "traffic hashed to other queues never reaches the stack: steer it (scripts/tune-host.sh --iface {} --core {} --port PORT --queue {} --apply) or ethtool -L {} combined 1",
                 o.iface, o.core, o.queue, o.iface
             ),
         ));

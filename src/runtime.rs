@@ -45,6 +45,12 @@ pub fn parse_cpu_list(s: &str) -> Vec<usize> {
     v
 }
 
+/// CPUs online, from /sys (not `available_parallelism`, which counts only
+/// the CPUs this thread may use: one, when it inherited the loop's pinning).
+pub fn online_cpus() -> Vec<usize> {
+    parse_cpu_list(std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default().trim())
+}
+
 /// Raise the soft limit on open files to the hard limit, so thousands of
 /// connections do not fail on a host's default of 1024. Returns the limit
 /// now in force.

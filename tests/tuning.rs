@@ -59,7 +59,7 @@ fn snapshot(lab: &Lab) -> String {
 
 fn tune(lab: &Lab, extra: &[&str]) -> std::process::Output {
     let mut c = Command::new("bash");
-    c.arg(SCRIPT).args(["--iface", &lab.if_gw, "--netns", &lab.ns_gw, "--cores", "1"]).args(extra);
+    c.arg(SCRIPT).args(["--iface", &lab.if_gw, "--netns", &lab.ns_gw, "--core", "1"]).args(extra);
     run_bounded(c, Duration::from_secs(60))
 }
 
@@ -197,17 +197,17 @@ fn bad_interface_or_cores_is_an_error_and_changes_nothing() {
     let Some((_g, lab)) = lab_for("bad_interface_or_cores_is_an_error_and_changes_nothing") else { return };
     let before = snapshot(&lab);
     for (args, says) in [
-        (vec!["--iface", "nosuch0", "--cores", "1", "--apply"], "no such interface"),
-        (vec!["--iface", lab.if_gw.as_str(), "--netns", lab.ns_gw.as_str(), "--cores", "999", "--apply"], "not online"),
+        (vec!["--iface", "nosuch0", "--core", "1", "--apply"], "no such interface"),
+        (vec!["--iface", lab.if_gw.as_str(), "--netns", lab.ns_gw.as_str(), "--core", "999", "--apply"], "not online"),
         (
-            vec!["--iface", lab.if_gw.as_str(), "--netns", lab.ns_gw.as_str(), "--cores", "a-b", "--apply"],
+            vec!["--iface", lab.if_gw.as_str(), "--netns", lab.ns_gw.as_str(), "--core", "a-b", "--apply"],
             "expected a list",
         ),
         (
-            vec!["--iface", lab.if_gw.as_str(), "--netns", "nosuchns", "--cores", "1", "--apply"],
+            vec!["--iface", lab.if_gw.as_str(), "--netns", "nosuchns", "--core", "1", "--apply"],
             "no such network namespace",
         ),
-        (vec!["--iface", lab.if_gw.as_str(), "--cores", "1", "--only", "bogus"], "unknown group"),
+        (vec!["--iface", lab.if_gw.as_str(), "--core", "1", "--only", "bogus"], "unknown group"),
     ] {
         let mut c = Command::new("bash");
         c.arg(SCRIPT).args(&args);

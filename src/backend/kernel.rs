@@ -49,7 +49,12 @@ pub struct KernelConfig {
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        KernelConfig { wait: WaitMode::Block, busy_poll_us: 50, events_capacity: 1024, max_conns: 4096 }
+        KernelConfig {
+            wait: WaitMode::Block,
+            busy_poll_us: crate::transport::BUSY_POLL_US_DEFAULT,
+            events_capacity: 1024,
+            max_conns: 4096,
+        }
     }
 }
 

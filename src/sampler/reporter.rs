@@ -328,20 +328,6 @@ impl std::fmt::Debug for Reporter {
     }
 }
 
-/// CPUs online, from /sys (not `available_parallelism`, which counts only
-/// the CPUs this thread may use: one, when it inherited the loop's pinning).
-fn online_cpus() -> Vec<usize> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
-    let mut v = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
-            v.extend(a..=b.min(a + 4096));
-        }
-    }
-    v
-}
-
 /// Put this thread on `place.1` if given, else keep it off `place.0` (when
 /// the machine has another CPU).
 fn avoid(place: (Option<usize>, Option<usize>)) {
@@ -356,8 +342,10 @@ fn avoid(place: (Option<usize>, Option<usize>)) {
         return;
     }
     let Some(core) = place.0 else { return };
-    let cpus: Vec<usize> =
-        online_cpus().into_iter().filter(|&c| c != core && c < rustix::thread::CpuSet::MAX_CPU).collect();
+    let cpus: Vec<usize> = crate::runtime::online_cpus()
+        .into_iter()
+        .filter(|&c| c != core && c < rustix::thread::CpuSet::MAX_CPU)
+        .collect();
     if cpus.is_empty() {
         crate::log_warn!("reporter: no CPU other than {core} online; it shares the loop's core");
         return;

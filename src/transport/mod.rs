@@ -31,6 +31,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// SO_BUSY_POLL in microseconds when the loop spins (`--busy-poll-us`),
+/// for both backends.
+pub const BUSY_POLL_US_DEFAULT: u32 = 50;
+
 /// Identifies one connection within one transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub usize);

@@ -86,7 +86,7 @@ impl Default for XskConfig {
             ring_size: 2048,
             queue: 0,
             zero_copy: ZeroCopy::Auto,
-            busy_poll_us: 20,
+            busy_poll_us: crate::transport::BUSY_POLL_US_DEFAULT,
             busy_poll_budget: 64,
         }
     }

@@ -1,0 +1,165 @@
+//! The subcommands, one file each; this module holds what serve and load
+//! share: the backend flags and the choice of transport.
+
+pub(crate) mod doctor;
+pub(crate) mod load;
+pub(crate) mod report;
+pub(crate) mod serve;
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use tailgate::backend::kernel::{KernelConfig, KernelTransport};
+use tailgate::backend::xdp::xsk::ZeroCopy;
+use tailgate::backend::xdp::{XdpConfig, XdpTransport};
+use tailgate::transport::WaitMode;
+use tailgate::{log_info, log_warn};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendArg {
+    /// xdp when --iface is given and AF_XDP works, else kernel; the reason is logged in one line.
+    Auto,
+    /// Kernel TCP sockets over epoll.
+    Kernel,
+    /// XDP redirect + AF_XDP socket + user-space TCP stack (smoltcp); needs --iface and root.
+    Xdp,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ZeroCopyArg {
+    /// Try zero-copy, fall back to copy mode (the mode in use is logged).
+    Auto,
+    /// Copy mode only.
+    Off,
+}
+
+/// Flags of the xdp backend, shared by serve and load.
+#[derive(Args, Clone)]
+pub(crate) struct XdpArgs {
+    /// Interface for the xdp backend (the stack answers ARP for its address there).
+    #[arg(long)]
+    pub(crate) iface: Option<String>,
+    /// NIC queue the AF_XDP socket binds (xdp backend).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) queue: u32,
+    /// AF_XDP zero-copy policy (xdp backend).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) zero_copy: ZeroCopyArg,
+    /// Prefix length of the stack's address (xdp backend).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=32))]
+    pub(crate) prefix: u8,
+    /// Most open connections (both backends); one more is reset at once, counted
+    /// (tailgate_drops_total{reason="conn_refused"}) and logged at a bounded rate.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) max_conns: u64,
+}
+
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 100_000_000.0) {
+        return Err(format!("'{s}' must be in (0, 100000000] messages per second"));
+    }
+    Ok(v)
+}
+
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("'{s}' must be in (0, 86400] seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// The transport chosen by `--backend`.
+pub(crate) enum Chosen {
+    Kernel(Box<KernelTransport>),
+    Xdp(Box<XdpTransport>),
+}
+
+/// What the xdp backend's XDP program does besides redirecting.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct XdpExtras {
+    /// The transport makes outbound connections (load): give it the local
+    /// port range, which the XDP program then also redirects. A server
+    /// makes none, so kernel flows on a shared address keep those ports.
+    pub(crate) outbound: bool,
+    /// Listening sockets per port (serve).
+    pub(crate) backlog: usize,
+    pub(crate) stamp_rx: bool,
+    pub(crate) drop_every: u32,
+    pub(crate) tx_drop_every: u32,
+}
+
+pub(crate) fn xdp_config(
+    x: &XdpArgs,
+    ip: Ipv4Addr,
+    wait: WaitMode,
+    busy_poll_us: u32,
+    extras: XdpExtras,
+) -> Result<XdpConfig, String> {
+    let iface = x.iface.as_deref().ok_or("--backend xdp needs --iface")?;
+    let mut c = XdpConfig::new(iface, ip);
+    c.stack.prefix = x.prefix;
+    c.stack.wait = wait;
+    c.stack.backlog = extras.backlog.max(1);
+    c.stack.max_conns = x.max_conns as usize;
+    if !extras.outbound {
+        c.stack.local_ports = (0, 0);
+    }
+    c.xsk.queue = x.queue;
+    c.stamp_rx = extras.stamp_rx;
+    c.drop_every = extras.drop_every;
+    c.tx_drop_every = extras.tx_drop_every;
+    c.xsk.busy_poll_us = busy_poll_us;
+    c.xsk.zero_copy = match x.zero_copy {
+        ZeroCopyArg::Auto => ZeroCopy::Auto,
+        ZeroCopyArg::Off => ZeroCopy::Off,
+    };
+    Ok(c)
+}
+
+/// Build the transport for `--backend`; `auto` falls back to the kernel with
+/// the reason in one line.
+pub(crate) fn choose(
+    backend: BackendArg,
+    x: &XdpArgs,
+    stack_ip: Option<Ipv4Addr>,
+    wait: WaitMode,
+    busy_poll_us: u32,
+    extras: XdpExtras,
+) -> Result<Chosen, String> {
+    let kernel = || {
+        KernelTransport::new(KernelConfig {
+            wait,
+            busy_poll_us,
+            max_conns: x.max_conns as usize,
+            ..KernelConfig::default()
+        })
+        .map(|t| Chosen::Kernel(Box::new(t)))
+        .map_err(|e| format!("kernel backend: {e}"))
+    };
+    let xdp = || -> Result<Chosen, String> {
+        let ip = stack_ip.ok_or("--backend xdp needs an IPv4 address for the stack")?;
+        let cfg = xdp_config(x, ip, wait, busy_poll_us, extras)?;
+        XdpTransport::new(cfg).map(|t| Chosen::Xdp(Box::new(t))).map_err(|e| format!("xdp backend: {e}"))
+    };
+    match backend {
+        BackendArg::Kernel => kernel(),
+        BackendArg::Xdp => xdp(),
+        BackendArg::Auto => {
+            if x.iface.is_none() {
+                log_info!("backend auto: kernel (no --iface given for the xdp backend)");
+                return kernel();
+            }
+            match xdp() {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    log_warn!("backend auto: kernel, because the xdp backend failed: {e}");
+                    kernel()
+                }
+            }
+        }
+    }
+}
