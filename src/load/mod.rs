@@ -15,8 +15,20 @@
 //! corrupted (echo). The generator busy-polls the transport (it needs
 //! sub-millisecond scheduling) and stops by itself after `duration` plus a
 //! bounded drain.
+//!
+//! ```text
+//! mod.rs       the generator: connections, schedule, transport, drain
+//! workload.rs  the Workload trait: an application's requests and replies
+//! orders.rs    the order workload (logon, orders, cancels, heartbeats, logout)
+//! echo.rs      the echo workload (sequence, timestamp, checked payload)
+//! report.rs    the end-of-run report
+//! ```
 
-use std::collections::VecDeque;
+mod echo;
+mod orders;
+mod report;
+mod workload;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,16 +37,20 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use self::echo::{EchoLoad, ECHO_MIN_SIZE};
+pub use self::orders::OrdersLoad;
+pub use self::report::{Percentiles, Report};
+pub use self::workload::Workload;
+use self::workload::{Replies, Tally};
 use crate::clock;
-use crate::proto::{self, ClientMsg, Code8, Frame, GatewayMsg, NewOrder, OrderKind, Parsed, Side};
 use crate::transport::{would_block, ConnId, Event, Transport};
 
-/// Smallest echo message: u64 sequence + u64 timestamp.
-pub const ECHO_MIN_SIZE: usize = 16;
 /// Per-connection output backlog beyond which the schedule is counted as overrun.
 const MAX_BACKLOG: usize = 4 << 20;
 /// Histogram upper bound: 60 s in ns.
 const HIST_MAX_NS: u64 = 60_000_000_000;
+/// A quiet connection gets a heartbeat after this long (orders).
+const HEARTBEAT_NS: u64 = 1_000_000_000;
 
 /// What the generator speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,127 +86,15 @@ pub struct LoadConfig {
     pub logon_timeout: Duration,
 }
 
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub p9999: f64,
-    pub max: f64,
-    pub mean: f64,
-    pub samples: u64,
-}
-
-impl Percentiles {
-    fn from_hist(h: &Histogram<u64>) -> Self {
-        let us = |v: u64| v as f64 / 1000.0;
-        Percentiles {
-            p50: us(h.value_at_quantile(0.50)),
-            p90: us(h.value_at_quantile(0.90)),
-            p99: us(h.value_at_quantile(0.99)),
-            p999: us(h.value_at_quantile(0.999)),
-            p9999: us(h.value_at_quantile(0.9999)),
-            max: us(h.max()),
-            mean: h.mean() / 1000.0,
-            samples: h.len(),
-        }
-    }
-}
-
-/// The end-of-run report (also the `--json` document).
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub backend: String,
-    pub app: LoadApp,
-    pub mode: String,
-    pub conns: usize,
-    pub duration_s: f64,
-    pub sent: u64,
-    pub answered: u64,
-    pub throughput_msgs_per_s: f64,
-    pub rtt_us: Percentiles,
-    pub unanswered: u64,
-    pub rejected: u64,
-    pub out_of_sequence: u64,
-    pub unexpected: u64,
-    pub corrupted: u64,
-    pub disconnected: u64,
-    pub schedule_overruns: u64,
-}
-
-impl Report {
-    /// Problems that make the exit status non-zero.
-    pub fn failures(&self) -> u64 {
-        self.unanswered + self.rejected + self.out_of_sequence + self.unexpected + self.corrupted + self.disconnected
-    }
-
-    /// Human-readable table.
-    pub fn render(&self) -> String {
-        let r = &self.rtt_us;
-        let mut s = String::new();
-        s.push_str(&format!(
-            "load backend {}  app {}  mode {}  conns {}  duration {:.1} s\n",
-            self.backend,
-            serde_json::to_string(&self.app).unwrap_or_default().trim_matches('"'),
-            self.mode,
-            self.conns,
-            self.duration_s
-        ));
-        s.push_str(&format!(
-            "sent {}  answered {}  throughput {:.0} msg/s\n",
-            self.sent, self.answered, self.throughput_msgs_per_s
-        ));
-        s.push_str("round trip (us)      p50      p90      p99    p99.9   p99.99      max\n");
-        s.push_str(&format!(
-            "                {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}\n",
-            r.p50, r.p90, r.p99, r.p999, r.p9999, r.max
-        ));
-        s.push_str(&format!(
-            "unanswered {}  rejected {}  out_of_sequence {}  unexpected {}  corrupted {}  disconnected {}",
-            self.unanswered, self.rejected, self.out_of_sequence, self.unexpected, self.corrupted, self.disconnected
-        ));
-        if self.schedule_overruns > 0 {
-            s.push_str(&format!(
-                "\nwarning: {} messages found their connection's output backlog over {} bytes: \
-                 the target rate exceeds what the path can carry",
-                self.schedule_overruns, MAX_BACKLOG
-            ));
-        }
-        s
-    }
-}
-
-/// What a reply must look like.
-#[derive(Debug, Clone, Copy)]
-enum Expect {
-    /// Ack or Reject for this cl_ord_id.
-    Order(u64),
-    /// CancelAck or Reject for this cl_ord_id.
-    Cancel(u64),
-    /// Echo chunk with this sequence number.
-    Echo(u64),
-}
-
+/// One connection, as the generator sees it: bytes in and out.
 struct Client {
     id: ConnId,
     connected: bool,
-    logged_on: bool,
     alive: bool,
-    /// Outbound sequence (orders).
-    seq: u32,
-    /// Next gateway sequence expected (orders).
-    rx_seq: u32,
-    next_cl_ord_id: u64,
-    open_orders: VecDeque<u64>,
-    outstanding: VecDeque<Expect>,
     tx: Vec<u8>,
     tx_off: usize,
     rx: Vec<u8>,
     rx_len: usize,
-    echo_seq: u64,
-    rng: u64,
     last_send_ns: u64,
     readable: bool,
     /// On the service list (see `LoadGen::mark`).
@@ -201,52 +105,18 @@ impl Client {
     fn backlog(&self) -> usize {
         self.tx.len() - self.tx_off
     }
-    fn next_rand(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn push_client(&mut self, m: ClientMsg) {
-        let mut b = [0u8; proto::MAX_FRAME_LEN];
-        if let Some(n) = m.encode(self.seq, &mut b) {
-            self.seq = self.seq.wrapping_add(1);
-            self.tx.extend_from_slice(&b[..n]);
-        }
-    }
-}
-
-/// Tallies kept during the run.
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    answered: u64,
-    rejected: u64,
-    out_of_sequence: u64,
-    unexpected: u64,
-    corrupted: u64,
-    disconnected: u64,
-    overruns: u64,
-}
-
-/// Fill byte for echo payloads at `i` of message `seq` (checked on return).
-fn echo_fill(seq: u64, i: usize) -> u8 {
-    (seq as u8).wrapping_mul(31).wrapping_add(i as u8)
 }
 
 pub struct LoadGen<T: Transport> {
     t: T,
     cfg: LoadConfig,
+    work: Box<dyn Workload>,
     clients: Vec<Client>,
     /// ConnId -> index in `clients`.
     by_conn: Vec<usize>,
     hist: Histogram<u64>,
     tally: Tally,
     events: Vec<Event>,
-    symbol: Code8,
     /// Clients with bytes to send or reported readable: the only ones a
     /// pump visits, so 1000 idle connections cost nothing per iteration.
     service: Vec<usize>,
@@ -258,15 +128,19 @@ impl<T: Transport> LoadGen<T> {
     pub fn new(t: T, cfg: LoadConfig) -> io::Result<Self> {
         let hist =
             Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| io::Error::other(format!("histogram: {e}")))?;
+        let work: Box<dyn Workload> = match cfg.app {
+            LoadApp::Orders => Box::new(OrdersLoad::default()),
+            LoadApp::Echo => Box::new(EchoLoad::new(cfg.size)),
+        };
         Ok(LoadGen {
             t,
             cfg,
+            work,
             clients: Vec::new(),
             by_conn: Vec::new(),
             hist,
             tally: Tally::default(),
             events: Vec::with_capacity(1024),
-            symbol: Code8::new("TGATE").unwrap_or(Code8([b' '; 8])),
             service: Vec::with_capacity(1024),
             idle: Vec::new(),
         })
@@ -285,6 +159,7 @@ impl<T: Transport> LoadGen<T> {
     }
 
     fn connect_all(&mut self) -> io::Result<()> {
+        let rx_size = (64 * 1024).max(4 * self.work.max_reply());
         for i in 0..self.cfg.conns {
             let id = self.t.connect(self.cfg.addr).map_err(|e| {
                 io::Error::new(
@@ -296,85 +171,31 @@ impl<T: Transport> LoadGen<T> {
                 self.by_conn.resize(id.0 + 1, usize::MAX);
             }
             self.by_conn[id.0] = self.clients.len();
-            let size = self.cfg.size.max(proto::MAX_FRAME_LEN);
-            self.clients.push(Client {
+            let mut c = Client {
                 id,
                 connected: false,
-                logged_on: self.cfg.app == LoadApp::Echo,
                 alive: true,
-                seq: 1,
-                rx_seq: 1,
-                next_cl_ord_id: 1,
-                open_orders: VecDeque::new(),
-                outstanding: VecDeque::with_capacity(1024),
                 tx: Vec::with_capacity(64 * 1024),
                 tx_off: 0,
-                rx: vec![0u8; (64 * 1024).max(4 * size)],
+                rx: vec![0u8; rx_size],
                 rx_len: 0,
-                echo_seq: 0,
-                rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
                 last_send_ns: 0,
                 readable: true,
                 queued: false,
-            });
-            if self.cfg.app == LoadApp::Orders {
-                let c = self.clients.last_mut().expect("just pushed");
-                let account = Code8::new(&format!("LG{}", i % 1_000_000)).unwrap_or(Code8(*b"LG      "));
-                c.push_client(ClientMsg::Logon { account });
-            }
+            };
+            self.work.open(i, &mut c.tx);
+            self.clients.push(c);
         }
         Ok(())
     }
 
     /// Queue one request on client `ci` with timestamp `ts`.
     fn queue_request(&mut self, ci: usize, ts: u64) {
-        let app = self.cfg.app;
-        let size = self.cfg.size;
-        let symbol = self.symbol;
         let c = &mut self.clients[ci];
         if c.backlog() > MAX_BACKLOG {
             self.tally.overruns += 1;
         }
-        match app {
-            LoadApp::Echo => {
-                let seq = c.echo_seq;
-                c.echo_seq += 1;
-                c.tx.extend_from_slice(&seq.to_le_bytes());
-                c.tx.extend_from_slice(&ts.to_le_bytes());
-                for i in ECHO_MIN_SIZE..size {
-                    c.tx.push(echo_fill(seq, i));
-                }
-                c.outstanding.push_back(Expect::Echo(seq));
-            }
-            LoadApp::Orders => {
-                let r = c.next_rand() % 100;
-                let cancel = !c.open_orders.is_empty() && (r >= 60 || c.open_orders.len() >= 1000);
-                if cancel {
-                    let id = c.open_orders.pop_front().unwrap_or(0);
-                    c.push_client(ClientMsg::Cancel { cl_ord_id: id, client_ts: ts });
-                    c.outstanding.push_back(Expect::Cancel(id));
-                } else {
-                    let id = c.next_cl_ord_id;
-                    c.next_cl_ord_id += 1;
-                    let market = r < 20;
-                    let side = if c.next_rand() & 1 == 0 { Side::Buy } else { Side::Sell };
-                    let o = NewOrder {
-                        cl_ord_id: id,
-                        client_ts: ts,
-                        price: if market { 0 } else { 10_000 + (c.next_rand() % 100) as i64 },
-                        qty: 1 + (c.next_rand() % 100) as u32,
-                        side,
-                        kind: if market { OrderKind::Market } else { OrderKind::Limit },
-                        symbol,
-                    };
-                    if !market {
-                        c.open_orders.push_back(id);
-                    }
-                    c.push_client(ClientMsg::NewOrder(o));
-                    c.outstanding.push_back(Expect::Order(id));
-                }
-            }
-        }
+        self.work.request(ci, ts, &mut c.tx);
         c.last_send_ns = ts;
         self.tally.sent += 1;
         self.mark(ci);
@@ -459,11 +280,11 @@ impl<T: Transport> LoadGen<T> {
             }
             match self.t.recv(c.id, &mut c.rx[c.rx_len..]) {
                 Ok(0) => {
-                    if !c.outstanding.is_empty() {
+                    if self.work.outstanding(ci) > 0 {
                         crate::log_warn!(
                             "load: {}: closed by the gateway with {} replies outstanding",
                             c.id,
-                            c.outstanding.len()
+                            self.work.outstanding(ci)
                         );
                         self.tally.disconnected += 1;
                     }
@@ -473,8 +294,24 @@ impl<T: Transport> LoadGen<T> {
                 }
                 Ok(n) => {
                     c.rx_len += n;
-                    let now = clock::mono_ns();
-                    self.parse(ci, now, record);
+                    let mut seen =
+                        Replies { tally: &mut self.tally, hist: &mut self.hist, now: clock::mono_ns(), record };
+                    match self.work.replies(ci, &c.rx[..c.rx_len], &mut seen) {
+                        Ok(used) => {
+                            c.rx.copy_within(used..c.rx_len, 0);
+                            c.rx_len -= used;
+                        }
+                        Err(e) => {
+                            crate::log_warn!("load: {}: {e}", c.id);
+                            self.tally.corrupted += 1;
+                            c.alive = false;
+                            c.rx_len = 0;
+                            return;
+                        }
+                    }
+                    if self.work.outstanding(ci) == 0 {
+                        self.idle.push(ci);
+                    }
                 }
                 Err(e) if would_block(&e) => {
                     c.readable = false;
@@ -490,113 +327,8 @@ impl<T: Transport> LoadGen<T> {
         }
     }
 
-    fn parse(&mut self, ci: usize, now: u64, record: bool) {
-        let app = self.cfg.app;
-        let size = self.cfg.size;
-        let mut off = 0;
-        let c = &mut self.clients[ci];
-        loop {
-            let buf = &c.rx[off..c.rx_len];
-            match app {
-                LoadApp::Echo => {
-                    if buf.len() < size {
-                        break;
-                    }
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(&buf[0..8]);
-                    let seq = u64::from_le_bytes(a);
-                    a.copy_from_slice(&buf[8..16]);
-                    let ts = u64::from_le_bytes(a);
-                    let intact = (ECHO_MIN_SIZE..size).all(|i| buf[i] == echo_fill(seq, i));
-                    match c.outstanding.pop_front() {
-                        Some(Expect::Echo(s)) if s == seq && intact => {
-                            self.tally.answered += 1;
-                            if c.outstanding.is_empty() {
-                                self.idle.push(ci);
-                            }
-                            if record {
-                                self.hist.saturating_record(now.saturating_sub(ts).max(1));
-                            }
-                        }
-                        Some(_) => self.tally.corrupted += 1,
-                        None => self.tally.unexpected += 1,
-                    }
-                    off += size;
-                }
-                LoadApp::Orders => {
-                    let f = match Frame::parse(buf) {
-                        Ok(Parsed::Frame(f)) => f,
-                        Ok(Parsed::Incomplete) => break,
-                        Err(e) => {
-                            crate::log_warn!("load: {}: gateway framing error: {e}", c.id);
-                            self.tally.corrupted += 1;
-                            c.alive = false;
-                            c.rx_len = 0;
-                            return;
-                        }
-                    };
-                    off += f.len();
-                    if f.seq() != c.rx_seq {
-                        self.tally.out_of_sequence += 1;
-                    }
-                    c.rx_seq = f.seq().wrapping_add(1);
-                    let msg = match GatewayMsg::decode(&f) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            crate::log_warn!("load: {}: undecodable gateway message: {e:?}", c.id);
-                            self.tally.corrupted += 1;
-                            continue;
-                        }
-                    };
-                    let (id, ts, rejected) = match msg {
-                        GatewayMsg::LogonAck { .. } => {
-                            c.logged_on = true;
-                            continue;
-                        }
-                        GatewayMsg::Heartbeat => continue,
-                        GatewayMsg::Logout { reason } => {
-                            if reason != proto::LogoutReason::Normal {
-                                crate::log_warn!("load: {}: gateway logged us out: {reason:?}", c.id);
-                            }
-                            continue;
-                        }
-                        GatewayMsg::Ack { cl_ord_id, client_ts, .. } => (cl_ord_id, client_ts, false),
-                        GatewayMsg::CancelAck { cl_ord_id, client_ts, .. } => (cl_ord_id, client_ts, false),
-                        GatewayMsg::Reject { cl_ord_id, client_ts, reason, ref_seq, .. } => {
-                            crate::log_warn!("load: {}: rejected: {reason} (seq {ref_seq}, order {cl_ord_id})", c.id);
-                            (cl_ord_id, client_ts, true)
-                        }
-                    };
-                    let matches = match (c.outstanding.front(), msg) {
-                        (Some(Expect::Order(x)), GatewayMsg::Ack { .. }) => *x == id,
-                        (Some(Expect::Cancel(x)), GatewayMsg::CancelAck { .. }) => *x == id,
-                        (Some(Expect::Order(x) | Expect::Cancel(x)), GatewayMsg::Reject { .. }) => *x == id,
-                        _ => false,
-                    };
-                    if matches {
-                        c.outstanding.pop_front();
-                        if c.outstanding.is_empty() {
-                            self.idle.push(ci);
-                        }
-                        self.tally.answered += 1;
-                        if rejected {
-                            self.tally.rejected += 1;
-                        }
-                        if record {
-                            self.hist.saturating_record(now.saturating_sub(ts).max(1));
-                        }
-                    } else {
-                        self.tally.unexpected += 1;
-                    }
-                }
-            }
-        }
-        c.rx.copy_within(off..c.rx_len, 0);
-        c.rx_len -= off;
-    }
-
     fn outstanding(&self) -> usize {
-        self.clients.iter().filter(|c| c.alive).map(|c| c.outstanding.len()).sum()
+        (0..self.clients.len()).filter(|&ci| self.clients[ci].alive).map(|ci| self.work.outstanding(ci)).sum()
     }
 
     /// Connect, log on, run, drain, report.
@@ -606,14 +338,15 @@ impl<T: Transport> LoadGen<T> {
         let deadline = clock::mono_ns() + self.cfg.logon_timeout.as_nanos() as u64;
         loop {
             self.pump(false)?;
-            if self.clients.iter().all(|c| c.connected && c.logged_on) {
+            if (0..self.clients.len()).all(|ci| self.clients[ci].connected && self.work.ready(ci)) {
                 break;
             }
             if let Some(dead) = self.clients.iter().find(|c| !c.alive) {
                 return Err(io::Error::other(format!("{} closed during logon", dead.id)));
             }
             if clock::mono_ns() > deadline || stop.load(Ordering::Relaxed) {
-                let n = self.clients.iter().filter(|c| !(c.connected && c.logged_on)).count();
+                let n =
+                    (0..self.clients.len()).filter(|&ci| !(self.clients[ci].connected && self.work.ready(ci))).count();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("{n} of {} connections not logged on after {:?}", self.cfg.conns, self.cfg.logon_timeout),
@@ -665,8 +398,7 @@ impl<T: Transport> LoadGen<T> {
                 Mode::PingPong => {
                     let idle = std::mem::take(&mut self.idle);
                     for &ci in &idle {
-                        let c = &self.clients[ci];
-                        if c.alive && c.outstanding.is_empty() {
+                        if self.clients[ci].alive && self.work.outstanding(ci) == 0 {
                             self.queue_request(ci, now);
                         }
                     }
@@ -674,12 +406,14 @@ impl<T: Transport> LoadGen<T> {
             }
             // Client heartbeats keep quiet sessions inside the idle timeout
             // (checked every 100 ms, not every iteration).
-            if self.cfg.app == LoadApp::Orders && now >= next_heartbeat_check {
+            if now >= next_heartbeat_check {
                 next_heartbeat_check = now + 100_000_000;
                 for ci in 0..nclients {
                     let c = &mut self.clients[ci];
-                    if c.alive && now.saturating_sub(c.last_send_ns) > 1_000_000_000 {
-                        c.push_client(ClientMsg::Heartbeat);
+                    if c.alive
+                        && now.saturating_sub(c.last_send_ns) > HEARTBEAT_NS
+                        && self.work.heartbeat(ci, &mut c.tx)
+                    {
                         c.last_send_ns = now;
                         self.mark(ci);
                     }
@@ -709,14 +443,16 @@ impl<T: Transport> LoadGen<T> {
             self.pump(true)?;
         }
 
-        // Log out politely (orders) and close.
-        if self.cfg.app == LoadApp::Orders {
-            for ci in 0..nclients {
-                if self.clients[ci].alive {
-                    self.clients[ci].push_client(ClientMsg::Logout);
-                    self.mark(ci);
-                }
+        // Say goodbye (an orders Logout) and close.
+        let mut goodbye = false;
+        for ci in 0..nclients {
+            let c = &mut self.clients[ci];
+            if c.alive && self.work.goodbye(ci, &mut c.tx) {
+                goodbye = true;
+                self.mark(ci);
             }
+        }
+        if goodbye {
             // Wait (bounded) for each session's Logout reply and FIN, so
             // closing does not reset connections with replies in flight.
             let logout_end = clock::mono_ns() + 2_000_000_000;
@@ -724,8 +460,7 @@ impl<T: Transport> LoadGen<T> {
                 self.pump(false)?;
             }
         }
-        let unanswered = self.outstanding() as u64
-            + self.clients.iter().filter(|c| !c.alive).map(|c| c.outstanding.len() as u64).sum::<u64>();
+        let unanswered = (0..nclients).map(|ci| self.work.outstanding(ci) as u64).sum::<u64>();
         // Graceful close: FIN on every connection, a bounded wait for the
         // stack to put them on the wire, then release.
         for c in &self.clients {

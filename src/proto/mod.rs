@@ -22,8 +22,16 @@
 //!   wrong; the gateway answers with a typed `Reject` and carries on.
 //!
 //! Encoding writes into caller-provided buffers and never allocates.
+//! Frames and shared types are here; the client's messages are in
+//! `client.rs`, the gateway's in `gateway.rs`.
+
+mod client;
+mod gateway;
 
 use std::fmt;
+
+pub use self::client::{ClientMsg, NewOrder};
+pub use self::gateway::{GatewayDecodeError, GatewayMsg};
 
 /// Protocol version carried in every header.
 pub const VERSION: u8 = 1;
@@ -365,135 +373,6 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// A message from client to gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientMsg {
-    Logon { account: Code8 },
-    Heartbeat,
-    NewOrder(NewOrder),
-    Cancel { cl_ord_id: u64, client_ts: u64 },
-    Logout,
-}
-
-/// The body of a NewOrder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NewOrder {
-    pub cl_ord_id: u64,
-    pub client_ts: u64,
-    /// Price in ticks; zero for market orders.
-    pub price: i64,
-    pub qty: u32,
-    pub side: Side,
-    pub kind: OrderKind,
-    pub symbol: Code8,
-}
-
-impl ClientMsg {
-    /// Decode a client frame's content. The sequence number is not checked
-    /// here; that is session state (see `app::orders`).
-    pub fn decode(f: &Frame<'_>) -> Result<ClientMsg, RejectReason> {
-        f.check_shape(true)?;
-        let b = f.buf;
-        Ok(match f.msg_type() {
-            msg_type::LOGON => {
-                let account = code_at(b, field::LOGON_ACCOUNT);
-                if !account.valid_account() {
-                    return Err(RejectReason::BadAccount);
-                }
-                ClientMsg::Logon { account }
-            }
-            msg_type::HEARTBEAT => ClientMsg::Heartbeat,
-            msg_type::NEW_ORDER => {
-                let side = match b[field::ORDER_SIDE] {
-                    1 => Side::Buy,
-                    2 => Side::Sell,
-                    _ => return Err(RejectReason::BadSide),
-                };
-                let kind = match b[field::ORDER_KIND] {
-                    1 => OrderKind::Limit,
-                    2 => OrderKind::Market,
-                    _ => return Err(RejectReason::BadOrderKind),
-                };
-                if u16_at(b, field::ORDER_RESERVED) != 0 {
-                    return Err(RejectReason::BadReserved);
-                }
-                let qty = u32_at(b, field::ORDER_QTY);
-                if qty == 0 {
-                    return Err(RejectReason::BadQuantity);
-                }
-                let price = u64_at(b, field::ORDER_PRICE) as i64;
-                let price_ok = match kind {
-                    OrderKind::Limit => price > 0,
-                    OrderKind::Market => price == 0,
-                };
-                if !price_ok {
-                    return Err(RejectReason::BadPrice);
-                }
-                let symbol = code_at(b, field::ORDER_SYMBOL);
-                if !symbol.valid_symbol() {
-                    return Err(RejectReason::BadSymbol);
-                }
-                ClientMsg::NewOrder(NewOrder {
-                    cl_ord_id: u64_at(b, field::ORDER_CL_ORD_ID),
-                    client_ts: u64_at(b, field::ORDER_CLIENT_TS),
-                    price,
-                    qty,
-                    side,
-                    kind,
-                    symbol,
-                })
-            }
-            msg_type::CANCEL => ClientMsg::Cancel {
-                cl_ord_id: u64_at(b, field::CANCEL_CL_ORD_ID),
-                client_ts: u64_at(b, field::CANCEL_CLIENT_TS),
-            },
-            msg_type::LOGOUT => {
-                if b[field::LOGOUT_RESERVED].iter().any(|&x| x != 0) {
-                    return Err(RejectReason::BadReserved);
-                }
-                ClientMsg::Logout
-            }
-            _ => return Err(RejectReason::UnknownType),
-        })
-    }
-
-    /// Message type code.
-    pub fn msg_type(&self) -> u8 {
-        match self {
-            ClientMsg::Logon { .. } => msg_type::LOGON,
-            ClientMsg::Heartbeat => msg_type::HEARTBEAT,
-            ClientMsg::NewOrder(_) => msg_type::NEW_ORDER,
-            ClientMsg::Cancel { .. } => msg_type::CANCEL,
-            ClientMsg::Logout => msg_type::LOGOUT,
-        }
-    }
-
-    /// Encode into `out`; returns the frame length, or `None` if `out` is too small.
-    pub fn encode(&self, seq: u32, out: &mut [u8]) -> Option<usize> {
-        let ty = self.msg_type();
-        let b = header(out, ty, seq)?;
-        match *self {
-            ClientMsg::Logon { account } => b[field::LOGON_ACCOUNT].copy_from_slice(&account.0),
-            ClientMsg::Heartbeat => {}
-            ClientMsg::NewOrder(o) => {
-                b[field::ORDER_CL_ORD_ID].copy_from_slice(&o.cl_ord_id.to_le_bytes());
-                b[field::ORDER_CLIENT_TS].copy_from_slice(&o.client_ts.to_le_bytes());
-                b[field::ORDER_PRICE].copy_from_slice(&o.price.to_le_bytes());
-                b[field::ORDER_QTY].copy_from_slice(&o.qty.to_le_bytes());
-                b[field::ORDER_SIDE] = o.side as u8;
-                b[field::ORDER_KIND] = o.kind as u8;
-                b[field::ORDER_SYMBOL].copy_from_slice(&o.symbol.0);
-            }
-            ClientMsg::Cancel { cl_ord_id, client_ts } => {
-                b[field::CANCEL_CL_ORD_ID].copy_from_slice(&cl_ord_id.to_le_bytes());
-                b[field::CANCEL_CLIENT_TS].copy_from_slice(&client_ts.to_le_bytes());
-            }
-            ClientMsg::Logout => b[field::LOGOUT_REASON] = LogoutReason::Normal as u8,
-        }
-        Some(b.len())
-    }
-}
-
 /// Write a zeroed frame of type `ty` with its header; returns the frame slice.
 fn header(out: &mut [u8], ty: u8, seq: u32) -> Option<&mut [u8]> {
     let len = frame_len(ty)?;
@@ -504,120 +383,6 @@ fn header(out: &mut [u8], ty: u8, seq: u32) -> Option<&mut [u8]> {
     b[field::TYPE] = ty;
     b[field::SEQ].copy_from_slice(&seq.to_le_bytes());
     Some(b)
-}
-
-/// A message from gateway to client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GatewayMsg {
-    LogonAck { heartbeat_ms: u32, idle_timeout_ms: u32 },
-    Heartbeat,
-    Ack { cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64, gw_send_ts: u64, order_id: u64 },
-    Reject { cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64, ref_seq: u32, reason: RejectReason, ref_type: u8 },
-    CancelAck { cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64, gw_send_ts: u64 },
-    Logout { reason: LogoutReason },
-}
-
-/// Why a gateway frame could not be decoded (client side).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GatewayDecodeError {
-    /// Version, type or length wrong.
-    Shape(RejectReason),
-    /// Reject reason code unknown.
-    BadRejectReason(u8),
-    /// Logout reason code unknown.
-    BadLogoutReason(u8),
-}
-
-impl GatewayMsg {
-    pub fn msg_type(&self) -> u8 {
-        match self {
-            GatewayMsg::LogonAck { .. } => msg_type::LOGON_ACK,
-            GatewayMsg::Heartbeat => msg_type::GW_HEARTBEAT,
-            GatewayMsg::Ack { .. } => msg_type::ACK,
-            GatewayMsg::Reject { .. } => msg_type::REJECT,
-            GatewayMsg::CancelAck { .. } => msg_type::CANCEL_ACK,
-            GatewayMsg::Logout { .. } => msg_type::GW_LOGOUT,
-        }
-    }
-
-    /// Decode a gateway frame (used by the load generator and tests).
-    pub fn decode(f: &Frame<'_>) -> Result<GatewayMsg, GatewayDecodeError> {
-        f.check_shape(false).map_err(GatewayDecodeError::Shape)?;
-        let b = f.buf;
-        Ok(match f.msg_type() {
-            msg_type::LOGON_ACK => GatewayMsg::LogonAck {
-                heartbeat_ms: u32_at(b, field::LOGON_ACK_HEARTBEAT_MS),
-                idle_timeout_ms: u32_at(b, field::LOGON_ACK_IDLE_TIMEOUT_MS),
-            },
-            msg_type::GW_HEARTBEAT => GatewayMsg::Heartbeat,
-            msg_type::ACK => GatewayMsg::Ack {
-                cl_ord_id: u64_at(b, field::REPLY_CL_ORD_ID),
-                client_ts: u64_at(b, field::REPLY_CLIENT_TS),
-                gw_recv_ts: u64_at(b, field::REPLY_GW_RECV_TS),
-                gw_send_ts: u64_at(b, field::REPLY_GW_SEND_TS),
-                order_id: u64_at(b, field::ACK_ORDER_ID),
-            },
-            msg_type::REJECT => {
-                let code = b[field::REJECT_REASON];
-                GatewayMsg::Reject {
-                    cl_ord_id: u64_at(b, field::REPLY_CL_ORD_ID),
-                    client_ts: u64_at(b, field::REPLY_CLIENT_TS),
-                    gw_recv_ts: u64_at(b, field::REPLY_GW_RECV_TS),
-                    ref_seq: u32_at(b, field::REJECT_REF_SEQ),
-                    reason: RejectReason::from_u8(code).ok_or(GatewayDecodeError::BadRejectReason(code))?,
-                    ref_type: b[field::REJECT_REF_TYPE],
-                }
-            }
-            msg_type::CANCEL_ACK => GatewayMsg::CancelAck {
-                cl_ord_id: u64_at(b, field::REPLY_CL_ORD_ID),
-                client_ts: u64_at(b, field::REPLY_CLIENT_TS),
-                gw_recv_ts: u64_at(b, field::REPLY_GW_RECV_TS),
-                gw_send_ts: u64_at(b, field::REPLY_GW_SEND_TS),
-            },
-            msg_type::GW_LOGOUT => {
-                let code = b[field::LOGOUT_REASON];
-                GatewayMsg::Logout {
-                    reason: LogoutReason::from_u8(code).ok_or(GatewayDecodeError::BadLogoutReason(code))?,
-                }
-            }
-            _ => return Err(GatewayDecodeError::Shape(RejectReason::UnknownType)),
-        })
-    }
-
-    /// Encode into `out`; returns the frame length, or `None` if `out` is too small.
-    pub fn encode(&self, seq: u32, out: &mut [u8]) -> Option<usize> {
-        let b = header(out, self.msg_type(), seq)?;
-        match *self {
-            GatewayMsg::LogonAck { heartbeat_ms, idle_timeout_ms } => {
-                b[field::LOGON_ACK_HEARTBEAT_MS].copy_from_slice(&heartbeat_ms.to_le_bytes());
-                b[field::LOGON_ACK_IDLE_TIMEOUT_MS].copy_from_slice(&idle_timeout_ms.to_le_bytes());
-            }
-            GatewayMsg::Heartbeat => {}
-            GatewayMsg::Ack { cl_ord_id, client_ts, gw_recv_ts, gw_send_ts, order_id } => {
-                reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
-                b[field::REPLY_GW_SEND_TS].copy_from_slice(&gw_send_ts.to_le_bytes());
-                b[field::ACK_ORDER_ID].copy_from_slice(&order_id.to_le_bytes());
-            }
-            GatewayMsg::Reject { cl_ord_id, client_ts, gw_recv_ts, ref_seq, reason, ref_type } => {
-                reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
-                b[field::REJECT_REF_SEQ].copy_from_slice(&ref_seq.to_le_bytes());
-                b[field::REJECT_REASON] = reason as u8;
-                b[field::REJECT_REF_TYPE] = ref_type;
-            }
-            GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts, gw_send_ts } => {
-                reply_fields(b, cl_ord_id, client_ts, gw_recv_ts);
-                b[field::REPLY_GW_SEND_TS].copy_from_slice(&gw_send_ts.to_le_bytes());
-            }
-            GatewayMsg::Logout { reason } => b[field::LOGOUT_REASON] = reason as u8,
-        }
-        Some(b.len())
-    }
-}
-
-fn reply_fields(b: &mut [u8], cl_ord_id: u64, client_ts: u64, gw_recv_ts: u64) {
-    b[field::REPLY_CL_ORD_ID].copy_from_slice(&cl_ord_id.to_le_bytes());
-    b[field::REPLY_CLIENT_TS].copy_from_slice(&client_ts.to_le_bytes());
-    b[field::REPLY_GW_RECV_TS].copy_from_slice(&gw_recv_ts.to_le_bytes());
 }
 
 /// Best-effort extraction of `(cl_ord_id, client_ts)` from a frame that failed
