@@ -5,12 +5,18 @@
 //!
 //! * [`app`]: the applications (order gateway, echo, sockperf echo);
 //! * [`server`]: the event loop that drives an app over a transport;
-//! * [`transport`]: the socket-level API every backend implements;
-//! * [`backend`]: one module per backend (kernel epoll today);
+//! * [`transport`]: the socket-level API every backend implements, with the
+//!   signals and named counters a backend reports;
+//! * [`stack`]: the user-space TCP/IP stack (smoltcp and its socket shards),
+//!   generic over its frame-level link, with an in-memory link for tests;
+//! * [`backend`]: one module per backend: kernel (epoll) and xdp (an XDP
+//!   program and an AF_XDP socket under the stack);
 //! * [`proto`]: the order-entry wire protocol, codec only;
 //! * [`load`]: the load generator, itself a client of [`transport`];
 //! * [`sampler`]: per-message samples, metrics and tail attribution;
-//! * [`doctor`]: host readiness checks.
+//! * [`doctor`]: host readiness checks;
+//! * [`sys`]: thin wrappers over system calls and intrinsics. With the AF_XDP
+//!   socket and the sampler ring, the only code allowed `unsafe`.
 
 pub mod app;
 pub mod backend;

@@ -1,6 +1,6 @@
 //! The user-space TCP/IP stack: smoltcp's `Interface` over socket shards,
 //! the frame demultiplexer in front of it, listener pools, the connection
-//! table, flow observations for tracing, and the [`Transport`]
+//! table, flow observations for tracing, and the [`Transport`](crate::transport::Transport)
 //! implementation. It runs on any [`Link`] (a smoltcp `Device` with
 //! staging): AF_XDP rings in production (`backend::xdp`), an in-memory pair
 //! with a virtual clock in tests ([`sim`]). It reads no clock: each poll

@@ -24,6 +24,23 @@
 //! * `shutdown_write(conn)`: send FIN after the queued data.
 //! * `close(conn)`: forget the connection; its id may be reused afterwards.
 //!
+//! Close and linger differ by backend (docs/ARCHITECTURE.md has the table):
+//!
+//! * kernel: `close` is `close(2)`. After `shutdown_write` the kernel
+//!   finishes the FIN handshake in the background with no time limit and
+//!   keeps TIME-WAIT; with unread input queued it sends RST. `connect` is
+//!   synchronous: a refused open fails there.
+//! * stack (xdp): `close` after `shutdown_write` leaves the socket to finish
+//!   its FIN handshake in the background for at most 5 s, then aborts it
+//!   (RST); a socket that reached TIME-WAIT is freed at once, with no 2 MSL
+//!   wait. `close` without `shutdown_write` aborts at once (RST). `connect`
+//!   is asynchronous: a refused open is reported `Connected`, and its first
+//!   `recv` fails with `ConnectionReset`.
+//!
+//! So a consumer that must not lose replies half-closes, drains input until
+//! the peer's FIN (or a linger it chooses), and only then closes, as the
+//! server does.
+//!
 //! Connection ids are small integers, dense and reused, so applications can
 //! index tables with them.
 
