@@ -10,6 +10,8 @@
 #                                                   (sockperf over UDP: AF_XDP with no TCP at all)
 #                                 xdp-sampled       xdp with every message sampled (--sample all=100),
 #                                 kernel-sampled    kernel likewise: the sampler's cost against xdp/kernel
+#                                 xdp-baseline      xdp, from the binary BASELINE_BIN (another commit's
+#                                 kernel-baseline   build), to compare a change side by side; likewise kernel
 #   scripts/bench.sh load       tailgate load --app orders (client on cpu0) against
 #                               tailgate serve --app orders --spin --core 1 on each backend in
 #                               BACKENDS [kernel xdp], over CONNS_LIST [1 100 1000] connections,
@@ -24,7 +26,7 @@
 #
 # Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
 # configuration alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes,
-# SERVERS [sockperf-server kernel xdp udp-floor]. Prints one markdown row per
+# SERVERS [sockperf-server kernel xdp udp-floor], BASELINE_BIN (for the *-baseline servers). Prints one markdown row per
 # run and a summary (median, min-max of each percentile). sockperf's figures
 # are half round trips (its "latency"); tailgate load's are full round trips.
 set -euo pipefail
@@ -46,6 +48,11 @@ ensure_rust
 ensure_packages "${TG_PACKAGES[@]}" util-linux
 cargo build --release --quiet
 BIN=$PWD/target/release/tailgate
+BASELINE_BIN=${BASELINE_BIN:-}
+if [[ $SERVERS == *baseline* ]]; then
+  [[ -n $BASELINE_BIN && -x $BASELINE_BIN ]] ||
+    { echo "bench.sh: the *-baseline servers need BASELINE_BIN, an executable tailgate built from another commit" >&2; exit 2; }
+fi
 
 SERVER_PID=
 EXTRA=()
@@ -72,7 +79,7 @@ lab_for() { # server
 }
 
 start_server() { # name app
-  local name=$1 app=$2 args
+  local name=$1 app=$2 args bin=$BIN
   case $name in
     sockperf-server)
       ip netns exec tg_gw taskset -c 1 sockperf server --tcp -i "$GW_IP" -p "$PORT" --nonblocked --timeout 0 \
@@ -83,10 +90,12 @@ start_server() { # name app
     xdp-sampled) args=(--backend xdp --iface tg_gw0 --sample all=100) ;;
     kernel-sampled) args=(--backend kernel --sample all=100) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
+    xdp-baseline) args=(--backend xdp --iface tg_gw0) bin=$BASELINE_BIN ;;
+    kernel-baseline) args=(--backend kernel) bin=$BASELINE_BIN ;;
     *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;
   esac
   if [[ $name != sockperf-server ]]; then
-    ip netns exec tg_gw "$BIN" serve "${args[@]}" "${EXTRA[@]}" --app "$app" --ip "$GW_IP" --port "$PORT" --spin --core 1 \
+    ip netns exec tg_gw "$bin" serve "${args[@]}" "${EXTRA[@]}" --app "$app" --ip "$GW_IP" --port "$PORT" --spin --core 1 \
       >"$OUT/server.log" 2>&1 &
   fi
   SERVER_PID=$!

@@ -16,7 +16,8 @@
 //! * [`sampler`]: per-message samples, metrics and tail attribution;
 //! * [`doctor`]: host readiness checks;
 //! * [`sys`]: thin wrappers over system calls and intrinsics. With the AF_XDP
-//!   socket and the sampler ring, the only code allowed `unsafe`.
+//!   socket and the sample ring, the only code exempt from the crate-wide
+//!   deny of raw memory access (docs/ARCHITECTURE.md).
 
 pub mod app;
 pub mod backend;

@@ -70,6 +70,12 @@ fn route(req: &Request<Incoming>, content: &dyn Content) -> Response<Full<Bytes>
     }
 }
 
+/// Bind the `--metrics` address (the error names the flag); port 0 lets
+/// the OS pick one.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| std::io::Error::new(e.kind(), format!("--metrics {addr}: {e}")))
+}
+
 /// Serve `listener` until `stop` is set (checked every 100 ms). Runs on the
 /// calling thread.
 pub fn serve(listener: TcpListener, content: Arc<dyn Content>, stop: Arc<AtomicBool>, stats: Arc<EndpointStats>) {

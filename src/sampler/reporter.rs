@@ -13,7 +13,7 @@
 //! report can tell when the reporter interfered with the loop.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -364,7 +364,7 @@ impl Reporter {
     pub fn start(cfg: ReporterConfig, consumer: Option<Consumer>) -> io::Result<Reporter> {
         let store = Store::create(cfg.sample_log.as_deref(), cfg.records)?;
         let listener = match cfg.metrics {
-            Some(a) => Some(TcpListener::bind(a).map_err(|e| io::Error::new(e.kind(), format!("--metrics {a}: {e}")))?),
+            Some(a) => Some(super::endpoint::bind(a)?),
             None => None,
         };
         let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());

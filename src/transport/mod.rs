@@ -110,9 +110,8 @@ impl TransportStats {
 }
 
 /// What a backend observed about the bytes a `recv` returned, or about its
-/// loop: named signals, owned by this layer. Tracing (the sampler) keeps
-/// them in its records under the same bits; a backend needs to know nothing
-/// of the sampler.
+/// loop: named signals, owned by this layer. Tracing keeps them in its
+/// records under the same bits; a backend needs to know nothing of tracing.
 pub mod signal {
     /// The connection saw an out-of-order or repeated TCP segment since it
     /// was last read: a segment was lost and retransmitted.

@@ -1,5 +1,5 @@
 //! The AF_XDP socket: UMEM, and the fill / completion / rx / tx rings mapped
-//! from the kernel. With the sampler ring and `sys`, the only code that opts
+//! from the kernel. With the sample ring and `sys`, the only code that opts
 //! out of `deny(unsafe_code)`; every unsafe block says why it is sound.
 //!
 //! ```text
