@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use smoltcp::wire::Ipv4Address;
 
 use tailgate::stack::frame::tcp_flags::{ACK, PSH, RST, SYN};
-use tailgate::stack::sim::{pair, tcp_frame, Clock, Fate, MemLink, Peer, Seg, MAC_A, MAC_B};
+use tailgate::stack::sim::{pair, tcp_frame, Clock, Fate, MemLink, Peer, Seg, Sent, MAC_A, MAC_B};
 use tailgate::stack::{Stack, StackConfig};
 use tailgate::transport::{signal, would_block, ConnId, Event, Transport};
 
@@ -464,6 +464,20 @@ fn connections_beyond_max_conns_are_refused_and_counted() {
     assert_eq!(stack.open(), 4);
 }
 
+/// A wire rule that decides data segments by their number (1-based) in
+/// this direction and lets everything else through.
+fn by_data_segment(mut fate: impl FnMut(u32) -> Fate + 'static) -> impl FnMut(&Sent<'_>) -> Fate + 'static {
+    let mut n = 0;
+    move |f| {
+        if Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty()) {
+            n += 1;
+            fate(n)
+        } else {
+            Fate::Deliver
+        }
+    }
+}
+
 #[test]
 fn a_lossy_duplicating_reordering_link_still_delivers_the_stream() {
     let mut net = Net::new();
@@ -471,32 +485,15 @@ fn a_lossy_duplicating_reordering_link_still_delivers_the_stream() {
     let (to_server, to_client) = (net.client.link().outbox.clone(), net.server.link().outbox.clone());
     // Client to server: drop the 3rd data segment, duplicate the 5th, hold
     // the 7th behind the 8th, delay the 9th by 2 ms.
-    let mut data = 0;
-    to_server.borrow_mut().set_rule(move |f| {
-        let is_data = Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty());
-        if !is_data {
-            return Fate::Deliver;
-        }
-        data += 1;
-        match data {
-            3 => Fate::Drop,
-            5 => Fate::Duplicate,
-            7 => Fate::Reorder,
-            9 => Fate::Delay(Duration::from_millis(2)),
-            _ => Fate::Deliver,
-        }
-    });
+    to_server.borrow_mut().set_rule(by_data_segment(|n| match n {
+        3 => Fate::Drop,
+        5 => Fate::Duplicate,
+        7 => Fate::Reorder,
+        9 => Fate::Delay(Duration::from_millis(2)),
+        _ => Fate::Deliver,
+    }));
     // Server to client: drop the 4th data segment.
-    let mut data = 0;
-    to_client.borrow_mut().set_rule(move |f| {
-        let is_data = Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty());
-        data += u32::from(is_data);
-        if is_data && data == 4 {
-            Fate::Drop
-        } else {
-            Fate::Deliver
-        }
-    });
+    to_client.borrow_mut().set_rule(by_data_segment(|n| if n == 4 { Fate::Drop } else { Fate::Deliver }));
     let mut want = Vec::new();
     let mut got = Vec::new();
     for i in 0..12u8 {
@@ -541,16 +538,7 @@ fn tracing_flags_a_stream_that_waited_for_a_retransmission() {
     // Take the server's reads out of the echo app: read by hand.
     net.echo.conns.clear();
     let to_server = net.client.link().outbox.clone();
-    let mut data = 0;
-    to_server.borrow_mut().set_rule(move |f| {
-        let is_data = Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty());
-        data += u32::from(is_data);
-        if is_data && data == 1 {
-            Fate::Drop
-        } else {
-            Fate::Deliver
-        }
-    });
+    to_server.borrow_mut().set_rule(by_data_segment(|n| if n == 1 { Fate::Drop } else { Fate::Deliver }));
     net.client.send(id, b"first").unwrap();
     net.step();
     net.client.send(id, b"second").unwrap();

@@ -55,7 +55,7 @@ fn fragmented(ip: &Ipv4Packet<&[u8]>) -> bool {
 
 /// The flags byte of a TCP header (smoltcp's view exposes the bits one by
 /// one; the stack keeps the byte).
-fn flags_of(t: &TcpPacket<&[u8]>) -> u8 {
+pub fn flags_of(t: &TcpPacket<&[u8]>) -> u8 {
     let mut f = 0;
     for (on, bit) in [
         (t.fin(), tcp_flags::FIN),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use smoltcp::phy::Device;
+use smoltcp::phy::{Checksum, Device, DeviceCapabilities, Medium};
 
 use crate::transport::Counters;
 
@@ -55,4 +55,19 @@ pub trait Link: Device {
 
     /// The link's own counters.
     fn counters(&self, _out: &mut Counters) {}
+}
+
+/// The capabilities of an Ethernet link under the stack: frames up to
+/// `mtu` bytes; checksums computed by smoltcp on TX and not verified again
+/// on RX, because the stack verified them (and counted failures) before
+/// smoltcp saw the frame (`frame::checksums_ok`).
+pub fn capabilities(mtu: usize) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ethernet;
+    caps.max_transmission_unit = mtu;
+    caps.checksum.ipv4 = Checksum::Tx;
+    caps.checksum.tcp = Checksum::Tx;
+    caps.checksum.udp = Checksum::Tx;
+    caps.checksum.icmpv4 = Checksum::Tx;
+    caps
 }

@@ -20,14 +20,14 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
-use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress,
     IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-use super::frame::tcp_flags;
+use super::frame::{flags_of, tcp_flags};
 use super::link::Link;
 use crate::transport::Counters;
 
@@ -241,15 +241,7 @@ impl Device for MemLink {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = ETH_MTU;
-        // As on AF_XDP: the stack verified RX checksums before smoltcp.
-        caps.checksum.ipv4 = Checksum::Tx;
-        caps.checksum.tcp = Checksum::Tx;
-        caps.checksum.udp = Checksum::Tx;
-        caps.checksum.icmpv4 = Checksum::Tx;
-        caps
+        super::link::capabilities(ETH_MTU)
     }
 }
 
@@ -307,18 +299,7 @@ impl Seg {
             return None;
         }
         let t = TcpPacket::new_checked(ip.payload()).ok()?;
-        let mut flags = 0;
-        for (on, bit) in [
-            (t.fin(), tcp_flags::FIN),
-            (t.syn(), tcp_flags::SYN),
-            (t.rst(), tcp_flags::RST),
-            (t.psh(), tcp_flags::PSH),
-            (t.ack(), tcp_flags::ACK),
-        ] {
-            if on {
-                flags |= bit;
-            }
-        }
+        let flags = flags_of(&t);
         let seg = Seg {
             src_port: t.src_port(),
             dst_port: t.dst_port(),

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 
 use super::xsk::{RxFrame, RxHalf, TxHalf, UmemView, Xsk};
@@ -131,16 +131,7 @@ impl Device for XskDevice {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = ETH_MTU;
-        // Compute on TX; RX was verified (and failures counted) by the stack
-        // before smoltcp saw the frame.
-        caps.checksum.ipv4 = Checksum::Tx;
-        caps.checksum.tcp = Checksum::Tx;
-        caps.checksum.udp = Checksum::Tx;
-        caps.checksum.icmpv4 = Checksum::Tx;
-        caps
+        crate::stack::link::capabilities(ETH_MTU)
     }
 }
 
