@@ -103,7 +103,7 @@ pub(crate) fn xdp_config(
     let mut c = XdpConfig::new(iface, ip);
     c.stack.prefix = x.prefix;
     c.stack.wait = wait;
-    c.stack.backlog = extras.backlog.max(1);
+    c.stack.backlog = extras.backlog;
     c.stack.max_conns = x.max_conns as usize;
     if !extras.outbound {
         c.stack.local_ports = (0, 0);

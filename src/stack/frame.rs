@@ -72,27 +72,56 @@ pub fn flags_of(t: &TcpPacket<&[u8]>) -> u8 {
 }
 
 /// Read the TCP 4-tuple and the rest of [`FrameKey`] from an Ethernet
-/// frame; anything that is not a well-formed IPv4 TCP segment gives
-/// `tuple: None`.
+/// frame, and verify its checksums, in one pass over its headers. Anything
+/// that is not a well-formed IPv4 TCP segment gives `tuple: None`.
+///
+/// Checksums: non-IPv4 frames (ARP) are valid here (smoltcp parses them
+/// through its own checked views); for IPv4 the header checksum and, for an
+/// unfragmented TCP, UDP or ICMP packet, its own checksum must hold, and a
+/// truncated packet is invalid. The stack verifies here, counts failures,
+/// and tells smoltcp not to verify again (every sane peer sends full
+/// checksums; see the design notes on veth checksum offload).
 pub fn classify(b: &[u8]) -> FrameKey {
-    let valid = checksums_ok(b);
-    let none = FrameKey { tuple: None, syn: false, flags: 0, valid, seq: 0, payload: 0, window: 0, rx_ns: 0 };
-    let Some(ip) = ipv4(b) else { return none };
-    if ip.next_header() != IpProtocol::Tcp || fragmented(&ip) {
-        return none;
+    let mut key = FrameKey { tuple: None, syn: false, flags: 0, valid: false, seq: 0, payload: 0, window: 0, rx_ns: 0 };
+    let Ok(eth) = EthernetFrame::new_checked(b) else { return key };
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        key.valid = true;
+        return key;
     }
-    let Ok(t) = TcpPacket::new_checked(ip.payload()) else { return none };
-    let flags = flags_of(&t);
-    FrameKey {
-        tuple: Some((u32::from(ip.src_addr()), t.src_port(), t.dst_port())),
-        syn: t.syn() && !t.ack(),
-        flags,
-        valid,
-        seq: t.seq_number().0 as u32,
-        payload: t.payload().len().min(usize::from(u16::MAX)) as u16,
-        window: t.window_len(),
-        rx_ns: 0,
+    let ip = match Ipv4Packet::new_checked(eth.payload()) {
+        Ok(ip) if ip.version() == 4 && ip.verify_checksum() => ip,
+        _ => return key,
+    };
+    if fragmented(&ip) {
+        key.valid = true; // smoltcp (built without reassembly) drops it
+        return key;
     }
+    let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+    let l4 = ip.payload();
+    match ip.next_header() {
+        IpProtocol::Tcp => {
+            let Ok(t) = TcpPacket::new_checked(l4) else { return key };
+            key = FrameKey {
+                tuple: Some((u32::from(ip.src_addr()), t.src_port(), t.dst_port())),
+                syn: t.syn() && !t.ack(),
+                flags: flags_of(&t),
+                valid: t.verify_checksum(&src, &dst),
+                seq: t.seq_number().0 as u32,
+                payload: t.payload().len().min(usize::from(u16::MAX)) as u16,
+                window: t.window_len(),
+                rx_ns: 0,
+            };
+        }
+        IpProtocol::Udp => key.valid = UdpPacket::new_checked(l4).is_ok_and(|u| u.verify_checksum(&src, &dst)),
+        IpProtocol::Icmp => key.valid = Icmpv4Packet::new_checked(l4).is_ok_and(|i| i.verify_checksum()),
+        _ => key.valid = true,
+    }
+    key
+}
+
+/// Do the frame's checksums hold (see [`classify`])?
+pub fn checksums_ok(b: &[u8]) -> bool {
+    classify(b).valid
 }
 
 /// The payload length of an IPv4 TCP segment, or `None` if `b` is not one.
@@ -102,34 +131,6 @@ pub fn tcp_payload_len(b: &[u8]) -> Option<usize> {
         return None;
     }
     TcpPacket::new_checked(ip.payload()).ok().map(|t| t.payload().len())
-}
-
-/// Do the IPv4 header checksum and, for an unfragmented TCP, UDP or ICMP
-/// packet, its checksum hold? Non-IPv4 frames (ARP) pass: smoltcp parses
-/// them through its own checked views. A truncated IPv4 packet fails.
-/// The stack verifies here, counts failures, and tells smoltcp not to verify
-/// again (every sane peer sends full checksums; see the design notes on
-/// veth checksum offload).
-pub fn checksums_ok(b: &[u8]) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(b) else { return b.len() >= 14 };
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return true;
-    }
-    let Some(ip) = ipv4(b) else { return false };
-    if !ip.verify_checksum() {
-        return false;
-    }
-    if fragmented(&ip) {
-        return true; // smoltcp (built without reassembly) drops it
-    }
-    let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
-    let l4 = ip.payload();
-    match ip.next_header() {
-        IpProtocol::Tcp => TcpPacket::new_checked(l4).is_ok_and(|t| t.verify_checksum(&src, &dst)),
-        IpProtocol::Udp => UdpPacket::new_checked(l4).is_ok_and(|u| u.verify_checksum(&src, &dst)),
-        IpProtocol::Icmp => Icmpv4Packet::new_checked(l4).is_ok_and(|i| i.verify_checksum()),
-        _ => true,
-    }
 }
 
 #[cfg(test)]

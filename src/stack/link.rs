@@ -60,7 +60,7 @@ pub trait Link: Device {
 /// The capabilities of an Ethernet link under the stack: frames up to
 /// `mtu` bytes; checksums computed by smoltcp on TX and not verified again
 /// on RX, because the stack verified them (and counted failures) before
-/// smoltcp saw the frame (`frame::checksums_ok`).
+/// smoltcp saw the frame (`frame::classify`).
 pub fn capabilities(mtu: usize) -> DeviceCapabilities {
     let mut caps = DeviceCapabilities::default();
     caps.medium = Medium::Ethernet;

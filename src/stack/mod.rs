@@ -41,7 +41,7 @@ use self::flow::{flow_key, FlowMap};
 use self::frame::FrameKey;
 pub use self::link::Link;
 use self::ports::PortSet;
-use crate::transport::{signal, Counters, Event, RxTrace, TransportStats, WaitMode};
+use crate::transport::{signal, ConnId, Counters, Event, RxTrace, TransportStats, WaitMode};
 
 /// How often an idle loop runs one shard's egress for smoltcp's timers
 /// (each shard's timers are served every `SHARDS` times this).
@@ -149,7 +149,6 @@ pub struct Stack<D: Link> {
     cfg: StackConfig,
     iface: Interface,
     shards: Vec<Shard>,
-    ports: Vec<u16>,
     conns: Slab<Conn>,
     /// Closing sockets: (shard, handle, deadline, local port held or 0).
     zombies: Vec<(usize, SocketHandle, u64, u16)>,
@@ -211,7 +210,6 @@ impl<D: Link> Stack<D> {
                 })
                 .collect(),
             dev,
-            ports: Vec::new(),
             conns: Slab::with_capacity(1024),
             zombies: Vec::new(),
             pending: Vec::new(),
@@ -235,17 +233,9 @@ impl<D: Link> Stack<D> {
         }
     }
 
-    pub fn config(&self) -> &StackConfig {
-        &self.cfg
-    }
-
     /// The link.
     pub fn link(&self) -> &D {
         &self.dev
-    }
-
-    pub fn link_mut(&mut self) -> &mut D {
-        &mut self.dev
     }
 
     /// Closing sockets still finishing their handshake.
@@ -452,7 +442,6 @@ impl<D: Link> Stack<D> {
 
     /// Turn socket states into events, for shards that changed.
     fn scan(&mut self, events: &mut Vec<Event>) {
-        use crate::transport::ConnId;
         while let Some(si) = self.to_scan.pop() {
             self.shards[si].scan = false;
             self.refill(si);

@@ -23,11 +23,6 @@ impl<D: Link> Stack<D> {
             c.want_write = true;
         }
     }
-
-    /// The listening ports.
-    pub fn ports(&self) -> &[u16] {
-        &self.ports
-    }
 }
 
 impl<D: Link> Transport for Stack<D> {
@@ -57,7 +52,6 @@ impl<D: Link> Transport for Stack<D> {
                 }
             }
         }
-        self.ports.push(port);
         Ok(())
     }
 

@@ -17,11 +17,11 @@ pub trait FrameHandler {
     fn summary(&self) -> String;
 }
 
-/// Frames dropped by the loop itself (no TX frame free, or refused by the handler).
+/// What the loop itself counts; the handler counts its replies and refusals.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FrameStats {
-    pub replied: u64,
-    pub dropped: u64,
+    /// Frames dropped for want of a free TX frame.
+    pub tx_starved: u64,
 }
 
 fn answer_one(
@@ -33,7 +33,7 @@ fn answer_one(
 ) -> bool {
     let Some(frame) = rx.take() else { return false };
     let Some(mut out) = tx.alloc() else {
-        st.dropped += 1;
+        st.tx_starved += 1;
         rx.recycle(frame);
         return true;
     };
@@ -44,9 +44,7 @@ fn answer_one(
     rx.recycle(frame);
     if h.reply(&mut dst[..n]) {
         tx.submit(out, n);
-        st.replied += 1;
     } else {
-        st.dropped += 1;
         tx.free(out);
     }
     true
@@ -82,7 +80,7 @@ pub fn run(cfg: XdpConfig, port: u16, h: &mut impl FrameHandler, stop: &AtomicBo
     }
     let mut c = crate::transport::Counters::default();
     prog.counters().fill(&mut c);
-    crate::log_info!("{}; replied={} dropped={}; {}", h.summary(), st.replied, st.dropped, c.line());
+    crate::log_info!("{}; tx_starved={}; {}", h.summary(), st.tx_starved, c.line());
     // The program first (no more redirects), then the socket.
     drop(prog);
     drop(sock);

@@ -167,11 +167,6 @@ impl XdpTransport {
         dev.busy_poll_syscall = busy_poll_syscall;
         Ok(XdpTransport { prog, stack: Stack::new(cfg.stack, dev), own_address })
     }
-
-    /// The stack, for its own accessors.
-    pub fn stack(&self) -> &Stack<XskDevice> {
-        &self.stack
-    }
 }
 
 impl Transport for XdpTransport {

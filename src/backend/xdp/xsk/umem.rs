@@ -25,17 +25,6 @@ pub struct TxFrame {
     pub(super) umem: u32,
 }
 
-impl RxFrame {
-    /// Bytes of data the kernel delivered.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
 /// Where the UMEM is mapped (kept by `Xsk`, which owns the mapping).
 #[derive(Clone, Copy)]
 pub(super) struct UmemRaw {
@@ -101,10 +90,6 @@ impl<'umem> UmemView<'umem> {
         // and owns its chunk until submitted or freed; `&mut TxFrame` makes
         // this the only reference to the chunk.
         unsafe { std::slice::from_raw_parts_mut(self.raw.base.as_ptr().add(start), n) }
-    }
-
-    pub fn frame_size(&self) -> usize {
-        self.raw.frame_size
     }
 
     /// The arrival time the XDP program put in the metadata in front of
