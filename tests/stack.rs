@@ -4,15 +4,19 @@
 //! run is the same run (`unshare -n cargo test --test stack` passes in a
 //! namespace with no interfaces at all).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use smoltcp::wire::Ipv4Address;
 
 use tailgate::stack::frame::tcp_flags::{ACK, PSH, RST, SYN};
+use tailgate::stack::recovery::MAX_SLOTS_PER_FLOW;
+use tailgate::stack::sim::Wire;
 use tailgate::stack::sim::{pair, tcp_frame, Clock, Fate, MemLink, Peer, Seg, Sent, MAC_A, MAC_B};
 use tailgate::stack::{Stack, StackConfig};
 use tailgate::transport::{signal, would_block, ConnId, Event, Transport};
@@ -97,6 +101,8 @@ struct Net {
     echo: EchoServer,
     /// Events the client saw, in order.
     client_events: Vec<Event>,
+    /// Virtual time per step.
+    step: Duration,
 }
 
 impl Net {
@@ -114,7 +120,14 @@ impl Net {
         client_cfg(&mut cc);
         let mut server = Stack::new(sc, a);
         server.listen(server_addr()).unwrap();
-        Net { clock, server, client: Stack::new(cc, b), echo: EchoServer::default(), client_events: Vec::new() }
+        Net {
+            clock,
+            server,
+            client: Stack::new(cc, b),
+            echo: EchoServer::default(),
+            client_events: Vec::new(),
+            step: STEP,
+        }
     }
 
     /// One loop iteration on each side, then `STEP` of virtual time.
@@ -128,7 +141,7 @@ impl Net {
         let now = self.client.poll(Some(Duration::ZERO), &mut ev).unwrap();
         self.client_events.append(&mut ev);
         self.client.flush(now);
-        self.clock.advance(STEP);
+        self.clock.advance(self.step);
     }
 
     /// Step until `done` holds, at most `limit` of virtual time.
@@ -409,7 +422,16 @@ fn malformed_frames_are_counted_and_the_connection_survives() {
         MAC_A,
         CLIENT,
         SERVER,
-        &Seg { src_port: 50000, dst_port: PORT, seq: 1, ack: 1, flags: ACK | PSH, window: 100, payload: vec![1; 32] },
+        &Seg {
+            src_port: 50000,
+            dst_port: PORT,
+            seq: 1,
+            ack: 1,
+            flags: ACK | PSH,
+            window: 100,
+            payload: vec![1; 32],
+            ..Seg::default()
+        },
     );
     let mut bad: Vec<Vec<u8>> = Vec::new();
     let mut flip = good.clone();
@@ -556,4 +578,352 @@ fn tracing_flags_a_stream_that_waited_for_a_retransmission() {
     let t = trace.unwrap();
     assert_ne!(t.flags & signal::RETRANSMIT, 0, "{t:?}");
     assert!(t.arrival_ns > 0);
+}
+
+// ---------------------------------------------------------------------------
+// Loss recovery (src/stack/recovery.rs): the stack's own retransmissions at
+// the time scale of the link, in virtual time.
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Every data segment offered to `wire` from now on: (time, seq, dropped).
+/// `drop(n)` decides the n-th (1-based).
+type Log = Rc<RefCell<Vec<(u64, u32, bool)>>>;
+
+fn record(clock: &Clock, wire: &Rc<RefCell<Wire>>, mut drop: impl FnMut(u32) -> bool + 'static) -> Log {
+    let log: Log = Rc::default();
+    let (l, c) = (log.clone(), clock.clone());
+    wire.borrow_mut().set_rule(by_data_segment(move |n| {
+        let d = drop(n);
+        l.borrow_mut().push((c.now(), n, d));
+        if d {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    }));
+    log
+}
+
+fn counter(t: &Stack<MemLink>, name: &str) -> u64 {
+    t.counters().get(name).unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// Gaps between consecutive entries of the log, in ns.
+fn gaps(log: &Log) -> Vec<u64> {
+    log.borrow().windows(2).map(|w| w[1].0 - w[0].0).collect()
+}
+
+#[test]
+fn a_lost_reply_is_retransmitted_after_the_rtt_derived_delay() {
+    let mut net = Net::new();
+    let id = net.connect();
+    for _ in 0..8 {
+        assert_eq!(net.echo_once(id, b"warm", ms(10)), b"warm");
+    }
+    // The last ACK lands, and with it the last RTT sample.
+    net.run_until(ms(1), |_| false);
+    let sid = *net.echo.conns.keys().next().unwrap();
+    let est = net.server.estimate(sid).expect("the server tracks the flow");
+    assert!(est.samples >= 8 && est.srtt_ns > 0, "{est:?}");
+    // The link's RTT here is tens of microseconds: the timeout is the RTT
+    // terms plus the 200 us floor, three orders of magnitude below
+    // smoltcp's 1 s.
+    assert!(est.timeout_ns < 1_000_000, "{est:?}");
+
+    let log = record(&net.clock, &net.server.link().outbox.clone(), |n| n == 1);
+    assert_eq!(net.echo_once(id, b"order", ms(100)), b"order");
+    let g = gaps(&log);
+    assert_eq!(g.len(), 1, "one retransmission: {:?}", log.borrow());
+    // Sent when overdue: not before the timeout, and within one loop step
+    // (both sides) after it.
+    assert!(g[0] >= est.timeout_ns && g[0] <= est.timeout_ns + 2 * STEP.as_nanos() as u64, "{g:?} {est:?}");
+    assert_eq!(counter(&net.server, "retx_timer"), 1);
+    assert_eq!(counter(&net.server, "retx_rto"), 0, "smoltcp's RTO never fired");
+    assert_eq!(counter(&net.server, "retx_spurious"), 0);
+}
+
+#[test]
+fn a_lost_retransmission_backs_off() {
+    let mut net = Net::new();
+    let id = net.connect();
+    for _ in 0..8 {
+        net.echo_once(id, b"warm", ms(10));
+    }
+    // The last ACK lands, and with it the last RTT sample.
+    net.run_until(ms(1), |_| false);
+    let sid = *net.echo.conns.keys().next().unwrap();
+    let est = net.server.estimate(sid).unwrap();
+    // The reply and its first two retransmissions are lost.
+    let log = record(&net.clock, &net.server.link().outbox.clone(), |n| n <= 3);
+    assert_eq!(net.echo_once(id, b"order", ms(100)), b"order");
+    let g = gaps(&log);
+    assert_eq!(g.len(), 3, "{:?}", log.borrow());
+    let step = 2 * STEP.as_nanos() as u64;
+    assert!(g[0] >= est.timeout_ns && g[0] <= est.timeout_ns + step, "{g:?} {est:?}");
+    // Each unanswered retransmission doubles the wait.
+    assert!(g[1] >= 2 * est.timeout_ns && g[1] <= 2 * est.timeout_ns + step, "{g:?} {est:?}");
+    assert!(g[2] >= 4 * est.timeout_ns && g[2] <= 4 * est.timeout_ns + step, "{g:?} {est:?}");
+    assert_eq!(counter(&net.server, "retx_timer"), 3);
+    // Progress resets the backoff: the next loss costs one timeout again.
+    net.echo_once(id, b"warm", ms(10));
+    net.run_until(ms(1), |_| false);
+    let est = net.server.estimate(sid).unwrap();
+    let log = record(&net.clock, &net.server.link().outbox.clone(), |n| n == 1);
+    assert_eq!(net.echo_once(id, b"again", ms(100)), b"again");
+    let g = gaps(&log);
+    assert!(g.len() == 1 && g[0] <= est.timeout_ns + step, "{g:?} {est:?}");
+}
+
+#[test]
+fn a_loss_followed_by_more_data_is_repaired_by_sack_at_once() {
+    let mut net = Net::new();
+    let id = net.connect();
+    for _ in 0..8 {
+        net.echo_once(id, b"warm", ms(10));
+    }
+    // The last ACK lands, and with it the last RTT sample.
+    net.run_until(ms(1), |_| false);
+    let sid = *net.echo.conns.keys().next().unwrap();
+    let est = net.server.estimate(sid).unwrap();
+    let log = record(&net.clock, &net.server.link().outbox.clone(), |n| n == 1);
+    // Two requests back to back: the first reply is lost, the second
+    // arrives and the client SACKs it, which tells the server at once.
+    net.client.send(id, b"one").unwrap();
+    net.step();
+    net.client.send(id, b"two").unwrap();
+    let mut got = Vec::new();
+    assert!(net.run_until(ms(100), |n| {
+        n.client_read(id, &mut got).unwrap();
+        got.len() >= 6
+    }));
+    assert_eq!(got, b"onetwo");
+    assert_eq!(counter(&net.server, "retx_sack"), 1);
+    assert_eq!(counter(&net.server, "retx_timer"), 0);
+    let l = log.borrow();
+    assert_eq!(l.len(), 3, "{l:?}");
+    // Repaired within a round trip of the second reply, before the timer.
+    assert!(l[2].0 - l[0].0 < est.timeout_ns, "{l:?} {est:?}");
+}
+
+/// A scripted client on a stack that echoes: handshake with SACK
+/// permitted; returns (our next seq, the stack's next seq).
+fn scripted_handshake(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, port: u16) -> (u32, u32) {
+    peer.send(&Seg { sack_permitted: true, ..syn(port, 1000) });
+    let got = collect(clock, stack, peer, ms(1));
+    let sa = got.iter().find(|s| s.has(SYN | ACK)).expect("SYN-ACK");
+    assert!(sa.sack_permitted);
+    let rcv_nxt = sa.seq.wrapping_add(1);
+    peer.send(&Seg {
+        src_port: port,
+        dst_port: PORT,
+        seq: 1001,
+        ack: rcv_nxt,
+        flags: ACK,
+        window: 65535,
+        ..Seg::default()
+    });
+    (1001, rcv_nxt)
+}
+
+/// One loop iteration of a stack whose application echoes.
+fn echo_turn(clock: &Clock, stack: &mut Stack<MemLink>, events: &mut Vec<Event>) {
+    let now = stack.poll(Some(Duration::ZERO), events).unwrap();
+    for e in events.drain(..) {
+        if let Event::Accepted(id) | Event::Readable(id) = e {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stack.recv(id, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stack.send(id, &buf[..n]).unwrap();
+            }
+        }
+    }
+    stack.flush(now);
+    clock.advance(STEP);
+}
+
+#[test]
+fn delayed_acks_are_learned_and_cause_no_retransmission() {
+    // The peer holds every ACK 5 ms (as Linux holds a lone ACK 40 ms), and
+    // answers a duplicate at once with a D-SACK (as Linux does). The first
+    // exchanges find the copies spurious and learn the delay; after that,
+    // no copy goes out.
+    const HOLD: u64 = 5_000_000;
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    let port = 41000;
+    let (mut snd_nxt, mut rcv_nxt) = scripted_handshake(&clock, &mut stack, &mut peer, port);
+    let ack = |seq: u32, ack: u32, sack: Vec<(u32, u32)>| Seg {
+        src_port: port,
+        dst_port: PORT,
+        seq,
+        ack,
+        flags: ACK,
+        window: 65535,
+        sack,
+        ..Seg::default()
+    };
+    let mut ev = Vec::new();
+    let mut copies_per_round = Vec::new();
+    for round in 0..30u8 {
+        let req = vec![round; 16];
+        peer.send(&Seg { flags: ACK | PSH, payload: req.clone(), ..ack(snd_nxt, rcv_nxt, vec![]) });
+        snd_nxt += 16;
+        let (mut copies, mut ack_due, mut echoed) = (0, None, Vec::new());
+        let end = clock.now() + 20_000_000;
+        while clock.now() < end {
+            echo_turn(&clock, &mut stack, &mut ev);
+            for s in peer.recv() {
+                if s.payload.is_empty() {
+                    continue;
+                }
+                if (s.seq.wrapping_sub(rcv_nxt) as i32) < 0 {
+                    copies += 1;
+                    peer.send(&ack(snd_nxt, rcv_nxt, vec![(s.seq, s.seq + s.len())]));
+                    ack_due = None;
+                } else if s.seq == rcv_nxt {
+                    rcv_nxt += s.len();
+                    echoed.extend_from_slice(&s.payload);
+                    ack_due = Some(clock.now() + HOLD);
+                }
+            }
+            if ack_due.is_some_and(|t| clock.now() >= t) {
+                peer.send(&ack(snd_nxt, rcv_nxt, vec![]));
+                ack_due = None;
+            }
+        }
+        assert_eq!(echoed, req, "round {round}");
+        copies_per_round.push(copies);
+    }
+    let learning: u32 = copies_per_round[..10].iter().sum();
+    assert!(learning >= 1, "the first ACK delay surprises the stack: {copies_per_round:?}");
+    assert!(copies_per_round[10..].iter().all(|&c| c == 0), "{copies_per_round:?}");
+    // Every copy was found spurious (by its D-SACK).
+    assert_eq!(counter(&stack, "retx_spurious"), u64::from(learning));
+    let c = stack.counters();
+    assert_eq!(c.get("retx_timer"), Some(u64::from(learning)));
+}
+
+#[test]
+fn inbound_loss_is_answered_at_once_with_a_sack_block() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    let port = 41001;
+    let (snd_nxt, rcv_nxt) = scripted_handshake(&clock, &mut stack, &mut peer, port);
+    let data = |seq: u32, n: u8| Seg {
+        src_port: port,
+        dst_port: PORT,
+        seq,
+        ack: rcv_nxt,
+        flags: ACK | PSH,
+        window: 65535,
+        payload: vec![n; 100],
+        ..Seg::default()
+    };
+    let _ = collect(&clock, &mut stack, &mut peer, ms(1));
+    // The segment at snd_nxt is lost; the next one arrives.
+    peer.send(&data(snd_nxt + 100, 2));
+    let got = collect(&clock, &mut stack, &mut peer, Duration::from_micros(50));
+    let dup: Vec<_> = got.iter().filter(|s| s.payload.is_empty() && s.has(ACK)).collect();
+    assert_eq!(dup.len(), 1, "{got:?}");
+    assert_eq!(dup[0].ack, snd_nxt, "a duplicate ACK for the hole");
+    assert_eq!(dup[0].sack, vec![(snd_nxt + 100, snd_nxt + 200)], "with a SACK block for what arrived");
+}
+
+/// A deterministic pseudo-random sequence.
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn the_stream_is_intact_under_random_loss_both_ways() {
+    let mut net = Net::new();
+    let id = net.connect();
+    for (w, seed) in [(net.client.link().outbox.clone(), 1u64), (net.server.link().outbox.clone(), 2)] {
+        let mut x = 0x2545_f491_4f6c_dd1d ^ seed;
+        // Any frame, data or ACK: 1 in 20 is lost.
+        w.borrow_mut().set_rule(move |_| if xorshift(&mut x) % 20 == 0 { Fate::Drop } else { Fate::Deliver });
+    }
+    let mut x = 7u64;
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    for i in 0..400u32 {
+        let len = 1 + (xorshift(&mut x) % 300) as usize;
+        let msg: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+        assert_eq!(net.client.send(id, &msg).unwrap(), len);
+        want.extend_from_slice(&msg);
+        for _ in 0..5 {
+            net.step();
+            net.client_read(id, &mut got).unwrap();
+        }
+    }
+    let start = net.clock.now();
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| {
+            n.client_read(id, &mut got).unwrap();
+            got.len() >= want.len()
+        }),
+        "{} of {} bytes",
+        got.len(),
+        want.len()
+    );
+    assert!(got == want, "the stream differs");
+    let dropped = net.client.link().outbox.borrow().dropped + net.server.link().outbox.borrow().dropped;
+    assert!(dropped > 20, "the rule dropped {dropped}");
+    let ours = |t: &Stack<MemLink>| counter(t, "retx_timer") + counter(t, "retx_sack");
+    assert!(ours(&net.client) > 0 && ours(&net.server) > 0);
+    // Repaired at the link's time scale: the tail drained in far less than
+    // smoltcp's 1 s RTO.
+    assert!(net.clock.now() - start < 200_000_000, "{} ms to drain", (net.clock.now() - start) / 1_000_000);
+}
+
+#[test]
+fn memory_stays_bounded_under_a_long_outage() {
+    let mut net = Net::new();
+    let id = net.connect();
+    net.echo_once(id, b"warm", ms(10));
+    for w in [net.client.link().outbox.clone(), net.server.link().outbox.clone()] {
+        w.borrow_mut().set_rule(|_| Fate::Drop);
+    }
+    // 5 s without a link, the client writing 100 bytes every millisecond
+    // until its buffer is full.
+    net.step = ms(1);
+    let mut want = Vec::new();
+    let mut most = 0;
+    for i in 0..5000u32 {
+        let msg = [(i % 251) as u8; 100];
+        if let Ok(n) = net.client.send(id, &msg) {
+            want.extend_from_slice(&msg[..n]);
+        }
+        net.step();
+        most = most.max(net.client.recovery().slots_in_use());
+    }
+    assert!(want.len() > 60_000, "the send buffer took {}", want.len());
+    // Copies are bounded per flow; the rest is left to smoltcp's RTO.
+    assert!(most <= usize::from(MAX_SLOTS_PER_FLOW), "{most} copies");
+    assert!(counter(&net.client, "retx_untracked") > 0);
+    // Backed off: a few dozen retransmissions in 5 s, not one per timeout.
+    let timer = counter(&net.client, "retx_timer");
+    assert!((5..=25).contains(&timer), "{timer} retransmissions");
+    // The link comes back: every byte arrives, once, in order.
+    for w in [net.client.link().outbox.clone(), net.server.link().outbox.clone()] {
+        w.borrow_mut().clear_rule();
+    }
+    net.step = Duration::from_micros(100);
+    let mut got = Vec::new();
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| {
+            n.client_read(id, &mut got).unwrap();
+            got.len() >= want.len()
+        }),
+        "{} of {} bytes",
+        got.len(),
+        want.len()
+    );
+    assert!(got == want, "the stream differs");
+    assert_eq!(net.client.recovery().slots_in_use(), 0);
 }

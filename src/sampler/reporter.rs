@@ -177,6 +177,8 @@ struct Metrics {
     latency: Arc<LatencyHistograms>,
     /// One family per counter name (see [`COUNTERS`]).
     counters: std::collections::HashMap<&'static str, Family<Labels, Counter>>,
+    /// The backend's gauges, by name.
+    gauges: Family<Labels, Gauge>,
     shift: Gauge,
     overflow: Gauge,
     last: Snapshot,
@@ -236,7 +238,13 @@ impl Metrics {
             "1 while the sample ring has dropped records in each of the last 10 windows (sustained overflow)",
             overflow.clone(),
         );
-        Metrics { registry, latency, counters, shift, overflow, last: Snapshot::default(), overflow_windows: 0 }
+        let gauges = Family::<Labels, Gauge>::default();
+        registry.register(
+            "tailgate_backend_gauge",
+            "The backend's current values, by the name the exit line gives them (srtt_*_us: smoothed RTT over flows)",
+            gauges.clone(),
+        );
+        Metrics { registry, latency, counters, gauges, shift, overflow, last: Snapshot::default(), overflow_windows: 0 }
     }
 
     /// Record a drained batch (one lock for the whole batch).
@@ -276,6 +284,9 @@ impl Metrics {
             match c.kind {
                 CounterKind::Drop => add("tailgate_drops", &[("reason", c.name)], c.value, old),
                 CounterKind::Event => add("tailgate_backend", &[("counter", c.name)], c.value, old),
+                CounterKind::Gauge => {
+                    self.gauges.get_or_create(&l(&[("name", c.name)])).set(c.value.min(i64::MAX as u64) as i64);
+                }
             }
         }
         add("tailgate_connections", &[("event", "accepted")], s.transport.accepted, p.transport.accepted);

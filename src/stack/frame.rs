@@ -151,6 +151,7 @@ mod tests {
             flags,
             window: 512,
             payload: payload.to_vec(),
+            ..Seg::default()
         };
         tcp_frame(MAC_B, MAC_A, REMOTE, LOCAL, &seg)
     }

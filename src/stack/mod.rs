@@ -13,6 +13,7 @@
 //! link.rs       the Link trait: Device + staging, flush, wait, the link's clock
 //! frame.rs      checked views of untrusted frames (4-tuple, checksums)
 //! flow.rs       per-flow arrival and retransmission observations (tracing)
+//! recovery.rs   loss recovery below smoltcp: µs RTT, early and SACK-driven retransmission
 //! ports.rs      local ports of outbound connections
 //! sim.rs        in-memory link pair, virtual clock, programmable faults, crafted segments
 //! ```
@@ -26,6 +27,7 @@ pub mod flow;
 pub mod frame;
 pub mod link;
 pub mod ports;
+pub mod recovery;
 pub mod sim;
 mod transport;
 
@@ -41,6 +43,7 @@ use self::flow::{flow_key, FlowMap};
 use self::frame::FrameKey;
 pub use self::link::Link;
 use self::ports::PortSet;
+use self::recovery::{Recovery, Tap};
 use crate::transport::{signal, ConnId, Counters, Event, RxTrace, TransportStats, WaitMode};
 
 /// How often an idle loop runs one shard's egress for smoltcp's timers
@@ -81,6 +84,13 @@ pub struct StackConfig {
     pub local_ports: (u16, u16),
     /// Seed for smoltcp's initial sequence numbers and ports.
     pub random_seed: u64,
+    /// Segments in flight the stack keeps a copy of, for its own
+    /// retransmissions ([`recovery`]): `retx_slots` x 1536 bytes, allocated
+    /// at start-up.
+    pub retx_slots: usize,
+    /// Added to every retransmission timeout (ns): what the host's own
+    /// scheduling jitter may add to a round trip.
+    pub retx_floor_ns: u64,
 }
 
 impl StackConfig {
@@ -96,6 +106,8 @@ impl StackConfig {
             sock_tx_buf: 64 * 1024,
             local_ports: (61000, 65535),
             random_seed: 0,
+            retx_slots: 8192,
+            retx_floor_ns: recovery::FLOOR_NS_DEFAULT,
         }
     }
 }
@@ -111,7 +123,7 @@ struct Conn {
     eof_reported: bool,
     /// The last send found no room.
     want_write: bool,
-    /// Tracing: the flow key, once known (0: not yet).
+    /// The flow key, once known (0: not yet).
     flow: u64,
     /// The local port an outbound connection holds (0: accepted).
     local_port: u16,
@@ -150,8 +162,11 @@ pub struct Stack<D: Link> {
     iface: Interface,
     shards: Vec<Shard>,
     conns: Slab<Conn>,
-    /// Closing sockets: (shard, handle, deadline, local port held or 0).
-    zombies: Vec<(usize, SocketHandle, u64, u16)>,
+    /// Closing sockets: (shard, handle, deadline, local port held or 0,
+    /// flow key or 0).
+    zombies: Vec<(usize, SocketHandle, u64, u16, u64)>,
+    /// Copies of segments in flight and our own retransmissions.
+    rec: Recovery,
     pending: Vec<Event>,
     /// Local ports of outbound connections.
     local_ports: PortSet,
@@ -197,7 +212,9 @@ impl<D: Link> Stack<D> {
         });
         let max_conns = cfg.max_conns;
         let first_local_port = cfg.local_ports.0;
+        let rec = Recovery::new(cfg.retx_slots, 2 * max_conns + 1024, cfg.retx_floor_ns);
         Stack {
+            rec,
             cfg,
             iface,
             shards: (0..SHARDS)
@@ -254,7 +271,18 @@ impl<D: Link> Stack<D> {
         self.dev.counters(&mut c);
         c.drop("rx_invalid", self.rx_invalid);
         c.drop("conn_refused", self.refused);
+        self.rec.counters(&mut c);
         c
+    }
+
+    /// Loss recovery's counters, RTT estimates and held copies.
+    pub fn recovery(&self) -> &Recovery {
+        &self.rec
+    }
+
+    /// Loss recovery's estimates for connection `conn`.
+    pub fn estimate(&self, conn: ConnId) -> Option<recovery::Estimate> {
+        self.rec.estimate(self.conns.get(conn.0)?.flow)
     }
 
     fn new_socket(&mut self, shard: usize) -> SocketHandle {
@@ -311,7 +339,7 @@ impl<D: Link> Stack<D> {
                     self.refused
                 );
                 self.shards[shard].sockets.get_mut::<tcp::Socket>(h).abort();
-                self.zombies.push((shard, h, self.now_ns + ZOMBIE_NS, 0));
+                self.zombies.push((shard, h, self.now_ns + ZOMBIE_NS, 0, 0));
             } else {
                 let id = self.conns.insert(Conn {
                     shard,
@@ -350,11 +378,15 @@ impl<D: Link> Stack<D> {
                 self.dev.unstage();
                 continue;
             }
+            if key.tuple.is_some() {
+                self.rec.on_ingress(bytes, if rx_ns != 0 { rx_ns } else { self.now_ns });
+            }
             if self.tracing {
                 self.track(&key);
             }
             let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
-            let _ = self.iface.poll_ingress_single(now, &mut self.dev, &mut self.shards[shard].sockets);
+            let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, now: self.now_ns };
+            let _ = self.iface.poll_ingress_single(now, &mut tap, &mut self.shards[shard].sockets);
             self.dev.unstage();
             self.mark_scan(shard);
             self.mark_egress(shard);
@@ -407,7 +439,8 @@ impl<D: Link> Stack<D> {
             self.shards[si].egress = false;
             let mut drained = false;
             for _ in 0..EGRESS_ROUNDS {
-                if self.iface.poll_egress(now, &mut self.dev, &mut self.shards[si].sockets) == PollResult::None {
+                let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, now: self.now_ns };
+                if self.iface.poll_egress(now, &mut tap, &mut self.shards[si].sockets) == PollResult::None {
                     drained = true;
                     break;
                 }
@@ -421,7 +454,15 @@ impl<D: Link> Stack<D> {
             self.mark_egress(si);
         }
         self.busy_scratch = busy;
+        self.rec.recover(self.now_ns, &mut self.dev);
         self.dev.flush();
+    }
+
+    /// Our own retransmissions due now, on the wire at once.
+    fn recover(&mut self) {
+        if self.rec.recover(self.now_ns, &mut self.dev) > 0 {
+            self.dev.flush();
+        }
     }
 
     /// When nothing else will run egress this iteration: at once after
@@ -461,6 +502,10 @@ impl<D: Link> Stack<D> {
                         }
                         _ => {
                             c.reported = true;
+                            if let (Some(r), Some(l)) = (s.remote_endpoint(), s.local_endpoint()) {
+                                let IpAddress::Ipv4(ip) = r.addr;
+                                c.flow = flow_key(u32::from(ip), r.port, l.port);
+                            }
                             if c.active_open {
                                 self.stats.connected += 1;
                                 events.push(Event::Connected(ConnId(id)));
@@ -484,6 +529,7 @@ impl<D: Link> Stack<D> {
             }
             for id in dead.drain(..) {
                 let c = self.conns.remove(id);
+                self.rec.forget(c.flow);
                 let sh = &mut self.shards[si];
                 sh.sockets.remove(c.handle);
                 sh.conns.retain(|&x| x != id);
@@ -495,7 +541,8 @@ impl<D: Link> Stack<D> {
             let now = self.now_ns;
             let shards = &mut self.shards;
             let held = &mut self.local_ports;
-            self.zombies.retain(|&(si, h, deadline, port)| {
+            let rec = &mut self.rec;
+            self.zombies.retain(|&(si, h, deadline, port, flow)| {
                 let s = shards[si].sockets.get_mut::<tcp::Socket>(h);
                 let done = matches!(s.state(), State::Closed | State::TimeWait);
                 if done || now >= deadline {
@@ -504,6 +551,7 @@ impl<D: Link> Stack<D> {
                     }
                     shards[si].sockets.remove(h);
                     held.set(port, false);
+                    rec.forget(flow);
                     false
                 } else {
                     true

@@ -284,6 +284,9 @@ pub struct Seg {
     pub flags: u8,
     pub window: u16,
     pub payload: Vec<u8>,
+    /// SACK permitted (on a SYN), and SACK blocks (at most 3).
+    pub sack_permitted: bool,
+    pub sack: Vec<(u32, u32)>,
 }
 
 impl Seg {
@@ -300,6 +303,7 @@ impl Seg {
         }
         let t = TcpPacket::new_checked(ip.payload()).ok()?;
         let flags = flags_of(&t);
+        let opts = t.options_summary().ok()?;
         let seg = Seg {
             src_port: t.src_port(),
             dst_port: t.dst_port(),
@@ -308,12 +312,23 @@ impl Seg {
             flags,
             window: t.window_len(),
             payload: t.payload().to_vec(),
+            sack_permitted: opts.sack_permitted,
+            sack: opts.sack_ranges.iter().flatten().copied().collect(),
         };
         Some((ip.src_addr(), ip.dst_addr(), seg))
     }
 
     pub fn has(&self, flags: u8) -> bool {
         self.flags & flags == flags
+    }
+
+    /// Sequence space taken: payload, plus one for SYN and for FIN.
+    pub fn len(&self) -> u32 {
+        self.payload.len() as u32 + u32::from(self.has(tcp_flags::SYN)) + u32::from(self.has(tcp_flags::FIN))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -337,8 +352,8 @@ pub fn tcp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Address, dst: Ipv4
         window_len: seg.window,
         window_scale: None,
         max_seg_size: (seg.flags & tcp_flags::SYN != 0).then_some(1460),
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
+        sack_permitted: seg.sack_permitted,
+        sack_ranges: [0, 1, 2].map(|i| seg.sack.get(i).copied()),
         timestamp: None,
         payload: &seg.payload,
     };

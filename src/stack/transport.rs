@@ -102,6 +102,7 @@ impl<D: Link> Transport for Stack<D> {
         events.append(&mut self.pending);
         self.set_now(self.dev.now_ns());
         let n = self.ingress();
+        self.recover();
         self.scan(events);
         if events.is_empty() {
             // Nobody will answer in this iteration: ACKs and timers go now.
@@ -119,6 +120,7 @@ impl<D: Link> Transport for Stack<D> {
                 }
                 self.set_now(self.dev.now_ns());
                 let n = self.ingress();
+                self.recover();
                 self.scan(events);
                 if events.is_empty() {
                     self.idle_egress(n);
@@ -211,16 +213,17 @@ impl<D: Link> Transport for Stack<D> {
             State::Closed | State::TimeWait => {
                 sh.sockets.remove(c.handle);
                 self.local_ports.set(c.local_port, false);
+                self.rec.forget(c.flow);
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
-                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port));
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port, c.flow));
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
                 // socket with unread data is closed.
                 s.abort();
-                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port));
+                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port, c.flow));
             }
         }
     }

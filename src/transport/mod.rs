@@ -143,6 +143,8 @@ pub enum CounterKind {
     Event,
     /// Something lost or refused: `tailgate_drops_total{reason="NAME"}`.
     Drop,
+    /// A current value, not a count: `tailgate_backend_gauge{name="NAME"}`.
+    Gauge,
 }
 
 /// One named backend counter. The name is the same in the exit line
@@ -155,14 +157,20 @@ pub struct Counter {
 }
 
 /// Most counters one list holds.
-pub const MAX_COUNTERS: usize = 32;
+pub const MAX_COUNTERS: usize = 48;
 
 /// A fixed-capacity list of named counters (no allocation: the loop fills
 /// one every 100 ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     items: [Counter; MAX_COUNTERS],
     len: usize,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter().map(|c| (c.name, c.value))).finish()
+    }
 }
 
 impl Default for Counters {
@@ -196,6 +204,11 @@ impl Counters {
     /// A drop counter.
     pub fn drop(&mut self, name: &'static str, value: u64) {
         self.set(name, CounterKind::Drop, value);
+    }
+
+    /// A gauge (a current value).
+    pub fn gauge(&mut self, name: &'static str, value: u64) {
+        self.set(name, CounterKind::Gauge, value);
     }
 
     /// Every counter of `other`, added or set.

@@ -1,0 +1,913 @@
+//! Loss recovery below smoltcp, at the time scale of the link.
+//!
+//! smoltcp 0.14 retransmits after a 1 s minimum RTO, samples RTT in whole
+//! milliseconds, has no tail-loss probe and ignores the SACK blocks it
+//! receives. This layer sits between smoltcp and the link and sees every
+//! TCP segment both ways, so it keeps what smoltcp cannot:
+//!
+//! - **A copy of every data segment in flight** (payload or FIN), taken as
+//!   smoltcp transmits it ([`Tap`]), in a pool of fixed-size slots
+//!   allocated at start-up. A flow holds at most [`MAX_SLOTS_PER_FLOW`];
+//!   beyond that, or when the pool is empty, a segment is not copied
+//!   (`retx_untracked`) and smoltcp's own RTO covers it.
+//! - **RTT in nanoseconds** per flow, from the first transmission of a
+//!   segment to the ACK that covers it (Karn: never from a retransmitted
+//!   one), and from the handshake. SRTT and RTTVAR as in RFC 6298, the
+//!   minimum RTT, and the **ACK delay** the peer adds (how far samples run
+//!   above the minimum: a peer that delays its ACKs, or piggybacks them on
+//!   its next request, shows it here), which rises at once and decays by
+//!   1/16 per sample.
+//! - **A timer for the oldest unacknowledged segment** (in the spirit of
+//!   RACK-TLP's probe timeout, RFC 8985): overdue after
+//!   `max(SRTT + 4 RTTVAR, min RTT + ACK delay) + floor`, doubled for every
+//!   retransmission of it that goes unanswered (at most [`MAX_TIMEOUT_NS`]),
+//!   reset by any progress.
+//! - **SACK-driven loss detection** (RACK, RFC 8985 section 6.2): a segment
+//!   sent before one the peer has selectively acknowledged, and older than
+//!   the minimum RTT plus a reordering window (min RTT / 4, widened by every
+//!   retransmission found spurious), is lost and goes again at once.
+//! - **Spurious retransmissions** are found by D-SACK (RFC 2883: the peer
+//!   reports a block below its cumulative ACK) or by an ACK that covers a
+//!   retransmitted segment sooner than half the minimum RTT after the copy
+//!   left (it answers the original). A spurious timer retransmission
+//!   teaches the flow that its peer holds ACKs at least twice that long.
+//!
+//! A retransmission is the frame smoltcp sent, byte for byte, with the ACK
+//! number and window brought up to date (and the TCP checksum with them):
+//! TCP allows an identical retransmission at any time, and smoltcp then
+//! sees the ACK as usual. smoltcp's own retransmissions still happen (after
+//! 3 duplicate ACKs, or its RTO); they are seen and counted by kind.
+//!
+//! Flows are keyed by their 4-tuple. A flow's state goes when the stack
+//! frees its socket ([`Recovery::forget`]), or, for a handshake that never
+//! completed, after [`HANDSHAKE_IDLE_NS`]; a flow with nothing in flight
+//! and no traffic for [`IDLE_NS`] goes too (a slow sweep, a few flows per
+//! poll). No allocation after start-up: slots, the flow table and the timer
+//! heap are sized by [`Recovery::new`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
+
+use slab::Slab;
+use smoltcp::phy::{self, Device, DeviceCapabilities};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket};
+
+use super::flow::{flow_key, FlowHasher};
+use crate::transport::Counters;
+
+/// Bytes per slot: an Ethernet frame of a 1500-byte MTU fits.
+pub const SLOT_BYTES: usize = 1536;
+
+/// Segments one flow may hold copies of.
+pub const MAX_SLOTS_PER_FLOW: u16 = 128;
+
+/// The longest a backed-off retransmission waits (smoltcp's own RTO, 1 s
+/// at least, also runs).
+pub const MAX_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// Timeout before a flow has any RTT sample.
+pub const INITIAL_TIMEOUT_NS: u64 = 10_000_000;
+
+/// The most ACK delay a flow learns (Linux holds ACKs 200 ms at most).
+pub const MAX_ACK_DELAY_NS: u64 = 500_000_000;
+
+/// A flow with nothing in flight and no traffic this long is forgotten.
+pub const IDLE_NS: u64 = 120_000_000_000;
+
+/// A handshake that carried no data this long after its SYN is forgotten.
+pub const HANDSHAKE_IDLE_NS: u64 = 5_000_000_000;
+
+/// Default floor added to every timeout: scheduling jitter of a busy host.
+pub const FLOOR_NS_DEFAULT: u64 = 200_000;
+
+const NIL: u32 = u32::MAX;
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+fn seq_le(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) <= 0
+}
+
+/// Why a segment went out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Our timer: the ACK was overdue.
+    Timer,
+    /// Our SACK-driven detection: a later segment arrived.
+    Sack,
+}
+
+/// One copied segment in flight.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    next: u32,
+    seq: u32,
+    /// `seq` + payload + FIN.
+    end: u32,
+    first_tx: u64,
+    last_tx: u64,
+    /// Transmissions so far (smoltcp's and ours).
+    tx: u8,
+    sacked: bool,
+    lost: bool,
+    len: u16,
+}
+
+/// A handshake in flight: our SYN or SYN-ACK.
+#[derive(Debug, Clone, Copy)]
+struct Syn {
+    iss: u32,
+    sent: u64,
+    again: bool,
+}
+
+/// Our last retransmission on a flow, to judge it spurious later.
+#[derive(Debug, Clone, Copy)]
+struct LastRetx {
+    seq: u32,
+    end: u32,
+    at: u64,
+    first_tx: u64,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+struct Flow {
+    key: u64,
+    gen: u64,
+    head: u32,
+    tail: u32,
+    count: u16,
+    snd_una: u32,
+    snd_max: u32,
+    syn: Option<Syn>,
+    /// ACK number and raw window of our latest segment.
+    ack_out: u32,
+    win_out: u16,
+    ack_known: bool,
+    srtt: u64,
+    rttvar: u64,
+    min_rtt: u64,
+    ack_delay: u64,
+    samples: u32,
+    /// Reordering window, in quarters of the minimum RTT.
+    reo_quarters: u8,
+    backoff: u8,
+    /// Deadline the heap holds for this flow (0: none).
+    armed: u64,
+    dup_acks: u8,
+    zero_window: bool,
+    lost_pending: bool,
+    last_retx: Option<LastRetx>,
+    last_active: u64,
+}
+
+impl Flow {
+    fn new(key: u64, gen: u64, now: u64) -> Flow {
+        Flow {
+            key,
+            gen,
+            head: NIL,
+            tail: NIL,
+            count: 0,
+            snd_una: 0,
+            snd_max: 0,
+            syn: None,
+            ack_out: 0,
+            win_out: 0,
+            ack_known: false,
+            srtt: 0,
+            rttvar: 0,
+            min_rtt: 0,
+            ack_delay: 0,
+            samples: 0,
+            reo_quarters: 1,
+            backoff: 0,
+            armed: 0,
+            dup_acks: 0,
+            zero_window: false,
+            lost_pending: false,
+            last_retx: None,
+            last_active: now,
+        }
+    }
+
+    /// How long the oldest segment may go unacknowledged, before backoff.
+    fn base_timeout(&self, floor: u64) -> u64 {
+        if self.samples == 0 {
+            return INITIAL_TIMEOUT_NS;
+        }
+        (self.srtt + 4 * self.rttvar).max(self.min_rtt + self.ack_delay) + floor
+    }
+
+    fn timeout(&self, floor: u64) -> u64 {
+        (self.base_timeout(floor) << self.backoff.min(20)).min(MAX_TIMEOUT_NS)
+    }
+
+    fn reo_wnd(&self) -> u64 {
+        self.min_rtt / 4 * u64::from(self.reo_quarters)
+    }
+
+    /// One RTT sample, `rtt` ns.
+    fn sample(&mut self, rtt: u64) {
+        let rtt = rtt.max(1);
+        if self.samples == 0 {
+            self.srtt = rtt;
+            self.rttvar = rtt / 2;
+            self.min_rtt = rtt;
+        } else {
+            let err = self.srtt.abs_diff(rtt);
+            self.rttvar = (3 * self.rttvar + err) / 4;
+            self.srtt = (7 * self.srtt + rtt) / 8;
+            self.min_rtt = self.min_rtt.min(rtt);
+            let excess = rtt - self.min_rtt;
+            self.ack_delay = if excess >= self.ack_delay {
+                excess.min(MAX_ACK_DELAY_NS)
+            } else {
+                self.ack_delay - (self.ack_delay - excess) / 16
+            };
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+}
+
+/// One flow's estimates, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub srtt_ns: u64,
+    pub rttvar_ns: u64,
+    pub min_rtt_ns: u64,
+    /// How long the peer holds its ACKs beyond the minimum RTT (learned).
+    pub ack_delay_ns: u64,
+    pub samples: u32,
+    /// When the oldest segment in flight is overdue (before backoff).
+    pub timeout_ns: u64,
+    /// Copies held.
+    pub in_flight: u16,
+}
+
+/// Retransmission counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetxStats {
+    /// Ours: the ACK was overdue.
+    pub timer: u64,
+    /// Ours: a later segment was selectively acknowledged.
+    pub sack: u64,
+    /// smoltcp's, after its RTO.
+    pub rto: u64,
+    /// smoltcp's, after three duplicate ACKs.
+    pub fast: u64,
+    /// Retransmissions found unnecessary.
+    pub spurious: u64,
+    /// Data segments sent without a copy (flow or pool full).
+    pub untracked: u64,
+    /// Data segments sent (first transmissions).
+    pub data_segments: u64,
+    /// RTT samples taken.
+    pub samples: u64,
+}
+
+/// The loss-recovery state of every flow. See the module docs.
+pub struct Recovery {
+    slots: Vec<Slot>,
+    pool: Vec<u8>,
+    free: u32,
+    free_count: usize,
+    flows: Slab<Flow>,
+    index: HashMap<u64, usize, BuildHasherDefault<FlowHasher>>,
+    max_flows: usize,
+    heap: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    lost: Vec<usize>,
+    next_gen: u64,
+    floor: u64,
+    sweep_at: usize,
+    pub stats: RetxStats,
+}
+
+/// A parsed TCP segment of ours or the peer's.
+struct Tcp {
+    key_remote_is_dst: u64,
+    key_remote_is_src: u64,
+    seq: u32,
+    ack: Option<u32>,
+    window: u16,
+    /// Payload plus SYN/FIN.
+    payload: u32,
+    fin: bool,
+    syn: bool,
+    rst: bool,
+    sack: [Option<(u32, u32)>; 3],
+}
+
+fn parse(frame: &[u8], want_sack: bool) -> Option<Tcp> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+    let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
+    let sack = if want_sack { t.selective_ack_ranges().unwrap_or([None; 3]) } else { [None; 3] };
+    Some(Tcp {
+        key_remote_is_dst: flow_key(dst, t.dst_port(), t.src_port()),
+        key_remote_is_src: flow_key(src, t.src_port(), t.dst_port()),
+        seq: t.seq_number().0 as u32,
+        ack: t.ack().then(|| t.ack_number().0 as u32),
+        window: t.window_len(),
+        payload: t.payload().len() as u32,
+        fin: t.fin(),
+        syn: t.syn(),
+        rst: t.rst(),
+        sack,
+    })
+}
+
+impl Recovery {
+    /// Room for `slots` copied segments and `max_flows` flows; `floor_ns`
+    /// is added to every timeout.
+    pub fn new(slots: usize, max_flows: usize, floor_ns: u64) -> Recovery {
+        let slots = slots.min(NIL as usize - 1);
+        let mut s = Vec::with_capacity(slots);
+        for i in 0..slots {
+            s.push(Slot {
+                next: if i + 1 < slots { (i + 1) as u32 } else { NIL },
+                seq: 0,
+                end: 0,
+                first_tx: 0,
+                last_tx: 0,
+                tx: 0,
+                sacked: false,
+                lost: false,
+                len: 0,
+            });
+        }
+        let mut index = HashMap::default();
+        index.reserve(max_flows);
+        Recovery {
+            slots: s,
+            pool: vec![0u8; slots * SLOT_BYTES],
+            free: if slots > 0 { 0 } else { NIL },
+            free_count: slots,
+            flows: Slab::with_capacity(max_flows),
+            index,
+            max_flows,
+            heap: BinaryHeap::with_capacity(max_flows * 2 + 64),
+            lost: Vec::with_capacity(max_flows),
+            next_gen: 1,
+            floor: floor_ns,
+            sweep_at: 0,
+            stats: RetxStats::default(),
+        }
+    }
+
+    /// Copies held now.
+    pub fn slots_in_use(&self) -> usize {
+        self.slots.len() - self.free_count
+    }
+
+    /// Flows tracked now.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// What recovery knows of flow `key` (None: not tracked).
+    pub fn estimate(&self, key: u64) -> Option<Estimate> {
+        let f = &self.flows[*self.index.get(&key)?];
+        Some(Estimate {
+            srtt_ns: f.srtt,
+            rttvar_ns: f.rttvar,
+            min_rtt_ns: f.min_rtt,
+            ack_delay_ns: f.ack_delay,
+            samples: f.samples,
+            timeout_ns: f.base_timeout(self.floor),
+            in_flight: f.count,
+        })
+    }
+
+    /// Counters for the exit line and `/metrics`, with a summary of the
+    /// flows' smoothed RTTs (min / mean / max, microseconds).
+    pub fn counters(&self, out: &mut Counters) {
+        let s = &self.stats;
+        out.event("retx_timer", s.timer);
+        out.event("retx_sack", s.sack);
+        out.event("retx_rto", s.rto);
+        out.event("retx_fast", s.fast);
+        out.event("retx_spurious", s.spurious);
+        out.event("retx_untracked", s.untracked);
+        let (mut min, mut max, mut sum, mut n) = (u64::MAX, 0, 0, 0u64);
+        for (_, f) in self.flows.iter().filter(|(_, f)| f.samples > 0) {
+            min = min.min(f.srtt);
+            max = max.max(f.srtt);
+            sum += f.srtt;
+            n += 1;
+        }
+        if let Some(mean) = sum.checked_div(n) {
+            out.gauge("srtt_min_us", min / 1000);
+            out.gauge("srtt_mean_us", mean / 1000);
+            out.gauge("srtt_max_us", max / 1000);
+        }
+    }
+
+    fn gen(&mut self) -> u64 {
+        self.next_gen += 1;
+        self.next_gen
+    }
+
+    fn flow_or_new(&mut self, key: u64, now: u64) -> Option<usize> {
+        if let Some(&i) = self.index.get(&key) {
+            return Some(i);
+        }
+        if self.flows.len() >= self.max_flows {
+            return None;
+        }
+        let gen = self.gen();
+        let i = self.flows.insert(Flow::new(key, gen, now));
+        self.index.insert(key, i);
+        Some(i)
+    }
+
+    fn free_slots_of(&mut self, i: usize) {
+        let mut s = self.flows[i].head;
+        while s != NIL {
+            let next = self.slots[s as usize].next;
+            self.release(s);
+            s = next;
+        }
+        let f = &mut self.flows[i];
+        f.head = NIL;
+        f.tail = NIL;
+        f.count = 0;
+    }
+
+    fn release(&mut self, s: u32) {
+        self.slots[s as usize].next = self.free;
+        self.free = s;
+        self.free_count += 1;
+    }
+
+    /// Drop a flow's state and copies (its socket is gone).
+    pub fn forget(&mut self, key: u64) {
+        if let Some(i) = self.index.remove(&key) {
+            self.free_slots_of(i);
+            self.flows.remove(i);
+        }
+    }
+
+    /// Put `(deadline, flow)` on the heap unless an earlier one is there.
+    fn arm(&mut self, i: usize, deadline: u64) {
+        let f = &mut self.flows[i];
+        if f.armed != 0 && f.armed <= deadline {
+            return;
+        }
+        self.next_gen += 1;
+        f.gen = self.next_gen;
+        f.armed = deadline;
+        self.heap.push(Reverse((deadline, i, f.gen)));
+    }
+
+    /// The oldest copy the peer has not selectively acknowledged.
+    fn first_unsacked(&self, i: usize) -> u32 {
+        let mut s = self.flows[i].head;
+        while s != NIL && self.slots[s as usize].sacked {
+            s = self.slots[s as usize].next;
+        }
+        s
+    }
+
+    fn arm_head(&mut self, i: usize) {
+        let s = self.first_unsacked(i);
+        if s != NIL {
+            let d = self.slots[s as usize].last_tx + self.flows[i].timeout(self.floor);
+            self.arm(i, d);
+        }
+    }
+
+    /// smoltcp transmitted `frame` at `now` (ours to copy if it carries
+    /// data).
+    pub fn on_egress(&mut self, frame: &[u8], now: u64) {
+        let Some(t) = parse(frame, false) else { return };
+        let key = t.key_remote_is_dst;
+        if t.rst {
+            self.forget(key);
+            return;
+        }
+        if t.syn {
+            let Some(i) = self.flow_or_new(key, now) else { return };
+            let f = &mut self.flows[i];
+            let again = f.syn.is_some_and(|s| s.iss == t.seq);
+            let sent = if again { f.syn.map_or(now, |s| s.sent) } else { now };
+            f.syn = Some(Syn { iss: t.seq, sent, again });
+            f.snd_una = t.seq;
+            f.snd_max = t.seq.wrapping_add(1);
+            f.last_active = now;
+            return;
+        }
+        let len = t.payload + u32::from(t.fin);
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None if len > 0 => {
+                let Some(i) = self.flow_or_new(key, now) else {
+                    self.stats.untracked += 1;
+                    return;
+                };
+                self.flows[i].snd_una = t.seq;
+                self.flows[i].snd_max = t.seq;
+                i
+            }
+            None => return,
+        };
+        let f = &mut self.flows[i];
+        f.last_active = now;
+        if let Some(a) = t.ack {
+            f.ack_out = a;
+            f.win_out = t.window;
+            f.ack_known = true;
+        }
+        if len == 0 {
+            return;
+        }
+        let end = t.seq.wrapping_add(len);
+        if seq_lt(t.seq, f.snd_max) {
+            // smoltcp sends these bytes again.
+            if f.dup_acks >= 3 {
+                self.stats.fast += 1;
+            } else {
+                self.stats.rto += 1;
+            }
+            let mut s = f.head;
+            while s != NIL {
+                let sl = &mut self.slots[s as usize];
+                if seq_lt(sl.seq, end) && seq_lt(t.seq, sl.end) {
+                    sl.tx = sl.tx.saturating_add(1);
+                    sl.last_tx = now;
+                    sl.lost = false;
+                }
+                s = sl.next;
+            }
+            if seq_le(end, f.snd_max) {
+                return;
+            }
+        } else {
+            self.stats.data_segments += 1;
+        }
+        let f = &mut self.flows[i];
+        f.snd_max = end;
+        if f.count >= MAX_SLOTS_PER_FLOW || self.free == NIL || frame.len() > SLOT_BYTES {
+            self.stats.untracked += 1;
+            return;
+        }
+        let s = self.free;
+        self.free = self.slots[s as usize].next;
+        self.free_count -= 1;
+        self.slots[s as usize] = Slot {
+            next: NIL,
+            seq: t.seq,
+            end,
+            first_tx: now,
+            last_tx: now,
+            tx: 1,
+            sacked: false,
+            lost: false,
+            len: frame.len() as u16,
+        };
+        let off = s as usize * SLOT_BYTES;
+        self.pool[off..off + frame.len()].copy_from_slice(frame);
+        let f = &mut self.flows[i];
+        f.count += 1;
+        if f.tail == NIL {
+            f.head = s;
+            f.tail = s;
+            self.arm_head(i);
+        } else {
+            self.slots[f.tail as usize].next = s;
+            f.tail = s;
+        }
+    }
+
+    /// A frame from the peer arrived at `at` (before smoltcp sees it).
+    pub fn on_ingress(&mut self, frame: &[u8], at: u64) {
+        if self.index.is_empty() {
+            return;
+        }
+        let Some(t) = parse(frame, true) else { return };
+        let Some(&i) = self.index.get(&t.key_remote_is_src) else { return };
+        let Some(ack) = t.ack else { return };
+        if t.rst {
+            return;
+        }
+        let f = &mut self.flows[i];
+        f.last_active = at;
+        f.zero_window = t.window == 0 && !t.syn;
+        if let Some(s) = f.syn {
+            if ack == s.iss.wrapping_add(1) {
+                if !s.again {
+                    f.sample(at.saturating_sub(s.sent));
+                    self.stats.samples += 1;
+                }
+                f.syn = None;
+                f.snd_una = ack;
+            }
+        }
+        let f = &mut self.flows[i];
+        let mut delivered = 0u64;
+        let mut sample = None;
+        let mut progressed = false;
+        if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
+            progressed = true;
+            let min_rtt = f.min_rtt;
+            let mut s = f.head;
+            let mut freed = 0u16;
+            while s != NIL {
+                let sl = self.slots[s as usize];
+                if !seq_le(sl.end, ack) {
+                    break;
+                }
+                if sl.tx == 1 {
+                    sample = Some(at.saturating_sub(sl.first_tx));
+                } else if min_rtt > 0 && at.saturating_sub(sl.last_tx) < min_rtt / 2 {
+                    // Answers the original: the copy was not needed.
+                    self.stats.spurious += 1;
+                    self.learn(i, sl.seq, sl.end);
+                }
+                delivered = delivered.max(sl.last_tx);
+                let next = sl.next;
+                self.release(s);
+                freed += 1;
+                s = next;
+            }
+            let f = &mut self.flows[i];
+            f.head = s;
+            if s == NIL {
+                f.tail = NIL;
+            }
+            f.count -= freed;
+            f.snd_una = ack;
+            f.backoff = 0;
+            f.dup_acks = 0;
+        } else if ack == f.snd_una && t.payload == 0 && !t.fin && !t.syn && f.count > 0 {
+            f.dup_acks = f.dup_acks.saturating_add(1);
+        }
+        // SACK blocks: D-SACK (below the cumulative ACK, or the first block
+        // inside the second) reports a duplicate; the rest mark copies
+        // delivered.
+        for (n, b) in t.sack.iter().enumerate() {
+            let Some((l, r)) = *b else { continue };
+            let dsack = seq_le(r, ack) || (n == 0 && t.sack[1].is_some_and(|(l2, r2)| seq_le(l2, l) && seq_le(r, r2)));
+            if dsack {
+                self.dsack(i, l, r);
+                continue;
+            }
+            let mut s = self.flows[i].head;
+            while s != NIL {
+                let sl = &mut self.slots[s as usize];
+                if !sl.sacked && seq_le(l, sl.seq) && seq_le(sl.end, r) {
+                    sl.sacked = true;
+                    delivered = delivered.max(sl.last_tx);
+                }
+                s = sl.next;
+            }
+        }
+        if let Some(rtt) = sample {
+            self.flows[i].sample(rtt);
+            self.stats.samples += 1;
+        }
+        // RACK: a copy sent before a delivered one, and older than the
+        // minimum RTT plus the reordering window, is lost.
+        if delivered > 0 && self.flows[i].count > 0 {
+            let f = &self.flows[i];
+            let (wait, reo) = (f.min_rtt + f.reo_wnd(), f.reo_wnd());
+            let mut s = f.head;
+            let mut any = false;
+            let mut earliest = u64::MAX;
+            while s != NIL {
+                let sl = &mut self.slots[s as usize];
+                if !sl.sacked && !sl.lost && sl.last_tx + reo <= delivered {
+                    if at >= sl.last_tx + wait {
+                        sl.lost = true;
+                        any = true;
+                    } else {
+                        earliest = earliest.min(sl.last_tx + wait);
+                    }
+                }
+                s = sl.next;
+            }
+            if any && !self.flows[i].lost_pending {
+                self.flows[i].lost_pending = true;
+                self.lost.push(i);
+            }
+            if earliest != u64::MAX {
+                self.arm(i, earliest);
+            }
+        }
+        if progressed {
+            self.arm_head(i);
+        }
+    }
+
+    /// The peer reported `[l, r)` twice (D-SACK): if that was our last
+    /// copy, it was spurious.
+    fn dsack(&mut self, i: usize, l: u32, r: u32) {
+        if self.learn(i, l, r) {
+            self.stats.spurious += 1;
+        }
+    }
+
+    /// Our last retransmission on flow `i`, if it overlaps `[l, r)`, was
+    /// not needed: learn from it (once). True if it overlapped.
+    fn learn(&mut self, i: usize, l: u32, r: u32) -> bool {
+        let f = &mut self.flows[i];
+        let Some(x) = f.last_retx else { return false };
+        if !(seq_lt(l, x.end) && seq_lt(x.seq, r)) {
+            return false;
+        }
+        f.last_retx = None;
+        match x.kind {
+            // The peer had the original and held its ACK at least this long.
+            Kind::Timer => {
+                let held = x.at.saturating_sub(x.first_tx);
+                f.ack_delay = f.ack_delay.max(2 * held).min(MAX_ACK_DELAY_NS);
+                f.backoff = 0;
+            }
+            // The original was reordered, not lost: widen the window.
+            Kind::Sack => f.reo_quarters = (f.reo_quarters + 1).min(16),
+        }
+        true
+    }
+
+    /// Retransmit what is due at `now` on `dev`: copies found lost by SACK,
+    /// then flows whose oldest copy is overdue. Returns frames queued.
+    pub fn recover<D: Device>(&mut self, now: u64, dev: &mut D) -> usize {
+        let mut sent = 0;
+        while let Some(i) = self.lost.pop() {
+            let Some(f) = self.flows.get_mut(i) else { continue };
+            f.lost_pending = false;
+            let mut s = f.head;
+            while s != NIL {
+                let next = self.slots[s as usize].next;
+                if self.slots[s as usize].lost {
+                    if !self.send_copy(i, s, now, dev, Kind::Sack) {
+                        // No room on the link: the timer takes it.
+                        self.arm(i, now + 10_000);
+                        return sent;
+                    }
+                    sent += 1;
+                }
+                s = next;
+            }
+        }
+        while let Some(&Reverse((d, i, gen))) = self.heap.peek() {
+            if d > now {
+                break;
+            }
+            self.heap.pop();
+            let floor = self.floor;
+            let Some(f) = self.flows.get_mut(i) else { continue };
+            if f.gen != gen {
+                continue;
+            }
+            f.armed = 0;
+            let s = self.first_unsacked(i);
+            if s == NIL {
+                continue;
+            }
+            let f = &self.flows[i];
+            let due = self.slots[s as usize].last_tx + f.timeout(floor);
+            if due > now {
+                self.arm(i, due);
+                continue;
+            }
+            if f.zero_window {
+                // The peer has no room: smoltcp's window probes take over.
+                let t = f.timeout(floor);
+                self.arm(i, now + t);
+                continue;
+            }
+            if !self.send_copy(i, s, now, dev, Kind::Timer) {
+                self.arm(i, now + 10_000);
+                break;
+            }
+            sent += 1;
+            let f = &mut self.flows[i];
+            f.backoff = f.backoff.saturating_add(1);
+            let t = f.timeout(floor);
+            self.arm(i, now + t);
+        }
+        self.sweep(now);
+        sent
+    }
+
+    /// Queue slot `s` of flow `i` on `dev` with the flow's current ACK and
+    /// window. False if the link has no room.
+    fn send_copy<D: Device>(&mut self, i: usize, s: u32, now: u64, dev: &mut D, kind: Kind) -> bool {
+        let Some(tok) = dev.transmit(Instant::from_micros((now / 1000) as i64)) else {
+            return false;
+        };
+        let f = &mut self.flows[i];
+        let sl = &mut self.slots[s as usize];
+        let off = s as usize * SLOT_BYTES;
+        let src = &self.pool[off..off + usize::from(sl.len)];
+        let (ack, win, known) = (f.ack_out, f.win_out, f.ack_known);
+        phy::TxToken::consume(tok, src.len(), |buf| {
+            buf.copy_from_slice(src);
+            if known {
+                refresh(buf, ack, win);
+            }
+        });
+        sl.tx = sl.tx.saturating_add(1);
+        sl.last_tx = now;
+        sl.lost = false;
+        f.last_retx = Some(LastRetx { seq: sl.seq, end: sl.end, at: now, first_tx: sl.first_tx, kind });
+        match kind {
+            Kind::Timer => self.stats.timer += 1,
+            Kind::Sack => self.stats.sack += 1,
+        }
+        true
+    }
+
+    /// Forget a few idle flows (a slow walk over the table).
+    fn sweep(&mut self, now: u64) {
+        let cap = self.flows.capacity().max(1);
+        for _ in 0..4 {
+            self.sweep_at = (self.sweep_at + 1) % cap;
+            let Some(f) = self.flows.get(self.sweep_at) else { continue };
+            let idle = now.saturating_sub(f.last_active);
+            let stale_syn = f.syn.is_some() && f.count == 0 && idle > HANDSHAKE_IDLE_NS;
+            if stale_syn || (f.count == 0 && idle > IDLE_NS) {
+                let key = f.key;
+                self.forget(key);
+            }
+        }
+    }
+}
+
+/// Bring a copied frame's ACK number and window up to date and fix its
+/// TCP checksum.
+fn refresh(buf: &mut [u8], ack: u32, win: u16) {
+    let Ok(mut eth) = EthernetFrame::new_checked(&mut *buf) else { return };
+    let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else { return };
+    let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+    let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) else { return };
+    t.set_ack_number(smoltcp::wire::TcpSeqNumber(ack as i32));
+    t.set_window_len(win);
+    t.fill_checksum(&src, &dst);
+}
+
+/// The stack's link as smoltcp sees it: every frame smoltcp transmits is
+/// shown to [`Recovery::on_egress`] after it is written.
+pub struct Tap<'a, D: Device> {
+    pub dev: &'a mut D,
+    pub rec: &'a mut Recovery,
+    pub now: u64,
+}
+
+pub struct TapTx<'a, T> {
+    inner: T,
+    rec: &'a mut Recovery,
+    now: u64,
+}
+
+impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let (rec, now) = (self.rec, self.now);
+        self.inner.consume(len, |buf| {
+            let r = f(buf);
+            rec.on_egress(buf, now);
+            r
+        })
+    }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.inner.set_meta(meta);
+    }
+}
+
+impl<D: Device> Device for Tap<'_, D> {
+    type RxToken<'b>
+        = D::RxToken<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TapTx<'b, D::TxToken<'b>>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, ts: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (rx, tx) = self.dev.receive(ts)?;
+        Some((rx, TapTx { inner: tx, rec: &mut *self.rec, now: self.now }))
+    }
+
+    fn transmit(&mut self, ts: Instant) -> Option<Self::TxToken<'_>> {
+        let tx = self.dev.transmit(ts)?;
+        Some(TapTx { inner: tx, rec: &mut *self.rec, now: self.now })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
