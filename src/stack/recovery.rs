@@ -16,10 +16,17 @@
 //!   minimum RTT, and the **ACK delay** the peer adds (how far samples run
 //!   above the minimum: a peer that delays its ACKs, or piggybacks them on
 //!   its next request, shows it here), which rises at once and decays by
-//!   1/16 per sample.
+//!   1/16 per sample; and the **hold** the peer was caught at: a timer
+//!   retransmission that turns out spurious (the peer had the original and
+//!   was holding its ACK) sets it to four times what the copy waited, and
+//!   at least a delayed-ACK timer ([`DELAYED_ACK_NS`]); it decays by 1/4096
+//!   per sample. A request/response peer ACKs with its next request, so a
+//!   reply's ACK may come at any time: a timer cannot tell that from a loss
+//!   before the peer's delayed-ACK timer would have fired. Losses followed
+//!   by more traffic are found by SACK instead, within one round trip.
 //! - **A timer for the oldest unacknowledged segment** (in the spirit of
 //!   RACK-TLP's probe timeout, RFC 8985): overdue after
-//!   `max(SRTT + 4 RTTVAR, min RTT + ACK delay) + floor`, doubled for every
+//!   `max(SRTT + 4 RTTVAR, min RTT + max(ACK delay, hold)) + floor`, doubled for every
 //!   retransmission of it that goes unanswered (at most [`MAX_TIMEOUT_NS`]),
 //!   reset by any progress.
 //! - **SACK-driven loss detection** (RACK, RFC 8985 section 6.2): a segment
@@ -27,10 +34,13 @@
 //!   the minimum RTT plus a reordering window (min RTT / 4, widened by every
 //!   retransmission found spurious), is lost and goes again at once.
 //! - **Spurious retransmissions** are found by D-SACK (RFC 2883: the peer
-//!   reports a block below its cumulative ACK) or by an ACK that covers a
-//!   retransmitted segment sooner than half the minimum RTT after the copy
-//!   left (it answers the original). A spurious timer retransmission
-//!   teaches the flow that its peer holds ACKs at least twice that long.
+//!   reports a block below its cumulative ACK; Linux sends them by default)
+//!   or by an ACK covering a retransmitted segment that arrived (by the
+//!   link's receive stamp) before the copy left. Not by an ACK that comes
+//!   "too soon" after the copy: the measured RTT is only an upper bound of
+//!   the path's (a peer that delays its ACKs inflates every sample), so it
+//!   cannot tell. A spurious timer retransmission teaches the flow that its
+//!   peer holds ACKs at least twice as long as the copy waited.
 //!
 //! A retransmission is the frame smoltcp sent, byte for byte, with the ACK
 //! number and window brought up to date (and the TCP checksum with them):
@@ -72,6 +82,10 @@ pub const INITIAL_TIMEOUT_NS: u64 = 10_000_000;
 
 /// The most ACK delay a flow learns (Linux holds ACKs 200 ms at most).
 pub const MAX_ACK_DELAY_NS: u64 = 500_000_000;
+
+/// The least a peer caught holding its ACKs is assumed to hold them: the
+/// Linux delayed-ACK timer's minimum (`TCP_DELACK_MIN`).
+pub const DELAYED_ACK_NS: u64 = 40_000_000;
 
 /// A flow with nothing in flight and no traffic this long is forgotten.
 pub const IDLE_NS: u64 = 120_000_000_000;
@@ -152,6 +166,9 @@ struct Flow {
     rttvar: u64,
     min_rtt: u64,
     ack_delay: u64,
+    /// How long the peer has been seen to hold an ACK (learned from
+    /// spurious timer retransmissions; decays by 1/4096 per RTT sample).
+    hold: u64,
     samples: u32,
     /// Reordering window, in quarters of the minimum RTT.
     reo_quarters: u8,
@@ -183,6 +200,7 @@ impl Flow {
             rttvar: 0,
             min_rtt: 0,
             ack_delay: 0,
+            hold: 0,
             samples: 0,
             reo_quarters: 1,
             backoff: 0,
@@ -200,7 +218,7 @@ impl Flow {
         if self.samples == 0 {
             return INITIAL_TIMEOUT_NS;
         }
-        (self.srtt + 4 * self.rttvar).max(self.min_rtt + self.ack_delay) + floor
+        (self.srtt + 4 * self.rttvar).max(self.min_rtt + self.ack_delay.max(self.hold)) + floor
     }
 
     fn timeout(&self, floor: u64) -> u64 {
@@ -230,6 +248,7 @@ impl Flow {
                 self.ack_delay - (self.ack_delay - excess) / 16
             };
         }
+        self.hold -= self.hold / 4096;
         self.samples = self.samples.saturating_add(1);
     }
 }
@@ -240,8 +259,10 @@ pub struct Estimate {
     pub srtt_ns: u64,
     pub rttvar_ns: u64,
     pub min_rtt_ns: u64,
-    /// How long the peer holds its ACKs beyond the minimum RTT (learned).
+    /// How long the peer holds its ACKs beyond the minimum RTT: from RTT
+    /// samples, and from retransmissions found spurious.
     pub ack_delay_ns: u64,
+    pub hold_ns: u64,
     pub samples: u32,
     /// When the oldest segment in flight is overdue (before backoff).
     pub timeout_ns: u64,
@@ -384,6 +405,7 @@ impl Recovery {
             rttvar_ns: f.rttvar,
             min_rtt_ns: f.min_rtt,
             ack_delay_ns: f.ack_delay,
+            hold_ns: f.hold,
             samples: f.samples,
             timeout_ns: f.base_timeout(self.floor),
             in_flight: f.count,
@@ -620,7 +642,6 @@ impl Recovery {
         let mut progressed = false;
         if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
             progressed = true;
-            let min_rtt = f.min_rtt;
             let mut s = f.head;
             let mut freed = 0u16;
             while s != NIL {
@@ -630,8 +651,9 @@ impl Recovery {
                 }
                 if sl.tx == 1 {
                     sample = Some(at.saturating_sub(sl.first_tx));
-                } else if min_rtt > 0 && at.saturating_sub(sl.last_tx) < min_rtt / 2 {
-                    // Answers the original: the copy was not needed.
+                } else if at <= sl.last_tx {
+                    // The ACK arrived before the copy left: it answers the
+                    // original, and the copy was not needed.
                     self.stats.spurious += 1;
                     self.learn(i, sl.seq, sl.end);
                 }
@@ -728,10 +750,13 @@ impl Recovery {
         }
         f.last_retx = None;
         match x.kind {
-            // The peer had the original and held its ACK at least this long.
+            // The peer had the original and holds its ACKs: for as long as
+            // a delayed-ACK timer (Linux: 40 ms at least), and at least four
+            // times what this copy waited. One surprise per flow, not a
+            // doubling search.
             Kind::Timer => {
                 let held = x.at.saturating_sub(x.first_tx);
-                f.ack_delay = f.ack_delay.max(2 * held).min(MAX_ACK_DELAY_NS);
+                f.hold = f.hold.max(4 * held).max(DELAYED_ACK_NS).min(MAX_ACK_DELAY_NS);
                 f.backoff = 0;
             }
             // The original was reordered, not lost: widen the window.
