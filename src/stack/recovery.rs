@@ -756,7 +756,7 @@ impl Recovery {
             // doubling search.
             Kind::Timer => {
                 let held = x.at.saturating_sub(x.first_tx);
-                f.hold = f.hold.max(4 * held).max(DELAYED_ACK_NS).min(MAX_ACK_DELAY_NS);
+                f.hold = f.hold.max(4 * held).clamp(DELAYED_ACK_NS, MAX_ACK_DELAY_NS);
                 f.backoff = 0;
             }
             // The original was reordered, not lost: widen the window.
