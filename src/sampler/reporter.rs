@@ -184,6 +184,8 @@ struct Metrics {
     last: Snapshot,
     /// Consecutive 100 ms windows with ring drops.
     overflow_windows: u32,
+    /// When drop counters were last named in a warning (monotonic ns).
+    drops_warned: u64,
 }
 
 /// Counter names (exposed with `_total`), help, and their label sets.
@@ -244,7 +246,17 @@ impl Metrics {
             "The backend's current values, by the name the exit line gives them (srtt_*_us: smoothed RTT over flows)",
             gauges.clone(),
         );
-        Metrics { registry, latency, counters, gauges, shift, overflow, last: Snapshot::default(), overflow_windows: 0 }
+        Metrics {
+            registry,
+            latency,
+            counters,
+            gauges,
+            shift,
+            overflow,
+            last: Snapshot::default(),
+            overflow_windows: 0,
+            drops_warned: 0,
+        }
     }
 
     /// Record a drained batch (one lock for the whole batch).
@@ -308,7 +320,27 @@ impl Metrics {
         self.shift.set(i64::from(t.shift));
         self.overflow_windows = if t.dropped > pt.dropped { self.overflow_windows + 1 } else { 0 };
         self.overflow.set(i64::from(self.overflow_windows >= 10));
+        self.name_drops(s, &p);
         self.last = *s;
+    }
+
+    /// Name the drop counters that moved since the last snapshot, in one
+    /// warning at most every 10 s: a drop in our own path (a ring that
+    /// overflowed, a refused connection) is news to the operator.
+    fn name_drops(&mut self, s: &Snapshot, p: &Snapshot) {
+        use std::fmt::Write as _;
+        let mut moved = String::new();
+        for c in s.backend.iter().filter(|c| c.kind == CounterKind::Drop) {
+            let old = p.backend.get(c.name).unwrap_or(0);
+            if c.value > old {
+                let _ = write!(moved, " {}+{}", c.name, c.value - old);
+            }
+        }
+        let now = clock::mono_ns();
+        if !moved.is_empty() && (self.drops_warned == 0 || now - self.drops_warned >= 10_000_000_000) {
+            self.drops_warned = now;
+            crate::log_warn!("drops in the last 100 ms:{moved} (tailgate_drops_total; docs/TUNING.md#drops)");
+        }
     }
 
     fn render(&self) -> String {

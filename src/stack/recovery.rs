@@ -638,6 +638,7 @@ impl Recovery {
         }
         let f = &mut self.flows[i];
         let mut delivered = 0u64;
+        let mut sacked_now = false;
         let mut sample = None;
         let mut progressed = false;
         if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
@@ -657,7 +658,9 @@ impl Recovery {
                     self.stats.spurious += 1;
                     self.learn(i, sl.seq, sl.end);
                 }
-                delivered = delivered.max(sl.last_tx);
+                if unambiguous(&sl) {
+                    delivered = delivered.max(sl.last_tx);
+                }
                 let next = sl.next;
                 self.release(s);
                 freed += 1;
@@ -685,12 +688,19 @@ impl Recovery {
                 self.dsack(i, l, r);
                 continue;
             }
+            // Copies are in sequence order: stop past the block.
             let mut s = self.flows[i].head;
             while s != NIL {
                 let sl = &mut self.slots[s as usize];
+                if !seq_lt(sl.seq, r) {
+                    break;
+                }
                 if !sl.sacked && seq_le(l, sl.seq) && seq_le(sl.end, r) {
                     sl.sacked = true;
-                    delivered = delivered.max(sl.last_tx);
+                    sacked_now = true;
+                    if unambiguous(sl) {
+                        delivered = delivered.max(sl.last_tx);
+                    }
                 }
                 s = sl.next;
             }
@@ -700,8 +710,10 @@ impl Recovery {
             self.stats.samples += 1;
         }
         // RACK: a copy sent before a delivered one, and older than the
-        // minimum RTT plus the reordering window, is lost.
-        if delivered > 0 && self.flows[i].count > 0 {
+        // minimum RTT plus the reordering window, is lost. Only a SACK can
+        // show that: the copies left are all above the cumulative ACK, and
+        // first transmissions go out in sequence order.
+        if sacked_now && delivered > 0 && self.flows[i].count > 0 {
             let f = &self.flows[i];
             let (wait, reo) = (f.min_rtt + f.reo_wnd(), f.reo_wnd());
             let mut s = f.head;
@@ -709,6 +721,11 @@ impl Recovery {
             let mut earliest = u64::MAX;
             while s != NIL {
                 let sl = &mut self.slots[s as usize];
+                if sl.tx == 1 && sl.last_tx + reo > delivered {
+                    // This one and every first transmission after it left
+                    // after the delivered copy.
+                    break;
+                }
                 if !sl.sacked && !sl.lost && sl.last_tx + reo <= delivered {
                     if at >= sl.last_tx + wait {
                         sl.lost = true;
@@ -869,6 +886,19 @@ impl Recovery {
             }
         }
     }
+}
+
+/// May a delivered copy stand for "sent at `last_tx`" in RACK (RFC 8985
+/// section 6.2 step 2)? Only one sent once: an ACK for a retransmitted one
+/// may answer an earlier transmission. RFC 8985 accepts it when the ACK
+/// comes later than the minimum RTT after the copy; without timestamps that
+/// is not enough under load: with a queue on the path, the ACK of the
+/// original arrives long after the minimum RTT, and taking it for the copy's
+/// marks every segment sent in between lost (a cascade of spurious copies,
+/// seen at 800k orders/s on the lab). A lost retransmission is left to the
+/// timer.
+fn unambiguous(sl: &Slot) -> bool {
+    sl.tx == 1
 }
 
 /// Bring a copied frame's ACK number and window up to date and fix its

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use self::bpf::{Filter, XdpProgram};
 use self::device::XskDevice;
-use self::xsk::{BindMode, Xsk, XskConfig};
+use self::xsk::{BindMode, Xsk, XskConfig, XskStatsReader};
 use crate::clock;
 use crate::stack::{Stack, StackConfig};
 use crate::sys::net;
@@ -114,6 +114,8 @@ pub struct XdpTransport {
     prog: XdpProgram,
     stack: Stack<XskDevice>,
     own_address: bool,
+    /// The socket's XDP_STATISTICS (its own descriptor: read off the loop).
+    xsk_stats: Option<XskStatsReader>,
 }
 
 impl XdpTransport {
@@ -165,7 +167,16 @@ impl XdpTransport {
         let mut dev = XskDevice::new(sock);
         dev.tx_loss.every = cfg.tx_drop_every;
         dev.busy_poll_syscall = busy_poll_syscall;
-        Ok(XdpTransport { prog, stack: Stack::new(cfg.stack, dev), own_address })
+        let xsk_stats = match dev.xsk.stats_reader() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                crate::log_warn!(
+                    "xdp backend: duplicating the AF_XDP socket: {e}: its XDP_STATISTICS are not exported"
+                );
+                None
+            }
+        };
+        Ok(XdpTransport { prog, stack: Stack::new(cfg.stack, dev), own_address, xsk_stats })
     }
 }
 
@@ -225,6 +236,9 @@ impl Transport for XdpTransport {
     fn report(&self) -> Option<String> {
         let mut c = self.stack.counters();
         self.prog.counters().fill(&mut c);
+        if let Some(r) = &self.xsk_stats {
+            r.fill(&mut c);
+        }
         Some(format!("xdp: {}", c.line()))
     }
 
@@ -233,10 +247,14 @@ impl Transport for XdpTransport {
     }
 
     fn counter_reader(&self) -> Option<CounterReader> {
+        let xsk = self.xsk_stats.as_ref().and_then(|r| r.try_clone().ok());
         match self.prog.counter_reader() {
             Ok(r) => Some(Box::new(move || {
                 let mut c = Counters::default();
                 r.read().fill(&mut c);
+                if let Some(x) = &xsk {
+                    x.fill(&mut c);
+                }
                 c
             })),
             Err(e) => {
