@@ -232,8 +232,8 @@ setting thp /sys/kernel/mm/transparent_hugepage/enabled never "no khugepaged col
 setting thp /sys/kernel/mm/transparent_hugepage/defrag never "no direct compaction on allocation"
 if want hugepages; then
   cur=$(get /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages || echo 0)
-  setting hugepages /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages $((cur > 16 ? cur : 16)) \
-    "16 x 2 MiB pages: the 16 MiB UMEM on hugepages (fewer TLB misses)"
+  setting hugepages /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages $((cur > 32 ? cur : 32)) \
+    "32 x 2 MiB pages: the 64 MiB UMEM on hugepages (fewer TLB misses)"
 fi
 if ((NAPI_DEFER)); then
   setting iface "/sys/class/net/$IFACE/napi_defer_hard_irqs" 2 "--napi-defer: the NIC's IRQs stay off while the loop busy-polls (SO_PREFER_BUSY_POLL)" ns
