@@ -113,9 +113,12 @@ static __always_inline int ours_port(__u16 port)
 	return bpf_map_lookup_elem(&ports, &port) != 0;
 }
 
-// Every drop_every-th TCP data segment (per CPU; the lab uses one queue).
+// Every drop_every-th TCP data segment, counted across CPUs (one atomic
+// counter, as nftables' numgen): a per-CPU count would let the CPU that
+// only sees the peer's retransmissions drop every N-th of those, a loss
+// pattern the kernel-side injector does not have. Fault injection only.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -127,8 +130,8 @@ static __always_inline int inject_loss(void)
 	__u64 *n = bpf_map_lookup_elem(&data_segments, &zero);
 	if (!n)
 		return 0;
-	*n += 1;
-	if (*n % drop_every)
+	__u64 k = __sync_fetch_and_add(n, 1) + 1;
+	if (k % drop_every)
 		return 0;
 	count(CNT_INJECTED_DROP);
 	return 1;

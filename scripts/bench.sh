@@ -16,6 +16,19 @@
 #                               tailgate serve --app orders --spin --core 1 on each backend in
 #                               BACKENDS [kernel xdp], over CONNS_LIST [1 100 1000] connections,
 #                               open loop at LOAD_RATE [20000] orders/s in total; full round trips
+#   scripts/bench.sh loss       tailgate load --app orders against serve --app orders on the
+#                               kernel and xdp backends with segments lost on purpose, at
+#                               4 x 500 and 100 x 1000 orders/s (LOSS_LOADS) for SECS: reply
+#                               loss 1/40 and 1/200 and inbound loss 1/40 (LOSS_CASES). Kernel:
+#                               nftables in tg_gw (numgen on output or input, data segments
+#                               only); xdp: --inject tx-loss:N / loss:N. p50/p99/p99.9/max,
+#                               unanswered, and the stack's retransmissions by kind
+#   scripts/bench.sh overload   100 connections, open loop at each rate of OVERLOAD_RATES
+#                               [50k..800k] for SECS [4], kernel and xdp: throughput, unanswered,
+#                               p50/p99/p99.9, and every drop counter that moved (xdp: the exit
+#                               line's; kernel: the interface's and TCP's drop counters in tg_gw)
+#   scripts/bench.sh bulk       64 MiB echoed through one connection (BULK_MIB), kernel and xdp:
+#                               MiB/s each way, send and receive overlapped
 #   scripts/bench.sh tuning     sockperf ping-pong (64 bytes) against serve --backend xdp --app
 #                               sockperf --spin --core 1 in four host states: default (the
 #                               gateway holds /dev/cpu_dma_latency at 0), tuned (after
@@ -115,9 +128,10 @@ stop_server() {
 }
 
 # Median (min-max) of columns 2-4 of $OUT/all for each key in column 1, as markdown.
-summary() { # first-header precision
+summary() { # first-header precision [names of columns 2-4, space separated]
+  local names=(${3:-p50 p99 p99.9})
   echo
-  echo "| $1 | p50 median (min-max) | p99 median (min-max) | p99.9 median (min-max) |"
+  echo "| $1 | ${names[0]} median (min-max) | ${names[1]} median (min-max) | ${names[2]} median (min-max) |"
   echo "|---|---|---|---|"
   local key col row
   for key in $(awk '{print $1}' "$OUT/all" | awk '!seen[$0]++'); do
@@ -198,6 +212,124 @@ case ${1:-} in
       done
     done
     summary backend/conns 1
+    ;;
+  loss)
+    ensure_packages nftables
+    echo "| run | backend | load | loss | p50 us | p99 us | p99.9 us | max us | unanswered | stack retransmissions |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for run in $(seq "$RUNS"); do
+      for load in ${LOSS_LOADS:-4x500 100x1000}; do
+        conns=${load%x*} rate=$((${load%x*} * ${load#*x}))
+        for case in ${LOSS_CASES:-reply:40 reply:200 inbound:40}; do
+          dir=${case%:*} every=${case#*:}
+          for backend in $BACKENDS; do
+            lab_for "$backend"
+            EXTRA=()
+            if [[ $backend == xdp ]]; then
+              [[ $dir == reply ]] && EXTRA=(--inject "tx-loss:$every") || EXTRA=(--inject "loss:$every")
+            else
+              # Data segments only (longer than a bare header with options), as the
+              # injectors of the xdp backend do.
+              hook=output match="tcp sport $PORT"
+              [[ $dir == inbound ]] && hook=input match="tcp dport $PORT"
+              ip netns exec tg_gw nft -f - <<NFT
+table inet tg_bench_loss {
+  chain c { type filter hook $hook priority 0; $match meta length > 60 numgen inc mod $every == 0 drop; }
+}
+NFT
+            fi
+            start_server "$backend" orders
+            ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$rate" \
+              --conns "$conns" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
+              { cat "$OUT/client.log" >&2; exit 1; }
+            stop_server
+            ip netns exec tg_gw nft delete table inet tg_bench_loss 2>/dev/null || true
+            j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
+            retx=$(grep -o 'retx_[a-z]*=[0-9]*' "$OUT/server.log" | grep -v '=0$' | tr '\n' ' ' || true)
+            printf '| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %s | %s |\n' "$run" "$backend" "$load" \
+              "$case" "$(j p50)" "$(j p99)" "$(j p999)" "$(j max)" "$(j unanswered)" "${retx:--}"
+            echo "$backend/$load/$case $(j p99) $(j p999) $(j max)" >>"$OUT/all"
+          done
+        done
+      done
+    done
+    summary backend/load/loss 1 "p99 p99.9 max"
+    ;;
+  overload)
+    echo "| run | backend | orders/s offered | answered/s | unanswered | p50 us | p99 us | p99.9 us | drops |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    SECS=${SECS_OVERLOAD:-4}
+    for run in $(seq "$RUNS"); do
+      for rate in ${OVERLOAD_RATES:-50000 100000 200000 400000 800000}; do
+        for backend in $BACKENDS; do
+          lab_for "$backend"
+          start_server "$backend" orders
+          nstat_before=$(ip netns exec tg_gw nstat -az 2>/dev/null | awk '/Drop|Prune|Overflow/ {print $1"="$2}' | tr '\n' ' ')
+          ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$rate" \
+            --conns 100 --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
+            { cat "$OUT/client.log" >&2; exit 1; }
+          stop_server
+          j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
+          if [[ $backend == xdp ]]; then
+            # The exit line's drop counters (and the socket's XDP_STATISTICS) that moved.
+            drops=$(grep -o '\(xsk_rx_[a-z_]*\|xsk_tx_invalid_descs\|fill_full\|tx_starved\|rx_invalid\|conn_refused\)=[0-9]*' \
+              "$OUT/server.log" | grep -v '=0$' | tr '\n' ' ' || true)
+          else
+            drops=$(ip netns exec tg_gw nstat -az 2>/dev/null | awk -v b="$nstat_before" '
+              BEGIN { n = split(b, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); old[p[1]] = p[2] } }
+              /Drop|Prune|Overflow/ && $2 > old[$1] { printf "%s+%d ", $1, $2 - old[$1] }')
+            d=$(ip netns exec tg_gw ip -s link show tg_gw0 | awk 'f {print $4; exit} /RX:/ {f=1}')
+            [[ ${d:-0} != 0 ]] && drops+="link_rx_dropped=$d"
+          fi
+          printf '| %s | %s | %s | %.0f | %s | %.1f | %.1f | %.1f | %s |\n' "$run" "$backend" "$rate" \
+            "$(j throughput_msgs_per_s)" "$(j unanswered)" "$(j p50)" "$(j p99)" "$(j p999)" "${drops:-none}"
+          echo "$backend/$rate $(j p50) $(j p99) $(j p999)" >>"$OUT/all"
+        done
+      done
+    done
+    summary backend/rate 1
+    ;;
+  bulk)
+    echo "| run | backend | MiB | MiB/s | intact |"
+    echo "|---|---|---|---|---|"
+    for run in $(seq "$RUNS"); do
+      for backend in $BACKENDS; do
+        lab_for "$backend"
+        start_server "$backend" echo
+        ip netns exec tg_cli taskset -c 0 python3 - "$GW_IP" "$PORT" "${BULK_MIB:-64}" >"$OUT/bulk" <<'PY' ||
+import hashlib, socket, sys, threading, time
+ip, port, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+total, chunk = mib << 20, bytes(range(256)) * 256
+s = socket.create_connection((ip, port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+h_out, h_in, got = hashlib.sha256(), hashlib.sha256(), 0
+def send():
+    sent = 0
+    while sent < total:
+        s.sendall(chunk)
+        h_out.update(chunk)
+        sent += len(chunk)
+t0 = time.monotonic()
+th = threading.Thread(target=send)
+th.start()
+while got < total:
+    b = s.recv(1 << 20)
+    if not b:
+        break
+    h_in.update(b)
+    got += len(b)
+dt = time.monotonic() - t0
+th.join()
+print("%.1f %s" % (got / dt / (1 << 20), "yes" if got == total and h_in.digest() == h_out.digest() else "NO"))
+PY
+          { cat "$OUT/server.log" >&2; exit 1; }
+        stop_server
+        read -r mibs intact <"$OUT/bulk"
+        echo "| $run | $backend | ${BULK_MIB:-64} | $mibs | $intact |"
+        echo "$backend $mibs $mibs $mibs" >>"$OUT/all"
+      done
+    done
+    summary backend 1 "MiB/s MiB/s MiB/s"
     ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'
