@@ -71,6 +71,19 @@ fn ethtool(ns: Option<&str>, args: &[&str], iface: &str) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// `name=value` for every nonzero counter of `ethtool -S` output whose
+/// name says drop or miss.
+fn nonzero_drops(stats: &str) -> Vec<String> {
+    stats
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            let n = v.trim().parse::<u64>().ok()?;
+            (n > 0 && (k.contains("drop") || k.contains("miss"))).then(|| format!("{k}={n}"))
+        })
+        .collect()
+}
+
 /// `feature: on|off` from `ethtool -k`.
 fn feature<'a>(k: &'a str, name: &str) -> Option<&'a str> {
     k.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':')?.split_whitespace().next())
@@ -298,6 +311,29 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
     } else {
         v.push(f("queues", Status::Ok, "1 rx queue, 1 AF_XDP socket", ""));
     }
+
+    // Drops before the stack: the kernel's count for the interface, and the
+    // driver's per-queue counters that say drop or miss.
+    let mut drops: Vec<String> = Vec::new();
+    if let Some(n) = read(&format!("{ifdir}/statistics/rx_dropped")).and_then(|s| s.parse::<u64>().ok()) {
+        if n > 0 {
+            drops.push(format!("rx_dropped={n}"));
+        }
+    }
+    if let Some(t) = ethtool(None, &["-S"], &o.iface) {
+        drops.extend(nonzero_drops(&t));
+    }
+    v.push(if drops.is_empty() {
+        f("drops before the stack", Status::Ok, "none counted on the interface", "")
+    } else {
+        f(
+            "drops before the stack",
+            Status::Warn,
+            drops.join(" "),
+            "frames the kernel or driver dropped since boot; while the gateway runs, its exit line and \
+             tailgate_drops_total name the AF_XDP socket's own (xsk_rx_fill_ring_empty, xsk_rx_ring_full, ...): docs/TUNING.md, drops",
+        )
+    });
 
     // Offloads that would hand the stack partial checksums or merged frames.
     match ethtool(None, &["-k"], &o.iface) {
@@ -546,6 +582,12 @@ pub fn render(v: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonzero_drop_and_miss_counters_are_named() {
+        let t = "NIC statistics:\n     peer_ifindex: 3\n     rx_queue_0_drops: 1493\n     rx_queue_0_xdp_drops: 0\n     rx_missed_errors: 2\n     rx_packets: 99\n";
+        assert_eq!(nonzero_drops(t), ["rx_queue_0_drops=1493", "rx_missed_errors=2"]);
+    }
 
     #[test]
     fn parsing_helpers() {
