@@ -16,19 +16,26 @@
 //!   minimum RTT, and the **ACK delay** the peer adds (how far samples run
 //!   above the minimum: a peer that delays its ACKs, or piggybacks them on
 //!   its next request, shows it here), which rises at once and decays by
-//!   1/16 per sample; and the **hold** the peer was caught at: a timer
-//!   retransmission that turns out spurious (the peer had the original and
-//!   was holding its ACK) sets it to four times what the copy waited, and
-//!   at least a delayed-ACK timer ([`DELAYED_ACK_NS`]); it decays by 1/4096
-//!   per sample. A request/response peer ACKs with its next request, so a
-//!   reply's ACK may come at any time: a timer cannot tell that from a loss
-//!   before the peer's delayed-ACK timer would have fired. Losses followed
-//!   by more traffic are found by SACK instead, within one round trip.
+//!   1/16 per sample; and the **hold**, an allowance for the peer's
+//!   delayed-ACK timer. A request/response peer ACKs a reply with its next
+//!   request, or after its delayed-ACK timer (Linux: 40 ms at least): a
+//!   timer cannot tell that silence from a loss before then. So a flow
+//!   starts with a hold of [`DELAYED_ACK_NS`] ([`FIRST_HOLD_NS`] until its
+//!   first data sample), and drops it after
+//!   [`PROMPT_SAMPLES`] prompt samples in a row (within twice the minimum
+//!   RTT plus [`PROMPT_SLACK_NS`]: a peer that ACKs at once, as a ping-pong
+//!   client does with its next message). A timer retransmission that turns
+//!   out spurious anyway (the peer had the original and was holding its
+//!   ACK) sets the hold to four times what the copy waited, and at least
+//!   [`DELAYED_ACK_NS`], for good; it decays by 1/4096 per sample. Losses
+//!   followed by more traffic do not wait for the timer: SACK finds them
+//!   within one round trip.
 //! - **A timer for the oldest unacknowledged segment** (in the spirit of
 //!   RACK-TLP's probe timeout, RFC 8985): overdue after
-//!   `max(SRTT + 4 RTTVAR, min RTT + max(ACK delay, hold)) + floor`, doubled for every
-//!   retransmission of it that goes unanswered (at most [`MAX_TIMEOUT_NS`]),
-//!   reset by any progress.
+//!   `max(SRTT + 4 RTTVAR, min RTT + max(ACK delay, hold)) + floor`. A
+//!   retransmission that goes unanswered means a silent peer, not one lost
+//!   segment: the next waits at least [`DELAYED_ACK_NS`], and each after
+//!   that twice as long (at most [`MAX_TIMEOUT_NS`]); progress resets it.
 //! - **SACK-driven loss detection** (RACK, RFC 8985 section 6.2): a segment
 //!   sent before one the peer has selectively acknowledged, and older than
 //!   the minimum RTT plus a reordering window (min RTT / 4, widened by every
@@ -84,8 +91,21 @@ pub const INITIAL_TIMEOUT_NS: u64 = 10_000_000;
 pub const MAX_ACK_DELAY_NS: u64 = 500_000_000;
 
 /// The least a peer caught holding its ACKs is assumed to hold them: the
-/// Linux delayed-ACK timer's minimum (`TCP_DELACK_MIN`).
-pub const DELAYED_ACK_NS: u64 = 40_000_000;
+/// Linux delayed-ACK timer's minimum (`TCP_DELACK_MIN`, 40 ms), plus the
+/// jiffies it is rounded up to (seen on the lab: first ACKs held 40-42 ms).
+pub const DELAYED_ACK_NS: u64 = 50_000_000;
+
+/// The allowance before a flow's first data sample: Linux's longest
+/// delayed ACK (`TCP_DELACK_MAX`).
+pub const FIRST_HOLD_NS: u64 = 200_000_000;
+
+/// A sample within twice the minimum RTT plus this is prompt.
+pub const PROMPT_SLACK_NS: u64 = 100_000;
+
+/// Prompt samples in a row that show a peer does not hold its ACKs: more
+/// than the 16 quick ACKs Linux grants a new connection before it starts
+/// delaying them.
+pub const PROMPT_SAMPLES: u8 = 32;
 
 /// A flow with nothing in flight and no traffic this long is forgotten.
 pub const IDLE_NS: u64 = 120_000_000_000;
@@ -128,6 +148,8 @@ struct Slot {
     sacked: bool,
     lost: bool,
     len: u16,
+    /// Carries our FIN.
+    fin: bool,
 }
 
 /// A handshake in flight: our SYN or SYN-ACK.
@@ -169,6 +191,12 @@ struct Flow {
     /// How long the peer has been seen to hold an ACK (learned from
     /// spurious timer retransmissions; decays by 1/4096 per RTT sample).
     hold: u64,
+    /// Consecutive prompt samples (within twice the minimum RTT plus
+    /// [`PROMPT_SLACK_NS`]).
+    prompt: u8,
+    /// `hold` came from a spurious retransmission (prompt samples do not
+    /// release it; it decays).
+    hold_learned: bool,
     samples: u32,
     /// Reordering window, in quarters of the minimum RTT.
     reo_quarters: u8,
@@ -200,7 +228,9 @@ impl Flow {
             rttvar: 0,
             min_rtt: 0,
             ack_delay: 0,
-            hold: 0,
+            hold: DELAYED_ACK_NS,
+            prompt: 0,
+            hold_learned: false,
             samples: 0,
             reo_quarters: 1,
             backoff: 0,
@@ -218,11 +248,22 @@ impl Flow {
         if self.samples == 0 {
             return INITIAL_TIMEOUT_NS;
         }
-        (self.srtt + 4 * self.rttvar).max(self.min_rtt + self.ack_delay.max(self.hold)) + floor
+        // Before the first data sample (only the handshake's), the peer's
+        // delayed-ACK timer may run its longest: a client busy opening many
+        // connections held its first ACKs past 50 ms on the lab.
+        let hold = if self.samples <= 1 { self.hold.max(FIRST_HOLD_NS) } else { self.hold };
+        (self.srtt + 4 * self.rttvar).max(self.min_rtt + self.ack_delay.max(hold)) + floor
     }
 
+    /// With backoff: the first retransmission waits the base timeout; if
+    /// it goes unanswered the peer is silent (stalled, or the path is
+    /// down), not missing one segment, so the next waits at least
+    /// [`DELAYED_ACK_NS`], and each after that twice as long.
     fn timeout(&self, floor: u64) -> u64 {
-        (self.base_timeout(floor) << self.backoff.min(20)).min(MAX_TIMEOUT_NS)
+        let b = self.backoff.min(20);
+        let t = self.base_timeout(floor) << b;
+        let t = if b == 0 { t } else { t.max(DELAYED_ACK_NS << (b - 1)) };
+        t.min(MAX_TIMEOUT_NS)
     }
 
     fn reo_wnd(&self) -> u64 {
@@ -247,6 +288,15 @@ impl Flow {
             } else {
                 self.ack_delay - (self.ack_delay - excess) / 16
             };
+        }
+        if self.samples > 0 && rtt <= 2 * self.min_rtt + PROMPT_SLACK_NS {
+            self.prompt = self.prompt.saturating_add(1);
+            if self.prompt >= PROMPT_SAMPLES && !self.hold_learned {
+                // This peer answers at once: no delayed-ACK allowance.
+                self.hold = 0;
+            }
+        } else {
+            self.prompt = 0;
         }
         self.hold -= self.hold / 4096;
         self.samples = self.samples.saturating_add(1);
@@ -366,6 +416,7 @@ impl Recovery {
                 sacked: false,
                 lost: false,
                 len: 0,
+                fin: false,
             });
         }
         let mut index = HashMap::default();
@@ -502,10 +553,21 @@ impl Recovery {
         s
     }
 
+    /// When copy `s` of flow `i` is overdue. A FIN waits at least
+    /// [`FIRST_HOLD_NS`]: a Linux peer that gets our FIN enters CLOSE-WAIT in
+    /// ping-pong mode and delays its ACK until its application closes too
+    /// (on the lab, a load generator closing 1000 connections held them
+    /// past 100 ms), and a close is not on the latency path.
+    fn deadline(&self, i: usize, s: u32) -> u64 {
+        let sl = &self.slots[s as usize];
+        let t = self.flows[i].timeout(self.floor);
+        sl.last_tx + if sl.fin { t.max(FIRST_HOLD_NS) } else { t }
+    }
+
     fn arm_head(&mut self, i: usize) {
         let s = self.first_unsacked(i);
         if s != NIL {
-            let d = self.slots[s as usize].last_tx + self.flows[i].timeout(self.floor);
+            let d = self.deadline(i, s);
             self.arm(i, d);
         }
     }
@@ -597,6 +659,7 @@ impl Recovery {
             sacked: false,
             lost: false,
             len: frame.len() as u16,
+            fin: t.fin,
         };
         let off = s as usize * SLOT_BYTES;
         self.pool[off..off + frame.len()].copy_from_slice(frame);
@@ -774,6 +837,7 @@ impl Recovery {
             Kind::Timer => {
                 let held = x.at.saturating_sub(x.first_tx);
                 f.hold = f.hold.max(4 * held).clamp(DELAYED_ACK_NS, MAX_ACK_DELAY_NS);
+                f.hold_learned = true;
                 f.backoff = 0;
             }
             // The original was reordered, not lost: widen the window.
@@ -819,7 +883,7 @@ impl Recovery {
                 continue;
             }
             let f = &self.flows[i];
-            let due = self.slots[s as usize].last_tx + f.timeout(floor);
+            let due = self.deadline(i, s);
             if due > now {
                 self.arm(i, due);
                 continue;
