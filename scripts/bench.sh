@@ -272,7 +272,7 @@ NFT
           j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
           if [[ $backend == xdp ]]; then
             # The exit line's drop counters (and the socket's XDP_STATISTICS) that moved.
-            drops=$(grep -o '\(xsk_rx_[a-z_]*\|xsk_tx_invalid_descs\|fill_full\|tx_starved\|rx_invalid\|conn_refused\)=[0-9]*' \
+            drops=$(grep -o '\(xsk_rx_[a-z_]*\|xsk_tx_invalid_descs\|tx_starved\|rx_invalid\|conn_refused\)=[0-9]*' \
               "$OUT/server.log" | grep -v '=0$' | tr '\n' ' ' || true)
           else
             drops=$(ip netns exec tg_gw nstat -az 2>/dev/null | awk -v b="$nstat_before" '

@@ -194,7 +194,7 @@ impl Link for XskDevice {
         out.event("kick_wait", t.kick_wait);
         out.event("fill_ring_starved", r.fill_ring_starved);
         out.event("busy_polls", r.busy_polls);
-        out.drop("fill_full", r.fill_full);
+        out.event("fill_full", r.fill_full);
         out.drop("tx_starved", t.starved);
         out.drop("tx_injected_drops", self.tx_loss.dropped);
     }

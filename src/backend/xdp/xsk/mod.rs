@@ -125,7 +125,10 @@ pub enum BindMode {
 pub struct RxStats {
     pub frames: u64,
     pub wakeups: u64,
-    /// Fill ring had no room for a recycled frame (should stay 0).
+    /// Fill ring had no room for a recycled frame, yet: the kernel
+    /// publishes its consumer index lazily, so the ring can look full while
+    /// frames from it already sit in the rx ring. The frame is parked and
+    /// returned at the next flush: nothing is lost.
     pub fill_full: u64,
     /// Times the kernel held fewer than 1/8 of the fill ring's entries.
     pub fill_ring_starved: u64,
@@ -466,8 +469,8 @@ impl RxHalf {
             self.fill.prod_write(chunk);
             self.fill_pending += 1;
         } else {
-            // Should not happen: the fill ring holds at most as many frames
-            // as were taken from it. Park the frame; `flush` returns it.
+            // The kernel has not published its consumption yet (see
+            // `RxStats::fill_full`). Park the frame; `flush` returns it.
             self.stats.fill_full += 1;
             self.spill.push(chunk);
         }
