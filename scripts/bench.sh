@@ -24,7 +24,7 @@
 #                               only); xdp: --inject tx-loss:N / loss:N. p50/p99/p99.9/max,
 #                               unanswered, and the stack's retransmissions by kind
 #   scripts/bench.sh overload   100 connections, open loop at each rate of OVERLOAD_RATES
-#                               [50k..800k] for SECS [4], kernel and xdp: throughput, unanswered,
+#                               [50000 .. 800000] for SECS_OVERLOAD [4] s, kernel and xdp: throughput, unanswered,
 #                               p50/p99/p99.9, and every drop counter that moved (xdp: the exit
 #                               line's; kernel: the interface's and TCP's drop counters in tg_gw)
 #   scripts/bench.sh bulk       64 MiB echoed through one connection (BULK_MIB), kernel and xdp:
