@@ -334,15 +334,60 @@ fn xdp_malformed_frames_are_counted_and_the_stack_keeps_serving() {
 
 #[test]
 fn xdp_recovers_from_its_own_lost_segments() {
-    // The stack drops every 50th data segment it sends; smoltcp must
-    // retransmit each (after its 1 s minimum RTO), and every order is still
-    // answered once, in order.
-    let Some((lab, srv)) = xdp_lab("xdp_recovers_from_its_own_lost_segments", "orders", &["--inject", "tx-loss:50"])
-    else {
+    // The stack drops every 50th data segment it sends; each must go out
+    // again (the stack's own recovery first: smoltcp's RTO is 1 s), and
+    // every order is still answered once, in order. The exit line and
+    // /metrics show the retransmissions by kind and the socket's own drop
+    // counters.
+    let Some((lab, srv)) = xdp_lab(
+        "xdp_recovers_from_its_own_lost_segments",
+        "orders",
+        &["--inject", "tx-loss:50", "--metrics", "127.0.0.1:0"],
+    ) else {
         return;
     };
     let out = lab.load(&["--conns", "4", "--rate", "500", "--duration", "2", "--drain", "10"]);
+    let addr = {
+        let l = srv.log.iter().find(|l| l.contains("metrics on http://")).expect("metrics line");
+        l.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("address").to_string()
+    };
+    // Published every 100 ms: wait for the retransmissions to show.
+    let mut text = String::new();
+    for _ in 0..50 {
+        let a = addr.clone();
+        let body = lab.in_ns(&lab.ns_gw.clone(), move || tailgate::sampler::endpoint::http_get(&a, "/metrics"));
+        text = String::from_utf8(body.expect("GET /metrics")).unwrap();
+        if metric(&text, "tailgate_backend_total{counter=\"retx_sack\"}").unwrap_or(0.0)
+            + metric(&text, "tailgate_backend_total{counter=\"retx_timer\"}").unwrap_or(0.0)
+            > 0.0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let log = srv.stop();
     assert!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(counter(&log, "tx_injected_drops").unwrap_or(0) >= 5, "expected injected TX drops: {log:?}");
+    let dropped = counter(&log, "tx_injected_drops").unwrap_or(0);
+    assert!(dropped >= 5, "expected injected TX drops: {log:?}");
+    let c = |name| counter(&log, name).unwrap_or_else(|| panic!("{name} missing from the exit line: {log:?}"));
+    let ours = c("retx_timer") + c("retx_sack");
+    assert!(ours > 0, "the stack's own recovery never fired: {log:?}");
+    assert!(ours + c("retx_rto") + c("retx_fast") >= dropped, "a dropped segment was never sent again: {log:?}");
+    for name in
+        ["xsk_rx_dropped", "xsk_rx_ring_full", "xsk_rx_fill_ring_empty", "xsk_rx_invalid_descs", "xsk_tx_invalid_descs"]
+    {
+        assert!(counter(&log, name).is_some(), "{name} missing from the exit line: {log:?}");
+        let key = format!("tailgate_drops_total{{reason=\"{name}\"}}");
+        assert!(metric(&text, &key).is_some(), "{key} missing from /metrics");
+    }
+    for kind in ["retx_timer", "retx_sack", "retx_rto", "retx_fast", "retx_spurious"] {
+        let key = format!("tailgate_backend_total{{counter=\"{kind}\"}}");
+        assert!(metric(&text, &key).is_some(), "{key} missing from /metrics");
+    }
+}
+
+/// The value of the sample `key` (name and labels, as printed) in
+/// Prometheus text.
+fn metric(text: &str, key: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
 }
