@@ -616,16 +616,23 @@ fn gaps(log: &Log) -> Vec<u64> {
     log.borrow().windows(2).map(|w| w[1].0 - w[0].0).collect()
 }
 
-#[test]
-fn a_lost_reply_is_retransmitted_after_the_rtt_derived_delay() {
+/// A connection that echoed 40 messages (prompt ACKs, so the server's
+/// flow has RTT samples and no delayed-ACK allowance), with the last ACK
+/// in: the net, the client's connection and the server's.
+fn warmed_up() -> (Net, ConnId, ConnId) {
     let mut net = Net::new();
     let id = net.connect();
     for _ in 0..40 {
         assert_eq!(net.echo_once(id, b"warm", ms(10)), b"warm");
     }
-    // The last ACK lands, and with it the last RTT sample.
     net.run_until(ms(1), |_| false);
     let sid = *net.echo.conns.keys().next().unwrap();
+    (net, id, sid)
+}
+
+#[test]
+fn a_lost_reply_is_retransmitted_after_the_rtt_derived_delay() {
+    let (mut net, id, sid) = warmed_up();
     let est = net.server.estimate(sid).expect("the server tracks the flow");
     assert!(est.samples >= 40 && est.srtt_ns > 0, "{est:?}");
     // The link's RTT here is tens of microseconds, and 40 prompt ACKs
@@ -648,14 +655,7 @@ fn a_lost_reply_is_retransmitted_after_the_rtt_derived_delay() {
 
 #[test]
 fn a_lost_retransmission_backs_off() {
-    let mut net = Net::new();
-    let id = net.connect();
-    for _ in 0..40 {
-        net.echo_once(id, b"warm", ms(10));
-    }
-    // The last ACK lands, and with it the last RTT sample.
-    net.run_until(ms(1), |_| false);
-    let sid = *net.echo.conns.keys().next().unwrap();
+    let (mut net, id, sid) = warmed_up();
     let est = net.server.estimate(sid).unwrap();
     // The reply and its first two retransmissions are lost.
     let log = record(&net.clock, &net.server.link().outbox.clone(), |n| n <= 3);
@@ -682,14 +682,7 @@ fn a_lost_retransmission_backs_off() {
 
 #[test]
 fn a_loss_followed_by_more_data_is_repaired_by_sack_at_once() {
-    let mut net = Net::new();
-    let id = net.connect();
-    for _ in 0..40 {
-        net.echo_once(id, b"warm", ms(10));
-    }
-    // The last ACK lands, and with it the last RTT sample.
-    net.run_until(ms(1), |_| false);
-    let sid = *net.echo.conns.keys().next().unwrap();
+    let (mut net, id, sid) = warmed_up();
     let est = net.server.estimate(sid).unwrap();
     let log = record(&net.clock, &net.server.link().outbox.clone(), |n| n == 1);
     // Two requests back to back: the first reply is lost, the second

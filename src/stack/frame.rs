@@ -8,7 +8,7 @@ use smoltcp::wire::{
 };
 
 /// What the stack needs to know about a frame before smoltcp sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FrameKey {
     /// `(remote address, remote port, local port)` of an IPv4 TCP segment
     /// (first fragment or unfragmented); `None` for anything else.
@@ -24,6 +24,10 @@ pub struct FrameKey {
     pub seq: u32,
     pub payload: u16,
     pub window: u16,
+    /// Acknowledgment number (meaningful when `flags` has ACK) and SACK
+    /// blocks, for loss recovery.
+    pub ack: u32,
+    pub sack: [Option<(u32, u32)>; 3],
     /// Arrival time stamped by the link (0: none).
     pub rx_ns: u64,
 }
@@ -82,7 +86,7 @@ pub fn flags_of(t: &TcpPacket<&[u8]>) -> u8 {
 /// and tells smoltcp not to verify again (every sane peer sends full
 /// checksums; see the design notes on veth checksum offload).
 pub fn classify(b: &[u8]) -> FrameKey {
-    let mut key = FrameKey { tuple: None, syn: false, flags: 0, valid: false, seq: 0, payload: 0, window: 0, rx_ns: 0 };
+    let mut key = FrameKey::default();
     let Ok(eth) = EthernetFrame::new_checked(b) else { return key };
     if eth.ethertype() != EthernetProtocol::Ipv4 {
         key.valid = true;
@@ -109,6 +113,8 @@ pub fn classify(b: &[u8]) -> FrameKey {
                 seq: t.seq_number().0 as u32,
                 payload: t.payload().len().min(usize::from(u16::MAX)) as u16,
                 window: t.window_len(),
+                ack: t.ack_number().0 as u32,
+                sack: t.selective_ack_ranges().unwrap_or_default(),
                 rx_ns: 0,
             };
         }

@@ -378,9 +378,7 @@ impl<D: Link> Stack<D> {
                 self.dev.unstage();
                 continue;
             }
-            if key.tuple.is_some() {
-                self.rec.on_ingress(bytes, if rx_ns != 0 { rx_ns } else { self.now_ns });
-            }
+            self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
             if self.tracing {
                 self.track(&key);
             }
@@ -458,10 +456,18 @@ impl<D: Link> Stack<D> {
         self.dev.flush();
     }
 
-    /// Our own retransmissions due now, on the wire at once.
-    fn recover(&mut self) {
+    /// One pass of a poll: the clock, ingress, our own retransmissions due
+    /// (on the wire at once), events; and when nobody will answer in this
+    /// iteration, ACKs and timers.
+    fn service(&mut self, events: &mut Vec<Event>) {
+        self.set_now(self.dev.now_ns());
+        let n = self.ingress();
         if self.rec.recover(self.now_ns, &mut self.dev) > 0 {
             self.dev.flush();
+        }
+        self.scan(events);
+        if events.is_empty() {
+            self.idle_egress(n);
         }
     }
 

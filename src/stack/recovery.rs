@@ -72,6 +72,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket};
 
 use super::flow::{flow_key, FlowHasher};
+use super::frame::{tcp_flags, FrameKey};
 use crate::transport::Counters;
 
 /// Bytes per slot: an Ethernet frame of a 1500-byte MTU fits.
@@ -320,6 +321,30 @@ pub struct Estimate {
     pub in_flight: u16,
 }
 
+/// Minimum, maximum, sum and count of smoothed RTTs (ns).
+#[derive(Debug, Clone, Copy)]
+struct SrttSummary {
+    min: u64,
+    max: u64,
+    sum: u64,
+    n: u64,
+}
+
+impl Default for SrttSummary {
+    fn default() -> Self {
+        SrttSummary { min: u64::MAX, max: 0, sum: 0, n: 0 }
+    }
+}
+
+impl SrttSummary {
+    fn add(&mut self, srtt: u64) {
+        self.min = self.min.min(srtt);
+        self.max = self.max.max(srtt);
+        self.sum += srtt;
+        self.n += 1;
+    }
+}
+
 /// Retransmission counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RetxStats {
@@ -335,10 +360,6 @@ pub struct RetxStats {
     pub spurious: u64,
     /// Data segments sent without a copy (flow or pool full).
     pub untracked: u64,
-    /// Data segments sent (first transmissions).
-    pub data_segments: u64,
-    /// RTT samples taken.
-    pub samples: u64,
 }
 
 /// The loss-recovery state of every flow. See the module docs.
@@ -355,13 +376,18 @@ pub struct Recovery {
     next_gen: u64,
     floor: u64,
     sweep_at: usize,
+    /// Smoothed RTTs seen by the sweep in progress, and by the last full one.
+    srtt_acc: SrttSummary,
+    srtt_done: SrttSummary,
     pub stats: RetxStats,
 }
 
 /// A parsed TCP segment of ours or the peer's.
+/// A TCP segment smoltcp sent (inbound ones are read once, by
+/// `frame::classify`).
 struct Tcp {
-    key_remote_is_dst: u64,
-    key_remote_is_src: u64,
+    /// The flow key: the remote end is the destination.
+    key: u64,
     seq: u32,
     ack: Option<u32>,
     window: u16,
@@ -370,10 +396,9 @@ struct Tcp {
     fin: bool,
     syn: bool,
     rst: bool,
-    sack: [Option<(u32, u32)>; 3],
 }
 
-fn parse(frame: &[u8], want_sack: bool) -> Option<Tcp> {
+fn parse(frame: &[u8]) -> Option<Tcp> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Ipv4 {
         return None;
@@ -383,11 +408,8 @@ fn parse(frame: &[u8], want_sack: bool) -> Option<Tcp> {
         return None;
     }
     let t = TcpPacket::new_checked(ip.payload()).ok()?;
-    let (src, dst) = (u32::from(ip.src_addr()), u32::from(ip.dst_addr()));
-    let sack = if want_sack { t.selective_ack_ranges().unwrap_or([None; 3]) } else { [None; 3] };
     Some(Tcp {
-        key_remote_is_dst: flow_key(dst, t.dst_port(), t.src_port()),
-        key_remote_is_src: flow_key(src, t.src_port(), t.dst_port()),
+        key: flow_key(u32::from(ip.dst_addr()), t.dst_port(), t.src_port()),
         seq: t.seq_number().0 as u32,
         ack: t.ack().then(|| t.ack_number().0 as u32),
         window: t.window_len(),
@@ -395,7 +417,6 @@ fn parse(frame: &[u8], want_sack: bool) -> Option<Tcp> {
         fin: t.fin(),
         syn: t.syn(),
         rst: t.rst(),
-        sack,
     })
 }
 
@@ -434,6 +455,8 @@ impl Recovery {
             next_gen: 1,
             floor: floor_ns,
             sweep_at: 0,
+            srtt_acc: SrttSummary::default(),
+            srtt_done: SrttSummary::default(),
             stats: RetxStats::default(),
         }
     }
@@ -441,11 +464,6 @@ impl Recovery {
     /// Copies held now.
     pub fn slots_in_use(&self) -> usize {
         self.slots.len() - self.free_count
-    }
-
-    /// Flows tracked now.
-    pub fn flows(&self) -> usize {
-        self.flows.len()
     }
 
     /// What recovery knows of flow `key` (None: not tracked).
@@ -464,7 +482,9 @@ impl Recovery {
     }
 
     /// Counters for the exit line and `/metrics`, with a summary of the
-    /// flows' smoothed RTTs (min / mean / max, microseconds).
+    /// flows' smoothed RTTs (min / mean / max, microseconds) as of the last
+    /// full sweep of the table (gathered a few flows per poll, so the loop
+    /// never walks every flow at once).
     pub fn counters(&self, out: &mut Counters) {
         let s = &self.stats;
         out.event("retx_timer", s.timer);
@@ -473,17 +493,11 @@ impl Recovery {
         out.event("retx_fast", s.fast);
         out.event("retx_spurious", s.spurious);
         out.event("retx_untracked", s.untracked);
-        let (mut min, mut max, mut sum, mut n) = (u64::MAX, 0, 0, 0u64);
-        for (_, f) in self.flows.iter().filter(|(_, f)| f.samples > 0) {
-            min = min.min(f.srtt);
-            max = max.max(f.srtt);
-            sum += f.srtt;
-            n += 1;
-        }
-        if let Some(mean) = sum.checked_div(n) {
-            out.gauge("srtt_min_us", min / 1000);
+        let r = &self.srtt_done;
+        if let Some(mean) = r.sum.checked_div(r.n) {
+            out.gauge("srtt_min_us", r.min / 1000);
             out.gauge("srtt_mean_us", mean / 1000);
-            out.gauge("srtt_max_us", max / 1000);
+            out.gauge("srtt_max_us", r.max / 1000);
         }
     }
 
@@ -575,8 +589,8 @@ impl Recovery {
     /// smoltcp transmitted `frame` at `now` (ours to copy if it carries
     /// data).
     pub fn on_egress(&mut self, frame: &[u8], now: u64) {
-        let Some(t) = parse(frame, false) else { return };
-        let key = t.key_remote_is_dst;
+        let Some(t) = parse(frame) else { return };
+        let key = t.key;
         if t.rst {
             self.forget(key);
             return;
@@ -637,8 +651,6 @@ impl Recovery {
             if seq_le(end, f.snd_max) {
                 return;
             }
-        } else {
-            self.stats.data_segments += 1;
         }
         let f = &mut self.flows[i];
         f.snd_max = end;
@@ -675,25 +687,25 @@ impl Recovery {
         }
     }
 
-    /// A frame from the peer arrived at `at` (before smoltcp sees it).
-    pub fn on_ingress(&mut self, frame: &[u8], at: u64) {
+    /// A frame from the peer, as `frame::classify` read it, arrived at `at`
+    /// (before smoltcp sees it).
+    pub fn on_ingress(&mut self, t: &FrameKey, at: u64) {
         if self.index.is_empty() {
             return;
         }
-        let Some(t) = parse(frame, true) else { return };
-        let Some(&i) = self.index.get(&t.key_remote_is_src) else { return };
-        let Some(ack) = t.ack else { return };
-        if t.rst {
+        let Some((ip, rp, lp)) = t.tuple else { return };
+        let Some(&i) = self.index.get(&flow_key(ip, rp, lp)) else { return };
+        if t.flags & tcp_flags::ACK == 0 || t.flags & tcp_flags::RST != 0 {
             return;
         }
+        let (ack, fin, syn) = (t.ack, t.flags & tcp_flags::FIN != 0, t.flags & tcp_flags::SYN != 0);
         let f = &mut self.flows[i];
         f.last_active = at;
-        f.zero_window = t.window == 0 && !t.syn;
+        f.zero_window = t.window == 0 && !syn;
         if let Some(s) = f.syn {
             if ack == s.iss.wrapping_add(1) {
                 if !s.again {
                     f.sample(at.saturating_sub(s.sent));
-                    self.stats.samples += 1;
                 }
                 f.syn = None;
                 f.snd_una = ack;
@@ -738,7 +750,7 @@ impl Recovery {
             f.snd_una = ack;
             f.backoff = 0;
             f.dup_acks = 0;
-        } else if ack == f.snd_una && t.payload == 0 && !t.fin && !t.syn && f.count > 0 {
+        } else if ack == f.snd_una && t.payload == 0 && !fin && !syn && f.count > 0 {
             f.dup_acks = f.dup_acks.saturating_add(1);
         }
         // SACK blocks: D-SACK (below the cumulative ACK, or the first block
@@ -770,7 +782,6 @@ impl Recovery {
         }
         if let Some(rtt) = sample {
             self.flows[i].sample(rtt);
-            self.stats.samples += 1;
         }
         // RACK: a copy sent before a delivered one, and older than the
         // minimum RTT plus the reordering window, is lost. Only a SACK can
@@ -941,12 +952,17 @@ impl Recovery {
         let cap = self.flows.capacity().max(1);
         for _ in 0..4 {
             self.sweep_at = (self.sweep_at + 1) % cap;
+            if self.sweep_at == 0 {
+                self.srtt_done = std::mem::take(&mut self.srtt_acc);
+            }
             let Some(f) = self.flows.get(self.sweep_at) else { continue };
             let idle = now.saturating_sub(f.last_active);
             let stale_syn = f.syn.is_some() && f.count == 0 && idle > HANDSHAKE_IDLE_NS;
             if stale_syn || (f.count == 0 && idle > IDLE_NS) {
                 let key = f.key;
                 self.forget(key);
+            } else if f.samples > 0 {
+                self.srtt_acc.add(f.srtt);
             }
         }
     }

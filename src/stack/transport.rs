@@ -100,14 +100,7 @@ impl<D: Link> Transport for Stack<D> {
     fn poll(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64> {
         events.clear();
         events.append(&mut self.pending);
-        self.set_now(self.dev.now_ns());
-        let n = self.ingress();
-        self.recover();
-        self.scan(events);
-        if events.is_empty() {
-            // Nobody will answer in this iteration: ACKs and timers go now.
-            self.idle_egress(n);
-        }
+        self.service(events);
         if events.is_empty() && self.cfg.wait == WaitMode::Block && self.to_egress.is_empty() {
             // Sleep until a frame arrives, the caller's timeout, or the next
             // timer round (which serves one shard's timers).
@@ -118,13 +111,7 @@ impl<D: Link> Transport for Stack<D> {
                 if self.tracing {
                     self.loop_flags |= signal::SLEPT;
                 }
-                self.set_now(self.dev.now_ns());
-                let n = self.ingress();
-                self.recover();
-                self.scan(events);
-                if events.is_empty() {
-                    self.idle_egress(n);
-                }
+                self.service(events);
             }
         }
         self.stats.count_poll(events);
