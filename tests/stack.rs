@@ -835,6 +835,47 @@ fn inbound_loss_is_answered_at_once_with_a_sack_block() {
     assert_eq!(dup[0].sack, vec![(snd_nxt + 100, snd_nxt + 200)], "with a SACK block for what arrived");
 }
 
+#[test]
+fn sixteen_holes_at_once_are_all_kept() {
+    // Every other segment of 32 is lost: 16 holes in flight at once, as
+    // when a peer's lost retransmission waits for its RTO while new data
+    // keeps arriving. Each out-of-order segment must be kept (and SACKed),
+    // so that filling the holes alone completes the stream; smoltcp's
+    // default reassembler tracks only 4 holes and silently drops the rest.
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    let port = 41002;
+    let (snd_nxt, rcv_nxt) = scripted_handshake(&clock, &mut stack, &mut peer, port);
+    let data = |i: u32| Seg {
+        src_port: port,
+        dst_port: PORT,
+        seq: snd_nxt + i * 100,
+        ack: rcv_nxt,
+        flags: ACK | PSH,
+        window: 65535,
+        payload: vec![i as u8; 100],
+        ..Seg::default()
+    };
+    let _ = collect(&clock, &mut stack, &mut peer, ms(1));
+    let mut last_sack = Vec::new();
+    for i in (1..32).step_by(2) {
+        peer.send(&data(i));
+        let got = collect(&clock, &mut stack, &mut peer, Duration::from_micros(50));
+        let dup: Vec<_> = got.iter().filter(|s| s.payload.is_empty() && s.has(ACK)).collect();
+        assert_eq!(dup.len(), 1, "segment {i}: {got:?}");
+        assert_eq!(dup[0].ack, snd_nxt, "segment {i}");
+        last_sack = dup[0].sack.clone();
+    }
+    // The newest block first (RFC 2018): the last segment that arrived.
+    assert_eq!(last_sack.first(), Some(&(snd_nxt + 3100, snd_nxt + 3200)), "{last_sack:?}");
+    // Only the holes are sent again; the stream is then whole.
+    for i in (0..32).step_by(2) {
+        peer.send(&data(i));
+    }
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
+    let acked = got.iter().filter(|s| s.has(ACK)).map(|s| s.ack.wrapping_sub(snd_nxt)).max();
+    assert_eq!(acked, Some(3200), "{got:?}");
+}
+
 /// A deterministic pseudo-random sequence.
 fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 13;
