@@ -12,6 +12,7 @@
 //! transport.rs  impl Transport for Stack (listen, connect, poll, recv, send, close)
 //! link.rs       the Link trait: Device + staging, flush, wait, the link's clock
 //! frame.rs      checked views of untrusted frames (4-tuple, checksums)
+//! guard.rs      RFC 5961 checks, TIME-WAIT records, replies the stack crafts
 //! flow.rs       per-flow arrival and retransmission observations (tracing)
 //! recovery.rs   loss recovery below smoltcp: µs RTT, early and SACK-driven retransmission
 //! ports.rs      local ports of outbound connections
@@ -25,6 +26,7 @@
 
 pub mod flow;
 pub mod frame;
+pub mod guard;
 pub mod link;
 pub mod ports;
 pub mod recovery;
@@ -41,6 +43,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 use self::flow::{flow_key, FlowMap};
 use self::frame::FrameKey;
+use self::guard::{Guard, Release, Reply, Verdict};
 pub use self::link::Link;
 use self::ports::PortSet;
 use self::recovery::{Recovery, Tap};
@@ -57,8 +60,9 @@ const EGRESS_ROUNDS: usize = 64;
 const INGRESS_BUDGET: usize = 64;
 
 /// How long a closed connection may take to finish its close handshake
-/// before it is aborted and its socket freed.
-pub const ZOMBIE_NS: u64 = 5_000_000_000;
+/// (deliver what it queued, exchange FINs) before it is aborted with a RST
+/// and its socket freed: the default of `StackConfig::linger_ns`.
+pub const LINGER_NS_DEFAULT: u64 = 5_000_000_000;
 
 /// Number of socket shards (a power of two).
 pub const SHARDS: usize = 64;
@@ -91,6 +95,9 @@ pub struct StackConfig {
     /// Added to every retransmission timeout (ns): what the host's own
     /// scheduling jitter may add to a round trip.
     pub retx_floor_ns: u64,
+    /// How long a closed connection may take to deliver what it queued and
+    /// finish its close handshake before it is reset (ns).
+    pub linger_ns: u64,
 }
 
 impl StackConfig {
@@ -108,6 +115,7 @@ impl StackConfig {
             random_seed: 0,
             retx_slots: 8192,
             retx_floor_ns: recovery::FLOOR_NS_DEFAULT,
+            linger_ns: LINGER_NS_DEFAULT,
         }
     }
 }
@@ -167,12 +175,18 @@ pub struct Stack<D: Link> {
     zombies: Vec<(usize, SocketHandle, u64, u16, u64)>,
     /// Copies of segments in flight and our own retransmissions.
     rec: Recovery,
+    /// RFC 5961 checks and TIME-WAIT records.
+    guard: Guard,
     pending: Vec<Event>,
     /// Local ports of outbound connections.
     local_ports: PortSet,
     stats: TransportStats,
     /// Connections refused because `max_conns` was reached.
     refused: u64,
+    /// Closing connections reset because the linger expired.
+    linger_expired: u64,
+    /// Frames the stack wrote itself since the last flush.
+    replied: bool,
     /// IPv4 frames dropped before smoltcp: truncated or bad checksum.
     rx_invalid: u64,
     /// The loop's clock (monotonic ns), from the link once per poll or
@@ -213,8 +227,10 @@ impl<D: Link> Stack<D> {
         let max_conns = cfg.max_conns;
         let first_local_port = cfg.local_ports.0;
         let rec = Recovery::new(cfg.retx_slots, 2 * max_conns + 1024, cfg.retx_floor_ns);
+        let guard = Guard::new(2 * max_conns + 1024, max_conns, cfg.sock_rx_buf as u32);
         Stack {
             rec,
+            guard,
             cfg,
             iface,
             shards: (0..SHARDS)
@@ -233,6 +249,8 @@ impl<D: Link> Stack<D> {
             local_ports: PortSet::new(first_local_port),
             stats: TransportStats::default(),
             refused: 0,
+            linger_expired: 0,
+            replied: false,
             rx_invalid: 0,
             now_ns,
             now: instant_of(now_ns),
@@ -271,7 +289,9 @@ impl<D: Link> Stack<D> {
         self.dev.counters(&mut c);
         c.drop("rx_invalid", self.rx_invalid);
         c.drop("conn_refused", self.refused);
+        c.drop("linger_expired", self.linger_expired);
         self.rec.counters(&mut c);
+        self.guard.counters(&mut c);
         c
     }
 
@@ -332,14 +352,10 @@ impl<D: Link> Stack<D> {
                 continue;
             }
             if self.conns.len() >= self.cfg.max_conns {
+                // Ingress refuses a SYN over the limit with a RST before
+                // smoltcp sees it (`refuse`); this is only a backstop.
                 self.refused += 1;
-                crate::log_warn!(
-                    "stack: connection refused: --max-conns {} open ({} refused so far)",
-                    self.cfg.max_conns,
-                    self.refused
-                );
-                self.shards[shard].sockets.get_mut::<tcp::Socket>(h).abort();
-                self.zombies.push((shard, h, self.now_ns + ZOMBIE_NS, 0, 0));
+                self.shards[shard].sockets.remove(h);
             } else {
                 let id = self.conns.insert(Conn {
                     shard,
@@ -378,12 +394,35 @@ impl<D: Link> Stack<D> {
                 self.dev.unstage();
                 continue;
             }
+            let mut peer_mac = [0u8; 6];
+            if key.tuple.is_some() {
+                peer_mac.copy_from_slice(&bytes[6..12]);
+            }
+            let mut verdict = self.guard.on_ingress(&key, self.now_ns);
+            if verdict == Verdict::Pass && key.syn && self.refuse(&key) {
+                let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
+                verdict = Verdict::Answer(Reply::Rst { seq: 0, ack });
+            }
+            match verdict {
+                Verdict::Pass => {}
+                Verdict::Drop => {
+                    self.dev.unstage();
+                    continue;
+                }
+                Verdict::Answer(reply) => {
+                    self.dev.unstage();
+                    if let Some((ip, rp, lp)) = key.tuple {
+                        self.send_reply(flow_key(ip, rp, lp), peer_mac, reply);
+                    }
+                    continue;
+                }
+            }
             self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
             if self.tracing {
                 self.track(&key);
             }
             let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
-            let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, now: self.now_ns };
+            let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
             let _ = self.iface.poll_ingress_single(now, &mut tap, &mut self.shards[shard].sockets);
             self.dev.unstage();
             self.mark_scan(shard);
@@ -398,6 +437,51 @@ impl<D: Link> Stack<D> {
             self.loop_flags |= signal::FILL_RING_STARVED;
         }
         n
+    }
+
+    /// Refuse SYN `key` (a RST, counted) if it would open a connection over
+    /// `max_conns` on a listening port.
+    fn refuse(&mut self, key: &FrameKey) -> bool {
+        let Some((ip, rp, lp)) = key.tuple else { return false };
+        if self.conns.len() < self.cfg.max_conns || self.guard.knows(flow_key(ip, rp, lp)) {
+            return false;
+        }
+        let shard = shard_of(ip, rp, lp);
+        if !self.shards[shard].listeners.iter().any(|&(p, _)| p == lp) {
+            return false;
+        }
+        self.refused += 1;
+        if self.refused.is_power_of_two() {
+            crate::log_warn!(
+                "stack: connection refused with a RST: --max-conns {} open ({} refused so far)",
+                self.cfg.max_conns,
+                self.refused
+            );
+        }
+        true
+    }
+
+    /// Send `reply` on flow `key` to `peer_mac` (a frame the stack writes
+    /// itself; flushed by the next flush of the link).
+    fn send_reply(&mut self, key: u64, peer_mac: [u8; 6], reply: Reply) {
+        let (ip, rp, lp) = ((key >> 32) as u32, (key >> 16) as u16, key as u16);
+        let Some(tok) = self.dev.transmit(self.now) else { return };
+        let (mac, own) = (self.cfg.mac, self.cfg.ip);
+        smoltcp::phy::TxToken::consume(tok, guard::REPLY_LEN, |buf| {
+            guard::write_reply(buf, mac, own, lp, peer_mac, Ipv4Addr::from(ip), rp, reply)
+        });
+        self.replied = true;
+    }
+
+    /// The socket of flow `key` is being freed: the guard keeps TIME-WAIT
+    /// or sends what is owed (final ACK, RST of an abort).
+    fn release(&mut self, key: u64, why: Release) {
+        if key == 0 {
+            return;
+        }
+        if let Some((reply, mac)) = self.guard.released(key, why, self.now_ns) {
+            self.send_reply(key, mac, reply);
+        }
     }
 
     /// Tracing: note one frame's flow state before smoltcp sees it.
@@ -437,7 +521,7 @@ impl<D: Link> Stack<D> {
             self.shards[si].egress = false;
             let mut drained = false;
             for _ in 0..EGRESS_ROUNDS {
-                let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, now: self.now_ns };
+                let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
                 if self.iface.poll_egress(now, &mut tap, &mut self.shards[si].sockets) == PollResult::None {
                     drained = true;
                     break;
@@ -463,9 +547,12 @@ impl<D: Link> Stack<D> {
         self.set_now(self.dev.now_ns());
         let n = self.ingress();
         if self.rec.recover(self.now_ns, &mut self.dev) > 0 {
-            self.dev.flush();
+            self.replied = true;
         }
         self.scan(events);
+        if std::mem::take(&mut self.replied) {
+            self.dev.flush();
+        }
         if events.is_empty() {
             self.idle_egress(n);
         }
@@ -540,30 +627,34 @@ impl<D: Link> Stack<D> {
                 sh.sockets.remove(c.handle);
                 sh.conns.retain(|&x| x != id);
                 self.local_ports.set(c.local_port, false);
+                self.release(c.flow, Release::Gone);
             }
             self.dead_scratch = dead;
         }
-        if !self.zombies.is_empty() {
-            let now = self.now_ns;
-            let shards = &mut self.shards;
-            let held = &mut self.local_ports;
-            let rec = &mut self.rec;
-            self.zombies.retain(|&(si, h, deadline, port, flow)| {
-                let s = shards[si].sockets.get_mut::<tcp::Socket>(h);
-                let done = matches!(s.state(), State::Closed | State::TimeWait);
-                if done || now >= deadline {
-                    if !done {
-                        s.abort();
-                    }
-                    shards[si].sockets.remove(h);
-                    held.set(port, false);
-                    rec.forget(flow);
-                    false
-                } else {
-                    true
+        let now = self.now_ns;
+        let mut i = 0;
+        while i < self.zombies.len() {
+            let (si, h, deadline, port, flow) = self.zombies[i];
+            let state = self.shards[si].sockets.get::<tcp::Socket>(h).state();
+            let why = match state {
+                State::TimeWait => Release::TimeWait,
+                State::Closed => Release::Gone,
+                _ if now >= deadline => Release::Abort,
+                _ => {
+                    i += 1;
+                    continue;
                 }
-            });
+            };
+            if why == Release::Abort {
+                self.linger_expired += 1;
+            }
+            self.zombies.swap_remove(i);
+            self.shards[si].sockets.remove(h);
+            self.local_ports.set(port, false);
+            self.rec.forget(flow);
+            self.release(flow, why);
         }
+        self.guard.expire(now);
     }
 }
 

@@ -73,6 +73,7 @@ use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4
 
 use super::flow::{flow_key, FlowHasher};
 use super::frame::{tcp_flags, FrameKey};
+use super::guard::Guard;
 use crate::transport::Counters;
 
 /// Bytes per slot: an Ethernet frame of a 1500-byte MTU fits.
@@ -119,10 +120,10 @@ pub const FLOOR_NS_DEFAULT: u64 = 200_000;
 
 const NIL: u32 = u32::MAX;
 
-fn seq_lt(a: u32, b: u32) -> bool {
+pub(super) fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
-fn seq_le(a: u32, b: u32) -> bool {
+pub(super) fn seq_le(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) <= 0
 }
 
@@ -382,23 +383,24 @@ pub struct Recovery {
     pub stats: RetxStats,
 }
 
-/// A parsed TCP segment of ours or the peer's.
 /// A TCP segment smoltcp sent (inbound ones are read once, by
 /// `frame::classify`).
-struct Tcp {
+pub(super) struct Tcp {
     /// The flow key: the remote end is the destination.
-    key: u64,
-    seq: u32,
-    ack: Option<u32>,
-    window: u16,
-    /// Payload plus SYN/FIN.
-    payload: u32,
-    fin: bool,
-    syn: bool,
-    rst: bool,
+    pub key: u64,
+    pub seq: u32,
+    pub ack: Option<u32>,
+    pub window: u16,
+    /// Payload bytes.
+    pub payload: u32,
+    pub fin: bool,
+    pub syn: bool,
+    pub rst: bool,
+    /// The destination's hardware address.
+    pub peer_mac: [u8; 6],
 }
 
-fn parse(frame: &[u8]) -> Option<Tcp> {
+pub(super) fn parse(frame: &[u8]) -> Option<Tcp> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Ipv4 {
         return None;
@@ -417,6 +419,7 @@ fn parse(frame: &[u8]) -> Option<Tcp> {
         fin: t.fin(),
         syn: t.syn(),
         rst: t.rst(),
+        peer_mac: eth.dst_addr().0,
     })
 }
 
@@ -588,8 +591,7 @@ impl Recovery {
 
     /// smoltcp transmitted `frame` at `now` (ours to copy if it carries
     /// data).
-    pub fn on_egress(&mut self, frame: &[u8], now: u64) {
-        let Some(t) = parse(frame) else { return };
+    pub(super) fn on_egress(&mut self, t: &Tcp, frame: &[u8], now: u64) {
         let key = t.key;
         if t.rst {
             self.forget(key);
@@ -994,25 +996,31 @@ fn refresh(buf: &mut [u8], ack: u32, win: u16) {
 }
 
 /// The stack's link as smoltcp sees it: every frame smoltcp transmits is
-/// shown to [`Recovery::on_egress`] after it is written.
+/// shown to [`Recovery::on_egress`] and [`Guard::on_egress`] after it is
+/// written.
 pub struct Tap<'a, D: Device> {
     pub dev: &'a mut D,
     pub rec: &'a mut Recovery,
+    pub guard: &'a mut Guard,
     pub now: u64,
 }
 
 pub struct TapTx<'a, T> {
     inner: T,
     rec: &'a mut Recovery,
+    guard: &'a mut Guard,
     now: u64,
 }
 
 impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let (rec, now) = (self.rec, self.now);
+        let (rec, guard, now) = (self.rec, self.guard, self.now);
         self.inner.consume(len, |buf| {
             let r = f(buf);
-            rec.on_egress(buf, now);
+            if let Some(t) = parse(buf) {
+                rec.on_egress(&t, buf, now);
+                guard.on_egress(&t);
+            }
             r
         })
     }
@@ -1034,12 +1042,12 @@ impl<D: Device> Device for Tap<'_, D> {
 
     fn receive(&mut self, ts: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let (rx, tx) = self.dev.receive(ts)?;
-        Some((rx, TapTx { inner: tx, rec: &mut *self.rec, now: self.now }))
+        Some((rx, TapTx { inner: tx, rec: &mut *self.rec, guard: &mut *self.guard, now: self.now }))
     }
 
     fn transmit(&mut self, ts: Instant) -> Option<Self::TxToken<'_>> {
         let tx = self.dev.transmit(ts)?;
-        Some(TapTx { inner: tx, rec: &mut *self.rec, now: self.now })
+        Some(TapTx { inner: tx, rec: &mut *self.rec, guard: &mut *self.guard, now: self.now })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

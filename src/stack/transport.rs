@@ -7,7 +7,8 @@ use std::time::Duration;
 use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
-use super::{shard_of, Conn, Link, Stack, SHARDS, TIMER_EGRESS_NS, ZOMBIE_NS};
+use super::guard::Release;
+use super::{shard_of, Conn, Link, Stack, SHARDS, TIMER_EGRESS_NS};
 use crate::transport::{signal, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 impl<D: Link> Stack<D> {
@@ -196,21 +197,23 @@ impl<D: Link> Transport for Stack<D> {
         let sh = &mut self.shards[c.shard];
         sh.conns.retain(|&x| x != conn.0);
         let s = sh.sockets.get_mut::<tcp::Socket>(c.handle);
+        let linger = self.now_ns + self.cfg.linger_ns;
         match s.state() {
-            State::Closed | State::TimeWait => {
+            state @ (State::Closed | State::TimeWait) => {
                 sh.sockets.remove(c.handle);
                 self.local_ports.set(c.local_port, false);
                 self.rec.forget(c.flow);
+                self.release(c.flow, if state == State::TimeWait { Release::TimeWait } else { Release::Gone });
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
-                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port, c.flow));
+                self.zombies.push((c.shard, c.handle, linger, c.local_port, c.flow));
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
                 // socket with unread data is closed.
                 s.abort();
-                self.zombies.push((c.shard, c.handle, self.now_ns + ZOMBIE_NS, c.local_port, c.flow));
+                self.zombies.push((c.shard, c.handle, linger, c.local_port, c.flow));
             }
         }
     }
