@@ -30,7 +30,7 @@ cargo test --doc --quiet
 if [[ $(id -u) == 0 ]]; then
   # The in-process stack tests need no network: prove it in a namespace
   # with no interfaces at all (not even loopback up).
-  echo "== cargo test --test stack, inside unshare -n"
-  unshare -n cargo test --test stack --quiet
+  echo "== cargo test --test stack --test conn, inside unshare -n"
+  unshare -n cargo test --test stack --test conn --quiet
 fi
 echo "== all tests passed"

@@ -6,8 +6,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,180 +15,12 @@ use smoltcp::wire::Ipv4Address;
 use tailgate::stack::frame::tcp_flags::{ACK, PSH, RST, SYN};
 use tailgate::stack::recovery::{DELAYED_ACK_NS, MAX_SLOTS_PER_FLOW};
 use tailgate::stack::sim::Wire;
-use tailgate::stack::sim::{pair, tcp_frame, Clock, Fate, MemLink, Peer, Seg, Sent, MAC_A, MAC_B};
-use tailgate::stack::{Stack, StackConfig};
+use tailgate::stack::sim::{tcp_frame, Clock, Fate, MemLink, Seg, Sent, MAC_A, MAC_B};
+use tailgate::stack::Stack;
 use tailgate::transport::{signal, would_block, ConnId, Event, Transport};
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const PORT: u16 = 7777;
-/// Virtual time per loop step.
-const STEP: Duration = Duration::from_micros(10);
-
-fn server_addr() -> SocketAddr {
-    SocketAddr::new(SERVER.into(), PORT)
-}
-
-fn config(ip: Ipv4Addr, mac: [u8; 6]) -> StackConfig {
-    let mut c = StackConfig::new(ip, mac);
-    c.random_seed = 7;
-    c
-}
-
-/// An echo server over any transport, as the applications are written:
-/// read until WouldBlock, write back what fits, keep the rest, half-close
-/// after the peer's FIN once everything went out.
-#[derive(Default)]
-struct EchoServer {
-    conns: HashMap<ConnId, (Vec<u8>, bool)>,
-    accepted: usize,
-    closed: usize,
-}
-
-impl EchoServer {
-    fn on(&mut self, t: &mut impl Transport, ev: Event) {
-        let id = match ev {
-            Event::Accepted(id) => {
-                self.accepted += 1;
-                self.conns.insert(id, (Vec::new(), false));
-                id
-            }
-            Event::Readable(id) | Event::Writable(id) | Event::Connected(id) => id,
-        };
-        let Some((out, eof)) = self.conns.get_mut(&id) else { return };
-        let mut buf = [0u8; 16384];
-        loop {
-            match t.recv(id, &mut buf) {
-                Ok(0) => {
-                    *eof = true;
-                    break;
-                }
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if would_block(&e) => break,
-                Err(_) => {
-                    t.close(id);
-                    self.conns.remove(&id);
-                    self.closed += 1;
-                    return;
-                }
-            }
-        }
-        while !out.is_empty() {
-            match t.send(id, out) {
-                Ok(n) => {
-                    out.drain(..n);
-                }
-                Err(e) if would_block(&e) => break,
-                Err(_) => break,
-            }
-        }
-        if *eof && out.is_empty() {
-            let _ = t.shutdown_write(id);
-            t.close(id);
-            self.conns.remove(&id);
-            self.closed += 1;
-        }
-    }
-}
-
-/// A server stack and a client stack back to back.
-struct Net {
-    clock: Clock,
-    server: Stack<MemLink>,
-    client: Stack<MemLink>,
-    echo: EchoServer,
-    /// Events the client saw, in order.
-    client_events: Vec<Event>,
-    /// Virtual time per step.
-    step: Duration,
-}
-
-impl Net {
-    fn new() -> Net {
-        Net::with(|_| {}, |_| {})
-    }
-
-    fn with(server_cfg: impl FnOnce(&mut StackConfig), client_cfg: impl FnOnce(&mut StackConfig)) -> Net {
-        let clock = Clock::new(1_000_000_000);
-        let (a, b) = pair(&clock);
-        let mut sc = config(SERVER, MAC_A);
-        sc.local_ports = (0, 0);
-        server_cfg(&mut sc);
-        let mut cc = config(CLIENT, MAC_B);
-        client_cfg(&mut cc);
-        let mut server = Stack::new(sc, a);
-        server.listen(server_addr()).unwrap();
-        Net {
-            clock,
-            server,
-            client: Stack::new(cc, b),
-            echo: EchoServer::default(),
-            client_events: Vec::new(),
-            step: STEP,
-        }
-    }
-
-    /// One loop iteration on each side, then `STEP` of virtual time.
-    fn step(&mut self) {
-        let mut ev = Vec::new();
-        let now = self.server.poll(Some(Duration::ZERO), &mut ev).unwrap();
-        for e in ev.drain(..) {
-            self.echo.on(&mut self.server, e);
-        }
-        self.server.flush(now);
-        let now = self.client.poll(Some(Duration::ZERO), &mut ev).unwrap();
-        self.client_events.append(&mut ev);
-        self.client.flush(now);
-        self.clock.advance(self.step);
-    }
-
-    /// Step until `done` holds, at most `limit` of virtual time.
-    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Net) -> bool) -> bool {
-        let end = self.clock.now() + limit.as_nanos() as u64;
-        while self.clock.now() < end {
-            if done(self) {
-                return true;
-            }
-            self.step();
-        }
-        done(self)
-    }
-
-    fn connected(&self, id: ConnId) -> bool {
-        self.client_events.contains(&Event::Connected(id))
-    }
-
-    /// Connect and wait for the handshake.
-    fn connect(&mut self) -> ConnId {
-        let id = self.client.connect(server_addr()).unwrap();
-        assert!(self.run_until(Duration::from_secs(5), |n| n.connected(id)), "no handshake");
-        id
-    }
-
-    /// Read what is waiting on the client's `id` into `into`; true on EOF.
-    fn client_read(&mut self, id: ConnId, into: &mut Vec<u8>) -> io::Result<bool> {
-        let mut buf = [0u8; 16384];
-        loop {
-            match self.client.recv(id, &mut buf) {
-                Ok(0) => return Ok(true),
-                Ok(n) => into.extend_from_slice(&buf[..n]),
-                Err(e) if would_block(&e) => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Send `msg` on `id` and wait for the same bytes back.
-    fn echo_once(&mut self, id: ConnId, msg: &[u8], limit: Duration) -> Vec<u8> {
-        assert_eq!(self.client.send(id, msg).unwrap(), msg.len());
-        let mut got = Vec::new();
-        self.run_until(limit, |n| {
-            n.client_read(id, &mut got).unwrap();
-            got.len() >= msg.len()
-        });
-        got
-    }
-}
+mod mem;
+use mem::*;
 
 #[test]
 fn handshake_reports_accepted_and_connected() {
@@ -214,22 +44,6 @@ fn echo_returns_the_same_bytes() {
     assert_eq!(net.client.stats().bytes_in, 2000);
 }
 
-/// Both sides closed and every socket gone, with no reset on the wire.
-fn assert_clean_close(net: &mut Net, a_to_b_rst: impl Fn() -> bool) {
-    assert!(
-        net.run_until(Duration::from_secs(10), |n| n.server.closing() == 0 && n.client.closing() == 0),
-        "closing sockets left: server {} client {}",
-        net.server.closing(),
-        net.client.closing()
-    );
-    assert_eq!((net.server.open(), net.client.open()), (0, 0));
-    assert!(!a_to_b_rst(), "a reset went out on an orderly close");
-}
-
-fn any_rst(frames: &[Vec<u8>]) -> bool {
-    frames.iter().filter_map(|f| Seg::parse(f)).any(|(_, _, s)| s.has(RST))
-}
-
 #[test]
 fn close_client_first() {
     let mut net = Net::new();
@@ -248,68 +62,6 @@ fn close_client_first() {
     assert_clean_close(&mut net, || any_rst(&to_server.borrow().captured) || any_rst(&to_client.borrow().captured));
 }
 
-/// Server first. Known gap (the connection-management issue): a socket
-/// that reaches TIME-WAIT after `close` is deleted before it ACKs the
-/// peer's FIN, so the peer's retransmitted FIN meets a reset. This test
-/// checks what holds today: EOF reaches the client and both sides free
-/// every socket.
-#[test]
-fn close_server_first() {
-    let mut net = Net::new();
-    let id = net.connect();
-    assert!(net.run_until(Duration::from_millis(10), |n| n.echo.accepted == 1));
-    // The server side shuts down first: the client reads EOF, then closes.
-    let sid = *net.echo.conns.keys().next().unwrap();
-    net.echo.conns.remove(&sid);
-    net.server.shutdown_write(sid).unwrap();
-    net.server.close(sid);
-    let mut rest = Vec::new();
-    assert!(net.run_until(Duration::from_secs(1), |n| n.client_read(id, &mut rest).unwrap()), "no EOF at the client");
-    net.client.shutdown_write(id).unwrap();
-    net.client.close(id);
-    assert_clean_close(&mut net, || false);
-}
-
-/// A stack and a scripted peer on the other end of the link.
-fn stack_and_peer(cfg: impl FnOnce(&mut StackConfig)) -> (Clock, Stack<MemLink>, Peer) {
-    let clock = Clock::new(1_000_000_000);
-    let (a, b) = pair(&clock);
-    let mut c = config(SERVER, MAC_A);
-    cfg(&mut c);
-    let mut stack = Stack::new(c, a);
-    stack.listen(server_addr()).unwrap();
-    let mut peer = Peer::new(b, MAC_B, CLIENT, MAC_A, SERVER);
-    // As a real client does first: resolve the stack's address, which
-    // teaches the stack ours.
-    peer.send_raw(peer.arp_request(SERVER));
-    let _ = collect(&clock, &mut stack, &mut peer, Duration::from_micros(100));
-    assert_eq!(peer.other.len(), 1, "the stack answers ARP");
-    peer.other.clear();
-    (clock, stack, peer)
-}
-
-/// Poll the stack once (flushing what it has to send) and let time pass.
-fn turn(clock: &Clock, stack: &mut Stack<MemLink>, events: &mut Vec<Event>) {
-    let now = stack.poll(Some(Duration::ZERO), events).unwrap();
-    stack.flush(now);
-    clock.advance(STEP);
-}
-
-/// Every segment the peer receives within `d` of virtual time.
-fn collect(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, d: Duration) -> Vec<Seg> {
-    let end = clock.now() + d.as_nanos() as u64;
-    let (mut out, mut ev) = (Vec::new(), Vec::new());
-    while clock.now() < end {
-        turn(clock, stack, &mut ev);
-        out.extend(peer.recv());
-    }
-    out
-}
-
-fn syn(port: u16, seq: u32) -> Seg {
-    Seg { src_port: port, dst_port: PORT, seq, flags: SYN, window: 65535, ..Seg::default() }
-}
-
 #[test]
 fn a_syn_to_a_closed_port_is_answered_with_rst() {
     let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
@@ -320,18 +72,7 @@ fn a_syn_to_a_closed_port_is_answered_with_rst() {
     assert_eq!((rst[0].src_port, rst[0].dst_port, rst[0].ack), (9, 40000, 1001));
     assert_eq!(stack.stats().accepted, 0);
 
-    // And between two stacks: the active open to a closed port meets that
-    // reset. Today the stack reports such an open as Connected, and its
-    // first recv fails with ConnectionReset (the Transport docs say so).
-    let mut net = Net::new();
-    let id = net.client.connect(SocketAddr::new(SERVER.into(), 9)).unwrap();
-    let mut got = Ok(false);
-    net.run_until(Duration::from_secs(1), |n| {
-        got = n.client_read(id, &mut Vec::new());
-        got.is_err()
-    });
-    assert_eq!(got.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
-    assert_eq!(net.server.stats().accepted, 0);
+    // Between two stacks: tests/conn.rs, a_refused_active_open_is_reported_as_refused.
 }
 
 #[test]
@@ -475,17 +216,6 @@ fn the_listener_pool_takes_a_burst_of_syns() {
     }
 }
 
-#[test]
-fn connections_beyond_max_conns_are_refused_and_counted() {
-    let (clock, mut stack, mut peer) = stack_and_peer(|c| c.max_conns = 4);
-    for p in 0..10u16 {
-        peer.send(&syn(30000 + p, 1));
-    }
-    collect(&clock, &mut stack, &mut peer, Duration::from_millis(5));
-    assert_eq!(stack.counters().get("conn_refused"), Some(6));
-    assert_eq!(stack.open(), 4);
-}
-
 /// A wire rule that decides data segments by their number (1-based) in
 /// this direction and lets everything else through.
 fn by_data_segment(mut fate: impl FnMut(u32) -> Fate + 'static) -> impl FnMut(&Sent<'_>) -> Fate + 'static {
@@ -580,14 +310,6 @@ fn tracing_flags_a_stream_that_waited_for_a_retransmission() {
     assert!(t.arrival_ns > 0);
 }
 
-// ---------------------------------------------------------------------------
-// Loss recovery (src/stack/recovery.rs): the stack's own retransmissions at
-// the time scale of the link, in virtual time.
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
 /// Every data segment offered to `wire` from now on: (time, seq, dropped).
 /// `drop(n)` decides the n-th (1-based).
 type Log = Rc<RefCell<Vec<(u64, u32, bool)>>>;
@@ -605,10 +327,6 @@ fn record(clock: &Clock, wire: &Rc<RefCell<Wire>>, mut drop: impl FnMut(u32) -> 
         }
     }));
     log
-}
-
-fn counter(t: &Stack<MemLink>, name: &str) -> u64 {
-    t.counters().get(name).unwrap_or_else(|| panic!("no counter {name}"))
 }
 
 /// Gaps between consecutive entries of the log, in ns.
@@ -702,26 +420,6 @@ fn a_loss_followed_by_more_data_is_repaired_by_sack_at_once() {
     assert_eq!(l.len(), 3, "{l:?}");
     // Repaired within a round trip of the second reply, before the timer.
     assert!(l[2].0 - l[0].0 < est.timeout_ns, "{l:?} {est:?}");
-}
-
-/// A scripted client on a stack that echoes: handshake with SACK
-/// permitted; returns (our next seq, the stack's next seq).
-fn scripted_handshake(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, port: u16) -> (u32, u32) {
-    peer.send(&Seg { sack_permitted: true, ..syn(port, 1000) });
-    let got = collect(clock, stack, peer, ms(1));
-    let sa = got.iter().find(|s| s.has(SYN | ACK)).expect("SYN-ACK");
-    assert!(sa.sack_permitted);
-    let rcv_nxt = sa.seq.wrapping_add(1);
-    peer.send(&Seg {
-        src_port: port,
-        dst_port: PORT,
-        seq: 1001,
-        ack: rcv_nxt,
-        flags: ACK,
-        window: 65535,
-        ..Seg::default()
-    });
-    (1001, rcv_nxt)
 }
 
 #[test]

@@ -230,10 +230,14 @@ impl<T: Transport> LoadGen<T> {
         let service = std::mem::take(&mut self.service);
         for &ci in &service {
             self.clients[ci].queued = false;
-            if !self.clients[ci].alive || !self.clients[ci].connected {
+            if !self.clients[ci].alive {
                 continue;
             }
-            self.flush(ci);
+            if self.clients[ci].connected {
+                self.flush(ci);
+            }
+            // Read also before Connected: a failed open is reported as
+            // Readable, and its recv says why.
             if self.clients[ci].readable {
                 self.read(ci, record);
             }

@@ -343,7 +343,8 @@ impl Guard {
                     rec.tw_until = until;
                 }
                 self.tw.push_back((key, until));
-                (r.ack_out != r.rcv_nxt).then_some((Reply::Ack { seq: r.snd_nxt, ack: r.rcv_nxt, window: r.win_out }, r.mac))
+                (r.ack_out != r.rcv_nxt)
+                    .then_some((Reply::Ack { seq: r.snd_nxt, ack: r.rcv_nxt, window: r.win_out }, r.mac))
             }
             Release::Abort if r.synced => {
                 self.recs.remove(&key);

@@ -124,8 +124,12 @@ impl StackConfig {
 struct Conn {
     shard: usize,
     handle: SocketHandle,
-    /// Accepted or Connected has been reported.
+    /// Accepted or Connected has been reported (or, for an active open
+    /// that never completed, its failure).
     reported: bool,
+    /// An active open that failed (refused or timed out): reported as
+    /// Readable, and `recv` says ConnectionRefused.
+    failed: bool,
     active_open: bool,
     /// A Readable for the end of the stream (FIN or reset) has been reported.
     eof_reported: bool,
@@ -361,6 +365,7 @@ impl<D: Link> Stack<D> {
                     shard,
                     handle: h,
                     reported: false,
+                    failed: false,
                     active_open: false,
                     eof_reported: false,
                     want_write: false,
@@ -591,6 +596,15 @@ impl<D: Link> Stack<D> {
                         State::Closed | State::TimeWait if !c.active_open => {
                             // Never completed: forget it quietly.
                             dead.push(id);
+                            continue;
+                        }
+                        State::Closed => {
+                            // Our SYN met a reset (or smoltcp gave up): a
+                            // failed open, not a connection.
+                            c.reported = true;
+                            c.failed = true;
+                            c.eof_reported = true;
+                            events.push(Event::Readable(ConnId(id)));
                             continue;
                         }
                         _ => {

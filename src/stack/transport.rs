@@ -85,6 +85,7 @@ impl<D: Link> Transport for Stack<D> {
             shard,
             handle: h,
             reported: false,
+            failed: false,
             active_open: true,
             eof_reported: false,
             want_write: false,
@@ -120,6 +121,9 @@ impl<D: Link> Transport for Stack<D> {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        if self.conns.get(conn.0).is_some_and(|c| c.failed) {
+            return Err(io::ErrorKind::ConnectionRefused.into());
+        }
         let s = self.sock(conn)?;
         if matches!(s.state(), State::SynSent | State::SynReceived) {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -149,7 +153,7 @@ impl<D: Link> Transport for Stack<D> {
             }
             Err(RecvError::Finished) => Ok(0),
             Err(RecvError::InvalidState) => {
-                let active = self.conns.get(conn.0).is_some_and(|c| c.active_open && !c.reported);
+                let active = self.conns.get(conn.0).is_some_and(|c| c.active_open && (!c.reported || c.failed));
                 Err(if active { io::ErrorKind::ConnectionRefused } else { io::ErrorKind::ConnectionReset }.into())
             }
         }

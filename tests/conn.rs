@@ -1,0 +1,308 @@
+//! Connection management on the user-space stack, in process and in
+//! virtual time: RFC 5961 (blind resets, SYNs and ACKs injected into a
+//! live connection, the challenge-ACK rate limit), TIME-WAIT, refusal at
+//! `max_conns`, the closing linger, and an active open that is refused.
+//! Every segment the stack sends in answer is read off the wire and
+//! checked field by field.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tailgate::stack::frame::tcp_flags::{ACK, FIN, PSH, RST, SYN};
+use tailgate::stack::guard::CHALLENGE_ACKS_PER_SEC;
+use tailgate::stack::sim::{Clock, MemLink, Peer, Seg};
+use tailgate::stack::Stack;
+use tailgate::transport::{ConnId, Event, Transport};
+
+mod mem;
+use mem::*;
+
+/// A scripted client connected to a stack: the clock, the stack, the
+/// peer, the stack's id for the connection, the client's port, the
+/// client's next sequence number and the stack's.
+struct Live {
+    clock: Clock,
+    stack: Stack<MemLink>,
+    peer: Peer,
+    id: ConnId,
+    port: u16,
+    seq: u32,
+    rcv: u32,
+}
+
+impl Live {
+    fn new() -> Live {
+        Live::with(|_| {})
+    }
+
+    fn with(cfg: impl FnOnce(&mut tailgate::stack::StackConfig)) -> Live {
+        let (clock, mut stack, mut peer) = stack_and_peer(cfg);
+        let port = 42000;
+        let (seq, rcv) = scripted_handshake(&clock, &mut stack, &mut peer, port);
+        let (_, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+        let id = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::Accepted(id) => Some(*id),
+                _ => None,
+            })
+            .expect("Accepted");
+        Live { clock, stack, peer, id, port, seq, rcv }
+    }
+
+    fn seg(&self, flags: u8, seq: u32, payload: &[u8]) -> Seg {
+        Seg {
+            src_port: self.port,
+            dst_port: PORT,
+            seq,
+            ack: self.rcv,
+            flags,
+            window: 65535,
+            payload: payload.to_vec(),
+            ..Seg::default()
+        }
+    }
+
+    /// Send `s`, then what the stack sends within 1 ms.
+    fn exchange(&mut self, s: &Seg) -> Vec<Seg> {
+        self.peer.send(s);
+        run(&self.clock, &mut self.stack, &mut self.peer, ms(1)).0
+    }
+
+    /// Send in-order data; the stack ACKs it.
+    fn data(&mut self, payload: &[u8]) {
+        let s = self.seg(ACK | PSH, self.seq, payload);
+        let got = self.exchange(&s);
+        self.seq = self.seq.wrapping_add(payload.len() as u32);
+        assert!(got.iter().any(|g| g.has(ACK) && g.ack == self.seq), "data not acknowledged: {got:?}");
+    }
+
+    /// Is the connection still alive in the stack (reads would block)?
+    fn alive(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stack.recv(self.id, &mut buf) {
+                Ok(0) => return false,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Segments and events of the stack within `d`.
+fn run(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, d: Duration) -> (Vec<Seg>, Vec<Event>) {
+    let end = clock.now() + d.as_nanos() as u64;
+    let (mut segs, mut evs, mut ev) = (Vec::new(), Vec::new(), Vec::new());
+    while clock.now() < end {
+        let now = stack.poll(Some(Duration::ZERO), &mut ev).unwrap();
+        evs.extend_from_slice(&ev);
+        stack.flush(now);
+        clock.advance(Duration::from_micros(10));
+        segs.extend(peer.recv());
+    }
+    (segs, evs)
+}
+
+/// The one segment in `got`, a bare ACK acknowledging `ack` from `seq`.
+fn assert_challenge_ack(got: &[Seg], seq: u32, ack: u32) {
+    assert_eq!(got.len(), 1, "one challenge ACK: {got:?}");
+    let a = &got[0];
+    assert_eq!(a.flags, ACK, "a bare ACK, no RST, no SYN: {a:?}");
+    assert_eq!((a.seq, a.ack), (seq, ack), "{a:?}");
+    assert!(a.payload.is_empty());
+}
+
+#[test]
+fn an_rst_exactly_at_rcv_nxt_resets() {
+    let mut l = Live::new();
+    l.data(b"order");
+    let rst = l.seg(RST, l.seq, b"");
+    let got = l.exchange(&rst);
+    assert!(got.is_empty(), "nothing answers an accepted reset: {got:?}");
+    assert!(!l.alive(), "the connection is reset");
+    assert_eq!(counter(&l.stack, "rst_challenged"), 0);
+}
+
+#[test]
+fn an_rst_in_the_window_but_not_at_rcv_nxt_draws_a_challenge_ack() {
+    let mut l = Live::new();
+    l.data(b"order");
+    for off in [1u32, 1000, 60_000] {
+        let rst = l.seg(RST, l.seq.wrapping_add(off), b"");
+        let got = l.exchange(&rst);
+        assert_challenge_ack(&got, l.rcv, l.seq);
+        assert!(l.alive(), "a blind reset at +{off} ended the connection");
+    }
+    assert_eq!(counter(&l.stack, "rst_challenged"), 3);
+    // Outside the window: dropped, no answer.
+    let rst = l.seg(RST, l.seq.wrapping_add(1 << 30), b"");
+    assert!(l.exchange(&rst).is_empty());
+    assert_eq!(counter(&l.stack, "rst_outside_window"), 1);
+    // The connection still carries data; a real reset still works.
+    l.data(b"more");
+    let rst = l.seg(RST, l.seq, b"");
+    l.exchange(&rst);
+    assert!(!l.alive());
+}
+
+#[test]
+fn a_syn_on_an_established_connection_draws_a_challenge_ack() {
+    let mut l = Live::new();
+    l.data(b"order");
+    for seq in [l.seq, l.seq.wrapping_add(100), 12_345] {
+        let syn = Seg { window: 65535, ..l.seg(SYN, seq, b"") };
+        let got = l.exchange(&Seg { ack: 0, ..syn });
+        assert_challenge_ack(&got, l.rcv, l.seq);
+        assert!(l.alive());
+    }
+    assert_eq!(counter(&l.stack, "syn_challenged"), 3);
+    assert_eq!(l.stack.stats().accepted, 1, "no second connection");
+    l.data(b"still here");
+}
+
+#[test]
+fn an_ack_of_data_never_sent_is_dropped_and_answered() {
+    let mut l = Live::new();
+    l.data(b"order");
+    // Data acknowledging 1000 bytes the stack never sent.
+    let bad = Seg { ack: l.rcv.wrapping_add(1000), ..l.seg(ACK | PSH, l.seq, b"forged") };
+    let got = l.exchange(&bad);
+    assert_challenge_ack(&got, l.rcv, l.seq);
+    assert_eq!(counter(&l.stack, "ack_unsent"), 1);
+    // The forged data was not taken: the next in-order data is at l.seq.
+    let mut buf = [0u8; 64];
+    assert_eq!(l.stack.recv(l.id, &mut buf).unwrap(), 5, "only the first order");
+    l.data(b"genuine");
+    let n = l.stack.recv(l.id, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"genuine");
+}
+
+#[test]
+fn challenge_acks_are_rate_limited() {
+    let mut l = Live::new();
+    l.data(b"order");
+    let extra = 500;
+    for i in 0..(CHALLENGE_ACKS_PER_SEC + extra) {
+        let rst = l.seg(RST, l.seq.wrapping_add(1 + i), b"");
+        l.peer.send(&rst);
+    }
+    let (got, _) = run(&l.clock, &mut l.stack, &mut l.peer, ms(50));
+    let acks = got.iter().filter(|s| s.flags == ACK).count() as u32;
+    assert_eq!(acks, CHALLENGE_ACKS_PER_SEC, "at most the limit in a second");
+    assert_eq!(counter(&l.stack, "challenge_limited"), u64::from(extra));
+    assert!(l.alive());
+    // A second later the budget is back.
+    run(&l.clock, &mut l.stack, &mut l.peer, Duration::from_secs(1));
+    let rst = l.seg(RST, l.seq.wrapping_add(7), b"");
+    assert_challenge_ack(&l.exchange(&rst), l.rcv, l.seq);
+}
+
+/// The stack closes first, the peer answers with its FIN: the stack must
+/// ACK that FIN although the application has freed the connection, and
+/// ACK it again when the peer sends it again.
+#[test]
+fn time_wait_acks_the_final_fin_and_its_retransmission() {
+    let mut l = Live::new();
+    l.stack.shutdown_write(l.id).unwrap();
+    l.stack.close(l.id);
+    let (got, _) = run(&l.clock, &mut l.stack, &mut l.peer, ms(1));
+    let fin = got.iter().find(|s| s.has(FIN)).expect("the stack's FIN");
+    assert_eq!(fin.seq, l.rcv);
+    l.rcv = l.rcv.wrapping_add(1);
+    // ACK the FIN and send ours.
+    let ours = l.seg(ACK | FIN, l.seq, b"");
+    let got = l.exchange(&ours);
+    l.seq = l.seq.wrapping_add(1);
+    assert_eq!(got.len(), 1, "the final ACK: {got:?}");
+    assert_eq!((got[0].flags, got[0].seq, got[0].ack), (ACK, l.rcv, l.seq));
+    assert_eq!(l.stack.closing(), 0, "the socket is freed");
+    // Our FIN again (as if that ACK was lost): ACKed, not reset.
+    let again = l.seg(ACK | FIN, l.seq.wrapping_sub(1), b"");
+    let got = l.exchange(&again);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].flags, got[0].seq, got[0].ack), (ACK, l.rcv, l.seq));
+    assert_eq!(counter(&l.stack, "time_wait_acks"), 1);
+    assert_eq!(counter(&l.stack, "time_wait"), 1);
+    // A reset does not end TIME-WAIT early (RFC 1337) ...
+    assert!(l.exchange(&l.seg(RST, l.seq, b"")).is_empty());
+    assert_eq!(counter(&l.stack, "time_wait"), 1);
+    // ... time does.
+    run(&l.clock, &mut l.stack, &mut l.peer, Duration::from_secs(61));
+    assert_eq!(counter(&l.stack, "time_wait"), 0);
+}
+
+/// Two stacks, the server closing first: no reset on the wire, either way.
+#[test]
+fn a_server_first_close_ends_with_no_reset() {
+    let mut net = Net::new();
+    let (to_server, to_client) = (net.client.link().outbox.clone(), net.server.link().outbox.clone());
+    to_server.borrow_mut().capture = true;
+    to_client.borrow_mut().capture = true;
+    let id = net.connect();
+    assert_eq!(net.echo_once(id, b"bye", ms(10)), b"bye");
+    let sid = *net.echo.conns.keys().next().unwrap();
+    net.echo.conns.remove(&sid);
+    net.server.shutdown_write(sid).unwrap();
+    net.server.close(sid);
+    let mut rest = Vec::new();
+    assert!(net.run_until(Duration::from_secs(1), |n| n.client_read(id, &mut rest).unwrap()), "no EOF at the client");
+    net.client.shutdown_write(id).unwrap();
+    net.client.close(id);
+    assert_clean_close(&mut net, || any_rst(&to_server.borrow().captured) || any_rst(&to_client.borrow().captured));
+    assert_eq!(net.server.counters().get("time_wait"), Some(1), "the server holds TIME-WAIT");
+}
+
+#[test]
+fn a_syn_over_max_conns_is_answered_with_rst_at_once() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|c| c.max_conns = 4);
+    for p in 0..10u16 {
+        peer.send(&syn(30000 + p, 1000 + u32::from(p)));
+    }
+    let (got, _) = run(&clock, &mut stack, &mut peer, ms(5));
+    let rsts: Vec<_> = got.iter().filter(|s| s.has(RST)).collect();
+    assert_eq!(rsts.len(), 6, "{got:?}");
+    for r in &rsts {
+        let p = r.dst_port - 30000;
+        assert!(p >= 4, "an admitted SYN was refused: {r:?}");
+        assert_eq!((r.flags, r.ack), (RST | ACK, 1001 + u32::from(p)), "{r:?}");
+    }
+    assert_eq!(got.iter().filter(|s| s.has(SYN | ACK)).count(), 4);
+    assert_eq!(counter(&stack, "conn_refused"), 6);
+    assert_eq!(stack.open(), 4);
+}
+
+#[test]
+fn a_closing_connection_is_reset_when_its_linger_expires() {
+    let mut l = Live::with(|c| c.linger_ns = 100_000_000);
+    l.data(b"order");
+    // The stack replies and closes; the peer never ACKs again.
+    assert_eq!(l.stack.send(l.id, b"reply").unwrap(), 5);
+    l.stack.shutdown_write(l.id).unwrap();
+    l.stack.close(l.id);
+    let (got, _) = run(&l.clock, &mut l.stack, &mut l.peer, ms(90));
+    assert!(!got.iter().any(|s| s.has(RST)), "reset before the linger: {got:?}");
+    assert_eq!(l.stack.closing(), 1);
+    let (got, _) = run(&l.clock, &mut l.stack, &mut l.peer, ms(20));
+    let rst: Vec<_> = got.iter().filter(|s| s.has(RST)).collect();
+    assert_eq!(rst.len(), 1, "{got:?}");
+    // At the stack's next sequence number: after the reply and the FIN.
+    assert_eq!((rst[0].seq, rst[0].ack), (l.rcv.wrapping_add(6), l.seq));
+    assert_eq!(l.stack.closing(), 0);
+    assert_eq!(counter(&l.stack, "linger_expired"), 1);
+}
+
+#[test]
+fn a_refused_active_open_is_reported_as_refused() {
+    let mut net = Net::new();
+    let id = net.client.connect(SocketAddr::new(SERVER.into(), 9)).unwrap();
+    let mut got = Ok(false);
+    net.run_until(Duration::from_secs(1), |n| {
+        got = n.client_read(id, &mut Vec::new());
+        got.is_err()
+    });
+    assert_eq!(got.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+    assert_eq!(net.client.stats().connected, 0, "never reported Connected");
+}
