@@ -54,6 +54,12 @@ pub(crate) struct XdpArgs {
     /// (tailgate_drops_total{reason="conn_refused"}) and logged at a bounded rate.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) max_conns: u64,
+    /// How long a closed connection may take to deliver what it queued and finish its FIN
+    /// handshake before it is reset, in milliseconds (xdp backend; counted as
+    /// tailgate_drops_total{reason="linger_expired"}). The kernel backend leaves that to the
+    /// kernel (net.ipv4.tcp_orphan_retries, tcp_fin_timeout).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub(crate) linger_ms: u64,
 }
 
 pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
@@ -105,6 +111,7 @@ pub(crate) fn xdp_config(
     c.stack.wait = wait;
     c.stack.backlog = extras.backlog;
     c.stack.max_conns = x.max_conns as usize;
+    c.stack.linger_ns = x.linger_ms * 1_000_000;
     if !extras.outbound {
         c.stack.local_ports = (0, 0);
     }

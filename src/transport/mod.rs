@@ -31,11 +31,15 @@
 //!   keeps TIME-WAIT; with unread input queued it sends RST. `connect` is
 //!   synchronous: a refused open fails there.
 //! * stack (xdp): `close` after `shutdown_write` leaves the socket to finish
-//!   its FIN handshake in the background for at most 5 s, then aborts it
-//!   (RST); a socket that reached TIME-WAIT is freed at once, with no 2 MSL
-//!   wait. `close` without `shutdown_write` aborts at once (RST). `connect`
-//!   is asynchronous: a refused open is reported `Connected`, and its first
-//!   `recv` fails with `ConnectionReset`.
+//!   delivering its queued data and its FIN handshake in the background for
+//!   at most the linger (`--linger-ms`, default 5 s), then resets it (RST,
+//!   counted as `linger_expired`). A socket that reached TIME-WAIT is freed,
+//!   and a compact TIME-WAIT record answers for its 4-tuple for 60 s: it
+//!   sends the final ACK if smoltcp had not, and ACKs a retransmitted FIN.
+//!   `close` without `shutdown_write` aborts at once (RST). `connect` is
+//!   asynchronous: a refused open is reported `Readable` (never
+//!   `Connected`), and `recv` fails with `ConnectionRefused`. A SYN over
+//!   `--max-conns` is answered with a RST at once, on both backends.
 //!
 //! So a consumer that must not lose replies half-closes, drains input until
 //! the peer's FIN (or a linger it chooses), and only then closes, as the
