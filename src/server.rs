@@ -8,13 +8,22 @@
 //! Connection life cycle:
 //!
 //! ```text
-//! Open --(app Close / peer FIN)--> Flushing --(output sent)--> Draining --(FIN, error, linger)--> gone
-//!  |                                                                 ^
-//!  +--(app Abort / I/O error)-----------------------------------------> gone (at once)
+//! Open --(app Close / peer FIN / shutdown)--> Flushing --(output sent)--> Draining --(FIN, error, linger)--> gone
+//!  |                                             |
+//!  |                                             +--(flush deadline: the peer stopped reading)--> gone (reset)
+//!  +--(app Abort / I/O error)--------------------------------------------------------------------> gone (at once)
 //! ```
 //!
 //! Draining reads and discards until the peer's FIN so that closing does not
-//! turn into a reset that could destroy replies still in flight.
+//! turn into a reset that could destroy replies still in flight. Flushing
+//! has a deadline ([`ServerConfig::flush_ns`]): a client that stops reading
+//! (a zero window, which Linux probes forever) would otherwise hold its
+//! buffers and a connection slot for good.
+//!
+//! Shutdown ([`Server::run`] once `stop` is set): stop accepting, give every
+//! session the application's goodbye (orders: Logout, reason Shutdown),
+//! flush, FIN, and wait up to [`ServerConfig::drain_ns`] for the peers and
+//! for the transport's closing connections; then count what was abandoned.
 
 use std::collections::VecDeque;
 use std::io;
@@ -34,6 +43,10 @@ use crate::transport::{would_block, ConnId, Event, Transport};
 const ROUNDS_PER_SERVICE: usize = 8;
 /// How long a closing connection waits for the peer's FIN.
 const LINGER_NS: u64 = 2_000_000_000;
+/// Default of [`ServerConfig::flush_ns`].
+pub const FLUSH_NS_DEFAULT: u64 = 10_000_000_000;
+/// Default of [`ServerConfig::drain_ns`] (`--drain-ms`).
+pub const DRAIN_NS_DEFAULT: u64 = 2_000_000_000;
 /// The shortest sleep of an idle loop that does not spin.
 const MIN_SLEEP_NS: u64 = 100_000;
 /// How often counters are published for the reporter.
@@ -46,19 +59,33 @@ pub struct ServerConfig {
     pub tx_buf: usize,
     /// Timer granularity for heartbeats and idle timeouts.
     pub tick_ns: u64,
+    /// How long a closing connection may take to send what is queued
+    /// before it is reset (`flush_timeouts`).
+    pub flush_ns: u64,
+    /// On shutdown, how long to wait for every session to be flushed and
+    /// closed.
+    pub drain_ns: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { rx_buf: 64 * 1024, tx_buf: 64 * 1024, tick_ns: 10_000_000 }
+        ServerConfig {
+            rx_buf: 64 * 1024,
+            tx_buf: 64 * 1024,
+            tick_ns: 10_000_000,
+            flush_ns: FLUSH_NS_DEFAULT,
+            drain_ns: DRAIN_NS_DEFAULT,
+        }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// Sending what is queued; then FIN.
-    Flushing,
+    /// Sending what is queued; then FIN. Reset at the deadline.
+    Flushing {
+        deadline: u64,
+    },
     /// FIN sent; discarding input until the peer's FIN or the deadline.
     Draining {
         deadline: u64,
@@ -93,6 +120,15 @@ pub struct ServerStats {
     pub closed: u64,
     pub aborted: u64,
     pub io_errors: u64,
+    /// Closing connections reset because their output was not taken by the
+    /// flush deadline.
+    pub flush_timeouts: u64,
+    /// Shutdown: sessions given the goodbye, closed in time, and abandoned
+    /// at the drain deadline (with their unsent bytes).
+    pub shutdown_sessions: u64,
+    pub drained: u64,
+    pub abandoned: u64,
+    pub abandoned_bytes: u64,
 }
 
 pub struct Server<T: Transport, A: App> {
@@ -111,6 +147,11 @@ pub struct Server<T: Transport, A: App> {
     pub tracer: Tracer,
     published: Option<Arc<Published>>,
     next_publish: u64,
+    /// Shutting down: new connections get the goodbye at once.
+    shutting_down: bool,
+    /// When the shutdown began and when it gives up (transport clock).
+    drain_start: u64,
+    drain_deadline: u64,
 }
 
 impl<T: Transport, A: App> Server<T, A> {
@@ -129,6 +170,9 @@ impl<T: Transport, A: App> Server<T, A> {
             tracer: Tracer::disabled(),
             published: None,
             next_publish: 0,
+            shutting_down: false,
+            drain_start: 0,
+            drain_deadline: 0,
         }
     }
 
@@ -148,12 +192,72 @@ impl<T: Transport, A: App> Server<T, A> {
         self.transport.listen(addr)
     }
 
-    /// Run until `stop` is set.
+    /// Run until `stop` is set, then shut down gracefully.
     pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
             self.run_once()?;
         }
+        self.begin_shutdown();
+        while !self.shutdown_done() {
+            self.run_once()?;
+        }
+        self.end_shutdown();
         Ok(())
+    }
+
+    /// Start a graceful shutdown: stop accepting, and give every session
+    /// the application's goodbye, then flush and close it. The loop keeps
+    /// running ([`Server::run_once`]) until [`Server::shutdown_done`].
+    pub fn begin_shutdown(&mut self) {
+        self.transport.stop_listening();
+        self.shutting_down = true;
+        self.drain_start = self.now;
+        self.drain_deadline = self.now + self.cfg.drain_ns;
+        for i in 0..self.conns.len() {
+            self.shut(ConnId(i), self.now);
+        }
+    }
+
+    /// Every connection is gone and the transport has finished its closes,
+    /// or `drain_ns` has passed (the transport's clock).
+    pub fn shutdown_done(&self) -> bool {
+        let idle = self.conns.iter().all(|c| c.is_none()) && self.transport.closing() == 0;
+        idle || self.now >= self.drain_deadline
+    }
+
+    /// End a shutdown: reset what is left (counted as abandoned, with its
+    /// unsent bytes) and log the account.
+    pub fn end_shutdown(&mut self) {
+        for i in 0..self.conns.len() {
+            if let Some(c) = self.conns[i].as_ref() {
+                self.stats.abandoned += 1;
+                self.stats.abandoned_bytes += c.tx.len() as u64;
+                self.finish(ConnId(i), "shutdown: drain deadline", true);
+            }
+        }
+        self.transport.flush(self.now);
+        crate::log_info!(
+            "drain: {} sessions given the goodbye, {} closed in time, {} abandoned ({} bytes unsent), \
+             {} transport closes unfinished, {:.1} ms",
+            self.stats.shutdown_sessions,
+            self.stats.drained,
+            self.stats.abandoned,
+            self.stats.abandoned_bytes,
+            self.transport.closing(),
+            self.now.saturating_sub(self.drain_start) as f64 / 1e6
+        );
+    }
+
+    /// Shutdown of one connection: the goodbye, then flush and close.
+    fn shut(&mut self, id: ConnId, now: u64) {
+        let flush_deadline = now + self.cfg.flush_ns.min(self.cfg.drain_ns);
+        let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else { return };
+        if c.state == State::Open {
+            self.app.on_shutdown(&mut c.session, &mut c.tx, now);
+            c.state = State::Flushing { deadline: flush_deadline };
+            self.stats.shutdown_sessions += 1;
+        }
+        self.enqueue(id);
     }
 
     /// One loop iteration.
@@ -279,6 +383,10 @@ impl<T: Transport, A: App> Server<T, A> {
             rx_flags: 0,
         });
         self.stats.opened += 1;
+        if self.shutting_down {
+            // Its handshake completed while we stopped listening.
+            self.shut(id, now);
+        }
         // getpeername only when the line is logged (-vv).
         if crate::log::enabled(2) {
             if let Some(peer) = self.transport.peer_addr(id) {
@@ -293,6 +401,8 @@ impl<T: Transport, A: App> Server<T, A> {
             self.transport.close(id);
             if abort {
                 self.stats.aborted += 1;
+            } else if self.shutting_down {
+                self.stats.drained += 1;
             }
             self.stats.closed += 1;
             crate::log_debug!("{}: closed: {reason}", c.id);
@@ -311,7 +421,7 @@ impl<T: Transport, A: App> Server<T, A> {
                     let v = self.app.on_tick(&mut c.session, &mut c.tx, now);
                     let produced = c.tx.len() != before;
                     if v == Verdict::Close {
-                        c.state = State::Flushing;
+                        c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
                     }
                     if produced || v != Verdict::Continue {
                         self.enqueue(ConnId(i));
@@ -322,6 +432,12 @@ impl<T: Transport, A: App> Server<T, A> {
                 }
                 State::Draining { deadline } if now >= deadline => {
                     self.finish(ConnId(i), "linger expired", false);
+                }
+                State::Flushing { deadline } if now >= deadline => {
+                    // The peer stopped taking our output (a zero window).
+                    self.stats.flush_timeouts += 1;
+                    crate::log_warn!("{}: output not taken within the flush deadline: reset", ConnId(i));
+                    self.finish(ConnId(i), "flush deadline", true);
                 }
                 _ => {}
             }
@@ -359,7 +475,7 @@ impl<T: Transport, A: App> Server<T, A> {
         }
 
         // 2. Closing: FIN once the output is gone, then drain.
-        if c.state == State::Flushing && c.tx.len() == 0 {
+        if matches!(c.state, State::Flushing { .. }) && c.tx.len() == 0 {
             let _ = self.transport.shutdown_write(id);
             if c.peer_fin {
                 self.finish(id, "closed", false);
@@ -377,7 +493,7 @@ impl<T: Transport, A: App> Server<T, A> {
             && !c.peer_fin
             && match c.state {
                 State::Open => c.rx_len < c.rx.len(),
-                State::Flushing => false,
+                State::Flushing { .. } => false,
                 State::Draining { .. } => true,
             };
         if want_read {
@@ -454,7 +570,7 @@ impl<T: Transport, A: App> Server<T, A> {
             match v {
                 Verdict::Continue => {}
                 Verdict::Close => {
-                    c.state = State::Flushing;
+                    c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
                     progress = true;
                 }
                 Verdict::Abort => {
@@ -482,7 +598,7 @@ impl<T: Transport, A: App> Server<T, A> {
                 self.finish(id, "peer closed", true);
                 return Step::Gone;
             }
-            c.state = State::Flushing;
+            c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
             progress = true;
         }
 
@@ -654,7 +770,7 @@ mod tests {
     fn a_tick_under_100_us_does_not_panic() {
         for tick_ns in [0, 1, 10_000, 99_999, 100_000, 150_000] {
             let peer = SlowPeer::new(b"abc", 100);
-            let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, tick_ns };
+            let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, tick_ns, ..ServerConfig::default() };
             let mut s = Server::new(peer, Echo::default(), cfg);
             for _ in 0..50 {
                 s.run_once().unwrap();

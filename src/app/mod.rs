@@ -101,6 +101,10 @@ pub trait App {
     fn on_peer_fin(&mut self, s: &mut Self::Session, leftover: &[u8], out: &mut OutBuf) -> Verdict;
     /// Called periodically (see `Server` tick) for timers.
     fn on_tick(&mut self, s: &mut Self::Session, out: &mut OutBuf, now: u64) -> Verdict;
+    /// The gateway is shutting down: append the protocol's goodbye, if it
+    /// has one (orders: Logout, reason Shutdown). The server then sends what
+    /// is queued and closes; no more input reaches the session.
+    fn on_shutdown(&mut self, _s: &mut Self::Session, _out: &mut OutBuf, _now: u64) {}
     /// The connection is gone. `reason` says why, for the log.
     fn on_close(&mut self, s: Self::Session, reason: &str);
     /// A one-line summary of counters for the end-of-run report.

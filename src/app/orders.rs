@@ -47,6 +47,8 @@ pub struct OrdersCounters {
     pub framing_errors: u64,
     pub idle_timeouts: u64,
     pub seq_gaps: u64,
+    /// Sessions sent a Logout (reason Shutdown) by a draining gateway.
+    pub shutdown_logouts: u64,
 }
 
 impl OrdersCounters {
@@ -316,6 +318,15 @@ impl App for Orders {
         Verdict::Continue
     }
 
+    fn on_shutdown(&mut self, s: &mut Session, out: &mut OutBuf, now: u64) {
+        // The server stops consuming input when the output lacks room for
+        // the worst-case reply, so there is room for this one.
+        if s.logged_on && out.spare() >= MAX_REPLY {
+            self.counters.shutdown_logouts += 1;
+            self.emit(s, out, GatewayMsg::Logout { reason: LogoutReason::Shutdown }, now);
+        }
+    }
+
     fn on_close(&mut self, _s: Session, _reason: &str) {}
 
     fn counters(&self) -> crate::app::AppCounters {
@@ -339,7 +350,7 @@ impl App for Orders {
         }
         format!(
             "orders: sessions={} logons={} messages_in={} orders_acked={} cancels_acked={} \
-             heartbeats_out={} rejects={} framing_errors={} seq_gaps={} idle_timeouts={}{rej}",
+             heartbeats_out={} rejects={} framing_errors={} seq_gaps={} idle_timeouts={} shutdown_logouts={}{rej}",
             c.sessions,
             c.logons,
             c.messages_in,
@@ -349,7 +360,8 @@ impl App for Orders {
             c.rejects_total(),
             c.framing_errors,
             c.seq_gaps,
-            c.idle_timeouts
+            c.idle_timeouts,
+            c.shutdown_logouts
         )
     }
 }

@@ -195,6 +195,13 @@ impl Transport for KernelTransport {
         Ok(())
     }
 
+    fn stop_listening(&mut self) {
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.accept_retry = [false; 8];
+    }
+
     fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
         let s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         s.set_nonblocking(true)?;

@@ -76,6 +76,11 @@ pub(crate) struct ServeArgs {
     /// may, so no core enters a deep C-state whose exit costs tens of microseconds).
     #[arg(long)]
     pub(crate) no_cpu_dma_latency: bool,
+    /// On SIGTERM or SIGINT: stop accepting, send every orders session a Logout (reason
+    /// Shutdown), flush queued replies, send FIN, and wait up to this long (milliseconds) for the
+    /// peers; then exit with counts of what was flushed and what was abandoned.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub(crate) drain_ms: u64,
     /// Listening sockets per port, spread over the 64 socket shards with at least one per shard;
     /// refilled after every SYN (xdp backend).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -240,7 +245,12 @@ pub(crate) fn serve_on<T: Transport>(
     stop: &AtomicBool,
 ) -> Result<ExitCode, String> {
     let addr = SocketAddr::new(a.ip, a.port);
-    let scfg = ServerConfig { rx_buf: a.rx_buf as usize, tx_buf: a.tx_buf as usize, ..ServerConfig::default() };
+    let scfg = ServerConfig {
+        rx_buf: a.rx_buf as usize,
+        tx_buf: a.tx_buf as usize,
+        drain_ns: a.drain_ms * 1_000_000,
+        ..ServerConfig::default()
+    };
     let what = format!(
         "backend={} ({}) core={}",
         t.name(),
@@ -321,11 +331,16 @@ pub(crate) fn run_server<T: Transport, A: App>(
     let st = s.stats;
     let ts = s.transport.stats();
     log_info!(
-        "stopped: connections opened={} closed={} aborted={} io_errors={} bytes_in={} bytes_out={} polls_useful={} polls_idle={}",
+        "stopped: connections opened={} closed={} aborted={} io_errors={} flush_timeouts={} drained={} abandoned={} \
+         abandoned_bytes={} bytes_in={} bytes_out={} polls_useful={} polls_idle={}",
         st.opened,
         st.closed,
         st.aborted,
         st.io_errors,
+        st.flush_timeouts,
+        st.drained,
+        st.abandoned,
+        st.abandoned_bytes,
         ts.bytes_in,
         ts.bytes_out,
         ts.polls_useful,

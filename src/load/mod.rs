@@ -191,6 +191,9 @@ impl<T: Transport> LoadGen<T> {
 
     /// Queue one request on client `ci` with timestamp `ts`.
     fn queue_request(&mut self, ci: usize, ts: u64) {
+        if self.work.ended(ci) {
+            return;
+        }
         let c = &mut self.clients[ci];
         if c.backlog() > MAX_BACKLOG {
             self.tally.overruns += 1;
@@ -390,7 +393,7 @@ impl<T: Transport> LoadGen<T> {
                             break;
                         }
                         let mut tries = 0;
-                        while !self.clients[rr].alive && tries < nclients {
+                        while (!self.clients[rr].alive || self.work.ended(rr)) && tries < nclients {
                             rr = (rr + 1) % nclients;
                             tries += 1;
                         }
@@ -412,9 +415,15 @@ impl<T: Transport> LoadGen<T> {
             // (checked every 100 ms, not every iteration).
             if now >= next_heartbeat_check {
                 next_heartbeat_check = now + 100_000_000;
+                if (0..nclients).all(|ci| !self.clients[ci].alive || self.work.ended(ci)) {
+                    // Every session is gone or logged out by a gateway
+                    // shutdown: nothing left to measure.
+                    break;
+                }
                 for ci in 0..nclients {
                     let c = &mut self.clients[ci];
                     if c.alive
+                        && !self.work.ended(ci)
                         && now.saturating_sub(c.last_send_ns) > HEARTBEAT_NS
                         && self.work.heartbeat(ci, &mut c.tx)
                     {
@@ -451,7 +460,7 @@ impl<T: Transport> LoadGen<T> {
         let mut goodbye = false;
         for ci in 0..nclients {
             let c = &mut self.clients[ci];
-            if c.alive && self.work.goodbye(ci, &mut c.tx) {
+            if c.alive && !self.work.ended(ci) && self.work.goodbye(ci, &mut c.tx) {
                 goodbye = true;
                 self.mark(ci);
             }
@@ -503,6 +512,8 @@ impl<T: Transport> LoadGen<T> {
             corrupted: self.tally.corrupted,
             disconnected: self.tally.disconnected,
             schedule_overruns: self.tally.overruns,
+            shutdown_logouts: self.tally.shutdown_logouts,
+            after_shutdown: self.tally.after_shutdown,
         })
     }
 }

@@ -19,6 +19,8 @@ enum Expect {
 
 struct Conn {
     logged_on: bool,
+    /// The gateway logged the session out for its shutdown.
+    ended: bool,
     /// Outbound sequence.
     seq: u32,
     /// Next gateway sequence expected.
@@ -66,6 +68,7 @@ impl Workload for OrdersLoad {
             let i = self.conns.len() as u64;
             self.conns.push(Conn {
                 logged_on: false,
+                ended: false,
                 seq: 1,
                 rx_seq: 1,
                 next_cl_ord_id: 1,
@@ -151,6 +154,16 @@ impl Workload for OrdersLoad {
                     continue;
                 }
                 GatewayMsg::Heartbeat => continue,
+                GatewayMsg::Logout { reason: proto::LogoutReason::Shutdown } => {
+                    crate::log_info!(
+                        "load: connection {ci}: gateway shutting down: logged out with {} requests unanswered",
+                        c.outstanding.len()
+                    );
+                    seen.shutdown(c.outstanding.len());
+                    c.outstanding.clear();
+                    c.ended = true;
+                    continue;
+                }
                 GatewayMsg::Logout { reason } => {
                     if reason != proto::LogoutReason::Normal {
                         crate::log_warn!("load: connection {ci}: gateway logged us out: {reason:?}");
@@ -181,6 +194,10 @@ impl Workload for OrdersLoad {
 
     fn outstanding(&self, ci: usize) -> usize {
         self.conns.get(ci).map_or(0, |c| c.outstanding.len())
+    }
+
+    fn ended(&self, ci: usize) -> bool {
+        self.conns.get(ci).is_some_and(|c| c.ended)
     }
 
     fn max_reply(&self) -> usize {

@@ -53,6 +53,12 @@ pub struct Report {
     pub corrupted: u64,
     pub disconnected: u64,
     pub schedule_overruns: u64,
+    /// Sessions the gateway logged out for its shutdown (Logout reason
+    /// Shutdown): an orderly end, not a failure.
+    pub shutdown_logouts: u64,
+    /// Requests unanswered on those sessions when the Logout came (sent
+    /// after the gateway stopped reading; not failures).
+    pub after_shutdown: u64,
 }
 
 impl Report {
@@ -86,6 +92,13 @@ impl Report {
             "unanswered {}  rejected {}  out_of_sequence {}  unexpected {}  corrupted {}  disconnected {}",
             self.unanswered, self.rejected, self.out_of_sequence, self.unexpected, self.corrupted, self.disconnected
         ));
+        if self.shutdown_logouts > 0 {
+            s.push_str(&format!(
+                "\ngateway shutdown: {} sessions logged out (reason Shutdown); {} requests sent after it \
+                 went unanswered (not failures)",
+                self.shutdown_logouts, self.after_shutdown
+            ));
+        }
         if self.schedule_overruns > 0 {
             s.push_str(&format!(
                 "\nwarning: {} messages found their connection's output backlog over {} bytes: \

@@ -15,6 +15,11 @@ pub struct Tally {
     pub corrupted: u64,
     pub disconnected: u64,
     pub overruns: u64,
+    /// Sessions the gateway logged out because it was shutting down.
+    pub shutdown_logouts: u64,
+    /// Requests still unanswered on a session when its shutdown Logout
+    /// came: sent after the gateway stopped reading, not failures.
+    pub after_shutdown: u64,
 }
 
 /// Where a workload reports what the replies it parsed were.
@@ -53,6 +58,14 @@ impl Replies<'_> {
     pub fn out_of_sequence(&mut self) {
         self.tally.out_of_sequence += 1;
     }
+
+    /// The server logged the session out because it is shutting down;
+    /// `unanswered` requests were still waiting (they will not be answered,
+    /// and are no failure).
+    pub fn shutdown(&mut self, unanswered: usize) {
+        self.tally.shutdown_logouts += 1;
+        self.tally.after_shutdown += unanswered as u64;
+    }
 }
 
 /// One application's requests and replies. Connections are numbered
@@ -79,6 +92,11 @@ pub trait Workload {
     fn replies(&mut self, ci: usize, buf: &[u8], seen: &mut Replies<'_>) -> Result<usize, String>;
     /// Requests on `ci` still waiting for their reply.
     fn outstanding(&self, ci: usize) -> usize;
+    /// Has the server ended session `ci` (a shutdown Logout)? Nothing more
+    /// is sent on it.
+    fn ended(&self, _ci: usize) -> bool {
+        false
+    }
     /// The longest reply, in bytes (sizes the receive buffers).
     fn max_reply(&self) -> usize;
 }

@@ -189,6 +189,22 @@ impl<D: Link> Transport for Stack<D> {
         Ok(())
     }
 
+    fn stop_listening(&mut self) {
+        for sh in &mut self.shards {
+            for (_, h) in sh.listeners.drain(..) {
+                // A listener that took a SYN is a connection already
+                // (`refill` moved it to `conns`); the rest go.
+                if sh.sockets.get::<tcp::Socket>(h).state() == State::Listen {
+                    sh.sockets.remove(h);
+                }
+            }
+        }
+    }
+
+    fn closing(&self) -> usize {
+        Stack::closing(self)
+    }
+
     fn close(&mut self, conn: ConnId) {
         if self.tracing {
             if let Some(k) = self.conn_flow(conn.0) {

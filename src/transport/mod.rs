@@ -259,6 +259,15 @@ pub trait Transport {
     fn send(&mut self, conn: ConnId, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&mut self, conn: ConnId) -> io::Result<()>;
     fn close(&mut self, conn: ConnId);
+    /// Stop accepting connections (a gateway draining for shutdown): close
+    /// every listener, so new connection attempts are refused.
+    fn stop_listening(&mut self) {}
+    /// Closed connections still delivering data or finishing their FIN
+    /// handshake that die with the process (the stack's; the kernel
+    /// finishes its own after the process exits).
+    fn closing(&self) -> usize {
+        0
+    }
     /// Put on the wire what `send` queued since the last `poll`. A no-op for
     /// backends whose `send` transmits at once (the kernel); a user-space
     /// stack sends its segments here, so replies leave in the same loop

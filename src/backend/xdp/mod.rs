@@ -220,6 +220,14 @@ impl Transport for XdpTransport {
         self.stack.close(conn)
     }
 
+    fn stop_listening(&mut self) {
+        self.stack.stop_listening()
+    }
+
+    fn closing(&self) -> usize {
+        self.stack.closing()
+    }
+
     #[inline]
     fn flush(&mut self, now_ns: u64) {
         self.stack.flush(now_ns)
