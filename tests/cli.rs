@@ -41,6 +41,8 @@ fn help_documents_every_flag() {
             "--prefix",
             "--backlog",
             "--max-conns",
+            "--linger-ms",
+            "--drain-ms",
             "--no-cpu-dma-latency",
             "--metrics",
             "--sample-log",

@@ -258,7 +258,11 @@ fn a_server_first_close_ends_with_no_reset() {
 #[test]
 fn a_syn_over_max_conns_is_answered_with_rst_at_once() {
     let (clock, mut stack, mut peer) = stack_and_peer(|c| c.max_conns = 4);
-    for p in 0..10u16 {
+    for p in 0..4u16 {
+        scripted_handshake(&clock, &mut stack, &mut peer, 30000 + p);
+    }
+    run(&clock, &mut stack, &mut peer, ms(1));
+    for p in 4..10u16 {
         peer.send(&syn(30000 + p, 1000 + u32::from(p)));
     }
     let (got, _) = run(&clock, &mut stack, &mut peer, ms(5));
@@ -266,10 +270,9 @@ fn a_syn_over_max_conns_is_answered_with_rst_at_once() {
     assert_eq!(rsts.len(), 6, "{got:?}");
     for r in &rsts {
         let p = r.dst_port - 30000;
-        assert!(p >= 4, "an admitted SYN was refused: {r:?}");
         assert_eq!((r.flags, r.ack), (RST | ACK, 1001 + u32::from(p)), "{r:?}");
     }
-    assert_eq!(got.iter().filter(|s| s.has(SYN | ACK)).count(), 4);
+    assert!(!got.iter().any(|s| s.has(SYN)), "no SYN-ACK over the limit: {got:?}");
     assert_eq!(counter(&stack, "conn_refused"), 6);
     assert_eq!(stack.open(), 4);
 }
@@ -305,4 +308,45 @@ fn a_refused_active_open_is_reported_as_refused() {
     });
     assert_eq!(got.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
     assert_eq!(net.client.stats().connected, 0, "never reported Connected");
+}
+
+#[test]
+fn a_syn_flood_recycles_half_opens_and_a_legitimate_client_gets_in() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|c| {
+        c.backlog = 8;
+        c.max_conns = 100;
+    });
+    // 50 SYNs whose SYN-ACKs nobody answers.
+    for p in 0..50u16 {
+        peer.send(&syn(20000 + p, 7 * u32::from(p)));
+    }
+    let (got, _) = run(&clock, &mut stack, &mut peer, ms(2));
+    assert_eq!(got.iter().filter(|s| s.has(RST)).count(), 0, "a flood SYN is not refused: {got:?}");
+    assert_eq!(counter(&stack, "syn_recycled"), 42);
+    assert_eq!(counter(&stack, "half_open"), 8);
+    assert_eq!(stack.open(), 8, "memory is bounded by the backlog");
+    // A legitimate client: SYN-ACK at once, no retransmission needed.
+    let (seq, _) = scripted_handshake(&clock, &mut stack, &mut peer, 41999);
+    let (_, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+    assert!(ev.iter().any(|e| matches!(e, Event::Accepted(_))), "{ev:?}");
+    assert_eq!(seq, 1001);
+    assert_eq!(counter(&stack, "half_open"), 7, "one recycled for it, and it completed");
+    assert_eq!(counter(&stack, "conn_refused"), 0);
+}
+
+#[test]
+fn max_conns_counts_established_connections_not_half_opens() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|c| {
+        c.backlog = 16;
+        c.max_conns = 2;
+    });
+    for p in 0..2u16 {
+        scripted_handshake(&clock, &mut stack, &mut peer, 43000 + p);
+    }
+    run(&clock, &mut stack, &mut peer, ms(1));
+    // Two established: the third SYN is refused at once.
+    peer.send(&syn(43002, 5));
+    let (got, _) = run(&clock, &mut stack, &mut peer, ms(1));
+    assert!(got.iter().any(|s| s.has(RST | ACK) && s.ack == 6), "{got:?}");
+    assert_eq!(counter(&stack, "conn_refused"), 1);
 }

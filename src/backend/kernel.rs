@@ -45,6 +45,8 @@ pub struct KernelConfig {
     pub events_capacity: usize,
     /// Most open connections; an accepted one beyond is reset at once.
     pub max_conns: usize,
+    /// listen(2) backlog (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: usize,
 }
 
 impl Default for KernelConfig {
@@ -54,6 +56,7 @@ impl Default for KernelConfig {
             busy_poll_us: crate::transport::BUSY_POLL_US_DEFAULT,
             events_capacity: 1024,
             max_conns: 4096,
+            backlog: 4096,
         }
     }
 }
@@ -188,7 +191,12 @@ impl Transport for KernelTransport {
     }
 
     fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let mut l = TcpListener::bind(addr)?;
+        let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(self.cfg.backlog.min(i32::MAX as usize) as i32)?;
+        s.set_nonblocking(true)?;
+        let mut l = TcpListener::from_std(s.into());
         let token = Token(LISTENER_TOKEN_TOP - self.listeners.len());
         self.poll.registry().register(&mut l, token, Interest::READABLE)?;
         self.listeners.push(l);

@@ -91,7 +91,7 @@ pub(crate) struct XdpExtras {
     /// port range, which the XDP program then also redirects. A server
     /// makes none, so kernel flows on a shared address keep those ports.
     pub(crate) outbound: bool,
-    /// Listening sockets per port (serve).
+    /// SYN backlog (serve; see `--backlog`).
     pub(crate) backlog: usize,
     pub(crate) stamp_rx: bool,
     pub(crate) drop_every: u32,
@@ -142,6 +142,7 @@ pub(crate) fn choose(
             wait,
             busy_poll_us,
             max_conns: x.max_conns as usize,
+            backlog: extras.backlog.max(1),
             ..KernelConfig::default()
         })
         .map(|t| Chosen::Kernel(Box::new(t)))

@@ -81,9 +81,9 @@ pub(crate) struct ServeArgs {
     /// peers; then exit with counts of what was flushed and what was abandoned.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub(crate) drain_ms: u64,
-    /// Listening sockets per port, spread over the 64 socket shards with at least one per shard;
-    /// refilled after every SYN (xdp backend).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    /// SYN backlog: half-open connections held at most (xdp: a SYN beyond recycles the oldest,
+    /// counted as syn_recycled; kernel: the listen(2) backlog, capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub(crate) backlog: u64,
     #[command(flatten)]
     pub(crate) xdp: XdpArgs,

@@ -64,6 +64,9 @@ const INGRESS_BUDGET: usize = 64;
 /// and its socket freed: the default of `StackConfig::linger_ns`.
 pub const LINGER_NS_DEFAULT: u64 = 5_000_000_000;
 
+/// Default half-open bound: Linux's `somaxconn`.
+pub const BACKLOG_DEFAULT: usize = 4096;
+
 /// Number of socket shards (a power of two).
 pub const SHARDS: usize = 64;
 
@@ -76,8 +79,9 @@ pub struct StackConfig {
     /// The link's hardware address.
     pub mac: [u8; 6],
     pub wait: WaitMode,
-    /// Listening sockets per port: connections that can complete their
-    /// handshake before the application sees them.
+    /// Half-open connections (SYN received, handshake not complete) held
+    /// at most; a SYN beyond that recycles the oldest (RFC 4987 section
+    /// 3.5), so a SYN flood cannot lock legitimate clients out.
     pub backlog: usize,
     /// Most open connections (accepted plus connected).
     pub max_conns: usize,
@@ -107,7 +111,7 @@ impl StackConfig {
             prefix: 24,
             mac,
             wait: WaitMode::Spin,
-            backlog: 16,
+            backlog: BACKLOG_DEFAULT,
             max_conns: 4096,
             sock_rx_buf: 64 * 1024,
             sock_tx_buf: 64 * 1024,
@@ -187,6 +191,12 @@ pub struct Stack<D: Link> {
     stats: TransportStats,
     /// Connections refused because `max_conns` was reached.
     refused: u64,
+    /// Half-open connections (passive, not yet reported), and their
+    /// arrival order: (conn id, socket handle), stale entries skipped.
+    half_open: usize,
+    half_open_order: std::collections::VecDeque<(usize, SocketHandle)>,
+    /// Half-open connections dropped to make room for a new SYN.
+    syn_recycled: u64,
     /// Closing connections reset because the linger expired.
     linger_expired: u64,
     /// Frames the stack wrote itself since the last flush.
@@ -229,9 +239,11 @@ impl<D: Link> Stack<D> {
             let _ = a.push(cidr);
         });
         let max_conns = cfg.max_conns;
+        let cfg_backlog = cfg.backlog.max(1);
         let first_local_port = cfg.local_ports.0;
-        let rec = Recovery::new(cfg.retx_slots, 2 * max_conns + 1024, cfg.retx_floor_ns);
-        let guard = Guard::new(2 * max_conns + 1024, max_conns, cfg.sock_rx_buf as u32);
+        let flows = max_conns + cfg_backlog + 1024;
+        let rec = Recovery::new(cfg.retx_slots, flows, cfg.retx_floor_ns);
+        let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32);
         Stack {
             rec,
             guard,
@@ -253,6 +265,9 @@ impl<D: Link> Stack<D> {
             local_ports: PortSet::new(first_local_port),
             stats: TransportStats::default(),
             refused: 0,
+            half_open: 0,
+            half_open_order: std::collections::VecDeque::with_capacity(cfg_backlog + 1),
+            syn_recycled: 0,
             linger_expired: 0,
             replied: false,
             rx_invalid: 0,
@@ -263,7 +278,7 @@ impl<D: Link> Stack<D> {
             to_scan: Vec::with_capacity(SHARDS),
             to_egress: Vec::with_capacity(SHARDS),
             busy_scratch: Vec::with_capacity(SHARDS),
-            dead_scratch: Vec::with_capacity(max_conns),
+            dead_scratch: Vec::with_capacity(max_conns + cfg_backlog),
             tracing: false,
             flows: FlowMap::default(),
             last_rx_trace: RxTrace::default(),
@@ -293,6 +308,8 @@ impl<D: Link> Stack<D> {
         self.dev.counters(&mut c);
         c.drop("rx_invalid", self.rx_invalid);
         c.drop("conn_refused", self.refused);
+        c.drop("syn_recycled", self.syn_recycled);
+        c.gauge("half_open", self.half_open as u64);
         c.drop("linger_expired", self.linger_expired);
         self.rec.counters(&mut c);
         self.guard.counters(&mut c);
@@ -355,7 +372,7 @@ impl<D: Link> Stack<D> {
             if self.shards[shard].sockets.get::<tcp::Socket>(h).state() == State::Listen {
                 continue;
             }
-            if self.conns.len() >= self.cfg.max_conns {
+            if self.established() >= self.cfg.max_conns {
                 // Ingress refuses a SYN over the limit with a RST before
                 // smoltcp sees it (`refuse`); this is only a backstop.
                 self.refused += 1;
@@ -373,6 +390,8 @@ impl<D: Link> Stack<D> {
                     local_port: 0,
                 });
                 self.shards[shard].conns.push(id);
+                self.half_open += 1;
+                self.half_open_order.push_back((id, h));
             }
             match self.new_listener(shard, port) {
                 Some(nh) => self.shards[shard].listeners[li] = (port, nh),
@@ -407,6 +426,9 @@ impl<D: Link> Stack<D> {
             if verdict == Verdict::Pass && key.syn && self.refuse(&key) {
                 let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
                 verdict = Verdict::Answer(Reply::Rst { seq: 0, ack });
+            }
+            if verdict == Verdict::Pass && key.syn && self.half_open >= self.cfg.backlog.max(1) {
+                self.recycle_oldest_half_open();
             }
             match verdict {
                 Verdict::Pass => {}
@@ -444,11 +466,46 @@ impl<D: Link> Stack<D> {
         n
     }
 
+    /// Connections past their handshake (or active opens).
+    fn established(&self) -> usize {
+        self.conns.len() - self.half_open
+    }
+
+    /// Drop the oldest half-open connection, silently (its SYN-ACK went to
+    /// a peer that has not answered), to make room for a new SYN.
+    fn recycle_oldest_half_open(&mut self) {
+        while let Some((id, h)) = self.half_open_order.pop_front() {
+            let Some(c) = self.conns.get(id) else { continue };
+            if c.handle != h || c.reported || c.active_open {
+                continue;
+            }
+            let c = self.conns.remove(id);
+            let sh = &mut self.shards[c.shard];
+            let s = sh.sockets.get::<tcp::Socket>(c.handle);
+            let flow = match (s.remote_endpoint(), s.local_endpoint()) {
+                (Some(r), Some(l)) => {
+                    let IpAddress::Ipv4(ip) = r.addr;
+                    flow_key(u32::from(ip), r.port, l.port)
+                }
+                _ => 0,
+            };
+            sh.sockets.remove(c.handle);
+            sh.conns.retain(|&x| x != id);
+            self.half_open -= 1;
+            self.syn_recycled += 1;
+            self.rec.forget(flow);
+            if flow != 0 {
+                let _ = self.guard.released(flow, Release::Gone, self.now_ns);
+            }
+            return;
+        }
+    }
+
     /// Refuse SYN `key` (a RST, counted) if it would open a connection over
     /// `max_conns` on a listening port.
     fn refuse(&mut self, key: &FrameKey) -> bool {
         let Some((ip, rp, lp)) = key.tuple else { return false };
-        if self.conns.len() < self.cfg.max_conns || self.guard.knows(flow_key(ip, rp, lp)) {
+        if self.established() < self.cfg.max_conns || self.guard.knows(flow_key(ip, rp, lp)) {
             return false;
         }
         let shard = shard_of(ip, rp, lp);
@@ -595,6 +652,7 @@ impl<D: Link> Stack<D> {
                         State::SynSent | State::SynReceived | State::Listen => continue,
                         State::Closed | State::TimeWait if !c.active_open => {
                             // Never completed: forget it quietly.
+                            self.half_open -= 1;
                             dead.push(id);
                             continue;
                         }
@@ -609,6 +667,9 @@ impl<D: Link> Stack<D> {
                         }
                         _ => {
                             c.reported = true;
+                            if !c.active_open {
+                                self.half_open -= 1;
+                            }
                             if let (Some(r), Some(l)) = (s.remote_endpoint(), s.local_endpoint()) {
                                 let IpAddress::Ipv4(ip) = r.addr;
                                 c.flow = flow_key(u32::from(ip), r.port, l.port);

@@ -42,15 +42,12 @@ impl<D: Link> Transport for Stack<D> {
             }
         }
         let port = addr.port();
-        // Listeners per shard: the pool is refilled after every SYN, so one
-        // per shard takes any burst; `backlog` adds more where it asks.
-        let per_shard = self.cfg.backlog.div_ceil(SHARDS).max(1);
+        // One listener per shard: the pool is refilled after every SYN, so
+        // it takes any burst; `backlog` bounds the half-open connections.
         for si in 0..SHARDS {
-            for _ in 0..per_shard {
-                match self.new_listener(si, port) {
-                    Some(h) => self.shards[si].listeners.push((port, h)),
-                    None => return Err(io::Error::other(format!("--port {port}: smoltcp refused to listen"))),
-                }
+            match self.new_listener(si, port) {
+                Some(h) => self.shards[si].listeners.push((port, h)),
+                None => return Err(io::Error::other(format!("--port {port}: smoltcp refused to listen"))),
             }
         }
         Ok(())
