@@ -92,20 +92,6 @@ impl Live {
     }
 }
 
-/// Segments and events of the stack within `d`.
-fn run(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, d: Duration) -> (Vec<Seg>, Vec<Event>) {
-    let end = clock.now() + d.as_nanos() as u64;
-    let (mut segs, mut evs, mut ev) = (Vec::new(), Vec::new(), Vec::new());
-    while clock.now() < end {
-        let now = stack.poll(Some(Duration::ZERO), &mut ev).unwrap();
-        evs.extend_from_slice(&ev);
-        stack.flush(now);
-        clock.advance(Duration::from_micros(10));
-        segs.extend(peer.recv());
-    }
-    (segs, evs)
-}
-
 /// The one segment in `got`, a bare ACK acknowledging `ack` from `seq`.
 fn assert_challenge_ack(got: &[Seg], seq: u32, ack: u32) {
     assert_eq!(got.len(), 1, "one challenge ACK: {got:?}");

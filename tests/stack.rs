@@ -605,16 +605,7 @@ fn the_stream_is_intact_under_random_loss_both_ways() {
         }
     }
     let start = net.clock.now();
-    assert!(
-        net.run_until(Duration::from_secs(30), |n| {
-            n.client_read(id, &mut got).unwrap();
-            got.len() >= want.len()
-        }),
-        "{} of {} bytes",
-        got.len(),
-        want.len()
-    );
-    assert!(got == want, "the stream differs");
+    read_exactly(&mut net, id, &want, &mut got);
     let dropped = net.client.link().outbox.borrow().dropped + net.server.link().outbox.borrow().dropped;
     assert!(dropped > 20, "the rule dropped {dropped}");
     let ours = |t: &Stack<MemLink>| counter(t, "retx_timer") + counter(t, "retx_sack");
@@ -658,15 +649,6 @@ fn memory_stays_bounded_under_a_long_outage() {
     }
     net.step = Duration::from_micros(100);
     let mut got = Vec::new();
-    assert!(
-        net.run_until(Duration::from_secs(30), |n| {
-            n.client_read(id, &mut got).unwrap();
-            got.len() >= want.len()
-        }),
-        "{} of {} bytes",
-        got.len(),
-        want.len()
-    );
-    assert!(got == want, "the stream differs");
+    read_exactly(&mut net, id, &want, &mut got);
     assert_eq!(net.client.recovery().slots_in_use(), 0);
 }

@@ -3,8 +3,12 @@
 //! against the buffer): the checksums, and for an IPv4 TCP segment its
 //! 4-tuple, flags, sequence number, payload length and window.
 
+use std::net::Ipv4Addr;
+
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet,
+    Ipv4Repr, TcpPacket, TcpRepr, UdpPacket,
 };
 
 /// What the stack needs to know about a frame before smoltcp sees it.
@@ -123,6 +127,37 @@ pub fn classify(b: &[u8]) -> FrameKey {
         _ => key.valid = true,
     }
     key
+}
+
+/// Bytes of an Ethernet frame carrying `tcp` over IPv4 (no IP options).
+pub fn tcp_frame_len(tcp: &TcpRepr) -> usize {
+    14 + 20 + tcp.buffer_len()
+}
+
+/// Write an Ethernet frame carrying `tcp` from (`src_mac`, `src`) to
+/// (`dst_mac`, `dst`) into `buf` ([`tcp_frame_len`] bytes), with every
+/// checksum filled. For the segments the stack writes itself, and for
+/// crafted test frames.
+pub fn emit_tcp(buf: &mut [u8], src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpRepr) {
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(src_mac),
+        dst_addr: EthernetAddress(dst_mac),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let caps = ChecksumCapabilities::default();
+    let mut f = EthernetFrame::new_unchecked(buf);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p, &caps);
+    let mut t = TcpPacket::new_unchecked(p.payload_mut());
+    tcp.emit(&mut t, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps);
 }
 
 /// Do the frame's checksums hold (see [`classify`])?

@@ -35,11 +35,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
-    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
 
 use super::flow::{flow_key, FlowHasher};
 use super::frame::{tcp_flags, FrameKey};
@@ -53,7 +49,8 @@ pub const TIME_WAIT_NS: u64 = 60_000_000_000;
 /// most (Linux's `tcp_challenge_ack_limit` default).
 pub const CHALLENGE_ACKS_PER_SEC: u32 = 1000;
 
-/// Bytes of a crafted reply: Ethernet, IPv4 and TCP headers, no options.
+/// Bytes of a crafted reply: Ethernet, IPv4 and TCP headers, no options
+/// ([`super::frame::tcp_frame_len`] of a bare segment).
 pub const REPLY_LEN: usize = 14 + 20 + 20;
 
 /// A segment the stack sends on its own.
@@ -155,11 +152,6 @@ impl Guard {
         }
     }
 
-    /// TIME-WAIT records held.
-    pub fn time_wait(&self) -> usize {
-        self.tw.len()
-    }
-
     /// Is anything known of flow `key` (a live connection or TIME-WAIT)?
     pub fn knows(&self, key: u64) -> bool {
         self.recs.contains_key(&key)
@@ -174,6 +166,7 @@ impl Guard {
         out.drop("challenge_limited", s.challenge_limited);
         out.event("time_wait_acks", s.time_wait_acks);
         out.event("time_wait_evicted", s.time_wait_evicted);
+        out.drop("guard_untracked", s.untracked);
         out.gauge("time_wait", self.tw.len() as u64);
     }
 
@@ -268,18 +261,17 @@ impl Guard {
     /// smoltcp sent segment `t`.
     pub(super) fn on_egress(&mut self, t: &Tcp) {
         if t.syn {
-            if let Some(r) = self.recs.get(&t.key) {
-                if r.tw_until == 0 && r.iss == t.seq {
-                    return; // our SYN or SYN-ACK again
+            match self.recs.get(&t.key) {
+                // Our SYN or SYN-ACK again.
+                Some(r) if r.tw_until == 0 && r.iss == t.seq => return,
+                // A new connection on a 4-tuple we hold: replaced below.
+                Some(_) => {}
+                None if self.recs.len() - self.tw.len() >= self.live_cap => {
+                    self.stats.untracked += 1;
+                    return;
                 }
-            }
-            let live = self.recs.len() - self.tw.len();
-            if !self.recs.contains_key(&t.key) && live >= self.live_cap {
-                self.stats.untracked += 1;
-                return;
-            }
-            if !self.recs.contains_key(&t.key) && self.recs.len() >= self.live_cap + self.tw_cap {
-                self.evict_oldest();
+                None if self.recs.len() >= self.live_cap + self.tw_cap => self.evict_oldest(),
+                None => {}
             }
             let (rcv_nxt, rcv_known) = t.ack.map_or((0, false), |a| (a, true));
             self.recs.insert(
@@ -417,26 +409,7 @@ pub fn write_reply(
         timestamp: None,
         payload: &[],
     };
-    let (src, dst) = (IpAddress::Ipv4(ip), IpAddress::Ipv4(peer_ip));
-    let ipr = Ipv4Repr {
-        src_addr: ip,
-        dst_addr: peer_ip,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(mac),
-        dst_addr: EthernetAddress(peer_mac),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ipr.emit(&mut p, &caps);
-    let mut t = TcpPacket::new_unchecked(p.payload_mut());
-    tcp.emit(&mut t, &src, &dst, &caps);
+    super::frame::emit_tcp(buf, mac, peer_mac, ip, peer_ip, &tcp);
 }
 
 #[cfg(test)]

@@ -167,6 +167,13 @@ pub fn shard_of(remote: u32, remote_port: u16, local_port: u16) -> usize {
     (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
 }
 
+/// The flow key of a socket with both endpoints known.
+fn socket_flow(s: &tcp::Socket) -> Option<u64> {
+    let (r, l) = (s.remote_endpoint()?, s.local_endpoint()?);
+    let IpAddress::Ipv4(ip) = r.addr;
+    Some(flow_key(u32::from(ip), r.port, l.port))
+}
+
 fn instant_of(ns: u64) -> Instant {
     Instant::from_micros((ns / 1000) as i64)
 }
@@ -266,7 +273,7 @@ impl<D: Link> Stack<D> {
             stats: TransportStats::default(),
             refused: 0,
             half_open: 0,
-            half_open_order: std::collections::VecDeque::with_capacity(cfg_backlog + 1),
+            half_open_order: std::collections::VecDeque::with_capacity(2 * cfg_backlog + 1),
             syn_recycled: 0,
             linger_expired: 0,
             replied: false,
@@ -391,7 +398,7 @@ impl<D: Link> Stack<D> {
                 });
                 self.shards[shard].conns.push(id);
                 self.half_open += 1;
-                self.half_open_order.push_back((id, h));
+                self.note_half_open(id, h);
             }
             match self.new_listener(shard, port) {
                 Some(nh) => self.shards[shard].listeners[li] = (port, nh),
@@ -471,24 +478,34 @@ impl<D: Link> Stack<D> {
         self.conns.len() - self.half_open
     }
 
+    /// Is `(id, h)` of the arrival order still a half-open connection?
+    fn is_half_open(&self, id: usize, h: SocketHandle) -> bool {
+        self.conns.get(id).is_some_and(|c| c.handle == h && !c.reported && !c.active_open)
+    }
+
+    /// Note a new half-open connection in the arrival order. Entries of
+    /// connections that completed or died are skipped when recycling, and
+    /// swept here once they are half the queue, so it never grows past
+    /// twice the backlog.
+    fn note_half_open(&mut self, id: usize, h: SocketHandle) {
+        if self.half_open_order.len() >= 2 * self.cfg.backlog.max(1) {
+            let mut order = std::mem::take(&mut self.half_open_order);
+            order.retain(|&(id, h)| self.is_half_open(id, h));
+            self.half_open_order = order;
+        }
+        self.half_open_order.push_back((id, h));
+    }
+
     /// Drop the oldest half-open connection, silently (its SYN-ACK went to
     /// a peer that has not answered), to make room for a new SYN.
     fn recycle_oldest_half_open(&mut self) {
         while let Some((id, h)) = self.half_open_order.pop_front() {
-            let Some(c) = self.conns.get(id) else { continue };
-            if c.handle != h || c.reported || c.active_open {
+            if !self.is_half_open(id, h) {
                 continue;
             }
             let c = self.conns.remove(id);
             let sh = &mut self.shards[c.shard];
-            let s = sh.sockets.get::<tcp::Socket>(c.handle);
-            let flow = match (s.remote_endpoint(), s.local_endpoint()) {
-                (Some(r), Some(l)) => {
-                    let IpAddress::Ipv4(ip) = r.addr;
-                    flow_key(u32::from(ip), r.port, l.port)
-                }
-                _ => 0,
-            };
+            let flow = socket_flow(sh.sockets.get::<tcp::Socket>(c.handle)).unwrap_or(0);
             sh.sockets.remove(c.handle);
             sh.conns.retain(|&x| x != id);
             self.half_open -= 1;
@@ -564,10 +581,7 @@ impl<D: Link> Stack<D> {
         if c.flow != 0 {
             return Some(c.flow);
         }
-        let s = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle);
-        let (r, l) = (s.remote_endpoint()?, s.local_endpoint()?);
-        let IpAddress::Ipv4(ip) = r.addr;
-        c.flow = flow_key(u32::from(ip), r.port, l.port);
+        c.flow = socket_flow(self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle))?;
         Some(c.flow)
     }
 
@@ -670,9 +684,8 @@ impl<D: Link> Stack<D> {
                             if !c.active_open {
                                 self.half_open -= 1;
                             }
-                            if let (Some(r), Some(l)) = (s.remote_endpoint(), s.local_endpoint()) {
-                                let IpAddress::Ipv4(ip) = r.addr;
-                                c.flow = flow_key(u32::from(ip), r.port, l.port);
+                            if let Some(flow) = socket_flow(s) {
+                                c.flow = flow;
                             }
                             if c.active_open {
                                 self.stats.connected += 1;

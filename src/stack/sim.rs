@@ -23,11 +23,11 @@ use std::time::Duration;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress,
-    IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol,
+    Ipv4Address, Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-use super::frame::{flags_of, tcp_flags};
+use super::frame::{emit_tcp, flags_of, tcp_flags, tcp_frame_len};
 use super::link::Link;
 use crate::transport::Counters;
 
@@ -357,25 +357,8 @@ pub fn tcp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Address, dst: Ipv4
         timestamp: None,
         payload: &seg.payload,
     };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(src_mac),
-        dst_addr: EthernetAddress(dst_mac),
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let mut buf = vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
-    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ip.emit(&mut p, &smoltcp::phy::ChecksumCapabilities::default());
-    let mut t = TcpPacket::new_unchecked(p.payload_mut());
-    tcp.emit(&mut t, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &smoltcp::phy::ChecksumCapabilities::default());
+    let mut buf = vec![0u8; tcp_frame_len(&tcp)];
+    emit_tcp(&mut buf, src_mac, dst_mac, src, dst, &tcp);
     buf
 }
 

@@ -228,13 +228,35 @@ pub fn turn(clock: &Clock, stack: &mut Stack<MemLink>, events: &mut Vec<Event>) 
 
 /// Every segment the peer receives within `d` of virtual time.
 pub fn collect(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, d: Duration) -> Vec<Seg> {
+    run(clock, stack, peer, d).0
+}
+
+/// Every segment the peer receives and every event the stack reports
+/// within `d` of virtual time.
+pub fn run(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, d: Duration) -> (Vec<Seg>, Vec<Event>) {
     let end = clock.now() + d.as_nanos() as u64;
-    let (mut out, mut ev) = (Vec::new(), Vec::new());
+    let (mut segs, mut evs, mut ev) = (Vec::new(), Vec::new(), Vec::new());
     while clock.now() < end {
         turn(clock, stack, &mut ev);
-        out.extend(peer.recv());
+        evs.extend_from_slice(&ev);
+        segs.extend(peer.recv());
     }
-    out
+    (segs, evs)
+}
+
+/// Read on the client of `net` until `want.len()` bytes are in `got` (30 s
+/// of virtual time at most), and check they are `want`.
+pub fn read_exactly(net: &mut Net, id: ConnId, want: &[u8], got: &mut Vec<u8>) {
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| {
+            n.client_read(id, got).unwrap();
+            got.len() >= want.len()
+        }),
+        "{} of {} bytes",
+        got.len(),
+        want.len()
+    );
+    assert!(got == want, "the stream differs");
 }
 
 pub fn syn(port: u16, seq: u32) -> Seg {
