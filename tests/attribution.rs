@@ -50,10 +50,20 @@ impl Drop for TempPath {
 /// `tailgate load` of orders at 2000/s over 4 connections for 3 s, on cpu0
 /// (the gateway under test is on cpu1: two spinning processes must not share
 /// a CPU, or the scheduler's slices become real loop stalls that outnumber
-/// the injected fault).
-fn load(lab: &Lab) {
+/// the injected fault). It must succeed unless `lossy`: under the heavy
+/// injected loss the client kernel's own RTO backoff (200 ms, doubling,
+/// when a retransmission is dropped again) can leave a reply unanswered
+/// past the load's 2 s drain, or a session quiet past the gateway's 5 s
+/// idle timeout. That is the fault the test injects doing its work, not
+/// the gateway failing; the test checks what the report says of it.
+fn load(lab: &Lab, lossy: bool) {
     let out = lab.load(&["--conns", "4", "--rate", "2000", "--duration", "3", "--core", "0"]);
-    assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if lossy && !out.status.success() {
+        eprintln!("load under injected loss reported failures (allowed): {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "load failed: {stderr}");
 }
 
 /// `tailgate report ... --json` on a sample log, parsed.
@@ -169,7 +179,7 @@ fn fault_run(
         inject,
     ]);
     let srv = lab.serve(&args);
-    load(&lab);
+    load(&lab, inject.starts_with("loss:"));
     let lines = srv.stop();
     let r = report_log(&log, threshold_us);
     Some((r, lines))
@@ -293,7 +303,7 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
     let lab = Lab::up(true);
     let srv = lab.serve_xdp("orders", &["--metrics", "127.0.0.1:0"]);
     let addr = metrics_addr(&srv);
-    load(&lab);
+    load(&lab, false);
     // Counters are published every 100 ms: scrape until two scrapes 300 ms
     // apart agree (at most 10 s), so the figures are the final ones.
     let get = |addr: String| {
@@ -375,7 +385,7 @@ fn live_report_reads_a_running_gateway() {
     let lab = Lab::up(true);
     let srv = lab.serve_xdp("orders", &["--metrics", "127.0.0.1:0", "--inject", "stall:25:2000"]);
     let addr = metrics_addr(&srv);
-    load(&lab);
+    load(&lab, false);
     let r = report(&["--live", &addr, "--threshold-us", "500", "--messages"], lab.cmd_in(&lab.ns_gw, BIN));
     assert!(r["samples"].as_u64().unwrap() >= 6000, "{r:#}");
     check_touched(&r, "loop_stall", 20, |m| has_flag(m, "injected"), stall_explains);
