@@ -297,35 +297,175 @@ fn a_refused_active_open_is_reported_as_refused() {
 }
 
 #[test]
-fn a_syn_flood_recycles_half_opens_and_a_legitimate_client_gets_in() {
-    let (clock, mut stack, mut peer) = stack_and_peer(|c| {
-        c.backlog = 8;
-        c.max_conns = 100;
-    });
-    // 50 SYNs whose SYN-ACKs nobody answers.
-    for p in 0..50u16 {
-        peer.send(&syn(20000 + p, 7 * u32::from(p)));
+fn a_syn_flood_costs_no_memory_and_a_legitimate_client_gets_in_at_once() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|c| c.max_conns = 100);
+    // 5000 SYNs whose SYN-ACKs nobody answers.
+    for p in 0..5000u32 {
+        peer.send(&syn(10000 + p as u16, 7 * p));
     }
-    let (got, _) = run(&clock, &mut stack, &mut peer, ms(2));
-    assert_eq!(got.iter().filter(|s| s.has(RST)).count(), 0, "a flood SYN is not refused: {got:?}");
-    assert_eq!(counter(&stack, "syn_recycled"), 42);
-    assert_eq!(counter(&stack, "half_open"), 8);
-    assert_eq!(stack.open(), 8, "memory is bounded by the backlog");
-    // A legitimate client: SYN-ACK at once, no retransmission needed.
-    let (seq, _) = scripted_handshake(&clock, &mut stack, &mut peer, 41999);
-    let (_, ev) = run(&clock, &mut stack, &mut peer, ms(1));
-    assert!(ev.iter().any(|e| matches!(e, Event::Accepted(_))), "{ev:?}");
-    assert_eq!(seq, 1001);
-    assert_eq!(counter(&stack, "half_open"), 7, "one recycled for it, and it completed");
+    let (got, ev) = run(&clock, &mut stack, &mut peer, ms(100));
+    let answered = got.iter().filter(|s| s.flags == SYN | ACK).count();
+    assert_eq!(answered, 5000, "every SYN gets its SYN-ACK");
+    assert!(ev.is_empty(), "{:?}", &ev[..ev.len().min(3)]);
+    assert_eq!(counter(&stack, "syn_received"), 5000);
+    assert_eq!(stack.open(), 0, "a half-open connection holds nothing");
     assert_eq!(counter(&stack, "conn_refused"), 0);
+    // A legitimate client: SYN-ACK at once, no retransmission needed.
+    let (_, rcv) = scripted_handshake(&clock, &mut stack, &mut peer, 41999);
+    let (_, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+    assert_eq!(ev.iter().filter(|e| matches!(e, Event::Accepted(_))).count(), 1, "{ev:?}");
+    assert_eq!(counter(&stack, "syn_cookies_accepted"), 1);
+    assert_eq!(stack.open(), 1);
+    assert_ne!(rcv, 0);
 }
 
 #[test]
-fn max_conns_counts_established_connections_not_half_opens() {
-    let (clock, mut stack, mut peer) = stack_and_peer(|c| {
-        c.backlog = 16;
-        c.max_conns = 2;
-    });
+fn a_cookie_connection_speaks_in_the_cookies_sequence_space() {
+    let mut l = Live::new();
+    // The stack's data starts right after its SYN-ACK's sequence number.
+    let msg = vec![0x5a; 3000];
+    assert_eq!(l.stack.send(l.id, &msg).unwrap(), 3000);
+    let got = run(&l.clock, &mut l.stack, &mut l.peer, ms(1)).0;
+    let data: Vec<&Seg> = got.iter().filter(|s| !s.payload.is_empty()).collect();
+    assert!(data.len() >= 3, "{got:?}");
+    let mut next = l.rcv;
+    for s in &data {
+        assert_eq!(s.seq, next, "segments in order from the cookie: {s:?}");
+        assert_eq!(s.ack, l.seq);
+        next = next.wrapping_add(s.payload.len() as u32);
+    }
+    assert_eq!(next, l.rcv.wrapping_add(3000));
+    // The peer acknowledges the second segment first, with a SACK block for
+    // the rest, then everything: nothing is sent again, for a whole second.
+    let first_end = data[0].seq.wrapping_add(data[0].payload.len() as u32);
+    let mut sack = l.seg(ACK, l.seq, &[]);
+    sack.ack = l.rcv;
+    sack.sack = vec![(first_end, next)];
+    l.peer.send(&sack);
+    let all = Seg { ack: next, ..l.seg(ACK, l.seq, &[]) };
+    l.peer.send(&all);
+    let later = run(&l.clock, &mut l.stack, &mut l.peer, ms(1000)).0;
+    assert!(later.iter().all(|s| s.payload.is_empty()), "sent again: {later:?}");
+    let r = l.stack.recovery().stats;
+    assert_eq!((r.timer, r.sack, r.rto, r.fast), (0, 0, 0, 0), "{r:?}");
+    // And it goes on: more data both ways.
+    l.rcv = next;
+    l.data(b"more");
+    assert_eq!(l.stack.send(l.id, b"reply").unwrap(), 5);
+    let got = run(&l.clock, &mut l.stack, &mut l.peer, ms(1)).0;
+    assert!(got.iter().any(|s| s.payload == b"reply" && s.seq == next), "{got:?}");
+}
+
+#[test]
+fn a_forged_ack_opens_nothing_and_is_reset() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    // An ACK out of nowhere.
+    let forged =
+        Seg { src_port: 45000, dst_port: PORT, seq: 500, ack: 123_456, flags: ACK, window: 65535, ..Seg::default() };
+    peer.send(&forged);
+    let (got, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].has(RST) && got[0].seq == 123_456, "{got:?}");
+    // A real cookie, answered from another initial sequence number.
+    peer.send(&syn(45001, 1000));
+    let sa = collect(&clock, &mut stack, &mut peer, ms(1)).into_iter().find(|s| s.has(SYN | ACK)).unwrap();
+    let replayed = Seg { src_port: 45001, seq: 2001, ack: sa.seq.wrapping_add(1), ..forged.clone() };
+    peer.send(&replayed);
+    let (got2, ev2) = run(&clock, &mut stack, &mut peer, ms(1));
+    assert!(got2.iter().any(|s| s.has(RST)), "{got2:?}");
+    assert!(ev.is_empty() && ev2.is_empty(), "{ev:?} {ev2:?}");
+    assert_eq!(counter(&stack, "syn_cookies_invalid"), 2);
+    assert_eq!((counter(&stack, "syn_cookies_accepted"), stack.open()), (0, 0));
+}
+
+#[test]
+fn a_retransmitted_syn_gets_the_same_cookie() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    peer.send(&syn(46000, 77));
+    let a = collect(&clock, &mut stack, &mut peer, ms(1));
+    clock.advance(Duration::from_secs(1));
+    peer.send(&syn(46000, 77));
+    let b = collect(&clock, &mut stack, &mut peer, ms(1));
+    assert_eq!(a.len(), 1);
+    assert_eq!(a, b, "the same SYN-ACK");
+    peer.send(&syn(46000, 78));
+    let c = collect(&clock, &mut stack, &mut peer, ms(1));
+    assert_ne!(a[0].seq, c[0].seq, "another ISN, another cookie");
+}
+
+#[test]
+fn a_lost_final_ack_is_made_good_by_the_first_data() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    peer.send(&syn(47000, 1000));
+    let sa = collect(&clock, &mut stack, &mut peer, ms(1)).into_iter().find(|s| s.has(SYN | ACK)).unwrap();
+    // The bare ACK is lost; the first data segment carries the ACK.
+    let data = Seg {
+        src_port: 47000,
+        dst_port: PORT,
+        seq: 1001,
+        ack: sa.seq.wrapping_add(1),
+        flags: ACK | PSH,
+        window: 65535,
+        payload: b"logon".to_vec(),
+        ..Seg::default()
+    };
+    peer.send(&data);
+    let (got, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+    let id = ev.iter().find_map(|e| if let Event::Accepted(id) = e { Some(*id) } else { None }).expect("Accepted");
+    assert!(got.iter().any(|s| s.has(ACK) && s.ack == 1006 && s.seq == sa.seq.wrapping_add(1)), "{got:?}");
+    let mut buf = [0u8; 16];
+    assert_eq!(stack.recv(id, &mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"logon");
+}
+
+#[test]
+fn the_cookie_carries_the_peers_mss_and_window_scale() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    // With window scaling: the SYN-ACK scales as smoltcp will (64 KiB of
+    // receive buffer: shift 1), and the MSS comes back rounded down.
+    peer.send(&Seg { window_scale: Some(7), mss: Some(1400), sack_permitted: true, ..syn(48000, 1000) });
+    let sa = collect(&clock, &mut stack, &mut peer, ms(1)).into_iter().find(|s| s.has(SYN | ACK)).unwrap();
+    assert_eq!((sa.window_scale, sa.mss, sa.sack_permitted), (Some(1), Some(1460), true), "{sa:?}");
+    let ack = Seg {
+        src_port: 48000,
+        dst_port: PORT,
+        seq: 1001,
+        ack: sa.seq.wrapping_add(1),
+        flags: ACK,
+        window: 65535,
+        ..Seg::default()
+    };
+    peer.send(&ack);
+    let (_, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+    let id = ev.iter().find_map(|e| if let Event::Accepted(id) = e { Some(*id) } else { None }).expect("Accepted");
+    assert_eq!(stack.send(id, &[1u8; 4000]).unwrap(), 4000);
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
+    let sizes: Vec<usize> = got.iter().map(|s| s.payload.len()).filter(|&n| n > 0).collect();
+    assert!(sizes.iter().all(|&n| n <= 1300) && sizes.iter().sum::<usize>() == 4000, "{sizes:?}");
+    // Without: no scaling, no SACK.
+    peer.send(&syn(48001, 5));
+    let sa = collect(&clock, &mut stack, &mut peer, ms(1)).into_iter().find(|s| s.has(SYN | ACK)).unwrap();
+    assert_eq!((sa.window_scale, sa.sack_permitted), (None, false), "{sa:?}");
+}
+
+#[test]
+fn a_syn_is_refused_once_the_stack_stops_listening() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    stack.stop_listening();
+    peer.send(&syn(49000, 1));
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
+    assert!(got.len() == 1 && got[0].has(RST) && got[0].ack == 2, "{got:?}");
+    assert_eq!(counter(&stack, "syn_received"), 0);
+}
+
+#[test]
+fn max_conns_counts_established_connections_not_handshakes() {
+    let (clock, mut stack, mut peer) = stack_and_peer(|c| c.max_conns = 2);
+    // Handshakes under way (SYN-ACKs unanswered) take no slot.
+    for p in 0..10u16 {
+        peer.send(&syn(43100 + p, 9));
+    }
+    assert_eq!(collect(&clock, &mut stack, &mut peer, ms(1)).len(), 10);
     for p in 0..2u16 {
         scripted_handshake(&clock, &mut stack, &mut peer, 43000 + p);
     }

@@ -32,6 +32,11 @@ pub struct FrameKey {
     /// blocks, for loss recovery.
     pub ack: u32,
     pub sack: [Option<(u32, u32)>; 3],
+    /// A SYN's options: MSS, window scale, SACK permitted (none for any
+    /// other segment).
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack_ok: bool,
     /// Arrival time stamped by the link (0: none).
     pub rx_ns: u64,
 }
@@ -109,6 +114,7 @@ pub fn classify(b: &[u8]) -> FrameKey {
     match ip.next_header() {
         IpProtocol::Tcp => {
             let Ok(t) = TcpPacket::new_checked(l4) else { return key };
+            let opts = if t.syn() { t.options_summary().unwrap_or_default() } else { Default::default() };
             key = FrameKey {
                 tuple: Some((u32::from(ip.src_addr()), t.src_port(), t.dst_port())),
                 syn: t.syn() && !t.ack(),
@@ -119,6 +125,9 @@ pub fn classify(b: &[u8]) -> FrameKey {
                 window: t.window_len(),
                 ack: t.ack_number().0 as u32,
                 sack: t.selective_ack_ranges().unwrap_or_default(),
+                mss: opts.max_segment_size,
+                wscale: opts.window_scale,
+                sack_ok: opts.sack_permitted,
                 rx_ns: 0,
             };
         }
@@ -158,6 +167,76 @@ pub fn emit_tcp(buf: &mut [u8], src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Add
     ip.emit(&mut p, &caps);
     let mut t = TcpPacket::new_unchecked(p.payload_mut());
     tcp.emit(&mut t, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps);
+}
+
+/// Rewrite the sequence space of an IPv4 TCP segment in an Ethernet frame
+/// in place: add `seq_add` to its sequence number, and subtract `ack_sub`
+/// from its acknowledgment number (when it carries ACK) and from both edges
+/// of every SACK block. The TCP checksum is updated incrementally (RFC
+/// 1624), so a frame whose checksum held still holds. Returns false, and
+/// changes nothing, if `b` is not a whole IPv4 TCP segment.
+///
+/// The stack uses it for connections opened by SYN cookie, whose initial
+/// sequence number on the wire is the cookie rather than smoltcp's own.
+pub fn shift_tcp(b: &mut [u8], seq_add: u32, ack_sub: u32) -> bool {
+    if b.len() < 14 + 20 || b[12..14] != [0x08, 0x00] || b[14] >> 4 != 4 || b[23] != 6 {
+        return false;
+    }
+    let t = 14 + usize::from(b[14] & 0x0f) * 4;
+    if b.len() < t + 20 {
+        return false;
+    }
+    let doff = usize::from(b[t + 12] >> 4) * 4;
+    if doff < 20 || b.len() < t + doff {
+        return false;
+    }
+    let mut acc = u32::from(!u16::from_be_bytes([b[t + 16], b[t + 17]]));
+    let put = |b: &mut [u8], at: usize, new: u32, acc: &mut u32| {
+        let old = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        for (o, n) in [(old >> 16, new >> 16), (old & 0xffff, new & 0xffff)] {
+            *acc += (!(o as u16)) as u32 + n;
+        }
+        b[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    };
+    let read = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    if seq_add != 0 {
+        let seq = read(b, t + 4).wrapping_add(seq_add);
+        put(b, t + 4, seq, &mut acc);
+    }
+    if ack_sub != 0 {
+        if b[t + 13] & tcp_flags::ACK != 0 {
+            let ack = read(b, t + 8).wrapping_sub(ack_sub);
+            put(b, t + 8, ack, &mut acc);
+        }
+        let mut i = t + 20;
+        while i < t + doff {
+            match b[i] {
+                0 => break,
+                1 => i += 1,
+                kind => {
+                    let Some(&len) = b.get(i + 1) else { break };
+                    let len = usize::from(len);
+                    if len < 2 || i + len > t + doff {
+                        break;
+                    }
+                    if kind == 5 {
+                        let mut e = i + 2;
+                        while e + 4 <= i + len {
+                            let v = read(b, e).wrapping_sub(ack_sub);
+                            put(b, e, v, &mut acc);
+                            e += 4;
+                        }
+                    }
+                    i += len;
+                }
+            }
+        }
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    b[t + 16..t + 18].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+    true
 }
 
 /// Do the frame's checksums hold (see [`classify`])?
@@ -228,6 +307,40 @@ mod tests {
         arp[13] = 0x06;
         assert!(checksums_ok(&arp), "non-IPv4 is smoltcp's to parse");
         assert!(!checksums_ok(&good[..10]), "a runt is not a frame");
+    }
+
+    #[test]
+    fn shifting_sequence_space_keeps_the_checksum() {
+        let seg = Seg {
+            src_port: 40000,
+            dst_port: 7777,
+            seq: 0xffff_fff0,
+            ack: 5,
+            flags: tcp_flags::ACK,
+            window: 512,
+            payload: b"hello".to_vec(),
+            sack: vec![(10, 20), (0xffff_fffe, 3)],
+            ..Seg::default()
+        };
+        let mut f = tcp_frame(MAC_B, MAC_A, REMOTE, LOCAL, &seg);
+        assert!(shift_tcp(&mut f, 0x20, 7));
+        let k = classify(&f);
+        assert!(k.valid, "checksum no longer holds");
+        assert_eq!((k.seq, k.ack), (0x10, 5u32.wrapping_sub(7)));
+        assert_eq!(k.sack[..2], [Some((3, 13)), Some((0xffff_fff7, 0xffff_fffc))]);
+        assert_eq!(k.payload, 5);
+        // Back again: the original frame, byte for byte.
+        assert!(shift_tcp(&mut f, 0u32.wrapping_sub(0x20), 0u32.wrapping_sub(7)));
+        assert_eq!(f, tcp_frame(MAC_B, MAC_A, REMOTE, LOCAL, &seg));
+        // Not a TCP segment: untouched.
+        let mut arp = f.clone();
+        arp[13] = 0x06;
+        let before = arp.clone();
+        assert!(!shift_tcp(&mut arp, 1, 1));
+        assert_eq!(arp, before);
+        for n in 0..54 {
+            assert!(!shift_tcp(&mut f.clone()[..n], 1, 1), "cut at {n}");
+        }
     }
 
     #[test]

@@ -49,10 +49,6 @@ pub const TIME_WAIT_NS: u64 = 60_000_000_000;
 /// most (Linux's `tcp_challenge_ack_limit` default).
 pub const CHALLENGE_ACKS_PER_SEC: u32 = 1000;
 
-/// Bytes of a crafted reply: Ethernet, IPv4 and TCP headers, no options
-/// ([`super::frame::tcp_frame_len`] of a bare segment).
-pub const REPLY_LEN: usize = 14 + 20 + 20;
-
 /// A segment the stack sends on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
@@ -60,6 +56,8 @@ pub enum Reply {
     Ack { seq: u32, ack: u32, window: u16 },
     /// RST with ACK (answering a SYN, or aborting after the linger).
     Rst { seq: u32, ack: u32 },
+    /// The SYN-ACK of a SYN cookie ([`super::door`]), with its options.
+    SynAck { seq: u32, ack: u32, window: u16, mss: u16, ws: Option<u8>, sack: bool },
 }
 
 /// What to do with an arriving segment.
@@ -97,6 +95,9 @@ struct Rec {
     tw_until: u64,
     /// The peer's hardware address (for replies after the socket is gone).
     mac: [u8; 6],
+    /// The wire's sequence numbers less smoltcp's (a connection opened by
+    /// SYN cookie; 0 otherwise). Records hold the wire's numbers.
+    off: u32,
 }
 
 /// Counters of the guard.
@@ -131,6 +132,10 @@ pub struct Guard {
     window: u32,
     tokens: u32,
     tokens_until: u64,
+    /// The offset of the flow the last `on_ingress` passed (0: none).
+    off_in: u32,
+    /// Whether the last `on_ingress` found a live record for its flow.
+    known_in: bool,
     pub stats: GuardStats,
 }
 
@@ -148,6 +153,8 @@ impl Guard {
             window,
             tokens: 0,
             tokens_until: 0,
+            off_in: 0,
+            known_in: false,
             stats: GuardStats::default(),
         }
     }
@@ -155,6 +162,39 @@ impl Guard {
     /// Is anything known of flow `key` (a live connection or TIME-WAIT)?
     pub fn knows(&self, key: u64) -> bool {
         self.recs.contains_key(&key)
+    }
+
+    /// Of the segment the last [`Guard::on_ingress`] judged: whether its
+    /// flow has a live record, and the offset to subtract from its
+    /// acknowledgment numbers before smoltcp sees it.
+    pub fn last_ingress(&self) -> (bool, u32) {
+        (self.known_in, self.off_in)
+    }
+
+    /// Is there room for one more live connection?
+    pub fn has_room(&self) -> bool {
+        self.recs.len() - self.tw.len() < self.live_cap
+    }
+
+    /// A connection the front door opened by SYN cookie: our ISN `iss`,
+    /// the peer's next sequence number `rcv_nxt`, wire less smoltcp
+    /// sequence numbers `off`.
+    pub fn adopt(&mut self, key: u64, iss: u32, rcv_nxt: u32, off: u32, window: u16, mac: [u8; 6]) {
+        self.recs.insert(
+            key,
+            Rec {
+                iss,
+                rcv_nxt,
+                rcv_known: true,
+                synced: true,
+                snd_nxt: iss.wrapping_add(1),
+                ack_out: rcv_nxt,
+                win_out: window,
+                tw_until: 0,
+                mac,
+                off,
+            },
+        );
     }
 
     pub fn counters(&self, out: &mut Counters) {
@@ -194,12 +234,18 @@ impl Guard {
 
     /// Judge segment `k` arriving at `now`, before smoltcp sees it.
     pub fn on_ingress(&mut self, k: &FrameKey, now: u64) -> Verdict {
+        self.known_in = false;
+        self.off_in = 0;
         if self.recs.is_empty() {
             return Verdict::Pass;
         }
         let Some((ip, rp, lp)) = k.tuple else { return Verdict::Pass };
         let key = flow_key(ip, rp, lp);
         let Some(r) = self.recs.get_mut(&key) else { return Verdict::Pass };
+        if r.tw_until == 0 {
+            self.known_in = true;
+            self.off_in = r.off;
+        }
         let has = |bit: u8| k.flags & bit != 0;
         let (syn, rst, ack, fin) = (has(tcp_flags::SYN), has(tcp_flags::RST), has(tcp_flags::ACK), has(tcp_flags::FIN));
         if r.tw_until != 0 {
@@ -258,10 +304,20 @@ impl Guard {
         Verdict::Pass
     }
 
-    /// smoltcp sent segment `t`.
-    pub(super) fn on_egress(&mut self, t: &Tcp) {
+    /// smoltcp sent segment `t`, in frame `buf`. A connection opened by
+    /// SYN cookie has its segment moved into the wire's sequence space
+    /// first (`buf` and `t` both).
+    pub(super) fn on_egress(&mut self, t: &mut Tcp, buf: &mut [u8]) {
         if t.syn {
             match self.recs.get(&t.key) {
+                // The SYN-ACK of a cookie connection again (smoltcp did not
+                // take the ACK that opened it): into the wire's numbers.
+                Some(r) if r.tw_until == 0 && r.off != 0 => {
+                    if super::frame::shift_tcp(buf, r.off, 0) {
+                        t.seq = t.seq.wrapping_add(r.off);
+                    }
+                    return;
+                }
                 // Our SYN or SYN-ACK again.
                 Some(r) if r.tw_until == 0 && r.iss == t.seq => return,
                 // A new connection on a 4-tuple we hold: replaced below.
@@ -286,6 +342,7 @@ impl Guard {
                     win_out: t.window,
                     tw_until: 0,
                     mac: t.peer_mac,
+                    off: 0,
                 },
             );
             return;
@@ -293,6 +350,9 @@ impl Guard {
         let Some(r) = self.recs.get_mut(&t.key) else { return };
         if r.tw_until != 0 {
             return;
+        }
+        if r.off != 0 && super::frame::shift_tcp(buf, r.off, 0) {
+            t.seq = t.seq.wrapping_add(r.off);
         }
         if t.rst {
             self.recs.remove(&t.key);
@@ -391,25 +451,39 @@ pub fn write_reply(
     peer_port: u16,
     reply: Reply,
 ) {
+    let tcp = reply_repr(reply, port, peer_port);
+    super::frame::emit_tcp(buf, mac, peer_mac, ip, peer_ip, &tcp);
+}
+
+/// Bytes of the frame of `reply` ([`write_reply`]).
+pub fn reply_len(reply: Reply) -> usize {
+    super::frame::tcp_frame_len(&reply_repr(reply, 0, 0))
+}
+
+fn reply_repr(reply: Reply, port: u16, peer_port: u16) -> TcpRepr<'static> {
     let (control, seq, ack, window) = match reply {
         Reply::Ack { seq, ack, window } => (TcpControl::None, seq, ack, window),
         Reply::Rst { seq, ack } => (TcpControl::Rst, seq, ack, 0),
+        Reply::SynAck { seq, ack, window, .. } => (TcpControl::Syn, seq, ack, window),
     };
-    let tcp = TcpRepr {
+    let (mss, ws, sack) = match reply {
+        Reply::SynAck { mss, ws, sack, .. } => (Some(mss), ws, sack),
+        _ => (None, None, false),
+    };
+    TcpRepr {
         src_port: port,
         dst_port: peer_port,
         control,
         seq_number: TcpSeqNumber(seq as i32),
         ack_number: Some(TcpSeqNumber(ack as i32)),
         window_len: window,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
+        window_scale: ws,
+        max_seg_size: mss,
+        sack_permitted: sack,
         sack_ranges: [None, None, None],
         timestamp: None,
         payload: &[],
-    };
-    super::frame::emit_tcp(buf, mac, peer_mac, ip, peer_ip, &tcp);
+    }
 }
 
 #[cfg(test)]
@@ -425,10 +499,11 @@ mod tests {
 
     #[test]
     fn a_reply_is_a_valid_frame() {
-        let mut buf = [0u8; REPLY_LEN];
+        let reply = Reply::Rst { seq: 9, ack: 10 };
+        let mut buf = vec![0u8; reply_len(reply)];
         let ip = Ipv4Addr::new(198, 18, 0, 1);
         let peer = Ipv4Addr::new(198, 18, 0, 2);
-        write_reply(&mut buf, [2; 6], ip, 7777, [4; 6], peer, 40000, Reply::Rst { seq: 9, ack: 10 });
+        write_reply(&mut buf, [2; 6], ip, 7777, [4; 6], peer, 40000, reply);
         let k = super::super::frame::classify(&buf);
         assert!(k.valid);
         assert_eq!(k.tuple, Some((u32::from(ip), 7777, 40000)));

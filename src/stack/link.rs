@@ -25,6 +25,9 @@ pub trait Link: Device {
     /// its bytes, and its arrival time if the link stamped one (0: none).
     fn stage(&mut self) -> Option<(&[u8], u64)>;
 
+    /// The staged frame, to rewrite in place before smoltcp takes it.
+    fn staged_mut(&mut self) -> Option<&mut [u8]>;
+
     /// Give back a staged frame smoltcp did not take.
     fn unstage(&mut self);
 

@@ -13,6 +13,7 @@
 //! link.rs       the Link trait: Device + staging, flush, wait, the link's clock
 //! frame.rs      checked views of untrusted frames (4-tuple, checksums)
 //! guard.rs      RFC 5961 checks, TIME-WAIT records, replies the stack crafts
+//! door.rs       SYN cookies: every passive open, no half-open state
 //! flow.rs       per-flow arrival and retransmission observations (tracing)
 //! recovery.rs   loss recovery below smoltcp: µs RTT, early and SACK-driven retransmission
 //! ports.rs      local ports of outbound connections
@@ -21,9 +22,11 @@
 //!
 //! The stack owns its IPv4 address: it answers ARP for it and learns
 //! neighbours itself. Every TCP socket has Nagle and delayed ACK off. A
-//! listening port is a pool of `backlog` listening sockets (a smoltcp socket
-//! in Listen accepts one connection), refilled as connections arrive.
+//! listening port has no socket: the front door ([`door`]) answers its SYNs
+//! with cookies and gives a connection its socket when the handshake
+//! completes.
 
+pub mod door;
 pub mod flow;
 pub mod frame;
 pub mod guard;
@@ -41,8 +44,9 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
+use self::door::{Door, SynOpts};
 use self::flow::{flow_key, FlowMap};
-use self::frame::FrameKey;
+use self::frame::{tcp_flags, FrameKey};
 use self::guard::{Guard, Release, Reply, Verdict};
 pub use self::link::Link;
 use self::ports::PortSet;
@@ -64,7 +68,7 @@ const INGRESS_BUDGET: usize = 64;
 /// and its socket freed: the default of `StackConfig::linger_ns`.
 pub const LINGER_NS_DEFAULT: u64 = 5_000_000_000;
 
-/// Default half-open bound: Linux's `somaxconn`.
+/// Default `backlog` (Linux's `somaxconn`).
 pub const BACKLOG_DEFAULT: usize = 4096;
 
 /// Number of socket shards (a power of two).
@@ -79,9 +83,9 @@ pub struct StackConfig {
     /// The link's hardware address.
     pub mac: [u8; 6],
     pub wait: WaitMode,
-    /// Half-open connections (SYN received, handshake not complete) held
-    /// at most; a SYN beyond that recycles the oldest (RFC 4987 section
-    /// 3.5), so a SYN flood cannot lock legitimate clients out.
+    /// Connections that may be opening at once: sizes the guard's table
+    /// beyond `max_conns`. The stack holds no half-open state (SYN
+    /// cookies, [`door`]), so no SYN is ever dropped for want of room.
     pub backlog: usize,
     /// Most open connections (accepted plus connected).
     pub max_conns: usize,
@@ -151,8 +155,6 @@ struct Conn {
 /// shard, not every connection.
 struct Shard {
     sockets: SocketSet<'static>,
-    /// Listening sockets: `(port, handle)`, one per port at least.
-    listeners: Vec<(u16, SocketHandle)>,
     /// Connections (ids into `conns`) living in this shard.
     conns: Vec<usize>,
     /// Ingress or egress touched this shard since the last scan.
@@ -192,18 +194,14 @@ pub struct Stack<D: Link> {
     rec: Recovery,
     /// RFC 5961 checks and TIME-WAIT records.
     guard: Guard,
+    /// SYN cookies and the listening ports.
+    door: Door,
     pending: Vec<Event>,
     /// Local ports of outbound connections.
     local_ports: PortSet,
     stats: TransportStats,
     /// Connections refused because `max_conns` was reached.
     refused: u64,
-    /// Half-open connections (passive, not yet reported), and their
-    /// arrival order: (conn id, socket handle), stale entries skipped.
-    half_open: usize,
-    half_open_order: std::collections::VecDeque<(usize, SocketHandle)>,
-    /// Half-open connections dropped to make room for a new SYN.
-    syn_recycled: u64,
     /// Closing connections reset because the linger expired.
     linger_expired: u64,
     /// Frames the stack wrote itself since the last flush.
@@ -251,19 +249,25 @@ impl<D: Link> Stack<D> {
         let flows = max_conns + cfg_backlog + 1024;
         let rec = Recovery::new(cfg.retx_slots, flows, cfg.retx_floor_ns);
         let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32);
+        let (k0, k1) = {
+            use std::hash::{BuildHasher, Hasher};
+            // A secret per process (the OS's randomness through std's
+            // RandomState) mixed with the seed.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(cfg.random_seed);
+            let k0 = h.finish();
+            h.write_u64(k0);
+            (k0, h.finish())
+        };
+        let door = Door::new(k0, k1, smoltcp::phy::Device::capabilities(&dev).max_transmission_unit);
         Stack {
             rec,
             guard,
+            door,
             cfg,
             iface,
             shards: (0..SHARDS)
-                .map(|_| Shard {
-                    sockets: SocketSet::new(Vec::new()),
-                    listeners: Vec::new(),
-                    conns: Vec::new(),
-                    scan: false,
-                    egress: false,
-                })
+                .map(|_| Shard { sockets: SocketSet::new(Vec::new()), conns: Vec::new(), scan: false, egress: false })
                 .collect(),
             dev,
             conns: Slab::with_capacity(1024),
@@ -272,9 +276,6 @@ impl<D: Link> Stack<D> {
             local_ports: PortSet::new(first_local_port),
             stats: TransportStats::default(),
             refused: 0,
-            half_open: 0,
-            half_open_order: std::collections::VecDeque::with_capacity(2 * cfg_backlog + 1),
-            syn_recycled: 0,
             linger_expired: 0,
             replied: false,
             rx_invalid: 0,
@@ -315,8 +316,7 @@ impl<D: Link> Stack<D> {
         self.dev.counters(&mut c);
         c.drop("rx_invalid", self.rx_invalid);
         c.drop("conn_refused", self.refused);
-        c.drop("syn_recycled", self.syn_recycled);
-        c.gauge("half_open", self.half_open as u64);
+        self.door.counters(&mut c);
         c.drop("linger_expired", self.linger_expired);
         self.rec.counters(&mut c);
         self.guard.counters(&mut c);
@@ -333,23 +333,20 @@ impl<D: Link> Stack<D> {
         self.rec.estimate(self.conns.get(conn.0)?.flow)
     }
 
-    fn new_socket(&mut self, shard: usize) -> SocketHandle {
+    /// A TCP socket with its buffers, Nagle and delayed ACK off.
+    fn make_socket(&self) -> tcp::Socket<'static> {
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_rx_buf]),
             tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_tx_buf]),
         );
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
-        self.shards[shard].sockets.add(s)
+        s
     }
 
-    fn new_listener(&mut self, shard: usize, port: u16) -> Option<SocketHandle> {
-        let h = self.new_socket(shard);
-        if self.shards[shard].sockets.get_mut::<tcp::Socket>(h).listen(port).is_err() {
-            self.shards[shard].sockets.remove(h);
-            return None;
-        }
-        Some(h)
+    fn new_socket(&mut self, shard: usize) -> SocketHandle {
+        let s = self.make_socket();
+        self.shards[shard].sockets.add(s)
     }
 
     fn set_now(&mut self, ns: u64) {
@@ -368,42 +365,6 @@ impl<D: Link> Stack<D> {
         if !self.shards[si].egress {
             self.shards[si].egress = true;
             self.to_egress.push(si);
-        }
-    }
-
-    /// Listeners of `shard` that left Listen become connections (reported
-    /// by the scan once established); a fresh listener takes their place.
-    fn refill(&mut self, shard: usize) {
-        for li in 0..self.shards[shard].listeners.len() {
-            let (port, h) = self.shards[shard].listeners[li];
-            if self.shards[shard].sockets.get::<tcp::Socket>(h).state() == State::Listen {
-                continue;
-            }
-            if self.established() >= self.cfg.max_conns {
-                // Ingress refuses a SYN over the limit with a RST before
-                // smoltcp sees it (`refuse`); this is only a backstop.
-                self.refused += 1;
-                self.shards[shard].sockets.remove(h);
-            } else {
-                let id = self.conns.insert(Conn {
-                    shard,
-                    handle: h,
-                    reported: false,
-                    failed: false,
-                    active_open: false,
-                    eof_reported: false,
-                    want_write: false,
-                    flow: 0,
-                    local_port: 0,
-                });
-                self.shards[shard].conns.push(id);
-                self.half_open += 1;
-                self.note_half_open(id, h);
-            }
-            match self.new_listener(shard, port) {
-                Some(nh) => self.shards[shard].listeners[li] = (port, nh),
-                None => crate::log_warn!("stack: cannot refill the listener of port {port}"),
-            }
         }
     }
 
@@ -430,12 +391,25 @@ impl<D: Link> Stack<D> {
                 peer_mac.copy_from_slice(&bytes[6..12]);
             }
             let mut verdict = self.guard.on_ingress(&key, self.now_ns);
-            if verdict == Verdict::Pass && key.syn && self.refuse(&key) {
-                let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
-                verdict = Verdict::Answer(Reply::Rst { seq: 0, ack });
-            }
-            if verdict == Verdict::Pass && key.syn && self.half_open >= self.cfg.backlog.max(1) {
-                self.recycle_oldest_half_open();
+            let (known, mut off) = self.guard.last_ingress();
+            match key.tuple {
+                Some((_, _, lp)) if verdict == Verdict::Pass && !known && self.door.listening(lp) => {
+                    let f = key.flags;
+                    if key.syn {
+                        verdict = if self.refuse() {
+                            let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
+                            Verdict::Answer(Reply::Rst { seq: 0, ack })
+                        } else {
+                            self.door_syn(&key, SynOpts::of_syn(key.mss, key.wscale, key.sack_ok))
+                        };
+                    } else if f & tcp_flags::ACK != 0 && f & (tcp_flags::SYN | tcp_flags::RST) == 0 {
+                        match self.door_ack(&key, peer_mac) {
+                            Ok(o) => off = o,
+                            Err(v) => verdict = v,
+                        }
+                    }
+                }
+                _ => {}
             }
             match verdict {
                 Verdict::Pass => {}
@@ -456,15 +430,17 @@ impl<D: Link> Stack<D> {
                 self.track(&key);
             }
             let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
+            if off != 0 {
+                // A cookie connection: smoltcp's numbers, not the wire's.
+                if let Some(b) = self.dev.staged_mut() {
+                    frame::shift_tcp(b, 0, off);
+                }
+            }
             let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
             let _ = self.iface.poll_ingress_single(now, &mut tap, &mut self.shards[shard].sockets);
             self.dev.unstage();
             self.mark_scan(shard);
             self.mark_egress(shard);
-            if key.syn {
-                // Refill at once: the next SYN may be for this shard too.
-                self.refill(shard);
-            }
         }
         self.dev.end_ingress();
         if self.tracing && n > 0 && self.dev.rx_starved() {
@@ -473,62 +449,22 @@ impl<D: Link> Stack<D> {
         n
     }
 
-    /// Connections past their handshake (or active opens).
+    /// Open connections (every one has its socket: there are no
+    /// half-open ones).
     fn established(&self) -> usize {
-        self.conns.len() - self.half_open
+        self.conns.len()
     }
 
-    /// Is `(id, h)` of the arrival order still a half-open connection?
-    fn is_half_open(&self, id: usize, h: SocketHandle) -> bool {
-        self.conns.get(id).is_some_and(|c| c.handle == h && !c.reported && !c.active_open)
-    }
-
-    /// Note a new half-open connection in the arrival order. Entries of
-    /// connections that completed or died are skipped when recycling, and
-    /// swept here once they are half the queue, so it never grows past
-    /// twice the backlog.
-    fn note_half_open(&mut self, id: usize, h: SocketHandle) {
-        if self.half_open_order.len() >= 2 * self.cfg.backlog.max(1) {
-            let mut order = std::mem::take(&mut self.half_open_order);
-            order.retain(|&(id, h)| self.is_half_open(id, h));
-            self.half_open_order = order;
-        }
-        self.half_open_order.push_back((id, h));
-    }
-
-    /// Drop the oldest half-open connection, silently (its SYN-ACK went to
-    /// a peer that has not answered), to make room for a new SYN.
-    fn recycle_oldest_half_open(&mut self) {
-        while let Some((id, h)) = self.half_open_order.pop_front() {
-            if !self.is_half_open(id, h) {
-                continue;
-            }
-            let c = self.conns.remove(id);
-            let sh = &mut self.shards[c.shard];
-            let flow = socket_flow(sh.sockets.get::<tcp::Socket>(c.handle)).unwrap_or(0);
-            sh.sockets.remove(c.handle);
-            sh.conns.retain(|&x| x != id);
-            self.half_open -= 1;
-            self.syn_recycled += 1;
-            self.rec.forget(flow);
-            if flow != 0 {
-                let _ = self.guard.released(flow, Release::Gone, self.now_ns);
-            }
-            return;
-        }
-    }
-
-    /// Refuse SYN `key` (a RST, counted) if it would open a connection over
-    /// `max_conns` on a listening port.
-    fn refuse(&mut self, key: &FrameKey) -> bool {
-        let Some((ip, rp, lp)) = key.tuple else { return false };
-        if self.established() < self.cfg.max_conns || self.guard.knows(flow_key(ip, rp, lp)) {
+    /// Refuse a new connection (a RST, counted) if `max_conns` are open.
+    fn refuse(&mut self) -> bool {
+        if self.established() < self.cfg.max_conns {
             return false;
         }
-        let shard = shard_of(ip, rp, lp);
-        if !self.shards[shard].listeners.iter().any(|&(p, _)| p == lp) {
-            return false;
-        }
+        self.note_refused();
+        true
+    }
+
+    fn note_refused(&mut self) {
         self.refused += 1;
         if self.refused.is_power_of_two() {
             crate::log_warn!(
@@ -537,7 +473,6 @@ impl<D: Link> Stack<D> {
                 self.refused
             );
         }
-        true
     }
 
     /// Send `reply` on flow `key` to `peer_mac` (a frame the stack writes
@@ -546,7 +481,7 @@ impl<D: Link> Stack<D> {
         let (ip, rp, lp) = ((key >> 32) as u32, (key >> 16) as u16, key as u16);
         let Some(tok) = self.dev.transmit(self.now) else { return };
         let (mac, own) = (self.cfg.mac, self.cfg.ip);
-        smoltcp::phy::TxToken::consume(tok, guard::REPLY_LEN, |buf| {
+        smoltcp::phy::TxToken::consume(tok, guard::reply_len(reply), |buf| {
             guard::write_reply(buf, mac, own, lp, peer_mac, Ipv4Addr::from(ip), rp, reply)
         });
         self.replied = true;
@@ -654,7 +589,6 @@ impl<D: Link> Stack<D> {
     fn scan(&mut self, events: &mut Vec<Event>) {
         while let Some(si) = self.to_scan.pop() {
             self.shards[si].scan = false;
-            self.refill(si);
             let mut dead = std::mem::take(&mut self.dead_scratch);
             let sh = &mut self.shards[si];
             for &id in &sh.conns {
@@ -666,7 +600,6 @@ impl<D: Link> Stack<D> {
                         State::SynSent | State::SynReceived | State::Listen => continue,
                         State::Closed | State::TimeWait if !c.active_open => {
                             // Never completed: forget it quietly.
-                            self.half_open -= 1;
                             dead.push(id);
                             continue;
                         }
@@ -681,9 +614,6 @@ impl<D: Link> Stack<D> {
                         }
                         _ => {
                             c.reported = true;
-                            if !c.active_open {
-                                self.half_open -= 1;
-                            }
                             if let Some(flow) = socket_flow(s) {
                                 c.flow = flow;
                             }

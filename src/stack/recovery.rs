@@ -1017,9 +1017,11 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
         let (rec, guard, now) = (self.rec, self.guard, self.now);
         self.inner.consume(len, |buf| {
             let r = f(buf);
-            if let Some(t) = parse(buf) {
+            if let Some(mut t) = parse(buf) {
+                // The guard first: it moves a cookie connection's segment
+                // into the wire's sequence space, which recovery keeps.
+                guard.on_egress(&mut t, buf);
                 rec.on_egress(&t, buf, now);
-                guard.on_egress(&t);
             }
             r
         })

@@ -257,6 +257,10 @@ impl Link for MemLink {
         Some((self.staged.insert(f).as_slice(), at))
     }
 
+    fn staged_mut(&mut self) -> Option<&mut [u8]> {
+        self.staged.as_deref_mut()
+    }
+
     fn unstage(&mut self) {
         self.staged = None;
     }
@@ -287,6 +291,10 @@ pub struct Seg {
     /// SACK permitted (on a SYN), and SACK blocks (at most 3).
     pub sack_permitted: bool,
     pub sack: Vec<(u32, u32)>,
+    /// Window scale and MSS (on a SYN; a crafted SYN without an MSS says
+    /// 1460).
+    pub window_scale: Option<u8>,
+    pub mss: Option<u16>,
 }
 
 impl Seg {
@@ -314,6 +322,8 @@ impl Seg {
             payload: t.payload().to_vec(),
             sack_permitted: opts.sack_permitted,
             sack: opts.sack_ranges.iter().flatten().copied().collect(),
+            window_scale: opts.window_scale,
+            mss: opts.max_segment_size,
         };
         Some((ip.src_addr(), ip.dst_addr(), seg))
     }
@@ -350,8 +360,8 @@ pub fn tcp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Address, dst: Ipv4
         seq_number: TcpSeqNumber(seg.seq as i32),
         ack_number: (seg.flags & tcp_flags::ACK != 0).then_some(TcpSeqNumber(seg.ack as i32)),
         window_len: seg.window,
-        window_scale: None,
-        max_seg_size: (seg.flags & tcp_flags::SYN != 0).then_some(1460),
+        window_scale: seg.window_scale,
+        max_seg_size: (seg.flags & tcp_flags::SYN != 0).then_some(seg.mss.unwrap_or(1460)),
         sack_permitted: seg.sack_permitted,
         sack_ranges: [0, 1, 2].map(|i| seg.sack.get(i).copied()),
         timestamp: None,

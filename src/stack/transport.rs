@@ -8,7 +8,7 @@ use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::guard::Release;
-use super::{shard_of, Conn, Link, Stack, SHARDS, TIMER_EGRESS_NS};
+use super::{shard_of, Conn, Link, Stack, TIMER_EGRESS_NS};
 use crate::transport::{signal, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 impl<D: Link> Stack<D> {
@@ -42,13 +42,12 @@ impl<D: Link> Transport for Stack<D> {
             }
         }
         let port = addr.port();
-        // One listener per shard: the pool is refilled after every SYN, so
-        // it takes any burst; `backlog` bounds the half-open connections.
-        for si in 0..SHARDS {
-            match self.new_listener(si, port) {
-                Some(h) => self.shards[si].listeners.push((port, h)),
-                None => return Err(io::Error::other(format!("--port {port}: smoltcp refused to listen"))),
-            }
+        if port == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "--port 0: the stack listens on a given port"));
+        }
+        // No socket listens: the front door answers SYNs with cookies.
+        if !self.door.ports.contains(&port) {
+            self.door.ports.push(port);
         }
         Ok(())
     }
@@ -187,15 +186,9 @@ impl<D: Link> Transport for Stack<D> {
     }
 
     fn stop_listening(&mut self) {
-        for sh in &mut self.shards {
-            for (_, h) in sh.listeners.drain(..) {
-                // A listener that took a SYN is a connection already
-                // (`refill` moved it to `conns`); the rest go.
-                if sh.sockets.get::<tcp::Socket>(h).state() == State::Listen {
-                    sh.sockets.remove(h);
-                }
-            }
-        }
+        // SYNs and unknown ACKs for the ports go to smoltcp now, which has
+        // no socket for them and resets them.
+        self.door.ports.clear();
     }
 
     fn closing(&self) -> usize {

@@ -149,6 +149,11 @@ impl Link for XskDevice {
         Some((view.rx_bytes(frame), rx_ns))
     }
 
+    fn staged_mut(&mut self) -> Option<&mut [u8]> {
+        let view = self.xsk.view();
+        Some(view.rx_bytes_mut(self.staged.as_mut()?))
+    }
+
     fn unstage(&mut self) {
         if let Some(frame) = self.staged.take() {
             self.xsk.rx.recycle(frame);

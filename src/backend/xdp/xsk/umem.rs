@@ -79,6 +79,19 @@ impl<'umem> UmemView<'umem> {
         unsafe { std::slice::from_raw_parts(self.raw.base.as_ptr().add(start), n) }
     }
 
+    /// The data of received frame `f`, to rewrite in place before the
+    /// stack hands it on (the stack's sequence-number translation).
+    pub fn rx_bytes_mut<'a>(&self, f: &'a mut RxFrame) -> &'a mut [u8]
+    where
+        'umem: 'a,
+    {
+        let (start, n) = self.range(f.addr, f.umem, f.len as usize);
+        // SAFETY: as in `rx_bytes`; `&mut RxFrame` makes this the only
+        // reference to the chunk, which the kernel does not touch until the
+        // frame is recycled.
+        unsafe { std::slice::from_raw_parts_mut(self.raw.base.as_ptr().add(start), n) }
+    }
+
     /// The first `len` bytes of TX frame `f`, writable (clamped to its chunk).
     #[allow(clippy::mut_from_ref)]
     pub fn tx_bytes_mut<'a>(&self, f: &'a mut TxFrame, len: usize) -> &'a mut [u8]
