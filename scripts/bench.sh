@@ -29,6 +29,14 @@
 #                               line's; kernel: the interface's and TCP's drop counters in tg_gw)
 #   scripts/bench.sh bulk       64 MiB echoed through one connection (BULK_MIB), kernel and xdp:
 #                               MiB/s each way, send and receive overlapped
+#   scripts/bench.sh connect    the accept path under stress, kernel and xdp (serve --app echo,
+#                               --max-conns 12000), with tailgate storm from tg_cli: a
+#                               connection storm of each size in CONNECT_CONNS [500 5000]
+#                               (time until every connection is established and has echoed
+#                               once, and the clients' SYN retransmissions), then a SYN flood
+#                               of FLOOD_SYNS [5000] spoofed SYNs with a legitimate client
+#                               connecting half-way (its connect and echo times, and its SYN
+#                               retransmissions)
 #   scripts/bench.sh tuning     sockperf ping-pong (64 bytes) against serve --backend xdp --app
 #                               sockperf --spin --core 1 in four host states: default (the
 #                               gateway holds /dev/cpu_dma_latency at 0), tuned (after
@@ -288,6 +296,33 @@ NFT
       done
     done
     summary backend/rate 1
+    ;;
+  connect)
+    echo "| run | backend | case | established (flood: connected) ms | echoed (flood: served) ms | SYN retransmissions | flood SYNs still unsent when served |"
+    echo "|---|---|---|---|---|---|---|"
+    EXTRA=(--max-conns 12000)
+    kv() { grep -o "$1=[0-9.]*" "$OUT/storm" | cut -d= -f2; }
+    for run in $(seq "$RUNS"); do
+      for backend in $BACKENDS; do
+        lab_for "$backend"
+        start_server "$backend" echo
+        for n in ${CONNECT_CONNS:-500 5000}; do
+          ip netns exec tg_cli taskset -c 0 "$BIN" -q storm --ip "$GW_IP" --port "$PORT" --conns "$n" \
+            >"$OUT/storm" 2>&1 || { cat "$OUT/storm" "$OUT/server.log" >&2; exit 1; }
+          est=$(awk -v s="$(kv established_s)" 'BEGIN {printf "%.1f", s * 1000}')
+          echo_ms=$(awk -v s="$(kv echoed_s)" 'BEGIN {printf "%.1f", s * 1000}')
+          echo "| $run | $backend | $n connections | $est | $echo_ms | $(kv syn_retrans) | |"
+          echo "$backend/$n $est $echo_ms $(kv syn_retrans)" >>"$OUT/all"
+          sleep 1
+        done
+        ip netns exec tg_cli taskset -c 0 "$BIN" -q storm --ip "$GW_IP" --port "$PORT" --flood "${FLOOD_SYNS:-5000}" \
+          >"$OUT/storm" 2>&1 || { cat "$OUT/storm" "$OUT/server.log" >&2; exit 1; }
+        echo "| $run | $backend | flood of ${FLOOD_SYNS:-5000} SYNs | $(kv connect_ms) | $(kv served_ms) | $(kv syn_retrans) | $(kv syns_after) |"
+        echo "$backend/flood $(kv connect_ms) $(kv served_ms) $(kv syn_retrans)" >>"$OUT/all"
+        stop_server
+      done
+    done
+    summary backend/case 1 "established-or-connected-ms echoed-or-served-ms SYN-retransmissions"
     ;;
   bulk)
     echo "| run | backend | MiB | MiB/s | intact |"

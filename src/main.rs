@@ -30,6 +30,9 @@ enum Cmd {
     Load(cli::load::LoadArgs),
     /// Attribute the slow tail of a gateway's samples to causes (docs/ATTRIBUTION.md).
     Report(cli::report::ReportArgs),
+    /// A connection storm or a SYN flood against an echo server, from kernel TCP clients: how
+    /// long until every client is served, and what it cost them in SYN retransmissions.
+    Storm(cli::storm::StormArgs),
     /// Check that this host is ready for a pinned busy-poll gateway: OK / WARN / FAIL per item,
     /// with the fix (docs/TUNING.md). Exits 1 on any FAIL.
     Doctor(cli::doctor::DoctorArgs),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Cmd::Load(a) => cli::load::run(a),
         Cmd::Report(a) => cli::report::run(a),
         Cmd::Doctor(a) => cli::doctor::run(a),
+        Cmd::Storm(a) => cli::storm::run(a),
     };
     tailgate::log::flush();
     match result {

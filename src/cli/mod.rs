@@ -5,6 +5,7 @@ pub(crate) mod doctor;
 pub(crate) mod load;
 pub(crate) mod report;
 pub(crate) mod serve;
+pub(crate) mod storm;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

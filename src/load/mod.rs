@@ -27,6 +27,7 @@
 mod echo;
 mod orders;
 mod report;
+pub mod storm;
 mod workload;
 
 use std::io;

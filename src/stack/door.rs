@@ -176,7 +176,18 @@ pub(super) struct Door {
     pub ports: Vec<u16>,
     /// A private socket set for replays (one socket at a time).
     pub nursery: smoltcp::iface::SocketSet<'static>,
+    /// When recent SYN-ACKs left, for the handshake's RTT sample: (flow,
+    /// ns), direct-mapped by flow, [`SENT_SLOTS`] entries; a flood
+    /// overwrites them (then the connection starts without a sample).
+    sent: Vec<(u64, u64)>,
     pub stats: DoorStats,
+}
+
+/// Entries of the SYN-ACK time table (a power of two): 64 KiB.
+pub const SENT_SLOTS: usize = 4096;
+
+fn sent_slot(flow: u64) -> usize {
+    (flow.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SENT_SLOTS.trailing_zeros())) as usize
 }
 
 impl Door {
@@ -186,8 +197,17 @@ impl Door {
             replay: Replay::new(mtu),
             ports: Vec::new(),
             nursery: smoltcp::iface::SocketSet::new(Vec::with_capacity(1)),
+            sent: vec![(0, 0); SENT_SLOTS],
             stats: DoorStats::default(),
         }
+    }
+
+    /// The round trip of flow `flow`'s handshake completing at `now`, if
+    /// its SYN-ACK's time is still held (taken: a second ACK gets none).
+    fn handshake_rtt(&mut self, flow: u64, now: u64) -> Option<u64> {
+        let e = &mut self.sent[sent_slot(flow)];
+        let (f, at) = std::mem::take(e);
+        (f == flow && at != 0 && at <= now).then(|| now - at)
     }
 
     pub fn listening(&self, port: u16) -> bool {
@@ -299,7 +319,9 @@ impl<D: Link> Stack<D> {
     pub(super) fn door_syn(&mut self, k: &FrameKey, opts: SynOpts) -> Verdict {
         let Some((ip, rp, lp)) = k.tuple else { return Verdict::Drop };
         self.door.stats.syn_received += 1;
-        let isn = self.door.cookies.make(flow_key(ip, rp, lp), k.seq, opts, self.now_ns);
+        let flow = flow_key(ip, rp, lp);
+        let isn = self.door.cookies.make(flow, k.seq, opts, self.now_ns);
+        self.door.sent[sent_slot(flow)] = (flow, self.now_ns);
         let rx = self.cfg.sock_rx_buf;
         Verdict::Answer(Reply::SynAck {
             seq: isn,
@@ -381,6 +403,8 @@ impl<D: Link> Stack<D> {
         let handle = self.shards[shard].sockets.add(s);
         let window = self.cfg.sock_rx_buf.min(usize::from(u16::MAX)) as u16;
         self.guard.adopt(flow, cookie, k.seq, off, window, mac);
+        let rtt = self.door.handshake_rtt(flow, self.now_ns);
+        self.rec.adopt(flow, cookie, rtt, self.now_ns);
         let id = self.conns.insert(Conn {
             shard,
             handle,

@@ -89,6 +89,10 @@ pub const MAX_TIMEOUT_NS: u64 = 1_000_000_000;
 /// Timeout before a flow has any RTT sample.
 pub const INITIAL_TIMEOUT_NS: u64 = 10_000_000;
 
+/// The handshake round trip assumed for a connection opened by SYN cookie
+/// whose SYN-ACK time the front door no longer held (a flood overwrote it).
+pub const ASSUMED_RTT_NS: u64 = 1_000_000;
+
 /// The most ACK delay a flow learns (Linux holds ACKs 200 ms at most).
 pub const MAX_ACK_DELAY_NS: u64 = 500_000_000;
 
@@ -587,6 +591,21 @@ impl Recovery {
             let d = self.deadline(i, s);
             self.arm(i, d);
         }
+    }
+
+    /// A connection the front door opened by SYN cookie: our ISN `iss`
+    /// is acknowledged at `now`. `rtt`: the handshake's round trip, if the
+    /// door still knew when its SYN-ACK left; without it the flow starts
+    /// from [`ASSUMED_RTT_NS`] (its timers are then ruled by the first
+    /// hold, [`FIRST_HOLD_NS`], until a data sample comes).
+    pub fn adopt(&mut self, key: u64, iss: u32, rtt: Option<u64>, now: u64) {
+        let Some(i) = self.flow_or_new(key, now) else { return };
+        let f = &mut self.flows[i];
+        f.syn = None;
+        f.snd_una = iss.wrapping_add(1);
+        f.snd_max = f.snd_una;
+        f.last_active = now;
+        f.sample(rtt.unwrap_or(ASSUMED_RTT_NS));
     }
 
     /// smoltcp transmitted `frame` at `now` (ours to copy if it carries

@@ -161,6 +161,7 @@ impl Link for XskDevice {
     }
 
     fn begin_ingress(&mut self) {
+        self.xsk.tx.kick_retry();
         self.xsk.rx.wake_if_needed();
         if self.busy_poll_syscall && !self.xsk.rx.has_frames() {
             self.xsk.rx.busy_poll();
@@ -197,6 +198,7 @@ impl Link for XskDevice {
         out.event("rx_wakeups", r.wakeups);
         out.event("tx_kicks", t.kicks);
         out.event("kick_wait", t.kick_wait);
+        out.event("kick_retry", t.kick_retry);
         out.event("fill_ring_starved", r.fill_ring_starved);
         out.event("busy_polls", r.busy_polls);
         out.event("fill_full", r.fill_full);

@@ -108,6 +108,13 @@ impl<T: Copy> Ring<T> {
     // --- producer side (fill, tx) ---
 
     /// Free slots we may produce into.
+    /// Descriptors published that the kernel has not consumed yet (reads
+    /// the consumer index afresh).
+    pub(super) fn prod_outstanding(&mut self) -> u32 {
+        self.remote = Self::load(self.consumer);
+        self.local.wrapping_sub(self.remote)
+    }
+
     pub(super) fn prod_free(&mut self) -> u32 {
         let free = self.size - self.local.wrapping_sub(self.remote);
         if free > 0 {
