@@ -304,6 +304,10 @@ NFT
     kv() { grep -o "$1=[0-9.]*" "$OUT/storm" | cut -d= -f2; }
     for run in $(seq "$RUNS"); do
       for backend in $BACKENDS; do
+        # A fresh client namespace each time: the storms leave thousands of
+        # client ports in TIME-WAIT, and a connect() searching a nearly full
+        # port range takes seconds.
+        scripts/lab.sh down >/dev/null
         lab_for "$backend"
         start_server "$backend" echo
         for n in ${CONNECT_CONNS:-500 5000}; do

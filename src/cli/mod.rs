@@ -92,7 +92,7 @@ pub(crate) struct XdpExtras {
     /// port range, which the XDP program then also redirects. A server
     /// makes none, so kernel flows on a shared address keep those ports.
     pub(crate) outbound: bool,
-    /// SYN backlog (serve; see `--backlog`).
+    /// listen(2) backlog of the kernel backend (serve; see `--backlog`).
     pub(crate) backlog: usize,
     pub(crate) stamp_rx: bool,
     pub(crate) drop_every: u32,
@@ -110,7 +110,6 @@ pub(crate) fn xdp_config(
     let mut c = XdpConfig::new(iface, ip);
     c.stack.prefix = x.prefix;
     c.stack.wait = wait;
-    c.stack.backlog = extras.backlog;
     c.stack.max_conns = x.max_conns as usize;
     c.stack.linger_ns = x.linger_ms * 1_000_000;
     if !extras.outbound {

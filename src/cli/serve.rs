@@ -81,8 +81,10 @@ pub(crate) struct ServeArgs {
     /// peers; then exit with counts of what was flushed and what was abandoned.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub(crate) drain_ms: u64,
-    /// SYN backlog: half-open connections held at most (xdp: a SYN beyond recycles the oldest,
-    /// counted as syn_recycled; kernel: the listen(2) backlog, capped by net.core.somaxconn).
+    /// SYN backlog of the kernel backend: its listen(2) backlog (capped by net.core.somaxconn).
+    /// The xdp backend keeps no half-open state to bound: it answers every SYN with a SYN
+    /// cookie, and a connection exists (and counts against --max-conns) once its handshake
+    /// completes.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub(crate) backlog: u64,
     #[command(flatten)]

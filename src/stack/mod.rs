@@ -68,9 +68,6 @@ const INGRESS_BUDGET: usize = 64;
 /// and its socket freed: the default of `StackConfig::linger_ns`.
 pub const LINGER_NS_DEFAULT: u64 = 5_000_000_000;
 
-/// Default `backlog` (Linux's `somaxconn`).
-pub const BACKLOG_DEFAULT: usize = 4096;
-
 /// Number of socket shards (a power of two).
 pub const SHARDS: usize = 64;
 
@@ -83,10 +80,6 @@ pub struct StackConfig {
     /// The link's hardware address.
     pub mac: [u8; 6],
     pub wait: WaitMode,
-    /// Connections that may be opening at once: sizes the guard's table
-    /// beyond `max_conns`. The stack holds no half-open state (SYN
-    /// cookies, [`door`]), so no SYN is ever dropped for want of room.
-    pub backlog: usize,
     /// Most open connections (accepted plus connected).
     pub max_conns: usize,
     /// Per-socket receive and send buffers in bytes.
@@ -115,7 +108,6 @@ impl StackConfig {
             prefix: 24,
             mac,
             wait: WaitMode::Spin,
-            backlog: BACKLOG_DEFAULT,
             max_conns: 4096,
             sock_rx_buf: 64 * 1024,
             sock_tx_buf: 64 * 1024,
@@ -244,9 +236,9 @@ impl<D: Link> Stack<D> {
             let _ = a.push(cidr);
         });
         let max_conns = cfg.max_conns;
-        let cfg_backlog = cfg.backlog.max(1);
         let first_local_port = cfg.local_ports.0;
-        let flows = max_conns + cfg_backlog + 1024;
+        // Live connections, and room for the active opens and closes under way.
+        let flows = max_conns + 1024;
         let rec = Recovery::new(cfg.retx_slots, flows, cfg.retx_floor_ns);
         let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32);
         let (k0, k1) = {
@@ -286,7 +278,7 @@ impl<D: Link> Stack<D> {
             to_scan: Vec::with_capacity(SHARDS),
             to_egress: Vec::with_capacity(SHARDS),
             busy_scratch: Vec::with_capacity(SHARDS),
-            dead_scratch: Vec::with_capacity(max_conns + cfg_backlog),
+            dead_scratch: Vec::with_capacity(max_conns + 1024),
             tracing: false,
             flows: FlowMap::default(),
             last_rx_trace: RxTrace::default(),
