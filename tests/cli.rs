@@ -57,6 +57,7 @@ fn help_documents_every_flag() {
         ],
     );
     assert_help_lists("report", &["--live", "--log", "--threshold-us", "--significant-us", "--json"]);
+    assert_help_lists("storm", &["--ip", "--port", "--conns", "--flood", "--flood-src", "--timeout"]);
     assert_help_lists("doctor", &["--iface", "--core", "--queue", "--probe", "--json"]);
     assert_help_lists(
         "load",
@@ -115,6 +116,12 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--app", "udp-echo", "--backend", "kernel"], &["udp-echo"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--backend", "xdp"], &["--local-ip"]),
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backlog", "0"], &["--backlog", "0"]),
+        (&["storm", "--ip", "8.8.8.8", "--port", "7", "--conns", "1"], &["--ip 8.8.8.8", "198.18.0.0/15"]),
+        (&["storm", "--ip", "127.0.0.1", "--port", "7"], &["--conns", "--flood"]),
+        (
+            &["storm", "--ip", "198.18.0.1", "--port", "7", "--flood", "10", "--flood-src", "10.1.1.1"],
+            &["--flood-src", "10.1.1.1"],
+        ),
     ];
     for (args, needles) in cases {
         let (code, text) = run(args);
