@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod capture;
 pub mod clock;
 pub mod doctor;
 pub mod load;

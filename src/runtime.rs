@@ -51,6 +51,38 @@ pub fn online_cpus() -> Vec<usize> {
     parse_cpu_list(std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default().trim())
 }
 
+/// Place a helper thread (the reporter, the capture writer), named `who` in
+/// warnings: on `place.1` if given, else off the loop's core `place.0` (when
+/// the machine has another CPU).
+pub fn place_helper(place: (Option<usize>, Option<usize>), who: &str) {
+    if let Some(c) = place.1 {
+        // Not runtime::pin_to_core: its CPU list is this thread's inherited
+        // affinity, which is the loop's core alone.
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(c);
+        if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+            crate::log_warn!("{who}: cannot pin to --reporter-core {c}: {e}");
+        }
+        return;
+    }
+    let Some(core) = place.0 else { return };
+    let cpus: Vec<usize> = crate::runtime::online_cpus()
+        .into_iter()
+        .filter(|&c| c != core && c < rustix::thread::CpuSet::MAX_CPU)
+        .collect();
+    if cpus.is_empty() {
+        crate::log_warn!("{who}: no CPU other than {core} online; it shares the loop's core");
+        return;
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    for c in cpus {
+        set.set(c);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        crate::log_warn!("{who}: cannot keep off core {core}: {e}");
+    }
+}
+
 /// Raise the soft limit on open files to the hard limit, so thousands of
 /// connections do not fail on a host's default of 1024. Returns the limit
 /// now in force.

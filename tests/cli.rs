@@ -43,6 +43,10 @@ fn help_documents_every_flag() {
             "--max-conns",
             "--linger-ms",
             "--drain-ms",
+            "--pcap",
+            "--pcap-snaplen",
+            "--pcap-max-mb",
+            "--pcap-files",
             "--no-cpu-dma-latency",
             "--metrics",
             "--sample-log",
@@ -118,6 +122,11 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backlog", "0"], &["--backlog", "0"]),
         (&["storm", "--ip", "8.8.8.8", "--port", "7", "--conns", "1"], &["--ip 8.8.8.8", "198.18.0.0/15"]),
         (&["storm", "--ip", "127.0.0.1", "--port", "7"], &["--conns", "--flood"]),
+        (
+            &["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "kernel", "--pcap", "/tmp/x.pcap"],
+            &["--pcap", "tcpdump"],
+        ),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--pcap-snaplen", "10"], &["--pcap-snaplen", "10"]),
         (
             &["storm", "--ip", "198.18.0.1", "--port", "7", "--flood", "10", "--flood-src", "10.1.1.1"],
             &["--flood-src", "10.1.1.1"],

@@ -173,6 +173,49 @@ fn xdp_connection_storm_and_syn_flood() {
     assert!(field(&f, "syn_retrans") == 0.0 || lost > 0, "{f} {log:?}");
 }
 
+/// A file removed when dropped (also when the test fails).
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `--pcap`: the bypassed frames, both ways, read back with tcpdump.
+#[test]
+fn xdp_pcap_capture_reads_back_with_tcpdump() {
+    let test = "xdp_pcap_capture_reads_back_with_tcpdump";
+    if !tool_available(test, "tcpdump") {
+        return;
+    }
+    let file = TempFile(std::env::temp_dir().join(format!("tg-test-{}.pcap", std::process::id())));
+    let path = file.0.to_str().unwrap().to_string();
+    let Some((lab, srv)) = xdp_lab(test, "echo", &["--pcap", &path]) else { return };
+    for _ in 0..3 {
+        assert_eq!(lab.in_client_ns(|| echo_once(b"captured payload")), b"captured payload");
+    }
+    let log = srv.stop();
+    let frames = counter(&log, "pcap_frames").unwrap();
+    assert_eq!(counter(&log, "pcap_dropped"), Some(0), "{log:?}");
+    assert!(log.iter().any(|l| l.contains(&format!("{frames} frames")) && l.contains(&path)), "{log:?}");
+    let out = std::process::Command::new("tcpdump").args(["-r", &path, "-nn", "-tt"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as u64, frames, "every captured frame readable");
+    let to = lines.iter().filter(|l| l.contains(&format!(" > {GW_IP}.7777: "))).count();
+    let from = lines.iter().filter(|l| l.contains(&format!(" {GW_IP}.7777 > "))).count();
+    // 3 connections: at least SYN, data and FIN each way.
+    assert!(to >= 9 && from >= 9, "{to} to the port, {from} from it: {text}");
+    // Each payload each way (more if one was retransmitted).
+    let data = |dir: &str| lines.iter().filter(|l| l.contains(dir) && l.ends_with("length 16")).count();
+    assert!(data(&format!(" > {GW_IP}.7777: ")) >= 3 && data(&format!(" {GW_IP}.7777 > ")) >= 3, "{text}");
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let first: f64 = lines[0].split_whitespace().next().unwrap().parse().unwrap();
+    assert!((wall - first).abs() < 120.0, "timestamps are not wall-clock time: {first}");
+}
+
 #[test]
 fn xdp_orders_every_order_acked_once() {
     let Some((lab, srv)) = xdp_lab("xdp_orders_every_order_acked_once", "orders", &[]) else { return };

@@ -2,7 +2,8 @@
 # packages (idempotent, quiet) and check the Rust toolchain.
 
 # Packages the build (clang etc. compile bpf/redirect.bpf.c) and the lab need.
-TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps clang llvm libelf-dev zlib1g-dev pkg-config make)
+# tcpdump reads back the captures of --pcap (tests/xdp.rs).
+TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump clang llvm libelf-dev zlib1g-dev pkg-config make)
 
 ensure_packages() {
   local missing=() p

@@ -105,7 +105,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         a.local_ip,
         WaitMode::Spin,
         0,
-        XdpExtras { outbound: true, ..XdpExtras::default() },
+        XdpExtras { outbound: true, place: (a.core, None), ..XdpExtras::default() },
     )? {
         Chosen::Kernel(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
         Chosen::Xdp(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),

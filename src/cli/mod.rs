@@ -61,6 +61,22 @@ pub(crate) struct XdpArgs {
     /// kernel (net.ipv4.tcp_orphan_retries, tcp_fin_timeout).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub(crate) linger_ms: u64,
+    /// Capture every frame the xdp backend's stack receives and sends into this file (pcap,
+    /// ns timestamps; read it with tcpdump -r or tshark -r): tcpdump on the interface cannot see
+    /// frames XDP redirected. Copied on the loop into a bounded ring and written by a thread off
+    /// the loop's core; a full ring drops frames, counted as pcap_dropped.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) pcap: Option<std::path::PathBuf>,
+    /// Bytes kept of each captured frame.
+    #[arg(long, default_value_t = 1514, value_parser = clap::value_parser!(u64).range(64..=1514))]
+    pub(crate) pcap_snaplen: u64,
+    /// Rotate the capture when its file reaches this many MB (0: never): FILE becomes FILE.1,
+    /// FILE.1 becomes FILE.2, and so on.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub(crate) pcap_max_mb: u64,
+    /// Capture files kept when rotating, FILE included (the oldest goes).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) pcap_files: u64,
 }
 
 pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
@@ -97,6 +113,9 @@ pub(crate) struct XdpExtras {
     pub(crate) stamp_rx: bool,
     pub(crate) drop_every: u32,
     pub(crate) tx_drop_every: u32,
+    /// The loop's core and a housekeeping core (`--reporter-core`): where
+    /// the capture writer must not run, and where it may be pinned.
+    pub(crate) place: (Option<usize>, Option<usize>),
 }
 
 pub(crate) fn xdp_config(
@@ -116,6 +135,14 @@ pub(crate) fn xdp_config(
         c.stack.local_ports = (0, 0);
     }
     c.xsk.queue = x.queue;
+    if let Some(path) = &x.pcap {
+        let mut p = tailgate::capture::CaptureConfig::new(path);
+        p.snaplen = x.pcap_snaplen as usize;
+        p.max_bytes = x.pcap_max_mb * 1_000_000;
+        p.files = x.pcap_files as u32;
+        p.place = extras.place;
+        c.capture = Some(p);
+    }
     c.stamp_rx = extras.stamp_rx;
     c.drop_every = extras.drop_every;
     c.tx_drop_every = extras.tx_drop_every;
@@ -153,20 +180,30 @@ pub(crate) fn choose(
         let cfg = xdp_config(x, ip, wait, busy_poll_us, extras)?;
         XdpTransport::new(cfg).map(|t| Chosen::Xdp(Box::new(t))).map_err(|e| format!("xdp backend: {e}"))
     };
+    const PCAP_KERNEL: &str = "--pcap captures the frames the xdp backend bypasses the kernel with; the kernel \
+                               backend's traffic is visible to tcpdump -i IFACE -w FILE";
     match backend {
+        BackendArg::Kernel if x.pcap.is_some() => Err(PCAP_KERNEL.into()),
         BackendArg::Kernel => kernel(),
         BackendArg::Xdp => xdp(),
         BackendArg::Auto => {
+            let fallback = |why: String| {
+                log_warn!("{why}");
+                if x.pcap.is_some() {
+                    log_warn!("no capture is written: {PCAP_KERNEL}");
+                }
+                kernel()
+            };
             if x.iface.is_none() {
-                log_info!("backend auto: kernel (no --iface given for the xdp backend)");
-                return kernel();
+                if x.pcap.is_none() {
+                    log_info!("backend auto: kernel (no --iface given for the xdp backend)");
+                    return kernel();
+                }
+                return fallback("backend auto: kernel (no --iface given for the xdp backend)".into());
             }
             match xdp() {
                 Ok(t) => Ok(t),
-                Err(e) => {
-                    log_warn!("backend auto: kernel, because the xdp backend failed: {e}");
-                    kernel()
-                }
+                Err(e) => fallback(format!("backend auto: kernel, because the xdp backend failed: {e}")),
             }
         }
     }

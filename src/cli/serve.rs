@@ -195,6 +195,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         stamp_rx: sampling.enabled,
         drop_every: inject.loss_every.unwrap_or(0),
         tx_drop_every: inject.tx_loss_every.unwrap_or(0),
+        place: (a.core, a.obs.reporter_core),
     };
     let needs_xdp = inject.loss_every.is_some() || inject.tx_loss_every.is_some();
     if needs_xdp && a.backend == BackendArg::Kernel {

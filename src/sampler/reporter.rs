@@ -371,37 +371,6 @@ impl std::fmt::Debug for Reporter {
     }
 }
 
-/// Put this thread on `place.1` if given, else keep it off `place.0` (when
-/// the machine has another CPU).
-fn avoid(place: (Option<usize>, Option<usize>)) {
-    if let Some(c) = place.1 {
-        // Not runtime::pin_to_core: its CPU list is this thread's inherited
-        // affinity, which is the loop's core alone.
-        let mut set = rustix::thread::CpuSet::new();
-        set.set(c);
-        if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
-            crate::log_warn!("reporter: cannot pin to --reporter-core {c}: {e}");
-        }
-        return;
-    }
-    let Some(core) = place.0 else { return };
-    let cpus: Vec<usize> = crate::runtime::online_cpus()
-        .into_iter()
-        .filter(|&c| c != core && c < rustix::thread::CpuSet::MAX_CPU)
-        .collect();
-    if cpus.is_empty() {
-        crate::log_warn!("reporter: no CPU other than {core} online; it shares the loop's core");
-        return;
-    }
-    let mut set = rustix::thread::CpuSet::new();
-    for c in cpus {
-        set.set(c);
-    }
-    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
-        crate::log_warn!("reporter: cannot keep off core {core}: {e}");
-    }
-}
-
 impl Reporter {
     /// Start the reporter over `consumer` (none: sampling off, counters only).
     pub fn start(cfg: ReporterConfig, consumer: Option<Consumer>) -> io::Result<Reporter> {
@@ -430,7 +399,7 @@ impl Reporter {
             let avoid_core = (cfg.avoid_core, cfg.core);
             let stats = Arc::new(EndpointStats::default());
             threads.push(std::thread::Builder::new().name("tg-metrics".into()).spawn(move || {
-                avoid(avoid_core);
+                crate::runtime::place_helper(avoid_core, "reporter");
                 super::endpoint::serve(listener, Arc::new(Served(inner)), stop, stats);
             })?);
         }
@@ -464,7 +433,7 @@ fn drain_loop(
     stop: Arc<AtomicBool>,
     avoid_core: (Option<usize>, Option<usize>),
 ) {
-    avoid(avoid_core);
+    crate::runtime::place_helper(avoid_core, "reporter");
     let mut batch: Vec<Sample> = Vec::with_capacity(DRAIN_BATCH);
     loop {
         let stopping = stop.load(Ordering::Relaxed);

@@ -1,4 +1,6 @@
-//! A bounded single-producer single-consumer ring of [`Sample`]s.
+//! A bounded single-producer single-consumer ring of fixed-size records:
+//! [`Sample`]s by default, or any `Copy` record (the packet capture's
+//! frames, `crate::capture`).
 //!
 //! The producer is the pinned event loop: `push` never blocks, allocates or
 //! formats. When the ring is full the sample is dropped and counted; the
@@ -26,8 +28,8 @@ use super::Sample;
 /// Default capacity of a loop's ring.
 pub const DEFAULT_CAPACITY: usize = 65536;
 
-struct Shared {
-    slots: Box<[UnsafeCell<Sample>]>,
+struct Shared<T> {
+    slots: Box<[UnsafeCell<T>]>,
     mask: u64,
     /// Next index the producer writes. Written by the producer only.
     head: CachePadded<AtomicU64>,
@@ -41,33 +43,33 @@ struct Shared {
 // SAFETY: slots are only accessed under the head/tail protocol above: a slot
 // is written by the producer only while it is outside [tail, head) and read
 // by the consumer only while inside it, so no slot is ever accessed by both
-// threads at once. `Sample` is `Copy` plain data.
-unsafe impl Sync for Shared {}
+// threads at once. `T` is `Copy` plain data.
+unsafe impl<T: Copy + Send> Sync for Shared<T> {}
 // SAFETY: as above; the shared state owns plain data only.
-unsafe impl Send for Shared {}
+unsafe impl<T: Copy + Send> Send for Shared<T> {}
 
 /// The writing end; one per pinned loop.
-pub struct Producer {
-    shared: Arc<Shared>,
+pub struct Producer<T = Sample> {
+    shared: Arc<Shared<T>>,
     head: u64,
     cached_tail: u64,
     dropped: u64,
 }
 
 /// The reading end; owned by the reporter thread.
-pub struct Consumer {
-    shared: Arc<Shared>,
+pub struct Consumer<T = Sample> {
+    shared: Arc<Shared<T>>,
     tail: u64,
     cached_head: u64,
 }
 
-impl std::fmt::Debug for Producer {
+impl<T: Copy> std::fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Producer {{ capacity: {}, head: {}, dropped: {} }}", self.capacity(), self.head, self.dropped)
     }
 }
 
-impl std::fmt::Debug for Consumer {
+impl<T: Copy> std::fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Consumer {{ tail: {}, waiting: {} }}", self.tail, self.len())
     }
@@ -75,10 +77,15 @@ impl std::fmt::Debug for Consumer {
 
 /// A ring of `capacity` samples (a power of two, at least 2).
 pub fn ring(capacity: usize) -> Result<(Producer, Consumer), String> {
+    ring_of(capacity)
+}
+
+/// A ring of `capacity` records of type `T` (a power of two, at least 2).
+pub fn ring_of<T: Copy + Default + Send>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), String> {
     if !capacity.is_power_of_two() || capacity < 2 {
-        return Err(format!("sampler ring capacity {capacity}: must be a power of two >= 2"));
+        return Err(format!("ring capacity {capacity}: must be a power of two >= 2"));
     }
-    let slots: Box<[UnsafeCell<Sample>]> = (0..capacity).map(|_| UnsafeCell::new(Sample::default())).collect();
+    let slots: Box<[UnsafeCell<T>]> = (0..capacity).map(|_| UnsafeCell::new(T::default())).collect();
     let shared = Arc::new(Shared {
         slots,
         mask: capacity as u64 - 1,
@@ -92,13 +99,21 @@ pub fn ring(capacity: usize) -> Result<(Producer, Consumer), String> {
     ))
 }
 
-impl Producer {
+impl<T: Copy> Producer<T> {
     /// Record `s`; false (and counted) if the ring is full. The sample
     /// becomes visible to the consumer at the next [`Producer::publish`]
     /// (the loop calls it once per iteration: one shared-line store per
     /// iteration instead of one per sample).
     #[inline]
-    pub fn push(&mut self, s: &Sample) -> bool {
+    pub fn push(&mut self, s: &T) -> bool {
+        self.push_with(|slot| *slot = *s)
+    }
+
+    /// Record what `fill` writes into the next slot, in place (a large
+    /// record is not built and copied); false (and counted) if the ring is
+    /// full, and `fill` is not called.
+    #[inline]
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut T)) -> bool {
         let cap = self.shared.mask + 1;
         if self.head - self.cached_tail == cap {
             self.cached_tail = self.shared.tail.load(Ordering::Acquire);
@@ -112,7 +127,7 @@ impl Producer {
         let slot = &self.shared.slots[(self.head & self.shared.mask) as usize];
         // SAFETY: head - tail < capacity, so this slot is outside [tail, head):
         // the consumer does not read it until `head` is published below.
-        unsafe { *slot.get() = *s };
+        fill(unsafe { &mut *slot.get() });
         self.head += 1;
         true
     }
@@ -133,10 +148,16 @@ impl Producer {
     }
 }
 
-impl Consumer {
+impl<T: Copy> Consumer<T> {
     /// Take the oldest sample, if any.
     #[inline]
-    pub fn pop(&mut self) -> Option<Sample> {
+    pub fn pop(&mut self) -> Option<T> {
+        self.pop_with(|s| *s)
+    }
+
+    /// Read the oldest record in place with `read`, then free its slot.
+    #[inline]
+    pub fn pop_with<R>(&mut self, read: impl FnOnce(&T) -> R) -> Option<R> {
         if self.tail == self.cached_head {
             self.cached_head = self.shared.head.load(Ordering::Acquire);
             if self.tail == self.cached_head {
@@ -146,10 +167,10 @@ impl Consumer {
         let slot = &self.shared.slots[(self.tail & self.shared.mask) as usize];
         // SAFETY: tail < head (Acquire above): the producer wrote this slot
         // and will not touch it again until `tail` moves past it below.
-        let s = unsafe { *slot.get() };
+        let r = read(unsafe { &*slot.get() });
         self.tail += 1;
         self.shared.tail.store(self.tail, Ordering::Release);
-        Some(s)
+        Some(r)
     }
 
     /// Samples the producer has dropped so far.

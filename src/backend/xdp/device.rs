@@ -61,6 +61,8 @@ pub struct XskDevice {
     /// Where a TX token writes when no TX frame is free: the frame is then
     /// dropped (and counted), and TCP retransmits.
     scratch: Box<[u8; ETH_MTU]>,
+    /// `--pcap`: every frame received and sent, copied for the writer.
+    pub capture: Option<crate::capture::Tap>,
 }
 
 impl XskDevice {
@@ -71,6 +73,7 @@ impl XskDevice {
             busy_poll_syscall: false,
             staged: None,
             scratch: Box::new([0u8; ETH_MTU]),
+            capture: None,
         }
     }
 }
@@ -86,6 +89,7 @@ pub struct XskTx<'a> {
     view: UmemView<'a>,
     scratch: &'a mut [u8; ETH_MTU],
     loss: &'a mut TxLoss,
+    capture: Option<&'a mut crate::capture::Tap>,
 }
 
 impl phy::RxToken for XskRx<'_> {
@@ -106,6 +110,9 @@ impl phy::TxToken for XskTx<'_> {
                 if self.loss.every != 0 && self.loss.drop(bytes) {
                     self.tx.free(frame);
                 } else {
+                    if let Some(c) = self.capture {
+                        c.frame(bytes, clock::mono_ns());
+                    }
                     self.tx.submit(frame, len);
                 }
                 r
@@ -122,12 +129,17 @@ impl Device for XskDevice {
     fn receive(&mut self, _timestamp: Instant) -> Option<(XskRx<'_>, XskTx<'_>)> {
         let frame = self.staged.take()?;
         let (rx, tx, view) = self.xsk.split();
-        Some((XskRx { rx, view, frame }, XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss }))
+        let capture = self.capture.as_mut();
+        Some((
+            XskRx { rx, view, frame },
+            XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss, capture },
+        ))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<XskTx<'_>> {
         let (_, tx, view) = self.xsk.split();
-        Some(XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss })
+        let capture = self.capture.as_mut();
+        Some(XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss, capture })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -146,7 +158,11 @@ impl Link for XskDevice {
         let view = self.xsk.view();
         let rx_ns = view.take_rx_meta(&mut frame).unwrap_or(0);
         let frame = self.staged.insert(frame);
-        Some((view.rx_bytes(frame), rx_ns))
+        let bytes = view.rx_bytes(frame);
+        if let Some(c) = &mut self.capture {
+            c.frame(bytes, if rx_ns != 0 { rx_ns } else { clock::mono_ns() });
+        }
+        Some((bytes, rx_ns))
     }
 
     fn staged_mut(&mut self) -> Option<&mut [u8]> {
@@ -170,6 +186,9 @@ impl Link for XskDevice {
 
     fn end_ingress(&mut self) {
         self.xsk.rx.flush();
+        if let Some(c) = &mut self.capture {
+            c.publish();
+        }
     }
 
     fn rx_starved(&mut self) -> bool {
@@ -177,6 +196,9 @@ impl Link for XskDevice {
     }
 
     fn flush(&mut self) {
+        if let Some(c) = &mut self.capture {
+            c.publish();
+        }
         self.xsk.rx.flush();
         self.xsk.tx.kick();
         self.xsk.tx.reap();
@@ -204,6 +226,10 @@ impl Link for XskDevice {
         out.event("fill_full", r.fill_full);
         out.drop("tx_starved", t.starved);
         out.drop("tx_injected_drops", self.tx_loss.dropped);
+        if let Some(c) = &self.capture {
+            out.event("pcap_frames", c.captured);
+            out.drop("pcap_dropped", c.dropped);
+        }
     }
 }
 

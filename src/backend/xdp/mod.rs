@@ -41,6 +41,8 @@ pub struct XdpConfig {
     pub drop_every: u32,
     /// `--inject tx-loss:N`: drop every N-th TCP data segment transmitted.
     pub tx_drop_every: u32,
+    /// `--pcap`: capture every frame the stack receives and sends.
+    pub capture: Option<crate::capture::CaptureConfig>,
 }
 
 impl XdpConfig {
@@ -52,6 +54,7 @@ impl XdpConfig {
             stamp_rx: false,
             drop_every: 0,
             tx_drop_every: 0,
+            capture: None,
         }
     }
 }
@@ -116,6 +119,9 @@ pub struct XdpTransport {
     own_address: bool,
     /// The socket's XDP_STATISTICS (its own descriptor: read off the loop).
     xsk_stats: Option<XskStatsReader>,
+    /// `--pcap`'s writer: dropped after the stack, so it writes every frame
+    /// the loop captured.
+    _pcap: Option<crate::capture::Writer>,
 }
 
 impl XdpTransport {
@@ -165,6 +171,16 @@ impl XdpTransport {
             );
         }
         let mut dev = XskDevice::new(sock);
+        let pcap = match cfg.capture.take() {
+            Some(c) => {
+                let path = c.path.display().to_string();
+                let (tap, writer) = crate::capture::start(c)?;
+                crate::log_info!("xdp backend: capturing every frame the stack receives and sends to {path} (pcap)");
+                dev.capture = Some(tap);
+                Some(writer)
+            }
+            None => None,
+        };
         dev.tx_loss.every = cfg.tx_drop_every;
         dev.busy_poll_syscall = busy_poll_syscall;
         let xsk_stats = match dev.xsk.stats_reader() {
@@ -176,7 +192,7 @@ impl XdpTransport {
                 None
             }
         };
-        Ok(XdpTransport { prog, stack: Stack::new(cfg.stack, dev), own_address, xsk_stats })
+        Ok(XdpTransport { prog, stack: Stack::new(cfg.stack, dev), own_address, xsk_stats, _pcap: pcap })
     }
 }
 
