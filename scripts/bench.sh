@@ -10,6 +10,8 @@
 #                                                   (sockperf over UDP: AF_XDP with no TCP at all)
 #                                 xdp-sampled       xdp with every message sampled (--sample all=100),
 #                                 kernel-sampled    kernel likewise: the sampler's cost against xdp/kernel
+#                                 xdp-pcap          xdp with --pcap (every frame captured to a file in the
+#                                                   run's temporary directory, removed at the end)
 #                                 xdp-baseline      xdp, from the binary BASELINE_BIN (another commit's
 #                                 kernel-baseline   build), to compare a change side by side; likewise kernel
 #   scripts/bench.sh load       tailgate load --app orders (client on cpu0) against
@@ -109,6 +111,7 @@ start_server() { # name app
     kernel) args=(--backend kernel) ;;
     xdp) args=(--backend xdp --iface tg_gw0) ;;
     xdp-sampled) args=(--backend xdp --iface tg_gw0 --sample all=100) ;;
+    xdp-pcap) args=(--backend xdp --iface tg_gw0 --pcap "$OUT/capture.pcap") ;;
     kernel-sampled) args=(--backend kernel --sample all=100) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
     xdp-baseline) args=(--backend xdp --iface tg_gw0) bin=$BASELINE_BIN ;;
