@@ -63,6 +63,36 @@ fn close_client_first() {
 }
 
 #[test]
+fn closed_sockets_are_reused_with_nothing_left_over() {
+    let mut net = Net::new();
+    let (to_server, to_client) = (net.client.link().outbox.clone(), net.server.link().outbox.clone());
+    to_server.borrow_mut().capture = true;
+    to_client.borrow_mut().capture = true;
+    for i in 0..50u8 {
+        // Connection ids are reused too: forget the last one's events.
+        net.client_events.clear();
+        let id = net.connect();
+        // Each connection's own bytes, of its own length: a reused socket
+        // must hold nothing of the one before.
+        let msg: Vec<u8> = (0..(10 + i as usize)).map(|j| i ^ j as u8).collect();
+        assert_eq!(net.echo_once(id, &msg, Duration::from_millis(50)), msg, "connection {i}");
+        net.client.shutdown_write(id).unwrap();
+        let mut rest = Vec::new();
+        assert!(net.run_until(Duration::from_secs(1), |n| n.client_read(id, &mut rest).unwrap()), "no EOF ({i})");
+        assert!(rest.is_empty(), "connection {i}: {rest:?}");
+        net.client.close(id);
+        net.run_until(Duration::from_millis(5), |_| false);
+    }
+    assert_eq!(net.echo.closed, 50);
+    assert!(!any_rst(&to_server.borrow().captured) && !any_rst(&to_client.borrow().captured), "a reset");
+    // Fifty connections, one after another, on a handful of sockets.
+    for (side, stack) in [("server", &net.server), ("client", &net.client)] {
+        let made = stack.counters().get("sockets_allocated").unwrap();
+        assert!(made <= 3, "{side} allocated {made} sockets for 50 connections in turn");
+    }
+}
+
+#[test]
 fn a_syn_to_a_closed_port_is_answered_with_rst() {
     let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
     peer.send(&Seg { dst_port: 9, ..syn(40000, 1000) });

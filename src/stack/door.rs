@@ -356,9 +356,10 @@ impl<D: Link> Stack<D> {
             self.note_refused();
             return Err(Verdict::Answer(rst_for(k)));
         }
-        // A fresh socket replays the SYN on the private set.
+        // A fresh (or spare) socket replays the SYN on the private set.
         let mut s = self.make_socket();
         if s.listen(lp).is_err() {
+            self.free_socket(smoltcp::socket::Socket::Tcp(s));
             self.door.stats.replay_failed += 1;
             return Err(Verdict::Answer(rst_for(k)));
         }
@@ -394,6 +395,7 @@ impl<D: Link> Stack<D> {
         let smol_isn = match got {
             Some((isn, ws)) if ws == expect_ws => isn,
             _ => {
+                self.free_socket(s);
                 self.door.stats.replay_failed += 1;
                 return Err(Verdict::Answer(rst_for(k)));
             }

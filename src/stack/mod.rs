@@ -68,6 +68,10 @@ const INGRESS_BUDGET: usize = 64;
 /// and its socket freed: the default of `StackConfig::linger_ns`.
 pub const LINGER_NS_DEFAULT: u64 = 5_000_000_000;
 
+/// Closed sockets kept for reuse: a new connection takes one (its buffers
+/// are only re-indexed) instead of allocating and zeroing new buffers.
+pub const SPARE_SOCKETS: usize = 256;
+
 /// Number of socket shards (a power of two).
 pub const SHARDS: usize = 64;
 
@@ -196,6 +200,10 @@ pub struct Stack<D: Link> {
     refused: u64,
     /// Closing connections reset because the linger expired.
     linger_expired: u64,
+    /// Freed sockets kept for reuse (at most `SPARE_SOCKETS`), and the
+    /// sockets allocated so far.
+    spare: Vec<tcp::Socket<'static>>,
+    sockets_made: u64,
     /// Frames the stack wrote itself since the last flush.
     replied: bool,
     /// IPv4 frames dropped before smoltcp: truncated or bad checksum.
@@ -269,6 +277,8 @@ impl<D: Link> Stack<D> {
             stats: TransportStats::default(),
             refused: 0,
             linger_expired: 0,
+            spare: Vec::with_capacity(SPARE_SOCKETS),
+            sockets_made: 0,
             replied: false,
             rx_invalid: 0,
             now_ns,
@@ -310,6 +320,7 @@ impl<D: Link> Stack<D> {
         c.drop("conn_refused", self.refused);
         self.door.counters(&mut c);
         c.drop("linger_expired", self.linger_expired);
+        c.event("sockets_allocated", self.sockets_made);
         self.rec.counters(&mut c);
         self.guard.counters(&mut c);
         c
@@ -325,8 +336,14 @@ impl<D: Link> Stack<D> {
         self.rec.estimate(self.conns.get(conn.0)?.flow)
     }
 
-    /// A TCP socket with its buffers, Nagle and delayed ACK off.
-    fn make_socket(&self) -> tcp::Socket<'static> {
+    /// A TCP socket with its buffers, Nagle and delayed ACK off: a spare
+    /// one if there is one (`listen` and `connect` reset it), else a new
+    /// one.
+    fn make_socket(&mut self) -> tcp::Socket<'static> {
+        if let Some(s) = self.spare.pop() {
+            return s;
+        }
+        self.sockets_made += 1;
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_rx_buf]),
             tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_tx_buf]),
@@ -334,6 +351,18 @@ impl<D: Link> Stack<D> {
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
         s
+    }
+
+    /// A socket leaves the stack: kept as a spare while there is room.
+    fn free_socket(&mut self, s: smoltcp::socket::Socket<'static>) {
+        let smoltcp::socket::Socket::Tcp(mut s) = s else { return };
+        if self.spare.len() < SPARE_SOCKETS {
+            if s.is_open() {
+                // Out of every set: nothing is sent for it.
+                s.abort();
+            }
+            self.spare.push(s);
+        }
     }
 
     fn new_socket(&mut self, shard: usize) -> SocketHandle {
@@ -634,8 +663,9 @@ impl<D: Link> Stack<D> {
                 let c = self.conns.remove(id);
                 self.rec.forget(c.flow);
                 let sh = &mut self.shards[si];
-                sh.sockets.remove(c.handle);
+                let s = sh.sockets.remove(c.handle);
                 sh.conns.retain(|&x| x != id);
+                self.free_socket(s);
                 self.local_ports.set(c.local_port, false);
                 self.release(c.flow, Release::Gone);
             }
@@ -659,7 +689,8 @@ impl<D: Link> Stack<D> {
                 self.linger_expired += 1;
             }
             self.zombies.swap_remove(i);
-            self.shards[si].sockets.remove(h);
+            let s = self.shards[si].sockets.remove(h);
+            self.free_socket(s);
             self.local_ports.set(port, false);
             self.rec.forget(flow);
             self.release(flow, why);

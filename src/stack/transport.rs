@@ -74,7 +74,8 @@ impl<D: Link> Transport for Stack<D> {
         let remote = IpEndpoint::new(IpAddress::Ipv4(ip), addr.port());
         let sh = &mut self.shards[shard];
         if let Err(e) = sh.sockets.get_mut::<tcp::Socket>(h).connect(self.iface.context(), remote, port) {
-            sh.sockets.remove(h);
+            let s = sh.sockets.remove(h);
+            self.free_socket(s);
             return Err(io::Error::other(format!("connect to {addr}: {e}")));
         }
         let id = self.conns.insert(Conn {
@@ -210,7 +211,8 @@ impl<D: Link> Transport for Stack<D> {
         let linger = self.now_ns + self.cfg.linger_ns;
         match s.state() {
             state @ (State::Closed | State::TimeWait) => {
-                sh.sockets.remove(c.handle);
+                let s = sh.sockets.remove(c.handle);
+                self.free_socket(s);
                 self.local_ports.set(c.local_port, false);
                 self.rec.forget(c.flow);
                 self.release(c.flow, if state == State::TimeWait { Release::TimeWait } else { Release::Gone });
