@@ -44,13 +44,10 @@ use siphasher::sip::SipHasher24;
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet,
-    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::{ArpOperation, TcpControl, TcpRepr, TcpSeqNumber};
 
 use super::flow::flow_key;
-use super::frame::{emit_tcp, tcp_frame_len, FrameKey};
+use super::frame::{emit_arp, emit_tcp, tcp_frame_len, FrameKey, ARP_FRAME_LEN};
 use super::guard::{Reply, Verdict};
 use super::{shard_of, Conn, Link, Stack};
 use crate::transport::Counters;
@@ -239,21 +236,21 @@ pub(super) struct Replay {
 
 impl Replay {
     fn new(mtu: usize) -> Replay {
-        Replay { arp: vec![0; 42], syn: vec![0; 128], syn_len: 0, left: 0, out: vec![0; mtu], out_len: 0, mtu }
+        Replay {
+            arp: vec![0; ARP_FRAME_LEN],
+            syn: vec![0; 128],
+            syn_len: 0,
+            left: 0,
+            out: vec![0; mtu],
+            out_len: 0,
+            mtu,
+        }
     }
 
     /// The SYN-ACK smoltcp sent, if the last frame was one: (ISN, window
     /// scale).
     fn synack(&self) -> Option<(u32, Option<u8>)> {
-        let eth = EthernetFrame::new_checked(&self.out[..self.out_len]).ok()?;
-        if eth.ethertype() != EthernetProtocol::Ipv4 {
-            return None;
-        }
-        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-        if ip.next_header() != IpProtocol::Tcp {
-            return None;
-        }
-        let t = TcpPacket::new_checked(ip.payload()).ok()?;
+        let (_, t) = super::frame::tcp_segment(&self.out[..self.out_len])?;
         if !(t.syn() && t.ack()) {
             return None;
         }
@@ -366,7 +363,7 @@ impl<D: Link> Stack<D> {
         let h: SocketHandle = self.door.nursery.add(s);
         let own = (self.cfg.mac, self.cfg.ip);
         let r = &mut self.door.replay;
-        write_arp_reply(&mut r.arp, mac, Ipv4Addr::from(ip), own.0, own.1);
+        emit_arp(&mut r.arp, ArpOperation::Reply, mac, Ipv4Addr::from(ip), own.0, own.1);
         let syn = TcpRepr {
             src_port: rp,
             dst_port: lp,
@@ -422,22 +419,6 @@ impl<D: Link> Stack<D> {
         self.door.stats.cookies_accepted += 1;
         Ok(off)
     }
-}
-
-/// An ARP reply from (`mac`, `ip`) to (`own_mac`, `own_ip`).
-fn write_arp_reply(buf: &mut [u8], mac: [u8; 6], ip: Ipv4Addr, own_mac: [u8; 6], own_ip: Ipv4Addr) {
-    let mut f = EthernetFrame::new_unchecked(buf);
-    f.set_src_addr(EthernetAddress(mac));
-    f.set_dst_addr(EthernetAddress(own_mac));
-    f.set_ethertype(EthernetProtocol::Arp);
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: ip,
-        target_hardware_addr: EthernetAddress(own_mac),
-        target_protocol_addr: own_ip,
-    };
-    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
 }
 
 #[cfg(test)]

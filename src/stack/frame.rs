@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv4Repr, TcpPacket, TcpRepr, UdpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet,
+    IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket,
 };
 
 /// What the stack needs to know about a frame before smoltcp sees it.
@@ -239,18 +239,60 @@ pub fn shift_tcp(b: &mut [u8], seq_add: u32, ack_sub: u32) -> bool {
     true
 }
 
+/// Bytes of an Ethernet frame carrying an IPv4 ARP packet.
+pub const ARP_FRAME_LEN: usize = 14 + 28;
+
+/// Write an ARP `op` from (`mac`, `ip`) to (`target_mac`, `target_ip`) into
+/// `buf` ([`ARP_FRAME_LEN`] bytes); a request goes to the broadcast
+/// address, a reply to `target_mac`.
+pub fn emit_arp(
+    buf: &mut [u8],
+    op: ArpOperation,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+    target_mac: [u8; 6],
+    target_ip: Ipv4Addr,
+) {
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress(if op == ArpOperation::Request { [0xff; 6] } else { target_mac }),
+        ethertype: EthernetProtocol::Arp,
+    };
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: op,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress(target_mac),
+        target_protocol_addr: target_ip,
+    };
+    let mut f = EthernetFrame::new_unchecked(buf);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+}
+
 /// Do the frame's checksums hold (see [`classify`])?
 pub fn checksums_ok(b: &[u8]) -> bool {
     classify(b).valid
 }
 
-/// The payload length of an IPv4 TCP segment, or `None` if `b` is not one.
-pub fn tcp_payload_len(b: &[u8]) -> Option<usize> {
+/// Checked views of a frame's IPv4 header and TCP segment.
+pub type TcpSegment<'a> = (Ipv4Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
+/// The IPv4 header and the TCP segment of an Ethernet frame, through
+/// checked views, if it carries an unfragmented IPv4 TCP segment
+/// (checksums not verified: for frames the stack wrote, or reads back).
+pub fn tcp_segment(b: &[u8]) -> Option<TcpSegment<'_>> {
     let ip = ipv4(b)?;
-    if ip.next_header() != IpProtocol::Tcp {
+    if ip.next_header() != IpProtocol::Tcp || fragmented(&ip) {
         return None;
     }
-    TcpPacket::new_checked(ip.payload()).ok().map(|t| t.payload().len())
+    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((ip, t))
+}
+
+/// The payload length of an IPv4 TCP segment, or `None` if `b` is not one.
+pub fn tcp_payload_len(b: &[u8]) -> Option<usize> {
+    tcp_segment(b).map(|(_, t)| t.payload().len())
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ use std::hash::BuildHasherDefault;
 use slab::Slab;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
 
 use super::flow::{flow_key, FlowHasher};
 use super::frame::{tcp_flags, FrameKey};
@@ -405,15 +405,9 @@ pub(super) struct Tcp {
 }
 
 pub(super) fn parse(frame: &[u8]) -> Option<Tcp> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
-        return None;
-    }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
-        return None;
-    }
-    let t = TcpPacket::new_checked(ip.payload()).ok()?;
+    let (ip, t) = super::frame::tcp_segment(frame)?;
+    let mut peer_mac = [0u8; 6];
+    peer_mac.copy_from_slice(&frame[..6]);
     Some(Tcp {
         key: flow_key(u32::from(ip.dst_addr()), t.dst_port(), t.src_port()),
         seq: t.seq_number().0 as u32,
@@ -423,7 +417,7 @@ pub(super) fn parse(frame: &[u8]) -> Option<Tcp> {
         fin: t.fin(),
         syn: t.syn(),
         rst: t.rst(),
-        peer_mac: eth.dst_addr().0,
+        peer_mac,
     })
 }
 

@@ -23,11 +23,10 @@ use std::time::Duration;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol,
-    Ipv4Address, Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Ipv4Address, TcpControl, TcpRepr, TcpSeqNumber,
 };
 
-use super::frame::{emit_tcp, flags_of, tcp_flags, tcp_frame_len};
+use super::frame::{emit_arp, emit_tcp, flags_of, tcp_flags, tcp_frame_len, ARP_FRAME_LEN};
 use super::link::Link;
 use crate::transport::Counters;
 
@@ -301,15 +300,7 @@ impl Seg {
     /// The TCP segment in an Ethernet frame, if it is one (unchecked
     /// checksums: tests read what the stack sent).
     pub fn parse(frame: &[u8]) -> Option<(Ipv4Address, Ipv4Address, Seg)> {
-        let eth = EthernetFrame::new_checked(frame).ok()?;
-        if eth.ethertype() != EthernetProtocol::Ipv4 {
-            return None;
-        }
-        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-        if ip.next_header() != IpProtocol::Tcp {
-            return None;
-        }
-        let t = TcpPacket::new_checked(ip.payload()).ok()?;
+        let (ip, t) = super::frame::tcp_segment(frame)?;
         let flags = flags_of(&t);
         let opts = t.options_summary().ok()?;
         let seg = Seg {
@@ -434,44 +425,16 @@ impl Peer {
         if target_protocol_addr != self.ip {
             return true;
         }
-        let reply = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Reply,
-            source_hardware_addr: EthernetAddress(self.mac),
-            source_protocol_addr: self.ip,
-            target_hardware_addr: source_hardware_addr,
-            target_protocol_addr: source_protocol_addr,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress(self.mac),
-            dst_addr: source_hardware_addr,
-            ethertype: EthernetProtocol::Arp,
-        };
-        let mut buf = vec![0u8; eth.buffer_len() + reply.buffer_len()];
-        let mut fr = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut fr);
-        reply.emit(&mut ArpPacket::new_unchecked(fr.payload_mut()));
+        let mut buf = vec![0u8; ARP_FRAME_LEN];
+        emit_arp(&mut buf, ArpOperation::Reply, self.mac, self.ip, source_hardware_addr.0, source_protocol_addr);
         self.link.send_raw(buf);
         true
     }
 
     /// An ARP request for `target` from this peer (to see the stack answer).
     pub fn arp_request(&self, target: Ipv4Address) -> Vec<u8> {
-        let req = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Request,
-            source_hardware_addr: EthernetAddress(self.mac),
-            source_protocol_addr: self.ip,
-            target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: target,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress(self.mac),
-            dst_addr: EthernetAddress([0xff; 6]),
-            ethertype: EthernetProtocol::Arp,
-        };
-        let mut buf = vec![0u8; eth.buffer_len() + req.buffer_len()];
-        let mut fr = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut fr);
-        req.emit(&mut ArpPacket::new_unchecked(fr.payload_mut()));
+        let mut buf = vec![0u8; ARP_FRAME_LEN];
+        emit_arp(&mut buf, ArpOperation::Request, self.mac, self.ip, [0; 6], target);
         buf
     }
 }

@@ -156,6 +156,8 @@ impl Net {
     /// Connect and wait for the handshake.
     pub fn connect(&mut self) -> ConnId {
         let id = self.client.connect(server_addr()).unwrap();
+        // Ids are reused: a Connected of an earlier connection is not this one's.
+        self.client_events.retain(|e| *e != Event::Connected(id));
         assert!(self.run_until(Duration::from_secs(5), |n| n.connected(id)), "no handshake");
         id
     }
