@@ -37,7 +37,7 @@ use crate::clock;
 use crate::sampler::cause;
 use crate::sampler::reporter::{Published, Snapshot};
 use crate::sampler::tracer::{RxTrace, Tracer};
-use crate::transport::{would_block, ConnId, Event, Transport};
+use crate::transport::{would_block, AckEvent, ConnId, Event, Transport};
 
 /// Bounded work per connection per loop iteration.
 const ROUNDS_PER_SERVICE: usize = 8;
@@ -110,6 +110,9 @@ struct Conn<S> {
     /// transport's flags for it, when tracing.
     rx_arrival: u64,
     rx_flags: u32,
+    /// Bytes handed to the transport's `send` so far (where a reply ends in
+    /// the connection's output, for its ACK).
+    sent: u64,
 }
 
 /// Loop counters.
@@ -138,6 +141,8 @@ pub struct Server<T: Transport, A: App> {
     conns: Vec<Option<Conn<A::Session>>>,
     work: VecDeque<ConnId>,
     events: Vec<Event>,
+    /// The transport's ACK reports, for the tracer (allocated once).
+    acks: Vec<AckEvent>,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC (ns), for wall stamps from the loop's clock.
     wall_offset: u64,
     next_tick: u64,
@@ -163,6 +168,7 @@ impl<T: Transport, A: App> Server<T, A> {
             conns: Vec::new(),
             work: VecDeque::with_capacity(1024),
             events: Vec::with_capacity(1024),
+            acks: Vec::with_capacity(1024),
             next_tick: 0,
             wall_offset: clock::realtime_offset_ns(),
             now: 0,
@@ -178,8 +184,9 @@ impl<T: Transport, A: App> Server<T, A> {
 
     /// Record samples with `tracer` (and tell the transport to keep arrival
     /// times when it samples).
-    pub fn set_tracer(&mut self, tracer: Tracer) {
+    pub fn set_tracer(&mut self, mut tracer: Tracer) {
         self.transport.set_tracing(tracer.enabled());
+        tracer.set_ack_tracking(tracer.enabled() && self.transport.tracks_acks());
         self.tracer = tracer;
     }
 
@@ -278,6 +285,13 @@ impl<T: Transport, A: App> Server<T, A> {
         self.now = now;
         let tracing = self.tracer.enabled();
         if tracing {
+            if self.tracer.tracks_acks() {
+                self.transport.acks(&mut self.acks);
+                if !self.acks.is_empty() {
+                    self.tracer.on_acks(&self.acks);
+                    self.acks.clear();
+                }
+            }
             let flags = self.transport.loop_flags();
             self.tracer.begin_iteration(self.stats.iterations, now, !events.is_empty(), flags);
         }
@@ -323,6 +337,8 @@ impl<T: Transport, A: App> Server<T, A> {
             let done = if self.transport.flush_transmits() { flush.1 } else { 0 };
             let flags = if tracing { self.transport.loop_flags() } else { 0 };
             self.tracer.end_iteration(flush, done, flags);
+            let t = &mut self.transport;
+            self.tracer.take_watch_requests(|c, on| t.watch_acks(ConnId(c as usize), on));
         }
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick_ns;
@@ -380,6 +396,7 @@ impl<T: Transport, A: App> Server<T, A> {
             tx_blocked: false,
             queued: false,
             rx_arrival: 0,
+            sent: 0,
             rx_flags: 0,
         });
         self.stats.opened += 1;
@@ -398,6 +415,7 @@ impl<T: Transport, A: App> Server<T, A> {
 
     fn finish(&mut self, id: ConnId, reason: &str, abort: bool) {
         if let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.take()) {
+            self.tracer.conn_closed(id.0 as u32);
             self.transport.close(id);
             if abort {
                 self.stats.aborted += 1;
@@ -550,6 +568,7 @@ impl<T: Transport, A: App> Server<T, A> {
             // The iteration's clock as wall time: no clock read per input.
             let recv_ts = if A::WANTS_RECV_TS { now.wrapping_add(self.wall_offset) } else { 0 };
             self.tracer.begin_input(id.0 as u32, RxTrace { arrival_ns: c.rx_arrival, flags: c.rx_flags });
+            let out_before = c.sent + c.tx.len() as u64;
             let (used, v) =
                 self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, &mut self.tracer, recv_ts, now);
             if used > 0 {
@@ -565,7 +584,9 @@ impl<T: Transport, A: App> Server<T, A> {
             // left for step 1 of the next round to handle.
             let attempted = c.tx.len() > 0 && !c.tx_blocked;
             let _ = send_queued(&mut self.transport, id, c);
-            self.tracer.end_input(if attempted && c.tx_blocked { cause::TX_FULL } else { 0 });
+            let out = c.sent + c.tx.len() as u64;
+            let reply_end = if out != out_before { out } else { 0 };
+            self.tracer.end_input(if attempted && c.tx_blocked { cause::TX_FULL } else { 0 }, reply_end);
             stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0);
             match v {
                 Verdict::Continue => {}
@@ -620,6 +641,7 @@ fn send_queued<T: Transport, S>(t: &mut T, id: ConnId, c: &mut Conn<S>) -> io::R
     match t.send(id, c.tx.as_slice()) {
         Ok(n) => {
             c.tx.consume(n);
+            c.sent += n as u64;
             c.tx_blocked = c.tx.len() > 0;
             Ok(n)
         }

@@ -17,7 +17,7 @@ use tailgate::stack::recovery::{DELAYED_ACK_NS, MAX_SLOTS_PER_FLOW};
 use tailgate::stack::sim::Wire;
 use tailgate::stack::sim::{tcp_frame, Clock, Fate, MemLink, Seg, Sent, MAC_A, MAC_B};
 use tailgate::stack::Stack;
-use tailgate::transport::{signal, would_block, ConnId, Event, Transport};
+use tailgate::transport::{signal, would_block, AckEvent, ConnId, Event, Transport};
 
 mod mem;
 use mem::*;
@@ -336,6 +336,51 @@ fn tracing_flags_a_stream_that_waited_for_a_retransmission() {
     let t = trace.unwrap();
     assert_ne!(t.flags & signal::RETRANSMIT, 0, "{t:?}");
     assert!(t.arrival_ns > 0);
+}
+
+/// Step `net` until the server reports an ACK, at most `limit`.
+fn next_ack(net: &mut Net, limit: Duration) -> Option<AckEvent> {
+    let mut acks = Vec::new();
+    net.run_until(limit, |n| {
+        n.server.acks(&mut acks);
+        !acks.is_empty()
+    });
+    assert!(acks.len() <= 1, "{acks:?}");
+    acks.pop()
+}
+
+#[test]
+fn the_ack_of_each_reply_is_reported_and_says_when_it_waited_for_a_retransmission() {
+    let (mut net, id, sid) = warmed_up();
+    net.server.set_tracing(true);
+    assert!(net.server.tracks_acks());
+    // Nothing is reported for a connection nobody watches.
+    assert_eq!(net.echo_once(id, b"quiet", ms(100)), b"quiet");
+    assert_eq!(next_ack(&mut net, ms(50)), None);
+    // 40 x "warm" and "quiet" went before: 165 bytes.
+    net.server.watch_acks(sid, true);
+    let before = net.clock.now();
+    assert_eq!(net.echo_once(id, b"order", ms(100)), b"order");
+    let a = next_ack(&mut net, ms(50)).expect("the reply's ACK");
+    assert_eq!((a.conn, a.acked, a.retransmitted), (sid, 170, false));
+    assert!(a.at_ns > before && a.at_ns <= net.clock.now(), "{a:?}");
+    // The reply is lost once: its ACK comes after the retransmission, and
+    // says so.
+    let log = record(&net.clock, &net.server.link().outbox.clone(), |n| n == 1);
+    assert_eq!(net.echo_once(id, b"again", ms(100)), b"again");
+    let a = next_ack(&mut net, ms(50)).expect("the retransmitted reply's ACK");
+    assert_eq!((a.acked, a.retransmitted), (175, true));
+    let resent = log.borrow()[1].0;
+    assert!(a.at_ns > resent, "ACK at {} before the retransmission at {resent}", a.at_ns);
+    // The next reply goes through: no retransmission this time.
+    net.server.link().outbox.borrow_mut().clear_rule();
+    assert_eq!(net.echo_once(id, b"fine!", ms(100)), b"fine!");
+    let a = next_ack(&mut net, ms(50)).expect("the ACK");
+    assert_eq!((a.acked, a.retransmitted), (180, false));
+    // Unwatched: nothing more.
+    net.server.watch_acks(sid, false);
+    assert_eq!(net.echo_once(id, b"after", ms(100)), b"after");
+    assert_eq!(next_ack(&mut net, ms(50)), None);
 }
 
 /// Every data segment offered to `wire` from now on: (time, seq, dropped).

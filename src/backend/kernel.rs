@@ -11,7 +11,10 @@
 //! `epoll_wait` is one small loop over the event array.
 //!
 //! When sampling is on, reads go through `recvmsg` for the kernel's receive
-//! timestamp (see [`crate::sys::rxts`]), converted to the monotonic clock.
+//! timestamp (see [`crate::sys::rxts`]), converted to the monotonic clock,
+//! and every socket asks for the kernel's report of the peer's ACK of each
+//! send ([`crate::sys::txack`]), read from its error queue when epoll says
+//! EPOLLERR: one `recvmsg` per report, plus one that finds the queue empty.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -23,8 +26,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::clock;
-use crate::sys::rxts;
-use crate::transport::{signal, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
+use crate::sys::{rxts, txack};
+use crate::transport::{signal, AckEvent, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 /// How often the realtime-to-monotonic offset is re-read while tracing.
 const CLOCK_OFFSET_NS: u64 = 100_000_000;
@@ -84,6 +87,16 @@ pub struct KernelTransport {
     accept_retry: [bool; 8],
     /// Tracing: kernel receive timestamps are on.
     tracing: bool,
+    /// Tracing: ACK reports are asked for on every socket (none refused
+    /// so far), and whether they carry the retransmission count.
+    acks_on: bool,
+    ack_stats: bool,
+    /// Per connection id: its retransmissions at its last ACK report.
+    retrans: Vec<u32>,
+    /// ACK reports read since the last `acks`.
+    ack_events: Vec<AckEvent>,
+    /// Error-queue messages read, and ACK reports among them.
+    errqueue_reads: u64,
     last_rx_trace: RxTrace,
     /// Loop signals (`signal::SLEPT`).
     loop_flags: u32,
@@ -109,6 +122,11 @@ impl KernelTransport {
             refused: 0,
             accept_retry: [false; 8],
             tracing: false,
+            acks_on: false,
+            ack_stats: false,
+            retrans: Vec::new(),
+            ack_events: Vec::with_capacity(1024),
+            errqueue_reads: 0,
             last_rx_trace: RxTrace::default(),
             loop_flags: 0,
             clock_offset: 0,
@@ -137,9 +155,62 @@ impl KernelTransport {
         }
         let entry = self.conns.vacant_entry();
         let id = entry.key();
+        if self.acks_on {
+            match txack::enable(s.as_raw_fd()) {
+                Ok(stats) => {
+                    if !stats && self.ack_stats {
+                        crate::log_warn!(
+                            "kernel backend: SOF_TIMESTAMPING_OPT_STATS refused; \
+                             a retransmitted reply shows only as a late ACK"
+                        );
+                        self.ack_stats = false;
+                    }
+                }
+                Err(e) => {
+                    crate::log_warn!("kernel backend: SO_TIMESTAMPING TX_ACK refused: {e}; samples carry no ACK stage");
+                    self.acks_on = false;
+                }
+            }
+            if self.retrans.len() <= id {
+                self.retrans.resize(id + 1, 0);
+            }
+            self.retrans[id] = 0;
+        }
         self.poll.registry().register(&mut s, Token(id), Interest::READABLE | Interest::WRITABLE)?;
         entry.insert((s, false));
         Ok(ConnId(id))
+    }
+
+    /// Read connection `t`'s error queue: its ACK reports become
+    /// [`AckEvent`]s in `out` (realtime stamps less `offset`). Returns the
+    /// messages read (0: a real error).
+    fn read_acks(
+        conns: &Slab<(TcpStream, bool)>,
+        retrans: &mut [u32],
+        out: &mut Vec<AckEvent>,
+        (offset, stats): (u64, bool),
+        t: usize,
+    ) -> usize {
+        let Some((s, _)) = conns.get(t) else { return 0 };
+        let seen = retrans.get_mut(t);
+        let mut last = seen.as_ref().map_or(0, |v| **v);
+        let n = txack::drain(s.as_raw_fd(), |a| {
+            let retransmitted = stats && a.total_retrans.is_some_and(|r| r != last);
+            if let Some(r) = a.total_retrans {
+                last = r;
+            }
+            out.push(AckEvent {
+                conn: ConnId(t),
+                acked: a.acked,
+                at_ns: a.at_realtime_ns.wrapping_sub(offset),
+                retransmitted,
+            });
+        })
+        .unwrap_or(0);
+        if let Some(v) = seen {
+            *v = last;
+        }
+        n
     }
 
     fn accept_all(&mut self, idx: usize, events: &mut Vec<Event>) {
@@ -239,6 +310,10 @@ impl Transport for KernelTransport {
         }
         let now = crate::clock::mono_ns();
         self.now_ns = now;
+        if self.acks_on && now.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
+            self.clock_offset = clock::realtime_offset_ns();
+            self.clock_offset_at = now;
+        }
         let mut accept_from = self.accept_retry;
         self.accept_retry = [false; 8];
         for ev in self.events.iter() {
@@ -251,12 +326,26 @@ impl Transport for KernelTransport {
                 continue;
             }
             let id = ConnId(t);
-            if ev.is_read_closed() || ev.is_error() {
+            // EPOLLERR also means "the error queue holds ACK reports": read
+            // them; an EPOLLERR with none is a real error.
+            let error = ev.is_error()
+                && !(self.acks_on && {
+                    let n = Self::read_acks(
+                        &self.conns,
+                        &mut self.retrans,
+                        &mut self.ack_events,
+                        (self.clock_offset, self.ack_stats),
+                        t,
+                    );
+                    self.errqueue_reads += n as u64;
+                    n > 0
+                });
+            if ev.is_read_closed() || error {
                 if let Some(c) = self.conns.get_mut(t) {
                     c.1 = true;
                 }
             }
-            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            if ev.is_readable() || ev.is_read_closed() || error {
                 events.push(Event::Readable(id));
             }
             if ev.is_writable() || ev.is_write_closed() {
@@ -328,11 +417,24 @@ impl Transport for KernelTransport {
         let mut c = Counters::default();
         c.drop("conn_refused", self.refused);
         c.drop("accept_errors", self.accept_errors);
+        if self.tracing {
+            c.event("errqueue_reads", self.errqueue_reads);
+        }
         c
     }
 
     fn set_tracing(&mut self, on: bool) {
         self.tracing = on;
+        self.acks_on = on;
+        self.ack_stats = on;
+    }
+
+    fn tracks_acks(&self) -> bool {
+        self.acks_on
+    }
+
+    fn acks(&mut self, out: &mut Vec<AckEvent>) {
+        out.append(&mut self.ack_events);
     }
 
     fn rx_trace(&mut self, _conn: ConnId) -> RxTrace {

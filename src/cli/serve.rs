@@ -357,14 +357,18 @@ pub(crate) fn run_server<T: Transport, A: App>(
         let t = s.tracer.stats();
         log_info!(
             "sampler: messages={} recorded={} tail_bias={} skipped={} dropped_ring_full={} injected_stalls={} \
-             injected_slow_handlers={}",
+             injected_slow_handlers={} acked={} ack_late={} ack_untracked={} ack_held={}",
             t.messages,
             t.recorded,
             t.tail,
             t.skipped,
             t.dropped,
             t.injected_stalls,
-            t.injected_slow_handlers
+            t.injected_slow_handlers,
+            t.acked,
+            t.ack_late,
+            t.ack_untracked,
+            t.held
         );
     }
     r.map_err(|e| format!("event loop: {e}"))?;

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{cause, kind, Sample, STAGES};
+use super::{cause, kind, Sample, ACK_STAGE, STAGES};
 
 /// Report options.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +34,18 @@ pub const BURST_MIN: u8 = 4;
 /// `messages x this` is a stall.
 pub const PER_MESSAGE_NS: u64 = 10_000;
 
+/// An ACK this long after the reply left is late even without a
+/// retransmission: longer than any delayed ACK (Linux holds one 200 ms at
+/// most, `TCP_DELACK_MAX`).
+pub const LATE_ACK_NS: u64 = 250_000_000;
+
+/// How many iterations back a queue is followed to what made it.
+pub const QUEUE_DEPTH: usize = 16;
+
 /// The causes, in the order the rules try them.
-pub const CAUSES: [&str; 12] = [
+pub const CAUSES: [&str; 14] = [
+    "reply_retransmitted",
+    "late_peer_ack",
     "loop_stall",
     "slow_handler",
     "sampler_interference",
@@ -50,10 +60,60 @@ pub const CAUSES: [&str; 12] = [
     "none",
 ];
 
-/// A sample's cause (an index into [`CAUSES`]) and its dominant stage.
+/// Indices into [`CAUSES`].
+pub mod id {
+    pub const REPLY_RETRANSMITTED: usize = 0;
+    pub const LATE_PEER_ACK: usize = 1;
+    pub const LOOP_STALL: usize = 2;
+    pub const SLOW_HANDLER: usize = 3;
+    pub const SAMPLER_INTERFERENCE: usize = 4;
+    pub const RETRANSMISSION: usize = 5;
+    pub const ZERO_WINDOW: usize = 6;
+    pub const FILL_RING_STARVED: usize = 7;
+    pub const TX_RING_OR_KICK: usize = 8;
+    pub const QUEUED_BEHIND_BURST: usize = 9;
+    pub const WAKEUP_LATENCY: usize = 10;
+    pub const RX_PATH_DELAY: usize = 11;
+    pub const UNEXPLAINED: usize = 12;
+    pub const NONE: usize = 13;
+}
+
+/// The part of the ACK stage that counts as delay the client saw: all of
+/// it when the reply (or a segment before it) was retransmitted, when the
+/// ACK came [`LATE_ACK_NS`] or more after the reply, or when it never came
+/// in time (then at least the deadline the record was held for). A prompt
+/// or merely delayed ACK says nothing about the reply's latency: 0.
+pub fn reply_delay(s: &Sample) -> u64 {
+    let f = u32::from(s.cause);
+    let ack = s.ack_ns();
+    if f & cause::ACK_LATE != 0 {
+        ack.max(super::tracer::ACK_DEADLINE_NS)
+    } else if f & cause::REPLY_RETX != 0 || ack >= LATE_ACK_NS {
+        ack
+    } else {
+        0
+    }
+}
+
+/// The message's latency as the client saw it, as far as the gateway can
+/// tell: in the gateway, plus [`reply_delay`].
+pub fn seen_ns(s: &Sample) -> u64 {
+    s.latency_ns() + reply_delay(s)
+}
+
+/// The stages the rules look at: [`Sample::stages`], with the ACK stage
+/// cut to [`reply_delay`].
+fn rule_stages(s: &Sample) -> [u64; 7] {
+    let mut st = s.stages();
+    st[ACK_STAGE] = reply_delay(s);
+    st
+}
+
+/// A sample's direct cause (an index into [`CAUSES`]) and its dominant
+/// stage.
 pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
-    let st = s.stages();
-    let [wait, queue, _parse, handler, tx, tx_done] = st;
+    let st = rule_stages(s);
+    let [wait, queue, _parse, handler, tx, tx_done, reply] = st;
     // Ties go to the earliest stage.
     let dominant = (0..STAGES.len()).rev().max_by_key(|&i| st[i]).unwrap_or(0);
     let prev_busy = u64::from(s.prev_busy_ns);
@@ -66,48 +126,133 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
 
     // A loop interval explains a wait only if it covers at least half of it.
     let covers = |interval: u64, waited: u64| interval >= sig && interval * 2 >= waited;
-    let c = if (dominant == 0 && covers(prev_busy, wait) && prev_busy > u64::from(s.prev_msgs) * PER_MESSAGE_NS)
+    let c = if dominant == ACK_STAGE && reply >= sig {
+        // The reply's trouble outweighs anything in the gateway.
+        if flag(cause::REPLY_RETX) {
+            id::REPLY_RETRANSMITTED
+        } else {
+            id::LATE_PEER_ACK
+        }
+    } else if (dominant == 0 && covers(prev_busy, wait) && prev_busy > u64::from(s.prev_msgs) * PER_MESSAGE_NS)
         || (dominant == 1 && covers(in_iter_other, queue) && in_iter_other > u64::from(s.batch_pos) * PER_MESSAGE_NS)
     {
-        0
+        id::LOOP_STALL
     } else if (dominant == 3 && handler >= sig)
         || (dominant == 0 && covers(prev_handler, wait))
         || (dominant == 1 && covers(iter_handler, queue))
     {
         // The handler time must be where the message spent most of its time:
         // a 25 us handler does not explain a 200 ms wait for a retransmission.
-        1
+        id::SLOW_HANDLER
     } else if (flag(cause::SAMPLER) && dominant == 0 && covers(prev_iteration, wait))
         || overlaps_reporter(s, reporter, sig)
     {
         // The sampler ran in the previous iteration: it explains at most
         // that iteration's length.
-        2
+        id::SAMPLER_INTERFERENCE
     } else if flag(cause::RETRANSMIT) && wait >= sig {
-        3
+        id::RETRANSMISSION
     } else if flag(cause::ZERO_WINDOW) {
-        4
+        id::ZERO_WINDOW
     } else if flag(cause::FILL_RING_STARVED) && wait >= sig && dominant == 0 {
-        5
-    } else if flag(cause::TX_FULL) || flag(cause::KICK_WAIT) || ((tx >= sig || tx_done >= sig) && dominant >= 4) {
-        6
+        id::FILL_RING_STARVED
+    } else if flag(cause::TX_FULL)
+        || flag(cause::KICK_WAIT)
+        || ((tx >= sig || tx_done >= sig) && (dominant == 4 || dominant == 5))
+    {
+        id::TX_RING_OR_KICK
     } else if (dominant == 0 && s.prev_msgs >= BURST_MIN && covers(prev_iteration, wait))
         || (queue >= sig && s.batch_pos >= BURST_MIN)
     {
-        7
+        id::QUEUED_BEHIND_BURST
     } else if dominant == 0 && wait >= sig && flag(cause::SLEPT) {
-        8
+        id::WAKEUP_LATENCY
     } else if dominant == 0 && wait >= sig {
         // The loop was polling (its previous iteration cannot account for
         // the wait) and the frame was not there: it reached the ring or the
         // socket late.
-        9
+        id::RX_PATH_DELAY
     } else if st.iter().any(|&v| v >= sig) {
-        10
+        id::UNEXPLAINED
     } else {
-        11
+        id::NONE
     };
     (c, dominant)
+}
+
+/// Root causes: what made the queue a message waited in.
+///
+/// A message whose direct cause is `queued_behind_burst` waited behind
+/// other messages: those of the previous iteration (its dominant stage is
+/// `wait`) or those before it in its own iteration (`queue`). Those
+/// messages piled up for a reason of their own: if at least half of them
+/// have one root cause (other than a queue, `unexplained` or `none`), that
+/// cause made the queue and this message is counted under it, through the
+/// queue. Followed back at most [`QUEUE_DEPTH`] iterations. If nothing
+/// holds (the messages were on time and simply many), the root is the
+/// burst itself.
+struct Roots<'a> {
+    msgs: &'a [Sample],
+    reporter: &'a [Sample],
+    sig: u64,
+    by_iter: std::collections::HashMap<u64, Vec<usize>>,
+    direct: std::collections::HashMap<usize, (usize, usize)>,
+    root: std::collections::HashMap<usize, usize>,
+}
+
+impl<'a> Roots<'a> {
+    fn new(msgs: &'a [Sample], reporter: &'a [Sample], sig: u64) -> Self {
+        let mut by_iter: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+        for (i, s) in msgs.iter().enumerate() {
+            by_iter.entry(s.loop_iter).or_default().push(i);
+        }
+        Roots {
+            msgs,
+            reporter,
+            sig,
+            by_iter,
+            direct: std::collections::HashMap::new(),
+            root: std::collections::HashMap::new(),
+        }
+    }
+
+    fn direct(&mut self, i: usize) -> (usize, usize) {
+        if let Some(&d) = self.direct.get(&i) {
+            return d;
+        }
+        let d = classify(&self.msgs[i], self.sig, self.reporter);
+        self.direct.insert(i, d);
+        d
+    }
+
+    fn root(&mut self, i: usize, depth: usize) -> usize {
+        let (c, stage) = self.direct(i);
+        if c != id::QUEUED_BEHIND_BURST || depth == 0 {
+            return c;
+        }
+        if let Some(&r) = self.root.get(&i) {
+            return r;
+        }
+        let s = self.msgs[i];
+        let makers: Vec<usize> = if stage == 0 {
+            self.by_iter.get(&s.loop_iter.wrapping_sub(1)).cloned().unwrap_or_default()
+        } else {
+            let same = self.by_iter.get(&s.loop_iter).cloned().unwrap_or_default();
+            same.into_iter().filter(|&j| self.msgs[j].batch_pos < s.batch_pos).collect()
+        };
+        let mut votes = [0usize; CAUSES.len()];
+        for &j in &makers {
+            votes[self.root(j, depth - 1)] += 1;
+        }
+        let r = (0..CAUSES.len())
+            .filter(|&c| !matches!(c, id::QUEUED_BEHIND_BURST | id::UNEXPLAINED | id::NONE))
+            .rev()
+            .max_by_key(|&c| votes[c])
+            .filter(|&c| votes[c] > 0 && votes[c] * 2 >= makers.len())
+            .unwrap_or(id::QUEUED_BEHIND_BURST);
+        self.root.insert(i, r);
+        r
+    }
 }
 
 /// Did reporter busy periods on this message's core, while it waited,
@@ -142,7 +287,12 @@ pub struct Example {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
+    /// The root cause.
     pub cause: &'static str,
+    /// "direct": the cause delayed these messages itself; "queue": they
+    /// waited behind messages it delayed (or, for `queued_behind_burst`,
+    /// behind a burst).
+    pub via: &'static str,
     pub stage: &'static str,
     pub count: usize,
     pub share: f64,
@@ -153,7 +303,12 @@ pub struct Row {
 /// One tail message with its cause (`report --messages`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TailMessage {
+    /// The root cause, and how it delayed the message ("direct" or
+    /// "queue"), with the direct cause (`queued_behind_burst` when it
+    /// waited behind others).
     pub cause: &'static str,
+    pub via: &'static str,
+    pub direct: &'static str,
     pub stage: &'static str,
     #[serde(flatten)]
     pub message: Example,
@@ -176,6 +331,13 @@ pub struct Injected {
     pub causes: BTreeMap<&'static str, usize>,
 }
 
+/// Tail messages a root cause delayed itself, and through the queue.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Delayed {
+    pub direct: usize,
+    pub queued: usize,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub samples: usize,
@@ -194,8 +356,12 @@ pub struct Report {
     pub reporter_cores: Vec<u8>,
     /// The cause with the most tail messages ("none" for an empty tail).
     pub top_cause: &'static str,
-    /// Tail messages per cause, over all stages.
+    /// Tail messages per root cause, over all stages.
     pub causes: BTreeMap<&'static str, usize>,
+    /// The same, split: delayed directly and through the queue.
+    pub delayed: BTreeMap<&'static str, Delayed>,
+    /// Tail messages whose reply's ACK was seen (the ACK stage present).
+    pub acked: usize,
     pub rows: Vec<Row>,
     /// Present when the tail holds messages a fault injector touched.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -221,32 +387,48 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 /// are used for interference only).
 pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
     let (reporter, msgs): (Vec<Sample>, Vec<Sample>) = samples.iter().partition(|s| s.msg_type == kind::REPORTER);
-    let mut lat: Vec<u64> = msgs.iter().map(Sample::latency_ns).collect();
+    let mut lat: Vec<u64> = msgs.iter().map(seen_ns).collect();
     lat.sort_unstable();
     let p999 = pct(&lat, 0.999);
     let (threshold, from) = match opts.threshold_ns {
         Some(t) => (t, "given"),
         None => (p999, "p99.9"),
     };
-    let tail: Vec<&Sample> =
-        if msgs.is_empty() { Vec::new() } else { msgs.iter().filter(|s| s.latency_ns() >= threshold).collect() };
-    let mut groups: BTreeMap<(usize, usize), Vec<&Sample>> = BTreeMap::new();
+    let tail: Vec<usize> = if msgs.is_empty() {
+        Vec::new()
+    } else {
+        (0..msgs.len()).filter(|&i| seen_ns(&msgs[i]) >= threshold).collect()
+    };
+    let mut roots = Roots::new(&msgs, &reporter, opts.significant_ns);
+    let mut groups: BTreeMap<(usize, &'static str, usize), Vec<&Sample>> = BTreeMap::new();
     let mut causes: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut delayed: BTreeMap<&'static str, Delayed> = BTreeMap::new();
     let mut injected: Option<Injected> = None;
     let mut messages = Vec::new();
-    for s in &tail {
-        let (c, st) = classify(s, opts.significant_ns, &reporter);
-        groups.entry((c, st)).or_default().push(s);
+    for &i in &tail {
+        let s = &msgs[i];
+        let (direct, st) = roots.direct(i);
+        let c = roots.root(i, QUEUE_DEPTH);
+        let via = if direct == id::QUEUED_BEHIND_BURST { "queue" } else { "direct" };
+        groups.entry((c, via, st)).or_default().push(s);
         *causes.entry(CAUSES[c]).or_default() += 1;
+        let d = delayed.entry(CAUSES[c]).or_default();
+        if via == "queue" {
+            d.queued += 1;
+        } else {
+            d.direct += 1;
+        }
         if u32::from(s.cause) & cause::INJECTED != 0 {
-            let i = injected.get_or_insert_with(Injected::default);
-            i.tail += 1;
-            *i.causes.entry(CAUSES[c]).or_default() += 1;
+            let inj = injected.get_or_insert_with(Injected::default);
+            inj.tail += 1;
+            *inj.causes.entry(CAUSES[c]).or_default() += 1;
         }
         if opts.messages {
             let stages = s.stages();
             messages.push(TailMessage {
                 cause: CAUSES[c],
+                via,
+                direct: CAUSES[direct],
                 stage: STAGES[st],
                 message: example(s),
                 stages_us: STAGES.iter().zip(stages).map(|(n, v)| (*n, us(v))).collect(),
@@ -258,17 +440,18 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
     }
     let mut rows: Vec<Row> = groups
         .into_iter()
-        .map(|((c, st), v)| {
-            let per: Vec<[u64; 6]> = v.iter().map(|s| s.stages()).collect();
+        .map(|((c, via, st), v)| {
+            let per: Vec<[u64; 7]> = v.iter().map(|s| s.stages()).collect();
             let mut stages = BTreeMap::new();
             for (i, name) in STAGES.iter().enumerate() {
                 let mut xs: Vec<u64> = per.iter().map(|st| st[i]).collect();
                 xs.sort_unstable();
                 stages.insert(*name, StageStat { p50_us: us(pct(&xs, 0.5)), max_us: us(*xs.last().unwrap_or(&0)) });
             }
-            let worst = v.iter().max_by_key(|s| s.latency_ns()).copied().copied().unwrap_or_default();
+            let worst = v.iter().max_by_key(|s| seen_ns(s)).copied().copied().unwrap_or_default();
             Row {
                 cause: CAUSES[c],
+                via,
                 stage: STAGES[st],
                 count: v.len(),
                 share: (v.len() as f64 / tail.len().max(1) as f64 * 1000.0).round() / 1000.0,
@@ -305,6 +488,8 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
         },
         top_cause,
         causes,
+        delayed,
+        acked: tail.iter().filter(|&&i| msgs[i].t_acked != 0).count(),
         rows,
         injected,
         messages,
@@ -312,13 +497,13 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
 }
 
 fn example(s: &Sample) -> Example {
-    let n = usize::from(s.payload_len).min(32);
+    let n = usize::from(s.payload_len).min(s.payload.len());
     Example {
         trace_id: s.trace_id,
         conn: s.conn,
         msg_type: kind::name(s.msg_type),
         loop_iter: s.loop_iter,
-        latency_us: us(s.latency_ns()),
+        latency_us: us(seen_ns(s)),
         flags: (0..cause::NAMES.len())
             .filter(|i| u32::from(s.cause) & (1 << i) != 0)
             .map(|i| cause::NAMES[i])
@@ -370,6 +555,17 @@ impl Report {
             "tail: {} messages at or above {} us ({}); top cause: {}",
             self.tail, self.threshold_us, self.threshold_from, self.top_cause
         );
+        if !self.delayed.is_empty() {
+            let mut by: Vec<(&str, Delayed)> = self.delayed.iter().map(|(c, d)| (*c, *d)).collect();
+            by.sort_by(|a, b| (b.1.direct + b.1.queued).cmp(&(a.1.direct + a.1.queued)).then(a.0.cmp(b.0)));
+            let by: Vec<String> = by
+                .iter()
+                .map(|(c, d)| {
+                    format!("{c} {} ({} direct, {} through the queue)", d.direct + d.queued, d.direct, d.queued)
+                })
+                .collect();
+            let _ = writeln!(o, "causes: {}", by.join(", "));
+        }
         if let Some(i) = &self.injected {
             let by: Vec<String> = i.causes.iter().map(|(c, n)| format!("{c} {n}")).collect();
             let _ = writeln!(o, "injected: {} tail messages touched by --inject, named: {}", i.tail, by.join(", "));
@@ -377,13 +573,13 @@ impl Report {
         if self.rows.is_empty() {
             return o;
         }
-        let _ = write!(o, "{:<21} {:<8} {:>6} {:>6}", "cause", "stage", "count", "share");
+        let _ = write!(o, "{:<21} {:<6} {:<8} {:>6} {:>6}", "cause", "via", "stage", "count", "share");
         for s in STAGES {
             let _ = write!(o, " {:>17}", format!("{s} p50/max us"));
         }
         o.push('\n');
         for r in &self.rows {
-            let _ = write!(o, "{:<21} {:<8} {:>6} {:>5.1}%", r.cause, r.stage, r.count, r.share * 100.0);
+            let _ = write!(o, "{:<21} {:<6} {:<8} {:>6} {:>5.1}%", r.cause, r.via, r.stage, r.count, r.share * 100.0);
             for s in STAGES {
                 let st = r.stages[s];
                 let _ = write!(o, " {:>17}", format!("{}/{}", st.p50_us, st.max_us));
@@ -394,7 +590,7 @@ impl Report {
         if !self.messages.is_empty() {
             let _ = writeln!(o, "tail messages:");
             for m in &self.messages {
-                let _ = writeln!(o, "  {:<21} {:<8} {}", m.cause, m.stage, describe(&m.message));
+                let _ = writeln!(o, "  {:<21} {:<6} {:<8} {}", m.cause, m.via, m.stage, describe(&m.message));
             }
         }
         o
@@ -487,6 +683,97 @@ mod tests {
         assert_eq!(cause_of(&s), "rx_path_delay");
         // A slow stage nothing explains.
         assert_eq!(cause_of(&Sample { t_parsed: t + 100 * US, ..msg(t, US) }), "unexplained");
+    }
+
+    #[test]
+    fn a_reply_that_waited_for_a_retransmission_or_a_late_ack_is_named_by_it() {
+        let t = 1_000_000_000;
+        let acked = |ack: u64, flags: u32| Sample { t_acked: t + 6 * US + ack, cause: flags as u16, ..msg(t, US) };
+        // A 30 ms ACK is a delayed ACK: nothing the client saw.
+        let s = acked(30_000 * US, 0);
+        assert_eq!((reply_delay(&s), seen_ns(&s), cause_of(&s)), (0, s.latency_ns(), "none"));
+        // The same ACK after a retransmission: the client waited for it.
+        let s = acked(30_000 * US, cause::REPLY_RETX);
+        assert_eq!((reply_delay(&s), cause_of(&s)), (30_000 * US, "reply_retransmitted"));
+        assert_eq!(classify(&s, 20 * US, &[]).1, ACK_STAGE);
+        // 300 ms without a retransmission: longer than any delayed ACK.
+        assert_eq!(cause_of(&acked(300_000 * US, 0)), "late_peer_ack");
+        // No ACK by the deadline: late, by at least the deadline.
+        let s = Sample { cause: cause::ACK_LATE as u16, ..msg(t, US) };
+        assert_eq!((reply_delay(&s), cause_of(&s)), (super::super::tracer::ACK_DEADLINE_NS, "late_peer_ack"));
+        // A gateway stall longer than the reply's trouble is still the stall.
+        let s = Sample { prev_busy_ns: 9_000_000, ..acked(100 * US, cause::REPLY_RETX) };
+        let s = Sample { t_rx_frame: s.t_delivered - 8_000 * US, ..s };
+        assert_eq!(cause_of(&s), "loop_stall");
+    }
+
+    /// `n` messages in iteration `iter` at `t`, each built by `f(i)`.
+    fn iteration(iter: u64, n: u8, f: impl Fn(u8) -> Sample) -> Vec<Sample> {
+        (0..n).map(|i| Sample { loop_iter: iter, batch_pos: i, trace_id: iter * 1000 + u64::from(i), ..f(i) }).collect()
+    }
+
+    #[test]
+    fn messages_queued_behind_a_slow_handler_are_counted_under_it_through_the_queue() {
+        let t = 1_000_000_000;
+        // Iteration 10: one message whose handler took 1 ms.
+        let mut v = iteration(10, 1, |_| Sample {
+            t_handled: t + 1_000 * US,
+            t_tx_queued: t + 1_001 * US,
+            t_tx_done: t + 1_002 * US,
+            ..msg(t, US)
+        });
+        // Iteration 11: 12 messages that arrived during it, waited for the
+        // handler (directly), and took 5 us each to serve.
+        let t11 = t + 1_010 * US;
+        v.extend(iteration(11, 12, |i| Sample {
+            prev_handler_ns: 1_000_000,
+            prev_busy_ns: 2_000,
+            prev_msgs: 1,
+            queue_ns: u32::from(i) * 5_000,
+            iter_handler_ns: u32::from(i) * 2_000,
+            ..msg(t11, 600 * US)
+        }));
+        // Iteration 12: 5 messages that waited behind iteration 11's batch.
+        let t12 = t11 + 500 * US;
+        v.extend(iteration(12, 5, |_| Sample {
+            prev_handler_ns: 24_000,
+            prev_busy_ns: 2_000,
+            prev_msgs: 12,
+            prev_iter_ns: 490_000,
+            ..msg(t12, 400 * US)
+        }));
+        // Elsewhere: a genuine burst. Iteration 20's 12 messages were on
+        // time; iteration 21's waited behind them.
+        let t20 = t + 100_000 * US;
+        v.extend(iteration(20, 12, |_| msg(t20, US)));
+        v.extend(iteration(21, 5, |_| Sample {
+            prev_busy_ns: 2_000,
+            prev_msgs: 12,
+            prev_iter_ns: 490_000,
+            ..msg(t20 + 500 * US, 400 * US)
+        }));
+        let r = analyse(&v, 0, Options { threshold_ns: Some(300 * US), messages: true, ..Options::default() });
+        let d = r.delayed["slow_handler"];
+        // The slow message itself and iteration 11's twelve directly;
+        // iteration 12's five through the queue iteration 11 made.
+        assert_eq!(d, Delayed { direct: 13, queued: 5 }, "{:#?}", r.delayed);
+        assert_eq!(r.delayed["queued_behind_burst"], Delayed { direct: 0, queued: 5 });
+        assert_eq!(r.top_cause, "slow_handler");
+        let m = r.messages.iter().find(|m| m.message.trace_id == 12_000).unwrap();
+        assert_eq!((m.cause, m.via, m.direct, m.stage), ("slow_handler", "queue", "queued_behind_burst", "wait"));
+        let m = r.messages.iter().find(|m| m.message.trace_id == 21_000).unwrap();
+        assert_eq!((m.cause, m.via), ("queued_behind_burst", "queue"));
+        assert!(r.rows.iter().any(|row| row.cause == "slow_handler" && row.via == "queue"), "{:#?}", r.rows);
+        let text = r.render();
+        assert!(text.contains("through the queue"), "{text}");
+        // A lone outlier among the makers does not make the queue its own:
+        // one maker of iteration 20 delayed by the loop, eleven on time.
+        let mut w = v.clone();
+        if let Some(s) = w.iter_mut().find(|s| s.trace_id == 20_000) {
+            *s = Sample { prev_busy_ns: 2_000_000, loop_iter: 20, trace_id: 20_000, ..msg(t20, 1_500 * US) };
+        }
+        let r = analyse(&w, 0, Options { threshold_ns: Some(300 * US), ..Options::default() });
+        assert_eq!(r.delayed["queued_behind_burst"], Delayed { direct: 0, queued: 5 });
     }
 
     #[test]

@@ -48,9 +48,15 @@ pub mod cause {
     /// slowed, or it waited through an injected loop stall. Ground truth for
     /// checking the report on a machine with noise of its own.
     pub const INJECTED: u32 = 1 << 8;
+    /// The connection retransmitted while the reply waited for its ACK: the
+    /// reply, or a segment before it, went out again.
+    pub const REPLY_RETX: u32 = signal::REPLY_RETX;
+    /// The reply's ACK had not come when the record was held for its
+    /// longest ([`crate::sampler::tracer::ACK_DEADLINE_NS`]).
+    pub const ACK_LATE: u32 = 1 << 10;
 
     /// Names, in bit order, for reports.
-    pub const NAMES: [&str; 9] = [
+    pub const NAMES: [&str; 11] = [
         "retransmit",
         "zero_window",
         "tx_full",
@@ -60,6 +66,8 @@ pub mod cause {
         "tail_bias",
         "slept",
         "injected",
+        "reply_retx",
+        "ack_late",
     ];
 }
 
@@ -93,9 +101,9 @@ pub mod kind {
     }
 }
 
-/// One message's path through the gateway: 128 bytes, two cache lines.
-/// Timestamps are monotonic nanoseconds (CLOCK_MONOTONIC); 0 means "not
-/// seen by this backend".
+/// One message's path through the gateway, and its reply's ACK: 128 bytes,
+/// two cache lines. Timestamps are monotonic nanoseconds (CLOCK_MONOTONIC);
+/// 0 means "not seen by this backend".
 #[repr(C, align(64))]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
@@ -116,6 +124,10 @@ pub struct Sample {
     pub t_tx_done: u64,
     /// Event-loop iteration that handled it.
     pub loop_iter: u64,
+    /// The peer acknowledged the reply's last byte (the xdp stack's view of
+    /// the ACK, or the kernel's `SOF_TIMESTAMPING_TX_ACK`); 0: no reply, no
+    /// ACK tracking, or none came in time (flag [`cause::ACK_LATE`]).
+    pub t_acked: u64,
     pub conn: u32,
     /// From the poll's return in this iteration to `t_delivered`.
     pub queue_ns: u32,
@@ -140,17 +152,25 @@ pub struct Sample {
     /// 0: accepted; otherwise the reject reason code (docs/PROTOCOL.md).
     pub status: u8,
     pub payload_len: u8,
-    /// The first 32 bytes of the message.
-    pub payload: [u8; 32],
+    /// The first 24 bytes of the message.
+    pub payload: [u8; PAYLOAD_BYTES],
 }
+
+/// Message bytes a record keeps.
+pub const PAYLOAD_BYTES: usize = 24;
 
 const _: () = assert!(std::mem::size_of::<Sample>() == 128);
 
 /// Size of one record in the sample log (the in-memory layout, little-endian).
 pub const RECORD_SIZE: usize = 128;
 
-/// Stages of a message, in path order (docs/ATTRIBUTION.md).
-pub const STAGES: [&str; 6] = ["wait", "queue", "parse", "handler", "tx", "tx_done"];
+/// Stages of a message, in path order (docs/ATTRIBUTION.md). The last,
+/// `ack`, is after the gateway: from the reply leaving to the peer's ACK of
+/// it. It is not part of the gateway's latency.
+pub const STAGES: [&str; 7] = ["wait", "queue", "parse", "handler", "tx", "tx_done", "ack"];
+
+/// Index of the `ack` stage in [`STAGES`].
+pub const ACK_STAGE: usize = 6;
 
 impl Sample {
     /// Arrival time: the frame's timestamp, else the poll that found it.
@@ -183,8 +203,9 @@ impl Sample {
     /// Nanoseconds in each of [`STAGES`]: wait (arrival to the poll that
     /// found it: rings, stack, loop busy elsewhere), queue (poll to
     /// delivery: other connections first), parse, handler, tx (handled to
-    /// send returned), tx_done (send to frames kicked).
-    pub fn stages(&self) -> [u64; 6] {
+    /// send returned), tx_done (send to frames kicked), ack (the gateway's
+    /// last stamp to the peer's ACK of the reply; 0 without one).
+    pub fn stages(&self) -> [u64; 7] {
         let d = |a: u64, b: u64| if a != 0 && b != 0 { b.saturating_sub(a) } else { 0 };
         [
             self.t_poll().saturating_sub(self.arrival()),
@@ -193,7 +214,17 @@ impl Sample {
             d(self.t_parsed, self.t_handled),
             d(self.t_handled, self.t_tx_queued),
             d(self.t_tx_queued, self.t_tx_done),
+            self.ack_ns(),
         ]
+    }
+
+    /// The ACK stage: from the gateway's last stamp to the peer's ACK of
+    /// the reply (0 without an ACK).
+    pub fn ack_ns(&self) -> u64 {
+        if self.t_acked == 0 {
+            return 0;
+        }
+        self.t_acked.saturating_sub(self.end())
     }
 
     /// The record as stored in the sample log.
@@ -209,6 +240,7 @@ impl Sample {
             self.t_tx_queued,
             self.t_tx_done,
             self.loop_iter,
+            self.t_acked,
         ] {
             w.put(&v.to_le_bytes());
         }
@@ -229,8 +261,8 @@ impl Sample {
         let u64_at = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default());
         let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap_or_default());
-        let mut payload = [0u8; 32];
-        payload.copy_from_slice(&b[96..128]);
+        let mut payload = [0u8; PAYLOAD_BYTES];
+        payload.copy_from_slice(&b[104..128]);
         Some(Sample {
             trace_id: u64_at(0),
             t_rx_frame: u64_at(1),
@@ -240,19 +272,20 @@ impl Sample {
             t_tx_queued: u64_at(5),
             t_tx_done: u64_at(6),
             loop_iter: u64_at(7),
-            conn: u32_at(64),
-            queue_ns: u32_at(68),
-            iter_handler_ns: u32_at(72),
-            prev_busy_ns: u32_at(76),
-            prev_handler_ns: u32_at(80),
-            prev_iter_ns: u32_at(84),
-            cause: u16_at(88),
-            batch_pos: b[90],
-            prev_msgs: b[91],
-            core: b[92],
-            msg_type: b[93],
-            status: b[94],
-            payload_len: b[95],
+            t_acked: u64_at(8),
+            conn: u32_at(72),
+            queue_ns: u32_at(76),
+            iter_handler_ns: u32_at(80),
+            prev_busy_ns: u32_at(84),
+            prev_handler_ns: u32_at(88),
+            prev_iter_ns: u32_at(92),
+            cause: u16_at(96),
+            batch_pos: b[98],
+            prev_msgs: b[99],
+            core: b[100],
+            msg_type: b[101],
+            status: b[102],
+            payload_len: b[103],
             payload,
         })
     }
@@ -280,7 +313,7 @@ mod tests {
     use super::*;
 
     fn full() -> Sample {
-        let mut payload = [0u8; 32];
+        let mut payload = [0u8; PAYLOAD_BYTES];
         for (i, b) in payload.iter_mut().enumerate() {
             *b = i as u8 + 1;
         }
@@ -293,6 +326,7 @@ mod tests {
             t_tx_queued: 5_900,
             t_tx_done: 6_500,
             loop_iter: 77,
+            t_acked: 9_000,
             conn: 3,
             cause: (cause::RETRANSMIT | cause::TX_FULL) as u16,
             queue_ns: 1_000,
@@ -305,7 +339,7 @@ mod tests {
             core: 1,
             msg_type: kind::LIMIT,
             status: 5,
-            payload_len: 32,
+            payload_len: PAYLOAD_BYTES as u8,
             payload,
         }
     }
@@ -321,9 +355,13 @@ mod tests {
     fn stages_add_up_to_the_latency() {
         let s = full();
         // wait: arrival 1000 to poll 4000; queue 1000; parse 100; handler
-        // 300; tx 500; tx_done 600.
-        assert_eq!(s.stages(), [3_000, 1_000, 100, 300, 500, 600]);
-        assert_eq!(s.stages().iter().sum::<u64>(), s.latency_ns());
+        // 300; tx 500; tx_done 600; the ACK 2500 after the kick.
+        assert_eq!(s.stages(), [3_000, 1_000, 100, 300, 500, 600, 2_500]);
+        // The ACK stage is after the gateway: not in its latency.
+        assert_eq!(s.stages()[..ACK_STAGE].iter().sum::<u64>(), s.latency_ns());
+        assert_eq!(Sample { t_acked: 0, ..full() }.stages()[ACK_STAGE], 0);
+        // Kernel backend: no kick stamp, the ACK stage starts at send.
+        assert_eq!(Sample { t_tx_done: 0, ..full() }.ack_ns(), 3_100);
         // No frame timestamp: the poll is the arrival.
         let s = Sample { t_rx_frame: 0, ..full() };
         assert_eq!(s.stages()[0], 0);

@@ -33,7 +33,7 @@ use super::endpoint::{Content, EndpointStats};
 use super::ring::Consumer;
 use super::store::Store;
 use super::tracer::TracerStats;
-use super::{kind, Sample, STAGES};
+use super::{kind, Sample, ACK_STAGE, STAGES};
 use crate::app::AppCounters;
 use crate::clock;
 use crate::transport::{CounterKind, CounterReader, Counters, TransportStats};
@@ -98,9 +98,10 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// Histogram buckets: 1 us to 8.192 ms, doubling, then +Inf.
-const BUCKETS: usize = 14;
-/// The six stages and "total".
+/// Histogram buckets: 1 us to 1.048576 s, doubling, then +Inf (the ACK
+/// stage of a retransmitted reply runs to hundreds of milliseconds).
+const BUCKETS: usize = 21;
+/// The seven stages and "total".
 const HIST_STAGES: usize = STAGES.len() + 1;
 
 /// One histogram as plain counters (one writer: the reporter thread).
@@ -143,7 +144,7 @@ impl Collector for LatencyHistograms {
         let rows = self.rows.lock().map_err(|_| std::fmt::Error)?;
         let mut m = enc.encode_descriptor(
             "tailgate_latency_seconds",
-            "Time per stage of a sampled message (wait, queue, parse, handler, tx, tx_done) and in total",
+            "Time per stage of a sampled message (wait, queue, parse, handler, tx, tx_done, ack: the reply's ACK) and in total (in the gateway, without ack)",
             None,
             MetricType::Histogram,
         )?;
@@ -209,6 +210,12 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
         "outcome",
         &["recorded", "tail_bias", "skipped", "dropped_ring_full"],
     ),
+    (
+        "tailgate_sampler_acks",
+        "Sampled replies held for their ACK: acked, late (no ACK by the deadline), untracked (held pool full)",
+        "outcome",
+        &["acked", "late", "untracked"],
+    ),
     ("tailgate_injected_faults", "Faults injected with --inject", "fault", &["stall", "slow_handler"]),
 ];
 
@@ -265,8 +272,11 @@ impl Metrics {
         for s in batch {
             let Some(row) = rows.get_mut(usize::from(s.msg_type)) else { continue };
             let st = s.stages();
-            for (h, ns) in row.iter_mut().zip(st) {
-                h.observe(ns);
+            for (i, (h, ns)) in row.iter_mut().zip(st).enumerate() {
+                // Only a reply whose ACK was seen has an ACK stage.
+                if i != ACK_STAGE || s.t_acked != 0 {
+                    h.observe(ns);
+                }
             }
             row[HIST_STAGES - 1].observe(s.latency_ns());
         }
@@ -310,6 +320,10 @@ impl Metrics {
         add("tailgate_sampler_records", &[("outcome", "tail_bias")], t.tail, pt.tail);
         add("tailgate_sampler_records", &[("outcome", "skipped")], t.skipped, pt.skipped);
         add("tailgate_sampler_records", &[("outcome", "dropped_ring_full")], t.dropped, pt.dropped);
+        add("tailgate_sampler_acks", &[("outcome", "acked")], t.acked, pt.acked);
+        add("tailgate_sampler_acks", &[("outcome", "late")], t.ack_late, pt.ack_late);
+        add("tailgate_sampler_acks", &[("outcome", "untracked")], t.ack_untracked, pt.ack_untracked);
+        self.gauges.get_or_create(&l(&[("name", "sampler_held")])).set(t.held.min(i64::MAX as u64) as i64);
         add("tailgate_injected_faults", &[("fault", "stall")], t.injected_stalls, pt.injected_stalls);
         add(
             "tailgate_injected_faults",
@@ -515,7 +529,8 @@ mod tests {
         assert_eq!(bucket_of(2001), 2);
         assert_eq!(bucket_of(4000), 2);
         assert_eq!(bucket_of(8_192_000), 13);
-        assert_eq!(bucket_of(8_192_001), BUCKETS);
+        assert_eq!(bucket_of(1_048_576_000), 20);
+        assert_eq!(bucket_of(1_048_576_001), BUCKETS);
         assert_eq!(bucket_of(u64::MAX), BUCKETS);
     }
 
@@ -531,14 +546,21 @@ mod tests {
             msg_type: kind::LIMIT,
             ..Sample::default()
         };
-        // wait = delivered - arrival (queue_ns 0): 500 ns, 3 us, 20 ms.
-        m.observe(&[s(500), s(3_000), s(20_000_000)]);
+        // wait = delivered - arrival (queue_ns 0): 500 ns, 3 us, 20 ms; the
+        // last one's reply was acknowledged 300 ms after it left.
+        let acked = Sample { t_acked: 321_000_000, ..s(20_000_000) };
+        m.observe(&[s(500), s(3_000), acked]);
         let text = m.render();
         let line = |le: &str| format!("tailgate_latency_seconds_bucket{{le=\"{le}\",stage=\"wait\",type=\"limit\"}}");
         assert!(text.contains(&format!("{} 1\n", line("0.000001"))), "{text}");
         assert!(text.contains(&format!("{} 2\n", line("0.000004"))), "{text}");
         assert!(text.contains(&format!("{} 2\n", line("0.008192"))), "{text}");
         assert!(text.contains(&format!("{} 3\n", line("+Inf"))), "{text}");
+        // Only the acknowledged reply has an ACK stage: 300 ms.
+        let ack = |le: &str| format!("tailgate_latency_seconds_bucket{{le=\"{le}\",stage=\"ack\",type=\"limit\"}}");
+        assert!(text.contains(&format!("{} 0\n", ack("0.262144"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", ack("0.524288"))), "{text}");
+        assert!(text.contains("tailgate_latency_seconds_count{stage=\"ack\",type=\"limit\"} 1"), "{text}");
         assert!(text.contains("tailgate_latency_seconds_count{stage=\"total\",type=\"limit\"} 3"), "{text}");
         assert!(!text.contains("type=\"market\""), "kinds never seen are not exported");
     }

@@ -204,6 +204,7 @@ mod tests {
             t_tx_queued: n.wrapping_mul(13),
             t_tx_done: n.wrapping_mul(17),
             loop_iter: !n,
+            t_acked: n.wrapping_mul(19),
             conn: n as u32 ^ 0xa5a5,
             cause: (n >> 3) as u16,
             queue_ns: n as u32 ^ 0x1111,
@@ -216,8 +217,8 @@ mod tests {
             core: (n % 7) as u8,
             msg_type: (n % 251) as u8,
             status: (n % 13) as u8,
-            payload_len: 32,
-            payload: [0; 32],
+            payload_len: crate::sampler::PAYLOAD_BYTES as u8,
+            payload: [0; crate::sampler::PAYLOAD_BYTES],
         };
         for (i, b) in s.payload.iter_mut().enumerate() {
             *b = (n as u8).wrapping_add(i as u8);

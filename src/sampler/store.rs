@@ -7,7 +7,7 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "TGSAMPLE"
-//!      8     4  version (2)
+//!      8     4  version (3)
 //!     12     4  record size (128)
 //!     16     8  capacity (records)
 //!     24     8  written: records ever appended; record i lives in slot i % capacity
@@ -32,8 +32,9 @@ use memmap2::MmapMut;
 use super::{Sample, RECORD_SIZE};
 
 pub const MAGIC: &[u8; 8] = b"TGSAMPLE";
-/// 2: `prev_iter_ns` added, `cause` u16, message counts u8.
-pub const VERSION: u32 = 2;
+/// 2: `prev_iter_ns` added, `cause` u16, message counts u8. 3: `t_acked`
+/// added after `loop_iter`, payload 24 bytes.
+pub const VERSION: u32 = 3;
 pub const HEADER_SIZE: usize = 64;
 /// Default capacity of the sample log and of the in-memory window.
 pub const DEFAULT_RECORDS: u64 = 1 << 18;

@@ -9,9 +9,19 @@
 //!   begin_input(conn, rx)          per batch of bytes handed to the app
 //!     parsed(kind, id, bytes)      per message, by the application
 //!     handled(status)              per message, by the application
-//!   end_input(tx_flags)            after the replies went to `send`
+//!   end_input(tx_flags, reply_end) after the replies went to `send`
 //! end_iteration(flush, t_tx_done, flags)   after the transport's flush
 //! ```
+//!
+//! With ACK tracking (the transport reports the peer's ACKs, see
+//! [`Transport::acks`](crate::transport::Transport::acks)), a record whose
+//! message produced a reply is not pushed at the end of its iteration but
+//! held, in a pool of [`HELD_CAP`] records allocated at start-up, until the
+//! ACK covering the reply's last byte comes ([`Tracer::on_ack`]), the
+//! connection closes ([`Tracer::conn_closed`]) or [`ACK_DEADLINE_NS`]
+//! passes (flag [`cause::ACK_LATE`]). The server passes the tracer's watch
+//! requests ([`Tracer::watch_requests`]) on to the transport, so only
+//! connections with held records report their ACKs.
 //!
 //! The loop's time in an iteration is split into known work (the poll,
 //! servicing inputs, the flush, the sampler itself) and the rest; the rest
@@ -26,13 +36,139 @@
 use super::inject::{InjectConfig, Injector};
 use super::policy::{Decision, Policy, SamplingConfig};
 use super::ring::{ring, Consumer, Producer};
-use super::{cause, sat32, Sample};
+use super::{cause, sat32, Sample, PAYLOAD_BYTES};
 use crate::clock::{self, FastClock};
+use crate::transport::AckEvent;
 pub use crate::transport::RxTrace;
 
 /// Messages buffered per iteration until their TX completes; beyond this a
 /// message is recorded without `t_tx_done`.
 const PENDING_CAP: usize = 1024;
+
+/// Records held for their reply's ACK, at most. A record that finds no
+/// free slot is recorded at once, without its ACK (`ack_untracked`).
+pub const HELD_CAP: usize = 4096;
+
+/// The longest a record is held for its reply's ACK; then it is recorded
+/// with [`cause::ACK_LATE`]. Longer than a kernel peer's first RTO
+/// retransmission (200 ms at least) plus its delayed ACK (200 ms at most).
+pub const ACK_DEADLINE_NS: u64 = 1_000_000_000;
+
+const NIL: u32 = u32::MAX;
+
+/// One held record's bookkeeping.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// The reply's end in the connection's output (bytes).
+    end: u64,
+    since: u64,
+    /// Next held record of the same connection (FIFO), or [`NIL`].
+    next: u32,
+    conn: u32,
+    live: bool,
+}
+
+/// Records waiting for their reply's ACK: a ring of slots, allocated in
+/// order and freed in any order (an ACK completes a connection's oldest
+/// records), with one FIFO list per connection. The oldest live slot is
+/// always the head of its connection's list, so the deadline only ever
+/// looks at the ring's tail.
+struct HeldPool {
+    records: Vec<Sample>,
+    meta: Vec<Held>,
+    /// Slots ever allocated, and the oldest that may still be live.
+    head: u64,
+    tail: u64,
+    live: usize,
+    /// Per connection id: (first, last) slot of its list.
+    lists: Vec<(u32, u32)>,
+    /// (connection, watch on/off) for the transport.
+    watch: Vec<(u32, bool)>,
+    /// [`ACK_DEADLINE_NS`] (shorter in tests).
+    deadline: u64,
+}
+
+impl HeldPool {
+    fn new() -> HeldPool {
+        HeldPool {
+            records: vec![Sample::default(); HELD_CAP],
+            meta: vec![Held { end: 0, since: 0, next: NIL, conn: 0, live: false }; HELD_CAP],
+            head: 0,
+            tail: 0,
+            live: 0,
+            lists: vec![(NIL, NIL); 1024],
+            watch: Vec::with_capacity(1024),
+            deadline: ACK_DEADLINE_NS,
+        }
+    }
+
+    /// Hold `s` until `end` bytes of its connection are acknowledged;
+    /// false if no slot is free.
+    fn hold(&mut self, s: &Sample, end: u64, now: u64) -> bool {
+        let i = (self.head % HELD_CAP as u64) as usize;
+        if self.meta[i].live {
+            return false;
+        }
+        let c = s.conn as usize;
+        if c >= self.lists.len() {
+            // A connection id beyond any seen: grows with the server's own
+            // connection table, not per message.
+            self.lists.resize(c + 1, (NIL, NIL));
+        }
+        self.records[i] = *s;
+        self.meta[i] = Held { end, since: now, next: NIL, conn: s.conn, live: true };
+        let (first, last) = self.lists[c];
+        if first == NIL {
+            self.lists[c] = (i as u32, i as u32);
+            self.watch.push((s.conn, true));
+        } else {
+            self.meta[last as usize].next = i as u32;
+            self.lists[c].1 = i as u32;
+        }
+        self.head += 1;
+        self.live += 1;
+        true
+    }
+
+    /// Take the oldest held record of `conn` (its list's head), if any and
+    /// if `take` says so.
+    fn pop_front(&mut self, conn: u32, take: impl Fn(&Held) -> bool) -> Option<Sample> {
+        let c = conn as usize;
+        let (first, _) = *self.lists.get(c)?;
+        if first == NIL || !take(&self.meta[first as usize]) {
+            return None;
+        }
+        let m = &mut self.meta[first as usize];
+        m.live = false;
+        let next = m.next;
+        self.live -= 1;
+        if next == NIL {
+            self.lists[c] = (NIL, NIL);
+            self.watch.push((conn, false));
+        } else {
+            self.lists[c].0 = next;
+        }
+        Some(self.records[first as usize])
+    }
+
+    /// The oldest live record, if it was held since before `before`.
+    fn pop_expired(&mut self, before: u64) -> Option<Sample> {
+        while self.tail < self.head {
+            let i = (self.tail % HELD_CAP as u64) as usize;
+            let m = self.meta[i];
+            if !m.live {
+                self.tail += 1;
+                continue;
+            }
+            if m.since >= before {
+                return None;
+            }
+            self.tail += 1;
+            return self.pop_front(m.conn, |h| h.since < before);
+        }
+        None
+    }
+}
 
 /// Known work (poll, service outside handlers, flush) excuses at most this
 /// much loop time per message handled in the iteration, plus one: a
@@ -65,6 +201,14 @@ pub struct TracerStats {
     pub shift: u32,
     pub injected_stalls: u64,
     pub injected_slow_handlers: u64,
+    /// Records completed by their reply's ACK.
+    pub acked: u64,
+    /// Records whose reply's ACK had not come by [`ACK_DEADLINE_NS`].
+    pub ack_late: u64,
+    /// Records pushed without their ACK: the held pool was full.
+    pub ack_untracked: u64,
+    /// Records held for an ACK now.
+    pub held: u64,
 }
 
 pub struct Tracer {
@@ -74,6 +218,11 @@ pub struct Tracer {
     inject: Injector,
     core: u8,
     pending: Vec<Sample>,
+    /// Each pending message's reply end in its connection's output (0: it
+    /// produced no reply).
+    pending_end: Vec<u64>,
+    /// Records waiting for their reply's ACK (ACK tracking on).
+    held: Option<Box<HeldPool>>,
     /// Index in `pending` where the current input batch starts.
     in_start: usize,
     /// When the last input's replies went to `send` (0: none this
@@ -132,6 +281,8 @@ impl Tracer {
             inject: Injector::new(inject),
             core,
             pending: Vec::with_capacity(if cfg.enabled { PENDING_CAP } else { 0 }),
+            pending_end: Vec::with_capacity(if cfg.enabled { PENDING_CAP } else { 0 }),
+            held: None,
             in_start: 0,
             last_sent: 0,
             in_conn: 0,
@@ -163,6 +314,86 @@ impl Tracer {
     /// The loop is pinned to the core given to [`Tracer::new`].
     pub fn set_pinned(&mut self, pinned: bool) {
         self.pinned = pinned;
+    }
+
+    /// The transport reports the peer's ACKs: hold records for them (when
+    /// sampling is on; the pool is allocated here, at start-up).
+    pub fn set_ack_tracking(&mut self, on: bool) {
+        self.held = if on && self.on { Some(Box::new(HeldPool::new())) } else { None };
+    }
+
+    /// Records are held for their reply's ACK.
+    #[inline]
+    pub fn tracks_acks(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Hand `f` each connection whose ACKs the transport should report
+    /// from now on (`true`) or no longer (`false`), in order; call after
+    /// every iteration.
+    #[inline]
+    pub fn take_watch_requests(&mut self, mut f: impl FnMut(u32, bool)) {
+        if let Some(h) = self.held.as_mut() {
+            for (c, on) in h.watch.drain(..) {
+                f(c, on);
+            }
+        }
+    }
+
+    /// ACKs the transport saw: complete the held records they cover.
+    pub fn on_acks(&mut self, acks: &[AckEvent]) {
+        let Some(h) = self.held.as_mut() else { return };
+        let mut pushed = false;
+        for a in acks {
+            let conn = a.conn.0 as u32;
+            while let Some(mut s) = h.pop_front(conn, |m| m.end <= a.acked) {
+                s.t_acked = a.at_ns;
+                if a.retransmitted {
+                    s.cause |= cause::REPLY_RETX as u16;
+                }
+                self.stats.acked += 1;
+                if let Some(p) = self.producer.as_mut() {
+                    pushed |= p.push(&s);
+                }
+            }
+        }
+        if pushed {
+            if let Some(p) = self.producer.as_mut() {
+                p.publish();
+            }
+        }
+    }
+
+    /// `conn` is closing: record what it still held, without an ACK.
+    pub fn conn_closed(&mut self, conn: u32) {
+        let Some(h) = self.held.as_mut() else { return };
+        let mut pushed = false;
+        while let Some(s) = h.pop_front(conn, |_| true) {
+            if let Some(p) = self.producer.as_mut() {
+                pushed |= p.push(&s);
+            }
+        }
+        if pushed {
+            if let Some(p) = self.producer.as_mut() {
+                p.publish();
+            }
+        }
+    }
+
+    /// Record what was held past [`ACK_DEADLINE_NS`] at `now`, flagged
+    /// [`cause::ACK_LATE`]. Returns whether anything was pushed.
+    fn expire(&mut self, now: u64) -> bool {
+        let Some(h) = self.held.as_mut() else { return false };
+        let mut pushed = false;
+        let before = now.saturating_sub(h.deadline);
+        while let Some(mut s) = h.pop_expired(before) {
+            s.cause |= cause::ACK_LATE as u16;
+            self.stats.ack_late += 1;
+            if let Some(p) = self.producer.as_mut() {
+                pushed |= p.push(&s);
+            }
+        }
+        pushed
     }
 
     /// Records nothing, injects nothing.
@@ -205,6 +436,7 @@ impl Tracer {
         s.shift = self.policy.shift;
         s.injected_stalls = self.inject.stalls;
         s.injected_slow_handlers = self.inject.slow_handlers;
+        s.held = self.held.as_ref().map_or(0, |h| h.live as u64);
         s
     }
 
@@ -254,8 +486,8 @@ impl Tracer {
         let recorded = self.on && self.pending.len() < PENDING_CAP;
         if recorded {
             let t = self.now();
-            let n = bytes.len().min(32);
-            let mut payload = [0u8; 32];
+            let n = bytes.len().min(PAYLOAD_BYTES);
+            let mut payload = [0u8; PAYLOAD_BYTES];
             payload[..n].copy_from_slice(&bytes[..n]);
             self.pending.push(Sample {
                 trace_id,
@@ -278,6 +510,7 @@ impl Tracer {
                 payload,
                 ..Sample::default()
             });
+            self.pending_end.push(0);
             self.open = true;
         }
         if self.inject.maybe_slow_handler() && recorded {
@@ -305,9 +538,12 @@ impl Tracer {
     }
 
     /// The replies of the current input went to `send`; `tx_flags` say
-    /// whether they all fit ([`cause::TX_FULL`]).
+    /// whether they all fit ([`cause::TX_FULL`]); `reply_end`: where the
+    /// replies end in the connection's output, counted in bytes from the
+    /// first (0: the input produced no reply). The input's messages wait
+    /// for the ACK of that byte.
     #[inline]
-    pub fn end_input(&mut self, tx_flags: u32) {
+    pub fn end_input(&mut self, tx_flags: u32, reply_end: u64) {
         if !self.on || self.pending.len() == self.in_start {
             return;
         }
@@ -317,6 +553,9 @@ impl Tracer {
         for s in &mut self.pending[self.in_start..] {
             s.t_tx_queued = t;
             s.cause |= tx_flags as u16;
+        }
+        for e in &mut self.pending_end[self.in_start..] {
+            *e = reply_end;
         }
         self.in_start = self.pending.len();
     }
@@ -354,10 +593,10 @@ impl Tracer {
         // when nothing is injected after it.
         let mut after = 0;
         self.iter_known += flush.1.saturating_sub(flush.0);
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.held.as_ref().is_some_and(|h| h.live > 0) {
             let t0 = if flush.1 != 0 { flush.1 } else { self.now() };
-            let mut pushed = false;
-            for s in self.pending.iter_mut() {
+            let mut pushed = self.expire(t0);
+            for (s, &end) in self.pending.iter_mut().zip(&self.pending_end) {
                 s.t_tx_done = t_tx_done;
                 s.cause |= flags as u16;
                 self.stats.messages += 1;
@@ -372,6 +611,14 @@ impl Tracer {
                         s.cause |= cause::TAIL_BIAS as u16;
                     }
                 }
+                if end != 0 {
+                    if let Some(h) = self.held.as_mut() {
+                        if h.hold(s, end, t0) {
+                            continue;
+                        }
+                        self.stats.ack_untracked += 1;
+                    }
+                }
                 if let Some(p) = self.producer.as_mut() {
                     pushed |= p.push(s);
                 }
@@ -383,6 +630,7 @@ impl Tracer {
             }
             let n = self.pending.len();
             self.pending.clear();
+            self.pending_end.clear();
             self.in_start = 0;
             // A few records cost tens of nanoseconds: not worth a clock read
             // (the iteration then ends at the flush). A batch is measured.
@@ -437,7 +685,7 @@ mod tests {
         t.begin_input(conn, RxTrace { arrival_ns: arrival, flags: cause::RETRANSMIT });
         t.parsed(kind::LIMIT, 42 + iter, b"0123456789012345678901234567890123456789");
         t.handled(0);
-        t.end_input(cause::TX_FULL);
+        t.end_input(cause::TX_FULL, 0);
         let f0 = clock::mono_ns();
         t.end_iteration((f0, clock::mono_ns()), clock::mono_ns(), 0);
     }
@@ -454,7 +702,7 @@ mod tests {
         let ts = [s.t_rx_frame, s.t_delivered, s.t_parsed, s.t_handled, s.t_tx_queued, s.t_tx_done];
         assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
         assert_eq!(u32::from(s.cause) & (cause::RETRANSMIT | cause::TX_FULL), cause::RETRANSMIT | cause::TX_FULL);
-        assert_eq!((s.payload_len, &s.payload[..4]), (32, &b"0123"[..]));
+        assert_eq!((s.payload_len, &s.payload[..4]), (24, &b"0123"[..]));
         assert_eq!(t.stats().recorded, 1);
     }
 
@@ -521,7 +769,7 @@ mod tests {
         t.begin_input(1, RxTrace::default());
         t.parsed(kind::LIMIT, 1, b"x");
         t.handled(0);
-        t.end_input(0);
+        t.end_input(0, 0);
         let f0 = t.flush_start();
         std::thread::sleep(std::time::Duration::from_millis(3));
         let f1 = t.now();
@@ -531,6 +779,109 @@ mod tests {
         // 3 ms of flush, of which 2 x 20 us are excused as work.
         assert!(s[2].prev_busy_ns >= 2_900_000, "{:?}", s[2]);
         assert!(s[1].prev_busy_ns < 1_000_000, "{:?}", s[1]);
+    }
+
+    /// One message on `conn` whose reply ends at `end` in the connection's
+    /// output.
+    fn replied(t: &mut Tracer, iter: u64, conn: u32, end: u64) {
+        let now = clock::mono_ns();
+        t.begin_iteration(iter, now, true, 0);
+        t.begin_input(conn, RxTrace { arrival_ns: now, flags: 0 });
+        t.parsed(kind::LIMIT, iter, b"x");
+        t.handled(0);
+        t.end_input(0, end);
+        let f = clock::mono_ns();
+        t.end_iteration((f, f), f, 0);
+    }
+
+    fn watches(t: &mut Tracer) -> Vec<(u32, bool)> {
+        let mut v = Vec::new();
+        t.take_watch_requests(|c, on| v.push((c, on)));
+        v
+    }
+
+    fn ack(conn: u32, acked: u64, at_ns: u64, retransmitted: bool) -> AckEvent {
+        AckEvent { conn: crate::transport::ConnId(conn as usize), acked, at_ns, retransmitted }
+    }
+
+    #[test]
+    fn a_reply_is_held_until_the_ack_that_covers_its_last_byte() {
+        let (mut t, mut c) = tracer(SamplingConfig::default(), InjectConfig::default());
+        t.set_ack_tracking(true);
+        replied(&mut t, 1, 5, 100);
+        replied(&mut t, 2, 5, 250);
+        // No reply: recorded at once, never held.
+        replied(&mut t, 3, 5, 0);
+        assert_eq!(c.pop().map(|s| s.trace_id), Some(3));
+        assert!(c.pop().is_none(), "held records were pushed");
+        assert_eq!(watches(&mut t), vec![(5, true)]);
+        assert_eq!(t.stats().held, 2);
+        // An ACK of 99 bytes covers neither; 100 covers the first.
+        let at = clock::mono_ns();
+        t.on_acks(&[ack(5, 99, at, false)]);
+        assert!(c.pop().is_none());
+        t.on_acks(&[ack(5, 100, at + 1, false)]);
+        let s = c.pop().expect("acked record");
+        assert_eq!((s.trace_id, s.t_acked, u32::from(s.cause) & cause::REPLY_RETX), (1, at + 1, 0));
+        assert!(s.ack_ns() > 0 && s.ack_ns() == s.t_acked - s.t_tx_done);
+        // Another connection's ACK completes nothing here.
+        t.on_acks(&[ack(6, 1_000, at + 2, true)]);
+        assert!(c.pop().is_none());
+        // The second waited for a retransmission.
+        t.on_acks(&[ack(5, 400, at + 3, true)]);
+        let s = c.pop().expect("acked record");
+        assert_eq!((s.trace_id, s.t_acked), (2, at + 3));
+        assert_ne!(u32::from(s.cause) & cause::REPLY_RETX, 0);
+        assert_eq!(watches(&mut t), vec![(5, false)]);
+        let st = t.stats();
+        assert_eq!((st.acked, st.held, st.ack_late), (2, 0, 0));
+    }
+
+    #[test]
+    fn held_records_go_at_the_deadline_or_at_close_without_an_ack() {
+        let (mut t, mut c) = tracer(SamplingConfig::default(), InjectConfig::default());
+        t.set_ack_tracking(true);
+        if let Some(h) = t.held.as_mut() {
+            h.deadline = 2_000_000;
+        }
+        replied(&mut t, 1, 1, 10);
+        replied(&mut t, 2, 2, 10);
+        replied(&mut t, 3, 1, 20);
+        // Connection 2 closes: its record goes, unacknowledged, unflagged.
+        t.conn_closed(2);
+        let s = c.pop().expect("closed connection's record");
+        assert_eq!((s.trace_id, s.t_acked, u32::from(s.cause) & cause::ACK_LATE), (2, 0, 0));
+        // Past the deadline, connection 1's two records go, flagged late,
+        // oldest first, and its watch ends.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        replied(&mut t, 4, 3, 0);
+        let got: Vec<(u64, bool)> =
+            std::iter::from_fn(|| c.pop()).map(|s| (s.trace_id, u32::from(s.cause) & cause::ACK_LATE != 0)).collect();
+        assert_eq!(got, vec![(1, true), (3, true), (4, false)]);
+        assert_eq!(watches(&mut t), vec![(1, true), (2, true), (2, false), (1, false)]);
+        assert_eq!((t.stats().ack_late, t.stats().held), (2, 0));
+        // A late ACK then finds nothing to complete.
+        t.on_acks(&[ack(1, 100, clock::mono_ns(), false)]);
+        assert!(c.pop().is_none());
+    }
+
+    #[test]
+    fn a_full_held_pool_records_at_once_and_counts() {
+        let (mut t, mut c) =
+            tracer(SamplingConfig { ring: 1 << 14, ..SamplingConfig::default() }, InjectConfig::default());
+        t.set_ack_tracking(true);
+        for i in 0..HELD_CAP as u64 + 3 {
+            replied(&mut t, i, 1, 10 + i);
+        }
+        let st = t.stats();
+        assert_eq!((st.held, st.ack_untracked), (HELD_CAP as u64, 3));
+        let got: Vec<u64> = std::iter::from_fn(|| c.pop()).map(|s| s.loop_iter).collect();
+        assert_eq!(got, vec![HELD_CAP as u64, HELD_CAP as u64 + 1, HELD_CAP as u64 + 2]);
+        // One ACK releases them all, in order, and the pool takes more.
+        t.on_acks(&[ack(1, u64::MAX, clock::mono_ns(), false)]);
+        assert_eq!(std::iter::from_fn(|| c.pop()).count(), HELD_CAP);
+        replied(&mut t, 9_999, 1, 1);
+        assert_eq!((t.stats().held, t.stats().ack_untracked), (1, 3));
     }
 
     #[test]

@@ -49,7 +49,7 @@ use smoltcp::wire::{ArpOperation, TcpControl, TcpRepr, TcpSeqNumber};
 use super::flow::flow_key;
 use super::frame::{emit_arp, emit_tcp, tcp_frame_len, FrameKey, ARP_FRAME_LEN};
 use super::guard::{Reply, Verdict};
-use super::{shard_of, Conn, Link, Stack};
+use super::{shard_of, AckWatch, Conn, Link, Stack};
 use crate::transport::Counters;
 
 /// MSS values a cookie can carry (Linux's table).
@@ -414,6 +414,7 @@ impl<D: Link> Stack<D> {
             want_write: false,
             flow,
             local_port: 0,
+            ack: AckWatch::default(),
         });
         self.shards[shard].conns.push(id);
         self.door.stats.cookies_accepted += 1;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::frame::tcp_flags::{RST, SYN};
+use super::frame::tcp_flags::{ACK, RST, SYN};
 use crate::transport::signal;
 
 /// What tracing knows about one TCP flow, kept from its frames as they
@@ -23,17 +23,27 @@ pub struct Flow {
     pub seq_known: bool,
     /// [`signal`] bits since the application last read.
     pub flags: u32,
+    /// The highest ACK number the peer sent, and when it first arrived
+    /// (valid once `ack_known`): the time of a reply's ACK.
+    pub ack: u32,
+    pub ack_at: u64,
+    pub ack_known: bool,
 }
 
 impl Flow {
     /// One segment of this flow arrived at `ts`.
-    pub fn segment(&mut self, seq: u32, payload: u16, window: u16, tcp_flags: u8, ts: u64) {
+    pub fn segment(&mut self, seq: u32, ack: u32, payload: u16, window: u16, tcp_flags: u8, ts: u64) {
         if tcp_flags & SYN != 0 {
             *self = Flow { next: seq.wrapping_add(1), seq_known: true, ..Flow::default() };
             return;
         }
         if tcp_flags & RST != 0 {
             return;
+        }
+        if tcp_flags & ACK != 0 && (!self.ack_known || (ack.wrapping_sub(self.ack) as i32) > 0) {
+            self.ack = ack;
+            self.ack_at = ts;
+            self.ack_known = true;
         }
         if window == 0 {
             self.flags |= signal::ZERO_WINDOW;
@@ -94,29 +104,48 @@ mod tests {
     #[test]
     fn flow_tracking_flags_gaps_and_repeats_only() {
         let mut f = Flow::default();
-        f.segment(999, 0, 100, 0x02, 1); // SYN: next is 1000
-        f.segment(1000, 100, 100, 0x18, 10);
-        f.segment(1100, 100, 100, 0x18, 20);
+        f.segment(999, 0, 0, 100, 0x02, 1); // SYN: next is 1000
+        f.segment(1000, 0, 100, 100, 0x18, 10);
+        f.segment(1100, 0, 100, 100, 0x18, 20);
         assert_eq!((f.flags, f.first_rx, f.last_rx, f.next), (0, 10, 20, 1200));
         // 1200..1300 lost: 1300 arrives first.
-        f.segment(1300, 100, 100, 0x18, 30);
+        f.segment(1300, 0, 100, 100, 0x18, 30);
         assert_eq!(f.flags, signal::RETRANSMIT);
         f.flags = 0;
         // The retransmission of 1200 is behind `next`.
-        f.segment(1200, 100, 100, 0x18, 40);
+        f.segment(1200, 0, 100, 100, 0x18, 40);
         assert_eq!((f.flags, f.next), (signal::RETRANSMIT, 1400));
         // Pure ACKs and resets change nothing; a zero window is noted.
         let mut g = Flow::default();
-        g.segment(5, 0, 100, 0x10, 1);
-        g.segment(5, 0, 0, 0x14, 1);
+        g.segment(5, 0, 0, 100, 0x10, 1);
+        g.segment(5, 0, 0, 0, 0x14, 1);
         assert_eq!(g.flags, 0);
-        g.segment(5, 0, 0, 0x10, 1);
+        g.segment(5, 0, 0, 0, 0x10, 1);
         assert_eq!(g.flags, signal::ZERO_WINDOW);
         // Sequence numbers wrap.
         let mut w = Flow::default();
-        w.segment(u32::MAX - 9, 0, 1, 0x02, 1);
-        w.segment(u32::MAX - 8, 20, 1, 0x18, 2);
-        w.segment(11, 5, 1, 0x18, 3);
+        w.segment(u32::MAX - 9, 0, 0, 1, 0x02, 1);
+        w.segment(u32::MAX - 8, 0, 20, 1, 0x18, 2);
+        w.segment(11, 0, 5, 1, 0x18, 3);
         assert_eq!((w.flags, w.next), (0, 16));
+    }
+
+    #[test]
+    fn the_time_of_the_highest_ack_is_kept() {
+        let mut f = Flow::default();
+        f.segment(10, 100, 0, 10, 0x10, 5);
+        f.segment(10, 150, 0, 10, 0x10, 7);
+        // A reordered older ACK, or a repeat, keeps the first arrival.
+        f.segment(10, 120, 0, 10, 0x10, 9);
+        f.segment(10, 150, 20, 10, 0x18, 11);
+        assert_eq!((f.ack, f.ack_at), (150, 7));
+        // Across the wrap.
+        f.segment(10, 150u32.wrapping_sub(200), 0, 10, 0x10, 13);
+        assert_eq!((f.ack, f.ack_at), (150, 7));
+        f.segment(10, u32::MAX, 0, 10, 0x10, 14);
+        f.segment(10, 3, 0, 10, 0x10, 15);
+        // No ACK flag: not an ACK.
+        f.segment(10, 9, 0, 10, 0x00, 16);
+        assert_eq!((f.ack, f.ack_at), (3, 15));
     }
 }

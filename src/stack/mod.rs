@@ -143,6 +143,22 @@ struct Conn {
     flow: u64,
     /// The local port an outbound connection holds (0: accepted).
     local_port: u16,
+    /// Tracing: its output's ACK progress.
+    ack: AckWatch,
+}
+
+/// Tracing: what a connection has sent and what of it the peer has
+/// acknowledged, for the ACK stage of sampled replies.
+#[derive(Debug, Default, Clone, Copy)]
+struct AckWatch {
+    /// Bytes `send` took.
+    sent: u64,
+    /// Bytes acknowledged at the last report, and the flow's
+    /// retransmissions then.
+    acked: u64,
+    retx: u32,
+    /// The tracer waits for this connection's ACKs.
+    on: bool,
 }
 
 /// One slice of the socket table. Frames are demultiplexed to a shard by
@@ -230,6 +246,8 @@ pub struct Stack<D: Link> {
     last_rx_trace: RxTrace,
     loop_flags: u32,
     tx_trouble: u64,
+    /// Connections whose ACKs are watched (tracing).
+    watched: Vec<usize>,
 }
 
 impl<D: Link> Stack<D> {
@@ -294,6 +312,7 @@ impl<D: Link> Stack<D> {
             last_rx_trace: RxTrace::default(),
             loop_flags: 0,
             tx_trouble: 0,
+            watched: Vec::with_capacity(max_conns.min(1 << 16)),
         }
     }
 
@@ -527,7 +546,14 @@ impl<D: Link> Stack<D> {
             self.flows.clear();
         }
         let ts = if key.rx_ns != 0 { key.rx_ns } else { self.now_ns };
-        self.flows.entry(flow_key(ip, rp, lp)).or_default().segment(key.seq, key.payload, key.window, key.flags, ts);
+        self.flows.entry(flow_key(ip, rp, lp)).or_default().segment(
+            key.seq,
+            key.ack,
+            key.payload,
+            key.window,
+            key.flags,
+            ts,
+        );
     }
 
     /// The flow key of a connection (from its socket's endpoints the first

@@ -214,6 +214,8 @@ struct Flow {
     lost_pending: bool,
     last_retx: Option<LastRetx>,
     last_active: u64,
+    /// Data segments sent again on this flow (smoltcp's and ours).
+    retransmissions: u32,
 }
 
 impl Flow {
@@ -246,6 +248,7 @@ impl Flow {
             lost_pending: false,
             last_retx: None,
             last_active: now,
+            retransmissions: 0,
         }
     }
 
@@ -467,6 +470,13 @@ impl Recovery {
         self.slots.len() - self.free_count
     }
 
+    /// Data segments flow `key` has sent again so far, by smoltcp or by
+    /// this layer (0 for a flow not tracked). Tracing compares two reads
+    /// to tell whether an ACK waited for a retransmission.
+    pub fn retransmissions(&self, key: u64) -> u32 {
+        self.index.get(&key).map_or(0, |&i| self.flows[i].retransmissions)
+    }
+
     /// What recovery knows of flow `key` (None: not tracked).
     pub fn estimate(&self, key: u64) -> Option<Estimate> {
         let f = &self.flows[*self.index.get(&key)?];
@@ -648,6 +658,7 @@ impl Recovery {
         let end = t.seq.wrapping_add(len);
         if seq_lt(t.seq, f.snd_max) {
             // smoltcp sends these bytes again.
+            f.retransmissions = f.retransmissions.wrapping_add(1);
             if f.dup_acks >= 3 {
                 self.stats.fast += 1;
             } else {
@@ -954,6 +965,7 @@ impl Recovery {
         sl.tx = sl.tx.saturating_add(1);
         sl.last_tx = now;
         sl.lost = false;
+        f.retransmissions = f.retransmissions.wrapping_add(1);
         f.last_retx = Some(LastRetx { seq: sl.seq, end: sl.end, at: now, first_tx: sl.first_tx, kind });
         match kind {
             Kind::Timer => self.stats.timer += 1,

@@ -8,8 +8,8 @@ use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::guard::Release;
-use super::{shard_of, Conn, Link, Stack, TIMER_EGRESS_NS};
-use crate::transport::{signal, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
+use super::{shard_of, AckWatch, Conn, Link, Stack, TIMER_EGRESS_NS};
+use crate::transport::{signal, AckEvent, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 impl<D: Link> Stack<D> {
     fn sock(&mut self, conn: ConnId) -> io::Result<&mut tcp::Socket<'static>> {
@@ -88,6 +88,7 @@ impl<D: Link> Transport for Stack<D> {
             want_write: false,
             flow: 0,
             local_port: port,
+            ack: AckWatch::default(),
         });
         self.local_ports.set(port, true);
         self.shards[shard].conns.push(id);
@@ -166,6 +167,9 @@ impl<D: Link> Transport for Stack<D> {
             }
             Ok(n) => {
                 self.stats.bytes_out += n as u64;
+                if let Some(c) = self.conns.get_mut(conn.0) {
+                    c.ack.sent += n as u64;
+                }
                 if n < buf.len() {
                     // A short write means the buffer is full: the caller
                     // waits for Writable, so it must come.
@@ -261,6 +265,54 @@ impl<D: Link> Transport for Stack<D> {
 
     fn flush_transmits(&self) -> bool {
         true
+    }
+
+    fn tracks_acks(&self) -> bool {
+        self.tracing
+    }
+
+    fn watch_acks(&mut self, conn: ConnId, on: bool) {
+        let Some(key) = self.conn_flow(conn.0) else { return };
+        let retx = self.rec.retransmissions(key);
+        let Some(c) = self.conns.get_mut(conn.0) else { return };
+        let queued = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).send_queue() as u64;
+        if on && !c.ack.on {
+            c.ack.acked = c.ack.sent.saturating_sub(queued);
+            c.ack.retx = retx;
+            self.watched.push(conn.0);
+        }
+        // Off: dropped from the list at the next `acks`.
+        c.ack.on = on;
+    }
+
+    fn acks(&mut self, out: &mut Vec<AckEvent>) {
+        let mut i = 0;
+        while i < self.watched.len() {
+            let id = self.watched[i];
+            let Some(c) = self.conns.get_mut(id).filter(|c| c.ack.on) else {
+                self.watched.swap_remove(i);
+                continue;
+            };
+            i += 1;
+            // smoltcp drops acknowledged bytes from the send buffer as the
+            // ACK is processed: what left it was acknowledged.
+            let queued = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).send_queue() as u64;
+            let acked = c.ack.sent.saturating_sub(queued);
+            if acked <= c.ack.acked {
+                continue;
+            }
+            c.ack.acked = acked;
+            let retx = self.rec.retransmissions(c.flow);
+            let retransmitted = retx != c.ack.retx;
+            c.ack.retx = retx;
+            let at = self.flows.get(&c.flow).map_or(0, |f| f.ack_at);
+            out.push(AckEvent {
+                conn: ConnId(id),
+                acked,
+                at_ns: if at != 0 && at <= self.now_ns { at } else { self.now_ns },
+                retransmitted,
+            });
+        }
     }
 
     fn counters(&self) -> Counters {

@@ -6,6 +6,7 @@
 //!
 //! * [`net`]: interface index by name, the kernel's IPv4 addresses on it;
 //! * [`rxts`]: `recvmsg` with the kernel's receive timestamp (control messages);
+//! * [`txack`]: the kernel's reports of the peer's ACKs (`SO_TIMESTAMPING`, error queue);
 //! * [`tsc`]: the CPU's time-stamp counter;
 //! * [`map_file`]: a shared writable mapping of a file (the sample log);
 //! * `skel`: the XDP program's generated skeleton (its read-only data layout).
@@ -14,6 +15,7 @@
 
 pub mod net;
 pub mod rxts;
+pub mod txack;
 
 use std::fs::File;
 use std::io;

@@ -33,8 +33,9 @@ pub fn enable(fd: RawFd) -> io::Result<()> {
 /// timestamp in CLOCK_REALTIME nanoseconds (0 if none came with them).
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, u64)> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    // Room for one cmsghdr (16 bytes) and a timespec (16), u64-aligned.
-    let mut control = [0u64; 8];
+    // Room for SCM_TIMESTAMPNS (16 + 16 bytes) and, on a socket that also
+    // asked for ACK reports (`txack`), SCM_TIMESTAMPING (16 + 48), u64-aligned.
+    let mut control = [0u64; 16];
     // SAFETY: msghdr is plain data; all-zero is its empty value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;

@@ -128,6 +128,9 @@ pub mod signal {
     pub const FILL_RING_STARVED: u32 = 1 << 4;
     /// The poll blocked (slept in epoll_wait or poll(2)).
     pub const SLEPT: u32 = 1 << 7;
+    /// The connection retransmitted between a reply's send and its ACK
+    /// ([`AckEvent::retransmitted`](super::AckEvent)).
+    pub const REPLY_RETX: u32 = 1 << 9;
 }
 
 /// The arrival of the bytes the last successful `recv` on a connection
@@ -138,6 +141,21 @@ pub struct RxTrace {
     pub arrival_ns: u64,
     /// [`signal`] bits seen on the connection since it was last read.
     pub flags: u32,
+}
+
+/// The peer acknowledged output of a connection (tracing: the ACK stage of
+/// a sampled reply, docs/ATTRIBUTION.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckEvent {
+    pub conn: ConnId,
+    /// Bytes of the connection's output the peer has acknowledged, counted
+    /// from the first byte sent after tracing began.
+    pub acked: u64,
+    /// When the ACK arrived (monotonic ns).
+    pub at_ns: u64,
+    /// The connection retransmitted since its previous event (or since the
+    /// watch began): the ACK waited for a retransmission.
+    pub retransmitted: bool,
 }
 
 /// What a counter counts, which decides its metric family.
@@ -313,6 +331,16 @@ pub trait Transport {
     fn flush_transmits(&self) -> bool {
         false
     }
+    /// Can this transport report the peer's ACKs of a connection's output
+    /// ([`Transport::acks`])? Asked after `set_tracing(true)`.
+    fn tracks_acks(&self) -> bool {
+        false
+    }
+    /// Report `conn`'s ACK progress from now on (`on`), or stop. A backend
+    /// that reports every connection's ACKs anyway ignores it.
+    fn watch_acks(&mut self, _conn: ConnId, _on: bool) {}
+    /// ACK progress seen since the last call, appended to `out`.
+    fn acks(&mut self, _out: &mut Vec<AckEvent>) {}
 }
 
 /// Is this error "try again later" rather than "the connection is gone"?

@@ -25,7 +25,9 @@ use self::xsk::{BindMode, Xsk, XskConfig, XskStatsReader};
 use crate::clock;
 use crate::stack::{Stack, StackConfig};
 use crate::sys::net;
-use crate::transport::{ConnId, CounterReader, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
+use crate::transport::{
+    AckEvent, ConnId, CounterReader, Counters, Event, RxTrace, Transport, TransportStats, WaitMode,
+};
 
 /// Configuration of the xdp backend: the interface and socket, the stack
 /// on top, and what the XDP program does besides redirecting.
@@ -304,5 +306,19 @@ impl Transport for XdpTransport {
 
     fn flush_transmits(&self) -> bool {
         true
+    }
+
+    fn tracks_acks(&self) -> bool {
+        self.stack.tracks_acks()
+    }
+
+    #[inline]
+    fn watch_acks(&mut self, conn: ConnId, on: bool) {
+        self.stack.watch_acks(conn, on)
+    }
+
+    #[inline]
+    fn acks(&mut self, out: &mut Vec<AckEvent>) {
+        self.stack.acks(out)
     }
 }
