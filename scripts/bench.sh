@@ -22,13 +22,25 @@
 #                               kernel and xdp backends with segments lost on purpose, at
 #                               4 x 500 and 100 x 1000 orders/s (LOSS_LOADS) for SECS: reply
 #                               loss 1/40 and 1/200 and inbound loss 1/40 (LOSS_CASES). Kernel:
-#                               nftables in tg_gw (numgen on output or input, data segments
-#                               only); xdp: --inject tx-loss:N / loss:N. p50/p99/p99.9/max,
-#                               unanswered, and the stack's retransmissions by kind
+#                               nftables (numgen, data segments only); xdp: --inject tx-loss:N /
+#                               loss:N. p50/p99/p99.9/max,
+#                               unanswered, and the stack's retransmissions by kind (kernel: nftables
+#                               drops replies on arrival in tg_cli, requests on input in tg_gw)
 #   scripts/bench.sh overload   100 connections, open loop at each rate of OVERLOAD_RATES
 #                               [50000 .. 800000] for SECS_OVERLOAD [4] s, kernel and xdp: throughput, unanswered,
 #                               p50/p99/p99.9, and every drop counter that moved (xdp: the exit
 #                               line's; kernel: the interface's and TCP's drop counters in tg_gw)
+#   scripts/bench.sh attribution  the report's accuracy: tailgate load --app orders (4 connections,
+#                               500 orders/s, ATTR_SECS [5] s, client on cpu0) against serve --app
+#                               orders --spin --core 1 --sample-log, with one fault per run, on each
+#                               backend where the gateway can see it (ATTR_FAULTS): control (none),
+#                               stall (--inject stall:50:5000), slow-handler (slow-handler:50:5000),
+#                               inbound-loss (xdp only: loss:4; the kernel reassembles out of
+#                               sight), reply-loss (nftables in tg_cli drops every 40th data
+#                               segment from the gateway on arrival), burst (load --burst 2000:500).
+#                               tailgate report --json at its default threshold (the p99.9) names
+#                               the top cause; a confusion table (fault against top cause) per
+#                               backend, and the accuracy over the faulted runs
 #   scripts/bench.sh bulk       64 MiB echoed through one connection (BULK_MIB), kernel and xdp:
 #                               MiB/s each way, send and receive overlapped
 #   scripts/bench.sh connect    the accept path under stress, kernel and xdp (serve --app echo,
@@ -240,10 +252,12 @@ case ${1:-} in
               [[ $dir == reply ]] && EXTRA=(--inject "tx-loss:$every") || EXTRA=(--inject "loss:$every")
             else
               # Data segments only (longer than a bare header with options), as the
-              # injectors of the xdp backend do.
-              hook=output match="tcp sport $PORT"
-              [[ $dir == inbound ]] && hook=input match="tcp dport $PORT"
-              ip netns exec tg_gw nft -f - <<NFT
+              # injectors of the xdp backend do. Replies are dropped on arrival in
+              # tg_cli: a drop on tg_gw's output hook fails the send locally, and
+              # kernel TCP sends the data again as new data, not as a loss.
+              ns=tg_cli hook=input match="tcp sport $PORT"
+              [[ $dir == inbound ]] && ns=tg_gw hook=input match="tcp dport $PORT"
+              ip netns exec $ns nft -f - <<NFT
 table inet tg_bench_loss {
   chain c { type filter hook $hook priority 0; $match meta length > 60 numgen inc mod $every == 0 drop; }
 }
@@ -255,6 +269,7 @@ NFT
               { cat "$OUT/client.log" >&2; exit 1; }
             stop_server
             ip netns exec tg_gw nft delete table inet tg_bench_loss 2>/dev/null || true
+            ip netns exec tg_cli nft delete table inet tg_bench_loss 2>/dev/null || true
             j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
             retx=$(grep -o 'retx_[a-z]*=[0-9]*' "$OUT/server.log" | grep -v '=0$' | tr '\n' ' ' || true)
             printf '| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %s | %s |\n' "$run" "$backend" "$load" \
@@ -330,6 +345,82 @@ NFT
       done
     done
     summary backend/case 1 "established-or-connected-ms echoed-or-served-ms SYN-retransmissions"
+    ;;
+  attribution)
+    ensure_packages nftables
+    SECS=${ATTR_SECS:-5}
+    expect() { # fault -> the cause the report should name
+      case $1 in
+        stall) echo loop_stall ;; slow-handler) echo slow_handler ;; inbound-loss) echo retransmission ;;
+        reply-loss) echo reply_retransmitted ;; burst) echo queued_behind_burst ;; *) echo - ;;
+      esac
+    }
+    echo "| run | backend | fault | top cause | tail | right |"
+    echo "|---|---|---|---|---|---|"
+    : >"$OUT/attr"
+    for run in $(seq "$RUNS"); do
+      for fault in ${ATTR_FAULTS:-control stall slow-handler inbound-loss reply-loss burst}; do
+        for backend in $BACKENDS; do
+          [[ $fault == inbound-loss && $backend != xdp ]] && continue
+          lab_for "$backend"
+          EXTRA=(--sample-log "$OUT/samples") LOAD=()
+          rm -f "$OUT/samples"
+          case $fault in
+            stall) EXTRA+=(--inject stall:50:5000) ;;
+            slow-handler) EXTRA+=(--inject slow-handler:50:5000) ;;
+            inbound-loss) EXTRA+=(--inject loss:4) ;;
+            reply-loss)
+              # Dropped on arrival in the client's namespace, the same for both
+              # backends: a loss on the wire (a drop on the gateway's own output
+              # hook would be a local send failure, which kernel TCP sends again
+              # as new data, not as a retransmission).
+              ip netns exec tg_cli nft -f - <<NFT
+table inet tg_bench_loss {
+  chain c { type filter hook input priority 0; tcp sport $PORT meta length > 60 numgen inc mod 40 == 0 drop; }
+}
+NFT
+              ;;
+            burst) LOAD=(--burst 2000:500) ;;
+          esac
+          start_server "$backend" orders
+          ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate 500 --conns 4 \
+            --duration "$SECS" --core 0 "${LOAD[@]}" >"$OUT/client.log" 2>&1 ||
+            [[ $fault == *loss ]] || { cat "$OUT/client.log" >&2; exit 1; }
+          stop_server
+          ip netns exec tg_cli nft delete table inet tg_bench_loss 2>/dev/null || true
+          [[ -n ${ATTR_KEEP:-} ]] && cp "$OUT/server.log" "$ATTR_KEEP/$run-$backend-$fault.log" && cp "$OUT/samples" "$ATTR_KEEP/$run-$backend-$fault.samples"
+          "$BIN" report --log "$OUT/samples" --json >"$OUT/report.json"
+          top=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["top_cause"], r["tail"])' \
+            "$OUT/report.json")
+          read -r cause tail <<<"$top"
+          want=$(expect "$fault")
+          right=-
+          [[ $want != - ]] && { [[ $cause == "$want" ]] && right=yes || right=no; }
+          echo "| $run | $backend | $fault | $cause | $tail | $right |"
+          echo "$backend $fault $cause $right" >>"$OUT/attr"
+        done
+      done
+    done
+    for backend in $BACKENDS; do
+      echo
+      echo "$backend: injected fault (rows) against the report's top cause (columns), $RUNS runs each"
+      python3 - "$OUT/attr" "$backend" <<'PY'
+import sys
+from collections import Counter, OrderedDict
+rows = [l.split() for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2]]
+faults = list(OrderedDict.fromkeys(r[1] for r in rows))
+causes = sorted(set(r[2] for r in rows))
+n = Counter((r[1], r[2]) for r in rows)
+print("| fault | " + " | ".join(causes) + " |")
+print("|---|" + "---|" * len(causes))
+for f in faults:
+    print("| %s | " % f + " | ".join(str(n[(f, c)] or "") for c in causes) + " |")
+scored = [r for r in rows if r[3] != "-"]
+right = sum(r[3] == "yes" for r in scored)
+print("\naccuracy (faulted runs, top cause = the injected fault's): %d of %d, %.1f %%"
+      % (right, len(scored), 100.0 * right / max(1, len(scored))))
+PY
+    done
     ;;
   bulk)
     echo "| run | backend | MiB | MiB/s | intact |"

@@ -130,6 +130,8 @@ fn check_evidence(r: &serde_json::Value) {
                 stage_us(&m, "handler") >= 20.0 || f(&m, "prev_handler_us") >= 20.0 || f(&m, "iter_handler_us") >= 20.0
             }
             "retransmission" => has_flag(&m, "retransmit"),
+            "reply_retransmitted" => has_flag(&m, "reply_retx"),
+            "late_peer_ack" => has_flag(&m, "ack_late") || stage_us(&m, "ack") >= 250_000.0,
             _ => true,
         };
         assert!(ok, "a cause without its evidence: {m:#}");
@@ -150,11 +152,24 @@ fn fault_run(
     inject: &str,
     threshold_us: &str,
 ) -> Option<(serde_json::Value, Vec<String>)> {
+    fault_run_with(test, bypass, backend_args, inject, threshold_us, |_| {})
+}
+
+/// [`fault_run`], with `setup` run on the lab before the gateway starts.
+fn fault_run_with(
+    test: &str,
+    bypass: bool,
+    backend_args: &[&str],
+    inject: &str,
+    threshold_us: &str,
+    setup: impl FnOnce(&Lab),
+) -> Option<(serde_json::Value, Vec<String>)> {
     if !lab_available(test) {
         return None;
     }
     let _g = serial();
     let lab = Lab::up(bypass);
+    setup(&lab);
     let log = TempPath::new(&format!("{test}.log"));
     let mut args: Vec<&str> = backend_args.to_vec();
     let if_gw = lab.if_gw.clone();
@@ -175,11 +190,12 @@ fn fault_run(
         "1",
         "--sample-log",
         log.s(),
-        "--inject",
-        inject,
     ]);
+    if !inject.is_empty() {
+        args.extend_from_slice(&["--inject", inject]);
+    }
     let srv = lab.serve(&args);
-    load(&lab, inject.starts_with("loss:"));
+    load(&lab, inject.contains("loss:") || test.contains("lost_reply"));
     let lines = srv.stop();
     let r = report_log(&log, threshold_us);
     Some((r, lines))
@@ -264,6 +280,78 @@ fn report_names_retransmission_under_loss() {
     check_evidence(&r);
     // Only loss was injected: no message carries the injector's mark.
     assert!(r.get("injected").is_none(), "{r:#}");
+}
+
+/// Replies the gateway sent that waited for a retransmission are named by
+/// it: the report sees the peer's ACK of each reply (the ACK stage), and
+/// the connection's retransmissions while the reply waited for it.
+fn check_lost_replies(r: &serde_json::Value, lines: &[String]) {
+    assert!(counter(lines, "acked").unwrap_or(0) >= 1000, "few replies acknowledged: {lines:?}");
+    // A retransmitted reply waited at least the ~8 ms until the client's
+    // next order brought a SACK (or the gateway's timer): no host stall in
+    // the gateway explains that, and its ACK stage is its longest.
+    check_touched(
+        r,
+        "reply_retransmitted",
+        10,
+        |m| has_flag(m, "reply_retx"),
+        |m| m["stage"] == "ack" && stage_us(m, "ack") >= 2_000.0,
+    );
+    check_evidence(r);
+    assert!(r["rows"].as_array().is_some_and(|rows| rows.iter().any(|x| x["stage"] == "ack")), "{r:#}");
+}
+
+#[test]
+fn report_names_a_lost_reply_on_xdp() {
+    // The stack drops every 40th data segment it sends; its loss recovery
+    // sends it again.
+    let Some((r, lines)) =
+        fault_run("report_names_a_lost_reply_on_xdp", true, &["--backend", "xdp"], "tx-loss:40", "2000")
+    else {
+        return;
+    };
+    assert!(counter(&lines, "tx_injected_drops").unwrap_or(0) >= 50, "{lines:?}");
+    check_lost_replies(&r, &lines);
+}
+
+#[test]
+fn report_names_a_lost_reply_on_kernel() {
+    // nftables in the client's namespace drops every 40th data segment
+    // from port 7777 as it arrives (a loss on the wire: a drop on the
+    // gateway's own output would fail the send locally, and the kernel
+    // sends such data again as new data). The gateway's kernel
+    // retransmits, and its SO_TIMESTAMPING ACK reports say so.
+    if !tool_available("report_names_a_lost_reply_on_kernel", "nft") {
+        return;
+    }
+    let drop_replies = |lab: &Lab| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &lab.ns_cli, "nft", "-f", "-"]).stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("nft");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"table inet tg_test_loss {\n  chain c { type filter hook input priority 0; \
+                  tcp sport 7777 meta length > 60 numgen inc mod 40 == 0 drop; }\n}\n",
+            )
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft refused the rule");
+    };
+    // The rules live in the lab's namespace and go with it.
+    let Some((r, lines)) = fault_run_with(
+        "report_names_a_lost_reply_on_kernel",
+        false,
+        &["--backend", "kernel"],
+        "",
+        "2000",
+        drop_replies,
+    ) else {
+        return;
+    };
+    check_lost_replies(&r, &lines);
 }
 
 /// Parse the exposition with a third-party parser; samples by name.

@@ -3,7 +3,7 @@
 
 # Packages the build (clang etc. compile bpf/redirect.bpf.c) and the lab need.
 # tcpdump reads back the captures of --pcap (tests/xdp.rs).
-TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump clang llvm libelf-dev zlib1g-dev pkg-config make)
+TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump nftables clang llvm libelf-dev zlib1g-dev pkg-config make)
 
 ensure_packages() {
   local missing=() p

@@ -95,8 +95,10 @@ pub struct KernelTransport {
     retrans: Vec<u32>,
     /// ACK reports read since the last `acks`.
     ack_events: Vec<AckEvent>,
-    /// Error-queue messages read, and ACK reports among them.
+    /// Error-queue messages read, and ACK reports among them that waited
+    /// for a retransmission.
     errqueue_reads: u64,
+    acks_retransmitted: u64,
     last_rx_trace: RxTrace,
     /// Loop signals (`signal::SLEPT`).
     loop_flags: u32,
@@ -127,6 +129,7 @@ impl KernelTransport {
             retrans: Vec::new(),
             ack_events: Vec::with_capacity(1024),
             errqueue_reads: 0,
+            acks_retransmitted: 0,
             last_rx_trace: RxTrace::default(),
             loop_flags: 0,
             clock_offset: 0,
@@ -419,6 +422,7 @@ impl Transport for KernelTransport {
         c.drop("accept_errors", self.accept_errors);
         if self.tracing {
             c.event("errqueue_reads", self.errqueue_reads);
+            c.event("acks_retransmitted", self.acks_retransmitted);
         }
         c
     }

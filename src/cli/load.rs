@@ -48,6 +48,11 @@ pub(crate) struct LoadArgs {
     /// Closed loop: one message in flight per connection.
     #[arg(long)]
     pub(crate) pingpong: bool,
+    /// With --rate: every EVERY_MS milliseconds, COUNT more messages at once
+    /// on top of the rate, spread over the connections (a burst beyond the
+    /// gateway's per-message pace; each counts from the burst's time).
+    #[arg(long, value_name = "COUNT:EVERY_MS", value_parser = parse_burst)]
+    pub(crate) burst: Option<(u32, u64)>,
     /// Length of the measured run in seconds (fractions allowed).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub(crate) duration: Duration,
@@ -80,6 +85,9 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         (None, true) => Mode::PingPong,
         _ => return Err("give exactly one of --rate or --pingpong".into()),
     };
+    if a.burst.is_some() && a.pingpong {
+        return Err("--burst applies to --rate only: a closed loop keeps one message in flight".into());
+    }
     if a.backend == BackendArg::Xdp && a.local_ip.is_none() {
         return Err("--backend xdp needs --local-ip, the address the load generator's stack owns".into());
     }
@@ -97,6 +105,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         drain: a.drain,
         progress: a.duration > Duration::from_secs(2),
         logon_timeout: Duration::from_secs(10),
+        burst: a.burst.map(|(n, ms)| (n, ms * 1_000_000)),
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };
     let report = match choose(
@@ -124,4 +133,15 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `COUNT:EVERY_MS`: 1..=100000 messages every 1..=60000 ms.
+fn parse_burst(s: &str) -> Result<(u32, u64), String> {
+    let (n, ms) = s.split_once(':').ok_or_else(|| format!("--burst {s}: expected COUNT:EVERY_MS, e.g. 200:100"))?;
+    let n: u32 = n.parse().map_err(|_| format!("--burst {s}: COUNT '{n}' is not a number"))?;
+    let ms: u64 = ms.parse().map_err(|_| format!("--burst {s}: EVERY_MS '{ms}' is not a number"))?;
+    if !(1..=100_000).contains(&n) || !(1..=60_000).contains(&ms) {
+        return Err(format!("--burst {s}: COUNT must be 1..=100000 and EVERY_MS 1..=60000"));
+    }
+    Ok((n, ms))
 }

@@ -85,6 +85,9 @@ pub struct LoadConfig {
     pub progress: bool,
     /// How long to wait for every Logon to be acknowledged.
     pub logon_timeout: Duration,
+    /// Rate mode: (count, every ns): `count` more messages at once every
+    /// `every` ns, round robin over the connections.
+    pub burst: Option<(u32, u64)>,
 }
 
 /// One connection, as the generator sees it: bytes in and out.
@@ -373,6 +376,7 @@ impl<T: Transport> LoadGen<T> {
             Mode::PingPong => 0.0,
         };
         let mut scheduled = 0u64;
+        let mut next_burst = self.cfg.burst.map_or(u64::MAX, |(_, every)| start + every);
         let mut next_heartbeat_check = start;
         if self.cfg.mode == Mode::PingPong {
             let now = clock::mono_ns();
@@ -401,6 +405,19 @@ impl<T: Transport> LoadGen<T> {
                         self.queue_request(rr, due);
                         rr = (rr + 1) % nclients;
                         scheduled += 1;
+                    }
+                    if now >= next_burst {
+                        let (count, every) = self.cfg.burst.unwrap_or((0, u64::MAX));
+                        for _ in 0..count {
+                            let mut tries = 0;
+                            while (!self.clients[rr].alive || self.work.ended(rr)) && tries < nclients {
+                                rr = (rr + 1) % nclients;
+                                tries += 1;
+                            }
+                            self.queue_request(rr, next_burst);
+                            rr = (rr + 1) % nclients;
+                        }
+                        next_burst = next_burst.saturating_add(every);
                     }
                 }
                 Mode::PingPong => {
@@ -561,6 +578,7 @@ mod tests {
             drain: Duration::from_secs(2),
             progress: false,
             logon_timeout: Duration::from_secs(5),
+            burst: None,
         }
     }
 
@@ -581,6 +599,22 @@ mod tests {
         // The gateway saw the same orders and cancels the client counted.
         assert_eq!(app.counters.orders_acked + app.counters.cancels_acked, r.sent);
         assert_eq!(app.counters.rejects_total(), 0);
+    }
+
+    #[test]
+    fn bursts_add_their_orders_on_top_of_the_rate() {
+        let (addr, stop, h) = serve(Orders::new(OrdersConfig::default()));
+        let t = KernelTransport::new(KernelConfig::default()).unwrap();
+        // 100/s for 300 ms is 30 orders (the first at 0); bursts of 50
+        // every 100 ms come at 100 and 200 ms (and 300 ms if the loop gets
+        // there before its end check): 80 or 130 more.
+        let c = LoadConfig { burst: Some((50, 100_000_000)), ..cfg(addr, LoadApp::Orders, Mode::Rate(100.0)) };
+        let r = LoadGen::new(t, c).unwrap().run(&AtomicBool::new(false)).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let app = h.join().unwrap();
+        assert!(r.sent == 130 || r.sent == 131 || r.sent == 180 || r.sent == 181, "{}", r.render());
+        assert_eq!((r.answered, r.failures()), (r.sent, 0), "{}", r.render());
+        assert_eq!(app.counters.orders_acked + app.counters.cancels_acked, r.sent);
     }
 
     #[test]

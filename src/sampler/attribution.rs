@@ -113,7 +113,7 @@ fn rule_stages(s: &Sample) -> [u64; 7] {
 /// stage.
 pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
     let st = rule_stages(s);
-    let [wait, queue, _parse, handler, tx, tx_done, reply] = st;
+    let [wait, queue, parse, handler, tx, tx_done, reply] = st;
     // Ties go to the earliest stage.
     let dominant = (0..STAGES.len()).rev().max_by_key(|&i| st[i]).unwrap_or(0);
     let prev_busy = u64::from(s.prev_busy_ns);
@@ -138,11 +138,14 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
     {
         id::LOOP_STALL
     } else if (dominant == 3 && handler >= sig)
-        || (dominant == 0 && covers(prev_handler, wait))
-        || (dominant == 1 && covers(iter_handler, queue))
+        || (dominant == 0 && covers(prev_handler, wait) && prev_handler > u64::from(s.prev_msgs) * PER_MESSAGE_NS)
+        || (dominant == 1 && covers(iter_handler, queue) && iter_handler > u64::from(s.batch_pos) * PER_MESSAGE_NS)
+        || (dominant == 2 && covers(iter_handler, parse) && iter_handler > u64::from(s.batch_pos) * PER_MESSAGE_NS)
     {
-        // The handler time must be where the message spent most of its time:
-        // a 25 us handler does not explain a 200 ms wait for a retransmission.
+        // The handler time must be where the message spent most of its time
+        // (a 25 us handler does not explain a 200 ms wait for a
+        // retransmission), and more than many quick handlers add up to (a
+        // burst of 500 messages at 2 us each is a burst, not a slow handler).
         id::SLOW_HANDLER
     } else if (flag(cause::SAMPLER) && dominant == 0 && covers(prev_iteration, wait))
         || overlaps_reporter(s, reporter, sig)
@@ -156,13 +159,16 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
         id::ZERO_WINDOW
     } else if flag(cause::FILL_RING_STARVED) && wait >= sig && dominant == 0 {
         id::FILL_RING_STARVED
-    } else if flag(cause::TX_FULL)
-        || flag(cause::KICK_WAIT)
-        || ((tx >= sig || tx_done >= sig) && (dominant == 4 || dominant == 5))
+    } else if (dominant == 4 || dominant == 5)
+        && (tx >= sig || tx_done >= sig || flag(cause::TX_FULL | cause::KICK_WAIT))
     {
+        // Where the TX path's trouble shows: in the message's own send or
+        // kick. The flags alone (set for a whole iteration) do not make a
+        // burst's queue the TX ring's fault.
         id::TX_RING_OR_KICK
     } else if (dominant == 0 && s.prev_msgs >= BURST_MIN && covers(prev_iteration, wait))
         || (queue >= sig && s.batch_pos >= BURST_MIN)
+        || (dominant == 2 && parse >= sig && s.batch_pos >= BURST_MIN)
     {
         id::QUEUED_BEHIND_BURST
     } else if dominant == 0 && wait >= sig && flag(cause::SLEPT) {
@@ -180,17 +186,23 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
     (c, dominant)
 }
 
+/// The causes that hold the loop or a connection, and so can make a
+/// queue: what messages behind it are counted under.
+const QUEUE_MAKERS: [usize; 4] = [id::LOOP_STALL, id::SLOW_HANDLER, id::SAMPLER_INTERFERENCE, id::RETRANSMISSION];
+
 /// Root causes: what made the queue a message waited in.
 ///
 /// A message whose direct cause is `queued_behind_burst` waited behind
 /// other messages: those of the previous iteration (its dominant stage is
-/// `wait`) or those before it in its own iteration (`queue`). Those
-/// messages piled up for a reason of their own: if at least half of them
-/// have one root cause (other than a queue, `unexplained` or `none`), that
-/// cause made the queue and this message is counted under it, through the
-/// queue. Followed back at most [`QUEUE_DEPTH`] iterations. If nothing
-/// holds (the messages were on time and simply many), the root is the
-/// burst itself.
+/// `wait`) or those before it in its own iteration (`queue`, `parse`).
+/// Those messages piled up for a reason of their own: if at least half of
+/// them have one root cause among [`QUEUE_MAKERS`] (a stall, a slow
+/// handler, the sampler, a retransmission: what holds the loop or the
+/// connection), that cause made the queue and this message is counted
+/// under it, through the queue. Followed back at most [`QUEUE_DEPTH`]
+/// iterations. Otherwise (the messages were on time and simply many, or
+/// slow only in their own sends and receive path, which a burst's volume
+/// explains) the root is the burst itself.
 struct Roots<'a> {
     msgs: &'a [Sample],
     reporter: &'a [Sample],
@@ -244,8 +256,9 @@ impl<'a> Roots<'a> {
         for &j in &makers {
             votes[self.root(j, depth - 1)] += 1;
         }
-        let r = (0..CAUSES.len())
-            .filter(|&c| !matches!(c, id::QUEUED_BEHIND_BURST | id::UNEXPLAINED | id::NONE))
+        let r = QUEUE_MAKERS
+            .iter()
+            .copied()
             .rev()
             .max_by_key(|&c| votes[c])
             .filter(|&c| votes[c] > 0 && votes[c] * 2 >= makers.len())
@@ -683,6 +696,17 @@ mod tests {
         assert_eq!(cause_of(&s), "rx_path_delay");
         // A slow stage nothing explains.
         assert_eq!(cause_of(&Sample { t_parsed: t + 100 * US, ..msg(t, US) }), "unexplained");
+        // Parsed late because 30 messages of the same read went first: a
+        // burst; because the one before it had a 1 ms handler: that.
+        let late = |ns: u64| Sample {
+            t_parsed: t + ns,
+            t_handled: t + ns,
+            t_tx_queued: t + ns,
+            t_tx_done: t + ns,
+            ..msg(t, US)
+        };
+        assert_eq!(cause_of(&Sample { batch_pos: 30, ..late(100 * US) }), "queued_behind_burst");
+        assert_eq!(cause_of(&Sample { batch_pos: 1, iter_handler_ns: 1_000_000, ..late(1_001 * US) }), "slow_handler");
     }
 
     #[test]

@@ -181,7 +181,8 @@ pub const WORK_BUDGET_NS: u64 = 20_000;
 const SMALL_BATCH: usize = 4;
 
 /// Time in the sampler itself (one iteration) that earns the next
-/// iteration's messages the [`cause::SAMPLER`] flag.
+/// iteration's messages the [`cause::SAMPLER`] flag, if it was also at
+/// least half of that iteration.
 pub const SAMPLER_SLOW_NS: u64 = 20_000;
 
 /// Counters, for metrics and the exit line.
@@ -661,7 +662,10 @@ impl Tracer {
         self.prev_handler = sat32(self.iter_handler);
         self.prev_msgs = self.iter_msgs;
         self.prev_iter = sat32(busy);
-        self.prev_flags = if sampler_ns >= SAMPLER_SLOW_NS { cause::SAMPLER } else { 0 };
+        // The sampler is named only where it was a large part of the
+        // iteration: recording a burst's thousand messages takes tens of
+        // microseconds, but the burst's own service took far more.
+        self.prev_flags = if sampler_ns >= SAMPLER_SLOW_NS && sampler_ns * 2 >= busy { cause::SAMPLER } else { 0 };
         // The next iteration delivers what waited through the injected stall.
         if stalled {
             self.prev_flags |= cause::INJECTED;
