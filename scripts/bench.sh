@@ -10,6 +10,8 @@
 #                                                   (sockperf over UDP: AF_XDP with no TCP at all)
 #                                 xdp-sampled       xdp with every message sampled (--sample all=100),
 #                                 kernel-sampled    kernel likewise: the sampler's cost against xdp/kernel
+#                                 xdp-sampled-noack  the same with --sample-acks off: the ACK stage's
+#                                 kernel-sampled-noack  cost against xdp-sampled/kernel-sampled
 #                                 xdp-pcap          xdp with --pcap (every frame captured to a file in the
 #                                                   run's temporary directory, removed at the end)
 #                                 xdp-baseline      xdp, from the binary BASELINE_BIN (another commit's
@@ -125,6 +127,8 @@ start_server() { # name app
     xdp-sampled) args=(--backend xdp --iface tg_gw0 --sample all=100) ;;
     xdp-pcap) args=(--backend xdp --iface tg_gw0 --pcap "$OUT/capture.pcap") ;;
     kernel-sampled) args=(--backend kernel --sample all=100) ;;
+    xdp-sampled-noack) args=(--backend xdp --iface tg_gw0 --sample all=100 --sample-acks off) ;;
+    kernel-sampled-noack) args=(--backend kernel --sample all=100 --sample-acks off) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
     xdp-baseline) args=(--backend xdp --iface tg_gw0) bin=$BASELINE_BIN ;;
     kernel-baseline) args=(--backend kernel) bin=$BASELINE_BIN ;;

@@ -186,7 +186,10 @@ impl<T: Transport, A: App> Server<T, A> {
     /// times when it samples).
     pub fn set_tracer(&mut self, mut tracer: Tracer) {
         self.transport.set_tracing(tracer.enabled());
-        tracer.set_ack_tracking(tracer.enabled() && self.transport.tracks_acks());
+        if tracer.enabled() {
+            self.transport.set_ack_tracking(tracer.wants_acks());
+        }
+        tracer.set_ack_tracking(self.transport.tracks_acks());
         self.tracer = tracer;
     }
 

@@ -437,6 +437,10 @@ impl Transport for KernelTransport {
         self.acks_on
     }
 
+    fn set_ack_tracking(&mut self, on: bool) {
+        self.acks_on = on && self.tracing;
+    }
+
     fn acks(&mut self, out: &mut Vec<AckEvent>) {
         out.append(&mut self.ack_events);
     }

@@ -130,6 +130,11 @@ pub(crate) struct ObserveArgs {
     /// Sample ring capacity in records (a power of two). Default 65536.
     #[arg(long, value_name = "N")]
     pub(crate) sample_ring: Option<usize>,
+    /// Hold each sampled reply's record until the peer acknowledges the reply (the `ack`
+    /// stage: xdp from the stack's own view, kernel from SO_TIMESTAMPING TX_ACK reports, one
+    /// more recvmsg per reply on the loop). Default on.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub(crate) sample_acks: Option<bool>,
     /// Inject a fault (repeatable): stall:EVERY_MS:DURATION_US (the poll loop spins),
     /// slow-handler:EVERY_N:DURATION_US (every N-th message's handler spins), loss:EVERY_N
     /// (the XDP program drops every N-th TCP data segment; xdp backend only), tx-loss:EVERY_N (the
@@ -161,6 +166,9 @@ impl ObserveArgs {
         }
         if let Some(r) = self.sample_ring {
             c.ring = r;
+        }
+        if let Some(a) = self.sample_acks {
+            c.acks = a;
         }
         c.validate().map_err(|e| format!("--sample-ring: {e}"))?;
         Ok(c)
@@ -373,4 +381,12 @@ pub(crate) fn run_server<T: Transport, A: App>(
     }
     r.map_err(|e| format!("event loop: {e}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}': expected on or off")),
+    }
 }

@@ -31,6 +31,8 @@ pub struct SamplingConfig {
     pub tail_ns: u64,
     /// Ring capacity in records (a power of two).
     pub ring: usize,
+    /// Hold each record for its reply's ACK (the `ack` stage).
+    pub acks: bool,
 }
 
 impl Default for SamplingConfig {
@@ -41,6 +43,7 @@ impl Default for SamplingConfig {
             max_rate: 0,
             tail_ns: 100_000,
             ring: super::ring::DEFAULT_CAPACITY,
+            acks: true,
         }
     }
 }
@@ -62,6 +65,7 @@ struct FileSampling {
     max_rate: Option<u64>,
     tail_us: Option<u64>,
     ring: Option<usize>,
+    acks: Option<bool>,
 }
 
 impl SamplingConfig {
@@ -111,6 +115,7 @@ impl SamplingConfig {
     /// max_rate = 200000           # messages/s; above it rates halve
     /// tail_us = 100               # slower than this: always recorded
     /// ring = 65536                # records, a power of two
+    /// acks = true                 # hold each record for its reply's ACK
     /// ```
     pub fn from_toml(text: &str, what: &str) -> Result<SamplingConfig, String> {
         let f: File = toml::from_str(text).map_err(|e| format!("{what}: {e}"))?;
@@ -134,6 +139,9 @@ impl SamplingConfig {
         }
         if let Some(r) = s.ring {
             c.ring = r;
+        }
+        if let Some(a) = s.acks {
+            c.acks = a;
         }
         c.validate().map_err(|e| format!("{what}: {e}"))?;
         Ok(c)

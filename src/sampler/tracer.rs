@@ -224,6 +224,7 @@ pub struct Tracer {
     pending_end: Vec<u64>,
     /// Records waiting for their reply's ACK (ACK tracking on).
     held: Option<Box<HeldPool>>,
+    want_acks: bool,
     /// Index in `pending` where the current input batch starts.
     in_start: usize,
     /// When the last input's replies went to `send` (0: none this
@@ -284,6 +285,7 @@ impl Tracer {
             pending: Vec::with_capacity(if cfg.enabled { PENDING_CAP } else { 0 }),
             pending_end: Vec::with_capacity(if cfg.enabled { PENDING_CAP } else { 0 }),
             held: None,
+            want_acks: cfg.acks,
             in_start: 0,
             last_sent: 0,
             in_conn: 0,
@@ -317,10 +319,16 @@ impl Tracer {
         self.pinned = pinned;
     }
 
+    /// Does the configuration ask for the ACK stage (`--sample-acks`)?
+    pub fn wants_acks(&self) -> bool {
+        self.on && self.want_acks
+    }
+
     /// The transport reports the peer's ACKs: hold records for them (when
-    /// sampling is on; the pool is allocated here, at start-up).
+    /// sampling is on and the ACK stage wanted; the pool is allocated here,
+    /// at start-up).
     pub fn set_ack_tracking(&mut self, on: bool) {
-        self.held = if on && self.on { Some(Box::new(HeldPool::new())) } else { None };
+        self.held = if on && self.wants_acks() { Some(Box::new(HeldPool::new())) } else { None };
     }
 
     /// Records are held for their reply's ACK.

@@ -246,8 +246,10 @@ pub struct Stack<D: Link> {
     last_rx_trace: RxTrace,
     loop_flags: u32,
     tx_trouble: u64,
-    /// Connections whose ACKs are watched (tracing).
+    /// Connections whose ACKs are watched (tracing), and whether ACK
+    /// reports are wanted at all (`--sample-acks`).
     watched: Vec<usize>,
+    acks_on: bool,
 }
 
 impl<D: Link> Stack<D> {
@@ -313,6 +315,7 @@ impl<D: Link> Stack<D> {
             loop_flags: 0,
             tx_trouble: 0,
             watched: Vec::with_capacity(max_conns.min(1 << 16)),
+            acks_on: true,
         }
     }
 

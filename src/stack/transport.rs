@@ -268,7 +268,11 @@ impl<D: Link> Transport for Stack<D> {
     }
 
     fn tracks_acks(&self) -> bool {
-        self.tracing
+        self.tracing && self.acks_on
+    }
+
+    fn set_ack_tracking(&mut self, on: bool) {
+        self.acks_on = on;
     }
 
     fn watch_acks(&mut self, conn: ConnId, on: bool) {

@@ -336,6 +336,9 @@ pub trait Transport {
     fn tracks_acks(&self) -> bool {
         false
     }
+    /// Turn ACK reports off (`--sample-acks off`) or back on; asked after
+    /// `set_tracing(true)`, before any connection.
+    fn set_ack_tracking(&mut self, _on: bool) {}
     /// Report `conn`'s ACK progress from now on (`on`), or stop. A backend
     /// that reports every connection's ACKs anyway ignores it.
     fn watch_acks(&mut self, _conn: ConnId, _on: bool) {}

@@ -312,6 +312,10 @@ impl Transport for XdpTransport {
         self.stack.tracks_acks()
     }
 
+    fn set_ack_tracking(&mut self, on: bool) {
+        self.stack.set_ack_tracking(on)
+    }
+
     #[inline]
     fn watch_acks(&mut self, conn: ConnId, on: bool) {
         self.stack.watch_acks(conn, on)
