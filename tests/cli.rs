@@ -57,6 +57,7 @@ fn help_documents_every_flag() {
             "--sample-tail-us",
             "--sample-max-rate",
             "--sample-ring",
+            "--sample-acks",
             "--inject",
         ],
     );
@@ -73,6 +74,7 @@ fn help_documents_every_flag() {
             "--conns",
             "--rate",
             "--pingpong",
+            "--burst",
             "--duration",
             "--size",
             "--drain",
@@ -120,6 +122,10 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--app", "udp-echo", "--backend", "kernel"], &["udp-echo"]),
         (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--backend", "xdp"], &["--local-ip"]),
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backlog", "0"], &["--backlog", "0"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--sample-acks", "maybe"], &["--sample-acks", "maybe"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "5", "--burst", "0:100"], &["--burst", "0:100"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--rate", "5", "--burst", "10"], &["--burst", "COUNT:EVERY_MS"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--burst", "10:100"], &["--burst", "--rate"]),
         (&["storm", "--ip", "8.8.8.8", "--port", "7", "--conns", "1"], &["--ip 8.8.8.8", "198.18.0.0/15"]),
         (&["storm", "--ip", "127.0.0.1", "--port", "7"], &["--conns", "--flood"]),
         (

@@ -41,8 +41,9 @@ pub const LATE_ACK_NS: u64 = 250_000_000;
 
 /// Messages delivered by one poll from which a receive-path delay they
 /// share is a burst queued in the kernel (the softirq's budget, the
-/// backlog) rather than the receive path stalling on its own: at the lab's
-/// rates a stalled receive path batches a handful.
+/// backlog) rather than the receive path stalling on its own (at the lab's
+/// rates a stalled receive path batches a handful), and a TX delay they
+/// share is the burst's own replies going out in one flush.
 pub const RX_BURST_MIN: usize = 16;
 
 /// How many iterations back a queue is followed to what made it.
@@ -245,9 +246,12 @@ impl<'a> Roots<'a> {
 
     fn root(&mut self, i: usize, depth: usize) -> usize {
         let (c, stage) = self.direct(i);
-        if c == id::RX_PATH_DELAY && self.by_iter.get(&self.msgs[i].loop_iter).map_or(0, Vec::len) >= RX_BURST_MIN {
-            // Held in the receive path together with many others: the
-            // frames queued behind a burst before the loop saw them.
+        if (c == id::RX_PATH_DELAY || c == id::TX_RING_OR_KICK)
+            && self.by_iter.get(&self.msgs[i].loop_iter).map_or(0, Vec::len) >= RX_BURST_MIN
+        {
+            // Held in the receive path, or in one flush of the TX ring,
+            // together with many others: the frames queued behind a burst
+            // (before the loop saw them, or behind the burst's replies).
             return id::QUEUED_BEHIND_BURST;
         }
         if c != id::QUEUED_BEHIND_BURST || depth == 0 {
@@ -817,6 +821,13 @@ mod tests {
         let r = analyse(&x, 0, Options { threshold_ns: Some(300 * US), ..Options::default() });
         assert_eq!(r.delayed["queued_behind_burst"], Delayed { direct: 0, queued: 20 });
         assert_eq!(r.delayed["rx_path_delay"], Delayed { direct: 2, queued: 0 });
+        // Likewise 20 replies that left in one 500 us flush; one does not.
+        let kicked = |t: u64| Sample { t_tx_done: t + 500 * US, ..msg(t, US) };
+        let mut y = iteration(50, 20, |_| kicked(t30));
+        y.extend(iteration(60, 1, |_| kicked(t30 + 10_000 * US)));
+        let r = analyse(&y, 0, Options { threshold_ns: Some(300 * US), ..Options::default() });
+        assert_eq!(r.delayed["queued_behind_burst"], Delayed { direct: 0, queued: 20 });
+        assert_eq!(r.delayed["tx_ring_or_kick"], Delayed { direct: 1, queued: 0 });
     }
 
     #[test]
