@@ -381,6 +381,18 @@ fn the_ack_of_each_reply_is_reported_and_says_when_it_waited_for_a_retransmissio
     net.server.watch_acks(sid, false);
     assert_eq!(net.echo_once(id, b"after", ms(100)), b"after");
     assert_eq!(next_ack(&mut net, ms(50)), None);
+    // As the tracer drives it: off and on again in the same iteration, once
+    // per message, for 200 messages. The watch list holds the connection
+    // once, not once per message.
+    net.server.watch_acks(sid, true);
+    for i in 0..200 {
+        assert_eq!(net.echo_once(id, b"again", ms(100)), b"again");
+        let a = next_ack(&mut net, ms(50)).expect("the ACK");
+        assert_eq!(a.acked, 185 + 5 * (i + 1), "{a:?}");
+        net.server.watch_acks(sid, false);
+        net.server.watch_acks(sid, true);
+        assert!(net.server.ack_watch_len() <= 1, "watch list grew to {}", net.server.ack_watch_len());
+    }
 }
 
 /// Every data segment offered to `wire` from now on: (time, seq, dropped).

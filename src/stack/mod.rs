@@ -159,6 +159,8 @@ struct AckWatch {
     retx: u32,
     /// The tracer waits for this connection's ACKs.
     on: bool,
+    /// On the stack's watch list (at most once).
+    listed: bool,
 }
 
 /// One slice of the socket table. Frames are demultiplexed to a shard by
@@ -349,6 +351,12 @@ impl<D: Link> Stack<D> {
     }
 
     /// Loss recovery's counters, RTT estimates and held copies.
+    /// Connections on the ACK watch list (tracing): at most the connections
+    /// with records waiting for an ACK.
+    pub fn ack_watch_len(&self) -> usize {
+        self.watched.len()
+    }
+
     pub fn recovery(&self) -> &Recovery {
         &self.rec
     }

@@ -283,7 +283,11 @@ impl<D: Link> Transport for Stack<D> {
         if on && !c.ack.on {
             c.ack.acked = c.ack.sent.saturating_sub(queued);
             c.ack.retx = retx;
-            self.watched.push(conn.0);
+            // Off then on again before `acks` ran: still on the list.
+            if !c.ack.listed {
+                c.ack.listed = true;
+                self.watched.push(conn.0);
+            }
         }
         // Off: dropped from the list at the next `acks`.
         c.ack.on = on;
@@ -293,7 +297,10 @@ impl<D: Link> Transport for Stack<D> {
         let mut i = 0;
         while i < self.watched.len() {
             let id = self.watched[i];
-            let Some(c) = self.conns.get_mut(id).filter(|c| c.ack.on) else {
+            let Some(c) = self.conns.get_mut(id).filter(|c| c.ack.on && c.ack.listed) else {
+                if let Some(c) = self.conns.get_mut(id) {
+                    c.ack.listed = false;
+                }
                 self.watched.swap_remove(i);
                 continue;
             };
