@@ -186,19 +186,22 @@ impl KernelTransport {
 
     /// Read connection `t`'s error queue: its ACK reports become
     /// [`AckEvent`]s in `out` (realtime stamps less `offset`). Returns the
-    /// messages read (0: a real error).
+    /// messages read (0: a real error) and the reports that waited for a
+    /// retransmission.
     fn read_acks(
         conns: &Slab<(TcpStream, bool)>,
         retrans: &mut [u32],
         out: &mut Vec<AckEvent>,
         (offset, stats): (u64, bool),
         t: usize,
-    ) -> usize {
-        let Some((s, _)) = conns.get(t) else { return 0 };
+    ) -> (usize, u64) {
+        let Some((s, _)) = conns.get(t) else { return (0, 0) };
         let seen = retrans.get_mut(t);
         let mut last = seen.as_ref().map_or(0, |v| **v);
+        let mut waited = 0;
         let n = txack::drain(s.as_raw_fd(), |a| {
             let retransmitted = stats && a.total_retrans.is_some_and(|r| r != last);
+            waited += u64::from(retransmitted);
             if let Some(r) = a.total_retrans {
                 last = r;
             }
@@ -213,7 +216,7 @@ impl KernelTransport {
         if let Some(v) = seen {
             *v = last;
         }
-        n
+        (n, waited)
     }
 
     fn accept_all(&mut self, idx: usize, events: &mut Vec<Event>) {
@@ -333,7 +336,7 @@ impl Transport for KernelTransport {
             // them; an EPOLLERR with none is a real error.
             let error = ev.is_error()
                 && !(self.acks_on && {
-                    let n = Self::read_acks(
+                    let (n, waited) = Self::read_acks(
                         &self.conns,
                         &mut self.retrans,
                         &mut self.ack_events,
@@ -341,6 +344,7 @@ impl Transport for KernelTransport {
                         t,
                     );
                     self.errqueue_reads += n as u64;
+                    self.acks_retransmitted += waited;
                     n > 0
                 });
             if ev.is_read_closed() || error {
