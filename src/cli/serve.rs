@@ -131,8 +131,8 @@ pub(crate) struct ObserveArgs {
     #[arg(long, value_name = "N")]
     pub(crate) sample_ring: Option<usize>,
     /// Hold each sampled reply's record until the peer acknowledges the reply (the `ack`
-    /// stage: xdp from the stack's own view, kernel from SO_TIMESTAMPING TX_ACK reports, one
-    /// more recvmsg per reply on the loop). Default on.
+    /// stage: xdp from the stack's own view, kernel from SO_TIMESTAMPING TX_ACK reports on the
+    /// error queue, two more recvmsg per reply on the loop). Default on.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub(crate) sample_acks: Option<bool>,
     /// Inject a fault (repeatable): stall:EVERY_MS:DURATION_US (the poll loop spins),
