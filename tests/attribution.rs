@@ -121,9 +121,21 @@ fn check_touched(
 }
 
 /// No tail message gets a cause without that cause's evidence in its own
-/// record (S = 20 us, the report's default significance).
+/// record (S = 20 us, the report's default significance). A message counted
+/// under a root cause through the queue carries the evidence of waiting
+/// behind others (its direct cause); the root's evidence is in the records
+/// of the messages it waited behind.
 fn check_evidence(r: &serde_json::Value) {
     for m in messages(r) {
+        if m["via"] == "queue" {
+            let direct = m["direct"].as_str().unwrap_or("?");
+            assert!(
+                matches!(direct, "queued_behind_burst" | "rx_path_delay" | "tx_ring_or_kick"),
+                "counted through the queue without having waited behind others: {m:#}"
+            );
+            continue;
+        }
+        assert_eq!(m["cause"], m["direct"], "a direct cause that is not the message's own: {m:#}");
         let ok = match m["cause"].as_str().unwrap_or("?") {
             "loop_stall" => f(&m, "prev_busy_us") >= 20.0 || stage_us(&m, "queue") >= 20.0,
             "slow_handler" => {
