@@ -17,6 +17,7 @@
 //! flow.rs       per-flow arrival and retransmission observations (tracing)
 //! recovery.rs   loss recovery below smoltcp: µs RTT, early and SACK-driven retransmission
 //! ports.rs      local ports of outbound connections
+//! rss.rs        the Toeplitz RSS hash and queue choice for outbound ports (one loop per queue)
 //! sim.rs        in-memory link pair, virtual clock, programmable faults, crafted segments
 //! ```
 //!
@@ -33,6 +34,7 @@ pub mod guard;
 pub mod link;
 pub mod ports;
 pub mod recovery;
+pub mod rss;
 pub mod sim;
 mod transport;
 
