@@ -316,7 +316,9 @@ impl Transport for KernelTransport {
         }
         let now = crate::clock::mono_ns();
         self.now_ns = now;
-        if self.acks_on && now.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
+        // Receive timestamps and ACK reports are CLOCK_REALTIME: the offset
+        // to the monotonic clock, re-read every 100 ms.
+        if self.tracing && now.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
             self.clock_offset = clock::realtime_offset_ns();
             self.clock_offset_at = now;
         }
@@ -371,10 +373,6 @@ impl Transport for KernelTransport {
         let (s, hup) = self.conns.get_mut(conn.0).ok_or(io::ErrorKind::NotConnected)?;
         let n = if self.tracing {
             let (n, rt) = rxts::recv(s.as_raw_fd(), buf)?;
-            if self.now_ns.saturating_sub(self.clock_offset_at) >= CLOCK_OFFSET_NS {
-                self.clock_offset = clock::realtime_offset_ns();
-                self.clock_offset_at = self.now_ns;
-            }
             // A timestamp later than delivery (the clock stepped) is ignored
             // by the sample (`Sample::arrival`).
             let arrival = if rt == 0 { 0 } else { rt.wrapping_sub(self.clock_offset) };

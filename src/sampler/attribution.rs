@@ -3,7 +3,7 @@
 //! and group by cause and dominant stage. The rules are documented, with
 //! their thresholds, in docs/ATTRIBUTION.md; keep the two in step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -214,25 +214,18 @@ struct Roots<'a> {
     msgs: &'a [Sample],
     reporter: &'a [Sample],
     sig: u64,
-    by_iter: std::collections::HashMap<u64, Vec<usize>>,
-    direct: std::collections::HashMap<usize, (usize, usize)>,
-    root: std::collections::HashMap<usize, usize>,
+    by_iter: HashMap<u64, Vec<usize>>,
+    direct: HashMap<usize, (usize, usize)>,
+    root: HashMap<usize, usize>,
 }
 
 impl<'a> Roots<'a> {
     fn new(msgs: &'a [Sample], reporter: &'a [Sample], sig: u64) -> Self {
-        let mut by_iter: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+        let mut by_iter: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, s) in msgs.iter().enumerate() {
             by_iter.entry(s.loop_iter).or_default().push(i);
         }
-        Roots {
-            msgs,
-            reporter,
-            sig,
-            by_iter,
-            direct: std::collections::HashMap::new(),
-            root: std::collections::HashMap::new(),
-        }
+        Roots { msgs, reporter, sig, by_iter, direct: HashMap::new(), root: HashMap::new() }
     }
 
     fn direct(&mut self, i: usize) -> (usize, usize) {

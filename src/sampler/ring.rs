@@ -126,7 +126,8 @@ impl<T: Copy> Producer<T> {
         }
         let slot = &self.shared.slots[(self.head & self.shared.mask) as usize];
         // SAFETY: head - tail < capacity, so this slot is outside [tail, head):
-        // the consumer does not read it until `head` is published below.
+        // the consumer does not read it until `head` is published below, so
+        // `fill` holds the only reference to it while it runs.
         fill(unsafe { &mut *slot.get() });
         self.head += 1;
         true
@@ -166,7 +167,8 @@ impl<T: Copy> Consumer<T> {
         }
         let slot = &self.shared.slots[(self.tail & self.shared.mask) as usize];
         // SAFETY: tail < head (Acquire above): the producer wrote this slot
-        // and will not touch it again until `tail` moves past it below.
+        // and will not touch it again until `tail` moves past it below, so
+        // `read` holds a shared reference nobody writes through.
         let r = read(unsafe { &*slot.get() });
         self.tail += 1;
         self.shared.tail.store(self.tail, Ordering::Release);

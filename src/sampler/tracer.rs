@@ -361,16 +361,10 @@ impl Tracer {
                     s.cause |= cause::REPLY_RETX as u16;
                 }
                 self.stats.acked += 1;
-                if let Some(p) = self.producer.as_mut() {
-                    pushed |= p.push(&s);
-                }
+                pushed |= push(&mut self.producer, &s);
             }
         }
-        if pushed {
-            if let Some(p) = self.producer.as_mut() {
-                p.publish();
-            }
-        }
+        publish(&mut self.producer, pushed);
     }
 
     /// `conn` is closing: record what it still held, without an ACK.
@@ -378,15 +372,9 @@ impl Tracer {
         let Some(h) = self.held.as_mut() else { return };
         let mut pushed = false;
         while let Some(s) = h.pop_front(conn, |_| true) {
-            if let Some(p) = self.producer.as_mut() {
-                pushed |= p.push(&s);
-            }
+            pushed |= push(&mut self.producer, &s);
         }
-        if pushed {
-            if let Some(p) = self.producer.as_mut() {
-                p.publish();
-            }
-        }
+        publish(&mut self.producer, pushed);
     }
 
     /// Record what was held past [`ACK_DEADLINE_NS`] at `now`, flagged
@@ -398,9 +386,7 @@ impl Tracer {
         while let Some(mut s) = h.pop_expired(before) {
             s.cause |= cause::ACK_LATE as u16;
             self.stats.ack_late += 1;
-            if let Some(p) = self.producer.as_mut() {
-                pushed |= p.push(&s);
-            }
+            pushed |= push(&mut self.producer, &s);
         }
         pushed
     }
@@ -628,15 +614,9 @@ impl Tracer {
                         self.stats.ack_untracked += 1;
                     }
                 }
-                if let Some(p) = self.producer.as_mut() {
-                    pushed |= p.push(s);
-                }
+                pushed |= push(&mut self.producer, s);
             }
-            if pushed {
-                if let Some(p) = self.producer.as_mut() {
-                    p.publish();
-                }
-            }
+            publish(&mut self.producer, pushed);
             let n = self.pending.len();
             self.pending.clear();
             self.pending_end.clear();
@@ -678,6 +658,20 @@ impl Tracer {
         if stalled {
             self.prev_flags |= cause::INJECTED;
         }
+    }
+}
+
+/// Push `s` into the ring, if sampling has one; whether it went in.
+#[inline]
+fn push(p: &mut Option<Producer>, s: &Sample) -> bool {
+    p.as_mut().is_some_and(|p| p.push(s))
+}
+
+/// Make what was pushed visible to the reporter (once per batch).
+#[inline]
+fn publish(p: &mut Option<Producer>, pushed: bool) {
+    if let (true, Some(p)) = (pushed, p.as_mut()) {
+        p.publish();
     }
 }
 
