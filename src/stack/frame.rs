@@ -84,6 +84,13 @@ pub fn flags_of(t: &TcpPacket<&[u8]>) -> u8 {
     f
 }
 
+/// Is this Ethernet frame an ARP reply?
+pub fn is_arp_reply(b: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(b) else { return false };
+    eth.ethertype() == EthernetProtocol::Arp
+        && ArpPacket::new_checked(eth.payload()).is_ok_and(|a| a.operation() == ArpOperation::Reply)
+}
+
 /// Read the TCP 4-tuple and the rest of [`FrameKey`] from an Ethernet
 /// frame, and verify its checksums, in one pass over its headers. Anything
 /// that is not a well-formed IPv4 TCP segment gives `tuple: None`.

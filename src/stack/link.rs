@@ -25,6 +25,11 @@ pub trait Link: Device {
     /// its bytes, and its arrival time if the link stamped one (0: none).
     fn stage(&mut self) -> Option<(&[u8], u64)>;
 
+    /// Stage a copy of `frame` (one another loop received and passed over,
+    /// [`super::handoff`]) as if it had just been received; false if the
+    /// link cannot hold it.
+    fn stage_copy(&mut self, frame: &[u8]) -> bool;
+
     /// The staged frame, to rewrite in place before smoltcp takes it.
     fn staged_mut(&mut self) -> Option<&mut [u8]>;
 

@@ -14,6 +14,7 @@
 //! frame.rs      checked views of untrusted frames (4-tuple, checksums)
 //! guard.rs      RFC 5961 checks, TIME-WAIT records, replies the stack crafts
 //! door.rs       SYN cookies: every passive open, no half-open state
+//! handoff.rs    frames that landed on another loop's queue, passed to their owner
 //! flow.rs       per-flow arrival and retransmission observations (tracing)
 //! recovery.rs   loss recovery below smoltcp: µs RTT, early and SACK-driven retransmission
 //! ports.rs      local ports of outbound connections
@@ -31,6 +32,7 @@ pub mod door;
 pub mod flow;
 pub mod frame;
 pub mod guard;
+pub mod handoff;
 pub mod link;
 pub mod ports;
 pub mod recovery;
@@ -50,6 +52,7 @@ use self::door::{Door, SynOpts};
 use self::flow::{flow_key, FlowMap};
 use self::frame::{tcp_flags, FrameKey};
 use self::guard::{Guard, Release, Reply, Verdict};
+use self::handoff::Handoff;
 pub use self::link::Link;
 use self::ports::PortSet;
 use self::recovery::{Recovery, Tap};
@@ -254,6 +257,9 @@ pub struct Stack<D: Link> {
     /// reports are wanted at all (`--sample-acks`).
     watched: Vec<usize>,
     acks_on: bool,
+    /// One loop of several (one per NIC queue): frames it does not own go
+    /// to the next loop ([`handoff`]).
+    handoff: Option<Handoff>,
 }
 
 impl<D: Link> Stack<D> {
@@ -320,7 +326,20 @@ impl<D: Link> Stack<D> {
             tx_trouble: 0,
             watched: Vec::with_capacity(max_conns.min(1 << 16)),
             acks_on: true,
+            handoff: None,
         }
+    }
+
+    /// Make this stack one loop of several serving the same address, one
+    /// per NIC queue: it serves the flows it owns and passes the others on
+    /// ([`handoff`]).
+    pub fn set_handoff(&mut self, h: Handoff) {
+        self.handoff = Some(h);
+    }
+
+    /// This loop's handoff counters, if it is one of several.
+    pub fn handoff_stats(&self) -> Option<handoff::HandoffStats> {
+        self.handoff.as_ref().map(|h| h.stats)
     }
 
     /// The link.
@@ -349,6 +368,9 @@ impl<D: Link> Stack<D> {
         c.event("sockets_allocated", self.sockets_made);
         self.rec.counters(&mut c);
         self.guard.counters(&mut c);
+        if let Some(h) = &self.handoff {
+            h.counters(&mut c);
+        }
         c
     }
 
@@ -430,76 +452,151 @@ impl<D: Link> Stack<D> {
         let now = self.now;
         self.iface.poll_maintenance(now);
         let mut n = 0;
+        // Frames other loops passed over first: they have waited longest.
         while n < INGRESS_BUDGET {
-            let Some((bytes, rx_ns)) = self.dev.stage() else { break };
-            let key = FrameKey { rx_ns, ..frame::classify(bytes) };
+            let Some(h) = self.handoff.as_mut() else { break };
+            let dev = &mut self.dev;
+            let Some((rx_ns, hops)) = h
+                .inbox
+                .pop_with(|f| (dev.stage_copy(&f.data[..usize::from(f.len)]), f.rx_ns, f.hops))
+                .and_then(|(staged, rx_ns, hops)| staged.then_some((rx_ns, hops)))
+            else {
+                break;
+            };
+            h.stats.received += 1;
             n += 1;
-            if !key.valid {
-                self.rx_invalid += 1;
-                self.dev.unstage();
-                continue;
-            }
-            let mut peer_mac = [0u8; 6];
-            if key.tuple.is_some() {
-                peer_mac.copy_from_slice(&bytes[6..12]);
-            }
-            let mut verdict = self.guard.on_ingress(&key, self.now_ns);
-            let (known, mut off) = self.guard.last_ingress();
-            match key.tuple {
-                Some((_, _, lp)) if verdict == Verdict::Pass && !known && self.door.listening(lp) => {
-                    let f = key.flags;
-                    if key.syn {
-                        verdict = if self.refuse() {
-                            let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
-                            Verdict::Answer(Reply::Rst { seq: 0, ack })
-                        } else {
-                            self.door_syn(&key, SynOpts::of_syn(key.mss, key.wscale, key.sack_ok))
-                        };
-                    } else if f & tcp_flags::ACK != 0 && f & (tcp_flags::SYN | tcp_flags::RST) == 0 {
-                        match self.door_ack(&key, peer_mac) {
-                            Ok(o) => off = o,
-                            Err(v) => verdict = v,
-                        }
-                    }
-                }
-                _ => {}
-            }
-            match verdict {
-                Verdict::Pass => {}
-                Verdict::Drop => {
-                    self.dev.unstage();
-                    continue;
-                }
-                Verdict::Answer(reply) => {
-                    self.dev.unstage();
-                    if let Some((ip, rp, lp)) = key.tuple {
-                        self.send_reply(flow_key(ip, rp, lp), peer_mac, reply);
-                    }
-                    continue;
-                }
-            }
-            self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
-            if self.tracing {
-                self.track(&key);
-            }
-            let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
-            if off != 0 {
-                // A cookie connection: smoltcp's numbers, not the wire's.
-                if let Some(b) = self.dev.staged_mut() {
-                    frame::shift_tcp(b, 0, off);
-                }
-            }
-            let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
-            let _ = self.iface.poll_ingress_single(now, &mut tap, &mut self.shards[shard].sockets);
-            self.dev.unstage();
-            self.mark_scan(shard);
-            self.mark_egress(shard);
+            self.ingress_staged(rx_ns, hops);
+        }
+        while n < INGRESS_BUDGET {
+            let Some(rx_ns) = self.dev.stage().map(|(_, rx_ns)| rx_ns) else { break };
+            n += 1;
+            self.ingress_staged(rx_ns, 0);
+        }
+        if let Some(h) = &mut self.handoff {
+            h.publish();
         }
         self.dev.end_ingress();
         if self.tracing && n > 0 && self.dev.rx_starved() {
             self.loop_flags |= signal::FILL_RING_STARVED;
         }
         n
+    }
+
+    /// The staged frame, which arrived at `rx_ns` and has been passed
+    /// between loops `hops` times: to its shard's smoltcp, answered by the
+    /// front door or the guard, dropped, or passed to the next loop.
+    fn ingress_staged(&mut self, rx_ns: u64, hops: u8) {
+        let now = self.now;
+        let Some(bytes) = self.dev.staged_mut() else { return };
+        let key = FrameKey { rx_ns, ..frame::classify(bytes) };
+        if !key.valid {
+            self.rx_invalid += 1;
+            self.dev.unstage();
+            return;
+        }
+        let mut peer_mac = [0u8; 6];
+        if key.tuple.is_some() {
+            peer_mac.copy_from_slice(&bytes[6..12]);
+        }
+        let arp_reply = key.tuple.is_none() && frame::is_arp_reply(bytes);
+        if self.handoff.as_ref().is_some_and(|h| h.may_pass(hops)) {
+            if arp_reply {
+                // Every loop learns the neighbour; this one too, below.
+                self.pass_on(rx_ns, hops, true);
+            } else if !self.owns(&key) {
+                self.pass_on(rx_ns, hops, false);
+                self.dev.unstage();
+                return;
+            }
+        }
+        let mut verdict = self.guard.on_ingress(&key, self.now_ns);
+        let (known, mut off) = self.guard.last_ingress();
+        match key.tuple {
+            Some((_, _, lp)) if verdict == Verdict::Pass && !known && self.door.listening(lp) => {
+                let f = key.flags;
+                if key.syn {
+                    verdict = if self.refuse() {
+                        let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
+                        Verdict::Answer(Reply::Rst { seq: 0, ack })
+                    } else {
+                        self.door_syn(&key, SynOpts::of_syn(key.mss, key.wscale, key.sack_ok))
+                    };
+                } else if f & tcp_flags::ACK != 0 && f & (tcp_flags::SYN | tcp_flags::RST) == 0 {
+                    match self.door_ack(&key, peer_mac) {
+                        Ok(o) => off = o,
+                        Err(v) => verdict = v,
+                    }
+                }
+            }
+            _ => {}
+        }
+        match verdict {
+            Verdict::Pass => {}
+            Verdict::Drop => {
+                self.dev.unstage();
+                return;
+            }
+            Verdict::Answer(reply) => {
+                self.dev.unstage();
+                if let Some((ip, rp, lp)) = key.tuple {
+                    self.send_reply(flow_key(ip, rp, lp), peer_mac, reply);
+                }
+                return;
+            }
+        }
+        self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
+        if self.tracing {
+            self.track(&key);
+        }
+        let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
+        if off != 0 {
+            // A cookie connection: smoltcp's numbers, not the wire's.
+            if let Some(b) = self.dev.staged_mut() {
+                frame::shift_tcp(b, 0, off);
+            }
+        }
+        let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
+        let _ = self.iface.poll_ingress_single(now, &mut tap, &mut self.shards[shard].sockets);
+        self.dev.unstage();
+        self.mark_scan(shard);
+        self.mark_egress(shard);
+    }
+
+    /// Is segment `k` this loop's to serve (one loop of several)? Its
+    /// flow's connection or TIME-WAIT record is here; or it opens one here:
+    /// a SYN for a listening port (a connection belongs to the loop its SYN
+    /// reached), or an ACK carrying a cookie this loop made (each loop has
+    /// its own cookie key). Anything else is another loop's, or nobody's.
+    fn owns(&self, k: &FrameKey) -> bool {
+        let Some((ip, rp, lp)) = k.tuple else { return true };
+        let flow = flow_key(ip, rp, lp);
+        if self.guard.knows(flow) {
+            return true;
+        }
+        if !self.door.listening(lp) {
+            return false;
+        }
+        if k.syn {
+            return true;
+        }
+        let f = k.flags;
+        f & tcp_flags::ACK != 0
+            && f & (tcp_flags::SYN | tcp_flags::RST) == 0
+            && self.door.cookies.check(flow, k.seq.wrapping_sub(1), k.ack.wrapping_sub(1), self.now_ns).is_some()
+    }
+
+    /// Copy the staged frame to the next loop (`copy`: an ARP reply this
+    /// loop also takes; otherwise a frame it does not own).
+    fn pass_on(&mut self, rx_ns: u64, hops: u8, copy: bool) {
+        let Some(h) = self.handoff.as_mut() else { return };
+        let Some(bytes) = self.dev.staged_mut() else { return };
+        if h.pass(bytes, rx_ns, hops) {
+            if copy {
+                h.stats.arp_shared += 1;
+            } else {
+                h.stats.forwarded += 1;
+            }
+        }
     }
 
     /// Open connections (every one has its socket: there are no

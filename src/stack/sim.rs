@@ -256,6 +256,11 @@ impl Link for MemLink {
         Some((self.staged.insert(f).as_slice(), at))
     }
 
+    fn stage_copy(&mut self, frame: &[u8]) -> bool {
+        self.staged = Some(frame.to_vec());
+        true
+    }
+
     fn staged_mut(&mut self) -> Option<&mut [u8]> {
         self.staged.as_deref_mut()
     }

@@ -58,6 +58,11 @@ pub struct XskDevice {
     pub busy_poll_syscall: bool,
     /// The frame the next `receive` hands to smoltcp (see [`Link::stage`]).
     staged: Option<RxFrame>,
+    /// A frame another loop passed over ([`Link::stage_copy`]): its bytes,
+    /// and whether it is the staged frame (then `staged` is empty).
+    copy: Box<[u8; ETH_MTU]>,
+    copy_len: usize,
+    copy_staged: bool,
     /// Where a TX token writes when no TX frame is free: the frame is then
     /// dropped (and counted), and TCP retransmits.
     scratch: Box<[u8; ETH_MTU]>,
@@ -72,6 +77,9 @@ impl XskDevice {
             tx_loss: TxLoss::default(),
             busy_poll_syscall: false,
             staged: None,
+            copy: Box::new([0u8; ETH_MTU]),
+            copy_len: 0,
+            copy_staged: false,
             scratch: Box::new([0u8; ETH_MTU]),
             capture: None,
         }
@@ -81,7 +89,9 @@ impl XskDevice {
 pub struct XskRx<'a> {
     rx: &'a mut RxHalf,
     view: UmemView<'a>,
-    frame: RxFrame,
+    /// The UMEM frame, or none for a copy passed over by another loop.
+    frame: Option<RxFrame>,
+    copy: &'a [u8],
 }
 
 pub struct XskTx<'a> {
@@ -94,9 +104,14 @@ pub struct XskTx<'a> {
 
 impl phy::RxToken for XskRx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let r = f(self.view.rx_bytes(&self.frame));
-        self.rx.recycle(self.frame);
-        r
+        match self.frame {
+            Some(frame) => {
+                let r = f(self.view.rx_bytes(&frame));
+                self.rx.recycle(frame);
+                r
+            }
+            None => f(self.copy),
+        }
     }
 }
 
@@ -127,11 +142,14 @@ impl Device for XskDevice {
     type TxToken<'a> = XskTx<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(XskRx<'_>, XskTx<'_>)> {
-        let frame = self.staged.take()?;
+        let frame = self.staged.take();
+        if frame.is_none() && !std::mem::take(&mut self.copy_staged) {
+            return None;
+        }
         let (rx, tx, view) = self.xsk.split();
         let capture = self.capture.as_mut();
         Some((
-            XskRx { rx, view, frame },
+            XskRx { rx, view, frame, copy: &self.copy[..self.copy_len] },
             XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss, capture },
         ))
     }
@@ -165,12 +183,27 @@ impl Link for XskDevice {
         Some((bytes, rx_ns))
     }
 
+    fn stage_copy(&mut self, frame: &[u8]) -> bool {
+        self.unstage();
+        if frame.len() > ETH_MTU {
+            return false;
+        }
+        self.copy[..frame.len()].copy_from_slice(frame);
+        self.copy_len = frame.len();
+        self.copy_staged = true;
+        true
+    }
+
     fn staged_mut(&mut self) -> Option<&mut [u8]> {
+        if self.copy_staged {
+            return Some(&mut self.copy[..self.copy_len]);
+        }
         let view = self.xsk.view();
         Some(view.rx_bytes_mut(self.staged.as_mut()?))
     }
 
     fn unstage(&mut self) {
+        self.copy_staged = false;
         if let Some(frame) = self.staged.take() {
             self.xsk.rx.recycle(frame);
         }

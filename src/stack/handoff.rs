@@ -1,0 +1,183 @@
+//! Frames that landed on another loop's queue, handed to the loop that owns
+//! them (one loop per NIC queue, share nothing).
+//!
+//! Each loop owns the connections whose SYN arrived on its queue (or that
+//! it opened). The NIC's hash normally brings a flow's later frames to the
+//! same queue, but not always: veth picks the receive queue from the
+//! sender's own transmit queue, a sender may rehash a flow after a
+//! retransmission timeout, and an outbound connection's replies land where
+//! RSS puts them. A loop that receives a TCP segment it does not own
+//! (no connection, no TIME-WAIT record, not a SYN for a listening port, not
+//! an ACK carrying one of its own cookies) does not answer it: it copies the
+//! frame into a single-producer ring to the next loop, which does the same
+//! test. Loops form a ring (0 -> 1 -> ... -> n-1 -> 0), so a frame passes at
+//! most n-1 handoffs; the loop that receives it after n-1 handoffs has heard
+//! that every other loop declined it, and serves it as a single loop would
+//! (a RST for a segment of no connection). ARP replies are copied on to
+//! every loop, so each loop's neighbour cache learns the peer; ARP requests
+//! are answered where they land.
+//!
+//! A handed-over frame keeps its arrival stamp, so the time it spent in the
+//! ring shows in its message's receive stage. The rings are allocated at
+//! start-up ([`HANDOFF_SLOTS`] frames each); a full ring drops the frame
+//! and counts it (`handoff_dropped`), and TCP retransmits it.
+
+use crate::sampler::ring::{ring_of, Consumer, Producer};
+use crate::transport::Counters;
+
+/// Largest frame a ring slot holds (1500-byte IP MTU + Ethernet header).
+pub const HANDOFF_FRAME: usize = 1514;
+
+/// Frames each loop's inbound ring holds.
+pub const HANDOFF_SLOTS: usize = 4096;
+
+/// One handed-over frame.
+#[derive(Clone, Copy)]
+pub struct Handed {
+    /// Arrival stamp from the loop that received it (0: none).
+    pub rx_ns: u64,
+    pub len: u16,
+    /// Handoffs so far (1 after the first).
+    pub hops: u8,
+    pub data: [u8; HANDOFF_FRAME],
+}
+
+impl Default for Handed {
+    fn default() -> Handed {
+        Handed { rx_ns: 0, len: 0, hops: 0, data: [0; HANDOFF_FRAME] }
+    }
+}
+
+/// Counters of one loop's handoffs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HandoffStats {
+    /// Frames this loop did not own, passed to the next loop.
+    pub forwarded: u64,
+    /// Frames another loop passed to this one.
+    pub received: u64,
+    /// Frames the next loop's ring had no room for (dropped).
+    pub dropped: u64,
+    /// ARP replies copied on to the next loop.
+    pub arp_shared: u64,
+}
+
+/// One loop's ends of the handoff rings: its inbox, and the next loop's.
+pub struct Handoff {
+    /// This loop's index and the number of loops.
+    pub index: usize,
+    pub loops: usize,
+    pub(super) inbox: Consumer<Handed>,
+    pub(super) next: Producer<Handed>,
+    pub(super) pushed: bool,
+    pub stats: HandoffStats,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handoff {{ loop {} of {}, {:?} }}", self.index, self.loops, self.stats)
+    }
+}
+
+/// The handoff ends of `loops` loops wired in a ring, `slots` frames per
+/// ring (a power of two): element `i` is loop `i`'s.
+pub fn ring_of_loops(loops: usize, slots: usize) -> Result<Vec<Handoff>, String> {
+    if !(2..=255).contains(&loops) {
+        return Err(format!("{loops} loops: handoff rings need 2 to 255"));
+    }
+    // Ring i carries frames from loop i to loop i+1: loop i writes ring i
+    // and reads ring i-1.
+    let mut prods = Vec::with_capacity(loops);
+    let mut cons = std::collections::VecDeque::with_capacity(loops);
+    for _ in 0..loops {
+        let (p, c) = ring_of::<Handed>(slots)?;
+        prods.push(p);
+        cons.push_back(c);
+    }
+    cons.rotate_right(1);
+    let out = prods
+        .into_iter()
+        .zip(cons)
+        .enumerate()
+        .map(|(index, (next, inbox))| Handoff {
+            index,
+            loops,
+            inbox,
+            next,
+            pushed: false,
+            stats: HandoffStats::default(),
+        })
+        .collect();
+    Ok(out)
+}
+
+impl Handoff {
+    /// May a frame that has made `hops` handoffs be passed on again? (Not
+    /// once every other loop has seen it.)
+    #[inline]
+    pub(super) fn may_pass(&self, hops: u8) -> bool {
+        usize::from(hops) + 1 < self.loops
+    }
+
+    /// Copy `bytes` (arrived at `rx_ns`, `hops` handoffs so far) to the
+    /// next loop's ring; false (counted) when it is full.
+    pub(super) fn pass(&mut self, bytes: &[u8], rx_ns: u64, hops: u8) -> bool {
+        let ok = self.next.push_with(|f| {
+            let n = bytes.len().min(HANDOFF_FRAME);
+            f.data[..n].copy_from_slice(&bytes[..n]);
+            f.len = n as u16;
+            f.hops = hops.saturating_add(1);
+            f.rx_ns = rx_ns;
+        });
+        if ok {
+            self.pushed = true;
+        } else {
+            self.stats.dropped += 1;
+        }
+        ok
+    }
+
+    /// Make what this iteration passed on visible to the next loop.
+    #[inline]
+    pub(super) fn publish(&mut self) {
+        if self.pushed {
+            self.pushed = false;
+            self.next.publish();
+        }
+    }
+
+    pub fn counters(&self, out: &mut Counters) {
+        out.event("handoff_forwarded", self.stats.forwarded);
+        out.event("handoff_received", self.stats.received);
+        out.event("handoff_arp_shared", self.stats.arp_shared);
+        out.drop("handoff_dropped", self.stats.dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loops_form_a_ring_and_a_frame_goes_to_the_next_loop() {
+        let mut h = ring_of_loops(3, 8).unwrap();
+        assert!(h[0].pass(&[1, 2, 3], 42, 0));
+        h[0].publish();
+        assert!(h[2].pass(&[9], 7, 1));
+        h[2].publish();
+        let got = h[1].inbox.pop_with(|f| (f.data[..usize::from(f.len)].to_vec(), f.rx_ns, f.hops));
+        assert_eq!(got, Some((vec![1, 2, 3], 42, 1)));
+        assert!(h[2].inbox.pop().is_none());
+        let got = h[0].inbox.pop_with(|f| (f.data[..usize::from(f.len)].to_vec(), f.hops));
+        assert_eq!(got, Some((vec![9], 2)));
+        assert!(h[0].may_pass(1) && !h[0].may_pass(2), "3 loops: at most 2 handoffs");
+    }
+
+    #[test]
+    fn a_full_ring_drops_and_counts() {
+        let mut h = ring_of_loops(2, 2).unwrap();
+        assert!(h[0].pass(&[1], 0, 0) && h[0].pass(&[2], 0, 0));
+        assert!(!h[0].pass(&[3], 0, 0));
+        assert_eq!(h[0].stats.dropped, 1);
+        assert!(ring_of_loops(1, 8).is_err() && ring_of_loops(2, 3).is_err());
+    }
+}
