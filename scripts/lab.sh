@@ -4,6 +4,9 @@
 #   scripts/lab.sh up            gateway side gets 198.18.0.1/24 (kernel TCP)
 #   scripts/lab.sh up --bypass   gateway side gets no IPv4 address: a user-space
 #                                stack owns TG_IP_GW on that interface
+#   scripts/lab.sh up [--bypass] --queues N
+#                                N receive and transmit queues on both ends (1-16;
+#                                default 1), for one gateway loop per queue
 #   scripts/lab.sh down          remove everything this script made
 #   scripts/lab.sh status        show what exists
 #
@@ -27,7 +30,7 @@ PREFIX=${TG_PREFIX:-24}
 die() { echo "lab.sh: $*" >&2; exit 2; }
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
 }
 
@@ -80,17 +83,33 @@ offloads_off() { # ns dev
   fi
 }
 
+rx_queues() { # ns dev
+  ip netns exec "$1" ls -d "/sys/class/net/$2/queues/" 2>/dev/null >/dev/null || { echo 0; return; }
+  ip netns exec "$1" sh -c "ls -d /sys/class/net/$2/queues/rx-* | wc -l"
+}
+
 up() {
-  local bypass=$1
+  local bypass=$1 queues=$2
   for ns in "$NS_GW" "$NS_CLI"; do
     ns_exists "$ns" || ip netns add "$ns"
     ip -n "$ns" link set lo up
   done
+  if ip -n "$NS_GW" link show "$IF_GW" >/dev/null 2>&1 && [[ $(rx_queues "$NS_GW" "$IF_GW") != "$queues" ]]; then
+    # A pair with another queue count is made again.
+    ip -n "$NS_GW" link del "$IF_GW"
+  fi
   if ! ip -n "$NS_GW" link show "$IF_GW" >/dev/null 2>&1; then
     # A half-made pair (one end left behind) is removed first.
     ip -n "$NS_CLI" link del "$IF_CLI" >/dev/null 2>&1 || true
     ip link del "$IF_GW" >/dev/null 2>&1 || true
-    ip link add "$IF_GW" netns "$NS_GW" type veth peer name "$IF_CLI" netns "$NS_CLI"
+    # Both ends get N rx and N tx queues. veth has no RSS: a frame goes to
+    # the peer's rx queue with the index of the tx queue it was sent on, and
+    # the client's kernel picks a socket's tx queue from the socket's own
+    # hash, so flows spread over the gateway's queues. Native XDP on a veth
+    # needs at least as many rx queues as its peer has tx queues (else the
+    # attach fails with ENOSPC): equal counts on both ends keep that true.
+    ip link add "$IF_GW" netns "$NS_GW" numtxqueues "$queues" numrxqueues "$queues" \
+      type veth peer name "$IF_CLI" netns "$NS_CLI" numtxqueues "$queues" numrxqueues "$queues"
   fi
   offloads_off "$NS_GW" "$IF_GW"
   offloads_off "$NS_CLI" "$IF_CLI"
@@ -104,7 +123,7 @@ up() {
   ip -n "$NS_CLI" link set "$IF_CLI" up
   local mode=kernel
   [[ $bypass == 1 ]] && mode="bypass ($IF_GW has no kernel IPv4 address; $IP_GW belongs to the user-space stack)"
-  echo "lab up: $NS_GW/$IF_GW $IP_GW <-> $NS_CLI/$IF_CLI $IP_CLI, offloads off, mode $mode"
+  echo "lab up: $NS_GW/$IF_GW $IP_GW <-> $NS_CLI/$IF_CLI $IP_CLI, $queues queue(s), offloads off, mode $mode"
 }
 
 down() {
@@ -125,6 +144,7 @@ status() {
     ip -n "$NS_GW" -br addr show dev "$IF_GW" 2>/dev/null | sed "s/^/$NS_GW: /" || { echo "$IF_GW: absent"; rc=1; }
     ip -n "$NS_CLI" -br addr show dev "$IF_CLI" 2>/dev/null | sed "s/^/$NS_CLI: /" || { echo "$IF_CLI: absent"; rc=1; }
     ip -n "$NS_GW" link show dev "$IF_GW" 2>/dev/null | grep -o 'prog/xdp.*' | sed "s/^/$IF_GW: xdp /" || true
+    echo "$IF_GW rx queues: $(rx_queues "$NS_GW" "$IF_GW")"
     for pair in "$NS_GW $IF_GW" "$NS_CLI $IF_CLI"; do
       set -- $pair
       on=$(ip netns exec "$1" ethtool -k "$2" 2>/dev/null |
@@ -140,14 +160,22 @@ validate
 cmd=${1:-}
 case "$cmd" in
   up)
-    bypass=0
-    case "${2:-}" in
-      "") ;;
-      --bypass) bypass=1 ;;
-      *) die "up: unknown option '${2}' (expected --bypass)" ;;
-    esac
+    bypass=0 queues=1
+    shift
+    while (($#)); do
+      case "$1" in
+        --bypass) bypass=1 ;;
+        --queues)
+          [[ ${2:-} =~ ^[0-9]+$ ]] && ((10#$2 >= 1 && 10#$2 <= 16)) || die "up: --queues needs a number from 1 to 16, got '${2:-}'"
+          queues=$((10#$2))
+          shift
+          ;;
+        *) die "up: unknown option '$1' (expected --bypass or --queues N)" ;;
+      esac
+      shift
+    done
     need ip ethtool
-    up "$bypass"
+    up "$bypass" "$queues"
     ;;
   down) need ip; down ;;
   status) need ip ethtool; status ;;

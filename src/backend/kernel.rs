@@ -50,6 +50,12 @@ pub struct KernelConfig {
     pub max_conns: usize,
     /// listen(2) backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: usize,
+    /// One loop of several: listen with SO_REUSEPORT (each loop has its own
+    /// listener on the same address; the kernel spreads connections over
+    /// them), and with SO_INCOMING_CPU set to this CPU, so that (Linux 6.2
+    /// and later) a connection whose SYN is processed on this CPU goes to
+    /// this loop's listener.
+    pub reuse_port: Option<usize>,
 }
 
 impl Default for KernelConfig {
@@ -60,6 +66,7 @@ impl Default for KernelConfig {
             events_capacity: 1024,
             max_conns: 4096,
             backlog: 4096,
+            reuse_port: None,
         }
     }
 }
@@ -270,6 +277,12 @@ impl Transport for KernelTransport {
     fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
         let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
         s.set_reuse_address(true)?;
+        if let Some(cpu) = self.cfg.reuse_port {
+            s.set_reuse_port(true)?;
+            if let Err(e) = s.set_cpu_affinity(cpu) {
+                crate::log_warn!("kernel backend: SO_INCOMING_CPU {cpu} on the listener: {e}; the kernel spreads connections by hash");
+            }
+        }
         s.bind(&addr.into())?;
         s.listen(self.cfg.backlog.min(i32::MAX as usize) as i32)?;
         s.set_nonblocking(true)?;

@@ -91,6 +91,12 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
     if a.backend == BackendArg::Xdp && a.local_ip.is_none() {
         return Err("--backend xdp needs --local-ip, the address the load generator's stack owns".into());
     }
+    if a.xdp.queue.len() > 1 {
+        return Err(format!(
+            "--queue {}: the load generator runs one loop on one queue; lists are for serve",
+            a.xdp.queue.show()
+        ));
+    }
     if let Some(core) = a.core {
         runtime::pin_to_core(core)?;
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod doctor;
 pub(crate) mod load;
+pub(crate) mod loops;
 pub(crate) mod report;
 pub(crate) mod serve;
 pub(crate) mod storm;
@@ -42,9 +43,11 @@ pub(crate) struct XdpArgs {
     /// Interface for the xdp backend (the stack answers ARP for its address there).
     #[arg(long)]
     pub(crate) iface: Option<String>,
-    /// NIC queue the AF_XDP socket binds (xdp backend).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) queue: u32,
+    /// NIC queue(s) the AF_XDP socket(s) bind (xdp backend): one queue (default 0), or a list
+    /// such as 0,1 or 0-3 for `serve`: one socket, one stack and one busy-poll loop per queue,
+    /// each pinned to the matching --core (docs/ARCHITECTURE.md, "One loop per queue").
+    #[arg(long, default_value = "0", value_parser = parse_list)]
+    pub(crate) queue: List,
     /// AF_XDP zero-copy policy (xdp backend).
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) zero_copy: ZeroCopyArg,
@@ -77,6 +80,56 @@ pub(crate) struct XdpArgs {
     /// Capture files kept when rotating, FILE included (the oldest goes).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub(crate) pcap_files: u64,
+}
+
+/// A list of small numbers: `2`, `0,1`, `0-3`, `0,2-3`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct List(pub(crate) Vec<usize>);
+
+impl List {
+    pub(crate) fn first(&self) -> usize {
+        self.0[0]
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub(crate) fn show(&self) -> String {
+        let v: Vec<String> = self.0.iter().map(usize::to_string).collect();
+        v.join(",")
+    }
+}
+
+pub(crate) fn parse_list(s: &str) -> Result<List, String> {
+    let mut v = Vec::new();
+    for part in s.split(',') {
+        let num = |x: &str| -> Result<usize, String> {
+            x.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n < 4096)
+                .ok_or_else(|| format!("'{x}' in '{s}' is not a number from 0 to 4095"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("'{part}' in '{s}': the range runs backwards"));
+                }
+                v.extend(a..=b);
+            }
+            None => v.push(num(part)?),
+        }
+    }
+    let mut sorted = v.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != v.len() {
+        return Err(format!("'{s}' names an entry twice"));
+    }
+    if v.len() > 64 {
+        return Err(format!("'{s}': at most 64 entries"));
+    }
+    Ok(List(v))
 }
 
 pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
@@ -134,7 +187,7 @@ pub(crate) fn xdp_config(
     if !extras.outbound {
         c.stack.local_ports = (0, 0);
     }
-    c.xsk.queue = x.queue;
+    c.xsk.queue = x.queue.first() as u32;
     if let Some(path) = &x.pcap {
         let mut p = tailgate::capture::CaptureConfig::new(path);
         p.snaplen = x.pcap_snaplen as usize;

@@ -16,9 +16,9 @@ use tailgate::sampler::inject::InjectConfig;
 use tailgate::sampler::policy::SamplingConfig;
 use tailgate::sampler::reporter::{Reporter, ReporterConfig};
 use tailgate::sampler::store;
-use tailgate::sampler::tracer::Tracer;
-use tailgate::server::{Server, ServerConfig};
-use tailgate::transport::{Transport, WaitMode};
+use tailgate::sampler::tracer::{Tracer, TracerStats};
+use tailgate::server::{Server, ServerConfig, ServerStats};
+use tailgate::transport::{Transport, TransportStats, WaitMode};
 use tailgate::{log_info, log_warn, runtime};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,9 +47,12 @@ pub(crate) struct ServeArgs {
     /// Application to serve.
     #[arg(long, value_enum, default_value = "orders")]
     pub(crate) app: ServeApp,
-    /// Pin the event loop to this CPU.
-    #[arg(long)]
-    pub(crate) core: Option<usize>,
+    /// Pin the event loop to this CPU; or a list (0,1 or 2-3): one loop per core, each pinned,
+    /// sharing nothing. With --backend xdp the list gives one core per --queue, in order; with the
+    /// kernel backend each loop has its own SO_REUSEPORT listener with SO_INCOMING_CPU set to its
+    /// core.
+    #[arg(long, value_parser = super::parse_list)]
+    pub(crate) core: Option<super::List>,
     /// Busy-poll: never sleep (epoll_wait or poll with zero timeout), and set SO_BUSY_POLL.
     #[arg(long)]
     pub(crate) spin: bool,
@@ -144,7 +147,7 @@ pub(crate) struct ObserveArgs {
 }
 
 impl ObserveArgs {
-    fn sampling(&self) -> Result<SamplingConfig, String> {
+    pub(crate) fn sampling(&self) -> Result<SamplingConfig, String> {
         let mut c = match &self.sample_config {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| format!("--sample-config {}: {e}", p.display()))?;
@@ -174,7 +177,7 @@ impl ObserveArgs {
         Ok(c)
     }
 
-    fn inject(&self) -> Result<InjectConfig, String> {
+    pub(crate) fn inject(&self) -> Result<InjectConfig, String> {
         let mut c = InjectConfig::default();
         for spec in &self.inject {
             c.apply(spec)?;
@@ -183,9 +186,25 @@ impl ObserveArgs {
     }
 }
 
+impl ServeArgs {
+    /// The one loop's core (the first of a list).
+    fn core1(&self) -> Option<usize> {
+        self.core.as_ref().map(super::List::first)
+    }
+
+    /// Loops asked for: one per --queue with the xdp backend, one per
+    /// --core with the kernel backend.
+    fn loops(&self) -> usize {
+        self.xdp.queue.len().max(self.core.as_ref().map_or(1, super::List::len))
+    }
+}
+
 pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     let stop = runtime::stop_flag().map_err(|e| format!("installing signal handlers: {e}"))?;
-    if let Some(core) = a.core {
+    if a.loops() > 1 {
+        return super::loops::run(&a, &stop);
+    }
+    if let Some(core) = a.core1() {
         runtime::pin_to_core(core)?;
         if !runtime::core_isolated(core) {
             log_warn!("core {core} is not isolated (isolcpus/nohz_full): expect scheduler noise in the tail");
@@ -203,7 +222,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         stamp_rx: sampling.enabled,
         drop_every: inject.loss_every.unwrap_or(0),
         tx_drop_every: inject.tx_loss_every.unwrap_or(0),
-        place: (a.core, a.obs.reporter_core),
+        place: (a.core1(), a.obs.reporter_core),
     };
     let needs_xdp = inject.loss_every.is_some() || inject.tx_loss_every.is_some();
     if needs_xdp && a.backend == BackendArg::Kernel {
@@ -245,8 +264,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
 
 /// Sampling and injection, resolved from the flags.
 pub(crate) struct Observe {
-    sampling: SamplingConfig,
-    inject: InjectConfig,
+    pub(crate) sampling: SamplingConfig,
+    pub(crate) inject: InjectConfig,
 }
 
 pub(crate) fn serve_on<T: Transport>(
@@ -266,7 +285,7 @@ pub(crate) fn serve_on<T: Transport>(
         "backend={} ({}) core={}",
         t.name(),
         if a.spin { "spin" } else { "blocking" },
-        a.core.map(|c| c.to_string()).unwrap_or_else(|| "unpinned".into())
+        a.core1().map(|c| c.to_string()).unwrap_or_else(|| "unpinned".into())
     );
     match a.app {
         ServeApp::Orders => {
@@ -299,29 +318,30 @@ pub(crate) fn run_server<T: Transport, A: App>(
     stop: &AtomicBool,
 ) -> Result<ExitCode, String> {
     s.listen(addr).map_err(|e| format!("--ip/--port {addr}: cannot listen: {e}"))?;
-    let core = a.core.map_or(0, |c| c.min(255) as u8);
+    let core = a.core1().map_or(0, |c| c.min(255) as u8);
     if let Some(rc) = a.obs.reporter_core {
         let online = runtime::online_cpus();
         if !online.contains(&rc) {
             return Err(format!("--reporter-core {rc}: not an online CPU (online: {online:?})"));
         }
     }
-    if a.obs.reporter_core.is_some() && a.obs.reporter_core == a.core {
+    if a.obs.reporter_core.is_some() && a.obs.reporter_core == a.core1() {
         log_warn!("--reporter-core {}: the loop's own core; every drain will stall the loop", core);
     }
     let (mut tracer, consumer) = Tracer::new(&obs.sampling, obs.inject, core)?;
     tracer.set_pinned(a.core.is_some());
+    let consumer: Vec<_> = consumer.into_iter().collect();
     let reporter = if obs.sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
         let rcfg = ReporterConfig {
             metrics: a.obs.metrics,
             sample_log: a.obs.sample_log.clone(),
             records: a.obs.sample_log_records,
-            avoid_core: a.core,
+            avoid_core: a.core1(),
             core: a.obs.reporter_core,
             syscall_counters: s.transport.counter_reader(),
         };
-        let r = Reporter::start(rcfg, consumer).map_err(|e| format!("reporter: {e}"))?;
-        s.set_published(r.published.clone());
+        let r = Reporter::start(rcfg, consumer, 1).map_err(|e| format!("reporter: {e}"))?;
+        s.set_published(r.published[0].clone());
         Some(r)
     } else {
         None
@@ -341,8 +361,22 @@ pub(crate) fn run_server<T: Transport, A: App>(
     }
     let st = s.stats;
     let ts = s.transport.stats();
-    log_info!(
-        "stopped: connections opened={} closed={} aborted={} io_errors={} flush_timeouts={} drained={} abandoned={} \
+    log_info!("stopped: {}", stopped_fields(&st, &ts));
+    if let Some(extra) = s.transport.report() {
+        log_info!("{extra}");
+    }
+    log_info!("{}", s.app.summary());
+    if s.tracer.active() {
+        log_info!("sampler: {}", sampler_fields(&s.tracer.stats()));
+    }
+    r.map_err(|e| format!("event loop: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exit line's connection and loop counters.
+pub(crate) fn stopped_fields(st: &ServerStats, ts: &TransportStats) -> String {
+    format!(
+        "connections opened={} closed={} aborted={} io_errors={} flush_timeouts={} drained={} abandoned={} \
          abandoned_bytes={} bytes_in={} bytes_out={} polls_useful={} polls_idle={}",
         st.opened,
         st.closed,
@@ -356,31 +390,26 @@ pub(crate) fn run_server<T: Transport, A: App>(
         ts.bytes_out,
         ts.polls_useful,
         ts.polls_idle
-    );
-    if let Some(extra) = s.transport.report() {
-        log_info!("{extra}");
-    }
-    log_info!("{}", s.app.summary());
-    if s.tracer.active() {
-        let t = s.tracer.stats();
-        log_info!(
-            "sampler: messages={} recorded={} tail_bias={} skipped={} dropped_ring_full={} injected_stalls={} \
-             injected_slow_handlers={} acked={} ack_late={} ack_untracked={} ack_held={}",
-            t.messages,
-            t.recorded,
-            t.tail,
-            t.skipped,
-            t.dropped,
-            t.injected_stalls,
-            t.injected_slow_handlers,
-            t.acked,
-            t.ack_late,
-            t.ack_untracked,
-            t.held
-        );
-    }
-    r.map_err(|e| format!("event loop: {e}"))?;
-    Ok(ExitCode::SUCCESS)
+    )
+}
+
+/// The exit line's sampler counters.
+pub(crate) fn sampler_fields(t: &TracerStats) -> String {
+    format!(
+        "messages={} recorded={} tail_bias={} skipped={} dropped_ring_full={} injected_stalls={} \
+         injected_slow_handlers={} acked={} ack_late={} ack_untracked={} ack_held={}",
+        t.messages,
+        t.recorded,
+        t.tail,
+        t.skipped,
+        t.dropped,
+        t.injected_stalls,
+        t.injected_slow_handlers,
+        t.acked,
+        t.ack_late,
+        t.ack_untracked,
+        t.held
+    )
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {

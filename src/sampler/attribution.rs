@@ -300,6 +300,10 @@ pub struct Example {
     pub conn: u32,
     #[serde(rename = "type")]
     pub msg_type: &'static str,
+    /// The loop that served it (one per NIC queue; 0 with one loop), and
+    /// its iteration there.
+    #[serde(rename = "loop")]
+    pub loop_index: u8,
     pub loop_iter: u64,
     pub latency_us: f64,
     pub flags: Vec<&'static str>,
@@ -523,7 +527,8 @@ fn example(s: &Sample) -> Example {
         trace_id: s.trace_id,
         conn: s.conn,
         msg_type: kind::name(s.msg_type),
-        loop_iter: s.loop_iter,
+        loop_index: s.loop_index(),
+        loop_iter: s.iteration(),
         latency_us: us(seen_ns(s)),
         flags: (0..cause::NAMES.len())
             .filter(|i| u32::from(s.cause) & (1 << i) != 0)
@@ -535,7 +540,8 @@ fn example(s: &Sample) -> Example {
 
 fn describe(e: &Example) -> String {
     format!(
-        "conn {} {} id {} iter {}: {} us, flags [{}], payload {}",
+        "loop {} conn {} {} id {} iter {}: {} us, flags [{}], payload {}",
+        e.loop_index,
         e.conn,
         e.msg_type,
         e.trace_id,

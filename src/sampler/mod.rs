@@ -172,7 +172,21 @@ pub const STAGES: [&str; 7] = ["wait", "queue", "parse", "handler", "tx", "tx_do
 /// Index of the `ack` stage in [`STAGES`].
 pub const ACK_STAGE: usize = 6;
 
+/// `loop_iter` carries the loop's index (one loop per NIC queue) in its
+/// top byte, so the iterations of different loops never mix in the report.
+pub const LOOP_SHIFT: u32 = 56;
+
 impl Sample {
+    /// The index of the loop that recorded this sample (0 with one loop).
+    pub fn loop_index(&self) -> u8 {
+        (self.loop_iter >> LOOP_SHIFT) as u8
+    }
+
+    /// The iteration of its loop.
+    pub fn iteration(&self) -> u64 {
+        self.loop_iter & ((1 << LOOP_SHIFT) - 1)
+    }
+
     /// Arrival time: the frame's timestamp, else the poll that found it.
     pub fn arrival(&self) -> u64 {
         if self.t_rx_frame != 0 && self.t_rx_frame <= self.t_delivered {

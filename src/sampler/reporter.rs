@@ -87,6 +87,10 @@ pub struct ReporterConfig {
 
 type Labels = Vec<(String, String)>;
 
+/// The `loop` label of counters that belong to no one loop (the XDP
+/// program's, which sees every queue).
+const DEVICE_LABEL: &str = "all";
+
 /// How often the reporter drains the ring: rarely enough that its wake-ups
 /// stay out of the way of whatever shares its CPU, often enough that the
 /// default ring (65536 records) holds 6.5 M messages/s between drains.
@@ -182,7 +186,9 @@ struct Metrics {
     gauges: Family<Labels, Gauge>,
     shift: Gauge,
     overflow: Gauge,
-    last: Snapshot,
+    /// The last snapshot of each loop, and of the XDP program's counters
+    /// (the last slot) when there are several loops.
+    last: Vec<Snapshot>,
     /// Consecutive 100 ms windows with ring drops.
     overflow_windows: u32,
     /// When drop counters were last named in a warning (monotonic ns).
@@ -260,7 +266,7 @@ impl Metrics {
             gauges,
             shift,
             overflow,
-            last: Snapshot::default(),
+            last: Vec::new(),
             overflow_windows: 0,
             drops_warned: 0,
         }
@@ -282,12 +288,25 @@ impl Metrics {
         }
     }
 
-    fn update(&mut self, s: &Snapshot) {
-        let p = self.last;
+    /// Take snapshot `s` of slot `slot`; with several loops every series
+    /// carries `loop="N"` (`loop="all"` for the XDP program's counters,
+    /// which see every queue). One loop: no loop label.
+    fn update(&mut self, slot: usize, loop_label: Option<&str>, s: &Snapshot) {
+        if self.last.len() <= slot {
+            self.last.resize(slot + 1, Snapshot::default());
+        }
+        let p = self.last[slot];
         let counters = &self.counters;
+        let labelled = |labels: &[(&str, &str)]| {
+            let mut v = l(labels);
+            if let Some(n) = loop_label {
+                v.push(("loop".to_string(), n.to_string()));
+            }
+            v
+        };
         let add = |name: &str, labels: &[(&str, &str)], new: u64, old: u64| {
             if let Some(f) = counters.get(name) {
-                f.get_or_create(&l(labels)).inc_by(new.saturating_sub(old));
+                f.get_or_create(&labelled(labels)).inc_by(new.saturating_sub(old));
             }
         };
         add("tailgate_messages", &[("direction", "in")], s.app.messages_in, p.app.messages_in);
@@ -307,7 +326,7 @@ impl Metrics {
                 CounterKind::Drop => add("tailgate_drops", &[("reason", c.name)], c.value, old),
                 CounterKind::Event => add("tailgate_backend", &[("counter", c.name)], c.value, old),
                 CounterKind::Gauge => {
-                    self.gauges.get_or_create(&l(&[("name", c.name)])).set(c.value.min(i64::MAX as u64) as i64);
+                    self.gauges.get_or_create(&labelled(&[("name", c.name)])).set(c.value.min(i64::MAX as u64) as i64);
                 }
             }
         }
@@ -323,7 +342,7 @@ impl Metrics {
         add("tailgate_sampler_acks", &[("outcome", "acked")], t.acked, pt.acked);
         add("tailgate_sampler_acks", &[("outcome", "late")], t.ack_late, pt.ack_late);
         add("tailgate_sampler_acks", &[("outcome", "untracked")], t.ack_untracked, pt.ack_untracked);
-        self.gauges.get_or_create(&l(&[("name", "sampler_held")])).set(t.held.min(i64::MAX as u64) as i64);
+        self.gauges.get_or_create(&labelled(&[("name", "sampler_held")])).set(t.held.min(i64::MAX as u64) as i64);
         add("tailgate_injected_faults", &[("fault", "stall")], t.injected_stalls, pt.injected_stalls);
         add(
             "tailgate_injected_faults",
@@ -331,11 +350,13 @@ impl Metrics {
             t.injected_slow_handlers,
             pt.injected_slow_handlers,
         );
-        self.shift.set(i64::from(t.shift));
-        self.overflow_windows = if t.dropped > pt.dropped { self.overflow_windows + 1 } else { 0 };
-        self.overflow.set(i64::from(self.overflow_windows >= 10));
+        if loop_label != Some(DEVICE_LABEL) {
+            self.shift.set(i64::from(t.shift));
+            self.overflow_windows = if t.dropped > pt.dropped { self.overflow_windows + 1 } else { 0 };
+            self.overflow.set(i64::from(self.overflow_windows >= 10));
+        }
         self.name_drops(s, &p);
-        self.last = *s;
+        self.last[slot] = *s;
     }
 
     /// Name the drop counters that moved since the last snapshot, in one
@@ -374,7 +395,8 @@ struct Inner {
 pub struct Reporter {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    pub published: Arc<Published>,
+    /// Where each loop publishes its counters (one per loop).
+    pub published: Vec<Arc<Published>>,
     /// The address `/metrics` is served on (the OS picks the port for :0).
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -386,8 +408,9 @@ impl std::fmt::Debug for Reporter {
 }
 
 impl Reporter {
-    /// Start the reporter over `consumer` (none: sampling off, counters only).
-    pub fn start(cfg: ReporterConfig, consumer: Option<Consumer>) -> io::Result<Reporter> {
+    /// Start the reporter over the sample rings of `loops` loops
+    /// (`consumers`: empty when sampling is off, counters only).
+    pub fn start(cfg: ReporterConfig, consumers: Vec<Consumer>, loops: usize) -> io::Result<Reporter> {
         let store = Store::create(cfg.sample_log.as_deref(), cfg.records)?;
         let listener = match cfg.metrics {
             Some(a) => Some(super::endpoint::bind(a)?),
@@ -396,10 +419,11 @@ impl Reporter {
         let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new() }));
         let stop = Arc::new(AtomicBool::new(false));
-        let published = Arc::new(Published::default());
+        let published: Vec<Arc<Published>> = (0..loops.max(1)).map(|_| Arc::new(Published::default())).collect();
         let mut threads = Vec::new();
         {
             let (inner, stop, published) = (inner.clone(), stop.clone(), published.clone());
+            let consumer = consumers;
             let avoid_core = (cfg.avoid_core, cfg.core);
             let xdp = cfg.syscall_counters;
             threads.push(
@@ -441,8 +465,8 @@ impl Drop for Reporter {
 
 fn drain_loop(
     inner: Arc<Mutex<Inner>>,
-    mut consumer: Option<Consumer>,
-    published: Arc<Published>,
+    mut consumers: Vec<Consumer>,
+    published: Vec<Arc<Published>>,
     xdp: Option<CounterReader>,
     stop: Arc<AtomicBool>,
     avoid_core: (Option<usize>, Option<usize>),
@@ -455,7 +479,7 @@ fn drain_loop(
         let mut n = 0;
         if let Ok(mut g) = inner.lock() {
             let Inner { store, metrics } = &mut *g;
-            if let Some(c) = consumer.as_mut() {
+            for c in consumers.iter_mut() {
                 loop {
                     batch.clear();
                     while batch.len() < DRAIN_BATCH {
@@ -473,13 +497,30 @@ fn drain_loop(
                     }
                     n += batch.len() as u64;
                 }
-                store.set_dropped(c.dropped());
             }
-            if let Some(mut snap) = published.take() {
-                if let Some(read) = &xdp {
-                    snap.backend.extend(&read());
+            if !consumers.is_empty() {
+                store.set_dropped(consumers.iter().map(Consumer::dropped).sum());
+            }
+            let several = published.len() > 1;
+            let mut fresh = false;
+            for (i, p) in published.iter().enumerate() {
+                let Some(mut snap) = p.take() else { continue };
+                fresh = true;
+                if several {
+                    metrics.update(i, Some(&i.to_string()), &snap);
+                } else {
+                    if let Some(read) = &xdp {
+                        snap.backend.extend(&read());
+                    }
+                    metrics.update(0, None, &snap);
                 }
-                metrics.update(&snap);
+            }
+            if several && fresh {
+                if let Some(read) = &xdp {
+                    let mut snap = Snapshot::default();
+                    snap.backend.extend(&read());
+                    metrics.update(published.len(), Some(DEVICE_LABEL), &snap);
+                }
             }
             let t1 = clock::mono_ns();
             if n > 0 && t1 - t0 >= super::tracer::SAMPLER_SLOW_NS {

@@ -255,6 +255,8 @@ pub struct Tracer {
     anchored: bool,
     /// The loop is pinned to `core`: no need to ask which CPU it is on.
     pinned: bool,
+    /// The loop's index in the top byte of every record's `loop_iter`.
+    loop_tag: u64,
     /// Clock reads made (tests check that sampling off reads none).
     #[cfg(test)]
     clock_reads: u64,
@@ -308,6 +310,7 @@ impl Tracer {
             fc: if cfg.enabled { FastClock::calibrate() } else { FastClock::disabled() },
             anchored: false,
             pinned: false,
+            loop_tag: 0,
             #[cfg(test)]
             clock_reads: 0,
         };
@@ -317,6 +320,11 @@ impl Tracer {
     /// The loop is pinned to the core given to [`Tracer::new`].
     pub fn set_pinned(&mut self, pinned: bool) {
         self.pinned = pinned;
+    }
+
+    /// This tracer's loop is loop `index` of several (one per NIC queue).
+    pub fn set_loop(&mut self, index: u8) {
+        self.loop_tag = u64::from(index) << super::LOOP_SHIFT;
     }
 
     /// Does the configuration ask for the ACK stage (`--sample-acks`)?
@@ -444,7 +452,7 @@ impl Tracer {
         if !self.on {
             return;
         }
-        self.iter = iter;
+        self.iter = (iter & ((1 << super::LOOP_SHIFT) - 1)) | self.loop_tag;
         self.t_poll = t_poll;
         self.anchored = false;
         // The CPU this iteration runs on (vDSO getcpu): an unpinned loop

@@ -111,18 +111,12 @@ impl XdpProgram {
         Ok(XdpProgram { _link: link, xsks, ports, counters, _obj: obj, ifindex })
     }
 
-    /// Steer queue `queue` to the AF_XDP socket `fd`.
-    pub fn register_socket(&mut self, queue: u32, fd: i32) -> Result<(), String> {
-        self.xsks
-            .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|e| err(&format!("registering the AF_XDP socket for queue {queue}"), e))
-    }
-
-    /// Redirect TCP/UDP to this port (used when the address is shared).
-    pub fn add_port(&mut self, port: u16) -> Result<(), String> {
-        self.ports
-            .update(&port.to_ne_bytes(), &[1u8], MapFlags::ANY)
-            .map_err(|e| err(&format!("adding port {port} to the XDP filter"), e))
+    /// Handles on the socket and port maps for another thread (a loop of
+    /// several registering its own socket).
+    pub fn maps(&self) -> Result<ProgMaps, String> {
+        let dup =
+            |m: &MapHandle, what: &str| MapHandle::try_from(m).map_err(|e| err(&format!("duplicating {what}"), e));
+        Ok(ProgMaps { xsks: dup(&self.xsks, "the socket map")?, ports: dup(&self.ports, "the port map")? })
     }
 
     /// Read the per-CPU counters, summed (one system call per counter).
@@ -136,6 +130,31 @@ impl XdpProgram {
         MapHandle::try_from(&self.counters)
             .map(|map| CounterReader { map })
             .map_err(|e| err("duplicating the counters map", e))
+    }
+}
+
+/// The program's socket and port maps, held by a loop of several (its own
+/// file descriptors on the maps; the program stays with the thread that
+/// attached it).
+#[derive(Debug)]
+pub struct ProgMaps {
+    xsks: MapHandle,
+    ports: MapHandle,
+}
+
+impl ProgMaps {
+    /// Steer queue `queue` to the AF_XDP socket `fd`.
+    pub fn register_socket(&self, queue: u32, fd: i32) -> Result<(), String> {
+        self.xsks
+            .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| err(&format!("registering the AF_XDP socket for queue {queue}"), e))
+    }
+
+    /// Redirect TCP/UDP to this port (used when the address is shared).
+    pub fn add_port(&self, port: u16) -> Result<(), String> {
+        self.ports
+            .update(&port.to_ne_bytes(), &[1u8], MapFlags::ANY)
+            .map_err(|e| err(&format!("adding port {port} to the XDP filter"), e))
     }
 }
 

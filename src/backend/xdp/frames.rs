@@ -52,9 +52,9 @@ fn answer_one(
 
 /// Serve UDP `port` (and ARP) with `h` until `stop`.
 pub fn run(cfg: XdpConfig, port: u16, h: &mut impl FrameHandler, stop: &AtomicBool) -> Result<FrameStats, String> {
-    let (mut prog, mut sock, own) = super::open(&cfg, (0, 0)).map_err(|e| e.to_string())?;
+    let (prog, mut sock, own) = super::open(&cfg, (0, 0)).map_err(|e| e.to_string())?;
     if !own {
-        prog.add_port(port)?;
+        prog.maps()?.add_port(port)?;
     }
     crate::log_info!(
         "frame loop on {}:{port} backend=xdp ({} mode, {}) iface={}",

@@ -19,10 +19,11 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use self::bpf::{Filter, XdpProgram};
+use self::bpf::{Filter, ProgMaps, XdpProgram};
 use self::device::XskDevice;
 use self::xsk::{BindMode, Xsk, XskConfig, XskStatsReader};
 use crate::clock;
+use crate::stack::handoff::Handoff;
 use crate::stack::{Stack, StackConfig};
 use crate::sys::net;
 use crate::transport::{
@@ -84,30 +85,62 @@ fn rx_queues(iface: &str) -> usize {
         .unwrap_or(1)
 }
 
-/// Attach the program and bind the socket on `cfg.iface`, registered with
-/// each other. `ports` lists the ports to redirect when the kernel shares
-/// the address (added later by `listen` otherwise).
-fn open(cfg: &XdpConfig, local_ports: (u16, u16)) -> io::Result<(XdpProgram, Xsk, bool)> {
+/// Load and attach the XDP program on `cfg.iface`; also whether the stack
+/// owns its address outright. `local_ports`: the outbound port range to
+/// redirect (the ports to listen on are added later by `listen` when the
+/// kernel shares the address). `queues`: the queues that get a socket.
+pub fn attach(cfg: &XdpConfig, local_ports: (u16, u16), queues: &[u32]) -> io::Result<(XdpProgram, bool)> {
     let ifindex = net::ifindex(&cfg.iface)?;
     let own_address = !net::kernel_ipv4_addrs(&cfg.iface)?.contains(&cfg.stack.ip);
-    let queues = rx_queues(&cfg.iface);
-    if queues > 1 {
+    let n = rx_queues(&cfg.iface);
+    if let Some(q) = queues.iter().find(|&&q| q as usize >= n) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--queue {q}: {} has {n} rx queue(s) (0-{})", cfg.iface, n.saturating_sub(1)),
+        ));
+    }
+    if n > queues.len() {
+        let list: Vec<String> = queues.iter().map(u32::to_string).collect();
         crate::log_warn!(
-            "--iface {}: {queues} rx queues, the stack binds queue {} only: steer its traffic there \
-             (ethtool -N ... action {}) or use one queue (ethtool -L)",
+            "--iface {}: {n} rx queues, the stack binds {} only: steer its traffic there (ethtool -N ... action Q), \
+             use fewer queues (ethtool -L), or give --queue every queue",
             cfg.iface,
-            cfg.xsk.queue,
-            cfg.xsk.queue
+            if queues.len() == 1 { format!("queue {}", list[0]) } else { format!("queues {}", list.join(",")) }
         );
     }
     let filter =
         Filter { ip: cfg.stack.ip, local_ports, own_address, stamp_rx: cfg.stamp_rx, drop_every: cfg.drop_every };
-    let mut prog = XdpProgram::attach(ifindex, filter).map_err(io::Error::other)?;
+    let prog = XdpProgram::attach(ifindex, filter).map_err(io::Error::other)?;
+    Ok((prog, own_address))
+}
+
+/// Bind an AF_XDP socket on `cfg.iface` queue `cfg.xsk.queue` and register
+/// it with the program.
+fn bind(cfg: &XdpConfig, ifindex: u32, maps: &ProgMaps) -> io::Result<Xsk> {
     let sock = Xsk::new(ifindex, &cfg.xsk).map_err(|e| {
         io::Error::new(e.kind(), format!("AF_XDP socket on {} queue {}: {e}", cfg.iface, cfg.xsk.queue))
     })?;
-    prog.register_socket(cfg.xsk.queue, sock.fd()).map_err(io::Error::other)?;
+    maps.register_socket(cfg.xsk.queue, sock.fd()).map_err(io::Error::other)?;
+    Ok(sock)
+}
+
+/// Attach the program and bind the socket on `cfg.iface`, registered with
+/// each other (one loop).
+fn open(cfg: &XdpConfig, local_ports: (u16, u16)) -> io::Result<(XdpProgram, Xsk, bool)> {
+    let (prog, own_address) = attach(cfg, local_ports, &[cfg.xsk.queue])?;
+    let maps = prog.maps().map_err(io::Error::other)?;
+    let sock = bind(cfg, prog.ifindex, &maps)?;
     Ok((prog, sock, own_address))
+}
+
+/// What a loop of several needs of the program the main thread attached:
+/// its maps, the interface, and whether the stack owns the address.
+#[derive(Debug)]
+pub struct LoopOf {
+    pub maps: ProgMaps,
+    pub ifindex: u32,
+    pub own_address: bool,
+    pub handoff: Handoff,
 }
 
 /// The AF_XDP transport: the user-space stack on an AF_XDP socket.
@@ -116,7 +149,10 @@ pub struct XdpTransport {
     // its link detaches it and no frame is redirected to the socket any
     // more; then the stack and its device, which closes the socket and
     // unmaps its rings and UMEM (xsk/).
-    prog: XdpProgram,
+    /// The program (`None` for a loop of several: the main thread holds it
+    /// and detaches it after every loop has stopped), and its maps.
+    prog: Option<XdpProgram>,
+    maps: ProgMaps,
     stack: Stack<XskDevice>,
     own_address: bool,
     /// The socket's XDP_STATISTICS (its own descriptor: read off the loop).
@@ -129,15 +165,37 @@ pub struct XdpTransport {
 impl XdpTransport {
     /// Attach the program, bind the socket, build the stack. Errors name the
     /// flag or the step that failed, so `--backend auto` can log one line.
-    pub fn new(mut cfg: XdpConfig) -> io::Result<Self> {
+    pub fn new(cfg: XdpConfig) -> io::Result<Self> {
+        Self::build(cfg, None)
+    }
+
+    /// One loop of several, on the program the main thread attached (see
+    /// [`attach`]): its own socket on `cfg.xsk.queue`, its own UMEM and
+    /// rings, its own stack, and its ends of the handoff rings.
+    pub fn for_loop(cfg: XdpConfig, of: LoopOf) -> io::Result<Self> {
+        Self::build(cfg, Some(of))
+    }
+
+    fn build(mut cfg: XdpConfig, of: Option<LoopOf>) -> io::Result<Self> {
         cfg.stack.mac = mac_of(&cfg.iface)?;
-        cfg.stack.random_seed = clock::realtime_ns();
-        let (prog, sock, own_address) = open(&cfg, cfg.stack.local_ports)?;
+        cfg.stack.random_seed = clock::realtime_ns() ^ u64::from(cfg.xsk.queue).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let (prog, maps, ifindex, sock, own_address, handoff) = match of {
+            None => {
+                let (prog, sock, own) = open(&cfg, cfg.stack.local_ports)?;
+                let maps = prog.maps().map_err(io::Error::other)?;
+                let ifindex = prog.ifindex;
+                (Some(prog), maps, ifindex, sock, own, None)
+            }
+            Some(of) => {
+                let sock = bind(&cfg, of.ifindex, &of.maps)?;
+                (None, of.maps, of.ifindex, sock, of.own_address, Some(of.handoff))
+            }
+        };
         crate::log_info!(
             "xdp backend: {} (ifindex {}) queue {}: AF_XDP {} mode{}, need_wakeup, busy poll {}, UMEM {} MiB on {} pages; \
              stack owns {}{}",
             cfg.iface,
-            prog.ifindex,
+            ifindex,
             cfg.xsk.queue,
             if sock.mode == BindMode::ZeroCopy { "zero-copy" } else { "copy" },
             if sock.mode == BindMode::Copy && cfg.xsk.zero_copy == xsk::ZeroCopy::Auto {
@@ -194,7 +252,11 @@ impl XdpTransport {
                 None
             }
         };
-        Ok(XdpTransport { prog, stack: Stack::new(cfg.stack, dev), own_address, xsk_stats, _pcap: pcap })
+        let mut stack = Stack::new(cfg.stack, dev);
+        if let Some(h) = handoff {
+            stack.set_handoff(h);
+        }
+        Ok(XdpTransport { prog, maps, stack, own_address, xsk_stats, _pcap: pcap })
     }
 }
 
@@ -206,7 +268,7 @@ impl Transport for XdpTransport {
     fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
         self.stack.listen(addr)?;
         if !self.own_address {
-            self.prog.add_port(addr.port()).map_err(io::Error::other)?;
+            self.maps.add_port(addr.port()).map_err(io::Error::other)?;
         }
         Ok(())
     }
@@ -261,7 +323,9 @@ impl Transport for XdpTransport {
 
     fn report(&self) -> Option<String> {
         let mut c = self.stack.counters();
-        self.prog.counters().fill(&mut c);
+        if let Some(p) = &self.prog {
+            p.counters().fill(&mut c);
+        }
         if let Some(r) = &self.xsk_stats {
             r.fill(&mut c);
         }
@@ -274,7 +338,18 @@ impl Transport for XdpTransport {
 
     fn counter_reader(&self) -> Option<CounterReader> {
         let xsk = self.xsk_stats.as_ref().and_then(|r| r.try_clone().ok());
-        match self.prog.counter_reader() {
+        let Some(prog) = &self.prog else {
+            // A loop of several: the program's counters are read once, by
+            // the main thread's reader, not per loop.
+            return xsk.map(|x| -> CounterReader {
+                Box::new(move || {
+                    let mut c = Counters::default();
+                    x.fill(&mut c);
+                    c
+                })
+            });
+        };
+        match prog.counter_reader() {
             Ok(r) => Some(Box::new(move || {
                 let mut c = Counters::default();
                 r.read().fill(&mut c);

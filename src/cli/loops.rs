@@ -1,0 +1,417 @@
+//! `tailgate serve` with several loops: one per NIC queue (xdp backend) or
+//! one per core (kernel backend), each pinned to its own core, sharing
+//! nothing but the handoff rings (xdp) and the reporter, which drains every
+//! loop's sample ring (docs/ARCHITECTURE.md, "One loop per queue").
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::serve::{sampler_fields, stopped_fields, ServeApp, ServeArgs};
+use super::{xdp_config, BackendArg, XdpExtras};
+use tailgate::app::echo::Echo;
+use tailgate::app::orders::{Orders, OrdersConfig};
+use tailgate::app::sockperf::Sockperf;
+use tailgate::app::App;
+use tailgate::backend::kernel::{KernelConfig, KernelTransport};
+use tailgate::backend::xdp::{attach, LoopOf, XdpConfig, XdpTransport};
+use tailgate::sampler::reporter::{Published, Reporter, ReporterConfig};
+use tailgate::sampler::tracer::Tracer;
+use tailgate::server::{Server, ServerConfig, ServerStats};
+use tailgate::stack::handoff::{ring_of_loops, HANDOFF_SLOTS};
+use tailgate::transport::{CounterReader, Counters, Transport, TransportStats, WaitMode};
+use tailgate::{log_info, log_warn, runtime};
+
+/// What one loop runs on.
+enum Backend {
+    Xdp(Box<XdpConfig>, LoopOf),
+    Kernel(KernelConfig),
+}
+
+struct LoopSpec {
+    index: usize,
+    core: usize,
+    /// "queue Q, core C" or "core C".
+    place: String,
+    backend: Backend,
+    tracer: Tracer,
+    published: Option<Arc<Published>>,
+}
+
+/// What a loop leaves behind: its exit lines and counters.
+#[derive(Default)]
+struct LoopEnd {
+    lines: Vec<String>,
+    st: ServerStats,
+    ts: TransportStats,
+    error: Option<String>,
+}
+
+pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, String> {
+    let sampling = a.obs.sampling()?;
+    let inject = a.obs.inject()?;
+    let cores: Vec<usize> = a.core.as_ref().map(|l| l.0.clone()).unwrap_or_default();
+    let queues = &a.xdp.queue;
+    let mut xdp = match a.backend {
+        BackendArg::Xdp => true,
+        BackendArg::Kernel => false,
+        BackendArg::Auto => a.xdp.iface.is_some(),
+    };
+    if a.app == ServeApp::UdpEcho {
+        return Err("--app udp-echo runs one loop (give one --queue and one --core)".into());
+    }
+    if a.xdp.pcap.is_some() {
+        return Err("--pcap captures one loop's frames: give one --queue and one --core to capture".into());
+    }
+    if !xdp && queues.len() > 1 {
+        return Err(format!(
+            "--queue {}: queue lists are for the xdp backend; the kernel backend runs one loop per --core",
+            queues.show()
+        ));
+    }
+    if xdp && queues.len() == 1 {
+        return Err(format!(
+            "--core {}: several cores for one --queue; the xdp backend runs one loop per queue (e.g. --queue 0,1 \
+             --core 2,3)",
+            a.core.as_ref().map(super::List::show).unwrap_or_default()
+        ));
+    }
+    let n = if xdp { queues.len() } else { cores.len() };
+    if cores.len() != n {
+        return Err(format!(
+            "--queue {} gives {n} loops, one per queue: --core needs {n} cores, one per loop in the same order (got {})",
+            queues.show(),
+            if cores.is_empty() { "none".to_string() } else { a.core.as_ref().map(super::List::show).unwrap_or_default() }
+        ));
+    }
+    let online = runtime::online_cpus();
+    if let Some(c) = cores.iter().find(|c| !online.contains(c)) {
+        return Err(format!("--core {c}: not an online CPU (online: {online:?})"));
+    }
+    if let Some(rc) = a.obs.reporter_core {
+        if !online.contains(&rc) {
+            return Err(format!("--reporter-core {rc}: not an online CPU (online: {online:?})"));
+        }
+        if cores.contains(&rc) {
+            log_warn!("--reporter-core {rc}: a loop's core; every drain will stall that loop");
+        }
+    }
+    let needs_xdp = inject.loss_every.is_some() || inject.tx_loss_every.is_some();
+    let wait = if a.spin { WaitMode::Spin } else { WaitMode::Block };
+    let _dma_latency = if a.no_cpu_dma_latency { None } else { runtime::hold_cpu_dma_latency_zero() };
+
+    // The XDP program is attached once, here, and detached after every loop
+    // has stopped; each loop binds its own socket (and UMEM) to its queue.
+    let mut prog = None;
+    let mut base: Option<XdpConfig> = None;
+    let mut own_address = false;
+    if xdp {
+        let attempt = || -> Result<_, String> {
+            let ip = match a.ip {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => return Err("--backend xdp needs an IPv4 address for the stack".into()),
+            };
+            let extras = XdpExtras {
+                outbound: false,
+                backlog: a.backlog as usize,
+                stamp_rx: sampling.enabled,
+                drop_every: inject.loss_every.unwrap_or(0),
+                tx_drop_every: inject.tx_loss_every.unwrap_or(0),
+                place: (None, a.obs.reporter_core),
+            };
+            let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us, extras)?;
+            let qs: Vec<u32> = queues.0.iter().map(|&q| q as u32).collect();
+            let (p, own) = attach(&cfg, cfg.stack.local_ports, &qs).map_err(|e| format!("xdp backend: {e}"))?;
+            Ok((p, own, cfg))
+        };
+        match attempt() {
+            Ok((p, own, cfg)) => {
+                prog = Some(p);
+                own_address = own;
+                base = Some(cfg);
+            }
+            Err(e) if a.backend == BackendArg::Auto && !needs_xdp => {
+                log_warn!("backend auto: kernel, because the xdp backend failed: {e}");
+                xdp = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !xdp && needs_xdp {
+        return Err("--inject loss:N and tx-loss:N need the xdp backend".into());
+    }
+
+    let mut handoffs = if xdp { ring_of_loops(n, HANDOFF_SLOTS)?.into_iter().map(Some).collect() } else { Vec::new() };
+    let mut tracers = Vec::with_capacity(n);
+    let mut consumers = Vec::with_capacity(n);
+    for (i, &c) in cores.iter().enumerate() {
+        let (mut t, cons) = Tracer::new(&sampling, inject, c.min(255) as u8)?;
+        t.set_pinned(true);
+        t.set_loop(i as u8);
+        tracers.push(Some(t));
+        consumers.extend(cons);
+    }
+    let reporter = if sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
+        let syscall_counters: Option<CounterReader> = match prog.as_ref().map(|p| p.counter_reader()) {
+            Some(Ok(r)) => Some(Box::new(move || {
+                let mut c = Counters::default();
+                r.read().fill(&mut c);
+                c
+            })),
+            Some(Err(e)) => {
+                log_warn!("xdp backend: {e}: the XDP program's counters are not exported");
+                None
+            }
+            None => None,
+        };
+        let rcfg = ReporterConfig {
+            metrics: a.obs.metrics,
+            sample_log: a.obs.sample_log.clone(),
+            records: a.obs.sample_log_records,
+            avoid_core: None,
+            core: a.obs.reporter_core,
+            syscall_counters,
+        };
+        if a.obs.reporter_core.is_none() && online.iter().all(|c| cores.contains(c)) {
+            log_warn!("every online CPU runs a loop: the reporter shares them (give --reporter-core or fewer loops)");
+        }
+        Some(Reporter::start(rcfg, consumers, n).map_err(|e| format!("reporter: {e}"))?)
+    } else {
+        None
+    };
+    let mut specs = Vec::with_capacity(n);
+    for (i, &core) in cores.iter().enumerate() {
+        let tracer = tracers[i].take().ok_or("tracer taken twice")?;
+        let published = reporter.as_ref().map(|r| r.published[i].clone());
+        let (backend, place) = match (&prog, &base) {
+            (Some(p), Some(cfg)) => {
+                let mut cfg = cfg.clone();
+                cfg.xsk.queue = queues.0[i] as u32;
+                let of = LoopOf {
+                    maps: p.maps()?,
+                    ifindex: p.ifindex,
+                    own_address,
+                    handoff: handoffs[i].take().ok_or("handoff taken twice")?,
+                };
+                (Backend::Xdp(Box::new(cfg), of), format!("queue {}, core {core}", queues.0[i]))
+            }
+            _ => (
+                Backend::Kernel(KernelConfig {
+                    wait,
+                    busy_poll_us: a.busy_poll_us,
+                    max_conns: a.xdp.max_conns as usize,
+                    backlog: a.backlog.max(1) as usize,
+                    reuse_port: Some(core),
+                    ..KernelConfig::default()
+                }),
+                format!("core {core}"),
+            ),
+        };
+        specs.push(LoopSpec { index: i, core, place, backend, tracer, published });
+    }
+
+    let ready = AtomicUsize::new(0);
+    let addr = SocketAddr::new(a.ip, a.port);
+    let ends: Vec<LoopEnd> = std::thread::scope(|sc| {
+        let mut handles = Vec::with_capacity(n);
+        for spec in specs {
+            let (ready, stop) = (&ready, &**stop);
+            let name = format!("tg-loop{}", spec.index);
+            match std::thread::Builder::new().name(name).spawn_scoped(sc, move || one_loop(a, spec, stop, ready)) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    log_warn!("starting a loop thread: {e}");
+                }
+            }
+        }
+        while ready.load(Ordering::Acquire) < handles.len() && !handles.iter().any(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if ready.load(Ordering::Acquire) == n {
+            if let Some(m) = reporter.as_ref().and_then(|r| r.metrics_addr) {
+                log_info!("metrics on http://{m}/metrics, samples on http://{m}/samples");
+            }
+            if inject.any() {
+                log_warn!("fault injection on: {}", inject.describe());
+            }
+            log_info!(
+                "serving {} on {addr} backend={} ({}) loops={n} ({}); {}",
+                app_name(a.app),
+                if xdp { "xdp" } else { "kernel" },
+                if a.spin { "spin" } else { "blocking" },
+                if xdp {
+                    format!(
+                        "queues {} on cores {}",
+                        queues.show(),
+                        a.core.as_ref().map(super::List::show).unwrap_or_default()
+                    )
+                } else {
+                    format!(
+                        "SO_REUSEPORT listeners on cores {}",
+                        a.core.as_ref().map(super::List::show).unwrap_or_default()
+                    )
+                },
+                sampling.describe()
+            );
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| LoopEnd { error: Some("a loop panicked".into()), ..LoopEnd::default() })
+            })
+            .collect()
+    });
+    if let Some(rep) = reporter {
+        rep.stop();
+    }
+    drop(prog);
+    let (mut st, mut ts) = (ServerStats::default(), TransportStats::default());
+    let mut errors = Vec::new();
+    for e in &ends {
+        for l in &e.lines {
+            log_info!("{l}");
+        }
+        add_stats(&mut st, &e.st);
+        add_transport(&mut ts, &e.ts);
+        errors.extend(e.error.clone());
+    }
+    log_info!("stopped: loops={} {}", ends.len(), stopped_fields(&st, &ts));
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn app_name(app: ServeApp) -> &'static str {
+    match app {
+        ServeApp::Orders => "orders",
+        ServeApp::Echo => "echo",
+        ServeApp::Sockperf => "sockperf",
+        ServeApp::UdpEcho => "udp-echo",
+    }
+}
+
+fn add_stats(t: &mut ServerStats, s: &ServerStats) {
+    t.iterations += s.iterations;
+    t.opened += s.opened;
+    t.closed += s.closed;
+    t.aborted += s.aborted;
+    t.io_errors += s.io_errors;
+    t.flush_timeouts += s.flush_timeouts;
+    t.shutdown_sessions += s.shutdown_sessions;
+    t.drained += s.drained;
+    t.abandoned += s.abandoned;
+    t.abandoned_bytes += s.abandoned_bytes;
+}
+
+fn add_transport(t: &mut TransportStats, s: &TransportStats) {
+    t.accepted += s.accepted;
+    t.connected += s.connected;
+    t.closed += s.closed;
+    t.bytes_in += s.bytes_in;
+    t.bytes_out += s.bytes_out;
+    t.polls_useful += s.polls_useful;
+    t.polls_idle += s.polls_idle;
+}
+
+/// One loop's thread: pin, build its transport and server, serve until
+/// `stop`. An error stops every loop.
+fn one_loop(a: &ServeArgs, spec: LoopSpec, stop: &AtomicBool, ready: &AtomicUsize) -> LoopEnd {
+    let (index, core) = (spec.index, spec.core);
+    let r = (|| -> Result<LoopEnd, String> {
+        runtime::pin_to_core(core)?;
+        if !runtime::core_isolated(core) {
+            log_warn!(
+                "loop {index}: core {core} is not isolated (isolcpus/nohz_full): expect scheduler noise in the tail"
+            );
+        }
+        match spec.backend {
+            Backend::Xdp(cfg, of) => {
+                let t = XdpTransport::for_loop(*cfg, of).map_err(|e| format!("loop {index}: xdp backend: {e}"))?;
+                with_app(t, a, spec.index, spec.place, spec.tracer, spec.published, stop, ready)
+            }
+            Backend::Kernel(cfg) => {
+                let t = KernelTransport::new(cfg).map_err(|e| format!("loop {index}: kernel backend: {e}"))?;
+                with_app(t, a, spec.index, spec.place, spec.tracer, spec.published, stop, ready)
+            }
+        }
+    })();
+    r.unwrap_or_else(|e| {
+        stop.store(true, Ordering::Relaxed);
+        LoopEnd { error: Some(e), ..LoopEnd::default() }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn with_app<T: Transport>(
+    t: T,
+    a: &ServeArgs,
+    index: usize,
+    place: String,
+    tracer: Tracer,
+    published: Option<Arc<Published>>,
+    stop: &AtomicBool,
+    ready: &AtomicUsize,
+) -> Result<LoopEnd, String> {
+    let scfg = ServerConfig {
+        rx_buf: a.rx_buf as usize,
+        tx_buf: a.tx_buf as usize,
+        drain_ns: a.drain_ms * 1_000_000,
+        ..ServerConfig::default()
+    };
+    let lp = Loop { index, place, tracer, published, stop, ready };
+    match a.app {
+        ServeApp::Orders => {
+            let cfg = OrdersConfig {
+                heartbeat_ms: a.heartbeat_ms,
+                idle_timeout_ms: a.idle_timeout_ms,
+                max_open_orders: a.max_open_orders as usize,
+            };
+            drive(Server::new(t, Orders::new(cfg), scfg), a, lp)
+        }
+        ServeApp::Echo => drive(Server::new(t, Echo::default(), scfg), a, lp),
+        ServeApp::Sockperf => {
+            drive(Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg), a, lp)
+        }
+        ServeApp::UdpEcho => Err("--app udp-echo runs one loop".into()),
+    }
+}
+
+struct Loop<'a> {
+    index: usize,
+    place: String,
+    tracer: Tracer,
+    published: Option<Arc<Published>>,
+    stop: &'a AtomicBool,
+    ready: &'a AtomicUsize,
+}
+
+fn drive<T: Transport, A: App>(mut s: Server<T, A>, a: &ServeArgs, lp: Loop<'_>) -> Result<LoopEnd, String> {
+    let i = lp.index;
+    let addr = SocketAddr::new(a.ip, a.port);
+    s.listen(addr).map_err(|e| format!("loop {i}: --ip/--port {addr}: cannot listen: {e}"))?;
+    if let Some(p) = lp.published {
+        s.set_published(p);
+    }
+    s.set_tracer(lp.tracer);
+    lp.ready.fetch_add(1, Ordering::Release);
+    let r = s.run(lp.stop);
+    s.publish();
+    let (st, ts) = (s.stats, s.transport.stats());
+    let mut lines = vec![format!("loop {i} ({}): {}", lp.place, stopped_fields(&st, &ts))];
+    if let Some(extra) = s.transport.report() {
+        lines.push(format!("loop {i} {extra}"));
+    }
+    lines.push(format!("loop {i} {}", s.app.summary()));
+    if s.tracer.active() {
+        lines.push(format!("loop {i} sampler: {}", sampler_fields(&s.tracer.stats())));
+    }
+    let error = r.err().map(|e| format!("loop {i}: event loop: {e}"));
+    if error.is_some() {
+        lp.stop.store(true, Ordering::Relaxed);
+    }
+    Ok(LoopEnd { lines, st, ts, error })
+}
