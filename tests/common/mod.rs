@@ -76,6 +76,11 @@ pub struct Lab {
 
 impl Lab {
     pub fn up(bypass: bool) -> Lab {
+        Lab::up_queues(bypass, 1)
+    }
+
+    /// A lab whose veth ends have `queues` rx and tx queues each.
+    pub fn up_queues(bypass: bool, queues: usize) -> Lab {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let lab = Lab {
@@ -89,6 +94,7 @@ impl Lab {
         if bypass {
             cmd.arg("--bypass");
         }
+        cmd.args(["--queues", &queues.to_string()]);
         let out = cmd.output().expect("run scripts/lab.sh");
         assert!(out.status.success(), "lab.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
         lab
@@ -246,6 +252,31 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Wait (at most `limit`, then kill) for the process to exit by
+    /// itself: its exit code and every stderr line.
+    pub fn wait_exit(mut self, limit: Duration) -> (Option<i32>, Vec<String>) {
+        let mut code = None;
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + limit;
+            loop {
+                if let Ok(Some(s)) = c.try_wait() {
+                    code = s.code();
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(l);
+        }
+        (code, std::mem::take(&mut self.log))
     }
 
     /// SIGTERM, wait for exit, return every stderr line.

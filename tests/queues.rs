@@ -1,0 +1,126 @@
+//! One loop per NIC queue on the lab: a veth pair with two queues per end
+//! (`scripts/lab.sh up --bypass --queues 2`) and `serve --queue 0,1 --core
+//! 0,1`. The in-memory tests of the handoff are in tests/loops.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// `ethtool -S` of the gateway's interface: the value of `name`.
+fn nic_stat(lab: &Lab, name: &str) -> u64 {
+    let out = run_bounded(
+        {
+            let mut c = lab.cmd_in(&lab.ns_gw, "ethtool");
+            c.args(["-S", &lab.if_gw]);
+            c
+        },
+        Duration::from_secs(10),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}:")).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("ethtool -S {} has no {name}: {text}", lab.if_gw))
+}
+
+/// Every counter `key` of the lines starting with `loop N (`.
+fn per_loop(lines: &[String], key: &str) -> Vec<u64> {
+    (0..2)
+        .map(|i| {
+            let mine: Vec<String> = lines.iter().filter(|l| l.contains(&format!("loop {i} "))).cloned().collect();
+            counter(&mine, key).unwrap_or_else(|| panic!("loop {i}: no {key} in {lines:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn two_hundred_connections_spread_over_two_queues_and_two_loops() {
+    let test = "two_hundred_connections_spread_over_two_queues_and_two_loops";
+    if !lab_available(test) {
+        return;
+    }
+    let lab = Lab::up_queues(true, 2);
+    let (q0, q1) = (nic_stat(&lab, "rx_queue_0_xdp_redirect"), nic_stat(&lab, "rx_queue_1_xdp_redirect"));
+    let gw = lab.serve_xdp("orders", &["--queue", "0,1", "--core", "0,1", "--spin"]);
+    assert!(gw.log.iter().any(|l| l.contains("loops=2 (queues 0,1 on cores 0,1)")), "{:?}", gw.log);
+    let out = lab.load(&["--app", "orders", "--conns", "200", "--pingpong", "--duration", "2"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "load failed: {report} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("unanswered 0"), "{report}");
+    let sent: u64 = report
+        .split_whitespace()
+        .skip_while(|w| *w != "answered")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("answered count");
+    let log = gw.stop();
+    // The client's kernel hashes each socket to a transmit queue, which is
+    // the gateway's receive queue: with 200 connections both get some.
+    let opened = per_loop(&log, "opened");
+    assert_eq!(opened.iter().sum::<u64>(), 200, "{log:?}");
+    assert!(opened.iter().all(|&n| n > 0), "each loop owns connections: {opened:?}");
+    assert_eq!(per_loop(&log, "handoff_dropped"), vec![0, 0]);
+    assert_eq!(counter(&log, "loops"), Some(2), "the totals line: {log:?}");
+    // Each queue redirected at least one frame per message its loop served.
+    let msgs = per_loop(&log, "messages_in");
+    assert!(msgs.iter().sum::<u64>() >= sent, "{msgs:?} served, {sent} answered");
+    let (d0, d1) = (nic_stat(&lab, "rx_queue_0_xdp_redirect") - q0, nic_stat(&lab, "rx_queue_1_xdp_redirect") - q1);
+    assert!(d0 >= msgs[0] && d1 >= msgs[1], "queue 0 redirected {d0}, queue 1 {d1}; loops served {msgs:?}");
+}
+
+/// Move every thread of process `pid` to CPU `cpu`.
+fn migrate(pid: u32, cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").flatten() {
+        let tid: i32 = t.file_name().to_string_lossy().parse().unwrap();
+        let tid = rustix::thread::Pid::from_raw(tid).unwrap();
+        rustix::thread::sched_setaffinity(Some(tid), &set).expect("sched_setaffinity");
+    }
+}
+
+#[test]
+fn frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_connection() {
+    let test = "frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_connection";
+    if !lab_available(test) {
+        return;
+    }
+    let lab = Lab::up_queues(true, 2);
+    // veth sends a frame to the peer's rx queue with the index of the tx
+    // queue it left on. XPS on the client's end maps CPU 0 to tx queue 0 and
+    // CPU 1 to tx queue 1, and TCP picks again (ooo_okay) whenever nothing
+    // is in flight: a ping-pong client's frames follow its CPU.
+    for (q, mask) in [(0, "1"), (1, "2")] {
+        let out = run_bounded(
+            {
+                let mut c = lab.cmd_in(&lab.ns_cli, "sh");
+                c.args(["-c", &format!("echo {mask} > /sys/class/net/{}/queues/tx-{q}/xps_cpus", lab.if_cli)]);
+                c
+            },
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "xps_cpus: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let gw = lab.serve_xdp("orders", &["--queue", "0,1", "--core", "0,1", "--spin"]);
+    // The client starts on CPU 0: every SYN reaches queue 0 and loop 0 owns
+    // every connection. After the first second it moves to CPU 1: its
+    // frames then reach queue 1, whose loop owns none of them.
+    let mut c = lab.cmd_in(&lab.ns_cli, BIN);
+    c.args(["load", "--ip", GW_IP, "--port", "7777", "--app", "orders", "--conns", "20", "--pingpong"]);
+    c.args(["--duration", "3", "--core", "0"]);
+    let load = Proc::spawn_until(c, "load: t=1s", Duration::from_secs(60));
+    migrate(load.pid(), 1);
+    let load_log = load.wait_exit(Duration::from_secs(60));
+    let log = gw.stop();
+    assert_eq!(load_log.0, Some(0), "load failed: {:?}", load_log.1);
+    let opened = per_loop(&log, "opened");
+    assert_eq!(opened, vec![20, 0], "loop 0 owns every connection: {log:?}");
+    let forwarded = per_loop(&log, "handoff_forwarded");
+    let received = per_loop(&log, "handoff_received");
+    assert!(forwarded[1] >= 100, "loop 1 handed loop 0 the frames of its connections: {forwarded:?}");
+    assert_eq!(received[0], forwarded[1], "every frame handed over arrived");
+    assert_eq!(per_loop(&log, "handoff_dropped"), vec![0, 0]);
+    assert_eq!(per_loop(&log, "syn_cookies_invalid"), vec![0, 0], "no loop reset another's handshake");
+    assert_eq!(per_loop(&log, "messages_in")[1], 0, "loop 1 served nothing");
+}
