@@ -42,8 +42,14 @@ fn two_hundred_connections_spread_over_two_queues_and_two_loops() {
     }
     let lab = Lab::up_queues(true, 2);
     let (q0, q1) = (nic_stat(&lab, "rx_queue_0_xdp_redirect"), nic_stat(&lab, "rx_queue_1_xdp_redirect"));
-    let gw = lab.serve_xdp("orders", &["--queue", "0,1", "--core", "0,1", "--spin"]);
+    // --metrics turns sampling on: each loop records into its own ring, and
+    // the one reporter drains both.
+    let gw = lab.serve_xdp("orders", &["--queue", "0,1", "--core", "0,1", "--spin", "--metrics", "127.0.0.1:0"]);
     assert!(gw.log.iter().any(|l| l.contains("loops=2 (queues 0,1 on cores 0,1)")), "{:?}", gw.log);
+    let addr = {
+        let l = gw.log.iter().find(|l| l.contains("metrics on http://")).expect("metrics line");
+        l.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("address").to_string()
+    };
     let out = lab.load(&["--app", "orders", "--conns", "200", "--pingpong", "--duration", "2"]);
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "load failed: {report} {}", String::from_utf8_lossy(&out.stderr));
@@ -54,6 +60,27 @@ fn two_hundred_connections_spread_over_two_queues_and_two_loops() {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .expect("answered count");
+    // The loops publish every 100 ms and the reporter drains every 10 ms.
+    std::thread::sleep(Duration::from_millis(400));
+    let metrics = {
+        let addr = addr.clone();
+        let body = lab.in_ns(&lab.ns_gw.clone(), move || tailgate::sampler::endpoint::http_get(&addr, "/metrics"));
+        String::from_utf8(body.expect("GET /metrics")).unwrap()
+    };
+    let series = |prefix: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{metrics}")) as u64
+    };
+    let accepted: Vec<u64> =
+        (0..2).map(|i| series(&format!("tailgate_connections_total{{event=\"accepted\",loop=\"{i}\"}}"))).collect();
+    assert_eq!(accepted.iter().sum::<u64>(), 200, "{accepted:?}");
+    let recorded: Vec<u64> = (0..2)
+        .map(|i| series(&format!("tailgate_sampler_records_total{{outcome=\"recorded\",loop=\"{i}\"}}")))
+        .collect();
+    assert!(recorded.iter().all(|&n| n > 0), "both loops' rings were drained: {recorded:?}");
+    assert!(series("tailgate_backend_total{counter=\"xdp_redirected\",loop=\"all\"}") > 0);
     let log = gw.stop();
     // The client's kernel hashes each socket to a transmit queue, which is
     // the gateway's receive queue: with 200 connections both get some.
@@ -123,4 +150,33 @@ fn frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_co
     assert_eq!(per_loop(&log, "handoff_dropped"), vec![0, 0]);
     assert_eq!(per_loop(&log, "syn_cookies_invalid"), vec![0, 0], "no loop reset another's handshake");
     assert_eq!(per_loop(&log, "messages_in")[1], 0, "loop 1 served nothing");
+}
+
+#[test]
+fn kernel_backend_loops_take_the_connections_whose_syn_their_cpu_processed() {
+    let test = "kernel_backend_loops_take_the_connections_whose_syn_their_cpu_processed";
+    if !lab_available(test) {
+        return;
+    }
+    let lab = Lab::up_queues(false, 1);
+    let gw = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", "7777", "--app", "orders", "--core", "0,1"]);
+    assert!(gw.log.iter().any(|l| l.contains("loops=2 (SO_REUSEPORT listeners on cores 0,1)")), "{:?}", gw.log);
+    // Two clients, one per CPU. veth processes a frame on the sending CPU,
+    // so each client's SYNs are processed on its own CPU, and SO_INCOMING_CPU
+    // hands them to the listener of the loop pinned there.
+    let clients: Vec<Proc> = (0..2)
+        .map(|cpu| {
+            let mut c = lab.cmd_in(&lab.ns_cli, BIN);
+            c.args(["load", "--ip", GW_IP, "--port", "7777", "--app", "orders", "--conns", "30", "--pingpong"]);
+            c.args(["--duration", "3", "--core", &cpu.to_string()]);
+            Proc::spawn_until(c, "load: t=1s", Duration::from_secs(60))
+        })
+        .collect();
+    for (cpu, p) in clients.into_iter().enumerate() {
+        let (code, lines) = p.wait_exit(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "client on CPU {cpu}: {lines:?}");
+    }
+    let log = gw.stop();
+    assert_eq!(per_loop(&log, "opened"), vec![30, 30], "{log:?}");
+    assert_eq!(counter(&log, "loops"), Some(2));
 }
