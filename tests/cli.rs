@@ -137,6 +137,42 @@ fn bad_flags_name_the_flag_and_the_value() {
             &["storm", "--ip", "198.18.0.1", "--port", "7", "--flood", "10", "--flood-src", "10.1.1.1"],
             &["--flood-src", "10.1.1.1"],
         ),
+        (
+            &["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "xdp", "--iface", "lo", "--queue", "0,1"],
+            &["--queue 0,1", "--core needs 2 cores"],
+        ),
+        (
+            &["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "kernel", "--queue", "0-1", "--core", "0,1"],
+            &["--queue 0,1", "xdp backend"],
+        ),
+        (
+            &["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "xdp", "--iface", "lo", "--core", "0,1"],
+            &["--core 0,1", "one loop per queue"],
+        ),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--queue", "1,1"], &["--queue", "twice"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--core", "3-1"], &["--core", "backwards"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "kernel", "--core", "0,99999"], &["--core 99999"]),
+        (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--queue", "0,1"], &["--queue 0,1", "serve"]),
+        (
+            &[
+                "serve",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                "7",
+                "--backend",
+                "xdp",
+                "--iface",
+                "lo",
+                "--queue",
+                "0,1",
+                "--core",
+                "0,1",
+                "--pcap",
+                "/tmp/x.pcap",
+            ],
+            &["--pcap", "one loop"],
+        ),
     ];
     for (args, needles) in cases {
         let (code, text) = run(args);

@@ -106,8 +106,8 @@ pub(crate) fn parse_list(s: &str) -> Result<List, String> {
             x.trim()
                 .parse::<usize>()
                 .ok()
-                .filter(|&n| n < 4096)
-                .ok_or_else(|| format!("'{x}' in '{s}' is not a number from 0 to 4095"))
+                .filter(|&n| n < 1 << 20)
+                .ok_or_else(|| format!("'{x}' in '{s}' is not a number"))
         };
         match part.split_once('-') {
             Some((a, b)) => {
