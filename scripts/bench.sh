@@ -43,6 +43,17 @@
 #                               tailgate report --json at its default threshold (the p99.9) names
 #                               the top cause; a confusion table (fault against top cause) per
 #                               backend, and the accuracy over the faulted runs
+#   scripts/bench.sh queues     one loop against two on a veth lab with two queues per end
+#                               (lab.sh up --queues 2): tailgate load --app orders --pingpong over
+#                               QUEUE_CONNS [200] connections (client on cpu0) for SECS against
+#                                 xdp-1     serve --backend xdp --queue 0 --core 1 (XPS on the client's
+#                                           veth sends every flow to queue 0, as an ntuple rule would)
+#                                 xdp-2     serve --backend xdp --queue 0,1 --core 0,1 (flows spread by
+#                                           the client's socket hash)
+#                                 kernel-1  serve --backend kernel --core 1
+#                                 kernel-2  serve --backend kernel --core 0,1 (SO_REUSEPORT)
+#                               throughput, p50/p99/p99.9 and each loop's share of the messages
+#                               (QUEUE_CONFIGS picks configurations)
 #   scripts/bench.sh bulk       64 MiB echoed through one connection (BULK_MIB), kernel and xdp:
 #                               MiB/s each way, send and receive overlapped
 #   scripts/bench.sh connect    the accept path under stress, kernel and xdp (serve --app echo,
@@ -425,6 +436,51 @@ print("\naccuracy (faulted runs, top cause = the injected fault's): %d of %d, %.
       % (right, len(scored), 100.0 * right / max(1, len(scored))))
 PY
     done
+    ;;
+  queues)
+    echo "| run | config | orders/s | p50 us | p99 us | p99.9 us | messages per loop | handoffs |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for run in $(seq "$RUNS"); do
+      for cfg in ${QUEUE_CONFIGS:-xdp-1 xdp-2 kernel-1 kernel-2}; do
+        case $cfg in
+          xdp*) scripts/lab.sh up --bypass --queues 2 >/dev/null ;;
+          *) scripts/lab.sh up --queues 2 >/dev/null ;;
+        esac
+        # veth delivers to the rx queue numbered like the tx queue a frame
+        # left on; XPS on the client's end picks that queue per CPU.
+        xps0=0 xps1=0
+        [[ $cfg == xdp-1 ]] && xps0=3
+        ip netns exec tg_cli sh -c "echo $xps0 > /sys/class/net/tg_cli0/queues/tx-0/xps_cpus; \
+          echo $xps1 > /sys/class/net/tg_cli0/queues/tx-1/xps_cpus"
+        case $cfg in
+          xdp-1) args=(--backend xdp --iface tg_gw0 --queue 0 --core 1) ;;
+          xdp-2) args=(--backend xdp --iface tg_gw0 --queue 0,1 --core 0,1) ;;
+          kernel-1) args=(--backend kernel --core 1) ;;
+          kernel-2) args=(--backend kernel --core 0,1) ;;
+          *) echo "bench.sh: unknown queue configuration '$cfg'" >&2; exit 2 ;;
+        esac
+        ip netns exec tg_gw "$BIN" serve "${args[@]}" --app orders --ip "$GW_IP" --port "$PORT" --spin \
+          >"$OUT/server.log" 2>&1 &
+        SERVER_PID=$!
+        for _ in $(seq 50); do
+          grep -q "^tailgate: serving " "$OUT/server.log" 2>/dev/null && break
+          sleep 0.1
+        done
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
+        ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --pingpong \
+          --conns "${QUEUE_CONNS:-200}" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
+          { cat "$OUT/client.log" >&2; exit 1; }
+        stop_server
+        j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
+        per_loop=$(grep -o '^tailgate: \(loop [0-9]* \)\{0,1\}orders: .*messages_in=[0-9]*' "$OUT/server.log" |
+          grep -o 'messages_in=[0-9]*' | cut -d= -f2 | paste -sd/ - || true)
+        handoffs=$(grep -o 'handoff_forwarded=[0-9]*' "$OUT/server.log" | cut -d= -f2 | awk '{s += $1} END {if (NR) print s}' || true)
+        printf '| %s | %s | %.0f | %.1f | %.1f | %.1f | %s | %s |\n' "$run" "$cfg" "$(j throughput_msgs_per_s)" \
+          "$(j p50)" "$(j p99)" "$(j p999)" "${per_loop:-?}" "${handoffs:--}"
+        echo "$cfg $(j throughput_msgs_per_s) $(j p50) $(j p99)" >>"$OUT/all"
+      done
+    done
+    summary config 1 "orders/s p50 p99"
     ;;
   bulk)
     echo "| run | backend | MiB | MiB/s | intact |"
