@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a host ready for a pinned busy-poll gateway, or show what that takes.
 #
-#   scripts/tune-host.sh --iface IF --core LIST [--netns NS] [--port P] [--queue Q]
+#   scripts/tune-host.sh --iface IF --core LIST [--netns NS] [--port P] [--queue LIST]
 #                        [--apply | --revert] [--state FILE] [--only GROUPS]
 #
 # Without --apply or --revert it prints the plan and changes nothing: every
@@ -15,7 +15,11 @@
 #   --core LIST    the gateway's cores, e.g. 1 or 2,3 or 2-5 (the name
 #                  `tailgate serve` and `doctor` use; --cores is still read)
 #   --port P       the gateway's TCP port: adds an ntuple rule steering it to
-#   --queue Q      queue Q (default 0) where the NIC supports ntuple filters
+#   --queue Q      queue Q (default 0) where the NIC supports ntuple filters.
+#                  A list (0,1 or 0-3: one gateway loop per queue, as `serve
+#                  --queue LIST --core LIST`) adds no rule: RSS spreads the
+#                  flows over the queues; each queue's IRQs are listed and,
+#                  like every IRQ, kept off the gateway cores (group irq)
 #   --napi-defer   defer the NIC's IRQs while the loop busy-polls
 #                  (napi_defer_hard_irqs 2, gro_flush_timeout 200 us): for
 #                  zero-copy NICs only. Without it both are kept at 0: on veth
@@ -55,7 +59,7 @@ done
 [[ -n $IFACE ]] || die "--iface IF is required"
 [[ -n $CORES ]] || die "--core LIST is required"
 [[ -z $PORT || ($PORT =~ ^[0-9]+$ && $PORT -ge 1 && $PORT -le 65535) ]] || die "--port $PORT: not a port (1-65535)"
-[[ $QUEUE =~ ^[0-9]+$ ]] || die "--queue $QUEUE: not a queue number"
+[[ $QUEUE =~ ^[0-9,-]+$ ]] || die "--queue $QUEUE: not a queue number or list"
 [[ $ONLY =~ ^[a-z,]+$ ]] || die "--only $ONLY: expected a comma list of groups"
 for g in ${ONLY//,/ }; do
   [[ $g =~ ^(all|sysctl|thp|hugepages|iface|governor|irq|irqbalance|nic)$ ]] || die "--only: unknown group '$g'"
@@ -93,6 +97,8 @@ for c in $GW; do
 done
 OTHER=$(grep -vxF -f <(echo "$GW") <<<"$ONLINE" | paste -sd, || true)
 GW_LIST=$(paste -sd, <<<"$GW")
+QUEUES=$(expand "$QUEUE" 2>/dev/null) || die "--queue $QUEUE: expected a queue or a list like 0,1 or 0-3"
+NQ=$(wc -l <<<"$QUEUES")
 
 want() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
 
@@ -259,6 +265,14 @@ if want irq; then
       setting irq "$f" "$OTHER" "keep IRQ $(basename "$(dirname "$f")") off the gateway cores"
     done
   fi
+  # Each gateway queue's own IRQs (drivers name them after the interface
+  # and the queue: eth1-TxRx-0, ...), moved above with every other IRQ.
+  for q in $QUEUES; do
+    irqs=$(awk -v i="$IFACE" -v q="$q" '{n = $NF} index(n, i) == 1 && n ~ ("[-_]" q "$") {sub(":", "", $1); print $1}' \
+      /proc/interrupts | paste -sd, || true)
+    row irq "queue $q IRQs" "${irqs:-none named after $IFACE}" "${OTHER:-n/a}" \
+      "info: the queue's interrupts belong on a housekeeping core, not its loop's"
+  done
 fi
 if want irqbalance; then
   if pgrep -x irqbalance >/dev/null; then
@@ -277,7 +291,11 @@ if want nic; then
     row nic ethtool "-" "-" "ethtool not installed: NIC channels, coalescing and ntuple not checked"
   else
     ch=$(in_ns ethtool -l "$IFACE" 2>/dev/null | awk '/Current hardware settings/ {f=1} f && /Combined/ {print $2; exit}' || true)
-    row nic "channels (ethtool -l)" "${ch:-n/a}" "${ch:-n/a}" "info: the AF_XDP socket binds one queue (--queue $QUEUE); steer the gateway's flows there"
+    if ((NQ > 1)); then
+      row nic "channels (ethtool -l)" "${ch:-n/a}" "${ch:-n/a}" "info: one AF_XDP socket and loop per queue (--queue $QUEUE); RSS spreads the flows over them"
+    else
+      row nic "channels (ethtool -l)" "${ch:-n/a}" "${ch:-n/a}" "info: the AF_XDP socket binds one queue (--queue $QUEUE); steer the gateway's flows there"
+    fi
     rx=$(in_ns ethtool -c "$IFACE" 2>/dev/null | awk '/^rx-usecs:/ {print $2; exit}' || true)
     if [[ -z $rx || $rx == n/a ]]; then
       row nic "coalescing (ethtool -C rx-usecs)" "n/a" "-" "not supported by $IFACE's driver"
@@ -298,7 +316,9 @@ if want nic; then
         fi
       fi
     fi
-    if [[ -n $PORT ]]; then
+    if [[ -n $PORT ]] && ((NQ > 1)); then
+      row nic "ntuple tcp4 dst-port $PORT" "-" "-" "info: several queues ($QUEUE): no rule; RSS spreads the gateway's flows over them"
+    elif [[ -n $PORT ]]; then
       if in_ns ethtool -n "$IFACE" 2>/dev/null | grep -q "Total [0-9]* rules"; then
         row nic "ntuple tcp4 dst-port $PORT" "none" "queue $QUEUE" "steer the gateway's traffic to the AF_XDP queue"
         CHANGES=$((CHANGES + 1))

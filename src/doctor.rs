@@ -35,8 +35,9 @@ pub struct Finding {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub iface: String,
-    pub core: usize,
-    pub queue: u32,
+    /// The loops' cores and queues, in pairs (one loop per queue).
+    pub cores: Vec<usize>,
+    pub queues: Vec<u32>,
     /// Bind an AF_XDP socket to find out zero-copy, need_wakeup and the
     /// busy-poll options for real.
     pub probe: bool,
@@ -129,7 +130,10 @@ fn kernel_version() -> (u32, u32) {
 pub fn run(o: &Options) -> Vec<Finding> {
     let mut v = Vec::new();
     let ifdir = format!("/sys/class/net/{}", o.iface);
-    let tune = format!("scripts/tune-host.sh --iface {} --core {} --apply", o.iface, o.core);
+    let list = |v: &[String]| v.join(",");
+    let cores = list(&o.cores.iter().map(usize::to_string).collect::<Vec<_>>());
+    let queues = list(&o.queues.iter().map(u32::to_string).collect::<Vec<_>>());
+    let tune = format!("scripts/tune-host.sh --iface {} --core {cores} --apply", o.iface);
     let kv = kernel_version();
     v.push(f(
         "kernel",
@@ -150,17 +154,30 @@ pub fn run(o: &Options) -> Vec<Finding> {
         interface(o, &ifdir, &tune, kv, &mut v);
     }
 
-    // The core.
+    // The cores, one per queue.
     let online = runtime::parse_cpu_list(&read("/sys/devices/system/cpu/online").unwrap_or_default());
-    if !online.contains(&o.core) {
+    if o.cores.len() != o.queues.len() {
         v.push(f(
-            "core",
+            "loops",
             Status::Fail,
-            format!("cpu{} is not online (online: {online:?})", o.core),
-            "pick an online core for --core",
+            format!("--queue {queues} and --core {cores}: {} queue(s), {} core(s)", o.queues.len(), o.cores.len()),
+            "one core per queue, in the same order (each queue gets a loop pinned to its core)",
         ));
-    } else {
-        core(o, &online, &tune, &mut v);
+    }
+    for &c in &o.cores {
+        if !online.contains(&c) {
+            v.push(f(
+                "core",
+                Status::Fail,
+                format!("cpu{c} is not online (online: {online:?})"),
+                "pick an online core for --core",
+            ));
+        } else {
+            core(c, &o.cores, &online, &tune, &mut v);
+        }
+    }
+    if !o.iface.is_empty() && Path::new(&ifdir).exists() {
+        queue_irqs(o, &mut v);
     }
 
     // Memory.
@@ -291,25 +308,30 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
     let queues = std::fs::read_dir(format!("{ifdir}/queues"))
         .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
         .unwrap_or(1) as u32;
-    if o.queue >= queues {
+    let mine: Vec<String> = o.queues.iter().map(u32::to_string).collect();
+    let mine = mine.join(",");
+    if let Some(q) = o.queues.iter().find(|&&q| q >= queues) {
         v.push(f(
             "queues",
             Status::Fail,
-            format!("{queues} rx queue(s), --queue {}", o.queue),
+            format!("{queues} rx queue(s), --queue {q}"),
             format!("--queue must be below {queues}"),
         ));
-    } else if queues > 1 {
+    } else if queues as usize > o.queues.len() {
         v.push(f(
             "queues",
             Status::Warn,
-            format!("{queues} rx queues, one AF_XDP socket on queue {}", o.queue),
+            format!("{queues} rx queues, AF_XDP sockets on queue(s) {mine} only"),
             format!(
-                "traffic hashed to other queues never reaches the stack: steer it (scripts/tune-host.sh --iface {} --core {} --port PORT --queue {} --apply) or ethtool -L {} combined 1",
-                o.iface, o.core, o.queue, o.iface
+                "traffic hashed to other queues never reaches the stack: give --queue every queue (one loop each), \
+                 steer it (scripts/tune-host.sh --iface {} --core C --port PORT --queue Q --apply) or ethtool -L {} combined {}",
+                o.iface,
+                o.iface,
+                o.queues.len()
             ),
         ));
     } else {
-        v.push(f("queues", Status::Ok, "1 rx queue, 1 AF_XDP socket", ""));
+        v.push(f("queues", Status::Ok, format!("{queues} rx queue(s), one AF_XDP socket and loop each"), ""));
     }
 
     // Drops before the stack: the kernel's count for the interface, and the
@@ -430,7 +452,8 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
         return;
     }
     let Ok(ifindex) = crate::sys::net::ifindex(&o.iface) else { return };
-    let cfg = XskConfig { queue: o.queue, zero_copy: ZeroCopy::Auto, ..XskConfig::default() };
+    let queue = o.queues.first().copied().unwrap_or(0);
+    let cfg = XskConfig { queue, zero_copy: ZeroCopy::Auto, ..XskConfig::default() };
     match Xsk::new(ifindex, &cfg) {
         Ok(s) => {
             v.push(f(
@@ -464,14 +487,66 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
         Err(e) => v.push(f(
             "AF_XDP socket",
             Status::Fail,
-            format!("cannot bind queue {}: {e}", o.queue),
+            format!("cannot bind queue {queue}: {e}"),
             "root or CAP_NET_ADMIN+CAP_NET_RAW; EBUSY means another socket (a running gateway?) holds the queue",
         )),
     }
 }
 
-fn core(o: &Options, online: &[usize], tune: &str, v: &mut Vec<Finding>) {
-    let c = o.core;
+/// The IRQs of each queue of the list (named after the interface and the
+/// queue in /proc/interrupts, as NIC drivers name them: eth1-TxRx-0,
+/// mlx5_comp0@pci:...): they should land on a housekeeping core, not on
+/// a loop's.
+fn queue_irqs(o: &Options, v: &mut Vec<Finding>) {
+    let table = read("/proc/interrupts").unwrap_or_default();
+    for &q in &o.queues {
+        let irqs: Vec<String> = table
+            .lines()
+            .filter(|l| {
+                let name = l.split_whitespace().last().unwrap_or("");
+                name.starts_with(o.iface.as_str())
+                    && name.rsplit(['-', '_']).next().and_then(|n| n.parse::<u32>().ok()) == Some(q)
+            })
+            .filter_map(|l| l.split(':').next().map(|n| n.trim().to_string()))
+            .collect();
+        if irqs.is_empty() {
+            v.push(f(
+                "queue IRQs",
+                Status::Info,
+                format!(
+                    "queue {q}: no IRQ named after {} (a virtual device, or a driver naming them otherwise)",
+                    o.iface
+                ),
+                "",
+            ));
+            continue;
+        }
+        let on_loop: Vec<&String> = irqs
+            .iter()
+            .filter(|n| {
+                read(&format!("/proc/irq/{n}/smp_affinity_list"))
+                    .is_some_and(|l| runtime::parse_cpu_list(&l).iter().any(|c| o.cores.contains(c)))
+            })
+            .collect();
+        if on_loop.is_empty() {
+            v.push(f(
+                "queue IRQs",
+                Status::Ok,
+                format!("queue {q}: IRQ(s) {} off the loops' cores", irqs.join(",")),
+                "",
+            ));
+        } else {
+            v.push(f(
+                "queue IRQs",
+                Status::Warn,
+                format!("queue {q}: IRQ(s) {} may land on a loop's core", on_loop.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")),
+                "steer each queue's IRQ to a housekeeping core: scripts/tune-host.sh --iface IF --core LIST --queue LIST --apply",
+            ));
+        }
+    }
+}
+
+fn core(c: usize, loops: &[usize], online: &[usize], tune: &str, v: &mut Vec<Finding>) {
     if runtime::core_isolated(c) {
         v.push(f("core isolated", Status::Ok, format!("cpu{c} in isolcpus/nohz_full"), ""));
     } else {
@@ -482,8 +557,13 @@ fn core(o: &Options, online: &[usize], tune: &str, v: &mut Vec<Finding>) {
             format!("boot with isolcpus=managed_irq,domain,{c} nohz_full={c} rcu_nocbs={c}"),
         ));
     }
-    if online.len() < 2 {
-        v.push(f("core free of IRQs", Status::Info, "one CPU online: nowhere else for IRQs", ""));
+    if online.iter().all(|c| loops.contains(c)) {
+        v.push(f(
+            "core free of IRQs",
+            Status::Info,
+            format!("cpu{c}: every online CPU runs a loop, nowhere else for IRQs"),
+            "",
+        ));
     } else {
         let mut on_core = Vec::new();
         if let Ok(d) = std::fs::read_dir("/proc/irq") {
@@ -603,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_missing_interface_or_core_fails_with_a_fix() {
-        let v = run(&Options { iface: "nosuch0".into(), core: 100_000, queue: 0, probe: false });
+        let v = run(&Options { iface: "nosuch0".into(), cores: vec![100_000], queues: vec![0], probe: false });
         let iface = v.iter().find(|x| x.item == "interface").unwrap();
         assert_eq!(iface.status, Status::Fail);
         assert!(iface.fix.contains("ip link"), "{iface:?}");
@@ -616,5 +696,19 @@ mod tests {
             }
         }
         assert!(render(&v).contains("FAIL  interface"));
+    }
+
+    #[test]
+    fn queue_and_core_lists_must_pair_up_and_every_core_is_checked() {
+        let o = Options { iface: "nosuch0".into(), cores: vec![0, 100_000], queues: vec![0], probe: false };
+        let v = run(&o);
+        let loops = v.iter().find(|x| x.item == "loops").expect("a loops finding");
+        assert_eq!(loops.status, Status::Fail);
+        assert!(loops.found.contains("1 queue(s), 2 core(s)"), "{loops:?}");
+        // cpu0 is checked, and the missing cpu100000 fails.
+        assert!(v.iter().any(|x| x.item == "core isolated" && x.found.contains("cpu0")), "{v:?}");
+        assert!(v.iter().any(|x| x.item == "core" && x.status == Status::Fail && x.found.contains("cpu100000")));
+        let paired = Options { cores: vec![0], ..o };
+        assert!(!run(&paired).iter().any(|x| x.item == "loops"));
     }
 }

@@ -9,12 +9,14 @@ pub(crate) struct DoctorArgs {
     /// The gateway's interface.
     #[arg(long)]
     pub(crate) iface: String,
-    /// The core the gateway's loop will be pinned to.
-    #[arg(long)]
-    pub(crate) core: usize,
-    /// The NIC queue the AF_XDP socket will bind.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) queue: u32,
+    /// The core the gateway's loop will be pinned to, or a list (0,1 or 2-3): one per --queue,
+    /// in the same order; each is checked (isolated, free of IRQs, governor).
+    #[arg(long, value_parser = super::parse_list)]
+    pub(crate) core: super::List,
+    /// The NIC queue the AF_XDP socket will bind, or a list, one per --core: the queue count is
+    /// checked against it, and each queue's IRQs against the loops' cores.
+    #[arg(long, default_value = "0", value_parser = super::parse_list)]
+    pub(crate) queue: super::List,
     /// Also bind an AF_XDP socket to the queue for a moment, to find out zero-copy, need_wakeup and
     /// the busy-poll options for real (on some NICs this reconfigures the queue: not on a live one).
     #[arg(long)]
@@ -25,7 +27,12 @@ pub(crate) struct DoctorArgs {
 }
 
 pub(crate) fn run(a: DoctorArgs) -> Result<ExitCode, String> {
-    let opts = tailgate::doctor::Options { iface: a.iface, core: a.core, queue: a.queue, probe: a.probe };
+    let opts = tailgate::doctor::Options {
+        iface: a.iface,
+        cores: a.core.0,
+        queues: a.queue.0.iter().map(|&q| q as u32).collect(),
+        probe: a.probe,
+    };
     let v = tailgate::doctor::run(&opts);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v).map_err(|e| format!("--json: {e}"))?);
