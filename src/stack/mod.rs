@@ -108,6 +108,10 @@ pub struct StackConfig {
     /// How long a closed connection may take to deliver what it queued and
     /// finish its close handshake before it is reset (ns).
     pub linger_ns: u64,
+    /// The NIC's RSS table and this loop's queue: outbound connections take
+    /// local ports whose replies arrive on that queue (None: the next free
+    /// port; replies that land on another loop's queue are handed over).
+    pub rss: Option<rss::RssTable>,
 }
 
 impl StackConfig {
@@ -125,6 +129,7 @@ impl StackConfig {
             retx_slots: 8192,
             retx_floor_ns: recovery::FLOOR_NS_DEFAULT,
             linger_ns: LINGER_NS_DEFAULT,
+            rss: None,
         }
     }
 }

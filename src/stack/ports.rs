@@ -33,11 +33,18 @@ impl PortSet {
     /// The first port not held, from where the last search ended, wrapping
     /// within `lo..=hi`; the search then moves past it.
     pub fn next_free(&mut self, lo: u16, hi: u16) -> Option<u16> {
+        self.next_free_where(lo, hi, |_| true)
+    }
+
+    /// The same, among the ports `mine` accepts (one loop of several takes
+    /// only its share of the range, so two loops never open the same
+    /// 4-tuple).
+    pub fn next_free_where(&mut self, lo: u16, hi: u16, mine: impl Fn(u16) -> bool) -> Option<u16> {
         let span = u32::from(hi.checked_sub(lo)?) + 1;
         let mut port = self.next.clamp(lo, hi);
         for _ in 0..span {
             let following = if port >= hi { lo } else { port + 1 };
-            if !self.is_held(port) {
+            if !self.is_held(port) && mine(port) {
                 self.next = following;
                 return Some(port);
             }

@@ -50,6 +50,22 @@ pub fn queue_of(hash: u32, indirection: &[u32]) -> Option<u32> {
     indirection.get(hash as usize % indirection.len()).copied()
 }
 
+/// A device's RSS table, owned, and the queue this stack's loop serves:
+/// outbound connections then take local ports whose replies RSS brings to
+/// that queue ([`Rss::pick_port`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RssTable {
+    pub key: Vec<u8>,
+    pub indirection: Vec<u32>,
+    pub queue: u32,
+}
+
+impl RssTable {
+    pub fn rss(&self) -> Rss<'_> {
+        Rss { key: &self.key, indirection: &self.indirection }
+    }
+}
+
 /// A device's RSS configuration: its hash key and indirection table.
 #[derive(Debug, Clone, Copy)]
 pub struct Rss<'a> {

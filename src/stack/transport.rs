@@ -63,10 +63,26 @@ impl<D: Link> Transport for Stack<D> {
         if hi == 0 {
             return Err(io::Error::other("this stack has no local port range: it makes no outbound connections"));
         }
-        let port = self.local_ports.next_free(lo, hi).ok_or_else(|| {
+        // One loop of several without an RSS table takes every n-th port of
+        // the range, so two loops never open the same 4-tuple.
+        let share = self.handoff.as_ref().map_or((1, 0), |h| (h.loops as u16, h.index as u16));
+        let mine = move |p: u16| p % share.0 == share.1;
+        let port = match &self.cfg.rss {
+            Some(t) => {
+                // From the port after the last one handed out, so ports spread.
+                let start = self.local_ports.next_free(lo, hi).unwrap_or(lo);
+                let held = &self.local_ports;
+                t.rss().pick_port(t.queue, self.cfg.ip, (ip, addr.port()), (lo, hi), start, |p| held.is_held(p))
+            }
+            None => self.local_ports.next_free_where(lo, hi, mine),
+        };
+        let port = port.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::AddrNotAvailable,
-                format!("connect to {addr}: every local port {lo}-{hi} is held by a live or closing connection"),
+                format!(
+                    "connect to {addr}: every local port {lo}-{hi}{} is held by a live or closing connection",
+                    if self.cfg.rss.is_some() || share.0 > 1 { " this loop may use" } else { "" }
+                ),
             )
         })?;
         let shard = shard_of(u32::from(ip), addr.port(), port);
