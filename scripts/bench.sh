@@ -150,11 +150,16 @@ start_server() { # name app
       >"$OUT/server.log" 2>&1 &
   fi
   SERVER_PID=$!
+  wait_serving
+  sleep 0.3
+}
+
+# Wait (5 s at most) for the server SERVER_PID to say it serves; its log if it died.
+wait_serving() {
   for _ in $(seq 50); do
     grep -q "^tailgate: serving \|Server is ready\|sockperf: \[" "$OUT/server.log" 2>/dev/null && break
     sleep 0.1
   done
-  sleep 0.3
   kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
 }
 
@@ -462,11 +467,7 @@ PY
         ip netns exec tg_gw "$BIN" serve "${args[@]}" --app orders --ip "$GW_IP" --port "$PORT" --spin \
           >"$OUT/server.log" 2>&1 &
         SERVER_PID=$!
-        for _ in $(seq 50); do
-          grep -q "^tailgate: serving " "$OUT/server.log" 2>/dev/null && break
-          sleep 0.1
-        done
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }
+        wait_serving
         ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --pingpong \
           --conns "${QUEUE_CONNS:-200}" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
           { cat "$OUT/client.log" >&2; exit 1; }

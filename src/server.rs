@@ -134,6 +134,22 @@ pub struct ServerStats {
     pub abandoned_bytes: u64,
 }
 
+impl ServerStats {
+    /// Add another loop's counters (the totals of several loops).
+    pub fn add(&mut self, o: &ServerStats) {
+        self.iterations += o.iterations;
+        self.opened += o.opened;
+        self.closed += o.closed;
+        self.aborted += o.aborted;
+        self.io_errors += o.io_errors;
+        self.flush_timeouts += o.flush_timeouts;
+        self.shutdown_sessions += o.shutdown_sessions;
+        self.drained += o.drained;
+        self.abandoned += o.abandoned;
+        self.abandoned_bytes += o.abandoned_bytes;
+    }
+}
+
 pub struct Server<T: Transport, A: App> {
     pub transport: T,
     pub app: A,

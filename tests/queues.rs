@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use common::*;
 
+/// Run `prog args` in namespace `ns` (10 s at most).
+fn run_in(lab: &Lab, ns: &str, prog: &str, args: &[&str]) -> std::process::Output {
+    let mut c = lab.cmd_in(ns, prog);
+    c.args(args);
+    run_bounded(c, Duration::from_secs(10))
+}
+
 /// `ethtool -S` of the gateway's interface: the value of `name`.
 fn nic_stat(lab: &Lab, name: &str) -> u64 {
-    let out = run_bounded(
-        {
-            let mut c = lab.cmd_in(&lab.ns_gw, "ethtool");
-            c.args(["-S", &lab.if_gw]);
-            c
-        },
-        Duration::from_secs(10),
-    );
+    let out = run_in(lab, &lab.ns_gw, "ethtool", &["-S", &lab.if_gw]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.trim().strip_prefix(&format!("{name}:")).and_then(|v| v.trim().parse().ok()))
@@ -119,14 +119,8 @@ fn frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_co
     // CPU 1 to tx queue 1, and TCP picks again (ooo_okay) whenever nothing
     // is in flight: a ping-pong client's frames follow its CPU.
     for (q, mask) in [(0, "1"), (1, "2")] {
-        let out = run_bounded(
-            {
-                let mut c = lab.cmd_in(&lab.ns_cli, "sh");
-                c.args(["-c", &format!("echo {mask} > /sys/class/net/{}/queues/tx-{q}/xps_cpus", lab.if_cli)]);
-                c
-            },
-            Duration::from_secs(10),
-        );
+        let xps = format!("echo {mask} > /sys/class/net/{}/queues/tx-{q}/xps_cpus", lab.if_cli);
+        let out = run_in(&lab, &lab.ns_cli, "sh", &["-c", &xps]);
         assert!(out.status.success(), "xps_cpus: {}", String::from_utf8_lossy(&out.stderr));
     }
     let gw = lab.serve_xdp("orders", &["--queue", "0,1", "--core", "0,1", "--spin"]);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::serve::{sampler_fields, stopped_fields, ServeApp, ServeArgs};
-use super::{xdp_config, BackendArg, XdpExtras};
+use super::{kernel_config, xdp_config, BackendArg};
 use tailgate::app::echo::Echo;
 use tailgate::app::orders::{Orders, OrdersConfig};
 use tailgate::app::sockperf::Sockperf;
@@ -113,15 +113,7 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
                 IpAddr::V4(ip) => ip,
                 IpAddr::V6(_) => return Err("--backend xdp needs an IPv4 address for the stack".into()),
             };
-            let extras = XdpExtras {
-                outbound: false,
-                backlog: a.backlog as usize,
-                stamp_rx: sampling.enabled,
-                drop_every: inject.loss_every.unwrap_or(0),
-                tx_drop_every: inject.tx_loss_every.unwrap_or(0),
-                place: (None, a.obs.reporter_core),
-            };
-            let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us, extras)?;
+            let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us, a.xdp_extras(&sampling, &inject, None))?;
             let qs: Vec<u32> = queues.0.iter().map(|&q| q as u32).collect();
             let (p, own) = attach(&cfg, cfg.stack.local_ports, &qs).map_err(|e| format!("xdp backend: {e}"))?;
             Ok((p, own, cfg))
@@ -143,14 +135,14 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
         return Err("--inject loss:N and tx-loss:N need the xdp backend".into());
     }
 
-    let mut handoffs = if xdp { ring_of_loops(n, HANDOFF_SLOTS)?.into_iter().map(Some).collect() } else { Vec::new() };
+    let mut handoffs = if xdp { ring_of_loops(n, HANDOFF_SLOTS)? } else { Vec::new() }.into_iter();
     let mut tracers = Vec::with_capacity(n);
     let mut consumers = Vec::with_capacity(n);
     for (i, &c) in cores.iter().enumerate() {
         let (mut t, cons) = Tracer::new(&sampling, inject, c.min(255) as u8)?;
         t.set_pinned(true);
         t.set_loop(i as u8);
-        tracers.push(Some(t));
+        tracers.push(t);
         consumers.extend(cons);
     }
     let reporter = if sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
@@ -182,8 +174,7 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
         None
     };
     let mut specs = Vec::with_capacity(n);
-    for (i, &core) in cores.iter().enumerate() {
-        let tracer = tracers[i].take().ok_or("tracer taken twice")?;
+    for ((i, &core), tracer) in cores.iter().enumerate().zip(tracers) {
         let published = reporter.as_ref().map(|r| r.published[i].clone());
         let (backend, place) = match (&prog, &base) {
             (Some(p), Some(cfg)) => {
@@ -193,18 +184,14 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
                     maps: p.maps()?,
                     ifindex: p.ifindex,
                     own_address,
-                    handoff: handoffs[i].take().ok_or("handoff taken twice")?,
+                    handoff: handoffs.next().ok_or("one handoff end per loop")?,
                 };
                 (Backend::Xdp(Box::new(cfg), of), format!("queue {}, core {core}", queues.0[i]))
             }
             _ => (
                 Backend::Kernel(KernelConfig {
-                    wait,
-                    busy_poll_us: a.busy_poll_us,
-                    max_conns: a.xdp.max_conns as usize,
-                    backlog: a.backlog.max(1) as usize,
                     reuse_port: Some(core),
-                    ..KernelConfig::default()
+                    ..kernel_config(&a.xdp, wait, a.busy_poll_us, a.backlog as usize)
                 }),
                 format!("core {core}"),
             ),
@@ -274,8 +261,8 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
         for l in &e.lines {
             log_info!("{l}");
         }
-        add_stats(&mut st, &e.st);
-        add_transport(&mut ts, &e.ts);
+        st.add(&e.st);
+        ts.add(&e.ts);
         errors.extend(e.error.clone());
     }
     log_info!("stopped: loops={} {}", ends.len(), stopped_fields(&st, &ts));
@@ -292,29 +279,6 @@ fn app_name(app: ServeApp) -> &'static str {
         ServeApp::Sockperf => "sockperf",
         ServeApp::UdpEcho => "udp-echo",
     }
-}
-
-fn add_stats(t: &mut ServerStats, s: &ServerStats) {
-    t.iterations += s.iterations;
-    t.opened += s.opened;
-    t.closed += s.closed;
-    t.aborted += s.aborted;
-    t.io_errors += s.io_errors;
-    t.flush_timeouts += s.flush_timeouts;
-    t.shutdown_sessions += s.shutdown_sessions;
-    t.drained += s.drained;
-    t.abandoned += s.abandoned;
-    t.abandoned_bytes += s.abandoned_bytes;
-}
-
-fn add_transport(t: &mut TransportStats, s: &TransportStats) {
-    t.accepted += s.accepted;
-    t.connected += s.connected;
-    t.closed += s.closed;
-    t.bytes_in += s.bytes_in;
-    t.bytes_out += s.bytes_out;
-    t.polls_useful += s.polls_useful;
-    t.polls_idle += s.polls_idle;
 }
 
 /// One loop's thread: pin, build its transport and server, serve until

@@ -207,6 +207,17 @@ pub(crate) fn xdp_config(
     Ok(c)
 }
 
+/// The kernel backend's configuration from the shared flags.
+pub(crate) fn kernel_config(x: &XdpArgs, wait: WaitMode, busy_poll_us: u32, backlog: usize) -> KernelConfig {
+    KernelConfig {
+        wait,
+        busy_poll_us,
+        max_conns: x.max_conns as usize,
+        backlog: backlog.max(1),
+        ..KernelConfig::default()
+    }
+}
+
 /// Build the transport for `--backend`; `auto` falls back to the kernel with
 /// the reason in one line.
 pub(crate) fn choose(
@@ -218,15 +229,9 @@ pub(crate) fn choose(
     extras: XdpExtras,
 ) -> Result<Chosen, String> {
     let kernel = || {
-        KernelTransport::new(KernelConfig {
-            wait,
-            busy_poll_us,
-            max_conns: x.max_conns as usize,
-            backlog: extras.backlog.max(1),
-            ..KernelConfig::default()
-        })
-        .map(|t| Chosen::Kernel(Box::new(t)))
-        .map_err(|e| format!("kernel backend: {e}"))
+        KernelTransport::new(kernel_config(x, wait, busy_poll_us, extras.backlog))
+            .map(|t| Chosen::Kernel(Box::new(t)))
+            .map_err(|e| format!("kernel backend: {e}"))
     };
     let xdp = || -> Result<Chosen, String> {
         let ip = stack_ip.ok_or("--backend xdp needs an IPv4 address for the stack")?;

@@ -192,6 +192,25 @@ impl ServeArgs {
         self.core.as_ref().map(super::List::first)
     }
 
+    /// What the XDP program and stack of a server do besides serving:
+    /// stamps for sampling, injected drops, the loop's core (`core`) and the
+    /// reporter's for a capture writer.
+    pub(crate) fn xdp_extras(
+        &self,
+        sampling: &SamplingConfig,
+        inject: &InjectConfig,
+        core: Option<usize>,
+    ) -> XdpExtras {
+        XdpExtras {
+            outbound: false,
+            backlog: self.backlog as usize,
+            stamp_rx: sampling.enabled,
+            drop_every: inject.loss_every.unwrap_or(0),
+            tx_drop_every: inject.tx_loss_every.unwrap_or(0),
+            place: (core, self.obs.reporter_core),
+        }
+    }
+
     /// Loops asked for: one per --queue with the xdp backend, one per
     /// --core with the kernel backend.
     fn loops(&self) -> usize {
@@ -216,14 +235,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     let _dma_latency = if a.no_cpu_dma_latency { None } else { runtime::hold_cpu_dma_latency_zero() };
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
-    let extras = XdpExtras {
-        outbound: false,
-        backlog: a.backlog as usize,
-        stamp_rx: sampling.enabled,
-        drop_every: inject.loss_every.unwrap_or(0),
-        tx_drop_every: inject.tx_loss_every.unwrap_or(0),
-        place: (a.core1(), a.obs.reporter_core),
-    };
+    let extras = a.xdp_extras(&sampling, &inject, a.core1());
     let needs_xdp = inject.loss_every.is_some() || inject.tx_loss_every.is_some();
     if needs_xdp && a.backend == BackendArg::Kernel {
         return Err(

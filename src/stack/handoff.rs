@@ -119,8 +119,9 @@ impl Handoff {
     }
 
     /// Copy `bytes` (arrived at `rx_ns`, `hops` handoffs so far) to the
-    /// next loop's ring; false (counted) when it is full.
-    pub(super) fn pass(&mut self, bytes: &[u8], rx_ns: u64, hops: u8) -> bool {
+    /// next loop's ring, counted as forwarded, or as an ARP reply shared
+    /// (`copy`); false (counted as dropped) when the ring is full.
+    pub(super) fn pass(&mut self, bytes: &[u8], rx_ns: u64, hops: u8, copy: bool) -> bool {
         let ok = self.next.push_with(|f| {
             let n = bytes.len().min(HANDOFF_FRAME);
             f.data[..n].copy_from_slice(&bytes[..n]);
@@ -130,6 +131,11 @@ impl Handoff {
         });
         if ok {
             self.pushed = true;
+            if copy {
+                self.stats.arp_shared += 1;
+            } else {
+                self.stats.forwarded += 1;
+            }
         } else {
             self.stats.dropped += 1;
         }
@@ -160,9 +166,9 @@ mod tests {
     #[test]
     fn loops_form_a_ring_and_a_frame_goes_to_the_next_loop() {
         let mut h = ring_of_loops(3, 8).unwrap();
-        assert!(h[0].pass(&[1, 2, 3], 42, 0));
+        assert!(h[0].pass(&[1, 2, 3], 42, 0, false));
         h[0].publish();
-        assert!(h[2].pass(&[9], 7, 1));
+        assert!(h[2].pass(&[9], 7, 1, false));
         h[2].publish();
         let got = h[1].inbox.pop_with(|f| (f.data[..usize::from(f.len)].to_vec(), f.rx_ns, f.hops));
         assert_eq!(got, Some((vec![1, 2, 3], 42, 1)));
@@ -175,8 +181,8 @@ mod tests {
     #[test]
     fn a_full_ring_drops_and_counts() {
         let mut h = ring_of_loops(2, 2).unwrap();
-        assert!(h[0].pass(&[1], 0, 0) && h[0].pass(&[2], 0, 0));
-        assert!(!h[0].pass(&[3], 0, 0));
+        assert!(h[0].pass(&[1], 0, 0, false) && h[0].pass(&[2], 0, 0, false));
+        assert!(!h[0].pass(&[3], 0, 0, false));
         assert_eq!(h[0].stats.dropped, 1);
         assert!(ring_of_loops(1, 8).is_err() && ring_of_loops(2, 3).is_err());
     }

@@ -503,9 +503,8 @@ impl<D: Link> Stack<D> {
         if key.tuple.is_some() {
             peer_mac.copy_from_slice(&bytes[6..12]);
         }
-        let arp_reply = key.tuple.is_none() && frame::is_arp_reply(bytes);
         if self.handoff.as_ref().is_some_and(|h| h.may_pass(hops)) {
-            if arp_reply {
+            if key.tuple.is_none() && frame::is_arp_reply(bytes) {
                 // Every loop learns the neighbour; this one too, below.
                 self.pass_on(rx_ns, hops, true);
             } else if !self.owns(&key) {
@@ -593,14 +592,8 @@ impl<D: Link> Stack<D> {
     /// Copy the staged frame to the next loop (`copy`: an ARP reply this
     /// loop also takes; otherwise a frame it does not own).
     fn pass_on(&mut self, rx_ns: u64, hops: u8, copy: bool) {
-        let Some(h) = self.handoff.as_mut() else { return };
-        let Some(bytes) = self.dev.staged_mut() else { return };
-        if h.pass(bytes, rx_ns, hops) {
-            if copy {
-                h.stats.arp_shared += 1;
-            } else {
-                h.stats.forwarded += 1;
-            }
+        if let (Some(h), Some(bytes)) = (self.handoff.as_mut(), self.dev.staged_mut()) {
+            h.pass(bytes, rx_ns, hops, copy);
         }
     }
 

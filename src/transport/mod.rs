@@ -103,6 +103,17 @@ pub struct TransportStats {
 }
 
 impl TransportStats {
+    /// Add another loop's counters (the totals of several loops).
+    pub fn add(&mut self, o: &TransportStats) {
+        self.accepted += o.accepted;
+        self.connected += o.connected;
+        self.closed += o.closed;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.polls_useful += o.polls_useful;
+        self.polls_idle += o.polls_idle;
+    }
+
     /// Count one `poll`: useful if it produced events.
     pub fn count_poll(&mut self, events: &[Event]) {
         if events.is_empty() {
