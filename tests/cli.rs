@@ -152,7 +152,35 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--queue", "1,1"], &["--queue", "twice"]),
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--core", "3-1"], &["--core", "backwards"]),
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--backend", "kernel", "--core", "0,99999"], &["--core 99999"]),
-        (&["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--queue", "0,1"], &["--queue 0,1", "serve"]),
+        (
+            &["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--queue", "0,1"],
+            &["--queue 0,1", "queue lists are for the xdp backend"],
+        ),
+        (
+            &[
+                "load",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                "7",
+                "--pingpong",
+                "--backend",
+                "xdp",
+                "--iface",
+                "lo",
+                "--local-ip",
+                "198.18.0.9",
+                "--queue",
+                "0,1",
+                "--core",
+                "0",
+            ],
+            &["--queue 0,1", "--core needs 2 cores"],
+        ),
+        (
+            &["load", "--ip", "127.0.0.1", "--port", "7", "--pingpong", "--core", "0,1", "--conns", "1"],
+            &["--conns 1", "fewer connections than the 2 loops"],
+        ),
         (
             &[
                 "serve",

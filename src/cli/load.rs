@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{choose, parse_rate, parse_secs, BackendArg, Chosen, XdpArgs, XdpExtras};
+use super::{choose, parse_list, parse_rate, parse_secs, BackendArg, Chosen, List, XdpArgs, XdpExtras};
 use tailgate::load::{LoadApp, LoadConfig, LoadGen, Mode};
 use tailgate::runtime;
 use tailgate::transport::WaitMode;
@@ -65,9 +65,11 @@ pub(crate) struct LoadArgs {
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
-    /// Pin the load generator to this CPU.
-    #[arg(long)]
-    pub(crate) core: Option<usize>,
+    /// Pin the load generator to this CPU; a list (0,1 or 0-3) runs one loop per core, each with
+    /// its share of --conns and --rate: with the xdp backend one per --queue (in the same
+    /// order), with the kernel backend one per core.
+    #[arg(long, value_parser = parse_list)]
+    pub(crate) core: Option<List>,
     #[command(flatten)]
     pub(crate) xdp: XdpArgs,
 }
@@ -91,15 +93,6 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
     if a.backend == BackendArg::Xdp && a.local_ip.is_none() {
         return Err("--backend xdp needs --local-ip, the address the load generator's stack owns".into());
     }
-    if a.xdp.queue.len() > 1 {
-        return Err(format!(
-            "--queue {}: the load generator runs one loop on one queue; lists are for serve",
-            a.xdp.queue.show()
-        ));
-    }
-    if let Some(core) = a.core {
-        runtime::pin_to_core(core)?;
-    }
     let stop = runtime::stop_flag().map_err(|e| format!("installing signal handlers: {e}"))?;
     let cfg = LoadConfig {
         addr: SocketAddr::new(a.ip, a.port),
@@ -112,20 +105,29 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         progress: a.duration > Duration::from_secs(2),
         logon_timeout: Duration::from_secs(10),
         burst: a.burst.map(|(n, ms)| (n, ms * 1_000_000)),
+        together: None,
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };
-    let report = match choose(
-        backend,
-        &a.xdp,
-        a.local_ip,
-        WaitMode::Spin,
-        0,
-        XdpExtras { outbound: true, place: (a.core, None), ..XdpExtras::default() },
-    )? {
-        Chosen::Kernel(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
-        Chosen::Xdp(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
-    }
-    .map_err(|e| format!("load: {e}"))?;
+    let cores = a.core.as_ref().map(|l| l.0.clone()).unwrap_or_default();
+    let report = if a.xdp.queue.len() > 1 || cores.len() > 1 {
+        super::load_loops::run(&a, backend, cfg, &stop)?
+    } else {
+        if let Some(&core) = cores.first() {
+            runtime::pin_to_core(core)?;
+        }
+        match choose(
+            backend,
+            &a.xdp,
+            a.local_ip,
+            WaitMode::Spin,
+            0,
+            XdpExtras { outbound: true, place: (cores.first().copied(), None), ..XdpExtras::default() },
+        )? {
+            Chosen::Kernel(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
+            Chosen::Xdp(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
+        }
+        .map_err(|e| format!("load: {e}"))?
+    };
     println!("{}", report.render());
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| format!("--json: {e}"))?;

@@ -3,6 +3,7 @@
 
 pub(crate) mod doctor;
 pub(crate) mod load;
+pub(crate) mod load_loops;
 pub(crate) mod loops;
 pub(crate) mod report;
 pub(crate) mod serve;
@@ -184,10 +185,17 @@ pub(crate) fn xdp_config(
     c.stack.wait = wait;
     c.stack.max_conns = x.max_conns as usize;
     c.stack.linger_ns = x.linger_ms * 1_000_000;
-    if !extras.outbound {
+    c.xsk.queue = x.queue.first() as u32;
+    if extras.outbound {
+        // A loop of several sets its own queue in the table (cli/load.rs).
+        c.stack.rss = tailgate::backend::xdp::device_rss(iface).map(|r| tailgate::stack::rss::RssTable {
+            key: r.key,
+            indirection: r.indirection,
+            queue: c.xsk.queue,
+        });
+    } else {
         c.stack.local_ports = (0, 0);
     }
-    c.xsk.queue = x.queue.first() as u32;
     if let Some(path) = &x.pcap {
         let mut p = tailgate::capture::CaptureConfig::new(path);
         p.snaplen = x.pcap_snaplen as usize;

@@ -32,7 +32,8 @@ mod workload;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -40,7 +41,7 @@ use serde::Serialize;
 
 pub use self::echo::{EchoLoad, ECHO_MIN_SIZE};
 pub use self::orders::OrdersLoad;
-pub use self::report::{Percentiles, Report};
+pub use self::report::{LoopShare, Percentiles, Report};
 pub use self::workload::Workload;
 use self::workload::{Replies, Tally};
 use crate::clock;
@@ -88,6 +89,25 @@ pub struct LoadConfig {
     /// Rate mode: (count, every ns): `count` more messages at once every
     /// `every` ns, round robin over the connections.
     pub burst: Option<(u32, u64)>,
+    /// One generator of several (one per loop): every one counts itself in
+    /// here once its sessions are logged on, and the measured run starts
+    /// when all of them have, so their runs overlap.
+    pub together: Option<Together>,
+}
+
+/// The start line of several generators (see [`LoadConfig::together`]).
+#[derive(Debug, Clone)]
+pub struct Together {
+    pub arrived: Arc<AtomicUsize>,
+    pub of: usize,
+}
+
+/// What a run leaves: its report, its round-trip histogram (to merge with
+/// other loops') and the transport (to read its counters).
+pub struct Outcome<T> {
+    pub report: Report,
+    pub hist: Histogram<u64>,
+    pub transport: T,
 }
 
 /// One connection, as the generator sees it: bytes in and out.
@@ -343,7 +363,12 @@ impl<T: Transport> LoadGen<T> {
     }
 
     /// Connect, log on, run, drain, report.
-    pub fn run(mut self, stop: &AtomicBool) -> io::Result<Report> {
+    pub fn run(self, stop: &AtomicBool) -> io::Result<Report> {
+        self.run_full(stop).map(|o| o.report)
+    }
+
+    /// [`LoadGen::run`], keeping the histogram and the transport.
+    pub fn run_full(mut self, stop: &AtomicBool) -> io::Result<Outcome<T>> {
         self.connect_all()?;
         // Wait for connections and logons.
         let deadline = clock::mono_ns() + self.cfg.logon_timeout.as_nanos() as u64;
@@ -362,6 +387,24 @@ impl<T: Transport> LoadGen<T> {
                     io::ErrorKind::TimedOut,
                     format!("{n} of {} connections not logged on after {:?}", self.cfg.conns, self.cfg.logon_timeout),
                 ));
+            }
+        }
+        if let Some(t) = self.cfg.together.clone() {
+            // Keep the sessions served while the other loops log on.
+            t.arrived.fetch_add(1, Ordering::AcqRel);
+            while t.arrived.load(Ordering::Acquire) < t.of && !stop.load(Ordering::Relaxed) {
+                self.pump(false)?;
+                if clock::mono_ns() > deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{} of {} loops logged on after {:?}",
+                            t.arrived.load(Ordering::Acquire),
+                            t.of,
+                            self.cfg.logon_timeout
+                        ),
+                    ));
+                }
             }
         }
 
@@ -510,7 +553,7 @@ impl<T: Transport> LoadGen<T> {
         self.t.flush(clock::mono_ns());
 
         let secs = run_ns as f64 / 1e9;
-        Ok(Report {
+        let report = Report {
             backend: self.t.name().to_string(),
             app: self.cfg.app,
             mode: match self.cfg.mode {
@@ -532,7 +575,9 @@ impl<T: Transport> LoadGen<T> {
             schedule_overruns: self.tally.overruns,
             shutdown_logouts: self.tally.shutdown_logouts,
             after_shutdown: self.tally.after_shutdown,
-        })
+            loops: Vec::new(),
+        };
+        Ok(Outcome { report, hist: self.hist, transport: self.t })
     }
 }
 
@@ -579,6 +624,7 @@ mod tests {
             progress: false,
             logon_timeout: Duration::from_secs(5),
             burst: None,
+            together: None,
         }
     }
 

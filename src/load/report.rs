@@ -59,9 +59,59 @@ pub struct Report {
     /// Requests unanswered on those sessions when the Logout came (sent
     /// after the gateway stopped reading; not failures).
     pub after_shutdown: u64,
+    /// With several loops (one per queue or core): each one's share.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loops: Vec<LoopShare>,
+}
+
+/// One loop's share of a run with several loops.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopShare {
+    pub index: usize,
+    /// "queue Q, core C" or "core C".
+    pub place: String,
+    pub conns: usize,
+    pub sent: u64,
+    pub answered: u64,
+    pub failures: u64,
+    pub throughput_msgs_per_s: f64,
+    pub p99_us: f64,
+    /// Frames that reached this loop's queue for another loop's connection,
+    /// passed on (xdp backend).
+    pub handoff_forwarded: u64,
+    /// Frames another loop passed to this one (shared ARP replies included).
+    pub handoff_received: u64,
 }
 
 impl Report {
+    /// One report of several loops' runs: counts summed, histograms merged,
+    /// the run as long as the longest loop's; `shares` become `loops`.
+    pub fn combine(parts: Vec<(Report, Histogram<u64>)>, shares: Vec<LoopShare>) -> Option<Report> {
+        let mut it = parts.into_iter();
+        let (mut r, mut h) = it.next()?;
+        for (p, ph) in it {
+            // Same bounds on both sides (the generator's), so add cannot fail.
+            let _ = h.add(&ph);
+            r.conns += p.conns;
+            r.duration_s = r.duration_s.max(p.duration_s);
+            r.sent += p.sent;
+            r.answered += p.answered;
+            r.unanswered += p.unanswered;
+            r.rejected += p.rejected;
+            r.out_of_sequence += p.out_of_sequence;
+            r.unexpected += p.unexpected;
+            r.corrupted += p.corrupted;
+            r.disconnected += p.disconnected;
+            r.schedule_overruns += p.schedule_overruns;
+            r.shutdown_logouts += p.shutdown_logouts;
+            r.after_shutdown += p.after_shutdown;
+        }
+        r.throughput_msgs_per_s = if r.duration_s > 0.0 { r.answered as f64 / r.duration_s } else { 0.0 };
+        r.rtt_us = Percentiles::from_hist(&h);
+        r.loops = shares;
+        Some(r)
+    }
+
     /// Problems that make the exit status non-zero.
     pub fn failures(&self) -> u64 {
         self.unanswered + self.rejected + self.out_of_sequence + self.unexpected + self.corrupted + self.disconnected
@@ -92,6 +142,22 @@ impl Report {
             "unanswered {}  rejected {}  out_of_sequence {}  unexpected {}  corrupted {}  disconnected {}",
             self.unanswered, self.rejected, self.out_of_sequence, self.unexpected, self.corrupted, self.disconnected
         ));
+        for l in &self.loops {
+            s.push_str(&format!(
+                "\nloop {} ({}): conns {}  sent {}  answered {}  failures {}  throughput {:.0} msg/s  p99 {:.1} us  \
+                 handoff forwarded {} received {}",
+                l.index,
+                l.place,
+                l.conns,
+                l.sent,
+                l.answered,
+                l.failures,
+                l.throughput_msgs_per_s,
+                l.p99_us,
+                l.handoff_forwarded,
+                l.handoff_received
+            ));
+        }
         if self.shutdown_logouts > 0 {
             s.push_str(&format!(
                 "\ngateway shutdown: {} sessions logged out (reason Shutdown); {} requests sent after it \

@@ -5,6 +5,7 @@
 //! sound, and every function here is safe to call.
 //!
 //! * [`net`]: interface index by name, the kernel's IPv4 addresses on it;
+//! * [`ethtool`]: the NIC's RSS key, indirection table and hashed fields;
 //! * [`rxts`]: `recvmsg` with the kernel's receive timestamp (control messages);
 //! * [`txack`]: the kernel's reports of the peer's ACKs (`SO_TIMESTAMPING`, error queue);
 //! * [`tsc`]: the CPU's time-stamp counter;
@@ -13,6 +14,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod ethtool;
 pub mod net;
 pub mod rxts;
 pub mod txack;

@@ -85,6 +85,37 @@ fn rx_queues(iface: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// The NIC's RSS key and indirection table, when `iface` spreads flows over
+/// several rx queues and the stack can compute the queue of a reply
+/// (Toeplitz on the four-tuple: `sys::ethtool::check`); `None` otherwise,
+/// with the reason logged. Outbound connections then pick local ports whose
+/// replies come back to the connecting loop's queue (`StackConfig::rss`).
+pub fn device_rss(iface: &str) -> Option<crate::sys::ethtool::RssConfig> {
+    let n = rx_queues(iface);
+    if n <= 1 {
+        return None;
+    }
+    match crate::sys::ethtool::rss_config(iface) {
+        Ok(c) => {
+            crate::log_info!(
+                "--iface {iface}: RSS Toeplitz over {n} rx queues ({}-entry table, {}-byte key): outbound connections \
+                 take local ports whose replies RSS brings to the connecting loop's queue",
+                c.indirection.len(),
+                c.key.len()
+            );
+            Some(c)
+        }
+        Err(e) => {
+            crate::log_warn!(
+                "{e}: replies to outbound connections may land on any of its {n} rx queues; with a loop on every \
+                 queue a reply on another loop's queue is handed to the loop that owns it (handoff_forwarded), \
+                 otherwise steer them to the bound queue (ethtool -N) or use one queue (ethtool -L)"
+            );
+            None
+        }
+    }
+}
+
 /// Load and attach the XDP program on `cfg.iface`; also whether the stack
 /// owns its address outright. `local_ports`: the outbound port range to
 /// redirect (the ports to listen on are added later by `listen` when the
