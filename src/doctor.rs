@@ -334,6 +334,29 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
         v.push(f("queues", Status::Ok, format!("{queues} rx queue(s), one AF_XDP socket and loop each"), ""));
     }
 
+    // RSS: can a loop pick local ports whose replies come back to its queue?
+    if queues > 1 {
+        match crate::sys::ethtool::rss_config(&o.iface) {
+            Ok(c) => v.push(f(
+                "RSS",
+                Status::Ok,
+                format!(
+                    "Toeplitz on the four-tuple, {}-entry table: outbound connections (load) take ports whose replies \
+                     come back to their loop's queue",
+                    c.indirection.len()
+                ),
+                "",
+            )),
+            Err(e) => v.push(f(
+                "RSS",
+                Status::Info,
+                e,
+                "outbound connections cannot choose their reply queue: with a loop on every queue, strays are handed \
+                 to the owning loop (handoff_forwarded)",
+            )),
+        }
+    }
+
     // Drops before the stack: the kernel's count for the interface, and the
     // driver's per-queue counters that say drop or miss.
     let mut drops: Vec<String> = Vec::new();
