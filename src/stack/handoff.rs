@@ -21,6 +21,18 @@
 //! ring shows in its message's receive stage. The rings are allocated at
 //! start-up ([`HANDOFF_SLOTS`] frames each); a full ring drops the frame
 //! and counts it (`handoff_dropped`), and TCP retransmits it.
+//!
+//! A loop that blocks (not `--spin`) sleeps in poll(2) on its socket and on
+//! its [`Doorbell`], an eventfd: a loop that hands it a frame while it is
+//! asleep writes the eventfd, so the frame waits for a wake-up, not for the
+//! sleeper's 1 ms timer tick. A spinning loop never sets its bell, and the
+//! producer then pays one atomic load per iteration that handed frames over.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rustix::event::{eventfd, EventfdFlags};
 
 use crate::sampler::ring::{ring_of, Consumer, Producer};
 use crate::transport::Counters;
@@ -61,6 +73,48 @@ pub struct HandoffStats {
     pub arp_shared: u64,
 }
 
+/// Wakes a blocked loop when another loop hands it a frame: an eventfd
+/// written only while its owner says it is asleep.
+#[derive(Debug)]
+pub struct Doorbell {
+    asleep: AtomicBool,
+    fd: OwnedFd,
+}
+
+impl Doorbell {
+    pub fn new() -> std::io::Result<Doorbell> {
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Doorbell { asleep: AtomicBool::new(false), fd })
+    }
+
+    /// The owner is about to sleep (true) or has woken (false). Sequentially
+    /// consistent with [`Doorbell::ring`]: the owner sets it, then looks at
+    /// its inbox; a producer publishes, then reads it; so either the owner
+    /// sees the frame or the producer sees it asleep and rings.
+    pub fn set_asleep(&self, asleep: bool) {
+        self.asleep.store(asleep, Ordering::SeqCst);
+    }
+
+    /// Wake the owner if it is asleep (one write(2); none while it runs).
+    pub fn ring(&self) {
+        fence(Ordering::SeqCst);
+        if self.asleep.load(Ordering::SeqCst) {
+            // A full counter (2^64-2 rings unread) still wakes the poll.
+            let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Reset the eventfd after a wake-up it caused.
+    pub fn clear(&self) {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut b);
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// One loop's ends of the handoff rings: its inbox, and the next loop's.
 pub struct Handoff {
     /// This loop's index and the number of loops.
@@ -69,6 +123,9 @@ pub struct Handoff {
     pub(super) inbox: Consumer<Handed>,
     pub(super) next: Producer<Handed>,
     pub(super) pushed: bool,
+    /// This loop's bell (rung by the previous loop), and the next loop's.
+    pub(super) bell: Arc<Doorbell>,
+    pub(super) next_bell: Arc<Doorbell>,
     pub stats: HandoffStats,
 }
 
@@ -94,6 +151,9 @@ pub fn ring_of_loops(loops: usize, slots: usize) -> Result<Vec<Handoff>, String>
         cons.push_back(c);
     }
     cons.rotate_right(1);
+    let bells = (0..loops)
+        .map(|i| Doorbell::new().map(Arc::new).map_err(|e| format!("loop {i}: handoff eventfd: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let out = prods
         .into_iter()
         .zip(cons)
@@ -104,6 +164,8 @@ pub fn ring_of_loops(loops: usize, slots: usize) -> Result<Vec<Handoff>, String>
             inbox,
             next,
             pushed: false,
+            bell: bells[index].clone(),
+            next_bell: bells[(index + 1) % loops].clone(),
             stats: HandoffStats::default(),
         })
         .collect();
@@ -148,7 +210,32 @@ impl Handoff {
         if self.pushed {
             self.pushed = false;
             self.next.publish();
+            self.next_bell.ring();
         }
+    }
+
+    /// Before the loop sleeps: say so to the previous loop, and false if a
+    /// frame already waits (then do not sleep).
+    pub(super) fn may_sleep(&self) -> bool {
+        self.bell.set_asleep(true);
+        if self.inbox.is_empty() {
+            return true;
+        }
+        self.bell.set_asleep(false);
+        false
+    }
+
+    /// After the sleep: `rang` when the bell woke it.
+    pub(super) fn woke(&self, rang: bool) {
+        self.bell.set_asleep(false);
+        if rang {
+            self.bell.clear();
+        }
+    }
+
+    /// The bell to sleep on.
+    pub(super) fn bell(&self) -> BorrowedFd<'_> {
+        self.bell.fd()
     }
 
     pub fn counters(&self, out: &mut Counters) {
@@ -162,6 +249,34 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn readable(fd: BorrowedFd<'_>) -> bool {
+        let mut p = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+        let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+        rustix::event::poll(&mut p, Some(&zero)).unwrap() == 1
+    }
+
+    #[test]
+    fn a_handoff_rings_the_next_loops_bell_only_while_it_sleeps() {
+        let mut h = ring_of_loops(2, 8).unwrap();
+        // Loop 1 runs: a frame handed to it writes nothing.
+        assert!(h[0].pass(&[1], 0, 0, false));
+        h[0].publish();
+        assert!(!readable(h[1].bell()));
+        // A frame waits: loop 1 must not sleep.
+        assert!(!h[1].may_sleep());
+        assert!(h[1].inbox.pop().is_some());
+        // Loop 1 sleeps: the next handoff wakes it, and the wake-up clears.
+        assert!(h[1].may_sleep());
+        assert!(!readable(h[1].bell()));
+        assert!(h[0].pass(&[2], 0, 0, false));
+        h[0].publish();
+        assert!(readable(h[1].bell()));
+        h[1].woke(true);
+        assert!(!readable(h[1].bell()));
+        // Loop 0's own bell was never rung.
+        assert!(!readable(h[0].bell()));
+    }
 
     #[test]
     fn loops_form_a_ring_and_a_frame_goes_to_the_next_loop() {

@@ -52,8 +52,10 @@ pub trait Link: Device {
     /// Put queued frames on the wire (AF_XDP: one kick per batch).
     fn flush(&mut self);
 
-    /// Sleep until a frame arrives or `timeout` passes.
-    fn wait(&mut self, timeout: Duration);
+    /// Sleep until a frame arrives, `bell` is readable (a frame another
+    /// loop handed over: [`super::handoff::Doorbell`]) or `timeout` passes;
+    /// true when `bell` is readable.
+    fn wait(&mut self, timeout: Duration, bell: Option<std::os::fd::BorrowedFd<'_>>) -> bool;
 
     /// Transmissions so far that found no room or a busy kernel (a change
     /// raises the kick-wait signal).

@@ -271,8 +271,9 @@ impl Link for MemLink {
 
     fn flush(&mut self) {}
 
-    fn wait(&mut self, _timeout: Duration) {
+    fn wait(&mut self, _timeout: Duration, _bell: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
         // Virtual time moves only when the test moves it.
+        false
     }
 
     fn counters(&self, out: &mut Counters) {

@@ -122,8 +122,13 @@ impl<D: Link> Transport for Stack<D> {
             // timer round (which serves one shard's timers).
             let tick = Duration::from_nanos(TIMER_EGRESS_NS).max(Duration::from_millis(1));
             let wait = timeout.map_or(tick, |t| t.min(tick));
-            if wait.as_millis() != 0 {
-                self.dev.wait(wait);
+            // With other loops: tell them this one sleeps (a frame they
+            // hand it rings its bell), unless one already waits.
+            if wait.as_millis() != 0 && self.handoff.as_ref().is_none_or(|h| h.may_sleep()) {
+                let rang = self.dev.wait(wait, self.handoff.as_ref().map(|h| h.bell()));
+                if let Some(h) = &self.handoff {
+                    h.woke(rang);
+                }
                 if self.tracing {
                     self.loop_flags |= signal::SLEPT;
                 }

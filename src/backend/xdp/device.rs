@@ -237,8 +237,8 @@ impl Link for XskDevice {
         self.xsk.tx.reap();
     }
 
-    fn wait(&mut self, timeout: Duration) {
-        self.xsk.rx.wait(timeout.as_millis().min(i32::MAX as u128) as i32);
+    fn wait(&mut self, timeout: Duration, bell: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
+        self.xsk.rx.wait(timeout.as_millis().min(i32::MAX as u128) as i32, bell)
     }
 
     fn tx_trouble(&self) -> u64 {

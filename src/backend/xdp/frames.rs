@@ -75,7 +75,7 @@ pub fn run(cfg: XdpConfig, port: u16, h: &mut impl FrameHandler, stop: &AtomicBo
         tx.kick();
         tx.reap();
         if n == 0 && cfg.stack.wait == WaitMode::Block {
-            rx.wait(10);
+            rx.wait(10, None);
         }
     }
     let mut c = crate::transport::Counters::default();

@@ -524,7 +524,7 @@ impl RxHalf {
     pub fn wake_if_needed(&mut self) {
         if self.fill.needs_wakeup() {
             self.stats.wakeups += 1;
-            self.wait(0);
+            self.wait(0, None);
         }
     }
 
@@ -549,13 +549,22 @@ impl RxHalf {
         }
     }
 
-    /// Sleep in poll(2) until RX has a frame or `timeout_ms` passes.
-    pub fn wait(&mut self, timeout_ms: i32) {
-        let mut p = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd on our own socket.
+    /// Sleep in poll(2) until RX has a frame, `bell` (another descriptor,
+    /// such as the handoff's eventfd) is readable, or `timeout_ms` passes.
+    /// True when `bell` is readable.
+    pub fn wait(&mut self, timeout_ms: i32, bell: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut p = [
+            libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: bell.map_or(-1, |b| b.as_raw_fd()), events: libc::POLLIN, revents: 0 },
+        ];
+        let n = if bell.is_some() { 2 } else { 1 };
+        // SAFETY: `n` valid pollfds on descriptors that outlive the call
+        // (our socket, and `bell`, borrowed for the call).
         unsafe {
-            libc::poll(&mut p, 1, timeout_ms);
+            libc::poll(p.as_mut_ptr(), n, timeout_ms);
         }
+        p[1].revents & libc::POLLIN != 0
     }
 }
 
