@@ -53,7 +53,13 @@
 #                                 kernel-1  serve --backend kernel --core 1
 #                                 kernel-2  serve --backend kernel --core 0,1 (SO_REUSEPORT)
 #                               throughput, p50/p99/p99.9 and each loop's share of the messages
-#                               (QUEUE_CONFIGS picks configurations)
+#                               (QUEUE_CONFIGS picks configurations). Not in the default set:
+#                                 stray     xdp-2 with blocking loops (no --spin), XPS sending from
+#                                           cpu0 to queue 0 and from cpu1 to queue 1, the client
+#                                           opening every connection on cpu0 (loop 0 owns them) and
+#                                           moved to cpu1 after 1 s: every later frame lands on
+#                                           queue 1 and is handed to loop 0, which sleeps
+#                                 stray-baseline  the same, the gateway from BASELINE_BIN
 #   scripts/bench.sh bulk       64 MiB echoed through one connection (BULK_MIB), kernel and xdp:
 #                               MiB/s each way, send and receive overlapped
 #   scripts/bench.sh connect    the accept path under stress, kernel and xdp (serve --app echo,
@@ -97,7 +103,7 @@ ensure_packages "${TG_PACKAGES[@]}" util-linux
 cargo build --release --quiet
 BIN=$PWD/target/release/tailgate
 BASELINE_BIN=${BASELINE_BIN:-}
-if [[ $SERVERS == *baseline* ]]; then
+if [[ $SERVERS == *baseline* || ${QUEUE_CONFIGS:-} == *baseline* ]]; then
   [[ -n $BASELINE_BIN && -x $BASELINE_BIN ]] ||
     { echo "bench.sh: the *-baseline servers need BASELINE_BIN, an executable tailgate built from another commit" >&2; exit 2; }
 fi
@@ -453,8 +459,10 @@ PY
         esac
         # veth delivers to the rx queue numbered like the tx queue a frame
         # left on; XPS on the client's end picks that queue per CPU.
-        xps0=0 xps1=0
+        xps0=0 xps1=0 bin=$BIN spin=--spin
         [[ $cfg == xdp-1 ]] && xps0=3
+        [[ $cfg == stray* ]] && xps0=1 xps1=2 spin=
+        [[ $cfg == stray-baseline ]] && bin=$BASELINE_BIN
         ip netns exec tg_cli sh -c "echo $xps0 > /sys/class/net/tg_cli0/queues/tx-0/xps_cpus; \
           echo $xps1 > /sys/class/net/tg_cli0/queues/tx-1/xps_cpus"
         case $cfg in
@@ -462,15 +470,21 @@ PY
           xdp-2) args=(--backend xdp --iface tg_gw0 --queue 0,1 --core 0,1) ;;
           kernel-1) args=(--backend kernel --core 1) ;;
           kernel-2) args=(--backend kernel --core 0,1) ;;
+          stray*) args=(--backend xdp --iface tg_gw0 --queue 0,1 --core 0,1) ;;
           *) echo "bench.sh: unknown queue configuration '$cfg'" >&2; exit 2 ;;
         esac
-        ip netns exec tg_gw "$BIN" serve "${args[@]}" --app orders --ip "$GW_IP" --port "$PORT" --spin \
+        ip netns exec tg_gw "$bin" serve "${args[@]}" --app orders --ip "$GW_IP" --port "$PORT" $spin \
           >"$OUT/server.log" 2>&1 &
         SERVER_PID=$!
         wait_serving
         ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --pingpong \
-          --conns "${QUEUE_CONNS:-200}" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
-          { cat "$OUT/client.log" >&2; exit 1; }
+          --conns "${QUEUE_CONNS:-200}" --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 &
+        load_pid=$!
+        if [[ $cfg == stray* ]]; then
+          sleep 1
+          taskset -a -p 2 "$load_pid" >/dev/null
+        fi
+        wait "$load_pid" || { cat "$OUT/client.log" >&2; exit 1; }
         stop_server
         j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
         per_loop=$(grep -o '^tailgate: \(loop [0-9]* \)\{0,1\}orders: .*messages_in=[0-9]*' "$OUT/server.log" |
