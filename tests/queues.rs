@@ -114,7 +114,17 @@ fn migrate(pid: u32, cpu: usize) {
 
 #[test]
 fn frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_connection() {
-    let test = "frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_connection";
+    strays_handed_over("frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_connection", true);
+}
+
+/// The same with blocking loops: loop 0 sleeps in poll(2) between orders,
+/// and every frame loop 1 hands it must wake it (the handoff doorbell).
+#[test]
+fn a_sleeping_loop_is_woken_by_the_frames_handed_to_it() {
+    strays_handed_over("a_sleeping_loop_is_woken_by_the_frames_handed_to_it", false);
+}
+
+fn strays_handed_over(test: &str, spin: bool) {
     if !lab_available(test) {
         return;
     }
@@ -128,7 +138,11 @@ fn frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_co
         let out = run_in(&lab, &lab.ns_cli, "sh", &["-c", &xps]);
         assert!(out.status.success(), "xps_cpus: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let gw = lab.serve_xdp("orders", &["--queue", "0,1", "--core", "0,1", "--spin"]);
+    let mut args = vec!["--queue", "0,1", "--core", "0,1"];
+    if spin {
+        args.push("--spin");
+    }
+    let gw = lab.serve_xdp("orders", &args);
     // The client starts on CPU 0: every SYN reaches queue 0 and loop 0 owns
     // every connection. After the first second it moves to CPU 1: its
     // frames then reach queue 1, whose loop owns none of them.
@@ -149,6 +163,12 @@ fn frames_that_land_on_the_other_queue_are_handed_to_the_loop_that_owns_their_co
     assert_eq!(per_loop(&log, "handoff_dropped"), vec![0, 0]);
     assert_eq!(per_loop(&log, "syn_cookies_invalid"), vec![0, 0], "no loop reset another's handshake");
     assert_eq!(per_loop(&log, "messages_in")[1], 0, "loop 1 served nothing");
+    let wakeups = per_loop(&log, "handoff_wakeups");
+    if spin {
+        assert_eq!(wakeups, vec![0, 0], "spinning loops never sleep");
+    } else {
+        assert!(wakeups[0] > 0, "loop 0 slept and was woken by handed-over frames: {wakeups:?}");
+    }
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub struct HandoffStats {
     pub dropped: u64,
     /// ARP replies copied on to the next loop.
     pub arp_shared: u64,
+    /// Sleeps this loop's bell ended (a frame handed to it while it slept).
+    pub wakeups: u64,
 }
 
 /// Wakes a blocked loop when another loop hands it a frame: an eventfd
@@ -226,10 +228,11 @@ impl Handoff {
     }
 
     /// After the sleep: `rang` when the bell woke it.
-    pub(super) fn woke(&self, rang: bool) {
+    pub(super) fn woke(&mut self, rang: bool) {
         self.bell.set_asleep(false);
         if rang {
             self.bell.clear();
+            self.stats.wakeups += 1;
         }
     }
 
@@ -242,6 +245,7 @@ impl Handoff {
         out.event("handoff_forwarded", self.stats.forwarded);
         out.event("handoff_received", self.stats.received);
         out.event("handoff_arp_shared", self.stats.arp_shared);
+        out.event("handoff_wakeups", self.stats.wakeups);
         out.drop("handoff_dropped", self.stats.dropped);
     }
 }
@@ -274,6 +278,7 @@ mod tests {
         assert!(readable(h[1].bell()));
         h[1].woke(true);
         assert!(!readable(h[1].bell()));
+        assert_eq!((h[1].stats.wakeups, h[0].stats.wakeups), (1, 0));
         // Loop 0's own bell was never rung.
         assert!(!readable(h[0].bell()));
     }

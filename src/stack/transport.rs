@@ -126,7 +126,7 @@ impl<D: Link> Transport for Stack<D> {
             // hand it rings its bell), unless one already waits.
             if wait.as_millis() != 0 && self.handoff.as_ref().is_none_or(|h| h.may_sleep()) {
                 let rang = self.dev.wait(wait, self.handoff.as_ref().map(|h| h.bell()));
-                if let Some(h) = &self.handoff {
+                if let Some(h) = &mut self.handoff {
                     h.woke(rang);
                 }
                 if self.tracing {
