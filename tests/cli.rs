@@ -299,3 +299,69 @@ fn kernel_backend_accepts_the_backlog_after_emfile() {
     let log = log.join().unwrap();
     assert!(log.contains("accept failed") && log.contains("retrying"), "{log}");
 }
+
+#[test]
+fn load_with_a_core_list_runs_a_loop_per_core_and_merges_their_reports() {
+    use std::time::{Duration, Instant};
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port_s = port.to_string();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        Command::new(BIN)
+            .args(["serve", "--backend", "kernel", "--ip", "127.0.0.1", "--port", &port_s, "--app", "orders"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json = std::env::temp_dir().join(format!("tg-cli-loops-{}.json", std::process::id()));
+    let (code, text) = run(&[
+        "load",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port_s,
+        "--app",
+        "orders",
+        "--conns",
+        "7",
+        "--rate",
+        "700",
+        "--duration",
+        "0.5",
+        "--core",
+        "0,1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let report = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("7 connections split 4/3"), "{text}");
+    let r: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
+    let loops = r["loops"].as_array().expect("one share per loop");
+    let conns: Vec<u64> = loops.iter().map(|l| l["conns"].as_u64().unwrap()).collect();
+    assert_eq!(conns, vec![4, 3], "{r}");
+    let sent: Vec<u64> = loops.iter().map(|l| l["sent"].as_u64().unwrap()).collect();
+    // Each loop's share of the rate follows its share of the connections:
+    // 400/s and 300/s for 0.5 s (the first at 0), bounded by the run.
+    assert!(sent[0] > sent[1] && sent[1] > 0, "{sent:?}");
+    assert_eq!(r["sent"].as_u64(), Some(sent.iter().sum()), "{r}");
+    assert_eq!(r["answered"], r["sent"], "{r}");
+    assert_eq!(r["rtt_us"]["samples"], r["answered"], "the loops' histograms merged: {r}");
+    assert_eq!(r["mode"].as_str(), Some("rate 700 msg/s"), "{r}");
+}

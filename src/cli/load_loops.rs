@@ -50,7 +50,6 @@ pub(crate) fn run(
     cfg: LoadConfig,
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
-    let cores: Vec<usize> = a.core.as_ref().map(|l| l.0.clone()).unwrap_or_default();
     let queues = &a.xdp.queue;
     let mut xdp = match backend {
         BackendArg::Xdp => true,
@@ -60,33 +59,10 @@ pub(crate) fn run(
     if a.xdp.pcap.is_some() {
         return Err("--pcap captures one loop's frames: give one --queue and one --core to capture".into());
     }
-    if !xdp && queues.len() > 1 {
-        return Err(format!(
-            "--queue {}: queue lists are for the xdp backend; the kernel backend runs one loop per --core",
-            queues.show()
-        ));
-    }
-    if xdp && queues.len() == 1 {
-        return Err(format!(
-            "--core {}: several cores for one --queue; the xdp backend runs one loop per queue (e.g. --queue 0,1 \
-             --core 2,3)",
-            a.core.as_ref().map(super::List::show).unwrap_or_default()
-        ));
-    }
-    let n = if xdp { queues.len() } else { cores.len() };
-    if cores.len() != n {
-        return Err(format!(
-            "--queue {} gives {n} loops, one per queue: --core needs {n} cores, one per loop in the same order (got {})",
-            queues.show(),
-            if cores.is_empty() { "none".to_string() } else { a.core.as_ref().map(super::List::show).unwrap_or_default() }
-        ));
-    }
+    let cores = super::plan_loops(xdp, queues, a.core.as_ref())?;
+    let n = cores.len();
     if (cfg.conns as u64) < n as u64 {
         return Err(format!("--conns {}: fewer connections than the {n} loops; give at least one per loop", cfg.conns));
-    }
-    let online = runtime::online_cpus();
-    if let Some(c) = cores.iter().find(|c| !online.contains(c)) {
-        return Err(format!("--core {c}: not an online CPU (online: {online:?})"));
     }
 
     // The XDP program is attached once, here, with every queue's socket
@@ -111,11 +87,9 @@ pub(crate) fn run(
                 base = Some(c);
             }
             Err(e) if backend == BackendArg::Auto => {
+                // One kernel loop per core given (one per queue).
                 log_warn!("backend auto: kernel, because the xdp backend failed: {e}");
                 xdp = false;
-                if cores.len() < 2 {
-                    return Err(format!("the kernel backend runs one loop per --core; {} core(s) given", cores.len()));
-                }
             }
             Err(e) => return Err(e),
         }

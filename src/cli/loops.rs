@@ -52,7 +52,6 @@ struct LoopEnd {
 pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, String> {
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
-    let cores: Vec<usize> = a.core.as_ref().map(|l| l.0.clone()).unwrap_or_default();
     let queues = &a.xdp.queue;
     let mut xdp = match a.backend {
         BackendArg::Xdp => true,
@@ -65,31 +64,9 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
     if a.xdp.pcap.is_some() {
         return Err("--pcap captures one loop's frames: give one --queue and one --core to capture".into());
     }
-    if !xdp && queues.len() > 1 {
-        return Err(format!(
-            "--queue {}: queue lists are for the xdp backend; the kernel backend runs one loop per --core",
-            queues.show()
-        ));
-    }
-    if xdp && queues.len() == 1 {
-        return Err(format!(
-            "--core {}: several cores for one --queue; the xdp backend runs one loop per queue (e.g. --queue 0,1 \
-             --core 2,3)",
-            a.core.as_ref().map(super::List::show).unwrap_or_default()
-        ));
-    }
-    let n = if xdp { queues.len() } else { cores.len() };
-    if cores.len() != n {
-        return Err(format!(
-            "--queue {} gives {n} loops, one per queue: --core needs {n} cores, one per loop in the same order (got {})",
-            queues.show(),
-            if cores.is_empty() { "none".to_string() } else { a.core.as_ref().map(super::List::show).unwrap_or_default() }
-        ));
-    }
+    let cores = super::plan_loops(xdp, queues, a.core.as_ref())?;
+    let n = cores.len();
     let online = runtime::online_cpus();
-    if let Some(c) = cores.iter().find(|c| !online.contains(c)) {
-        return Err(format!("--core {c}: not an online CPU (online: {online:?})"));
-    }
     if let Some(rc) = a.obs.reporter_core {
         if !online.contains(&rc) {
             return Err(format!("--reporter-core {rc}: not an online CPU (online: {online:?})"));

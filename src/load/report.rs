@@ -175,3 +175,53 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(conns: usize, secs: f64, rtts_us: &[u64], unanswered: u64) -> (Report, Histogram<u64>) {
+        let mut h = Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for &us in rtts_us {
+            h.record(us * 1000).unwrap();
+        }
+        let r = Report {
+            backend: "xdp".into(),
+            app: LoadApp::Orders,
+            mode: "pingpong".into(),
+            conns,
+            duration_s: secs,
+            sent: rtts_us.len() as u64 + unanswered,
+            answered: rtts_us.len() as u64,
+            throughput_msgs_per_s: 0.0,
+            rtt_us: Percentiles::from_hist(&h),
+            unanswered,
+            rejected: 0,
+            out_of_sequence: 0,
+            unexpected: 0,
+            corrupted: 0,
+            disconnected: 0,
+            schedule_overruns: 0,
+            shutdown_logouts: 0,
+            after_shutdown: 0,
+            loops: Vec::new(),
+        };
+        (r, h)
+    }
+
+    #[test]
+    fn loops_combine_into_one_report_with_merged_percentiles() {
+        // Loop 0: 99 fast round trips; loop 1: one slow one and one unanswered.
+        let a = part(3, 1.0, &[10; 99], 0);
+        let b = part(2, 2.0, &[5000], 1);
+        let r = Report::combine(vec![a, b], Vec::new()).unwrap();
+        assert_eq!((r.conns, r.sent, r.answered, r.unanswered), (5, 101, 100, 1));
+        assert_eq!(r.failures(), 1);
+        assert_eq!(r.duration_s, 2.0, "the longest loop's run");
+        assert_eq!(r.throughput_msgs_per_s, 50.0);
+        assert_eq!(r.rtt_us.samples, 100);
+        assert!((r.rtt_us.p50 - 10.0).abs() < 0.1, "{:?}", r.rtt_us);
+        assert!(r.rtt_us.max >= 4990.0, "the slow loop's tail survives the merge: {:?}", r.rtt_us);
+        assert!(Report::combine(Vec::new(), Vec::new()).is_none());
+    }
+}
