@@ -56,10 +56,7 @@ pub(crate) fn run(
         BackendArg::Kernel => false,
         BackendArg::Auto => a.local_ip.is_some(),
     };
-    if a.xdp.pcap.is_some() {
-        return Err("--pcap captures one loop's frames: give one --queue and one --core to capture".into());
-    }
-    let cores = super::plan_loops(xdp, queues, a.core.as_ref())?;
+    let cores = super::plan_loops(xdp, &a.xdp, a.core.as_ref())?;
     let n = cores.len();
     if (cfg.conns as u64) < n as u64 {
         return Err(format!("--conns {}: fewer connections than the {n} loops; give at least one per loop", cfg.conns));

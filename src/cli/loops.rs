@@ -61,10 +61,7 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
     if a.app == ServeApp::UdpEcho {
         return Err("--app udp-echo runs one loop (give one --queue and one --core)".into());
     }
-    if a.xdp.pcap.is_some() {
-        return Err("--pcap captures one loop's frames: give one --queue and one --core to capture".into());
-    }
-    let cores = super::plan_loops(xdp, queues, a.core.as_ref())?;
+    let cores = super::plan_loops(xdp, &a.xdp, a.core.as_ref())?;
     let n = cores.len();
     let online = runtime::online_cpus();
     if let Some(rc) = a.obs.reporter_core {

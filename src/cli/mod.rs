@@ -136,7 +136,11 @@ pub(crate) fn parse_list(s: &str) -> Result<List, String> {
 /// The loops that `--queue` and `--core` lists ask for (serve and load):
 /// one per queue on the xdp backend, one per core on the kernel backend;
 /// their cores, in order, or the refusal that names the flags.
-pub(crate) fn plan_loops(xdp: bool, queues: &List, core: Option<&List>) -> Result<Vec<usize>, String> {
+pub(crate) fn plan_loops(xdp: bool, x: &XdpArgs, core: Option<&List>) -> Result<Vec<usize>, String> {
+    let queues = &x.queue;
+    if x.pcap.is_some() {
+        return Err("--pcap captures one loop's frames: give one --queue and one --core to capture".into());
+    }
     let cores: Vec<usize> = core.map(|l| l.0.clone()).unwrap_or_default();
     let shown = || core.map(List::show).unwrap_or_default();
     if !xdp && queues.len() > 1 {
