@@ -305,9 +305,7 @@ fn interface(o: &Options, ifdir: &str, tune: &str, kv: (u32, u32), v: &mut Vec<F
     }
 
     // Queues against the one socket the gateway binds.
-    let queues = std::fs::read_dir(format!("{ifdir}/queues"))
-        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
-        .unwrap_or(1) as u32;
+    let queues = crate::backend::xdp::rx_queues(&o.iface) as u32;
     let mine: Vec<String> = o.queues.iter().map(u32::to_string).collect();
     let mine = mine.join(",");
     if let Some(q) = o.queues.iter().find(|&&q| q >= queues) {

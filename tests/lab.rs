@@ -11,37 +11,11 @@ use tailgate::proto::{ClientMsg, Code8, Frame, GatewayMsg, NewOrder, OrderKind, 
 
 const PORT: &str = "7777";
 
-fn json(out: &std::process::Output, path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
-            "no JSON report ({e}); stdout: {} stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    serde_json::from_str(&text).expect("valid JSON report")
-}
-
 fn orders_over(conns: usize) {
     let lab = Lab::up(false);
     let srv = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", PORT, "--app", "orders"]);
-    let dir = std::env::temp_dir().join(format!("tg-orders-{}-{conns}", std::process::id()));
-    let report = dir.with_extension("json");
     let n = conns.to_string();
-    let out = lab.load(&[
-        "--app",
-        "orders",
-        "--conns",
-        &n,
-        "--rate",
-        "4000",
-        "--duration",
-        "2",
-        "--json",
-        report.to_str().unwrap(),
-    ]);
-    let r = json(&out, &report);
-    let _ = std::fs::remove_file(&report);
+    let (out, r) = lab.load_report(&["--app", "orders", "--conns", &n, "--rate", "4000", "--duration", "2"]);
     let log = srv.stop();
     assert!(out.status.success(), "load failed: {}", String::from_utf8_lossy(&out.stdout));
     let sent = r["sent"].as_u64().unwrap();

@@ -212,8 +212,7 @@ fn the_load_generator_runs_one_loop_per_queue_on_xdp_too() {
     // The gateway blocks (no --spin): the client's two loops spin, and this
     // machine has two CPUs.
     let gw = lab.serve_xdp("orders", &["--queue", "0,1", "--core", "0,1"]);
-    let json = std::env::temp_dir().join(format!("tg-{test}-{}.json", std::process::id()));
-    let out = lab.load(&[
+    let (out, r) = lab.load_report(&[
         "--backend",
         "xdp",
         "--iface",
@@ -231,11 +230,7 @@ fn the_load_generator_runs_one_loop_per_queue_on_xdp_too() {
         "--pingpong",
         "--duration",
         "1",
-        "--json",
-        json.to_str().unwrap(),
     ]);
-    let text = std::fs::read_to_string(&json).unwrap_or_default();
-    let _ = std::fs::remove_file(&json);
     let log = gw.stop();
     let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "load failed: {said}");
@@ -245,7 +240,6 @@ fn the_load_generator_runs_one_loop_per_queue_on_xdp_too() {
         said.contains("reading the RSS key and indirection table (SIOCETHTOOL): the driver does not report it"),
         "{said}"
     );
-    let r: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
     let loops = r["loops"].as_array().expect("one share per loop");
     assert_eq!(loops.len(), 2, "{r}");
     let mut answered = Vec::new();

@@ -219,21 +219,7 @@ fn xdp_pcap_capture_reads_back_with_tcpdump() {
 #[test]
 fn xdp_orders_every_order_acked_once() {
     let Some((lab, srv)) = xdp_lab("xdp_orders_every_order_acked_once", "orders", &[]) else { return };
-    let report = std::env::temp_dir().join(format!("tg-xdp-orders-{}.json", std::process::id()));
-    let out = lab.load(&[
-        "--app",
-        "orders",
-        "--conns",
-        "50",
-        "--rate",
-        "5000",
-        "--duration",
-        "2",
-        "--json",
-        report.to_str().unwrap(),
-    ]);
-    let text = std::fs::read_to_string(&report).unwrap_or_default();
-    let _ = std::fs::remove_file(&report);
+    let (out, r) = lab.load_report(&["--app", "orders", "--conns", "50", "--rate", "5000", "--duration", "2"]);
     let log = srv.stop();
     assert!(
         out.status.success(),
@@ -241,7 +227,6 @@ fn xdp_orders_every_order_acked_once() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
     let sent = r["sent"].as_u64().unwrap();
     assert!(sent >= 9000, "{r}");
     assert_eq!(r["answered"].as_u64(), Some(sent));

@@ -13,18 +13,13 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use super::load::LoadArgs;
+use super::multi::{plan_loops, Attached, LoopBackend};
 use super::{kernel_config, xdp_config, BackendArg, XdpExtras};
-use tailgate::backend::kernel::{KernelConfig, KernelTransport};
-use tailgate::backend::xdp::{attach, LoopOf, XdpConfig, XdpTransport};
+use tailgate::backend::kernel::KernelTransport;
+use tailgate::backend::xdp::XdpTransport;
 use tailgate::load::{LoadConfig, LoadGen, LoopShare, Mode, Report, Together};
-use tailgate::stack::handoff::{ring_of_loops, HANDOFF_SLOTS};
 use tailgate::transport::{Transport, WaitMode};
-use tailgate::{log_info, log_warn, runtime};
-
-enum Backend {
-    Xdp(Box<XdpConfig>, LoopOf),
-    Kernel(KernelConfig),
-}
+use tailgate::{log_info, runtime};
 
 /// A loop's report, its histogram (merged into the totals) and its share.
 type LoopEnd = Result<(Report, Histogram<u64>, LoopShare), String>;
@@ -33,7 +28,7 @@ struct Spec {
     index: usize,
     core: usize,
     place: String,
-    backend: Backend,
+    backend: LoopBackend,
     cfg: LoadConfig,
 }
 
@@ -51,48 +46,34 @@ pub(crate) fn run(
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
     let queues = &a.xdp.queue;
-    let mut xdp = match backend {
+    let xdp = match backend {
         BackendArg::Xdp => true,
         BackendArg::Kernel => false,
         BackendArg::Auto => a.local_ip.is_some(),
     };
-    let cores = super::plan_loops(xdp, &a.xdp, a.core.as_ref())?;
+    let cores = plan_loops(xdp, &a.xdp, a.core.as_ref())?;
     let n = cores.len();
     if (cfg.conns as u64) < n as u64 {
         return Err(format!("--conns {}: fewer connections than the {n} loops; give at least one per loop", cfg.conns));
     }
 
     // The XDP program is attached once, here, with every queue's socket
-    // registered by its loop; it is detached when `prog` drops, after
+    // registered by its loop; it is detached when `attached` drops, after
     // every loop has stopped.
-    let mut prog = None;
-    let mut base: Option<XdpConfig> = None;
-    let mut own_address = false;
-    if xdp {
-        let attempt = || -> Result<_, String> {
-            let ip = a.local_ip.ok_or("--backend xdp needs --local-ip, the address the load generator's stack owns")?;
-            let extras = XdpExtras { outbound: true, ..XdpExtras::default() };
-            let c = xdp_config(&a.xdp, ip, WaitMode::Spin, 0, extras)?;
-            let qs: Vec<u32> = queues.0.iter().map(|&q| q as u32).collect();
-            let (p, own) = attach(&c, c.stack.local_ports, &qs).map_err(|e| format!("xdp backend: {e}"))?;
-            Ok((p, own, c))
-        };
-        match attempt() {
-            Ok((p, own, c)) => {
-                prog = Some(p);
-                own_address = own;
-                base = Some(c);
-            }
-            Err(e) if backend == BackendArg::Auto => {
-                // One kernel loop per core given (one per queue).
-                log_warn!("backend auto: kernel, because the xdp backend failed: {e}");
-                xdp = false;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let mut attached = if xdp {
+        let cfg = a
+            .local_ip
+            .ok_or_else(|| "--backend xdp needs --local-ip, the address the load generator's stack owns".to_string())
+            .and_then(|ip| {
+                xdp_config(&a.xdp, ip, WaitMode::Spin, 0, XdpExtras { outbound: true, ..XdpExtras::default() })
+            });
+        // On a failure, auto runs one kernel loop per core given.
+        Attached::attach(cfg, queues, backend == BackendArg::Auto)?
+    } else {
+        None
+    };
+    let xdp = attached.is_some();
 
-    let mut handoffs = if xdp { ring_of_loops(n, HANDOFF_SLOTS)? } else { Vec::new() }.into_iter();
     let arrived = Arc::new(AtomicUsize::new(0));
     let mut specs = Vec::with_capacity(n);
     for (i, &core) in cores.iter().enumerate() {
@@ -114,23 +95,12 @@ pub(crate) fn run(
             together: Some(Together { arrived: arrived.clone(), of: n }),
             ..cfg.clone()
         };
-        let (backend, place) = match (&prog, &base) {
-            (Some(p), Some(c)) => {
-                let mut c = c.clone();
-                let q = queues.0[i] as u32;
-                c.xsk.queue = q;
-                if let Some(t) = c.stack.rss.as_mut() {
-                    t.queue = q;
-                }
-                let of = LoopOf {
-                    maps: p.maps()?,
-                    ifindex: p.ifindex,
-                    own_address,
-                    handoff: handoffs.next().ok_or("one handoff end per loop")?,
-                };
-                (Backend::Xdp(Box::new(c), of), format!("queue {q}, core {core}"))
+        let (backend, place) = match attached.as_mut() {
+            Some(x) => {
+                let (b, q) = x.next_loop()?;
+                (b, format!("queue {q}, core {core}"))
             }
-            _ => (Backend::Kernel(kernel_config(&a.xdp, WaitMode::Spin, 0, 1)), format!("core {core}")),
+            None => (LoopBackend::Kernel(kernel_config(&a.xdp, WaitMode::Spin, 0, 1)), format!("core {core}")),
         };
         specs.push(Spec { index: i, core, place, backend, cfg: lcfg });
     }
@@ -169,7 +139,7 @@ pub(crate) fn run(
             })
             .collect()
     });
-    drop(prog);
+    drop(attached);
     let mut parts = Vec::with_capacity(n);
     let mut shares = Vec::with_capacity(n);
     let mut errors = Vec::new();
@@ -200,11 +170,11 @@ fn one_loop(spec: Spec, stop: &AtomicBool) -> LoopEnd {
     let r = (|| {
         runtime::pin_to_core(spec.core)?;
         match spec.backend {
-            Backend::Xdp(c, of) => {
+            LoopBackend::Xdp(c, of) => {
                 let t = XdpTransport::for_loop(*c, of).map_err(|e| format!("loop {i}: xdp backend: {e}"))?;
                 generate(t, spec.index, spec.place, spec.cfg, stop)
             }
-            Backend::Kernel(c) => {
+            LoopBackend::Kernel(c) => {
                 let t = KernelTransport::new(c).map_err(|e| format!("loop {i}: kernel backend: {e}"))?;
                 generate(t, spec.index, spec.place, spec.cfg, stop)
             }

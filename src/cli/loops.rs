@@ -9,33 +9,27 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::multi::{plan_loops, Attached, LoopBackend};
 use super::serve::{sampler_fields, stopped_fields, ServeApp, ServeArgs};
 use super::{kernel_config, xdp_config, BackendArg};
 use tailgate::app::echo::Echo;
-use tailgate::app::orders::{Orders, OrdersConfig};
+use tailgate::app::orders::Orders;
 use tailgate::app::sockperf::Sockperf;
 use tailgate::app::App;
 use tailgate::backend::kernel::{KernelConfig, KernelTransport};
-use tailgate::backend::xdp::{attach, LoopOf, XdpConfig, XdpTransport};
+use tailgate::backend::xdp::XdpTransport;
 use tailgate::sampler::reporter::{Published, Reporter, ReporterConfig};
 use tailgate::sampler::tracer::Tracer;
-use tailgate::server::{Server, ServerConfig, ServerStats};
-use tailgate::stack::handoff::{ring_of_loops, HANDOFF_SLOTS};
+use tailgate::server::{Server, ServerStats};
 use tailgate::transport::{CounterReader, Counters, Transport, TransportStats, WaitMode};
 use tailgate::{log_info, log_warn, runtime};
-
-/// What one loop runs on.
-enum Backend {
-    Xdp(Box<XdpConfig>, LoopOf),
-    Kernel(KernelConfig),
-}
 
 struct LoopSpec {
     index: usize,
     core: usize,
     /// "queue Q, core C" or "core C".
     place: String,
-    backend: Backend,
+    backend: LoopBackend,
     tracer: Tracer,
     published: Option<Arc<Published>>,
 }
@@ -53,7 +47,7 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
     let queues = &a.xdp.queue;
-    let mut xdp = match a.backend {
+    let xdp = match a.backend {
         BackendArg::Xdp => true,
         BackendArg::Kernel => false,
         BackendArg::Auto => a.xdp.iface.is_some(),
@@ -61,7 +55,7 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
     if a.app == ServeApp::UdpEcho {
         return Err("--app udp-echo runs one loop (give one --queue and one --core)".into());
     }
-    let cores = super::plan_loops(xdp, &a.xdp, a.core.as_ref())?;
+    let cores = plan_loops(xdp, &a.xdp, a.core.as_ref())?;
     let n = cores.len();
     let online = runtime::online_cpus();
     if let Some(rc) = a.obs.reporter_core {
@@ -78,38 +72,20 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
 
     // The XDP program is attached once, here, and detached after every loop
     // has stopped; each loop binds its own socket (and UMEM) to its queue.
-    let mut prog = None;
-    let mut base: Option<XdpConfig> = None;
-    let mut own_address = false;
-    if xdp {
-        let attempt = || -> Result<_, String> {
-            let ip = match a.ip {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(_) => return Err("--backend xdp needs an IPv4 address for the stack".into()),
-            };
-            let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us, a.xdp_extras(&sampling, &inject, None))?;
-            let qs: Vec<u32> = queues.0.iter().map(|&q| q as u32).collect();
-            let (p, own) = attach(&cfg, cfg.stack.local_ports, &qs).map_err(|e| format!("xdp backend: {e}"))?;
-            Ok((p, own, cfg))
+    let mut attached = if xdp {
+        let cfg = match a.ip {
+            IpAddr::V4(ip) => xdp_config(&a.xdp, ip, wait, a.busy_poll_us, a.xdp_extras(&sampling, &inject, None)),
+            IpAddr::V6(_) => Err("--backend xdp needs an IPv4 address for the stack".into()),
         };
-        match attempt() {
-            Ok((p, own, cfg)) => {
-                prog = Some(p);
-                own_address = own;
-                base = Some(cfg);
-            }
-            Err(e) if a.backend == BackendArg::Auto && !needs_xdp => {
-                log_warn!("backend auto: kernel, because the xdp backend failed: {e}");
-                xdp = false;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+        Attached::attach(cfg, queues, a.backend == BackendArg::Auto && !needs_xdp)?
+    } else {
+        None
+    };
+    let xdp = attached.is_some();
     if !xdp && needs_xdp {
         return Err("--inject loss:N and tx-loss:N need the xdp backend".into());
     }
 
-    let mut handoffs = if xdp { ring_of_loops(n, HANDOFF_SLOTS)? } else { Vec::new() }.into_iter();
     let mut tracers = Vec::with_capacity(n);
     let mut consumers = Vec::with_capacity(n);
     for (i, &c) in cores.iter().enumerate() {
@@ -120,7 +96,7 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
         consumers.extend(cons);
     }
     let reporter = if sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
-        let syscall_counters: Option<CounterReader> = match prog.as_ref().map(|p| p.counter_reader()) {
+        let syscall_counters: Option<CounterReader> = match attached.as_ref().map(|x| x.prog.counter_reader()) {
             Some(Ok(r)) => Some(Box::new(move || {
                 let mut c = Counters::default();
                 r.read().fill(&mut c);
@@ -150,20 +126,13 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
     let mut specs = Vec::with_capacity(n);
     for ((i, &core), tracer) in cores.iter().enumerate().zip(tracers) {
         let published = reporter.as_ref().map(|r| r.published[i].clone());
-        let (backend, place) = match (&prog, &base) {
-            (Some(p), Some(cfg)) => {
-                let mut cfg = cfg.clone();
-                cfg.xsk.queue = queues.0[i] as u32;
-                let of = LoopOf {
-                    maps: p.maps()?,
-                    ifindex: p.ifindex,
-                    own_address,
-                    handoff: handoffs.next().ok_or("one handoff end per loop")?,
-                };
-                (Backend::Xdp(Box::new(cfg), of), format!("queue {}, core {core}", queues.0[i]))
+        let (backend, place) = match attached.as_mut() {
+            Some(x) => {
+                let (b, q) = x.next_loop()?;
+                (b, format!("queue {q}, core {core}"))
             }
-            _ => (
-                Backend::Kernel(KernelConfig {
+            None => (
+                LoopBackend::Kernel(KernelConfig {
                     reuse_port: Some(core),
                     ..kernel_config(&a.xdp, wait, a.busy_poll_us, a.backlog as usize)
                 }),
@@ -228,7 +197,7 @@ pub(crate) fn run(a: &ServeArgs, stop: &Arc<AtomicBool>) -> Result<ExitCode, Str
     if let Some(rep) = reporter {
         rep.stop();
     }
-    drop(prog);
+    drop(attached);
     let (mut st, mut ts) = (ServerStats::default(), TransportStats::default());
     let mut errors = Vec::new();
     for e in &ends {
@@ -267,11 +236,11 @@ fn one_loop(a: &ServeArgs, spec: LoopSpec, stop: &AtomicBool, ready: &AtomicUsiz
             );
         }
         match spec.backend {
-            Backend::Xdp(cfg, of) => {
+            LoopBackend::Xdp(cfg, of) => {
                 let t = XdpTransport::for_loop(*cfg, of).map_err(|e| format!("loop {index}: xdp backend: {e}"))?;
                 with_app(t, a, spec.index, spec.place, spec.tracer, spec.published, stop, ready)
             }
-            Backend::Kernel(cfg) => {
+            LoopBackend::Kernel(cfg) => {
                 let t = KernelTransport::new(cfg).map_err(|e| format!("loop {index}: kernel backend: {e}"))?;
                 with_app(t, a, spec.index, spec.place, spec.tracer, spec.published, stop, ready)
             }
@@ -294,22 +263,10 @@ fn with_app<T: Transport>(
     stop: &AtomicBool,
     ready: &AtomicUsize,
 ) -> Result<LoopEnd, String> {
-    let scfg = ServerConfig {
-        rx_buf: a.rx_buf as usize,
-        tx_buf: a.tx_buf as usize,
-        drain_ns: a.drain_ms * 1_000_000,
-        ..ServerConfig::default()
-    };
+    let scfg = a.server_config();
     let lp = Loop { index, place, tracer, published, stop, ready };
     match a.app {
-        ServeApp::Orders => {
-            let cfg = OrdersConfig {
-                heartbeat_ms: a.heartbeat_ms,
-                idle_timeout_ms: a.idle_timeout_ms,
-                max_open_orders: a.max_open_orders as usize,
-            };
-            drive(Server::new(t, Orders::new(cfg), scfg), a, lp)
-        }
+        ServeApp::Orders => drive(Server::new(t, Orders::new(a.orders_config()), scfg), a, lp),
         ServeApp::Echo => drive(Server::new(t, Echo::default(), scfg), a, lp),
         ServeApp::Sockperf => {
             drive(Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg), a, lp)

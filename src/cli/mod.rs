@@ -5,6 +5,7 @@ pub(crate) mod doctor;
 pub(crate) mod load;
 pub(crate) mod load_loops;
 pub(crate) mod loops;
+pub(crate) mod multi;
 pub(crate) mod report;
 pub(crate) mod serve;
 pub(crate) mod storm;
@@ -131,44 +132,6 @@ pub(crate) fn parse_list(s: &str) -> Result<List, String> {
         return Err(format!("'{s}': at most 64 entries"));
     }
     Ok(List(v))
-}
-
-/// The loops that `--queue` and `--core` lists ask for (serve and load):
-/// one per queue on the xdp backend, one per core on the kernel backend;
-/// their cores, in order, or the refusal that names the flags.
-pub(crate) fn plan_loops(xdp: bool, x: &XdpArgs, core: Option<&List>) -> Result<Vec<usize>, String> {
-    let queues = &x.queue;
-    if x.pcap.is_some() {
-        return Err("--pcap captures one loop's frames: give one --queue and one --core to capture".into());
-    }
-    let cores: Vec<usize> = core.map(|l| l.0.clone()).unwrap_or_default();
-    let shown = || core.map(List::show).unwrap_or_default();
-    if !xdp && queues.len() > 1 {
-        return Err(format!(
-            "--queue {}: queue lists are for the xdp backend; the kernel backend runs one loop per --core",
-            queues.show()
-        ));
-    }
-    if xdp && queues.len() == 1 {
-        return Err(format!(
-            "--core {}: several cores for one --queue; the xdp backend runs one loop per queue (e.g. --queue 0,1 \
-             --core 2,3)",
-            shown()
-        ));
-    }
-    let n = if xdp { queues.len() } else { cores.len() };
-    if cores.len() != n {
-        return Err(format!(
-            "--queue {} gives {n} loops, one per queue: --core needs {n} cores, one per loop in the same order (got {})",
-            queues.show(),
-            if cores.is_empty() { "none".to_string() } else { shown() }
-        ));
-    }
-    let online = tailgate::runtime::online_cpus();
-    if let Some(c) = cores.iter().find(|c| !online.contains(c)) {
-        return Err(format!("--core {c}: not an online CPU (online: {online:?})"));
-    }
-    Ok(cores)
 }
 
 pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {

@@ -211,6 +211,25 @@ impl ServeArgs {
         }
     }
 
+    /// The server's buffers and drain time.
+    pub(crate) fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            rx_buf: self.rx_buf as usize,
+            tx_buf: self.tx_buf as usize,
+            drain_ns: self.drain_ms * 1_000_000,
+            ..ServerConfig::default()
+        }
+    }
+
+    /// The order gateway's session limits.
+    pub(crate) fn orders_config(&self) -> OrdersConfig {
+        OrdersConfig {
+            heartbeat_ms: self.heartbeat_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            max_open_orders: self.max_open_orders as usize,
+        }
+    }
+
     /// Loops asked for: one per --queue with the xdp backend, one per
     /// --core with the kernel backend.
     fn loops(&self) -> usize {
@@ -287,12 +306,7 @@ pub(crate) fn serve_on<T: Transport>(
     stop: &AtomicBool,
 ) -> Result<ExitCode, String> {
     let addr = SocketAddr::new(a.ip, a.port);
-    let scfg = ServerConfig {
-        rx_buf: a.rx_buf as usize,
-        tx_buf: a.tx_buf as usize,
-        drain_ns: a.drain_ms * 1_000_000,
-        ..ServerConfig::default()
-    };
+    let scfg = a.server_config();
     let what = format!(
         "backend={} ({}) core={}",
         t.name(),
@@ -300,14 +314,7 @@ pub(crate) fn serve_on<T: Transport>(
         a.core1().map(|c| c.to_string()).unwrap_or_else(|| "unpinned".into())
     );
     match a.app {
-        ServeApp::Orders => {
-            let cfg = OrdersConfig {
-                heartbeat_ms: a.heartbeat_ms,
-                idle_timeout_ms: a.idle_timeout_ms,
-                max_open_orders: a.max_open_orders as usize,
-            };
-            run_server(Server::new(t, Orders::new(cfg), scfg), addr, &what, a, obs, stop)
-        }
+        ServeApp::Orders => run_server(Server::new(t, Orders::new(a.orders_config()), scfg), addr, &what, a, obs, stop),
         ServeApp::Echo => run_server(Server::new(t, Echo::default(), scfg), addr, &what, a, obs, stop),
         ServeApp::Sockperf => run_server(
             Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg),

@@ -162,6 +162,29 @@ impl Lab {
         run_bounded(c, Duration::from_secs(120))
     }
 
+    /// [`Lab::load`] with `--json` to a file of its own: the output and the
+    /// report (the run's output in the panic if no report was written).
+    pub fn load_report(&self, args: &[&str]) -> (Output, serde_json::Value) {
+        let path = std::env::temp_dir().join(format!(
+            "tg-load-{}-{}.json",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut all = args.to_vec();
+        all.extend(["--json", path.to_str().expect("a UTF-8 temporary path")]);
+        let out = self.load(&all);
+        let text = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_file(&path);
+        let text = text.unwrap_or_else(|e| {
+            panic!(
+                "no JSON report ({e}); stdout: {} stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out, serde_json::from_str(&text).expect("valid JSON report"))
+    }
+
     /// Run `f` on a thread that has entered the client namespace, so that
     /// sockets it creates live there.
     pub fn in_client_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -79,7 +79,8 @@ pub fn mac_of(iface: &str) -> io::Result<[u8; 6]> {
     Ok(b)
 }
 
-fn rx_queues(iface: &str) -> usize {
+/// The interface's rx queues, from sysfs (1 if it cannot be read).
+pub fn rx_queues(iface: &str) -> usize {
     std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
         .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
         .unwrap_or(1)
