@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every check: formatting, clippy, unit tests, and the lab tests in
+# Run every check: formatting, clippy, the docs (warnings denied), unit tests, and the lab tests in
 # network namespaces (as root; without root they skip with a message).
 # Installs what is missing first.
 set -euo pipefail
@@ -24,6 +24,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "== cargo test"
 cargo test --all-targets --quiet
 cargo test --doc --quiet

@@ -17,10 +17,10 @@
 //! [`Transport::acks`](crate::transport::Transport::acks)), a record whose
 //! message produced a reply is not pushed at the end of its iteration but
 //! held, in a pool of [`HELD_CAP`] records allocated at start-up, until the
-//! ACK covering the reply's last byte comes ([`Tracer::on_ack`]), the
+//! ACK covering the reply's last byte comes ([`Tracer::on_acks`]), the
 //! connection closes ([`Tracer::conn_closed`]) or [`ACK_DEADLINE_NS`]
 //! passes (flag [`cause::ACK_LATE`]). The server passes the tracer's watch
-//! requests ([`Tracer::watch_requests`]) on to the transport, so only
+//! requests ([`Tracer::take_watch_requests`]) on to the transport, so only
 //! connections with held records report their ACKs.
 //!
 //! The loop's time in an iteration is split into known work (the poll,

@@ -25,10 +25,15 @@
 //! and the connection is established.
 //!
 //! Cookie layout (32 bits, before whitening by a keyed hash of the 4-tuple):
-//! 2 bits of time slot (a slot is 2^36 ns, about 69 s; a cookie is good in
-//! its slot and the next), 2 bits of MSS (536, 1300, 1440 or 1460 bytes,
-//! the largest not above the peer's), 4 bits of window scale (15: none), 1
-//! bit of SACK permitted, and 23 bits of MAC. A blind attacker needs about
+//! the low 2 bits of the time slot (a slot is 2^36 ns, about 69 s; a cookie
+//! is good in its slot and the next), 2 bits of MSS (536, 1300, 1440 or 1460
+//! bytes, the largest not above the peer's), 4 bits of window scale (15:
+//! none), 1 bit of SACK permitted, and 23 bits of MAC. The MAC covers the
+//! whole slot counter, which the check rebuilds from its own clock (the
+//! current slot or the one before, whichever has the cookie's low bits), so
+//! a cookie dies after two slots for good: one captured from a `--pcap` file
+//! or the wire cannot open a connection minutes later, as Linux's cookies
+//! (which MAC the full counter too) cannot. A blind attacker needs about
 //! 2^23 guesses per 4-tuple to open a connection.
 //!
 //! What cookies give up, as in Linux: the stack does not retransmit its
@@ -46,8 +51,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{ArpOperation, TcpControl, TcpRepr, TcpSeqNumber};
 
-use super::flow::flow_key;
-use super::frame::{emit_arp, emit_tcp, tcp_frame_len, FrameKey, ARP_FRAME_LEN};
+use super::frame::{emit_arp, emit_tcp, flow_key, tcp_frame_len, FrameKey, ARP_FRAME_LEN};
 use super::guard::{Reply, Verdict};
 use super::{shard_of, AckWatch, Conn, Link, Stack};
 use crate::transport::Counters;
@@ -104,39 +108,43 @@ impl Cookies {
         Cookies { k0, k1 }
     }
 
-    fn hash(&self, flow: u64, peer_isn: u32, data: u32) -> u64 {
+    /// The keyed hash of a flow, its peer's ISN, a cookie's data bits and
+    /// the full time slot counter.
+    fn hash(&self, flow: u64, peer_isn: u32, data: u32, slot: u64) -> u64 {
         let mut h = SipHasher24::new_with_keys(self.k0, self.k1);
         h.write_u64(flow);
         h.write_u32(peer_isn);
         h.write_u32(data);
+        h.write_u64(slot);
         h.finish()
     }
 
     /// The whitening of flow `flow`: cookies of different flows share no
     /// visible structure.
     fn white(&self, flow: u64, peer_isn: u32) -> u32 {
-        (self.hash(flow, peer_isn, u32::MAX) >> 32) as u32
+        (self.hash(flow, peer_isn, u32::MAX, u64::MAX) >> 32) as u32
     }
 
     /// The cookie (our ISN) for a SYN of flow `flow` with ISN `peer_isn`
     /// and options `o`, at `now` (ns).
     pub fn make(&self, flow: u64, peer_isn: u32, o: SynOpts, now: u64) -> u32 {
-        let data = ((now >> SLOT_SHIFT) as u32 & 3) << 7 | o.bits();
-        let mac = self.hash(flow, peer_isn, data) as u32 & MAC_MASK;
+        let slot = now >> SLOT_SHIFT;
+        let data = (slot as u32 & 3) << 7 | o.bits();
+        let mac = self.hash(flow, peer_isn, data, slot) as u32 & MAC_MASK;
         ((data << MAC_BITS) | mac).wrapping_add(self.white(flow, peer_isn))
     }
 
     /// The options of `cookie` if it is one this key made for flow `flow`
     /// and peer ISN `peer_isn`, in the time slot of `now` or the one before.
+    /// The cookie carries only the slot's low 2 bits: the full counter is
+    /// the current slot or the previous one, whichever has those bits, and
+    /// the MAC must hold for it.
     pub fn check(&self, flow: u64, peer_isn: u32, cookie: u32, now: u64) -> Option<SynOpts> {
         let raw = cookie.wrapping_sub(self.white(flow, peer_isn));
         let data = raw >> MAC_BITS;
-        let slot = data >> 7;
-        let cur = (now >> SLOT_SHIFT) as u32 & 3;
-        if slot != cur && slot != (cur + 3) & 3 {
-            return None;
-        }
-        if self.hash(flow, peer_isn, data) as u32 & MAC_MASK != raw & MAC_MASK {
+        let cur = now >> SLOT_SHIFT;
+        let slot = [cur, cur.wrapping_sub(1)].into_iter().find(|s| (*s as u32 & 3) == data >> 7)?;
+        if self.hash(flow, peer_isn, data, slot) as u32 & MAC_MASK != raw & MAC_MASK {
             return None;
         }
         SynOpts::from_bits(data & 127)
@@ -453,6 +461,27 @@ mod tests {
         assert!(c.check(1, 2, k, NOW + slot).is_some(), "the next slot");
         assert!(c.check(1, 2, k, NOW + 2 * slot).is_none(), "two slots on");
         assert!(c.check(1, 2, k, NOW - 1).is_none(), "before it was made");
+    }
+
+    /// A captured cookie must not come back to life when the 2-bit slot
+    /// the cookie carries comes round again (4 slots, about 275 s, on), nor
+    /// ever after: the MAC covers the full slot counter.
+    #[test]
+    fn a_cookie_never_holds_again_in_a_later_slot() {
+        let c = Cookies::new(7, 8);
+        let slot = 1u64 << SLOT_SHIFT;
+        for made_at in [NOW, NOW + slot / 2, NOW + slot - 1] {
+            for flow in 0..64u64 {
+                let k = c.make(flow, 2, opts(), made_at);
+                assert!(c.check(flow, 2, k, made_at).is_some());
+                for later in [2u64, 3, 4, 5, 8, 9, 100, 101, 1 << 20] {
+                    for within in [0, slot / 2, slot - 1] {
+                        let at = (made_at & !(slot - 1)) + later * slot + within;
+                        assert!(c.check(flow, 2, k, at).is_none(), "flow {flow}: {later} slots later");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

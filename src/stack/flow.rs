@@ -93,10 +93,6 @@ impl Hasher for FlowHasher {
 
 pub type FlowMap = HashMap<u64, Flow, BuildHasherDefault<FlowHasher>>;
 
-pub fn flow_key(remote: u32, remote_port: u16, local_port: u16) -> u64 {
-    (u64::from(remote) << 32) | (u64::from(remote_port) << 16) | u64::from(local_port)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,11 @@ pub struct FrameKey {
     pub rx_ns: u64,
 }
 
+/// The key of a TCP flow, from `(remote address, remote port, local port)`.
+pub fn flow_key(remote: u32, remote_port: u16, local_port: u16) -> u64 {
+    (u64::from(remote) << 32) | (u64::from(remote_port) << 16) | u64::from(local_port)
+}
+
 /// TCP flag bits (the flags byte of the header).
 pub mod tcp_flags {
     pub const FIN: u8 = 0x01;
@@ -300,6 +305,41 @@ pub fn tcp_segment(b: &[u8]) -> Option<TcpSegment<'_>> {
 /// The payload length of an IPv4 TCP segment, or `None` if `b` is not one.
 pub fn tcp_payload_len(b: &[u8]) -> Option<usize> {
     tcp_segment(b).map(|(_, t)| t.payload().len())
+}
+
+/// A TCP segment smoltcp sent (inbound ones are read once, by
+/// `frame::classify`).
+pub struct Tcp {
+    /// The flow key: the remote end is the destination.
+    pub key: u64,
+    pub seq: u32,
+    pub ack: Option<u32>,
+    pub window: u16,
+    /// Payload bytes.
+    pub payload: u32,
+    pub fin: bool,
+    pub syn: bool,
+    pub rst: bool,
+    /// The destination's hardware address.
+    pub peer_mac: [u8; 6],
+}
+
+/// Read a frame smoltcp wrote (trusted: its own output).
+pub fn parse_sent(frame: &[u8]) -> Option<Tcp> {
+    let (ip, t) = tcp_segment(frame)?;
+    let mut peer_mac = [0u8; 6];
+    peer_mac.copy_from_slice(&frame[..6]);
+    Some(Tcp {
+        key: flow_key(u32::from(ip.dst_addr()), t.dst_port(), t.src_port()),
+        seq: t.seq_number().0 as u32,
+        ack: t.ack().then(|| t.ack_number().0 as u32),
+        window: t.window_len(),
+        payload: t.payload().len() as u32,
+        fin: t.fin(),
+        syn: t.syn(),
+        rst: t.rst(),
+        peer_mac,
+    })
 }
 
 #[cfg(test)]

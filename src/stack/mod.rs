@@ -8,11 +8,16 @@
 //! parameter, as smoltcp does.
 //!
 //! ```text
-//! mod.rs        Stack: config, shards, ingress (demultiplex), egress, scan
+//! mod.rs        Stack: config, shards, sockets, egress, the poll's passes
+//! ingress.rs    frames off the link: judged, answered or given to their shard's smoltcp
+//! scan.rs       socket states into events; closing sockets freed
 //! transport.rs  impl Transport for Stack (listen, connect, poll, recv, send, close)
 //! link.rs       the Link trait: Device + staging, flush, wait, the link's clock
 //! frame.rs      checked views of untrusted frames (4-tuple, checksums)
-//! guard.rs      RFC 5961 checks, TIME-WAIT records, replies the stack crafts
+//! guard.rs      RFC 5961 checks, TIME-WAIT records
+//! reply.rs      segments the stack writes itself (challenge ACK, RST, cookie SYN-ACK)
+//! seq.rs        sequence-number arithmetic
+//! tap.rs        the link as smoltcp sees it: each frame it sends, shown to guard and recovery
 //! door.rs       SYN cookies: every passive open, no half-open state
 //! handoff.rs    frames that landed on another loop's queue, passed to their owner
 //! flow.rs       per-flow arrival and retransmission observations (tracing)
@@ -33,29 +38,35 @@ pub mod flow;
 pub mod frame;
 pub mod guard;
 pub mod handoff;
+mod ingress;
 pub mod link;
 pub mod ports;
 pub mod recovery;
+pub mod reply;
 pub mod rss;
+mod scan;
+pub mod seq;
 pub mod sim;
+pub mod tap;
 mod transport;
 
 use std::net::Ipv4Addr;
 
 use slab::Slab;
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
-use smoltcp::socket::tcp::{self, State};
+use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
-use self::door::{Door, SynOpts};
-use self::flow::{flow_key, FlowMap};
-use self::frame::{tcp_flags, FrameKey};
-use self::guard::{Guard, Release, Reply, Verdict};
+use self::door::Door;
+use self::flow::FlowMap;
+use self::frame::flow_key;
+use self::guard::{Guard, Release, Reply};
 use self::handoff::Handoff;
 pub use self::link::Link;
 use self::ports::PortSet;
-use self::recovery::{Recovery, Tap};
+use self::recovery::Recovery;
+use self::tap::Tap;
 use crate::transport::{signal, ConnId, Counters, Event, RxTrace, TransportStats, WaitMode};
 
 /// How often an idle loop runs one shard's egress for smoltcp's timers
@@ -448,155 +459,6 @@ impl<D: Link> Stack<D> {
         }
     }
 
-    /// Ingress only: up to `INGRESS_BUDGET` frames off the link, each to
-    /// its shard. Egress waits for `flush`, after the application has
-    /// answered, so a reply carries the ACK for the request instead of
-    /// following a pure ACK in a second frame and a second kick.
-    fn ingress(&mut self) -> usize {
-        self.dev.begin_ingress();
-        let now = self.now;
-        self.iface.poll_maintenance(now);
-        let mut n = 0;
-        // Frames other loops passed over first: they have waited longest.
-        while n < INGRESS_BUDGET {
-            let Some(h) = self.handoff.as_mut() else { break };
-            let dev = &mut self.dev;
-            let Some((rx_ns, hops)) = h
-                .inbox
-                .pop_with(|f| (dev.stage_copy(&f.data[..usize::from(f.len)]), f.rx_ns, f.hops))
-                .and_then(|(staged, rx_ns, hops)| staged.then_some((rx_ns, hops)))
-            else {
-                break;
-            };
-            h.stats.received += 1;
-            n += 1;
-            self.ingress_staged(rx_ns, hops);
-        }
-        while n < INGRESS_BUDGET {
-            let Some(rx_ns) = self.dev.stage().map(|(_, rx_ns)| rx_ns) else { break };
-            n += 1;
-            self.ingress_staged(rx_ns, 0);
-        }
-        if let Some(h) = &mut self.handoff {
-            h.publish();
-        }
-        self.dev.end_ingress();
-        if self.tracing && n > 0 && self.dev.rx_starved() {
-            self.loop_flags |= signal::FILL_RING_STARVED;
-        }
-        n
-    }
-
-    /// The staged frame, which arrived at `rx_ns` and has been passed
-    /// between loops `hops` times: to its shard's smoltcp, answered by the
-    /// front door or the guard, dropped, or passed to the next loop.
-    fn ingress_staged(&mut self, rx_ns: u64, hops: u8) {
-        let now = self.now;
-        let Some(bytes) = self.dev.staged_mut() else { return };
-        let key = FrameKey { rx_ns, ..frame::classify(bytes) };
-        if !key.valid {
-            self.rx_invalid += 1;
-            self.dev.unstage();
-            return;
-        }
-        let mut peer_mac = [0u8; 6];
-        if key.tuple.is_some() {
-            peer_mac.copy_from_slice(&bytes[6..12]);
-        }
-        if self.handoff.as_ref().is_some_and(|h| h.may_pass(hops)) {
-            if key.tuple.is_none() && frame::is_arp_reply(bytes) {
-                // Every loop learns the neighbour; this one too, below.
-                self.pass_on(rx_ns, hops, true);
-            } else if !self.owns(&key) {
-                self.pass_on(rx_ns, hops, false);
-                self.dev.unstage();
-                return;
-            }
-        }
-        let mut verdict = self.guard.on_ingress(&key, self.now_ns);
-        let (known, mut off) = self.guard.last_ingress();
-        match key.tuple {
-            Some((_, _, lp)) if verdict == Verdict::Pass && !known && self.door.listening(lp) => {
-                let f = key.flags;
-                if key.syn {
-                    verdict = if self.refuse() {
-                        let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
-                        Verdict::Answer(Reply::Rst { seq: 0, ack })
-                    } else {
-                        self.door_syn(&key, SynOpts::of_syn(key.mss, key.wscale, key.sack_ok))
-                    };
-                } else if f & tcp_flags::ACK != 0 && f & (tcp_flags::SYN | tcp_flags::RST) == 0 {
-                    match self.door_ack(&key, peer_mac) {
-                        Ok(o) => off = o,
-                        Err(v) => verdict = v,
-                    }
-                }
-            }
-            _ => {}
-        }
-        match verdict {
-            Verdict::Pass => {}
-            Verdict::Drop => {
-                self.dev.unstage();
-                return;
-            }
-            Verdict::Answer(reply) => {
-                self.dev.unstage();
-                if let Some((ip, rp, lp)) = key.tuple {
-                    self.send_reply(flow_key(ip, rp, lp), peer_mac, reply);
-                }
-                return;
-            }
-        }
-        self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
-        if self.tracing {
-            self.track(&key);
-        }
-        let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
-        if off != 0 {
-            // A cookie connection: smoltcp's numbers, not the wire's.
-            if let Some(b) = self.dev.staged_mut() {
-                frame::shift_tcp(b, 0, off);
-            }
-        }
-        let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
-        let _ = self.iface.poll_ingress_single(now, &mut tap, &mut self.shards[shard].sockets);
-        self.dev.unstage();
-        self.mark_scan(shard);
-        self.mark_egress(shard);
-    }
-
-    /// Is segment `k` this loop's to serve (one loop of several)? Its
-    /// flow's connection or TIME-WAIT record is here; or it opens one here:
-    /// a SYN for a listening port (a connection belongs to the loop its SYN
-    /// reached), or an ACK carrying a cookie this loop made (each loop has
-    /// its own cookie key). Anything else is another loop's, or nobody's.
-    fn owns(&self, k: &FrameKey) -> bool {
-        let Some((ip, rp, lp)) = k.tuple else { return true };
-        let flow = flow_key(ip, rp, lp);
-        if self.guard.knows(flow) {
-            return true;
-        }
-        if !self.door.listening(lp) {
-            return false;
-        }
-        if k.syn {
-            return true;
-        }
-        let f = k.flags;
-        f & tcp_flags::ACK != 0
-            && f & (tcp_flags::SYN | tcp_flags::RST) == 0
-            && self.door.cookies.check(flow, k.seq.wrapping_sub(1), k.ack.wrapping_sub(1), self.now_ns).is_some()
-    }
-
-    /// Copy the staged frame to the next loop (`copy`: an ARP reply this
-    /// loop also takes; otherwise a frame it does not own).
-    fn pass_on(&mut self, rx_ns: u64, hops: u8, copy: bool) {
-        if let (Some(h), Some(bytes)) = (self.handoff.as_mut(), self.dev.staged_mut()) {
-            h.pass(bytes, rx_ns, hops, copy);
-        }
-    }
-
     /// Open connections (every one has its socket: there are no
     /// half-open ones).
     fn established(&self) -> usize {
@@ -629,8 +491,8 @@ impl<D: Link> Stack<D> {
         let (ip, rp, lp) = ((key >> 32) as u32, (key >> 16) as u16, key as u16);
         let Some(tok) = self.dev.transmit(self.now) else { return };
         let (mac, own) = (self.cfg.mac, self.cfg.ip);
-        smoltcp::phy::TxToken::consume(tok, guard::reply_len(reply), |buf| {
-            guard::write_reply(buf, mac, own, lp, peer_mac, Ipv4Addr::from(ip), rp, reply)
+        smoltcp::phy::TxToken::consume(tok, reply::reply_len(reply), |buf| {
+            reply::write_reply(buf, mac, own, lp, peer_mac, Ipv4Addr::from(ip), rp, reply)
         });
         self.replied = true;
     }
@@ -644,24 +506,6 @@ impl<D: Link> Stack<D> {
         if let Some((reply, mac)) = self.guard.released(key, why, self.now_ns) {
             self.send_reply(key, mac, reply);
         }
-    }
-
-    /// Tracing: note one frame's flow state before smoltcp sees it.
-    fn track(&mut self, key: &FrameKey) {
-        let Some((ip, rp, lp)) = key.tuple else { return };
-        if self.flows.len() > 4 * self.cfg.max_conns + 1024 {
-            // Flows whose connection never opened (scans, resets): start over.
-            self.flows.clear();
-        }
-        let ts = if key.rx_ns != 0 { key.rx_ns } else { self.now_ns };
-        self.flows.entry(flow_key(ip, rp, lp)).or_default().segment(
-            key.seq,
-            key.ack,
-            key.payload,
-            key.window,
-            key.flags,
-            ts,
-        );
     }
 
     /// The flow key of a connection (from its socket's endpoints the first
@@ -738,98 +582,6 @@ impl<D: Link> Stack<D> {
         if !self.to_egress.is_empty() {
             self.egress();
         }
-    }
-
-    /// Turn socket states into events, for shards that changed.
-    fn scan(&mut self, events: &mut Vec<Event>) {
-        while let Some(si) = self.to_scan.pop() {
-            self.shards[si].scan = false;
-            let mut dead = std::mem::take(&mut self.dead_scratch);
-            let sh = &mut self.shards[si];
-            for &id in &sh.conns {
-                let Some(c) = self.conns.get_mut(id) else { continue };
-                let s = sh.sockets.get::<tcp::Socket>(c.handle);
-                let state = s.state();
-                if !c.reported {
-                    match state {
-                        State::SynSent | State::SynReceived | State::Listen => continue,
-                        State::Closed | State::TimeWait if !c.active_open => {
-                            // Never completed: forget it quietly.
-                            dead.push(id);
-                            continue;
-                        }
-                        State::Closed => {
-                            // Our SYN met a reset (or smoltcp gave up): a
-                            // failed open, not a connection.
-                            c.reported = true;
-                            c.failed = true;
-                            c.eof_reported = true;
-                            events.push(Event::Readable(ConnId(id)));
-                            continue;
-                        }
-                        _ => {
-                            c.reported = true;
-                            if let Some(flow) = socket_flow(s) {
-                                c.flow = flow;
-                            }
-                            if c.active_open {
-                                self.stats.connected += 1;
-                                events.push(Event::Connected(ConnId(id)));
-                            } else {
-                                self.stats.accepted += 1;
-                                events.push(Event::Accepted(ConnId(id)));
-                            }
-                        }
-                    }
-                }
-                if s.can_recv() {
-                    events.push(Event::Readable(ConnId(id)));
-                } else if !s.may_recv() && !c.eof_reported {
-                    c.eof_reported = true;
-                    events.push(Event::Readable(ConnId(id)));
-                }
-                if c.want_write && (s.can_send() || !s.may_send()) {
-                    c.want_write = false;
-                    events.push(Event::Writable(ConnId(id)));
-                }
-            }
-            for id in dead.drain(..) {
-                let c = self.conns.remove(id);
-                self.rec.forget(c.flow);
-                let sh = &mut self.shards[si];
-                let s = sh.sockets.remove(c.handle);
-                sh.conns.retain(|&x| x != id);
-                self.free_socket(s);
-                self.local_ports.set(c.local_port, false);
-                self.release(c.flow, Release::Gone);
-            }
-            self.dead_scratch = dead;
-        }
-        let now = self.now_ns;
-        let mut i = 0;
-        while i < self.zombies.len() {
-            let (si, h, deadline, port, flow) = self.zombies[i];
-            let state = self.shards[si].sockets.get::<tcp::Socket>(h).state();
-            let why = match state {
-                State::TimeWait => Release::TimeWait,
-                State::Closed => Release::Gone,
-                _ if now >= deadline => Release::Abort,
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            if why == Release::Abort {
-                self.linger_expired += 1;
-            }
-            self.zombies.swap_remove(i);
-            let s = self.shards[si].sockets.remove(h);
-            self.free_socket(s);
-            self.local_ports.set(port, false);
-            self.rec.forget(flow);
-            self.release(flow, why);
-        }
-        self.guard.expire(now);
     }
 }
 

@@ -6,7 +6,7 @@
 //! TCP segment both ways, so it keeps what smoltcp cannot:
 //!
 //! - **A copy of every data segment in flight** (payload or FIN), taken as
-//!   smoltcp transmits it ([`Tap`]), in a pool of fixed-size slots
+//!   smoltcp transmits it ([`Tap`](super::tap::Tap)), in a pool of fixed-size slots
 //!   allocated at start-up. A flow holds at most [`MAX_SLOTS_PER_FLOW`];
 //!   beyond that, or when the pool is empty, a segment is not copied
 //!   (`retx_untracked`) and smoltcp's own RTO covers it.
@@ -61,19 +61,30 @@
 //! and no traffic for [`IDLE_NS`] goes too (a slow sweep, a few flows per
 //! poll). No allocation after start-up: slots, the flow table and the timer
 //! heap are sized by [`Recovery::new`].
+//!
+//! ```text
+//! mod.rs    Recovery: the flow table, copies, timers, retransmission
+//! flow.rs   one flow's state: RTT estimates, timeouts, its copies' records
+//! ack.rs    what an inbound ACK (and its SACK blocks) tells recovery
+//! ```
+
+mod ack;
+mod flow;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasherDefault;
 
 use slab::Slab;
-use smoltcp::phy::{self, Device, DeviceCapabilities};
+use smoltcp::phy::{self, Device};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
 
-use super::flow::{flow_key, FlowHasher};
-use super::frame::{tcp_flags, FrameKey};
-use super::guard::Guard;
+pub use self::flow::{Estimate, RetxStats};
+use self::flow::{Flow, Kind, LastRetx, Slot, SrttSummary, Syn};
+use super::flow::FlowHasher;
+use super::frame::Tcp;
+use super::seq::{seq_le, seq_lt};
 use crate::transport::Counters;
 
 /// Bytes per slot: an Ethernet frame of a 1500-byte MTU fits.
@@ -124,252 +135,6 @@ pub const FLOOR_NS_DEFAULT: u64 = 200_000;
 
 const NIL: u32 = u32::MAX;
 
-pub(super) fn seq_lt(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
-}
-pub(super) fn seq_le(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) <= 0
-}
-
-/// Why a segment went out again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Our timer: the ACK was overdue.
-    Timer,
-    /// Our SACK-driven detection: a later segment arrived.
-    Sack,
-}
-
-/// One copied segment in flight.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    next: u32,
-    seq: u32,
-    /// `seq` + payload + FIN.
-    end: u32,
-    first_tx: u64,
-    last_tx: u64,
-    /// Transmissions so far (smoltcp's and ours).
-    tx: u8,
-    sacked: bool,
-    lost: bool,
-    len: u16,
-    /// Carries our FIN.
-    fin: bool,
-}
-
-/// A handshake in flight: our SYN or SYN-ACK.
-#[derive(Debug, Clone, Copy)]
-struct Syn {
-    iss: u32,
-    sent: u64,
-    again: bool,
-}
-
-/// Our last retransmission on a flow, to judge it spurious later.
-#[derive(Debug, Clone, Copy)]
-struct LastRetx {
-    seq: u32,
-    end: u32,
-    at: u64,
-    first_tx: u64,
-    kind: Kind,
-}
-
-#[derive(Debug, Clone)]
-struct Flow {
-    key: u64,
-    gen: u64,
-    head: u32,
-    tail: u32,
-    count: u16,
-    snd_una: u32,
-    snd_max: u32,
-    syn: Option<Syn>,
-    /// ACK number and raw window of our latest segment.
-    ack_out: u32,
-    win_out: u16,
-    ack_known: bool,
-    srtt: u64,
-    rttvar: u64,
-    min_rtt: u64,
-    ack_delay: u64,
-    /// How long the peer has been seen to hold an ACK (learned from
-    /// spurious timer retransmissions; decays by 1/4096 per RTT sample).
-    hold: u64,
-    /// Consecutive prompt samples (within twice the minimum RTT plus
-    /// [`PROMPT_SLACK_NS`]).
-    prompt: u8,
-    /// `hold` came from a spurious retransmission (prompt samples do not
-    /// release it; it decays).
-    hold_learned: bool,
-    samples: u32,
-    /// Reordering window, in quarters of the minimum RTT.
-    reo_quarters: u8,
-    backoff: u8,
-    /// Deadline the heap holds for this flow (0: none).
-    armed: u64,
-    dup_acks: u8,
-    zero_window: bool,
-    lost_pending: bool,
-    last_retx: Option<LastRetx>,
-    last_active: u64,
-    /// Data segments sent again on this flow (smoltcp's and ours).
-    retransmissions: u32,
-}
-
-impl Flow {
-    fn new(key: u64, gen: u64, now: u64) -> Flow {
-        Flow {
-            key,
-            gen,
-            head: NIL,
-            tail: NIL,
-            count: 0,
-            snd_una: 0,
-            snd_max: 0,
-            syn: None,
-            ack_out: 0,
-            win_out: 0,
-            ack_known: false,
-            srtt: 0,
-            rttvar: 0,
-            min_rtt: 0,
-            ack_delay: 0,
-            hold: DELAYED_ACK_NS,
-            prompt: 0,
-            hold_learned: false,
-            samples: 0,
-            reo_quarters: 1,
-            backoff: 0,
-            armed: 0,
-            dup_acks: 0,
-            zero_window: false,
-            lost_pending: false,
-            last_retx: None,
-            last_active: now,
-            retransmissions: 0,
-        }
-    }
-
-    /// How long the oldest segment may go unacknowledged, before backoff.
-    fn base_timeout(&self, floor: u64) -> u64 {
-        if self.samples == 0 {
-            return INITIAL_TIMEOUT_NS;
-        }
-        // Before the first data sample (only the handshake's), the peer's
-        // delayed-ACK timer may run its longest: a client busy opening many
-        // connections held its first ACKs past 50 ms on the lab.
-        let hold = if self.samples <= 1 { self.hold.max(FIRST_HOLD_NS) } else { self.hold };
-        (self.srtt + 4 * self.rttvar).max(self.min_rtt + self.ack_delay.max(hold)) + floor
-    }
-
-    /// With backoff: the first retransmission waits the base timeout; if
-    /// it goes unanswered the peer is silent (stalled, or the path is
-    /// down), not missing one segment, so the next waits at least
-    /// [`DELAYED_ACK_NS`], and each after that twice as long.
-    fn timeout(&self, floor: u64) -> u64 {
-        let b = self.backoff.min(20);
-        let t = self.base_timeout(floor) << b;
-        let t = if b == 0 { t } else { t.max(DELAYED_ACK_NS << (b - 1)) };
-        t.min(MAX_TIMEOUT_NS)
-    }
-
-    fn reo_wnd(&self) -> u64 {
-        self.min_rtt / 4 * u64::from(self.reo_quarters)
-    }
-
-    /// One RTT sample, `rtt` ns.
-    fn sample(&mut self, rtt: u64) {
-        let rtt = rtt.max(1);
-        if self.samples == 0 {
-            self.srtt = rtt;
-            self.rttvar = rtt / 2;
-            self.min_rtt = rtt;
-        } else {
-            let err = self.srtt.abs_diff(rtt);
-            self.rttvar = (3 * self.rttvar + err) / 4;
-            self.srtt = (7 * self.srtt + rtt) / 8;
-            self.min_rtt = self.min_rtt.min(rtt);
-            let excess = rtt - self.min_rtt;
-            self.ack_delay = if excess >= self.ack_delay {
-                excess.min(MAX_ACK_DELAY_NS)
-            } else {
-                self.ack_delay - (self.ack_delay - excess) / 16
-            };
-        }
-        if self.samples > 0 && rtt <= 2 * self.min_rtt + PROMPT_SLACK_NS {
-            self.prompt = self.prompt.saturating_add(1);
-            if self.prompt >= PROMPT_SAMPLES && !self.hold_learned {
-                // This peer answers at once: no delayed-ACK allowance.
-                self.hold = 0;
-            }
-        } else {
-            self.prompt = 0;
-        }
-        self.hold -= self.hold / 4096;
-        self.samples = self.samples.saturating_add(1);
-    }
-}
-
-/// One flow's estimates, in nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Estimate {
-    pub srtt_ns: u64,
-    pub rttvar_ns: u64,
-    pub min_rtt_ns: u64,
-    /// How long the peer holds its ACKs beyond the minimum RTT: from RTT
-    /// samples, and from retransmissions found spurious.
-    pub ack_delay_ns: u64,
-    pub hold_ns: u64,
-    pub samples: u32,
-    /// When the oldest segment in flight is overdue (before backoff).
-    pub timeout_ns: u64,
-    /// Copies held.
-    pub in_flight: u16,
-}
-
-/// Minimum, maximum, sum and count of smoothed RTTs (ns).
-#[derive(Debug, Clone, Copy)]
-struct SrttSummary {
-    min: u64,
-    max: u64,
-    sum: u64,
-    n: u64,
-}
-
-impl Default for SrttSummary {
-    fn default() -> Self {
-        SrttSummary { min: u64::MAX, max: 0, sum: 0, n: 0 }
-    }
-}
-
-impl SrttSummary {
-    fn add(&mut self, srtt: u64) {
-        self.min = self.min.min(srtt);
-        self.max = self.max.max(srtt);
-        self.sum += srtt;
-        self.n += 1;
-    }
-}
-
-/// Retransmission counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RetxStats {
-    /// Ours: the ACK was overdue.
-    pub timer: u64,
-    /// Ours: a later segment was selectively acknowledged.
-    pub sack: u64,
-    /// smoltcp's, after its RTO.
-    pub rto: u64,
-    /// smoltcp's, after three duplicate ACKs.
-    pub fast: u64,
-    /// Retransmissions found unnecessary.
-    pub spurious: u64,
-    /// Data segments sent without a copy (flow or pool full).
-    pub untracked: u64,
-}
-
 /// The loss-recovery state of every flow. See the module docs.
 pub struct Recovery {
     slots: Vec<Slot>,
@@ -388,40 +153,6 @@ pub struct Recovery {
     srtt_acc: SrttSummary,
     srtt_done: SrttSummary,
     pub stats: RetxStats,
-}
-
-/// A TCP segment smoltcp sent (inbound ones are read once, by
-/// `frame::classify`).
-pub(super) struct Tcp {
-    /// The flow key: the remote end is the destination.
-    pub key: u64,
-    pub seq: u32,
-    pub ack: Option<u32>,
-    pub window: u16,
-    /// Payload bytes.
-    pub payload: u32,
-    pub fin: bool,
-    pub syn: bool,
-    pub rst: bool,
-    /// The destination's hardware address.
-    pub peer_mac: [u8; 6],
-}
-
-pub(super) fn parse(frame: &[u8]) -> Option<Tcp> {
-    let (ip, t) = super::frame::tcp_segment(frame)?;
-    let mut peer_mac = [0u8; 6];
-    peer_mac.copy_from_slice(&frame[..6]);
-    Some(Tcp {
-        key: flow_key(u32::from(ip.dst_addr()), t.dst_port(), t.src_port()),
-        seq: t.seq_number().0 as u32,
-        ack: t.ack().then(|| t.ack_number().0 as u32),
-        window: t.window_len(),
-        payload: t.payload().len() as u32,
-        fin: t.fin(),
-        syn: t.syn(),
-        rst: t.rst(),
-        peer_mac,
-    })
 }
 
 impl Recovery {
@@ -712,177 +443,9 @@ impl Recovery {
             f.tail = s;
         }
     }
+}
 
-    /// A frame from the peer, as `frame::classify` read it, arrived at `at`
-    /// (before smoltcp sees it).
-    pub fn on_ingress(&mut self, t: &FrameKey, at: u64) {
-        if self.index.is_empty() {
-            return;
-        }
-        let Some((ip, rp, lp)) = t.tuple else { return };
-        let Some(&i) = self.index.get(&flow_key(ip, rp, lp)) else { return };
-        if t.flags & tcp_flags::ACK == 0 || t.flags & tcp_flags::RST != 0 {
-            return;
-        }
-        let (ack, fin, syn) = (t.ack, t.flags & tcp_flags::FIN != 0, t.flags & tcp_flags::SYN != 0);
-        let f = &mut self.flows[i];
-        f.last_active = at;
-        f.zero_window = t.window == 0 && !syn;
-        if let Some(s) = f.syn {
-            if ack == s.iss.wrapping_add(1) {
-                if !s.again {
-                    f.sample(at.saturating_sub(s.sent));
-                }
-                f.syn = None;
-                f.snd_una = ack;
-            }
-        }
-        let f = &mut self.flows[i];
-        let mut delivered = 0u64;
-        let mut sacked_now = false;
-        let mut sample = None;
-        let mut progressed = false;
-        if seq_lt(f.snd_una, ack) && seq_le(ack, f.snd_max) {
-            progressed = true;
-            let mut s = f.head;
-            let mut freed = 0u16;
-            while s != NIL {
-                let sl = self.slots[s as usize];
-                if !seq_le(sl.end, ack) {
-                    break;
-                }
-                if sl.tx == 1 {
-                    sample = Some(at.saturating_sub(sl.first_tx));
-                } else if at <= sl.last_tx {
-                    // The ACK arrived before the copy left: it answers the
-                    // original, and the copy was not needed.
-                    self.stats.spurious += 1;
-                    self.learn(i, sl.seq, sl.end);
-                }
-                if unambiguous(&sl) {
-                    delivered = delivered.max(sl.last_tx);
-                }
-                let next = sl.next;
-                self.release(s);
-                freed += 1;
-                s = next;
-            }
-            let f = &mut self.flows[i];
-            f.head = s;
-            if s == NIL {
-                f.tail = NIL;
-            }
-            f.count -= freed;
-            f.snd_una = ack;
-            f.backoff = 0;
-            f.dup_acks = 0;
-        } else if ack == f.snd_una && t.payload == 0 && !fin && !syn && f.count > 0 {
-            f.dup_acks = f.dup_acks.saturating_add(1);
-        }
-        // SACK blocks: D-SACK (below the cumulative ACK, or the first block
-        // inside the second) reports a duplicate; the rest mark copies
-        // delivered.
-        for (n, b) in t.sack.iter().enumerate() {
-            let Some((l, r)) = *b else { continue };
-            let dsack = seq_le(r, ack) || (n == 0 && t.sack[1].is_some_and(|(l2, r2)| seq_le(l2, l) && seq_le(r, r2)));
-            if dsack {
-                self.dsack(i, l, r);
-                continue;
-            }
-            // Copies are in sequence order: stop past the block.
-            let mut s = self.flows[i].head;
-            while s != NIL {
-                let sl = &mut self.slots[s as usize];
-                if !seq_lt(sl.seq, r) {
-                    break;
-                }
-                if !sl.sacked && seq_le(l, sl.seq) && seq_le(sl.end, r) {
-                    sl.sacked = true;
-                    sacked_now = true;
-                    if unambiguous(sl) {
-                        delivered = delivered.max(sl.last_tx);
-                    }
-                }
-                s = sl.next;
-            }
-        }
-        if let Some(rtt) = sample {
-            self.flows[i].sample(rtt);
-        }
-        // RACK: a copy sent before a delivered one, and older than the
-        // minimum RTT plus the reordering window, is lost. Only a SACK can
-        // show that: the copies left are all above the cumulative ACK, and
-        // first transmissions go out in sequence order.
-        if sacked_now && delivered > 0 && self.flows[i].count > 0 {
-            let f = &self.flows[i];
-            let (wait, reo) = (f.min_rtt + f.reo_wnd(), f.reo_wnd());
-            let mut s = f.head;
-            let mut any = false;
-            let mut earliest = u64::MAX;
-            while s != NIL {
-                let sl = &mut self.slots[s as usize];
-                if sl.tx == 1 && sl.last_tx + reo > delivered {
-                    // This one and every first transmission after it left
-                    // after the delivered copy.
-                    break;
-                }
-                if !sl.sacked && !sl.lost && sl.last_tx + reo <= delivered {
-                    if at >= sl.last_tx + wait {
-                        sl.lost = true;
-                        any = true;
-                    } else {
-                        earliest = earliest.min(sl.last_tx + wait);
-                    }
-                }
-                s = sl.next;
-            }
-            if any && !self.flows[i].lost_pending {
-                self.flows[i].lost_pending = true;
-                self.lost.push(i);
-            }
-            if earliest != u64::MAX {
-                self.arm(i, earliest);
-            }
-        }
-        if progressed {
-            self.arm_head(i);
-        }
-    }
-
-    /// The peer reported `[l, r)` twice (D-SACK): if that was our last
-    /// copy, it was spurious.
-    fn dsack(&mut self, i: usize, l: u32, r: u32) {
-        if self.learn(i, l, r) {
-            self.stats.spurious += 1;
-        }
-    }
-
-    /// Our last retransmission on flow `i`, if it overlaps `[l, r)`, was
-    /// not needed: learn from it (once). True if it overlapped.
-    fn learn(&mut self, i: usize, l: u32, r: u32) -> bool {
-        let f = &mut self.flows[i];
-        let Some(x) = f.last_retx else { return false };
-        if !(seq_lt(l, x.end) && seq_lt(x.seq, r)) {
-            return false;
-        }
-        f.last_retx = None;
-        match x.kind {
-            // The peer had the original and holds its ACKs: for as long as
-            // a delayed-ACK timer (Linux: 40 ms at least), and at least four
-            // times what this copy waited. One surprise per flow, not a
-            // doubling search.
-            Kind::Timer => {
-                let held = x.at.saturating_sub(x.first_tx);
-                f.hold = f.hold.max(4 * held).clamp(DELAYED_ACK_NS, MAX_ACK_DELAY_NS);
-                f.hold_learned = true;
-                f.backoff = 0;
-            }
-            // The original was reordered, not lost: widen the window.
-            Kind::Sack => f.reo_quarters = (f.reo_quarters + 1).min(16),
-        }
-        true
-    }
-
+impl Recovery {
     /// Retransmit what is due at `now` on `dev`: copies found lost by SACK,
     /// then flows whose oldest copy is overdue. Returns frames queued.
     pub fn recover<D: Device>(&mut self, now: u64, dev: &mut D) -> usize {
@@ -995,19 +558,6 @@ impl Recovery {
     }
 }
 
-/// May a delivered copy stand for "sent at `last_tx`" in RACK (RFC 8985
-/// section 6.2 step 2)? Only one sent once: an ACK for a retransmitted one
-/// may answer an earlier transmission. RFC 8985 accepts it when the ACK
-/// comes later than the minimum RTT after the copy; without timestamps that
-/// is not enough under load: with a queue on the path, the ACK of the
-/// original arrives long after the minimum RTT, and taking it for the copy's
-/// marks every segment sent in between lost (a cascade of spurious copies,
-/// seen at 800k orders/s on the lab). A lost retransmission is left to the
-/// timer.
-fn unambiguous(sl: &Slot) -> bool {
-    sl.tx == 1
-}
-
 /// Bring a copied frame's ACK number and window up to date and fix its
 /// TCP checksum.
 fn refresh(buf: &mut [u8], ack: u32, win: u16) {
@@ -1018,66 +568,4 @@ fn refresh(buf: &mut [u8], ack: u32, win: u16) {
     t.set_ack_number(smoltcp::wire::TcpSeqNumber(ack as i32));
     t.set_window_len(win);
     t.fill_checksum(&src, &dst);
-}
-
-/// The stack's link as smoltcp sees it: every frame smoltcp transmits is
-/// shown to [`Recovery::on_egress`] and [`Guard::on_egress`] after it is
-/// written.
-pub struct Tap<'a, D: Device> {
-    pub dev: &'a mut D,
-    pub rec: &'a mut Recovery,
-    pub guard: &'a mut Guard,
-    pub now: u64,
-}
-
-pub struct TapTx<'a, T> {
-    inner: T,
-    rec: &'a mut Recovery,
-    guard: &'a mut Guard,
-    now: u64,
-}
-
-impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let (rec, guard, now) = (self.rec, self.guard, self.now);
-        self.inner.consume(len, |buf| {
-            let r = f(buf);
-            if let Some(mut t) = parse(buf) {
-                // The guard first: it moves a cookie connection's segment
-                // into the wire's sequence space, which recovery keeps.
-                guard.on_egress(&mut t, buf);
-                rec.on_egress(&t, buf, now);
-            }
-            r
-        })
-    }
-
-    fn set_meta(&mut self, meta: phy::PacketMeta) {
-        self.inner.set_meta(meta);
-    }
-}
-
-impl<D: Device> Device for Tap<'_, D> {
-    type RxToken<'b>
-        = D::RxToken<'b>
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = TapTx<'b, D::TxToken<'b>>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, ts: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let (rx, tx) = self.dev.receive(ts)?;
-        Some((rx, TapTx { inner: tx, rec: &mut *self.rec, guard: &mut *self.guard, now: self.now }))
-    }
-
-    fn transmit(&mut self, ts: Instant) -> Option<Self::TxToken<'_>> {
-        let tx = self.dev.transmit(ts)?;
-        Some(TapTx { inner: tx, rec: &mut *self.rec, guard: &mut *self.guard, now: self.now })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.dev.capabilities()
-    }
 }
