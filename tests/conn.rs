@@ -10,87 +10,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tailgate::stack::frame::tcp_flags::{ACK, FIN, PSH, RST, SYN};
-use tailgate::stack::guard::CHALLENGE_ACKS_PER_SEC;
-use tailgate::stack::sim::{Clock, MemLink, Peer, Seg};
-use tailgate::stack::Stack;
-use tailgate::transport::{ConnId, Event, Transport};
+use tailgate::stack::guard::CHALLENGE_INTERVAL_NS;
+use tailgate::stack::sim::Seg;
+use tailgate::transport::{Event, Transport};
 
 mod mem;
 use mem::*;
-
-/// A scripted client connected to a stack: the clock, the stack, the
-/// peer, the stack's id for the connection, the client's port, the
-/// client's next sequence number and the stack's.
-struct Live {
-    clock: Clock,
-    stack: Stack<MemLink>,
-    peer: Peer,
-    id: ConnId,
-    port: u16,
-    seq: u32,
-    rcv: u32,
-}
-
-impl Live {
-    fn new() -> Live {
-        Live::with(|_| {})
-    }
-
-    fn with(cfg: impl FnOnce(&mut tailgate::stack::StackConfig)) -> Live {
-        let (clock, mut stack, mut peer) = stack_and_peer(cfg);
-        let port = 42000;
-        let (seq, rcv) = scripted_handshake(&clock, &mut stack, &mut peer, port);
-        let (_, ev) = run(&clock, &mut stack, &mut peer, ms(1));
-        let id = ev
-            .iter()
-            .find_map(|e| match e {
-                Event::Accepted(id) => Some(*id),
-                _ => None,
-            })
-            .expect("Accepted");
-        Live { clock, stack, peer, id, port, seq, rcv }
-    }
-
-    fn seg(&self, flags: u8, seq: u32, payload: &[u8]) -> Seg {
-        Seg {
-            src_port: self.port,
-            dst_port: PORT,
-            seq,
-            ack: self.rcv,
-            flags,
-            window: 65535,
-            payload: payload.to_vec(),
-            ..Seg::default()
-        }
-    }
-
-    /// Send `s`, then what the stack sends within 1 ms.
-    fn exchange(&mut self, s: &Seg) -> Vec<Seg> {
-        self.peer.send(s);
-        run(&self.clock, &mut self.stack, &mut self.peer, ms(1)).0
-    }
-
-    /// Send in-order data; the stack ACKs it.
-    fn data(&mut self, payload: &[u8]) {
-        let s = self.seg(ACK | PSH, self.seq, payload);
-        let got = self.exchange(&s);
-        self.seq = self.seq.wrapping_add(payload.len() as u32);
-        assert!(got.iter().any(|g| g.has(ACK) && g.ack == self.seq), "data not acknowledged: {got:?}");
-    }
-
-    /// Is the connection still alive in the stack (reads would block)?
-    fn alive(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.stack.recv(self.id, &mut buf) {
-                Ok(0) => return false,
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
 
 /// The one segment in `got`, a bare ACK acknowledging `ack` from `seq`.
 fn assert_challenge_ack(got: &[Seg], seq: u32, ack: u32) {
@@ -121,6 +46,8 @@ fn an_rst_in_the_window_but_not_at_rcv_nxt_draws_a_challenge_ack() {
         let got = l.exchange(&rst);
         assert_challenge_ack(&got, l.rcv, l.seq);
         assert!(l.alive(), "a blind reset at +{off} ended the connection");
+        // One challenge per connection per interval.
+        run(&l.clock, &mut l.stack, &mut l.peer, Duration::from_nanos(CHALLENGE_INTERVAL_NS));
     }
     assert_eq!(counter(&l.stack, "rst_challenged"), 3);
     // Outside the window: dropped, no answer.
@@ -143,6 +70,7 @@ fn a_syn_on_an_established_connection_draws_a_challenge_ack() {
         let got = l.exchange(&Seg { ack: 0, ..syn });
         assert_challenge_ack(&got, l.rcv, l.seq);
         assert!(l.alive());
+        run(&l.clock, &mut l.stack, &mut l.peer, Duration::from_nanos(CHALLENGE_INTERVAL_NS));
     }
     assert_eq!(counter(&l.stack, "syn_challenged"), 3);
     assert_eq!(l.stack.stats().accepted, 1, "no second connection");
@@ -166,22 +94,30 @@ fn an_ack_of_data_never_sent_is_dropped_and_answered() {
     assert_eq!(&buf[..n], b"genuine");
 }
 
+/// One connection draws at most one challenge ACK per
+/// `CHALLENGE_INTERVAL_NS`, however many blind resets arrive: a flood on
+/// one connection cannot make the stack a reflector, and (tests/defence.rs)
+/// cannot spend a budget other connections share.
 #[test]
-fn challenge_acks_are_rate_limited() {
+fn challenge_acks_are_rate_limited_per_connection() {
     let mut l = Live::new();
     l.data(b"order");
-    let extra = 500;
-    for i in 0..(CHALLENGE_ACKS_PER_SEC + extra) {
+    let flood = 1500;
+    for i in 0..flood {
         let rst = l.seg(RST, l.seq.wrapping_add(1 + i), b"");
         l.peer.send(&rst);
     }
     let (got, _) = run(&l.clock, &mut l.stack, &mut l.peer, ms(50));
-    let acks = got.iter().filter(|s| s.flags == ACK).count() as u32;
-    assert_eq!(acks, CHALLENGE_ACKS_PER_SEC, "at most the limit in a second");
-    assert_eq!(counter(&l.stack, "challenge_limited"), u64::from(extra));
+    let acks: Vec<_> = got.iter().filter(|s| s.flags == ACK).collect();
+    assert_eq!(acks.len(), 1, "one challenge for {flood} resets in 50 ms");
+    assert_eq!((acks[0].seq, acks[0].ack), (l.rcv, l.seq));
+    assert_eq!(counter(&l.stack, "challenge_limited"), u64::from(flood - 1));
     assert!(l.alive());
-    // A second later the budget is back.
-    run(&l.clock, &mut l.stack, &mut l.peer, Duration::from_secs(1));
+    // Not before the interval is over ...
+    run(&l.clock, &mut l.stack, &mut l.peer, Duration::from_nanos(CHALLENGE_INTERVAL_NS) - ms(100));
+    assert!(l.exchange(&l.seg(RST, l.seq.wrapping_add(7), b"")).is_empty());
+    // ... then one more.
+    run(&l.clock, &mut l.stack, &mut l.peer, ms(100));
     let rst = l.seg(RST, l.seq.wrapping_add(7), b"");
     assert_challenge_ack(&l.exchange(&rst), l.rcv, l.seq);
 }

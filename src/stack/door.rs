@@ -347,8 +347,9 @@ impl<D: Link> Stack<D> {
     /// ACK `k` arrived from `mac` for a listening port and no known flow:
     /// if it carries a valid cookie, open the connection and return the
     /// offset from smoltcp's sequence space to the wire's (the frame then
-    /// goes to smoltcp, shifted); otherwise what to answer.
-    pub(super) fn door_ack(&mut self, k: &FrameKey, mac: [u8; 6]) -> Result<u32, Verdict> {
+    /// goes to smoltcp, shifted) and the connection's socket; otherwise
+    /// what to answer.
+    pub(super) fn door_ack(&mut self, k: &FrameKey, mac: [u8; 6]) -> Result<(u32, SocketHandle), Verdict> {
         let Some((ip, rp, lp)) = k.tuple else { return Err(Verdict::Drop) };
         let flow = flow_key(ip, rp, lp);
         let peer_isn = k.seq.wrapping_sub(1);
@@ -409,7 +410,7 @@ impl<D: Link> Stack<D> {
         let shard = shard_of(ip, rp, lp);
         let handle = self.shards[shard].sockets.add(s);
         let window = self.cfg.sock_rx_buf.min(usize::from(u16::MAX)) as u16;
-        self.guard.adopt(flow, cookie, k.seq, off, window, mac);
+        self.guard.adopt(flow, cookie, k.seq, off, window, mac, handle);
         let rtt = self.door.handshake_rtt(flow, self.now_ns);
         self.rec.adopt(flow, cookie, rtt, self.now_ns);
         let id = self.conns.insert(Conn {
@@ -426,7 +427,7 @@ impl<D: Link> Stack<D> {
         });
         self.shards[shard].conns.push(id);
         self.door.stats.cookies_accepted += 1;
-        Ok(off)
+        Ok((off, handle))
     }
 }
 

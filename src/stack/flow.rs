@@ -4,7 +4,6 @@
 //! that the stream waited for a retransmission.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::frame::tcp_flags::{ACK, RST, SYN};
 use crate::transport::signal;
@@ -73,25 +72,14 @@ impl Flow {
     }
 }
 
-/// Multiplicative hash for flow keys (already well mixed 64-bit values).
-#[derive(Default)]
-pub struct FlowHasher(u64);
+/// The hasher of every flow table on the packet path: foldhash, seeded at
+/// random per table. A flow key's low bits are its local port, the same for
+/// every flow to one listening port; a hash whose low bits depend only on
+/// the key's (a multiplication) would start every such flow's probe in one
+/// bucket.
+pub type FlowBuild = foldhash::fast::RandomState;
 
-impl Hasher for FlowHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-pub type FlowMap = HashMap<u64, Flow, BuildHasherDefault<FlowHasher>>;
+pub type FlowMap = HashMap<u64, Flow, FlowBuild>;
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,10 @@
 //! The guard sees every TCP segment smoltcp sends (through the stack's
 //! `Tap`) and every segment that arrives, before smoltcp does. Per
 //! connection it keeps a small record: the next sequence number it
-//! expects (`rcv_nxt`, from in-order arrivals and from the ACKs smoltcp
-//! sends), the highest it sent (`snd_nxt`), and its last ACK and window.
-//! With that it judges an arriving segment of a synchronized connection:
+//! expects (`rcv_nxt`: what smoltcp accepted, read from the socket after
+//! each segment ([`Guard::accepted`]), and the ACKs smoltcp sends), the
+//! highest it sent (`snd_nxt`), and its last ACK and window. With that it
+//! judges an arriving segment of a synchronized connection:
 //!
 //! - **RST** (RFC 5961 section 3): exactly at `rcv_nxt` it goes to smoltcp
 //!   and resets the connection; elsewhere in the receive window it draws a
@@ -16,35 +17,58 @@
 //!   SYN-ACK).
 //! - **ACK of data never sent** (section 5): dropped and answered with an
 //!   ACK.
-//! - Challenge ACKs are rate-limited (section 7): [`CHALLENGE_ACKS_PER_SEC`]
-//!   per stack, as Linux's `tcp_challenge_ack_limit`.
+//! - Anything else goes to smoltcp, and the guard says whether smoltcp
+//!   will accept it ([`Guard::acceptable`]: the ACK flag, a sequence number
+//!   in the receive window); loss recovery and tracing look only at
+//!   segments that are, so a forged segment with the right 4-tuple and a
+//!   guessed sequence number steers nothing.
+//! - Challenge ACKs are rate-limited (section 7) per connection, one per
+//!   [`CHALLENGE_INTERVAL_NS`] (Linux's `tcp_invalid_ratelimit`), and
+//!   overall by a budget of random size each second, around
+//!   [`CHALLENGE_ACKS_PER_SEC`]. Never by one deterministic global count:
+//!   an off-path attacker who spends that count can tell from the challenge
+//!   ACKs its own connection gets whether a spoofed segment drew one, which
+//!   gives away a session's 4-tuple and then its sequence numbers
+//!   (CVE-2016-5696). One connection's challenges never change what
+//!   another connection gets.
 //!
 //! **TIME-WAIT.** When a socket that finished its close handshake is freed,
 //! its record stays as a compact TIME-WAIT record for [`TIME_WAIT_NS`]:
 //! the final ACK is sent if smoltcp has not sent it yet, a retransmitted
-//! FIN (or data) is ACKed again, a RST is ignored (RFC 1337), a new SYN on
-//! the same 4-tuple ends the record. The records are bounded (the oldest
-//! goes first).
+//! FIN (or data) is ACKed again, a RST is ignored (RFC 1337). A new SYN on
+//! the same 4-tuple ends the record only if its initial sequence number is
+//! above the old connection's sequence space (RFC 1122 4.2.2.13, RFC 6191;
+//! the stack sees no timestamps): any other SYN is answered as an
+//! unacceptable segment, with the record's ACK. The records are bounded
+//! (the oldest goes first), and so is their expiry queue; the `time_wait`
+//! gauge counts live records exactly.
 //!
 //! Replies the stack crafts itself (challenge ACKs, TIME-WAIT ACKs, the
 //! RST for a refused connection or an expired linger) are [`Reply`]s
 //! ([`super::reply`]). Everything is sized at start-up.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 
-use super::flow::FlowHasher;
+use smoltcp::iface::SocketHandle;
+
+use super::flow::FlowBuild;
 use super::frame::{flow_key, tcp_flags, FrameKey, Tcp};
+use super::limit::RandomBudget;
 pub use super::reply::Reply;
-use super::seq::{in_window, seq_lt};
+use super::seq::{in_window, seq_le, seq_lt};
 use crate::transport::Counters;
 
 /// How long a TIME-WAIT record answers for its 4-tuple (Linux: 60 s).
 pub const TIME_WAIT_NS: u64 = 60_000_000_000;
 
 /// Challenge ACKs (and TIME-WAIT re-ACKs) the stack sends per second at
-/// most (Linux's `tcp_challenge_ack_limit` default).
+/// most, on average over its connections: each second's budget is drawn at
+/// random between half and one and a half times this.
 pub const CHALLENGE_ACKS_PER_SEC: u32 = 1000;
+
+/// One connection (or TIME-WAIT record) sends at most one challenge ACK
+/// in this long (Linux's `tcp_invalid_ratelimit`, 500 ms).
+pub const CHALLENGE_INTERVAL_NS: u64 = 500_000_000;
 
 /// What to do with an arriving segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +108,11 @@ struct Rec {
     /// The wire's sequence numbers less smoltcp's (a connection opened by
     /// SYN cookie; 0 otherwise). Records hold the wire's numbers.
     off: u32,
+    /// The connection's socket in its shard, once the stack said
+    /// ([`Guard::bind`]): `rcv_nxt` then follows what smoltcp accepted.
+    sock: Option<SocketHandle>,
+    /// When this record last sent a challenge ACK (0: never).
+    challenged_at: u64,
 }
 
 /// Counters of the guard.
@@ -97,50 +126,69 @@ pub struct GuardStats {
     pub syn_challenged: u64,
     /// ACKs of data never sent (section 5): dropped and answered.
     pub ack_unsent: u64,
-    /// Challenge ACKs not sent: over [`CHALLENGE_ACKS_PER_SEC`].
+    /// Challenge ACKs not sent: over a connection's rate or the stack's
+    /// budget.
     pub challenge_limited: u64,
     /// Segments answered from a TIME-WAIT record.
     pub time_wait_acks: u64,
+    /// SYNs on a TIME-WAIT 4-tuple that did not end it: their ISN was not
+    /// above the old connection's sequence space.
+    pub time_wait_syn_refused: u64,
     /// TIME-WAIT records ended early to make room.
     pub time_wait_evicted: u64,
     /// Connections whose record did not fit (no guard for them).
     pub untracked: u64,
 }
 
-/// The guard: records by flow key, TIME-WAIT expiry order, rate limit.
+/// The guard: records by flow key, TIME-WAIT expiry order, rate limits.
 pub struct Guard {
-    recs: HashMap<u64, Rec, BuildHasherDefault<FlowHasher>>,
-    /// TIME-WAIT records in expiry order: (flow key, end).
+    recs: HashMap<u64, Rec, FlowBuild>,
+    /// TIME-WAIT records in expiry order: (flow key, end). May hold entries
+    /// of records that ended early (a SYN, a new connection); never more
+    /// than `tw_cap` (stale ones are dropped first).
     tw: VecDeque<(u64, u64)>,
+    /// Live TIME-WAIT records (exact).
+    tw_live: usize,
     live_cap: usize,
     tw_cap: usize,
     /// The receive window's bound (the socket receive buffer).
     window: u32,
-    tokens: u32,
-    tokens_until: u64,
+    /// The stack's challenge-ACK budget (random size each second).
+    budget: RandomBudget,
     /// The offset of the flow the last `on_ingress` passed (0: none).
     off_in: u32,
     /// Whether the last `on_ingress` found a live record for its flow.
     known_in: bool,
+    /// Whether smoltcp will accept the segment the last `on_ingress`
+    /// passed (see [`Guard::acceptable`]).
+    acceptable_in: bool,
+    /// The socket of the last `on_ingress`'s flow, if bound, and its
+    /// `rcv_nxt` then.
+    sock_in: Option<SocketHandle>,
+    rcv_in: u32,
     pub stats: GuardStats,
 }
 
 impl Guard {
     /// Room for `live` connections and `time_wait` TIME-WAIT records;
-    /// `window` bounds the receive window (bytes).
-    pub fn new(live: usize, time_wait: usize, window: u32) -> Guard {
-        let mut recs = HashMap::default();
+    /// `window` bounds the receive window (bytes); `seed` (secret) seeds
+    /// the random size of the challenge-ACK budget.
+    pub fn new(live: usize, time_wait: usize, window: u32, seed: u64) -> Guard {
+        let mut recs = HashMap::with_hasher(FlowBuild::default());
         recs.reserve(live + time_wait);
         Guard {
             recs,
             tw: VecDeque::with_capacity(time_wait),
+            tw_live: 0,
             live_cap: live,
             tw_cap: time_wait,
             window,
-            tokens: 0,
-            tokens_until: 0,
+            budget: RandomBudget::new(CHALLENGE_ACKS_PER_SEC, seed),
             off_in: 0,
             known_in: false,
+            acceptable_in: true,
+            sock_in: None,
+            rcv_in: 0,
             stats: GuardStats::default(),
         }
     }
@@ -157,30 +205,72 @@ impl Guard {
         (self.known_in, self.off_in)
     }
 
+    /// Will smoltcp accept the segment the last [`Guard::on_ingress`]
+    /// passed? For a synchronized connection: it has the ACK flag and its
+    /// sequence number is in the receive window (RFC 793's acceptability
+    /// test, with the receive buffer as the window). True for segments of
+    /// flows the guard has no live record of (a handshake; smoltcp judges).
+    pub fn acceptable(&self) -> bool {
+        self.acceptable_in
+    }
+
+    /// The socket of the last passed segment's flow, if bound: the stack
+    /// reads what smoltcp accepted from it ([`Guard::accepted`]).
+    pub fn last_socket(&self) -> Option<SocketHandle> {
+        self.sock_in
+    }
+
     /// Is there room for one more live connection?
     pub fn has_room(&self) -> bool {
-        self.recs.len() - self.tw.len() < self.live_cap
+        self.recs.len().saturating_sub(self.tw_live) < self.live_cap
     }
 
     /// A connection the front door opened by SYN cookie: our ISN `iss`,
     /// the peer's next sequence number `rcv_nxt`, wire less smoltcp
-    /// sequence numbers `off`.
-    pub fn adopt(&mut self, key: u64, iss: u32, rcv_nxt: u32, off: u32, window: u16, mac: [u8; 6]) {
-        self.recs.insert(
-            key,
-            Rec {
-                iss,
-                rcv_nxt,
-                rcv_known: true,
-                synced: true,
-                snd_nxt: iss.wrapping_add(1),
-                ack_out: rcv_nxt,
-                win_out: window,
-                tw_until: 0,
-                mac,
-                off,
-            },
-        );
+    /// sequence numbers `off`, its socket `sock`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt(&mut self, key: u64, iss: u32, rcv_nxt: u32, off: u32, window: u16, mac: [u8; 6], sock: SocketHandle) {
+        let rec = Rec {
+            iss,
+            rcv_nxt,
+            rcv_known: true,
+            synced: true,
+            snd_nxt: iss.wrapping_add(1),
+            ack_out: rcv_nxt,
+            win_out: window,
+            tw_until: 0,
+            mac,
+            off,
+            sock: Some(sock),
+            challenged_at: 0,
+        };
+        self.insert(key, rec);
+    }
+
+    /// Connection `key` lives on socket `sock`: from now on its `rcv_nxt`
+    /// follows what smoltcp accepts ([`Guard::accepted`]). The socket's
+    /// flow must be released ([`Guard::released`]) before the socket goes.
+    pub fn bind(&mut self, key: u64, sock: SocketHandle) {
+        if let Some(r) = self.recs.get_mut(&key).filter(|r| r.tw_until == 0) {
+            r.sock = Some(sock);
+        }
+    }
+
+    /// smoltcp took the last passed segment of flow `key` and moved its
+    /// receive sequence `bytes` on (in-order data, and 1 for a FIN): what
+    /// it accepted, and only that, is acknowledged by the guard's replies.
+    /// (An ACK smoltcp sent while it took the segment has told the guard
+    /// already: the count is from where the segment found `rcv_nxt`.)
+    pub fn accepted(&mut self, key: u64, bytes: u32) {
+        if bytes == 0 {
+            return;
+        }
+        let to = self.rcv_in.wrapping_add(bytes);
+        if let Some(r) = self.recs.get_mut(&key).filter(|r| r.tw_until == 0 && r.rcv_known) {
+            if seq_lt(r.rcv_nxt, to) {
+                r.rcv_nxt = to;
+            }
+        }
     }
 
     pub fn counters(&self, out: &mut Counters) {
@@ -191,30 +281,49 @@ impl Guard {
         out.event("ack_unsent", s.ack_unsent);
         out.drop("challenge_limited", s.challenge_limited);
         out.event("time_wait_acks", s.time_wait_acks);
+        out.drop("time_wait_syn_refused", s.time_wait_syn_refused);
         out.event("time_wait_evicted", s.time_wait_evicted);
         out.drop("guard_untracked", s.untracked);
-        out.gauge("time_wait", self.tw.len() as u64);
+        out.gauge("time_wait", self.tw_live as u64);
     }
 
-    /// One more challenge ACK allowed now?
-    fn allow(&mut self, now: u64) -> bool {
-        if now >= self.tokens_until {
-            self.tokens_until = now + 1_000_000_000;
-            self.tokens = CHALLENGE_ACKS_PER_SEC;
+    /// Record `rec` for `key`, replacing (and counting out) a TIME-WAIT
+    /// record there.
+    fn insert(&mut self, key: u64, rec: Rec) {
+        if self.recs.insert(key, rec).is_some_and(|old| old.tw_until != 0) {
+            self.tw_live -= 1;
         }
-        if self.tokens == 0 {
+    }
+
+    /// Forget `key`'s record (counting a TIME-WAIT one out).
+    fn remove(&mut self, key: u64) {
+        if self.recs.remove(&key).is_some_and(|old| old.tw_until != 0) {
+            self.tw_live -= 1;
+        }
+    }
+
+    /// May record `key` send a challenge ACK (or a TIME-WAIT ACK) now? At
+    /// most one per [`CHALLENGE_INTERVAL_NS`] per record, then the stack's
+    /// budget.
+    fn allow(&mut self, key: u64, now: u64) -> bool {
+        let Some(r) = self.recs.get_mut(&key) else { return false };
+        if r.challenged_at != 0 && now < r.challenged_at + CHALLENGE_INTERVAL_NS {
             self.stats.challenge_limited += 1;
             return false;
         }
-        self.tokens -= 1;
+        if !self.budget.take(now) {
+            self.stats.challenge_limited += 1;
+            return false;
+        }
+        r.challenged_at = now.max(1);
         true
     }
 
     fn challenge(&mut self, key: u64, now: u64) -> Verdict {
-        let Some(&r) = self.recs.get(&key) else { return Verdict::Drop };
-        if !self.allow(now) {
+        if !self.allow(key, now) {
             return Verdict::Drop;
         }
+        let Some(r) = self.recs.get(&key) else { return Verdict::Drop };
         Verdict::Answer(Reply::Ack { seq: r.snd_nxt, ack: r.rcv_nxt, window: r.win_out })
     }
 
@@ -222,36 +331,21 @@ impl Guard {
     pub fn on_ingress(&mut self, k: &FrameKey, now: u64) -> Verdict {
         self.known_in = false;
         self.off_in = 0;
+        self.acceptable_in = true;
+        self.sock_in = None;
         if self.recs.is_empty() {
             return Verdict::Pass;
         }
         let Some((ip, rp, lp)) = k.tuple else { return Verdict::Pass };
         let key = flow_key(ip, rp, lp);
         let Some(r) = self.recs.get_mut(&key) else { return Verdict::Pass };
-        if r.tw_until == 0 {
-            self.known_in = true;
-            self.off_in = r.off;
+        if r.tw_until != 0 {
+            return self.time_wait(key, k, now);
         }
+        self.known_in = true;
+        self.off_in = r.off;
         let has = |bit: u8| k.flags & bit != 0;
         let (syn, rst, ack, fin) = (has(tcp_flags::SYN), has(tcp_flags::RST), has(tcp_flags::ACK), has(tcp_flags::FIN));
-        if r.tw_until != 0 {
-            if now >= r.tw_until || (syn && !ack) {
-                // Expired, or a new connection on the 4-tuple.
-                self.recs.remove(&key);
-                return Verdict::Pass;
-            }
-            if rst || !(fin || k.payload > 0) {
-                // RFC 1337: a reset does not end TIME-WAIT early; a bare
-                // ACK needs no answer.
-                return Verdict::Drop;
-            }
-            let r = *r;
-            if !self.allow(now) {
-                return Verdict::Drop;
-            }
-            self.stats.time_wait_acks += 1;
-            return Verdict::Answer(Reply::Ack { seq: r.snd_nxt, ack: r.rcv_nxt, window: r.win_out });
-        }
         if !r.synced {
             // The handshake is smoltcp's; it ends when our SYN is acked.
             if ack && !rst && k.ack == r.iss.wrapping_add(1) {
@@ -284,10 +378,41 @@ impl Guard {
             self.stats.ack_unsent += 1;
             return self.challenge(key, now);
         }
-        if k.seq == r.rcv_nxt {
-            r.rcv_nxt = r.rcv_nxt.wrapping_add(u32::from(k.payload) + u32::from(fin));
-        }
+        self.sock_in = r.sock;
+        self.rcv_in = r.rcv_nxt;
+        self.acceptable_in =
+            ack && seg_acceptable(k.seq, u32::from(k.payload) + u32::from(fin), r.rcv_nxt, self.window);
         Verdict::Pass
+    }
+
+    /// Segment `k` for TIME-WAIT record `key`, at `now`.
+    fn time_wait(&mut self, key: u64, k: &FrameKey, now: u64) -> Verdict {
+        let Some(&r) = self.recs.get(&key) else { return Verdict::Pass };
+        let has = |bit: u8| k.flags & bit != 0;
+        let (syn, rst, ack, fin) = (has(tcp_flags::SYN), has(tcp_flags::RST), has(tcp_flags::ACK), has(tcp_flags::FIN));
+        if now >= r.tw_until {
+            self.remove(key);
+            return Verdict::Pass;
+        }
+        if syn && !ack && !rst {
+            if seq_lt(r.rcv_nxt, k.seq) {
+                // A new connection, past everything the old one sent.
+                self.remove(key);
+                return Verdict::Pass;
+            }
+            // An old duplicate, or a peer reusing the 4-tuple too early:
+            // not acceptable here; the record's ACK tells the peer.
+            self.stats.time_wait_syn_refused += 1;
+        } else if rst || !(fin || k.payload > 0) {
+            // RFC 1337: a reset does not end TIME-WAIT early; a bare
+            // ACK needs no answer.
+            return Verdict::Drop;
+        }
+        if !self.allow(key, now) {
+            return Verdict::Drop;
+        }
+        self.stats.time_wait_acks += 1;
+        Verdict::Answer(Reply::Ack { seq: r.snd_nxt, ack: r.rcv_nxt, window: r.win_out })
     }
 
     /// smoltcp sent segment `t`, in frame `buf`. A connection opened by
@@ -308,7 +433,7 @@ impl Guard {
                 Some(r) if r.tw_until == 0 && r.iss == t.seq => return,
                 // A new connection on a 4-tuple we hold: replaced below.
                 Some(_) => {}
-                None if self.recs.len() - self.tw.len() >= self.live_cap => {
+                None if !self.has_room() => {
                     self.stats.untracked += 1;
                     return;
                 }
@@ -316,21 +441,21 @@ impl Guard {
                 None => {}
             }
             let (rcv_nxt, rcv_known) = t.ack.map_or((0, false), |a| (a, true));
-            self.recs.insert(
-                t.key,
-                Rec {
-                    iss: t.seq,
-                    rcv_nxt,
-                    rcv_known,
-                    synced: false,
-                    snd_nxt: t.seq.wrapping_add(1),
-                    ack_out: rcv_nxt,
-                    win_out: t.window,
-                    tw_until: 0,
-                    mac: t.peer_mac,
-                    off: 0,
-                },
-            );
+            let rec = Rec {
+                iss: t.seq,
+                rcv_nxt,
+                rcv_known,
+                synced: false,
+                snd_nxt: t.seq.wrapping_add(1),
+                ack_out: rcv_nxt,
+                win_out: t.window,
+                tw_until: 0,
+                mac: t.peer_mac,
+                off: 0,
+                sock: None,
+                challenged_at: 0,
+            };
+            self.insert(t.key, rec);
             return;
         }
         let Some(r) = self.recs.get_mut(&t.key) else { return };
@@ -367,19 +492,16 @@ impl Guard {
             return None;
         }
         match why {
-            Release::TimeWait if r.synced => {
+            Release::TimeWait if r.synced && self.tw_cap > 0 => {
                 self.expire(now);
-                if self.tw.len() >= self.tw_cap {
-                    self.evict_oldest();
-                }
-                if self.tw_cap == 0 {
-                    self.recs.remove(&key);
-                    return None;
-                }
+                self.make_tw_room();
                 let until = now + TIME_WAIT_NS;
                 if let Some(rec) = self.recs.get_mut(&key) {
                     rec.tw_until = until;
+                    rec.sock = None;
+                    rec.challenged_at = 0;
                 }
+                self.tw_live += 1;
                 self.tw.push_back((key, until));
                 (r.ack_out != r.rcv_nxt)
                     .then_some((Reply::Ack { seq: r.snd_nxt, ack: r.rcv_nxt, window: r.win_out }, r.mac))
@@ -395,6 +517,29 @@ impl Guard {
         }
     }
 
+    /// Is `(key, until)` of the expiry queue a live TIME-WAIT record?
+    fn is_tw(&self, key: u64, until: u64) -> bool {
+        self.recs.get(&key).is_some_and(|r| r.tw_until == until)
+    }
+
+    /// Room in the expiry queue for one more entry: stale entries go first
+    /// (front, then all of them), then the oldest live record.
+    fn make_tw_room(&mut self) {
+        while let Some(&(k, u)) = self.tw.front() {
+            if self.is_tw(k, u) {
+                break;
+            }
+            self.tw.pop_front();
+        }
+        if self.tw.len() >= self.tw_cap && self.tw_live < self.tw.len() {
+            let recs = &self.recs;
+            self.tw.retain(|&(k, u)| recs.get(&k).is_some_and(|r| r.tw_until == u));
+        }
+        if self.tw.len() >= self.tw_cap {
+            self.evict_oldest();
+        }
+    }
+
     /// End TIME-WAIT records whose time is up.
     pub fn expire(&mut self, now: u64) {
         while let Some(&(key, until)) = self.tw.front() {
@@ -402,19 +547,56 @@ impl Guard {
                 break;
             }
             self.tw.pop_front();
-            if self.recs.get(&key).is_some_and(|r| r.tw_until == until) {
-                self.recs.remove(&key);
+            if self.is_tw(key, until) {
+                self.remove(key);
             }
         }
     }
 
     fn evict_oldest(&mut self) {
         while let Some((key, until)) = self.tw.pop_front() {
-            if self.recs.get(&key).is_some_and(|r| r.tw_until == until) {
-                self.recs.remove(&key);
+            if self.is_tw(key, until) {
+                self.remove(key);
                 self.stats.time_wait_evicted += 1;
                 return;
             }
+        }
+    }
+}
+
+/// RFC 793's acceptability test, with `wnd` for the receive window: a
+/// segment taking `len` sequence numbers from `seq` overlaps
+/// `[rcv_nxt, rcv_nxt + wnd)` (an empty one starts in it).
+fn seg_acceptable(seq: u32, len: u32, rcv_nxt: u32, wnd: u32) -> bool {
+    if len == 0 {
+        return in_window(seq, rcv_nxt, wnd.max(1));
+    }
+    let last = seq.wrapping_add(len - 1);
+    in_window(seq, rcv_nxt, wnd) || in_window(last, rcv_nxt, wnd) || (seq_lt(seq, rcv_nxt) && seq_le(rcv_nxt, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acceptability_follows_rfc_793_across_the_wrap() {
+        let nxt = u32::MAX - 9;
+        for (seq, len, ok) in [
+            (nxt, 0, true),
+            (nxt.wrapping_add(99), 0, true),
+            (nxt.wrapping_add(100), 0, false),
+            (nxt.wrapping_sub(1), 0, false),
+            // Data: any overlap with the window.
+            (nxt.wrapping_sub(5), 10, true),
+            (nxt.wrapping_sub(10), 10, false),
+            (nxt.wrapping_add(95), 10, true),
+            (nxt.wrapping_add(100), 10, false),
+            (nxt.wrapping_add(1 << 30), 10, false),
+            // A segment wider than the window, around it.
+            (nxt.wrapping_sub(50), 300, true),
+        ] {
+            assert_eq!(seg_acceptable(seq, len, nxt, 100), ok, "seq {seq} len {len}");
         }
     }
 }

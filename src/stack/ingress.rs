@@ -2,11 +2,19 @@
 //! (validity, ownership among loops, the guard's verdict, the front door),
 //! then given to its shard's smoltcp.
 
+use smoltcp::socket::tcp::{self, State};
+
 use super::door::SynOpts;
 use super::frame::{self, flow_key, tcp_flags, FrameKey};
 use super::guard::{Reply, Verdict};
 use super::tap::Tap;
 use super::{shard_of, signal, Link, Stack, INGRESS_BUDGET};
+
+/// A socket's receive position as far as it moves during ingress: the
+/// bytes in its receive queue, and whether the peer's FIN is in.
+fn rcv_mark(s: &tcp::Socket) -> (usize, bool) {
+    (s.recv_queue(), matches!(s.state(), State::CloseWait | State::LastAck | State::Closing | State::TimeWait))
+}
 
 impl<D: Link> Stack<D> {
     /// Ingress only: up to `INGRESS_BUDGET` frames off the link, each to
@@ -76,6 +84,7 @@ impl<D: Link> Stack<D> {
         }
         let mut verdict = self.guard.on_ingress(&key, self.now_ns);
         let (known, mut off) = self.guard.last_ingress();
+        let mut sock = self.guard.last_socket();
         match key.tuple {
             Some((_, _, lp)) if verdict == Verdict::Pass && !known && self.door.listening(lp) => {
                 let f = key.flags;
@@ -88,7 +97,7 @@ impl<D: Link> Stack<D> {
                     };
                 } else if f & tcp_flags::ACK != 0 && f & (tcp_flags::SYN | tcp_flags::RST) == 0 {
                     match self.door_ack(&key, peer_mac) {
-                        Ok(o) => off = o,
+                        Ok((o, h)) => (off, sock) = (o, Some(h)),
                         Err(v) => verdict = v,
                     }
                 }
@@ -109,9 +118,13 @@ impl<D: Link> Stack<D> {
                 return;
             }
         }
-        self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
-        if self.tracing {
-            self.track(&key);
+        // Recovery and tracing learn only from what smoltcp will accept: a
+        // forged segment with a guessed sequence number steers nothing.
+        if self.guard.acceptable() {
+            self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
+            if self.tracing {
+                self.track(&key);
+            }
         }
         let shard = key.tuple.map(|(ip, rp, lp)| shard_of(ip, rp, lp)).unwrap_or(0);
         if off != 0 {
@@ -120,8 +133,18 @@ impl<D: Link> Stack<D> {
                 frame::shift_tcp(b, 0, off);
             }
         }
+        // What smoltcp accepts of the segment moves the guard's RCV.NXT:
+        // in-order bytes join the socket's receive queue (nothing reads it
+        // during ingress), and an in-order FIN moves the state on.
+        let sockets = &mut self.shards[shard].sockets;
+        let before = sock.map(|h| rcv_mark(sockets.get::<tcp::Socket>(h)));
         let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
-        let _ = self.iface.poll_ingress_single(now, &mut tap, &mut self.shards[shard].sockets);
+        let _ = self.iface.poll_ingress_single(now, &mut tap, sockets);
+        if let (Some(h), Some((q0, f0)), Some((ip, rp, lp))) = (sock, before, key.tuple) {
+            let (q1, f1) = rcv_mark(sockets.get::<tcp::Socket>(h));
+            let moved = q1.saturating_sub(q0) + usize::from(f1 && !f0);
+            self.guard.accepted(flow_key(ip, rp, lp), moved as u32);
+        }
         self.dev.unstage();
         self.mark_scan(shard);
         self.mark_egress(shard);

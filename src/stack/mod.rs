@@ -39,6 +39,7 @@ pub mod frame;
 pub mod guard;
 pub mod handoff;
 mod ingress;
+pub mod limit;
 pub mod link;
 pub mod ports;
 pub mod recovery;
@@ -294,7 +295,6 @@ impl<D: Link> Stack<D> {
         // Live connections, and room for the active opens and closes under way.
         let flows = max_conns + 1024;
         let rec = Recovery::new(cfg.retx_slots, flows, cfg.retx_floor_ns);
-        let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32);
         let (k0, k1) = {
             use std::hash::{BuildHasher, Hasher};
             // A secret per process (the OS's randomness through std's
@@ -305,6 +305,7 @@ impl<D: Link> Stack<D> {
             h.write_u64(k0);
             (k0, h.finish())
         };
+        let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32, k0.rotate_left(17) ^ k1);
         let door = Door::new(k0, k1, smoltcp::phy::Device::capabilities(&dev).max_transmission_unit);
         Stack {
             rec,

@@ -41,6 +41,8 @@ impl<D: Link> Stack<D> {
                                 c.flow = flow;
                             }
                             if c.active_open {
+                                // Its guard record follows the socket from now.
+                                self.guard.bind(c.flow, c.handle);
                                 self.stats.connected += 1;
                                 events.push(Event::Connected(ConnId(id)));
                             } else {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use super::frame::flow_key;
 use super::guard::Release;
 use super::{shard_of, AckWatch, Conn, Link, Stack, TIMER_EGRESS_NS};
 use crate::transport::{signal, AckEvent, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
@@ -102,7 +103,7 @@ impl<D: Link> Transport for Stack<D> {
             active_open: true,
             eof_reported: false,
             want_write: false,
-            flow: 0,
+            flow: flow_key(u32::from(ip), addr.port(), port),
             local_port: port,
             ack: AckWatch::default(),
         });

@@ -1,6 +1,7 @@
 //! The in-memory harness of the stack tests: two stacks back to back
 //! over an in-memory link with a virtual clock (`Net`, an echo server on
-//! one side), or one stack and a scripted peer (`stack_and_peer`).
+//! one side), or one stack and a scripted peer (`stack_and_peer`, and
+//! `Live`: a scripted client connected).
 
 #![allow(dead_code)]
 
@@ -9,7 +10,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use tailgate::stack::frame::tcp_flags::{ACK, RST, SYN};
+use tailgate::stack::frame::tcp_flags::{ACK, PSH, RST, SYN};
 use tailgate::stack::sim::{pair, Clock, MemLink, Peer, Seg, MAC_A, MAC_B};
 use tailgate::stack::{Stack, StackConfig};
 use tailgate::transport::{would_block, ConnId, Event, Transport};
@@ -280,7 +281,18 @@ pub fn counter(t: &Stack<MemLink>, name: &str) -> u64 {
 /// A scripted client on a stack that echoes: handshake with SACK
 /// permitted; returns (our next seq, the stack's next seq).
 pub fn scripted_handshake(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut Peer, port: u16) -> (u32, u32) {
-    peer.send(&Seg { sack_permitted: true, ..syn(port, 1000) });
+    scripted_handshake_from(clock, stack, peer, port, 1000)
+}
+
+/// `scripted_handshake` with our initial sequence number `isn`.
+pub fn scripted_handshake_from(
+    clock: &Clock,
+    stack: &mut Stack<MemLink>,
+    peer: &mut Peer,
+    port: u16,
+    isn: u32,
+) -> (u32, u32) {
+    peer.send(&Seg { sack_permitted: true, ..syn(port, isn) });
     let got = collect(clock, stack, peer, ms(1));
     let sa = got.iter().find(|s| s.has(SYN | ACK)).expect("SYN-ACK");
     assert!(sa.sack_permitted);
@@ -288,11 +300,123 @@ pub fn scripted_handshake(clock: &Clock, stack: &mut Stack<MemLink>, peer: &mut 
     peer.send(&Seg {
         src_port: port,
         dst_port: PORT,
-        seq: 1001,
+        seq: isn.wrapping_add(1),
         ack: rcv_nxt,
         flags: ACK,
         window: 65535,
         ..Seg::default()
     });
-    (1001, rcv_nxt)
+    (isn.wrapping_add(1), rcv_nxt)
+}
+
+/// The id of the first connection `ev` reports accepted.
+pub fn accepted(ev: &[Event]) -> Option<ConnId> {
+    ev.iter().find_map(|e| match e {
+        Event::Accepted(id) => Some(*id),
+        _ => None,
+    })
+}
+
+/// A scripted client connected to a stack: the clock, the stack, the
+/// peer, the stack's id for the connection, the client's port, the
+/// client's next sequence number and the stack's.
+pub struct Live {
+    pub clock: Clock,
+    pub stack: Stack<MemLink>,
+    pub peer: Peer,
+    pub id: ConnId,
+    pub port: u16,
+    pub seq: u32,
+    pub rcv: u32,
+}
+
+impl Live {
+    pub fn new() -> Live {
+        Live::with(|_| {})
+    }
+
+    pub fn with(cfg: impl FnOnce(&mut tailgate::stack::StackConfig)) -> Live {
+        let (clock, mut stack, mut peer) = stack_and_peer(cfg);
+        let port = 42000;
+        let (seq, rcv) = scripted_handshake(&clock, &mut stack, &mut peer, port);
+        let (_, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+        let id = accepted(&ev).expect("Accepted");
+        Live { clock, stack, peer, id, port, seq, rcv }
+    }
+
+    /// Another scripted client connection to the same stack, from `port`.
+    pub fn another(&mut self, port: u16) -> Live2 {
+        let (seq, rcv) = scripted_handshake(&self.clock, &mut self.stack, &mut self.peer, port);
+        let (_, ev) = run(&self.clock, &mut self.stack, &mut self.peer, ms(1));
+        Live2 { id: accepted(&ev).expect("Accepted"), port, seq, rcv }
+    }
+
+    /// Run `d` of virtual time; the segments the peer got.
+    pub fn run(&mut self, d: Duration) -> Vec<Seg> {
+        run(&self.clock, &mut self.stack, &mut self.peer, d).0
+    }
+
+    pub fn seg(&self, flags: u8, seq: u32, payload: &[u8]) -> Seg {
+        Seg {
+            src_port: self.port,
+            dst_port: PORT,
+            seq,
+            ack: self.rcv,
+            flags,
+            window: 65535,
+            payload: payload.to_vec(),
+            ..Seg::default()
+        }
+    }
+
+    /// Send `s`, then what the stack sends within 1 ms.
+    pub fn exchange(&mut self, s: &Seg) -> Vec<Seg> {
+        self.peer.send(s);
+        run(&self.clock, &mut self.stack, &mut self.peer, ms(1)).0
+    }
+
+    /// Send in-order data; the stack ACKs it.
+    pub fn data(&mut self, payload: &[u8]) {
+        let s = self.seg(ACK | PSH, self.seq, payload);
+        let got = self.exchange(&s);
+        self.seq = self.seq.wrapping_add(payload.len() as u32);
+        assert!(got.iter().any(|g| g.has(ACK) && g.ack == self.seq), "data not acknowledged: {got:?}");
+    }
+
+    /// Is the connection still alive in the stack (reads would block)?
+    pub fn alive(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stack.recv(self.id, &mut buf) {
+                Ok(0) => return false,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A second scripted connection on a `Live` stack ([`Live::another`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Live2 {
+    pub id: ConnId,
+    pub port: u16,
+    pub seq: u32,
+    pub rcv: u32,
+}
+
+impl Live2 {
+    pub fn seg(&self, flags: u8, seq: u32, payload: &[u8]) -> Seg {
+        Seg {
+            src_port: self.port,
+            dst_port: PORT,
+            seq,
+            ack: self.rcv,
+            flags,
+            window: 65535,
+            payload: payload.to_vec(),
+            ..Seg::default()
+        }
+    }
 }

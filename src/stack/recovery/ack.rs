@@ -22,6 +22,11 @@ impl Recovery {
         }
         let (ack, fin, syn) = (t.ack, t.flags & tcp_flags::FIN != 0, t.flags & tcp_flags::SYN != 0);
         let f = &mut self.flows[i];
+        if f.syn.is_none() && (seq_lt(ack, f.snd_una) || seq_lt(f.snd_max, ack)) {
+            // Below SND.UNA smoltcp drops the whole segment; above what was
+            // sent the guard does. Neither tells recovery anything.
+            return;
+        }
         f.last_active = at;
         f.zero_window = t.window == 0 && !syn;
         if let Some(s) = f.syn {
@@ -77,12 +82,21 @@ impl Recovery {
         }
         // SACK blocks: D-SACK (below the cumulative ACK, or the first block
         // inside the second) reports a duplicate; the rest mark copies
-        // delivered.
+        // delivered, if they lie in what is outstanding, [SND.UNA, SND.MAX]
+        // (RFC 2018, RFC 6675): a block past what was sent, or a wide one
+        // wrapping round, marks nothing.
+        let (una, max) = (self.flows[i].snd_una, self.flows[i].snd_max);
         for (n, b) in t.sack.iter().enumerate() {
             let Some((l, r)) = *b else { continue };
+            if !seq_lt(l, r) {
+                continue;
+            }
             let dsack = seq_le(r, ack) || (n == 0 && t.sack[1].is_some_and(|(l2, r2)| seq_le(l2, l) && seq_le(r, r2)));
             if dsack {
                 self.dsack(i, l, r);
+                continue;
+            }
+            if !(seq_le(una, l) && seq_le(r, max)) {
                 continue;
             }
             // Copies are in sequence order: stop past the block.
@@ -147,8 +161,11 @@ impl Recovery {
 
     /// The peer reported `[l, r)` twice (D-SACK): if that was our last
     /// copy, it was spurious.
+    /// Only a block within that copy counts: a duplicate the peer reports
+    /// is bytes it received twice, and our copy was one of the two.
     fn dsack(&mut self, i: usize, l: u32, r: u32) {
-        if self.learn(i, l, r) {
+        let within = self.flows[i].last_retx.is_some_and(|x| seq_le(x.seq, l) && seq_le(r, x.end));
+        if within && self.learn(i, l, r) {
             self.stats.spurious += 1;
         }
     }

@@ -73,7 +73,6 @@ mod flow;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::BuildHasherDefault;
 
 use slab::Slab;
 use smoltcp::phy::{self, Device};
@@ -82,7 +81,7 @@ use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
 
 pub use self::flow::{Estimate, RetxStats};
 use self::flow::{Flow, Kind, LastRetx, Slot, SrttSummary, Syn};
-use super::flow::FlowHasher;
+use super::flow::FlowBuild;
 use super::frame::Tcp;
 use super::seq::{seq_le, seq_lt};
 use crate::transport::Counters;
@@ -142,7 +141,7 @@ pub struct Recovery {
     free: u32,
     free_count: usize,
     flows: Slab<Flow>,
-    index: HashMap<u64, usize, BuildHasherDefault<FlowHasher>>,
+    index: HashMap<u64, usize, FlowBuild>,
     max_flows: usize,
     heap: BinaryHeap<Reverse<(u64, usize, u64)>>,
     lost: Vec<usize>,
@@ -175,7 +174,7 @@ impl Recovery {
                 fin: false,
             });
         }
-        let mut index = HashMap::default();
+        let mut index = HashMap::with_hasher(FlowBuild::default());
         index.reserve(max_flows);
         Recovery {
             slots: s,

@@ -1,0 +1,266 @@
+//! The stack against a peer on the same segment that forges, replays and
+//! floods, in process and in virtual time: the challenge-ACK side channel,
+//! TIME-WAIT reuse, what the guard acknowledges, and forged segments that
+//! try to steer loss recovery. Each test checks what the attack does to
+//! the connection, and to the others.
+
+use std::time::Duration;
+
+use tailgate::stack::frame::tcp_flags::{ACK, FIN, PSH, RST, SYN};
+use tailgate::stack::guard::CHALLENGE_INTERVAL_NS;
+use tailgate::stack::recovery::Estimate;
+use tailgate::stack::sim::Seg;
+use tailgate::transport::Transport;
+
+mod mem;
+use mem::*;
+
+/// The stack closes `l`'s connection first; the peer ACKs the stack's FIN
+/// and sends its own; the stack's final ACK leaves a TIME-WAIT record.
+fn server_closes_first(l: &mut Live) {
+    l.stack.shutdown_write(l.id).unwrap();
+    l.stack.close(l.id);
+    let got = l.run(ms(1));
+    let fin = got.iter().find(|s| s.has(FIN)).expect("the stack's FIN");
+    assert_eq!(fin.seq, l.rcv);
+    l.rcv = l.rcv.wrapping_add(1);
+    let got = l.exchange(&l.seg(ACK | FIN, l.seq, b""));
+    l.seq = l.seq.wrapping_add(1);
+    assert!(got.iter().any(|s| s.flags == ACK && s.ack == l.seq), "the final ACK: {got:?}");
+    assert_eq!(l.stack.closing(), 0);
+}
+
+/// RFC 6191 / RFC 1122 4.2.2.13: a SYN ends TIME-WAIT only if its ISN lies
+/// above the old connection's sequence space. An old duplicate SYN (or a
+/// blind one) gets the record's ACK and opens nothing.
+#[test]
+fn a_syn_in_time_wait_below_the_old_sequence_space_opens_nothing() {
+    let mut l = Live::new();
+    l.data(b"order");
+    server_closes_first(&mut l);
+    assert_eq!(counter(&l.stack, "time_wait"), 1);
+    for isn in [l.seq.wrapping_sub(1000), l.seq.wrapping_sub(1)] {
+        let got = l.exchange(&syn(l.port, isn));
+        assert!(!got.iter().any(|s| s.has(SYN)), "a SYN-ACK for ISN {isn}: {got:?}");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].flags, got[0].seq, got[0].ack), (ACK, l.rcv, l.seq), "the record's ACK");
+        assert_eq!(counter(&l.stack, "time_wait"), 1, "TIME-WAIT kept");
+        l.run(Duration::from_nanos(CHALLENGE_INTERVAL_NS));
+    }
+    assert_eq!(counter(&l.stack, "time_wait_syn_refused"), 2);
+    // Above it: a new connection.
+    let (seq, rcv) = scripted_handshake_from(&l.clock, &mut l.stack, &mut l.peer, l.port, l.seq.wrapping_add(5000));
+    let (_, ev) = run(&l.clock, &mut l.stack, &mut l.peer, ms(1));
+    let id = accepted(&ev).expect("the new connection");
+    assert_eq!(counter(&l.stack, "time_wait"), 0);
+    (l.id, l.seq, l.rcv) = (id, seq, rcv);
+    l.data(b"logon again");
+}
+
+/// The server closes first and the client reconnects from the same port
+/// (FIX clients often pin theirs) within TIME-WAIT, again and again: every
+/// reconnection gets in, and the `time_wait` gauge is exact at each step.
+#[test]
+fn reconnecting_from_the_same_port_during_time_wait_works_every_time() {
+    let mut l = Live::with(|c| c.max_conns = 4);
+    for round in 0..8u32 {
+        l.data(b"logon");
+        server_closes_first(&mut l);
+        assert_eq!(counter(&l.stack, "time_wait"), 1, "round {round}");
+        assert_eq!(l.stack.open(), 0);
+        let isn = l.seq.wrapping_add(100_000);
+        let (seq, rcv) = scripted_handshake_from(&l.clock, &mut l.stack, &mut l.peer, l.port, isn);
+        let (_, ev) = run(&l.clock, &mut l.stack, &mut l.peer, ms(1));
+        let id = accepted(&ev).unwrap_or_else(|| panic!("round {round}: not accepted"));
+        (l.id, l.seq, l.rcv) = (id, seq, rcv);
+        assert_eq!(counter(&l.stack, "time_wait"), 0, "round {round}: the SYN ended TIME-WAIT");
+        assert_eq!(l.stack.open(), 1);
+        assert_eq!(counter(&l.stack, "conn_refused"), 0);
+    }
+    // Other clients still get in, up to max_conns.
+    for p in 0..3u16 {
+        l.another(50_000 + p);
+    }
+    assert_eq!(l.stack.open(), 4);
+}
+
+/// What connection B gets back for in-window resets sent to it every
+/// 100 ms for 3 s, after (or without) a flood of resets on connection A:
+/// (ms since start, seq - B's rcv, ack - B's seq) of each challenge ACK.
+fn challenges_to_b(flood_a: bool) -> Vec<(u64, u32, u32)> {
+    let mut l = Live::new();
+    l.data(b"order");
+    let b = l.another(42_001);
+    let mut got = Vec::new();
+    let start = l.clock.now();
+    for k in 0..30u32 {
+        if flood_a {
+            // An attacker with its own connection spends what it can.
+            for i in 0..1000u32 {
+                l.peer.send(&l.seg(RST, l.seq.wrapping_add(1 + i), b""));
+            }
+            l.run(ms(20));
+        }
+        l.peer.send(&b.seg(RST, b.seq.wrapping_add(10 + k), b""));
+        let wait = if flood_a { ms(80) } else { ms(100) };
+        for s in l.run(wait).into_iter().filter(|s| s.dst_port == b.port) {
+            let t = (l.clock.now() - start) / 1_000_000;
+            got.push((t, s.seq.wrapping_sub(b.rcv), s.ack.wrapping_sub(b.seq)));
+        }
+    }
+    assert!(l.alive(), "A survived");
+    got
+}
+
+/// CVE-2016-5696: with one deterministic budget for every connection, an
+/// off-path attacker spends it and counts what its own connection gets
+/// back. Here no connection's challenges change what another one gets.
+#[test]
+fn one_connections_challenges_do_not_change_another_connections() {
+    let calm = challenges_to_b(false);
+    let flooded = challenges_to_b(true);
+    assert_eq!(calm.len(), 6, "one challenge per 500 ms in 3 s: {calm:?}");
+    assert_eq!(flooded, calm, "A's flood changed what B got");
+}
+
+/// The guard's RCV.NXT is what smoltcp accepted: in-order data smoltcp
+/// drops (no ACK flag; an ACK below SND.UNA) is not acknowledged by a
+/// challenge ACK, so the peer keeps it and sends it again, and the stream
+/// goes on.
+#[test]
+fn challenges_acknowledge_only_what_smoltcp_accepted() {
+    let mut l = Live::new();
+    l.data(b"order");
+    // In order, but without the ACK flag: smoltcp ignores it.
+    l.exchange(&Seg { flags: PSH, ..l.seg(PSH, l.seq, b"ghost") });
+    let got = l.exchange(&l.seg(RST, l.seq.wrapping_add(100), b""));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].flags, got[0].ack), (ACK, l.seq), "the challenge acknowledged bytes never taken");
+    l.run(Duration::from_nanos(CHALLENGE_INTERVAL_NS));
+    // The stack sends a reply, the peer ACKs it: SND.UNA moves on.
+    assert_eq!(l.stack.send(l.id, b"reply").unwrap(), 5);
+    l.run(ms(1));
+    let old_ack = l.rcv;
+    l.rcv = l.rcv.wrapping_add(5);
+    l.exchange(&l.seg(ACK, l.seq, b""));
+    // In-order data acknowledging less than SND.UNA: smoltcp drops it all.
+    l.exchange(&Seg { ack: old_ack, ..l.seg(ACK | PSH, l.seq, b"stale") });
+    let got = l.exchange(&l.seg(RST, l.seq.wrapping_add(100), b""));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].flags, got[0].ack), (ACK, l.seq), "the challenge acknowledged bytes never taken");
+    // The peer sends them again, properly: all of it arrives.
+    l.data(b"ghost");
+    let mut buf = [0u8; 64];
+    let n = l.stack.recv(l.id, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"orderghost");
+}
+
+/// When the stack sent the reply again, in ns after the original: for a
+/// first reply the peer never ACKs, and (after the peer ACKs its
+/// retransmission) for a second one; then the flow's estimates. `forge`
+/// may send segments to the stack, right after the first reply (stage 0)
+/// and right after its retransmission (stage 1).
+fn lost_replies(forge: impl Fn(&Live, u8) -> Vec<Seg>) -> (u64, u64, Estimate) {
+    let mut l = Live::new();
+    l.data(b"req");
+    let mut times = Vec::new();
+    for (n, reply) in [b"reply-one", b"reply-two"].into_iter().enumerate() {
+        assert_eq!(l.stack.send(l.id, reply).unwrap(), reply.len());
+        let t0 = l.clock.now();
+        let first = l.run(ms(1));
+        assert!(first.iter().any(|s| s.payload == reply), "{first:?}");
+        if n == 0 {
+            for f in forge(&l, 0) {
+                l.peer.send(&f);
+            }
+        }
+        let mut again = None;
+        while again.is_none() && l.clock.now() - t0 < 3_000_000_000 {
+            if l.run(Duration::from_micros(100)).iter().any(|s| s.payload == reply) {
+                again = Some(l.clock.now() - t0);
+            }
+        }
+        times.push(again.expect("never sent again"));
+        if n == 0 {
+            for f in forge(&l, 1) {
+                l.peer.send(&f);
+            }
+            l.run(ms(1));
+        }
+        // The peer has it now.
+        l.rcv = l.rcv.wrapping_add(reply.len() as u32);
+        l.exchange(&l.seg(ACK, l.seq, b""));
+        l.data(b"next");
+    }
+    let est = l.stack.estimate(l.id).unwrap();
+    (times[0], times[1], est)
+}
+
+/// Segments a forger sends at each stage of [`lost_replies`].
+type Forge = Box<dyn Fn(&Live, u8) -> Vec<Seg>>;
+
+/// Forged segments with the connection's 4-tuple and a guessed sequence
+/// number outside the window (or SACK blocks outside what was sent) steer
+/// nothing: the lost reply goes again when it would have, and so does a
+/// later one, with the same estimates.
+#[test]
+fn forged_segments_leave_loss_recovery_unchanged() {
+    let control = lost_replies(|_, _| vec![]);
+    let outside = |l: &Live| l.seq.wrapping_add(1 << 30);
+    let cases: Vec<(&str, Forge)> = vec![
+        (
+            "a zero window (our retransmissions would stop)",
+            Box::new(move |l, stage| match stage {
+                0 => vec![Seg { window: 0, ..l.seg(ACK, outside(l), b"") }],
+                _ => vec![],
+            }),
+        ),
+        (
+            "two SACK blocks 2^31 wide (every copy marked delivered)",
+            Box::new(move |l, stage| {
+                let w = (1u32 << 31) - 1;
+                let a = l.rcv.wrapping_sub(10);
+                match stage {
+                    0 => vec![Seg {
+                        sack: vec![(a, a.wrapping_add(w)), (a.wrapping_add(w), a)],
+                        ..l.seg(ACK, outside(l), b"")
+                    }],
+                    _ => vec![],
+                }
+            }),
+        ),
+        (
+            "a D-SACK for the retransmission (the delayed-ACK hold raised for good)",
+            Box::new(move |l, stage| match stage {
+                1 => {
+                    let b = (l.rcv, l.rcv.wrapping_add(9));
+                    vec![Seg { sack: vec![b, b], ..l.seg(ACK, outside(l), b"") }]
+                }
+                _ => vec![],
+            }),
+        ),
+        (
+            "an ACK of the reply (its copy freed, SND.UNA moved)",
+            Box::new(move |l, stage| match stage {
+                0 => vec![Seg { ack: l.rcv.wrapping_add(9), ..l.seg(ACK, outside(l), b"") }],
+                _ => vec![],
+            }),
+        ),
+        (
+            "in the window, a SACK block past what was sent",
+            Box::new(move |l, stage| match stage {
+                0 => vec![Seg {
+                    sack: vec![(l.rcv.wrapping_sub(10), l.rcv.wrapping_add(10_000))],
+                    ..l.seg(ACK, l.seq, b"")
+                }],
+                _ => vec![],
+            }),
+        ),
+    ];
+    for (what, forge) in cases {
+        let got = lost_replies(forge);
+        assert_eq!(got, control, "forged: {what}");
+    }
+    // The control itself: the first loss repaired within a few hundred ms.
+    assert!(control.0 < 300_000_000, "{control:?}");
+}
