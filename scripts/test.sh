@@ -32,7 +32,7 @@ cargo test --doc --quiet
 if [[ $(id -u) == 0 ]]; then
   # The in-process stack tests need no network: prove it in a namespace
   # with no interfaces at all (not even loopback up).
-  echo "== cargo test --test stack --test conn --test defence, inside unshare -n"
-  unshare -n cargo test --test stack --test conn --test defence --quiet
+  echo "== cargo test --test stack --test recovery --test conn --test defence, inside unshare -n"
+  unshare -n cargo test --test stack --test recovery --test conn --test defence --quiet
 fi
 echo "== all tests passed"

@@ -41,6 +41,9 @@ pub struct FrameKey {
     pub rx_ns: u64,
 }
 
+/// The largest Ethernet frame the stack sends or takes (1500-byte IP MTU).
+pub const ETH_MAX: usize = 1514;
+
 /// The key of a TCP flow, from `(remote address, remote port, local port)`.
 pub fn flow_key(remote: u32, remote_port: u16, local_port: u16) -> u64 {
     (u64::from(remote) << 32) | (u64::from(remote_port) << 16) | u64::from(local_port)

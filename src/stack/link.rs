@@ -52,6 +52,18 @@ pub trait Link: Device {
     /// Put queued frames on the wire (AF_XDP: one kick per batch).
     fn flush(&mut self);
 
+    /// Is there room for one more frame now (AF_XDP: a free TX frame)?
+    /// `transmit` answers None when there is not: the stack keeps what it
+    /// would send, and loss recovery retries at the next poll.
+    fn tx_room(&mut self) -> bool;
+
+    /// Write a frame of `len` bytes with `f` and queue it, unless `f`
+    /// returns false: then the frame goes back to the link unsent. True
+    /// when the frame was queued (or dropped by fault injection, which
+    /// stands for the wire); false, without calling `f`, when the link has
+    /// no room.
+    fn send_with(&mut self, len: usize, f: &mut dyn FnMut(&mut [u8]) -> bool) -> bool;
+
     /// Sleep until a frame arrives, `bell` is readable (a frame another
     /// loop handed over: [`super::handoff::Doorbell`]) or `timeout` passes;
     /// true when `bell` is readable.

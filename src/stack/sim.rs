@@ -177,6 +177,9 @@ pub struct MemLink {
     pub outbox: Rc<RefCell<Wire>>,
     staged: Option<Vec<u8>>,
     rx_frames: u64,
+    /// While set, the link has no room to send (as an AF_XDP socket with
+    /// every TX frame in flight): `transmit` is None and `send_with` false.
+    pub tx_blocked: Rc<Cell<bool>>,
 }
 
 /// Two links back to back on `clock`: what `a` sends, `b` receives.
@@ -189,6 +192,7 @@ pub fn pair(clock: &Clock) -> (MemLink, MemLink) {
         outbox: outbox.clone(),
         staged: None,
         rx_frames: 0,
+        tx_blocked: Rc::new(Cell::new(false)),
     };
     (end(&ba, &ab), end(&ab, &ba))
 }
@@ -236,7 +240,7 @@ impl Device for MemLink {
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<MemTx> {
-        Some(MemTx { wire: self.outbox.clone() })
+        (!self.tx_blocked.get()).then(|| MemTx { wire: self.outbox.clone() })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -270,6 +274,22 @@ impl Link for MemLink {
     }
 
     fn flush(&mut self) {}
+
+    fn tx_room(&mut self) -> bool {
+        !self.tx_blocked.get()
+    }
+
+    fn send_with(&mut self, len: usize, f: &mut dyn FnMut(&mut [u8]) -> bool) -> bool {
+        if self.tx_blocked.get() {
+            return false;
+        }
+        let mut buf = vec![0u8; len.min(ETH_MTU)];
+        if !f(&mut buf) {
+            return false;
+        }
+        self.outbox.borrow_mut().send(buf);
+        true
+    }
 
     fn wait(&mut self, _timeout: Duration, _bell: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
         // Virtual time moves only when the test moves it.

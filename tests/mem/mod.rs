@@ -5,13 +5,15 @@
 
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
 use std::time::Duration;
 
 use tailgate::stack::frame::tcp_flags::{ACK, PSH, RST, SYN};
-use tailgate::stack::sim::{pair, Clock, MemLink, Peer, Seg, MAC_A, MAC_B};
+use tailgate::stack::sim::{pair, Clock, Fate, MemLink, Peer, Seg, Sent, Wire, MAC_A, MAC_B};
 use tailgate::stack::{Stack, StackConfig};
 use tailgate::transport::{would_block, ConnId, Event, Transport};
 
@@ -419,4 +421,56 @@ impl Live2 {
             ..Seg::default()
         }
     }
+}
+
+/// A wire rule that decides data segments by their number (1-based) in
+/// this direction and lets everything else through.
+pub fn by_data_segment(mut fate: impl FnMut(u32) -> Fate + 'static) -> impl FnMut(&Sent<'_>) -> Fate + 'static {
+    let mut n = 0;
+    move |f| {
+        if Seg::parse(f.bytes).is_some_and(|(_, _, s)| !s.payload.is_empty()) {
+            n += 1;
+            fate(n)
+        } else {
+            Fate::Deliver
+        }
+    }
+}
+
+/// Every data segment offered to `wire` from now on: (time, seq, dropped).
+/// `drop(n)` decides the n-th (1-based).
+pub type Log = Rc<RefCell<Vec<(u64, u32, bool)>>>;
+
+pub fn record(clock: &Clock, wire: &Rc<RefCell<Wire>>, mut drop: impl FnMut(u32) -> bool + 'static) -> Log {
+    let log: Log = Rc::default();
+    let (l, c) = (log.clone(), clock.clone());
+    wire.borrow_mut().set_rule(by_data_segment(move |n| {
+        let d = drop(n);
+        l.borrow_mut().push((c.now(), n, d));
+        if d {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    }));
+    log
+}
+
+/// Gaps between consecutive entries of the log, in ns.
+pub fn gaps(log: &Log) -> Vec<u64> {
+    log.borrow().windows(2).map(|w| w[1].0 - w[0].0).collect()
+}
+
+/// A connection that echoed 40 messages (prompt ACKs, so the server's
+/// flow has RTT samples and no delayed-ACK allowance), with the last ACK
+/// in: the net, the client's connection and the server's.
+pub fn warmed_up() -> (Net, ConnId, ConnId) {
+    let mut net = Net::new();
+    let id = net.connect();
+    for _ in 0..40 {
+        assert_eq!(net.echo_once(id, b"warm", ms(10)), b"warm");
+    }
+    net.run_until(ms(1), |_| false);
+    let sid = *net.echo.conns.keys().next().unwrap();
+    (net, id, sid)
 }

@@ -115,24 +115,43 @@ impl phy::RxToken for XskRx<'_> {
     }
 }
 
-impl phy::TxToken for XskTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+impl XskTx<'_> {
+    /// Take a TX frame, let `f` write `len` bytes into it, and queue it if
+    /// `f` says so (`Some(true)`); fault injection may drop it instead, as
+    /// the wire would. None: no TX frame was free (`f` not called). The
+    /// bool: the frame was queued (or dropped by injection).
+    fn write<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> (R, bool)) -> Option<(R, bool)> {
         let len = len.min(ETH_MTU);
-        match self.tx.alloc() {
-            Some(mut frame) => {
-                let bytes = self.view.tx_bytes_mut(&mut frame, len);
-                let r = f(&mut *bytes);
-                if self.loss.every != 0 && self.loss.drop(bytes) {
-                    self.tx.free(frame);
-                } else {
-                    if let Some(c) = self.capture {
-                        c.frame(bytes, clock::mono_ns());
-                    }
-                    self.tx.submit(frame, len);
-                }
-                r
+        let mut frame = self.tx.alloc()?;
+        let bytes = self.view.tx_bytes_mut(&mut frame, len);
+        let (r, send) = f(&mut *bytes);
+        if !send {
+            self.tx.free(frame);
+            return Some((r, false));
+        }
+        if self.loss.every != 0 && self.loss.drop(bytes) {
+            self.tx.free(frame);
+            return Some((r, true));
+        }
+        if let Some(c) = self.capture.as_deref_mut() {
+            c.frame(bytes, clock::mono_ns());
+        }
+        Some((r, self.tx.submit(frame, len)))
+    }
+}
+
+impl phy::TxToken for XskTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(mut self, len: usize, f: F) -> R {
+        let mut f = Some(f);
+        match self.write(len, |b| (f.take().map(|f| f(b)), true)) {
+            Some((Some(r), _)) => r,
+            // No TX frame free (a reply on the receive path, which smoltcp
+            // must be given a token for): written to scratch and dropped,
+            // counted as `tx_starved`; TCP sends it again.
+            _ => {
+                let f = f.take().expect("written once");
+                f(&mut self.scratch[..len.min(ETH_MTU)])
             }
-            None => f(&mut self.scratch[..len]),
         }
     }
 }
@@ -155,6 +174,12 @@ impl Device for XskDevice {
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<XskTx<'_>> {
+        // No TX frame free: say so, rather than let the frame be written
+        // to scratch and lost while its writer counts it sent.
+        if !self.xsk.tx.has_free() {
+            self.xsk.tx.stats.starved += 1;
+            return None;
+        }
         let (_, tx, view) = self.xsk.split();
         let capture = self.capture.as_mut();
         Some(XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss, capture })
@@ -235,6 +260,17 @@ impl Link for XskDevice {
         self.xsk.rx.flush();
         self.xsk.tx.kick();
         self.xsk.tx.reap();
+    }
+
+    fn tx_room(&mut self) -> bool {
+        self.xsk.tx.has_free()
+    }
+
+    fn send_with(&mut self, len: usize, f: &mut dyn FnMut(&mut [u8]) -> bool) -> bool {
+        let (_, tx, view) = self.xsk.split();
+        let capture = self.capture.as_mut();
+        let mut t = XskTx { tx, view, scratch: &mut self.scratch, loss: &mut self.tx_loss, capture };
+        t.write(len, |b| ((), f(b))).is_some_and(|(_, queued)| queued)
     }
 
     fn wait(&mut self, timeout: Duration, bell: Option<std::os::fd::BorrowedFd<'_>>) -> bool {

@@ -238,6 +238,9 @@ pub struct RetxStats {
     pub sack: u64,
     /// smoltcp's, after its RTO.
     pub rto: u64,
+    /// smoltcp's RTO retransmissions of bytes this layer holds copies of:
+    /// withheld (the copies have their own schedule).
+    pub rto_withheld: u64,
     /// smoltcp's, after three duplicate ACKs.
     pub fast: u64,
     /// Retransmissions found unnecessary.

@@ -74,9 +74,8 @@ mod flow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use super::link::Link;
 use slab::Slab;
-use smoltcp::phy::{self, Device};
-use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
 
 pub use self::flow::{Estimate, RetxStats};
@@ -92,9 +91,10 @@ pub const SLOT_BYTES: usize = 1536;
 /// Segments one flow may hold copies of.
 pub const MAX_SLOTS_PER_FLOW: u16 = 128;
 
-/// The longest a backed-off retransmission waits (smoltcp's own RTO, 1 s
-/// at least, also runs).
-pub const MAX_TIMEOUT_NS: u64 = 1_000_000_000;
+/// The longest a backed-off retransmission waits (RFC 6298 2.5: a bound,
+/// if any, of at least 60 s). smoltcp's own RTO sends nothing this layer
+/// holds a copy of, so the schedule doubles up to here.
+pub const MAX_TIMEOUT_NS: u64 = 60_000_000_000;
 
 /// Timeout before a flow has any RTT sample.
 pub const INITIAL_TIMEOUT_NS: u64 = 10_000_000;
@@ -231,6 +231,7 @@ impl Recovery {
         out.event("retx_timer", s.timer);
         out.event("retx_sack", s.sack);
         out.event("retx_rto", s.rto);
+        out.event("retx_rto_withheld", s.rto_withheld);
         out.event("retx_fast", s.fast);
         out.event("retx_spurious", s.spurious);
         out.event("retx_untracked", s.untracked);
@@ -344,14 +345,20 @@ impl Recovery {
 
     /// smoltcp transmitted `frame` at `now` (ours to copy if it carries
     /// data).
-    pub(super) fn on_egress(&mut self, t: &Tcp, frame: &[u8], now: u64) {
+    ///
+    /// False: withhold it. A retransmission by smoltcp's own timer (not its
+    /// fast retransmit, not a window probe) of bytes this layer holds
+    /// copies of is not sent: those bytes have one schedule, ours, which
+    /// doubles (RFC 6298 5.5); smoltcp's 1 s RTO firing between our
+    /// retransmissions would break it.
+    pub(super) fn on_egress(&mut self, t: &Tcp, frame: &[u8], now: u64) -> bool {
         let key = t.key;
         if t.rst {
             self.forget(key);
-            return;
+            return true;
         }
         if t.syn {
-            let Some(i) = self.flow_or_new(key, now) else { return };
+            let Some(i) = self.flow_or_new(key, now) else { return true };
             let f = &mut self.flows[i];
             let again = f.syn.is_some_and(|s| s.iss == t.seq);
             let sent = if again { f.syn.map_or(now, |s| s.sent) } else { now };
@@ -359,7 +366,7 @@ impl Recovery {
             f.snd_una = t.seq;
             f.snd_max = t.seq.wrapping_add(1);
             f.last_active = now;
-            return;
+            return true;
         }
         let len = t.payload + u32::from(t.fin);
         let i = match self.index.get(&key) {
@@ -367,13 +374,13 @@ impl Recovery {
             None if len > 0 => {
                 let Some(i) = self.flow_or_new(key, now) else {
                     self.stats.untracked += 1;
-                    return;
+                    return true;
                 };
                 self.flows[i].snd_una = t.seq;
                 self.flows[i].snd_max = t.seq;
                 i
             }
-            None => return,
+            None => return true,
         };
         let f = &mut self.flows[i];
         f.last_active = now;
@@ -383,13 +390,19 @@ impl Recovery {
             f.ack_known = true;
         }
         if len == 0 {
-            return;
+            return true;
         }
         let end = t.seq.wrapping_add(len);
         if seq_lt(t.seq, f.snd_max) {
             // smoltcp sends these bytes again.
+            let fast = f.dup_acks >= 3;
+            if !fast && !f.zero_window && self.covered(i, t.seq, end) {
+                self.stats.rto_withheld += 1;
+                return false;
+            }
+            let f = &mut self.flows[i];
             f.retransmissions = f.retransmissions.wrapping_add(1);
-            if f.dup_acks >= 3 {
+            if fast {
                 self.stats.fast += 1;
             } else {
                 self.stats.rto += 1;
@@ -404,15 +417,15 @@ impl Recovery {
                 }
                 s = sl.next;
             }
-            if seq_le(end, f.snd_max) {
-                return;
+            if seq_le(end, self.flows[i].snd_max) {
+                return true;
             }
         }
         let f = &mut self.flows[i];
         f.snd_max = end;
         if f.count >= MAX_SLOTS_PER_FLOW || self.free == NIL || frame.len() > SLOT_BYTES {
             self.stats.untracked += 1;
-            return;
+            return true;
         }
         let s = self.free;
         self.free = self.slots[s as usize].next;
@@ -441,13 +454,33 @@ impl Recovery {
             self.slots[f.tail as usize].next = s;
             f.tail = s;
         }
+        true
+    }
+
+    /// Do flow `i`'s copies cover `[seq, end)` without a gap?
+    fn covered(&self, i: usize, seq: u32, end: u32) -> bool {
+        let mut need = seq;
+        let mut s = self.flows[i].head;
+        while s != NIL {
+            let sl = &self.slots[s as usize];
+            if seq_le(sl.seq, need) && seq_lt(need, sl.end) {
+                need = sl.end;
+                if seq_le(end, need) {
+                    return true;
+                }
+            } else if seq_lt(need, sl.seq) {
+                return false;
+            }
+            s = sl.next;
+        }
+        false
     }
 }
 
 impl Recovery {
     /// Retransmit what is due at `now` on `dev`: copies found lost by SACK,
     /// then flows whose oldest copy is overdue. Returns frames queued.
-    pub fn recover<D: Device>(&mut self, now: u64, dev: &mut D) -> usize {
+    pub fn recover<D: Link>(&mut self, now: u64, dev: &mut D) -> usize {
         let mut sent = 0;
         while let Some(i) = self.lost.pop() {
             let Some(f) = self.flows.get_mut(i) else { continue };
@@ -509,21 +542,23 @@ impl Recovery {
 
     /// Queue slot `s` of flow `i` on `dev` with the flow's current ACK and
     /// window. False if the link has no room.
-    fn send_copy<D: Device>(&mut self, i: usize, s: u32, now: u64, dev: &mut D, kind: Kind) -> bool {
-        let Some(tok) = dev.transmit(Instant::from_micros((now / 1000) as i64)) else {
-            return false;
-        };
+    fn send_copy<D: Link>(&mut self, i: usize, s: u32, now: u64, dev: &mut D, kind: Kind) -> bool {
         let f = &mut self.flows[i];
         let sl = &mut self.slots[s as usize];
         let off = s as usize * SLOT_BYTES;
         let src = &self.pool[off..off + usize::from(sl.len)];
         let (ack, win, known) = (f.ack_out, f.win_out, f.ack_known);
-        phy::TxToken::consume(tok, src.len(), |buf| {
+        // Counted as sent only if the link queued it.
+        let queued = dev.send_with(src.len(), &mut |buf| {
             buf.copy_from_slice(src);
             if known {
                 refresh(buf, ack, win);
             }
+            true
         });
+        if !queued {
+            return false;
+        }
         sl.tx = sl.tx.saturating_add(1);
         sl.last_tx = now;
         sl.lost = false;

@@ -588,8 +588,18 @@ impl TxHalf {
         self.free.push(f.addr);
     }
 
-    /// Queue `len` bytes of `f` for transmission; sent at the next [`TxHalf::kick`].
-    pub fn submit(&mut self, f: TxFrame, len: usize) {
+    /// Is a TX frame free (after taking back what the kernel completed)?
+    pub fn has_free(&mut self) -> bool {
+        if self.free.is_empty() {
+            self.reap();
+        }
+        !self.free.is_empty()
+    }
+
+    /// Queue `len` bytes of `f` for transmission; sent at the next
+    /// [`TxHalf::kick`]. False if the ring stayed full (the frame is
+    /// dropped and counted; TCP retransmits it).
+    pub fn submit(&mut self, f: TxFrame, len: usize) -> bool {
         if self.tx.prod_free() == 0 {
             self.kick();
             self.reap();
@@ -598,11 +608,12 @@ impl TxHalf {
             // The kernel is not draining: drop this frame (TCP retransmits).
             self.free.push(f.addr);
             self.stats.starved += 1;
-            return;
+            return false;
         }
         self.tx.prod_write(libc::xdp_desc { addr: f.addr, len: len as u32, options: 0 });
         self.pending += 1;
         self.stats.frames += 1;
+        true
     }
 
     /// Publish queued descriptors and wake the kernel when it asks (in copy
