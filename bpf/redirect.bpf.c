@@ -6,14 +6,20 @@
 //
 // Ours:
 //   - ARP whose target protocol address is the stack's address;
-//   - when the stack owns its address (own_address = 1): every IPv4 frame
-//     to it;
-//   - when the kernel shares the address: IPv4 TCP or UDP to it whose
-//     destination port is a listening port (map `ports`) or inside the
-//     stack's local port range (outbound connections).
-// Everything else: XDP_PASS. If no socket is bound on the queue,
-// bpf_redirect_map falls back to XDP_PASS (flags argument), so a dead
-// gateway never black-holes the interface.
+//   - IPv4 TCP or UDP to the stack's address whose destination port is a
+//     listening port (map `ports`) or inside the stack's local port range
+//     (outbound connections);
+//   - when the stack owns its address (own_address = 1): ICMP echo requests
+//     to it, at most icmp_echo_per_sec a second per CPU (a token bucket of
+//     icmp_echo_burst), so the stack answers pings but is no reflector.
+// Everything else for the stack's address: when the stack owns it, dropped
+// here and counted by reason (TCP or UDP to another port, UDP, ICMP over
+// the rate or of another type, fragments, other protocols): a flood of
+// those never reaches the stack's core, and nothing answers them. When the
+// kernel shares the address, XDP_PASS. Frames for other addresses:
+// XDP_PASS. If no socket is bound on the queue, bpf_redirect_map falls back
+// to XDP_PASS (flags argument), so a dead gateway never black-holes the
+// interface.
 //
 // Every redirected frame carries its arrival time (bpf_ktime_get_ns, the
 // CLOCK_MONOTONIC the stack reads) in 16 bytes of XDP metadata in front of
@@ -46,6 +52,10 @@ volatile const __u8 own_address = 1;
 volatile const __u8 stamp_rx = 0;
 // Drop every N-th TCP data segment to the stack; 0: never.
 volatile const __u32 drop_every = 0;
+// ICMP echo requests redirected per second per CPU (0: none), and the
+// bucket's depth.
+volatile const __u32 icmp_echo_per_sec = 100;
+volatile const __u32 icmp_echo_burst = 20;
 
 #define META_MAGIC 0x54474d31 // "TGM1"
 
@@ -76,7 +86,13 @@ enum {
 	CNT_PASSED = 2,
 	CNT_MALFORMED = 3,
 	CNT_INJECTED_DROP = 4,
-	CNT_MAX = 5,
+	// Dropped for the stack's own address (own_address = 1), by reason.
+	CNT_DROP_PORT = 5,       // TCP or UDP to a port of nobody's
+	CNT_DROP_ICMP_RATE = 6,  // echo requests over the rate
+	CNT_DROP_ICMP_OTHER = 7, // other ICMP types
+	CNT_DROP_FRAGMENT = 8,   // IP fragments (the stack reassembles none)
+	CNT_DROP_PROTO = 9,      // other IP protocols
+	CNT_MAX = 10,
 };
 
 struct {
@@ -149,6 +165,42 @@ static __always_inline void stamp(struct xdp_md *ctx, __u64 now)
 	m->pad = 0;
 }
 
+// The ICMP echo token bucket of this CPU: credit in ns (a token costs
+// 1e9 / icmp_echo_per_sec ns), and when it was last topped up.
+struct bucket {
+	__u64 credit_ns;
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bucket);
+} echo_bucket SEC(".maps");
+
+static __always_inline int echo_allowed(void)
+{
+	__u32 zero = 0;
+	struct bucket *b = bpf_map_lookup_elem(&echo_bucket, &zero);
+	if (!b || icmp_echo_per_sec == 0)
+		return 0;
+	__u64 cost = 1000000000ULL / icmp_echo_per_sec;
+	__u64 cap = cost * (icmp_echo_burst ? icmp_echo_burst : 1);
+	__u64 now = bpf_ktime_get_ns();
+	if (b->last_ns == 0)
+		b->credit_ns = cap;
+	else if (now > b->last_ns)
+		b->credit_ns += now - b->last_ns;
+	b->last_ns = now;
+	if (b->credit_ns > cap)
+		b->credit_ns = cap;
+	if (b->credit_ns < cost)
+		return 0;
+	b->credit_ns -= cost;
+	return 1;
+}
+
 static __always_inline int redirect(struct xdp_md *ctx)
 {
 	count(CNT_REDIRECTED);
@@ -167,6 +219,18 @@ static __always_inline int malformed(void)
 {
 	count(CNT_MALFORMED);
 	return XDP_PASS;
+}
+
+static __always_inline int drop(__u32 why)
+{
+	count(why);
+	return XDP_DROP;
+}
+
+// Not for the stack: dropped when it owns the address, else the kernel's.
+static __always_inline int not_ours(__u32 why)
+{
+	return own_address ? drop(why) : pass();
 }
 
 SEC("xdp")
@@ -218,14 +282,23 @@ int tailgate_redirect(struct xdp_md *ctx)
 		if (bpf_ntohs(ip->tot_len) > hdrs && inject_loss())
 			return XDP_DROP;
 	}
-	if (own_address)
-		return redirect(ctx);
-	// Shared address: only TCP/UDP to the stack's ports; fragments after the
-	// first carry no ports and go to the kernel, which owns reassembly here.
+	int frag = (ip->frag_off & bpf_htons(0x3fff)) != 0; // MF set or an offset
+	if (ip->protocol == IPPROTO_ICMP && own_address) {
+		if (frag)
+			return drop(CNT_DROP_FRAGMENT);
+		__u8 *icmp = (__u8 *)ip + ip->ihl * 4;
+		if ((void *)(icmp + 1) > data_end)
+			return malformed();
+		if (icmp[0] != 8) // echo request
+			return drop(CNT_DROP_ICMP_OTHER);
+		return echo_allowed() ? redirect(ctx) : drop(CNT_DROP_ICMP_RATE);
+	}
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return pass();
-	if (ip->frag_off & bpf_htons(0x1fff))
-		return pass();
+		return not_ours(CNT_DROP_PROTO);
+	// Fragments after the first carry no ports, and the stack reassembles
+	// none: the kernel's when it shares the address.
+	if (frag)
+		return not_ours(CNT_DROP_FRAGMENT);
 
 	__u8 *l4 = (__u8 *)ip + ip->ihl * 4;
 	if ((void *)(l4 + 4) > data_end)
@@ -233,7 +306,7 @@ int tailgate_redirect(struct xdp_md *ctx)
 	__u16 dport = ((__u16)l4[2] << 8) | l4[3];
 	if (ours_port(dport))
 		return redirect(ctx);
-	return pass();
+	return not_ours(CNT_DROP_PORT);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -264,3 +264,49 @@ fn forged_segments_leave_loss_recovery_unchanged() {
     // The control itself: the first loss repaired within a few hundred ms.
     assert!(control.0 < 300_000_000, "{control:?}");
 }
+
+/// Is `f` an ICMP echo reply?
+fn is_echo_reply(f: &[u8]) -> bool {
+    use smoltcp::wire::{EthernetFrame, Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet};
+    let Ok(eth) = EthernetFrame::new_checked(f) else { return false };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
+    ip.next_header() == IpProtocol::Icmp
+        && Icmpv4Packet::new_checked(ip.payload()).is_ok_and(|i| i.msg_type() == Icmpv4Message::EchoReply)
+}
+
+/// Anyone on the segment can send echo requests, UDP and SYNs to closed
+/// ports as fast as the wire goes: the stack answers a bounded number, no
+/// UDP at all, counts the rest, and its connection is untouched.
+#[test]
+fn floods_of_pings_udp_and_closed_port_syns_get_bounded_answers() {
+    use tailgate::stack::sim::{icmp_echo_frame, udp_frame, MAC_A, MAC_B};
+    let mut l = Live::new();
+    l.data(b"order");
+    let (echo, udp, syns) = (5000u16, 2000u16, 5000u16);
+    for i in 0..echo {
+        l.peer.send_raw(icmp_echo_frame(MAC_B, MAC_A, CLIENT, SERVER, 7, i));
+    }
+    for i in 0..udp {
+        l.peer.send_raw(udp_frame(MAC_B, MAC_A, CLIENT, SERVER, (5000, 1000 + i), b"flood"));
+    }
+    for i in 0..syns {
+        l.peer.send(&Seg { dst_port: 9, ..syn(20_000 + i, u32::from(i)) });
+    }
+    let got = l.run(ms(100));
+    let replies = l.peer.other.drain(..).filter(|f| is_echo_reply(f)).count() as u64;
+    assert!(l.peer.other.is_empty(), "nothing else (no port unreachable): {}", l.peer.other.len());
+    let rsts = got.iter().filter(|s| s.has(RST) && s.src_port == 9).count() as u64;
+    // A fifth of a second's worth saved up, and 100 ms of the rate.
+    assert!((20..=31).contains(&replies), "{replies} echo replies");
+    assert!((200..=301).contains(&rsts), "{rsts} RSTs");
+    assert_eq!(counter(&l.stack, "icmp_echo_limited"), u64::from(echo) - replies);
+    assert_eq!(counter(&l.stack, "udp_dropped"), u64::from(udp));
+    assert_eq!(counter(&l.stack, "rst_limited"), u64::from(syns) - rsts);
+    assert!(l.alive());
+    l.data(b"untouched");
+    // A second later, an operator's ping is answered.
+    l.run(Duration::from_secs(1));
+    l.peer.send_raw(icmp_echo_frame(MAC_B, MAC_A, CLIENT, SERVER, 8, 1));
+    l.run(ms(1));
+    assert_eq!(l.peer.other.drain(..).filter(|f| is_echo_reply(f)).count(), 1);
+}

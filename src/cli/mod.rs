@@ -66,6 +66,11 @@ pub(crate) struct XdpArgs {
     /// kernel (net.ipv4.tcp_orphan_retries, tcp_fin_timeout).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub(crate) linger_ms: u64,
+    /// ICMP echo requests to the stack's address answered per second at most (xdp backend, when
+    /// the stack owns the address): by the XDP program per CPU, and by each loop; the rest are
+    /// dropped and counted (xdp_dropped_icmp_rate, icmp_echo_limited). 0: none answered.
+    #[arg(long, default_value_t = tailgate::stack::limit::ECHO_PER_SEC_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub(crate) icmp_echo_rate: u32,
     /// Capture every frame the xdp backend's stack receives and sends into this file (pcap,
     /// ns timestamps; read it with tcpdump -r or tshark -r): tcpdump on the interface cannot see
     /// frames XDP redirected. Copied on the loop into a bounded ring and written by a thread off
@@ -186,6 +191,7 @@ pub(crate) fn xdp_config(
     c.stack.wait = wait;
     c.stack.max_conns = x.max_conns as usize;
     c.stack.linger_ns = x.linger_ms * 1_000_000;
+    c.stack.icmp_echo_per_sec = x.icmp_echo_rate;
     c.xsk.queue = x.queue.first() as u32;
     if extras.outbound {
         // A loop of several sets its own queue in the table (cli/load.rs).

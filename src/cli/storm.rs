@@ -1,5 +1,6 @@
-//! `tailgate storm`: a connection storm or a SYN flood against a listening
-//! echo server, from kernel TCP clients (src/load/storm.rs).
+//! `tailgate storm`: a connection storm, a SYN flood, or a ping or UDP flood
+//! against a listening echo server, from kernel TCP clients
+//! (src/load/storm.rs).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -31,9 +32,22 @@ pub(crate) struct StormArgs {
     /// The flood's spoofed source address (198.18.0.0/15 only; an address nobody answers for).
     #[arg(long, default_value = "198.18.0.77")]
     pub(crate) flood_src: Ipv4Addr,
+    /// What --flood sends: syn (spoofed SYNs, a legitimate client connecting half-way), icmp (echo
+    /// requests) or udp (datagrams to pseudo-random ports); for icmp and udp an established
+    /// session echoes back to back for a second before the flood and during it, and its round
+    /// trips are reported (calm_* and flood_*, microseconds).
+    #[arg(long, value_enum, default_value = "syn")]
+    pub(crate) flood_kind: FloodKindArg,
     /// Give up after this many seconds.
     #[arg(long, default_value = "20", value_parser = parse_secs)]
     pub(crate) timeout: Duration,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum FloodKindArg {
+    Syn,
+    Icmp,
+    Udp,
 }
 
 pub(crate) fn run(a: StormArgs) -> Result<ExitCode, String> {
@@ -47,6 +61,33 @@ pub(crate) fn run(a: StormArgs) -> Result<ExitCode, String> {
         return Ok(if r.echoed == r.conns { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     let n = a.flood.unwrap_or(0) as usize;
+    let kind = match a.flood_kind {
+        FloodKindArg::Syn => storm::FloodKind::Syn,
+        FloodKindArg::Icmp => storm::FloodKind::Icmp,
+        FloodKindArg::Udp => storm::FloodKind::Udp,
+    };
+    if kind != storm::FloodKind::Syn {
+        let r = storm::reflect_flood(dst, kind, n, a.timeout).map_err(|e| format!("flood: {e}"))?;
+        let (c, f) = (r.calm, r.flooded);
+        println!(
+            "flood kind={} sent={} flood_s={:.4} calm_n={} calm_p50_us={:.1} calm_p99_us={:.1} calm_p999_us={:.1} \
+             calm_max_us={:.1} flood_n={} flood_p50_us={:.1} flood_p99_us={:.1} flood_p999_us={:.1} flood_max_us={:.1}",
+            if kind == storm::FloodKind::Icmp { "icmp" } else { "udp" },
+            r.sent,
+            r.flood_s,
+            c.n,
+            c.p50_us,
+            c.p99_us,
+            c.p999_us,
+            c.max_us,
+            f.n,
+            f.p50_us,
+            f.p99_us,
+            f.p999_us,
+            f.max_us
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let r = storm::flood(dst, a.flood_src, n, a.timeout).map_err(|e| format!("flood: {e}"))?;
     println!(
         "flood syns={} flood_s={:.4} connect_ms={:.3} served_ms={:.3} syn_retrans={} syns_after={}",

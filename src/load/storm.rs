@@ -12,6 +12,11 @@
 //!   out, a legitimate client connects and echoes once. Reports its connect
 //!   and echo times, its SYN retransmissions, and whether the flood was
 //!   still being sent when it was served.
+//! - **Ping or UDP flood**: an established session echoes back to back for
+//!   a second, then again while another thread sends ICMP echo requests (or
+//!   UDP datagrams to pseudo-random ports) to the server's address as fast
+//!   as its socket takes them. Reports the session's round trips, calm and
+//!   flooded: what a reflector costs the sessions it serves.
 //!
 //! Every loop is bounded in count and time. The destination (and the
 //! spoofed source) must be in 198.18.0.0/15, the benchmarking range the lab
@@ -229,6 +234,130 @@ pub fn flood(dst: SocketAddr, src: Ipv4Addr, syns: usize, limit: Duration) -> io
     let _ = s.shutdown(Shutdown::Both);
     let flood_s = sender.join().map_err(|_| io::Error::other("the flood thread panicked"))??;
     Ok(FloodResult { syns: sent.load(Ordering::Acquire), flood_s, connect_s, served_s, syn_retrans, syns_after })
+}
+
+/// What a flood sends (`--flood-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloodKind {
+    /// Spoofed SYNs, none ever completed ([`flood`]).
+    Syn,
+    /// ICMP echo requests from the client's own address ([`reflect_flood`]).
+    Icmp,
+    /// UDP datagrams to pseudo-random ports ([`reflect_flood`]).
+    Udp,
+}
+
+/// Round trips of one established session, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rtts {
+    pub n: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl Rtts {
+    fn of(mut v: Vec<u64>) -> Rtts {
+        if v.is_empty() {
+            return Rtts::default();
+        }
+        v.sort_unstable();
+        let q = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1e3;
+        Rtts { n: v.len(), p50_us: q(0.5), p99_us: q(0.99), p999_us: q(0.999), max_us: v[v.len() - 1] as f64 / 1e3 }
+    }
+}
+
+/// What a flood of echo requests or UDP did to an established session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReflectResult {
+    pub kind: FloodKind,
+    /// Packets sent, and how long that took.
+    pub sent: usize,
+    pub flood_s: f64,
+    /// The session's round trips for a second before the flood, and while
+    /// it was sent.
+    pub calm: Rtts,
+    pub flooded: Rtts,
+}
+
+/// Echo `PING` on `s` back to back until `done` (at most `cap` times):
+/// each round trip in ns.
+fn echoes(s: &mut TcpStream, cap: usize, mut done: impl FnMut() -> bool) -> io::Result<Vec<u64>> {
+    let mut rtts = Vec::with_capacity(cap.min(1 << 20));
+    let mut got = [0u8; PING.len()];
+    while rtts.len() < cap && !done() {
+        let t = Instant::now();
+        s.write_all(PING)?;
+        s.read_exact(&mut got)?;
+        rtts.push(t.elapsed().as_nanos() as u64);
+    }
+    Ok(rtts)
+}
+
+/// Connect one session to `dst` (an echo server) and measure its round
+/// trips for a second; then send `packets` packets of `kind` (ICMP echo
+/// requests, or UDP to pseudo-random ports) to `dst`'s address from
+/// another thread, as fast as the socket takes them, and measure the
+/// session's round trips while they go; within `limit`.
+pub fn reflect_flood(dst: SocketAddr, kind: FloodKind, packets: usize, limit: Duration) -> io::Result<ReflectResult> {
+    check_dst(dst)?;
+    let SocketAddr::V4(dst4) = dst else { return Err(io::Error::other("IPv4 only")) };
+    let mut s = TcpStream::connect_timeout(&dst, limit)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(limit))?;
+    let calm_end = Instant::now() + Duration::from_secs(1);
+    let calm = echoes(&mut s, 1_000_000, || Instant::now() >= calm_end)?;
+    let sock = match kind {
+        FloodKind::Icmp => {
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::ICMPV4)).map_err(
+                |e| io::Error::new(e.kind(), format!("raw ICMP socket for the flood (needs CAP_NET_RAW): {e}")),
+            )?
+        }
+        FloodKind::Udp => socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?,
+        FloodKind::Syn => return Err(io::Error::other("a SYN flood is `flood`")),
+    };
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || -> io::Result<(usize, f64)> {
+        let mut pkt = [0u8; 40];
+        let mut x: u32 = 0x2545_f491;
+        let mut sent = 0;
+        while sent < packets && start.elapsed() < limit {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let (len, port) = match kind {
+                FloodKind::Icmp => (write_echo(&mut pkt, (x >> 16) as u16, x as u16), 0),
+                _ => (32, 1024 + (x % 64000) as u16),
+            };
+            let to = socket2::SockAddr::from(SocketAddrV4::new(*dst4.ip(), port));
+            match sock.send_to(&pkt[..len], &to) {
+                Ok(_) => sent += 1,
+                // A full queue: let it drain.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(105) => {
+                    std::thread::sleep(Duration::from_micros(20))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((sent, start.elapsed().as_secs_f64()))
+    });
+    let flooded = echoes(&mut s, 10_000_000, || sender.is_finished() || start.elapsed() > limit)?;
+    let _ = s.shutdown(Shutdown::Both);
+    let (sent, flood_s) = sender.join().map_err(|_| io::Error::other("the flood thread panicked"))??;
+    Ok(ReflectResult { kind, sent, flood_s, calm: Rtts::of(calm), flooded: Rtts::of(flooded) })
+}
+
+/// An ICMP echo request (`ident`, `seq`, 32 bytes of data) into `buf`, as
+/// a raw ICMP socket sends it (the kernel adds the IP header); its length.
+fn write_echo(buf: &mut [u8], ident: u16, seq: u16) -> usize {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr};
+    let data = [0x5au8; 32];
+    let icmp = Icmpv4Repr::EchoRequest { ident, seq_no: seq, data: &data };
+    let n = icmp.buffer_len();
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut buf[..n]), &ChecksumCapabilities::default());
+    n
 }
 
 fn check_dst(dst: SocketAddr) -> io::Result<()> {

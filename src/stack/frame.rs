@@ -39,6 +39,19 @@ pub struct FrameKey {
     pub sack_ok: bool,
     /// Arrival time stamped by the link (0: none).
     pub rx_ns: u64,
+    /// What an IPv4 packet that is not TCP is, as far as the stack's rate
+    /// limits care.
+    pub other: Other,
+}
+
+/// Non-TCP IPv4 the stack treats apart: it answers echo requests (at a
+/// bounded rate) and no UDP at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Other {
+    #[default]
+    None,
+    EchoRequest,
+    Udp,
 }
 
 /// The largest Ethernet frame the stack sends or takes (1500-byte IP MTU).
@@ -144,10 +157,20 @@ pub fn classify(b: &[u8]) -> FrameKey {
                 wscale: opts.window_scale,
                 sack_ok: opts.sack_permitted,
                 rx_ns: 0,
+                other: Other::None,
             };
         }
-        IpProtocol::Udp => key.valid = UdpPacket::new_checked(l4).is_ok_and(|u| u.verify_checksum(&src, &dst)),
-        IpProtocol::Icmp => key.valid = Icmpv4Packet::new_checked(l4).is_ok_and(|i| i.verify_checksum()),
+        IpProtocol::Udp => {
+            key.valid = UdpPacket::new_checked(l4).is_ok_and(|u| u.verify_checksum(&src, &dst));
+            key.other = Other::Udp;
+        }
+        IpProtocol::Icmp => {
+            let icmp = Icmpv4Packet::new_checked(l4);
+            key.valid = icmp.as_ref().is_ok_and(|i| i.verify_checksum());
+            if icmp.is_ok_and(|i| i.msg_type() == smoltcp::wire::Icmpv4Message::EchoRequest) {
+                key.other = Other::EchoRequest;
+            }
+        }
         _ => key.valid = true,
     }
     key

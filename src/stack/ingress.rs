@@ -5,7 +5,7 @@
 use smoltcp::socket::tcp::{self, State};
 
 use super::door::SynOpts;
-use super::frame::{self, flow_key, tcp_flags, FrameKey};
+use super::frame::{self, flow_key, tcp_flags, FrameKey, Other};
 use super::guard::{Reply, Verdict};
 use super::tap::Tap;
 use super::{shard_of, signal, Link, Stack, INGRESS_BUDGET};
@@ -82,6 +82,21 @@ impl<D: Link> Stack<D> {
                 return;
             }
         }
+        match key.other {
+            // Echo replies at a bounded rate; no UDP socket, so no port
+            // unreachable (nor anything else) for UDP.
+            Other::EchoRequest if !self.limits.echo.take(self.now_ns) => {
+                self.limits.echo_limited += 1;
+                self.dev.unstage();
+                return;
+            }
+            Other::Udp => {
+                self.limits.udp_dropped += 1;
+                self.dev.unstage();
+                return;
+            }
+            _ => {}
+        }
         let mut verdict = self.guard.on_ingress(&key, self.now_ns);
         let (known, mut off) = self.guard.last_ingress();
         let mut sock = self.guard.last_socket();
@@ -100,6 +115,14 @@ impl<D: Link> Stack<D> {
                         Ok((o, h)) => (off, sock) = (o, Some(h)),
                         Err(v) => verdict = v,
                     }
+                }
+            }
+            // No connection, nobody listening: smoltcp answers with a RST,
+            // at a bounded rate (a scan gets silence past it).
+            Some(_) if verdict == Verdict::Pass && !known && key.flags & tcp_flags::RST == 0 => {
+                if !self.limits.rst.take(self.now_ns) {
+                    self.limits.rst_limited += 1;
+                    verdict = Verdict::Drop;
                 }
             }
             _ => {}

@@ -3,6 +3,15 @@
 //! (the global cap on challenge ACKs). Both take the time as a parameter and
 //! never allocate.
 
+/// ICMP echo requests a stack answers per second by default (and the XDP
+/// program redirects per CPU): enough for an operator's ping, too few to
+/// make the gateway a reflector.
+pub const ECHO_PER_SEC_DEFAULT: u32 = 100;
+
+/// RSTs a stack sends per second at most to segments of no connection on a
+/// port nobody listens on (scans, stale peers); the rest are dropped.
+pub const RST_PER_SEC_DEFAULT: u32 = 1000;
+
 /// A token bucket: `per_sec` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
@@ -80,6 +89,41 @@ impl RandomBudget {
         }
         self.left -= 1;
         true
+    }
+}
+
+/// The stack's limits on what it answers unasked, and what they cost the
+/// senders.
+#[derive(Debug)]
+pub struct Limits {
+    /// ICMP echo replies.
+    pub echo: Bucket,
+    /// RSTs to segments of no connection on ports nobody listens on.
+    pub rst: Bucket,
+    pub echo_limited: u64,
+    /// UDP datagrams (the stack has no UDP socket and answers none).
+    pub udp_dropped: u64,
+    pub rst_limited: u64,
+}
+
+impl Limits {
+    /// `echo_per_sec` echo replies and `rst_per_sec` RSTs a second, each
+    /// with a fifth of a second's worth saved up at most.
+    pub fn new(echo_per_sec: u32, rst_per_sec: u32) -> Limits {
+        let burst = |r: u32| (r / 5).max(1);
+        Limits {
+            echo: Bucket::new(echo_per_sec, burst(echo_per_sec)),
+            rst: Bucket::new(rst_per_sec, burst(rst_per_sec)),
+            echo_limited: 0,
+            udp_dropped: 0,
+            rst_limited: 0,
+        }
+    }
+
+    pub fn counters(&self, out: &mut crate::transport::Counters) {
+        out.drop("icmp_echo_limited", self.echo_limited);
+        out.drop("udp_dropped", self.udp_dropped);
+        out.drop("rst_limited", self.rst_limited);
     }
 }
 

@@ -120,6 +120,10 @@ pub struct StackConfig {
     /// How long a closed connection may take to deliver what it queued and
     /// finish its close handshake before it is reset (ns).
     pub linger_ns: u64,
+    /// ICMP echo requests answered per second at most (0: none), and RSTs
+    /// sent to segments of no connection on ports nobody listens on.
+    pub icmp_echo_per_sec: u32,
+    pub rst_per_sec: u32,
     /// The NIC's RSS table and this loop's queue: outbound connections take
     /// local ports whose replies arrive on that queue (None: the next free
     /// port; replies that land on another loop's queue are handed over).
@@ -141,6 +145,8 @@ impl StackConfig {
             retx_slots: 8192,
             retx_floor_ns: recovery::FLOOR_NS_DEFAULT,
             linger_ns: LINGER_NS_DEFAULT,
+            icmp_echo_per_sec: limit::ECHO_PER_SEC_DEFAULT,
+            rst_per_sec: limit::RST_PER_SEC_DEFAULT,
             rss: None,
         }
     }
@@ -232,6 +238,8 @@ pub struct Stack<D: Link> {
     guard: Guard,
     /// SYN cookies and the listening ports.
     door: Door,
+    /// Rate limits on echo replies and RSTs to nobody's ports.
+    limits: limit::Limits,
     pending: Vec<Event>,
     /// Local ports of outbound connections.
     local_ports: PortSet,
@@ -307,10 +315,12 @@ impl<D: Link> Stack<D> {
         };
         let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32, k0.rotate_left(17) ^ k1);
         let door = Door::new(k0, k1, smoltcp::phy::Device::capabilities(&dev).max_transmission_unit);
+        let limits = limit::Limits::new(cfg.icmp_echo_per_sec, cfg.rst_per_sec);
         Stack {
             rec,
             guard,
             door,
+            limits,
             cfg,
             iface,
             shards: (0..SHARDS)
@@ -381,6 +391,7 @@ impl<D: Link> Stack<D> {
         c.drop("rx_invalid", self.rx_invalid);
         c.drop("conn_refused", self.refused);
         self.door.counters(&mut c);
+        self.limits.counters(&mut c);
         c.drop("linger_expired", self.linger_expired);
         c.event("sockets_allocated", self.sockets_made);
         self.rec.counters(&mut c);

@@ -20,10 +20,12 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Ipv4Address, TcpControl, TcpRepr, TcpSeqNumber,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet,
+    Icmpv4Repr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
 };
 
 use super::frame::{emit_arp, emit_tcp, flags_of, tcp_flags, tcp_frame_len, ARP_FRAME_LEN};
@@ -387,6 +389,69 @@ pub fn tcp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Address, dst: Ipv4
     let mut buf = vec![0u8; tcp_frame_len(&tcp)];
     emit_tcp(&mut buf, src_mac, dst_mac, src, dst, &tcp);
     buf
+}
+
+/// An Ethernet frame carrying an IPv4 packet of protocol `proto` with
+/// payload `l4` (whose checksum the caller filled), from `src` to `dst`.
+fn ipv4_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    proto: IpProtocol,
+    l4: &[u8],
+) -> Vec<u8> {
+    let ip = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: proto, payload_len: l4.len(), hop_limit: 64 };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(src_mac),
+        dst_addr: EthernetAddress(dst_mac),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut buf = vec![0u8; 14 + 20 + l4.len()];
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p, &ChecksumCapabilities::default());
+    p.payload_mut().copy_from_slice(l4);
+    buf
+}
+
+/// An ICMP echo request (`ident`, `seq`, 32 bytes of data), as `ping` sends.
+pub fn icmp_echo_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    ident: u16,
+    seq: u16,
+) -> Vec<u8> {
+    let data = [0x5au8; 32];
+    let icmp = Icmpv4Repr::EchoRequest { ident, seq_no: seq, data: &data };
+    let mut l4 = vec![0u8; icmp.buffer_len()];
+    icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut l4[..]), &ChecksumCapabilities::default());
+    ipv4_frame(src_mac, dst_mac, src, dst, IpProtocol::Icmp, &l4)
+}
+
+/// A UDP datagram from `sport` to `dport` carrying `payload`.
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Address,
+    dst: Ipv4Address,
+    (sport, dport): (u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp = UdpRepr { src_port: sport, dst_port: dport };
+    let mut l4 = vec![0u8; udp.header_len() + payload.len()];
+    udp.emit(
+        &mut UdpPacket::new_unchecked(&mut l4[..]),
+        &src.into(),
+        &dst.into(),
+        payload.len(),
+        |b| b.copy_from_slice(payload),
+        &ChecksumCapabilities::default(),
+    );
+    ipv4_frame(src_mac, dst_mac, src, dst, IpProtocol::Udp, &l4)
 }
 
 /// A scripted peer on one end of a link: it answers ARP for its address,

@@ -25,6 +25,14 @@ pub struct XdpCounters {
     pub malformed: u64,
     /// Dropped by `--inject loss`.
     pub injected_drops: u64,
+    /// For the stack's own address (it owns it), dropped by reason: TCP or
+    /// UDP to a port of nobody's, ICMP echo requests over the rate, other
+    /// ICMP, IP fragments, other IP protocols.
+    pub dropped_port: u64,
+    pub dropped_icmp_rate: u64,
+    pub dropped_icmp_other: u64,
+    pub dropped_fragment: u64,
+    pub dropped_proto: u64,
 }
 
 impl XdpCounters {
@@ -36,6 +44,11 @@ impl XdpCounters {
         out.event("xdp_passed", self.passed);
         out.event("xdp_malformed", self.malformed);
         out.drop("injected_drops", self.injected_drops);
+        out.drop("xdp_dropped_port", self.dropped_port);
+        out.drop("xdp_dropped_icmp_rate", self.dropped_icmp_rate);
+        out.drop("xdp_dropped_icmp_other", self.dropped_icmp_other);
+        out.drop("xdp_dropped_fragment", self.dropped_fragment);
+        out.drop("xdp_dropped_proto", self.dropped_proto);
     }
 }
 
@@ -51,6 +64,9 @@ pub struct Filter {
     pub stamp_rx: bool,
     /// Drop every N-th TCP data segment (fault injection); 0: never.
     pub drop_every: u32,
+    /// ICMP echo requests redirected per second per CPU (0: none), when
+    /// the stack owns its address.
+    pub icmp_echo_per_sec: u32,
 }
 
 /// The loaded and attached program.
@@ -95,6 +111,9 @@ impl XdpProgram {
             put(ro, offset_of!(Rodata, own_address), &[u8::from(filter.own_address)])?;
             put(ro, offset_of!(Rodata, stamp_rx), &[u8::from(filter.stamp_rx)])?;
             put(ro, offset_of!(Rodata, drop_every), &filter.drop_every.to_ne_bytes())?;
+            put(ro, offset_of!(Rodata, icmp_echo_per_sec), &filter.icmp_echo_per_sec.to_ne_bytes())?;
+            let burst = (filter.icmp_echo_per_sec / 5).clamp(1, 1000);
+            put(ro, offset_of!(Rodata, icmp_echo_burst), &burst.to_ne_bytes())?;
         }
         let obj = open.load().map_err(|e| err("loading the XDP program (needs root or CAP_BPF+CAP_NET_ADMIN)", e))?;
         let map = |name: &str| -> Result<MapHandle, String> {
@@ -150,7 +169,7 @@ impl ProgMaps {
             .map_err(|e| err(&format!("registering the AF_XDP socket for queue {queue}"), e))
     }
 
-    /// Redirect TCP/UDP to this port (used when the address is shared).
+    /// Redirect TCP/UDP to this port (a listening port).
     pub fn add_port(&self, port: u16) -> Result<(), String> {
         self.ports
             .update(&port.to_ne_bytes(), &[1u8], MapFlags::ANY)
@@ -171,7 +190,7 @@ impl CounterReader {
 }
 
 fn read_counters(map: &impl MapCore) -> XdpCounters {
-    let mut v = [0u64; 5];
+    let mut v = [0u64; 10];
     for (i, slot) in v.iter_mut().enumerate() {
         let key = (i as u32).to_ne_bytes();
         if let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) {
@@ -179,5 +198,16 @@ fn read_counters(map: &impl MapCore) -> XdpCounters {
                 per_cpu.iter().filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum();
         }
     }
-    XdpCounters { seen: v[0], redirected: v[1], passed: v[2], malformed: v[3], injected_drops: v[4] }
+    XdpCounters {
+        seen: v[0],
+        redirected: v[1],
+        passed: v[2],
+        malformed: v[3],
+        injected_drops: v[4],
+        dropped_port: v[5],
+        dropped_icmp_rate: v[6],
+        dropped_icmp_other: v[7],
+        dropped_fragment: v[8],
+        dropped_proto: v[9],
+    }
 }

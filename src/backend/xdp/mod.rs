@@ -140,8 +140,14 @@ pub fn attach(cfg: &XdpConfig, local_ports: (u16, u16), queues: &[u32]) -> io::R
             if queues.len() == 1 { format!("queue {}", list[0]) } else { format!("queues {}", list.join(",")) }
         );
     }
-    let filter =
-        Filter { ip: cfg.stack.ip, local_ports, own_address, stamp_rx: cfg.stamp_rx, drop_every: cfg.drop_every };
+    let filter = Filter {
+        ip: cfg.stack.ip,
+        local_ports,
+        own_address,
+        stamp_rx: cfg.stamp_rx,
+        drop_every: cfg.drop_every,
+        icmp_echo_per_sec: cfg.stack.icmp_echo_per_sec,
+    };
     let prog = XdpProgram::attach(ifindex, filter).map_err(io::Error::other)?;
     Ok((prog, own_address))
 }
@@ -186,7 +192,6 @@ pub struct XdpTransport {
     prog: Option<XdpProgram>,
     maps: ProgMaps,
     stack: Stack<XskDevice>,
-    own_address: bool,
     /// The socket's XDP_STATISTICS (its own descriptor: read off the loop).
     xsk_stats: Option<XskStatsReader>,
     /// `--pcap`'s writer: dropped after the stack, so it writes every frame
@@ -288,7 +293,7 @@ impl XdpTransport {
         if let Some(h) = handoff {
             stack.set_handoff(h);
         }
-        Ok(XdpTransport { prog, maps, stack, own_address, xsk_stats, _pcap: pcap })
+        Ok(XdpTransport { prog, maps, stack, xsk_stats, _pcap: pcap })
     }
 }
 
@@ -299,9 +304,8 @@ impl Transport for XdpTransport {
 
     fn listen(&mut self, addr: SocketAddr) -> io::Result<()> {
         self.stack.listen(addr)?;
-        if !self.own_address {
-            self.maps.add_port(addr.port()).map_err(io::Error::other)?;
-        }
+        // The XDP program redirects TCP for listening ports only.
+        self.maps.add_port(addr.port()).map_err(io::Error::other)?;
         Ok(())
     }
 
