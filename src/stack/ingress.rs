@@ -119,11 +119,14 @@ impl<D: Link> Stack<D> {
             }
             // No connection, nobody listening: smoltcp answers with a RST,
             // at a bounded rate (a scan gets silence past it).
-            Some(_) if verdict == Verdict::Pass && !known && key.flags & tcp_flags::RST == 0 => {
-                if !self.limits.rst.take(self.now_ns) {
-                    self.limits.rst_limited += 1;
-                    verdict = Verdict::Drop;
-                }
+            Some(_)
+                if verdict == Verdict::Pass
+                    && !known
+                    && key.flags & tcp_flags::RST == 0
+                    && !self.limits.rst.take(self.now_ns) =>
+            {
+                self.limits.rst_limited += 1;
+                verdict = Verdict::Drop;
             }
             _ => {}
         }
