@@ -98,8 +98,10 @@ pub struct KernelTransport {
     /// so far), and whether they carry the retransmission count.
     acks_on: bool,
     ack_stats: bool,
-    /// Per connection id: its retransmissions at its last ACK report.
-    retrans: Vec<u32>,
+    /// Per connection id: its retransmissions at its last ACK report, and
+    /// the bytes acknowledged then (counted across the wraps of the
+    /// reports' 32-bit offsets).
+    retrans: Vec<(u32, u64)>,
     /// ACK reports read since the last `acks`.
     ack_events: Vec<AckEvent>,
     /// Error-queue messages read, and ACK reports among them that waited
@@ -182,9 +184,9 @@ impl KernelTransport {
                 }
             }
             if self.retrans.len() <= id {
-                self.retrans.resize(id + 1, 0);
+                self.retrans.resize(id + 1, (0, 0));
             }
-            self.retrans[id] = 0;
+            self.retrans[id] = (0, 0);
         }
         self.poll.registry().register(&mut s, Token(id), Interest::READABLE | Interest::WRITABLE)?;
         entry.insert((s, false));
@@ -197,14 +199,14 @@ impl KernelTransport {
     /// retransmission.
     fn read_acks(
         conns: &Slab<(TcpStream, bool)>,
-        retrans: &mut [u32],
+        retrans: &mut [(u32, u64)],
         out: &mut Vec<AckEvent>,
         (offset, stats): (u64, bool),
         t: usize,
     ) -> (usize, u64) {
         let Some((s, _)) = conns.get(t) else { return (0, 0) };
         let seen = retrans.get_mut(t);
-        let mut last = seen.as_ref().map_or(0, |v| **v);
+        let (mut last, mut acked) = seen.as_ref().map_or((0, 0), |v| **v);
         let mut waited = 0;
         let n = txack::drain(s.as_raw_fd(), |a| {
             let retransmitted = stats && a.total_retrans.is_some_and(|r| r != last);
@@ -212,16 +214,12 @@ impl KernelTransport {
             if let Some(r) = a.total_retrans {
                 last = r;
             }
-            out.push(AckEvent {
-                conn: ConnId(t),
-                acked: a.acked,
-                at_ns: a.at_realtime_ns.wrapping_sub(offset),
-                retransmitted,
-            });
+            acked = a.acked(acked);
+            out.push(AckEvent { conn: ConnId(t), acked, at_ns: a.at_realtime_ns.wrapping_sub(offset), retransmitted });
         })
         .unwrap_or(0);
         if let Some(v) = seen {
-            *v = last;
+            *v = (last, acked);
         }
         (n, waited)
     }

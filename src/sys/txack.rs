@@ -37,9 +37,10 @@ const FLAGS: libc::c_uint = libc::SOF_TIMESTAMPING_TX_ACK
 /// One ACK report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
-    /// Bytes acknowledged: the offset of the reported send's last byte,
-    /// plus one.
-    pub acked: u64,
+    /// Bytes acknowledged, modulo 2^32: the report's `OPT_ID` (the offset
+    /// of the send's last byte, a u32 that wraps every 4 GiB) plus one.
+    /// [`Ack::acked`] widens it.
+    pub acked_low: u32,
     /// When the ACK was processed (CLOCK_REALTIME ns).
     pub at_realtime_ns: u64,
     /// The connection's retransmissions so far (with `OPT_STATS`).
@@ -147,7 +148,17 @@ fn parse(msg: &libc::msghdr) -> Option<Ack> {
         }
     }
     let (ts, id) = (ts?, id?);
-    Some(Ack { acked: u64::from(id) + 1, at_realtime_ns: ts, total_retrans: retrans })
+    Some(Ack { acked_low: id.wrapping_add(1), at_realtime_ns: ts, total_retrans: retrans })
+}
+
+impl Ack {
+    /// Bytes acknowledged in all, given `last`, the connection's count at
+    /// its previous report: reports come in order and never more than 4 GiB
+    /// apart (a send buffer is far smaller), so this one is `last` plus how
+    /// far its low 32 bits moved on, across any number of wraps.
+    pub fn acked(&self, last: u64) -> u64 {
+        last + u64::from(self.acked_low.wrapping_sub(last as u32))
+    }
 }
 
 /// `TCP_NLA_TOTAL_RETRANS` from `OPT_STATS`' netlink attributes (each: u16
@@ -172,6 +183,23 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn acked_counts_the_wraps_of_the_32_bit_offset() {
+        let report = |acked: u64| Ack { acked_low: acked as u32, at_realtime_ns: 1, total_retrans: None };
+        let mut last = 0u64;
+        // 1 MiB sends from just below 4 GiB to past 12 GiB: every report
+        // moves on by its send, never back.
+        for k in 0..9000u64 {
+            let truth = (1 << 32) - 5_000_000 + k * (1 << 20);
+            let got = report(truth).acked(last);
+            assert_eq!(got, truth, "report {k}");
+            last = got;
+        }
+        assert!(last > 2 * (1u64 << 32), "{last}");
+        // A repeated report counts nothing more.
+        assert_eq!(report(last).acked(last), last);
+    }
 
     #[test]
     fn netlink_attributes_give_the_retransmission_count() {
@@ -215,7 +243,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // One report per send, numbered by the offset of its last byte.
-        assert_eq!(acks.iter().map(|a| a.acked).collect::<Vec<_>>(), vec![5, 12], "{acks:?}");
+        assert_eq!(acks.iter().map(|a| a.acked_low).collect::<Vec<_>>(), vec![5, 12], "{acks:?}");
         let after = crate::clock::realtime_ns();
         assert!(acks.iter().all(|a| a.at_realtime_ns >= before && a.at_realtime_ns <= after), "{acks:?}");
         if stats {
