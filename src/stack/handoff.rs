@@ -89,18 +89,25 @@ impl Doorbell {
         Ok(Doorbell { asleep: AtomicBool::new(false), fd })
     }
 
-    /// The owner is about to sleep (true) or has woken (false). Sequentially
-    /// consistent with [`Doorbell::ring`]: the owner sets it, then looks at
-    /// its inbox; a producer publishes, then reads it; so either the owner
-    /// sees the frame or the producer sees it asleep and rings.
+    /// The owner is about to sleep (true) or has woken (false). With
+    /// [`Doorbell::ring`] this is Dekker's handshake: the owner sets the
+    /// flag, then looks at its inbox; a producer publishes, then reads the
+    /// flag; a SeqCst fence on each side between its store and its load
+    /// means either the owner sees the frame or the producer sees it asleep
+    /// and rings ([`announce`], [`should_ring`]; tests: a loom model of
+    /// both halves). Without the owner's fence its inbox load (an Acquire)
+    /// may be ordered before its store, and both sides miss (ARM shows it).
     pub fn set_asleep(&self, asleep: bool) {
-        self.asleep.store(asleep, Ordering::SeqCst);
+        if asleep {
+            announce(&self.asleep);
+        } else {
+            self.asleep.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Wake the owner if it is asleep (one write(2); none while it runs).
     pub fn ring(&self) {
-        fence(Ordering::SeqCst);
-        if self.asleep.load(Ordering::SeqCst) {
+        if should_ring(&self.asleep) {
             // A full counter (2^64-2 rings unread) still wakes the poll.
             let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
         }
@@ -115,6 +122,41 @@ impl Doorbell {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// What the handshake needs of its flag: std's `AtomicBool` here, loom's
+/// in the model checked by the tests.
+pub trait Flag {
+    fn store_seqcst(&self, v: bool);
+    fn load_seqcst(&self) -> bool;
+    fn fence_seqcst();
+}
+
+impl Flag for AtomicBool {
+    fn store_seqcst(&self, v: bool) {
+        self.store(v, Ordering::SeqCst);
+    }
+    fn load_seqcst(&self) -> bool {
+        self.load(Ordering::SeqCst)
+    }
+    fn fence_seqcst() {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The sleeper's half: say "asleep", then (the caller) look at the inbox.
+pub fn announce<F: Flag>(asleep: &F) {
+    asleep.store_seqcst(true);
+    // Pairs with the producer's fence in `should_ring`: the inbox load that
+    // follows cannot be ordered before this store.
+    F::fence_seqcst();
+}
+
+/// The producer's half, after publishing: is the owner asleep (ring it)?
+pub fn should_ring<F: Flag>(asleep: &F) -> bool {
+    // Pairs with the sleeper's fence in `announce`.
+    F::fence_seqcst();
+    asleep.load_seqcst()
 }
 
 /// One loop's ends of the handoff rings: its inbox, and the next loop's.
@@ -296,6 +338,58 @@ mod tests {
         let got = h[0].inbox.pop_with(|f| (f.data[..usize::from(f.len)].to_vec(), f.hops));
         assert_eq!(got, Some((vec![9], 2)));
         assert!(h[0].may_pass(1) && !h[0].may_pass(2), "3 loops: at most 2 handoffs");
+    }
+
+    /// The handshake under loom's model of the memory model: the sleeper
+    /// announces, then loads the inbox's published index (Acquire, as the
+    /// ring does); the producer publishes (Release), then asks whether to
+    /// ring. In no interleaving or reordering do both miss.
+    mod model {
+        use super::super::{announce, should_ring, Flag};
+        use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use loom::sync::Arc;
+
+        impl Flag for AtomicBool {
+            fn store_seqcst(&self, v: bool) {
+                self.store(v, Ordering::SeqCst);
+            }
+            fn load_seqcst(&self) -> bool {
+                self.load(Ordering::SeqCst)
+            }
+            fn fence_seqcst() {
+                loom::sync::atomic::fence(Ordering::SeqCst);
+            }
+        }
+
+        /// Run the handshake with the sleeper's half `sleeper`.
+        fn check(sleeper: fn(&AtomicBool)) {
+            loom::model(move || {
+                let asleep = Arc::new(AtomicBool::new(false));
+                let head = Arc::new(AtomicUsize::new(0));
+                let (a, h) = (asleep.clone(), head.clone());
+                let producer = loom::thread::spawn(move || {
+                    h.store(1, Ordering::Release);
+                    should_ring(&*a)
+                });
+                sleeper(&asleep);
+                let sees_frame = head.load(Ordering::Acquire) == 1;
+                let rings = producer.join().unwrap();
+                assert!(sees_frame || rings, "a lost wake-up: the sleeper saw no frame and nobody rang");
+            });
+        }
+
+        #[test]
+        fn no_wake_up_is_lost() {
+            check(|f| announce(f));
+        }
+
+        /// Without the sleeper's fence (as before), loom finds the lost
+        /// wake-up.
+        #[test]
+        #[should_panic(expected = "a lost wake-up")]
+        fn without_the_sleepers_fence_a_wake_up_is_lost() {
+            check(|f| f.store_seqcst(true));
+        }
     }
 
     #[test]
