@@ -380,7 +380,7 @@ mod tests {
 
         #[test]
         fn no_wake_up_is_lost() {
-            check(|f| announce(f));
+            check(announce);
         }
 
         /// Without the sleeper's fence (as before), loom finds the lost
