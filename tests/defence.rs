@@ -310,3 +310,52 @@ fn floods_of_pings_udp_and_closed_port_syns_get_bounded_answers() {
     l.run(ms(1));
     assert_eq!(l.peer.other.drain(..).filter(|f| is_echo_reply(f)).count(), 1);
 }
+
+/// A scan of closed ports (SYNs, and ACKs of no connection) makes no
+/// tracing state, and wipes none: a live connection's unread request still
+/// says when it arrived (the flow map used to be cleared whole past its
+/// size, and a scan filled it).
+#[test]
+fn a_scan_leaves_the_tracing_state_of_live_connections_alone() {
+    let mut l = Live::with(|c| c.max_conns = 4);
+    l.stack.set_tracing(true);
+    let arrived = l.clock.now();
+    l.peer.send(&l.seg(ACK | PSH, l.seq, b"order"));
+    l.run(ms(1));
+    for i in 0..6000u32 {
+        let port = 1000 + i as u16;
+        let flags = if i % 2 == 0 { SYN } else { ACK };
+        l.peer.send(&Seg {
+            src_port: 30_000 + (i % 7) as u16,
+            dst_port: port,
+            seq: i,
+            ack: i,
+            flags,
+            ..Seg::default()
+        });
+    }
+    l.run(ms(100));
+    assert!(l.stack.traced_flows() <= 2, "{} flows traced", l.stack.traced_flows());
+    let mut buf = [0u8; 16];
+    assert_eq!(l.stack.recv(l.id, &mut buf).unwrap(), 5);
+    let t = l.stack.rx_trace(l.id);
+    assert!(t.arrival_ns >= arrived && t.arrival_ns < arrived + 1_000_000, "{t:?}, sent at {arrived}");
+}
+
+/// Our own connections' ISNs are RFC 6528's (a keyed hash and a clock), not
+/// smoltcp's PRNG seeded with the configured seed: two stacks configured
+/// alike open with unrelated ISNs, and each connection still works.
+#[test]
+fn outbound_isns_are_keyed_not_seeded() {
+    let isn = || {
+        let mut net = Net::new();
+        let wire = net.client.link().outbox.clone();
+        wire.borrow_mut().capture = true;
+        let id = net.connect();
+        assert_eq!(net.echo_once(id, b"logon", ms(10)), b"logon");
+        let syn = wire.borrow().captured.iter().filter_map(|f| Seg::parse(f)).find(|(_, _, s)| s.flags == SYN);
+        syn.expect("the client's SYN").2.seq
+    };
+    let (a, b) = (isn(), isn());
+    assert_ne!(a, b, "two stacks with the same seed opened with the same ISN");
+}

@@ -461,6 +461,7 @@ mod tests {
         assert!(c.check(1, 2, k, NOW + slot - 1).is_some());
         assert!(c.check(1, 2, k, NOW + slot).is_some(), "the next slot");
         assert!(c.check(1, 2, k, NOW + 2 * slot).is_none(), "two slots on");
+        assert!(c.check(1, 2, k, NOW + 4 * slot).is_none(), "four slots on: the 2 bits it carries match again");
         assert!(c.check(1, 2, k, NOW - 1).is_none(), "before it was made");
     }
 

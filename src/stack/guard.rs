@@ -155,6 +155,8 @@ pub struct Guard {
     window: u32,
     /// The stack's challenge-ACK budget (random size each second).
     budget: RandomBudget,
+    /// The secret of our connections' initial sequence numbers ([`isn`]).
+    isn_key: (u64, u64),
     /// The offset of the flow the last `on_ingress` passed (0: none).
     off_in: u32,
     /// Whether the last `on_ingress` found a live record for its flow.
@@ -171,9 +173,10 @@ pub struct Guard {
 
 impl Guard {
     /// Room for `live` connections and `time_wait` TIME-WAIT records;
-    /// `window` bounds the receive window (bytes); `seed` (secret) seeds
-    /// the random size of the challenge-ACK budget.
-    pub fn new(live: usize, time_wait: usize, window: u32, seed: u64) -> Guard {
+    /// `window` bounds the receive window (bytes); `key` (secret) keys our
+    /// initial sequence numbers and seeds the random size of the
+    /// challenge-ACK budget.
+    pub fn new(live: usize, time_wait: usize, window: u32, key: (u64, u64)) -> Guard {
         let mut recs = HashMap::with_hasher(FlowBuild::default());
         recs.reserve(live + time_wait);
         Guard {
@@ -183,7 +186,8 @@ impl Guard {
             live_cap: live,
             tw_cap: time_wait,
             window,
-            budget: RandomBudget::new(CHALLENGE_ACKS_PER_SEC, seed),
+            budget: RandomBudget::new(CHALLENGE_ACKS_PER_SEC, key.0.rotate_left(17) ^ key.1),
+            isn_key: (key.1, key.0 ^ 0x5157_4e5f_4953_4e21),
             off_in: 0,
             known_in: false,
             acceptable_in: true,
@@ -191,6 +195,11 @@ impl Guard {
             rcv_in: 0,
             stats: GuardStats::default(),
         }
+    }
+
+    /// Is flow `key` a live connection (not TIME-WAIT)?
+    pub fn is_live(&self, key: u64) -> bool {
+        self.recs.get(&key).is_some_and(|r| r.tw_until == 0)
     }
 
     /// Is anything known of flow `key` (a live connection or TIME-WAIT)?
@@ -415,10 +424,11 @@ impl Guard {
         Verdict::Answer(Reply::Ack { seq: r.snd_nxt, ack: r.rcv_nxt, window: r.win_out })
     }
 
-    /// smoltcp sent segment `t`, in frame `buf`. A connection opened by
-    /// SYN cookie has its segment moved into the wire's sequence space
-    /// first (`buf` and `t` both).
-    pub(super) fn on_egress(&mut self, t: &mut Tcp, buf: &mut [u8]) {
+    /// smoltcp sent segment `t`, in frame `buf`, at `now`. A connection
+    /// whose wire sequence numbers are not smoltcp's (opened by SYN cookie,
+    /// or by us with an RFC 6528 ISN) has its segment moved into the wire's
+    /// sequence space first (`buf` and `t` both).
+    pub(super) fn on_egress(&mut self, t: &mut Tcp, buf: &mut [u8], now: u64) {
         if t.syn {
             match self.recs.get(&t.key) {
                 // The SYN-ACK of a cookie connection again (smoltcp did not
@@ -441,6 +451,19 @@ impl Guard {
                 None => {}
             }
             let (rcv_nxt, rcv_known) = t.ack.map_or((0, false), |a| (a, true));
+            // Our own SYN: its ISN on the wire is RFC 6528's, a keyed hash
+            // of the 4-tuple plus a 4 us clock (smoltcp draws its own from
+            // a PRNG seeded with the configured seed); the record keeps the
+            // offset, as for a cookie connection.
+            let mut off = 0;
+            if t.ack.is_none() {
+                off = isn(self.isn_key, t.key, now).wrapping_sub(t.seq);
+                if off != 0 && super::frame::shift_tcp(buf, off, 0) {
+                    t.seq = t.seq.wrapping_add(off);
+                } else {
+                    off = 0;
+                }
+            }
             let rec = Rec {
                 iss: t.seq,
                 rcv_nxt,
@@ -451,7 +474,7 @@ impl Guard {
                 win_out: t.window,
                 tw_until: 0,
                 mac: t.peer_mac,
-                off: 0,
+                off,
                 sock: None,
                 challenged_at: 0,
             };
@@ -564,6 +587,17 @@ impl Guard {
     }
 }
 
+/// RFC 6528's initial sequence number for our connection `flow` at `now`
+/// (ns): a 4 us clock plus a keyed hash (SipHash-2-4) of the 4-tuple, so an
+/// off-path attacker can predict neither, and a connection reusing a
+/// 4-tuple starts above its predecessor's sequence space.
+pub fn isn(key: (u64, u64), flow: u64, now: u64) -> u32 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher24::new_with_keys(key.0, key.1);
+    h.write_u64(flow);
+    ((now / 4000) as u32).wrapping_add(h.finish() as u32)
+}
+
 /// RFC 793's acceptability test, with `wnd` for the receive window: a
 /// segment taking `len` sequence numbers from `seq` overlaps
 /// `[rcv_nxt, rcv_nxt + wnd)` (an empty one starts in it).
@@ -578,6 +612,19 @@ fn seg_acceptable(seq: u32, len: u32, rcv_nxt: u32, wnd: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isns_follow_rfc_6528() {
+        let (k, flow) = ((1, 2), 0xc612_0001_9c40_1e61);
+        let t = 7_000_000_000;
+        // The 4 us clock: a second later, 250 000 more.
+        assert_eq!(isn(k, flow, t + 1_000_000_000).wrapping_sub(isn(k, flow, t)), 250_000);
+        // Another key or another 4-tuple: nothing in common.
+        assert_ne!(isn((1, 3), flow, t), isn(k, flow, t));
+        assert_ne!(isn(k, flow + 1, t).wrapping_sub(isn(k, flow, t)), 0);
+        let spread = (0..64u64).map(|p| isn(k, flow + (p << 16), t) >> 28).collect::<std::collections::HashSet<_>>();
+        assert!(spread.len() >= 12, "the top bits of 64 flows' ISNs: {spread:?}");
+    }
 
     #[test]
     fn acceptability_follows_rfc_793_across_the_wrap() {

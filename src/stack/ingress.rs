@@ -100,6 +100,7 @@ impl<D: Link> Stack<D> {
         let mut verdict = self.guard.on_ingress(&key, self.now_ns);
         let (known, mut off) = self.guard.last_ingress();
         let mut sock = self.guard.last_socket();
+        let mut opened = false;
         match key.tuple {
             Some((_, _, lp)) if verdict == Verdict::Pass && !known && self.door.listening(lp) => {
                 let f = key.flags;
@@ -112,7 +113,7 @@ impl<D: Link> Stack<D> {
                     };
                 } else if f & tcp_flags::ACK != 0 && f & (tcp_flags::SYN | tcp_flags::RST) == 0 {
                     match self.door_ack(&key, peer_mac) {
-                        Ok((o, h)) => (off, sock) = (o, Some(h)),
+                        Ok((o, h)) => (off, sock, opened) = (o, Some(h), true),
                         Err(v) => verdict = v,
                     }
                 }
@@ -148,7 +149,9 @@ impl<D: Link> Stack<D> {
         // forged segment with a guessed sequence number steers nothing.
         if self.guard.acceptable() {
             self.rec.on_ingress(&key, if rx_ns != 0 { rx_ns } else { self.now_ns });
-            if self.tracing {
+            // Only connections are traced: a scan of closed ports (or a
+            // flood of unknown ACKs) makes no entry.
+            if self.tracing && (known || opened) {
                 self.track(&key);
             }
         }
@@ -210,9 +213,11 @@ impl<D: Link> Stack<D> {
     /// Tracing: note one frame's flow state before smoltcp sees it.
     fn track(&mut self, key: &FrameKey) {
         let Some((ip, rp, lp)) = key.tuple else { return };
-        if self.flows.len() > 4 * self.cfg.max_conns + 1024 {
-            // Flows whose connection never opened (scans, resets): start over.
-            self.flows.clear();
+        if self.flows.len() > 2 * self.cfg.max_conns + 1024 {
+            // Entries of connections gone (closed without `close`, reset):
+            // only those go; live connections keep their state.
+            let guard = &self.guard;
+            self.flows.retain(|k, _| guard.is_live(*k));
         }
         let ts = if key.rx_ns != 0 { key.rx_ns } else { self.now_ns };
         self.flows.entry(flow_key(ip, rp, lp)).or_default().segment(

@@ -313,7 +313,7 @@ impl<D: Link> Stack<D> {
             h.write_u64(k0);
             (k0, h.finish())
         };
-        let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32, k0.rotate_left(17) ^ k1);
+        let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32, (k0, k1));
         let door = Door::new(k0, k1, smoltcp::phy::Device::capabilities(&dev).max_transmission_unit);
         let limits = limit::Limits::new(cfg.icmp_echo_per_sec, cfg.rst_per_sec);
         Stack {
@@ -372,6 +372,12 @@ impl<D: Link> Stack<D> {
     /// The link.
     pub fn link(&self) -> &D {
         &self.dev
+    }
+
+    /// Flows tracing holds state for (at most twice `max_conns` plus 1024:
+    /// past that, those of connections gone are dropped).
+    pub fn traced_flows(&self) -> usize {
+        self.flows.len()
     }
 
     /// Closing sockets still finishing their handshake.

@@ -40,7 +40,7 @@ fn seen(buf: &mut [u8], guard: &mut Guard, rec: &mut Recovery, now: u64) -> bool
     let Some(mut t) = parse_sent(buf) else { return true };
     // The guard first: it moves a cookie connection's segment into the
     // wire's sequence space, which recovery keeps.
-    guard.on_egress(&mut t, buf);
+    guard.on_egress(&mut t, buf, now);
     rec.on_egress(&t, buf, now)
 }
 
