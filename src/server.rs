@@ -132,6 +132,8 @@ pub struct ServerStats {
     pub drained: u64,
     pub abandoned: u64,
     pub abandoned_bytes: u64,
+    /// Connection buffers allocated (the peak of open connections).
+    pub buffers_allocated: u64,
 }
 
 impl ServerStats {
@@ -147,6 +149,7 @@ impl ServerStats {
         self.drained += o.drained;
         self.abandoned += o.abandoned;
         self.abandoned_bytes += o.abandoned_bytes;
+        self.buffers_allocated += o.buffers_allocated;
     }
 }
 
@@ -159,6 +162,10 @@ pub struct Server<T: Transport, A: App> {
     events: Vec<Event>,
     /// The transport's ACK reports, for the tracer (allocated once).
     acks: Vec<AckEvent>,
+    /// Input and output buffers of closed connections, for the next ones:
+    /// only the peak number of connections is ever allocated (at most the
+    /// transport's `--max-conns`), and none while that peak holds.
+    spare: Vec<(Vec<u8>, OutBuf)>,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC (ns), for wall stamps from the loop's clock.
     wall_offset: u64,
     next_tick: u64,
@@ -185,6 +192,7 @@ impl<T: Transport, A: App> Server<T, A> {
             work: VecDeque::with_capacity(1024),
             events: Vec::with_capacity(1024),
             acks: Vec::with_capacity(1024),
+            spare: Vec::new(),
             next_tick: 0,
             wall_offset: clock::realtime_offset_ns(),
             now: 0,
@@ -403,12 +411,17 @@ impl<T: Transport, A: App> Server<T, A> {
             self.conns.resize_with(id.0 + 1, || None);
         }
         let session = self.app.open(id, now);
+        let (rx, mut tx) = self.spare.pop().unwrap_or_else(|| {
+            self.stats.buffers_allocated += 1;
+            (vec![0u8; self.cfg.rx_buf], OutBuf::with_capacity(self.cfg.tx_buf))
+        });
+        tx.clear();
         self.conns[id.0] = Some(Conn {
             id,
             session,
-            rx: vec![0u8; self.cfg.rx_buf],
+            rx,
             rx_len: 0,
-            tx: OutBuf::with_capacity(self.cfg.tx_buf),
+            tx,
             state: State::Open,
             peer_fin: false,
             readable: true,
@@ -444,6 +457,7 @@ impl<T: Transport, A: App> Server<T, A> {
             self.stats.closed += 1;
             crate::log_debug!("{}: closed: {reason}", c.id);
             self.app.on_close(c.session, reason);
+            self.spare.push((c.rx, c.tx));
         }
     }
 

@@ -396,6 +396,47 @@ fn a_lost_final_ack_is_made_good_by_the_first_data() {
     let mut buf = [0u8; 16];
     assert_eq!(stack.recv(id, &mut buf).unwrap(), 5);
     assert_eq!(&buf[..5], b"logon");
+    // The guard counted the logon from this connection's own RCV.NXT: a
+    // blind reset draws a challenge ACK acknowledging exactly it.
+    let rst = Seg { seq: 1006 + 100, flags: RST, payload: vec![], ..data };
+    peer.send(&rst);
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
+    assert_eq!(got.len(), 1, "one challenge ACK: {got:?}");
+    assert_eq!((got[0].flags, got[0].ack), (ACK, 1006), "{got:?}");
+}
+
+/// The same with another connection judged just before (its RCV.NXT far
+/// ahead of this one's): the first data of a cookie connection is counted
+/// from its own ISN, not from what the guard last saw.
+#[test]
+fn a_cookie_connections_first_data_is_counted_from_its_own_isn() {
+    let mut l = Live::new();
+    l.data(&[7u8; 3000]);
+    peer_data_first(&mut l, 47_001, 500);
+}
+
+/// From `port`, a handshake whose final ACK is lost, data first (ISN
+/// `isn`), then an in-window reset: the challenge ACK acknowledges the data.
+fn peer_data_first(l: &mut Live, port: u16, isn: u32) {
+    l.peer.send(&syn(port, isn));
+    let sa = collect(&l.clock, &mut l.stack, &mut l.peer, ms(1)).into_iter().find(|s| s.has(SYN | ACK)).unwrap();
+    let data = Seg {
+        src_port: port,
+        dst_port: PORT,
+        seq: isn + 1,
+        ack: sa.seq.wrapping_add(1),
+        flags: ACK | PSH,
+        window: 65535,
+        payload: b"logon".to_vec(),
+        ..Seg::default()
+    };
+    l.peer.send(&data);
+    let got = collect(&l.clock, &mut l.stack, &mut l.peer, ms(1));
+    assert!(got.iter().any(|s| s.dst_port == port && s.ack == isn + 6), "the data acknowledged: {got:?}");
+    l.peer.send(&Seg { seq: isn + 6 + 100, flags: RST, payload: vec![], ..data });
+    let got = collect(&l.clock, &mut l.stack, &mut l.peer, ms(1));
+    assert_eq!(got.len(), 1, "one challenge ACK: {got:?}");
+    assert_eq!((got[0].dst_port, got[0].flags, got[0].ack), (port, ACK, isn + 6), "{got:?}");
 }
 
 #[test]

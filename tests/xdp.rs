@@ -528,3 +528,50 @@ fn xdp_recovers_from_its_own_lost_segments() {
 fn metric(text: &str, key: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
 }
+
+/// One session from a pinned source port: Logon, then Logout; the gateway
+/// answers and closes first (it holds TIME-WAIT), and the client reads to
+/// the end. The gateway's message types, in order.
+fn logon_logout_from(port: u16) -> Vec<u8> {
+    use tailgate::proto::{ClientMsg, Code8, Frame, Parsed};
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&std::net::SocketAddr::from(([198, 18, 0, 2], port)).into()).expect("bind the pinned port");
+    s.connect_timeout(&std::net::SocketAddr::from(([198, 18, 0, 1], 7777)).into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("reconnect from port {port}: {e}"));
+    let mut s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    for (seq, m) in [(1, ClientMsg::Logon { account: Code8::new("ACCT0001").unwrap() }), (2, ClientMsg::Logout)] {
+        let n = m.encode(seq, &mut buf).unwrap();
+        s.write_all(&buf[..n]).unwrap();
+    }
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("the gateway's replies, then its FIN");
+    let mut types = Vec::new();
+    let mut rest = &got[..];
+    while let Ok(Parsed::Frame(f)) = Frame::parse(rest) {
+        types.push(f.msg_type());
+        rest = &rest[f.len()..];
+    }
+    types
+}
+
+/// The gateway closes first (a Logout) and the client reconnects from the
+/// same source port within TIME-WAIT, as FIX clients that pin their port
+/// do, again and again: every session gets in (the TIME-WAIT count once
+/// wrapped and refused every connection for up to 60 s).
+#[test]
+fn xdp_reconnecting_from_the_same_port_during_time_wait() {
+    let Some((lab, srv)) = xdp_lab("xdp_reconnecting_from_the_same_port_during_time_wait", "orders", &[]) else {
+        return;
+    };
+    for round in 0..6 {
+        let types = lab.in_client_ns(|| logon_logout_from(45_555));
+        assert_eq!(types, [0x81, 0x86], "round {round}: LogonAck then Logout");
+    }
+    let log = srv.stop();
+    assert_eq!(counter(&log, "opened"), Some(6), "{log:?}");
+    assert_eq!(counter(&log, "conn_refused"), Some(0), "{log:?}");
+    assert_eq!(counter(&log, "time_wait_syn_refused"), Some(0), "{log:?}");
+}

@@ -254,6 +254,10 @@ impl Guard {
             challenged_at: 0,
         };
         self.insert(key, rec);
+        // The segment that opened it goes to smoltcp next: what it takes is
+        // counted from here (`accepted`).
+        self.sock_in = Some(sock);
+        self.rcv_in = rcv_nxt;
     }
 
     /// Connection `key` lives on socket `sock`: from now on its `rcv_nxt`

@@ -85,10 +85,6 @@ const INGRESS_BUDGET: usize = 64;
 /// and its socket freed: the default of `StackConfig::linger_ns`.
 pub const LINGER_NS_DEFAULT: u64 = 5_000_000_000;
 
-/// Closed sockets kept for reuse: a new connection takes one (its buffers
-/// are only re-indexed) instead of allocating and zeroing new buffers.
-pub const SPARE_SOCKETS: usize = 256;
-
 /// Number of socket shards (a power of two).
 pub const SHARDS: usize = 64;
 
@@ -246,10 +242,16 @@ pub struct Stack<D: Link> {
     stats: TransportStats,
     /// Connections refused because `max_conns` was reached.
     refused: u64,
-    /// Closing connections reset because the linger expired.
+    /// Closing connections reset because the linger expired, and because
+    /// too many were closing.
     linger_expired: u64,
-    /// Freed sockets kept for reuse (at most `SPARE_SOCKETS`), and the
-    /// sockets allocated so far.
+    closing_evicted: u64,
+    /// Freed sockets kept for reuse, and the sockets allocated so far. A
+    /// socket is never freed: a new connection takes a spare one (its
+    /// buffers are only re-indexed) and only the peak of open plus closing
+    /// connections is ever allocated, at most `2 * max_conns + 1` sockets
+    /// (closing ones are capped at `max_conns`): memory is flat under churn
+    /// instead of fragmenting as sockets come and go.
     spare: Vec<tcp::Socket<'static>>,
     sockets_made: u64,
     /// Frames the stack wrote itself since the last flush.
@@ -328,13 +330,14 @@ impl<D: Link> Stack<D> {
                 .collect(),
             dev,
             conns: Slab::with_capacity(1024),
-            zombies: Vec::new(),
+            zombies: Vec::with_capacity(max_conns.min(1 << 16) + 1),
             pending: Vec::new(),
             local_ports: PortSet::new(first_local_port),
             stats: TransportStats::default(),
             refused: 0,
             linger_expired: 0,
-            spare: Vec::with_capacity(SPARE_SOCKETS),
+            closing_evicted: 0,
+            spare: Vec::with_capacity(max_conns.min(1 << 16)),
             sockets_made: 0,
             replied: false,
             rx_invalid: 0,
@@ -399,6 +402,7 @@ impl<D: Link> Stack<D> {
         self.door.counters(&mut c);
         self.limits.counters(&mut c);
         c.drop("linger_expired", self.linger_expired);
+        c.drop("closing_evicted", self.closing_evicted);
         c.event("sockets_allocated", self.sockets_made);
         self.rec.counters(&mut c);
         self.guard.counters(&mut c);
@@ -441,16 +445,29 @@ impl<D: Link> Stack<D> {
         s
     }
 
-    /// A socket leaves the stack: kept as a spare while there is room.
+    /// A socket leaves the stack: kept as a spare for the next connection.
     fn free_socket(&mut self, s: smoltcp::socket::Socket<'static>) {
         let smoltcp::socket::Socket::Tcp(mut s) = s else { return };
-        if self.spare.len() < SPARE_SOCKETS {
-            if s.is_open() {
-                // Out of every set: nothing is sent for it.
-                s.abort();
-            }
-            self.spare.push(s);
+        if s.is_open() {
+            // Out of every set: nothing is sent for it.
+            s.abort();
         }
+        self.spare.push(s);
+    }
+
+    /// A closed connection finishes its close handshake in the background
+    /// (until its linger deadline). At most `max_conns` do at once: past
+    /// that, the one closest to its deadline is reset now (counted,
+    /// `closing_evicted`), so peers that never answer a FIN cannot make
+    /// the stack hold sockets without bound.
+    fn linger(&mut self, z: (usize, SocketHandle, u64, u16, u64)) {
+        if self.zombies.len() >= self.cfg.max_conns {
+            if let Some(old) = self.zombies.iter_mut().min_by_key(|z| z.2) {
+                old.2 = 0;
+            }
+            self.closing_evicted += 1;
+        }
+        self.zombies.push(z);
     }
 
     fn new_socket(&mut self, shard: usize) -> SocketHandle {

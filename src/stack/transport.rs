@@ -245,13 +245,13 @@ impl<D: Link> Transport for Stack<D> {
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
-                self.zombies.push((c.shard, c.handle, linger, c.local_port, c.flow));
+                self.linger((c.shard, c.handle, linger, c.local_port, c.flow));
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
                 // socket with unread data is closed.
                 s.abort();
-                self.zombies.push((c.shard, c.handle, linger, c.local_port, c.flow));
+                self.linger((c.shard, c.handle, linger, c.local_port, c.flow));
             }
         }
     }
