@@ -11,8 +11,8 @@
 # `--inject tx-loss:200` so it keeps retransmitting) takes 100 steady
 # connections at 20,000 orders/s, and every 10 s a storm of 300 more
 # connections that send bytes the orders app rejects (it closes them). Every
-# 10 s the script prints the gateway's RSS (VmRSS), its sockets allocated and
-# TIME-WAIT records. Memory grows only with the peak of concurrent
+# 10 s the script prints the gateway's RSS (VmRSS), its sockets allocated,
+# TIME-WAIT records and loss recovery's timer entries. Memory grows only with the peak of concurrent
 # connections (sockets and connection buffers are reused, never freed; every
 # other table is sized at start-up): warm-up ends at the last sample where
 # the sockets allocated rose. At the end it prints the growth from then to
@@ -81,7 +81,7 @@ metric() { # pattern: the first matching series' value from /metrics (0 if absen
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$GW/status"; }
 
 echo "soak-memory: $SECS s of churn on the $BACKEND backend (gateway PID $GW)"
-printf '%6s %10s %10s %10s\n' t_s rss_kib sockets time_wait
+printf '%6s %10s %10s %10s %10s\n' t_s rss_kib sockets time_wait retx_heap
 start=$(date +%s)
 warm= warm_t= peak=
 t=0
@@ -93,7 +93,8 @@ while ((t < SECS)); do
   kill -0 "$GW" 2>/dev/null || { echo "soak-memory: the gateway died" >&2; tail -5 "$LOG" >&2; exit 1; }
   r=$(rss_kb)
   socks=$(metric sockets_allocated)
-  printf '%6d %10d %10s %10s\n' "$t" "$r" "$socks" "$(metric 'tailgate_backend_gauge.*"time_wait"')"
+  printf '%6d %10d %10s %10s %10s\n' "$t" "$r" "$socks" "$(metric 'tailgate_backend_gauge.*"time_wait"')" \
+    "$(metric 'tailgate_backend_gauge.*"retx_heap"')"
   if [[ $socks != "$peak" ]]; then
     peak=$socks warm=$r warm_t=$t
   fi

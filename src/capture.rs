@@ -249,10 +249,19 @@ struct PcapFile {
 
 impl PcapFile {
     /// A new capture file, readable by its owner only (0600, also when the
-    /// path existed with wider rights): it holds order payloads.
+    /// path existed with wider rights): it holds order payloads. A symbolic
+    /// link at the path is refused (ELOOP), not followed: a gateway running
+    /// as root must not truncate whatever file a link in a shared directory
+    /// points to. The rights are set on the open file (fchmod).
     fn create(path: &Path, snaplen: u32) -> io::Result<PcapFile> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         let mut h = [0u8; 24];
@@ -376,6 +385,17 @@ mod tests {
         }
         std::fs::remove_file(&path).unwrap();
         std::fs::remove_file(&rotated).unwrap();
+        // A symbolic link is refused, and what it points to left alone.
+        let target = tmp("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = tmp("link.pcap");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = start(CaptureConfig::new(&link)).err().expect("a link is refused");
+        assert!(e.to_string().contains("--pcap"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_file(&target).unwrap();
     }
 
     #[test]

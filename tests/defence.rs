@@ -48,12 +48,42 @@ fn a_syn_in_time_wait_below_the_old_sequence_space_opens_nothing() {
         l.run(Duration::from_nanos(CHALLENGE_INTERVAL_NS));
     }
     assert_eq!(counter(&l.stack, "time_wait_syn_refused"), 2);
+    // A RST that is not the refused client's exact answer changes nothing.
+    assert!(l.exchange(&l.seg(RST, l.seq.wrapping_add(1), b"")).is_empty());
+    assert_eq!(counter(&l.stack, "time_wait"), 1);
     // Above it: a new connection.
     let (seq, rcv) = scripted_handshake_from(&l.clock, &mut l.stack, &mut l.peer, l.port, l.seq.wrapping_add(5000));
     let (_, ev) = run(&l.clock, &mut l.stack, &mut l.peer, ms(1));
     let id = accepted(&ev).expect("the new connection");
     assert_eq!(counter(&l.stack, "time_wait"), 0);
     (l.id, l.seq, l.rcv) = (id, seq, rcv);
+    l.data(b"logon again");
+}
+
+/// A client with a random ISN reconnects from its pinned port, below the
+/// old sequence space: the record refuses the SYN with its ACK, the client
+/// answers that with a RST at exactly that ACK (as a SYN-SENT socket
+/// does), which ends the record, and its next SYN gets in (not 60 s later).
+#[test]
+fn a_refused_reconnection_gets_in_after_its_rst() {
+    let mut l = Live::new();
+    l.data(b"logon");
+    server_closes_first(&mut l);
+    let low = l.seq.wrapping_sub(50_000);
+    let got = l.exchange(&syn(l.port, low));
+    assert_eq!(got.len(), 1, "{got:?}");
+    let refusal = &got[0];
+    assert_eq!((refusal.flags, refusal.ack), (ACK, l.seq), "the record's ACK");
+    // The client's RST: seq = the ACK it got.
+    let rst = Seg { src_port: l.port, dst_port: PORT, seq: refusal.ack, flags: RST, ..Seg::default() };
+    assert!(l.exchange(&rst).is_empty());
+    assert_eq!(counter(&l.stack, "time_wait"), 0, "the record ended");
+    assert_eq!(counter(&l.stack, "time_wait_reset"), 1);
+    // Its SYN again, a second later: a connection.
+    l.run(ms(1000));
+    let (seq, rcv) = scripted_handshake_from(&l.clock, &mut l.stack, &mut l.peer, l.port, low);
+    let (_, ev) = run(&l.clock, &mut l.stack, &mut l.peer, ms(1));
+    (l.id, l.seq, l.rcv) = (accepted(&ev).expect("reconnected"), seq, rcv);
     l.data(b"logon again");
 }
 
@@ -121,6 +151,61 @@ fn one_connections_challenges_do_not_change_another_connections() {
     let flooded = challenges_to_b(true);
     assert_eq!(calm.len(), 6, "one challenge per 500 ms in 3 s: {calm:?}");
     assert_eq!(flooded, calm, "A's flood changed what B got");
+}
+
+/// Open `n` more scripted connections on `l`'s stack at once, from ports
+/// `first..`: their (port, our next seq, the stack's next seq).
+fn open_many(l: &mut Live, first: u16, n: u16) -> Vec<(u16, u32, u32)> {
+    for p in first..first + n {
+        l.peer.send(&syn(p, 1000));
+    }
+    let got = l.run(ms(2));
+    let mut conns = Vec::new();
+    for sa in got.iter().filter(|s| s.has(SYN | ACK)) {
+        let rcv = sa.seq.wrapping_add(1);
+        l.peer.send(&Seg { src_port: sa.dst_port, ack: rcv, flags: ACK, ..syn(sa.dst_port, 1001) });
+        conns.push((sa.dst_port, 1001, rcv));
+    }
+    l.run(ms(2));
+    assert_eq!(conns.len(), usize::from(n), "handshakes");
+    conns
+}
+
+/// What B gets for an in-window reset every 500 ms for 2 s while (or
+/// without) 1000 other connections draw a challenge ACK each, twice a
+/// second: more than any global budget would allow (Linux's was 1000 a
+/// second, then 500-1500 at random).
+fn challenges_with_many_others(flood: bool) -> Vec<(u32, u32)> {
+    let mut l = Live::with(|c| c.max_conns = 2000);
+    let others = open_many(&mut l, 20_000, 1000);
+    let b = l.another(42_001);
+    let mut got = Vec::new();
+    for k in 0..4u32 {
+        if flood {
+            for &(port, seq, rcv) in &others {
+                let s = Seg { src_port: port, ack: rcv, ..l.seg(RST, seq.wrapping_add(5 + k), b"") };
+                l.peer.send(&s);
+            }
+        }
+        l.peer.send(&b.seg(RST, b.seq.wrapping_add(10 + k), b""));
+        for s in l.run(ms(500)).into_iter().filter(|s| s.dst_port == b.port) {
+            got.push((s.seq.wrapping_sub(b.rcv), s.ack.wrapping_sub(b.seq)));
+        }
+    }
+    if flood {
+        assert!(counter(&l.stack, "rst_challenged") >= 4000, "the others drew their challenges");
+    }
+    got
+}
+
+/// No budget is shared between connections: a thousand connections
+/// spending challenge ACKs (an attacker who holds them, counting what comes
+/// back) change nothing for another one.
+#[test]
+fn many_connections_challenges_do_not_change_another_connections() {
+    let calm = challenges_with_many_others(false);
+    assert_eq!(calm, vec![(0, 0); 4], "one challenge per reset every 500 ms");
+    assert_eq!(challenges_with_many_others(true), calm, "the others' challenges changed what B got");
 }
 
 /// The guard's RCV.NXT is what smoltcp accepted: in-order data smoltcp
@@ -256,6 +341,30 @@ fn forged_segments_leave_loss_recovery_unchanged() {
                 _ => vec![],
             }),
         ),
+        (
+            "in the window, two SACK blocks 2^31 wide",
+            Box::new(move |l, stage| {
+                let w = (1u32 << 31) - 1;
+                let a = l.rcv.wrapping_sub(10);
+                match stage {
+                    0 => vec![Seg {
+                        sack: vec![(a, a.wrapping_add(w)), (a.wrapping_add(w), a)],
+                        ..l.seg(ACK, l.seq, b"")
+                    }],
+                    _ => vec![],
+                }
+            }),
+        ),
+        (
+            "in the window, a D-SACK wider than the retransmission",
+            Box::new(move |l, stage| match stage {
+                1 => {
+                    let b = (l.rcv.wrapping_sub(1 << 20), l.rcv.wrapping_add(9));
+                    vec![Seg { sack: vec![b, b], ..l.seg(ACK, l.seq, b"") }]
+                }
+                _ => vec![],
+            }),
+        ),
     ];
     for (what, forge) in cases {
         let got = lost_replies(forge);
@@ -292,16 +401,21 @@ fn floods_of_pings_udp_and_closed_port_syns_get_bounded_answers() {
     for i in 0..syns {
         l.peer.send(&Seg { dst_port: 9, ..syn(20_000 + i, u32::from(i)) });
     }
+    // ACKs with bad cookies to the listening port: the door answers each
+    // with a RST, within the same limit.
+    for i in 0..syns {
+        l.peer.send(&Seg { src_port: 30_000 + i, seq: 5, ack: 77 + u32::from(i), flags: ACK, ..syn(0, 0) });
+    }
     let got = l.run(ms(100));
     let replies = l.peer.other.drain(..).filter(|f| is_echo_reply(f)).count() as u64;
     assert!(l.peer.other.is_empty(), "nothing else (no port unreachable): {}", l.peer.other.len());
-    let rsts = got.iter().filter(|s| s.has(RST) && s.src_port == 9).count() as u64;
+    let rsts = got.iter().filter(|s| s.has(RST)).count() as u64;
     // A fifth of a second's worth saved up, and 100 ms of the rate.
     assert!((20..=31).contains(&replies), "{replies} echo replies");
     assert!((200..=301).contains(&rsts), "{rsts} RSTs");
     assert_eq!(counter(&l.stack, "icmp_echo_limited"), u64::from(echo) - replies);
     assert_eq!(counter(&l.stack, "udp_dropped"), u64::from(udp));
-    assert_eq!(counter(&l.stack, "rst_limited"), u64::from(syns) - rsts);
+    assert_eq!(counter(&l.stack, "rst_limited"), 2 * u64::from(syns) - rsts);
     assert!(l.alive());
     l.data(b"untouched");
     // A second later, an operator's ping is answered.
@@ -358,4 +472,65 @@ fn outbound_isns_are_keyed_not_seeded() {
     };
     let (a, b) = (isn(), isn());
     assert_ne!(a, b, "two stacks with the same seed opened with the same ISN");
+}
+
+/// A forged ACK to a connection of ours still in SYN-SENT (its port is
+/// easy to guess: the range is handed out in order) draws smoltcp's RST
+/// and nothing more: the connection's record, with the offset its RFC 6528
+/// ISN needs, stays, and the real SYN-ACK completes the handshake at once.
+#[test]
+fn a_forged_ack_during_our_handshake_does_not_break_it() {
+    use tailgate::stack::sim::{pair, Clock, Peer, MAC_A, MAC_B};
+    use tailgate::stack::Stack;
+    use tailgate::transport::Event;
+    let clock = Clock::new(1_000_000_000);
+    let (server_end, client_end) = pair(&clock);
+    let mut stack = Stack::new(config(CLIENT, MAC_B), client_end);
+    let mut peer = Peer::new(server_end, MAC_A, SERVER, MAC_B, CLIENT);
+    let id = stack.connect(server_addr()).unwrap();
+    // (Resolving the server first: the SYN goes at the shard's next turn.)
+    let got = collect(&clock, &mut stack, &mut peer, ms(20));
+    let syn = got.iter().find(|s| s.flags == SYN).expect("our SYN").clone();
+    let from_server = |flags: u8, seq: u32, ack: u32| Seg {
+        src_port: PORT,
+        dst_port: syn.src_port,
+        seq,
+        ack,
+        flags,
+        window: 65535,
+        ..Seg::default()
+    };
+    peer.send(&from_server(ACK, 5000, 12_345));
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
+    assert!(got.iter().all(|s| s.has(RST)), "{got:?}");
+    peer.send(&from_server(SYN | ACK, 7000, syn.seq.wrapping_add(1)));
+    let (got, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+    assert!(ev.contains(&Event::Connected(id)), "{ev:?} {got:?}");
+    assert!(got.iter().any(|s| s.flags == ACK && s.seq == syn.seq.wrapping_add(1) && s.ack == 7001), "{got:?}");
+}
+
+/// Peers that never answer our FIN cannot make the stack hold closing
+/// sockets without bound: at most `max_conns` close at once; past that the
+/// one nearest its deadline is reset at once, and counted.
+#[test]
+fn closing_connections_are_capped_at_max_conns() {
+    let mut l = Live::with(|c| c.max_conns = 4);
+    let mut ids = vec![l.id];
+    for round in 0..3u16 {
+        while ids.len() < 4 {
+            let c = l.another(45_000 + round * 10 + ids.len() as u16);
+            ids.push(c.id);
+        }
+        // Each one closes with a reply in flight; the peer answers nothing.
+        for id in ids.drain(..) {
+            let _ = l.stack.send(id, b"bye");
+            l.stack.shutdown_write(id).unwrap();
+            l.stack.close(id);
+        }
+        l.run(ms(1));
+        assert!(l.stack.closing() <= 4, "round {round}: {} closing", l.stack.closing());
+    }
+    assert_eq!(l.stack.closing(), 4);
+    assert_eq!(counter(&l.stack, "closing_evicted"), 8);
+    assert_eq!(counter(&l.stack, "sockets_allocated"), 8, "4 open and 4 closing at most");
 }

@@ -378,3 +378,45 @@ fn a_retransmission_with_no_tx_frame_waits_for_one_without_backing_off() {
     let gap = at[1] - at[0];
     assert!(gap.abs_diff(2 * base) <= 1_000_000, "next after {gap} ns, not 2 x {base}");
 }
+
+/// A reply queued while the link has no TX frame goes out at the first poll
+/// with room, not when an idle loop's timer round comes to its shard.
+#[test]
+fn a_reply_sent_with_no_tx_frame_goes_as_soon_as_there_is_one() {
+    let mut l = Live::new();
+    l.data(b"order");
+    let blocked = l.stack.link().tx_blocked.clone();
+    blocked.set(true);
+    assert_eq!(l.stack.send(l.id, b"fill").unwrap(), 4);
+    let step = Duration::from_micros(10);
+    assert!(sends_of(&mut l, b"fill", ms(1), step).is_empty());
+    blocked.set(false);
+    let unblocked = l.clock.now();
+    let at = sends_of(&mut l, b"fill", ms(20), step);
+    assert!(!at.is_empty(), "never sent");
+    assert!(at[0] - unblocked <= 2 * step.as_nanos() as u64, "sent {} ns after room came", at[0] - unblocked);
+}
+
+/// A peer may drop data it has selectively acknowledged (RFC 2018 lets it;
+/// Linux does under memory pressure): when every copy left is SACKed and a
+/// timeout later still unacknowledged, they go again, with the SACK marks
+/// forgotten, instead of waiting for an ACK that never comes.
+#[test]
+fn sacked_data_the_peer_never_acknowledges_goes_again() {
+    let mut l = Live::new();
+    l.data(b"order");
+    assert_eq!(l.stack.send(l.id, b"fill").unwrap(), 4);
+    let t0 = l.clock.now();
+    assert_eq!(sends_of(&mut l, b"fill", ms(1), ms(1) / 4).len(), 1);
+    // The peer SACKs the reply and never ACKs it.
+    let sack = Seg { sack: vec![(l.rcv, l.rcv.wrapping_add(4))], ..l.seg(ACK, l.seq, b"") };
+    l.peer.send(&sack);
+    let at = sends_of(&mut l, b"fill", Duration::from_secs(3), ms(1) / 4);
+    assert!(!at.is_empty(), "the SACKed reply never went again: the connection would stall");
+    assert!(at[0] - t0 < 500_000_000, "{} ms", (at[0] - t0) / 1_000_000);
+    assert_eq!(counter(&l.stack, "retx_reneged"), 1);
+    // Once the peer has it, all is well.
+    l.rcv = l.rcv.wrapping_add(4);
+    l.exchange(&l.seg(ACK, l.seq, b""));
+    l.data(b"next");
+}

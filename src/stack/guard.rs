@@ -23,19 +23,24 @@
 //!   segments that are, so a forged segment with the right 4-tuple and a
 //!   guessed sequence number steers nothing.
 //! - Challenge ACKs are rate-limited (section 7) per connection, one per
-//!   [`CHALLENGE_INTERVAL_NS`] (Linux's `tcp_invalid_ratelimit`), and
-//!   overall by a budget of random size each second, around
-//!   [`CHALLENGE_ACKS_PER_SEC`]. Never by one deterministic global count:
-//!   an off-path attacker who spends that count can tell from the challenge
-//!   ACKs its own connection gets whether a spoofed segment drew one, which
-//!   gives away a session's 4-tuple and then its sequence numbers
-//!   (CVE-2016-5696). One connection's challenges never change what
-//!   another connection gets.
+//!   [`CHALLENGE_INTERVAL_NS`] (Linux's `tcp_invalid_ratelimit`), and by
+//!   nothing shared: any global count is one an off-path attacker can
+//!   spend, with a connection of its own or a thousand, and then tell from
+//!   the challenge ACKs it gets back whether a spoofed segment drew one,
+//!   which gives away a session's 4-tuple and then its sequence numbers
+//!   (CVE-2016-5696; Linux has had its global limit off by default since
+//!   6.0). One connection's challenges never change what another
+//!   connection gets. What a flood can draw is bounded anyway: two a
+//!   second per connection or TIME-WAIT record, each of which the attacker
+//!   must know.
 //!
 //! **TIME-WAIT.** When a socket that finished its close handshake is freed,
 //! its record stays as a compact TIME-WAIT record for [`TIME_WAIT_NS`]:
 //! the final ACK is sent if smoltcp has not sent it yet, a retransmitted
-//! FIN (or data) is ACKed again, a RST is ignored (RFC 1337). A new SYN on
+//! FIN (or data) is ACKed again, a RST is ignored (RFC 1337) but for one:
+//! the answer of a client whose SYN the record refused (below), at exactly
+//! the record's `rcv_nxt`, which ends the record, as Linux's does, so the
+//! client's next SYN gets in. A new SYN on
 //! the same 4-tuple ends the record only if its initial sequence number is
 //! above the old connection's sequence space (RFC 1122 4.2.2.13, RFC 6191;
 //! the stack sees no timestamps): any other SYN is answered as an
@@ -53,18 +58,12 @@ use smoltcp::iface::SocketHandle;
 
 use super::flow::FlowBuild;
 use super::frame::{flow_key, tcp_flags, FrameKey, Tcp};
-use super::limit::RandomBudget;
 pub use super::reply::Reply;
 use super::seq::{in_window, seq_le, seq_lt};
 use crate::transport::Counters;
 
 /// How long a TIME-WAIT record answers for its 4-tuple (Linux: 60 s).
 pub const TIME_WAIT_NS: u64 = 60_000_000_000;
-
-/// Challenge ACKs (and TIME-WAIT re-ACKs) the stack sends per second at
-/// most, on average over its connections: each second's budget is drawn at
-/// random between half and one and a half times this.
-pub const CHALLENGE_ACKS_PER_SEC: u32 = 1000;
 
 /// One connection (or TIME-WAIT record) sends at most one challenge ACK
 /// in this long (Linux's `tcp_invalid_ratelimit`, 500 ms).
@@ -113,6 +112,8 @@ struct Rec {
     sock: Option<SocketHandle>,
     /// When this record last sent a challenge ACK (0: never).
     challenged_at: u64,
+    /// A TIME-WAIT record that refused a SYN (its exact RST may end it).
+    syn_refused: bool,
 }
 
 /// Counters of the guard.
@@ -126,14 +127,16 @@ pub struct GuardStats {
     pub syn_challenged: u64,
     /// ACKs of data never sent (section 5): dropped and answered.
     pub ack_unsent: u64,
-    /// Challenge ACKs not sent: over a connection's rate or the stack's
-    /// budget.
+    /// Challenge ACKs not sent: over the connection's rate.
     pub challenge_limited: u64,
     /// Segments answered from a TIME-WAIT record.
     pub time_wait_acks: u64,
     /// SYNs on a TIME-WAIT 4-tuple that did not end it: their ISN was not
     /// above the old connection's sequence space.
     pub time_wait_syn_refused: u64,
+    /// TIME-WAIT records ended by the exact RST of a client whose SYN one
+    /// refused.
+    pub time_wait_reset: u64,
     /// TIME-WAIT records ended early to make room.
     pub time_wait_evicted: u64,
     /// Connections whose record did not fit (no guard for them).
@@ -153,8 +156,6 @@ pub struct Guard {
     tw_cap: usize,
     /// The receive window's bound (the socket receive buffer).
     window: u32,
-    /// The stack's challenge-ACK budget (random size each second).
-    budget: RandomBudget,
     /// The secret of our connections' initial sequence numbers ([`isn`]).
     isn_key: (u64, u64),
     /// The offset of the flow the last `on_ingress` passed (0: none).
@@ -174,8 +175,7 @@ pub struct Guard {
 impl Guard {
     /// Room for `live` connections and `time_wait` TIME-WAIT records;
     /// `window` bounds the receive window (bytes); `key` (secret) keys our
-    /// initial sequence numbers and seeds the random size of the
-    /// challenge-ACK budget.
+    /// initial sequence numbers.
     pub fn new(live: usize, time_wait: usize, window: u32, key: (u64, u64)) -> Guard {
         let mut recs = HashMap::with_hasher(FlowBuild::default());
         recs.reserve(live + time_wait);
@@ -186,7 +186,6 @@ impl Guard {
             live_cap: live,
             tw_cap: time_wait,
             window,
-            budget: RandomBudget::new(CHALLENGE_ACKS_PER_SEC, key.0.rotate_left(17) ^ key.1),
             isn_key: (key.1, key.0 ^ 0x5157_4e5f_4953_4e21),
             off_in: 0,
             known_in: false,
@@ -252,6 +251,7 @@ impl Guard {
             off,
             sock: Some(sock),
             challenged_at: 0,
+            syn_refused: false,
         };
         self.insert(key, rec);
         // The segment that opened it goes to smoltcp next: what it takes is
@@ -295,6 +295,7 @@ impl Guard {
         out.drop("challenge_limited", s.challenge_limited);
         out.event("time_wait_acks", s.time_wait_acks);
         out.drop("time_wait_syn_refused", s.time_wait_syn_refused);
+        out.event("time_wait_reset", s.time_wait_reset);
         out.event("time_wait_evicted", s.time_wait_evicted);
         out.drop("guard_untracked", s.untracked);
         out.gauge("time_wait", self.tw_live as u64);
@@ -316,15 +317,10 @@ impl Guard {
     }
 
     /// May record `key` send a challenge ACK (or a TIME-WAIT ACK) now? At
-    /// most one per [`CHALLENGE_INTERVAL_NS`] per record, then the stack's
-    /// budget.
+    /// most one per [`CHALLENGE_INTERVAL_NS`] per record.
     fn allow(&mut self, key: u64, now: u64) -> bool {
         let Some(r) = self.recs.get_mut(&key) else { return false };
         if r.challenged_at != 0 && now < r.challenged_at + CHALLENGE_INTERVAL_NS {
-            self.stats.challenge_limited += 1;
-            return false;
-        }
-        if !self.budget.take(now) {
             self.stats.challenge_limited += 1;
             return false;
         }
@@ -416,6 +412,15 @@ impl Guard {
             // An old duplicate, or a peer reusing the 4-tuple too early:
             // not acceptable here; the record's ACK tells the peer.
             self.stats.time_wait_syn_refused += 1;
+            if let Some(rec) = self.recs.get_mut(&key) {
+                rec.syn_refused = true;
+            }
+        } else if rst && r.syn_refused && k.seq == r.rcv_nxt {
+            // The refused client's answer to that ACK (its SYN-SENT sends a
+            // RST at our ACK number): it means to reconnect, so let it.
+            self.stats.time_wait_reset += 1;
+            self.remove(key);
+            return Verdict::Drop;
         } else if rst || !(fin || k.payload > 0) {
             // RFC 1337: a reset does not end TIME-WAIT early; a bare
             // ACK needs no answer.
@@ -481,6 +486,7 @@ impl Guard {
                 off,
                 sock: None,
                 challenged_at: 0,
+                syn_refused: false,
             };
             self.insert(t.key, rec);
             return;
@@ -493,7 +499,10 @@ impl Guard {
             t.seq = t.seq.wrapping_add(r.off);
         }
         if t.rst {
-            self.recs.remove(&t.key);
+            // smoltcp resets when it aborts (its socket then closes, and the
+            // stack releases the record), and also answers a bad segment
+            // with a RST while its socket lives on (SYN-SENT, given an ACK of
+            // something else): the record, with its sequence offset, stays.
             return;
         }
         if let Some(a) = t.ack {

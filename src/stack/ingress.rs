@@ -118,18 +118,16 @@ impl<D: Link> Stack<D> {
                     }
                 }
             }
-            // No connection, nobody listening: smoltcp answers with a RST,
-            // at a bounded rate (a scan gets silence past it).
-            Some(_)
-                if verdict == Verdict::Pass
-                    && !known
-                    && key.flags & tcp_flags::RST == 0
-                    && !self.limits.rst.take(self.now_ns) =>
-            {
-                self.limits.rst_limited += 1;
-                verdict = Verdict::Drop;
-            }
             _ => {}
+        }
+        // A segment of no connection that is answered with a RST (by the
+        // door: a refusal or a bad cookie; by smoltcp: anything else) is
+        // answered at a bounded rate; a scan or a flood gets silence past it.
+        let rst = matches!(verdict, Verdict::Pass | Verdict::Answer(Reply::Rst { .. }));
+        let unasked = rst && key.tuple.is_some() && !known && !opened && key.flags & tcp_flags::RST == 0;
+        if unasked && !self.limits.rst.take(self.now_ns) {
+            self.limits.rst_limited += 1;
+            verdict = Verdict::Drop;
         }
         match verdict {
             Verdict::Pass => {}
@@ -167,7 +165,8 @@ impl<D: Link> Stack<D> {
         // during ingress), and an in-order FIN moves the state on.
         let sockets = &mut self.shards[shard].sockets;
         let before = sock.map(|h| rcv_mark(sockets.get::<tcp::Socket>(h)));
-        let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
+        let mut tap =
+            Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns, refused: false };
         let _ = self.iface.poll_ingress_single(now, &mut tap, sockets);
         if let (Some(h), Some((q0, f0)), Some((ip, rp, lp))) = (sock, before, key.tuple) {
             let (q1, f1) = rcv_mark(sockets.get::<tcp::Socket>(h));

@@ -1,7 +1,7 @@
-//! Rate limits on what the stack sends unasked: a token bucket (ICMP echo
-//! replies, RSTs to closed ports) and a per-second budget of random size
-//! (the global cap on challenge ACKs). Both take the time as a parameter and
-//! never allocate.
+//! Rate limits on what the stack sends unasked: token buckets for ICMP echo
+//! replies and RSTs to segments of no connection. They take the time as a
+//! parameter and never allocate. (Challenge ACKs are limited per
+//! connection, by the guard: a shared budget would be a side channel.)
 
 /// ICMP echo requests a stack answers per second by default (and the XDP
 /// program redirects per CPU): enough for an operator's ping, too few to
@@ -44,50 +44,6 @@ impl Bucket {
             return false;
         }
         self.credit_ns -= cost;
-        true
-    }
-}
-
-/// A budget of sends per second whose size is drawn afresh each second,
-/// uniformly in `[limit / 2, limit / 2 + limit)`: what Linux did to its
-/// global challenge-ACK limit after CVE-2016-5696, so that whoever spends
-/// the budget cannot tell from the count when it ran out, or whether
-/// somebody else spent part of it.
-#[derive(Debug, Clone, Copy)]
-pub struct RandomBudget {
-    limit: u32,
-    left: u32,
-    until: u64,
-    rng: u64,
-}
-
-impl RandomBudget {
-    /// A budget of `limit` a second on average; `seed` seeds its draws (a
-    /// secret: the stack's key).
-    pub fn new(limit: u32, seed: u64) -> RandomBudget {
-        RandomBudget { limit, left: 0, until: 0, rng: seed | 1 }
-    }
-
-    fn draw(&mut self) -> u32 {
-        // xorshift64*: enough to hide a count; the seed is secret.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let span = u64::from(self.limit.max(1));
-        self.limit / 2 + ((r >> 32) % span) as u32
-    }
-
-    /// Spend one at `now` (ns); false when this second's budget is spent.
-    pub fn take(&mut self, now: u64) -> bool {
-        if now >= self.until {
-            self.until = now + 1_000_000_000;
-            self.left = self.draw();
-        }
-        if self.left == 0 {
-            return false;
-        }
-        self.left -= 1;
         true
     }
 }
@@ -146,24 +102,5 @@ mod tests {
         assert_eq!((0..200).filter(|_| b.take(t0 + 60 * SEC)).count(), 50);
         let mut none = Bucket::new(0, 10);
         assert!(!none.take(t0));
-    }
-
-    #[test]
-    fn a_random_budget_varies_from_second_to_second_within_its_bounds() {
-        let mut b = RandomBudget::new(1000, 0x1234_5678_9abc_def0);
-        let mut sizes = Vec::new();
-        for s in 1..=20u64 {
-            sizes.push((0..5000).filter(|_| b.take(s * SEC)).count());
-        }
-        assert!(sizes.iter().all(|&n| (500..1500).contains(&n)), "{sizes:?}");
-        sizes.sort_unstable();
-        sizes.dedup();
-        assert!(sizes.len() >= 15, "the budget barely varies: {sizes:?}");
-        // Another seed, other sizes.
-        let mut c = RandomBudget::new(1000, 42);
-        let other: Vec<usize> = (1..=5u64).map(|s| (0..5000).filter(|_| c.take(s * SEC)).count()).collect();
-        let mut d = RandomBudget::new(1000, 0x1234_5678_9abc_def0);
-        let first: Vec<usize> = (1..=5u64).map(|s| (0..5000).filter(|_| d.take(s * SEC)).count()).collect();
-        assert_ne!(other, first);
     }
 }

@@ -302,8 +302,9 @@ impl<D: Link> Stack<D> {
         });
         let max_conns = cfg.max_conns;
         let first_local_port = cfg.local_ports.0;
-        // Live connections, and room for the active opens and closes under way.
-        let flows = max_conns + 1024;
+        // Open and closing connections (at most max_conns of each), and
+        // room for active opens under way.
+        let flows = 2 * max_conns + 1024;
         let rec = Recovery::new(cfg.retx_slots, flows, cfg.retx_floor_ns);
         let (k0, k1) = {
             use std::hash::{BuildHasher, Hasher};
@@ -462,12 +463,23 @@ impl<D: Link> Stack<D> {
     /// the stack hold sockets without bound.
     fn linger(&mut self, z: (usize, SocketHandle, u64, u16, u64)) {
         if self.zombies.len() >= self.cfg.max_conns {
-            if let Some(old) = self.zombies.iter_mut().min_by_key(|z| z.2) {
-                old.2 = 0;
+            if let Some(i) = (0..self.zombies.len()).min_by_key(|&i| self.zombies[i].2) {
+                self.closing_evicted += 1;
+                self.free_zombie(i, Release::Abort);
             }
-            self.closing_evicted += 1;
         }
         self.zombies.push(z);
+    }
+
+    /// Closing socket `i` is done (`why`): its socket is freed, its port and
+    /// flow state let go, and the guard answers for the 4-tuple.
+    fn free_zombie(&mut self, i: usize, why: Release) {
+        let (si, h, _, port, flow) = self.zombies.swap_remove(i);
+        let s = self.shards[si].sockets.remove(h);
+        self.free_socket(s);
+        self.local_ports.set(port, false);
+        self.rec.forget(flow);
+        self.release(flow, why);
     }
 
     fn new_socket(&mut self, shard: usize) -> SocketHandle {
@@ -566,8 +578,19 @@ impl<D: Link> Stack<D> {
             self.shards[si].egress = false;
             let mut drained = false;
             for _ in 0..EGRESS_ROUNDS {
-                let mut tap = Tap { dev: &mut self.dev, rec: &mut self.rec, guard: &mut self.guard, now: self.now_ns };
-                if self.iface.poll_egress(now, &mut tap, &mut self.shards[si].sockets) == PollResult::None {
+                let mut tap = Tap {
+                    dev: &mut self.dev,
+                    rec: &mut self.rec,
+                    guard: &mut self.guard,
+                    now: self.now_ns,
+                    refused: false,
+                };
+                let r = self.iface.poll_egress(now, &mut tap, &mut self.shards[si].sockets);
+                if tap.refused {
+                    // The link had no frame: try this shard again next poll.
+                    break;
+                }
+                if r == PollResult::None {
                     drained = true;
                     break;
                 }

@@ -78,7 +78,7 @@ impl<D: Link> Stack<D> {
         let now = self.now_ns;
         let mut i = 0;
         while i < self.zombies.len() {
-            let (si, h, deadline, port, flow) = self.zombies[i];
+            let (si, h, deadline, ..) = self.zombies[i];
             let state = self.shards[si].sockets.get::<tcp::Socket>(h).state();
             let why = match state {
                 State::TimeWait => Release::TimeWait,
@@ -92,12 +92,7 @@ impl<D: Link> Stack<D> {
             if why == Release::Abort {
                 self.linger_expired += 1;
             }
-            self.zombies.swap_remove(i);
-            let s = self.shards[si].sockets.remove(h);
-            self.free_socket(s);
-            self.local_ports.set(port, false);
-            self.rec.forget(flow);
-            self.release(flow, why);
+            self.free_zombie(i, why);
         }
         self.guard.expire(now);
     }

@@ -24,6 +24,9 @@ pub struct Tap<'a, D: Link> {
     pub rec: &'a mut Recovery,
     pub guard: &'a mut Guard,
     pub now: u64,
+    /// smoltcp asked for a frame the link had none for: what it would have
+    /// sent waits, and its shard must be polled again.
+    pub refused: bool,
 }
 
 /// A frame smoltcp writes: a reply on the receive path (the link's own
@@ -100,6 +103,7 @@ impl<D: Link> Device for Tap<'_, D> {
     fn transmit(&mut self, _ts: Instant) -> Option<Self::TxToken<'_>> {
         // No frame free: smoltcp keeps what it would send for later.
         if !self.dev.tx_room() {
+            self.refused = true;
             return None;
         }
         Some(TapTx::Egress { dev: &mut *self.dev, rec: &mut *self.rec, guard: &mut *self.guard, now: self.now })

@@ -247,4 +247,9 @@ pub struct RetxStats {
     pub spurious: u64,
     /// Data segments sent without a copy (flow or pool full).
     pub untracked: u64,
+    /// Times the timer heap was full and its stale entries were dropped.
+    pub heap_compactions: u64,
+    /// Timeouts that found every copy left SACKed yet unacknowledged: the
+    /// peer reneged, and they went again.
+    pub reneged: u64,
 }

@@ -235,6 +235,9 @@ impl Recovery {
         out.event("retx_fast", s.fast);
         out.event("retx_spurious", s.spurious);
         out.event("retx_untracked", s.untracked);
+        out.event("retx_heap_compactions", s.heap_compactions);
+        out.event("retx_reneged", s.reneged);
+        out.gauge("retx_heap", self.heap.len() as u64);
         let r = &self.srtt_done;
         if let Some(mean) = r.sum.checked_div(r.n) {
             out.gauge("srtt_min_us", r.min / 1000);
@@ -297,7 +300,16 @@ impl Recovery {
         self.next_gen += 1;
         f.gen = self.next_gen;
         f.armed = deadline;
-        self.heap.push(Reverse((deadline, i, f.gen)));
+        let entry = Reverse((deadline, i, f.gen));
+        if self.heap.len() == self.heap.capacity() {
+            // Full of entries made stale by an earlier deadline or a flow
+            // gone (each flow has one live entry at most): drop those rather
+            // than grow, so the heap stays at its start-up size.
+            let flows = &self.flows;
+            self.heap.retain(|Reverse((d, i, g))| flows.get(*i).is_some_and(|f| f.gen == *g && f.armed == *d));
+            self.stats.heap_compactions += 1;
+        }
+        self.heap.push(entry);
     }
 
     /// The oldest copy the peer has not selectively acknowledged.
@@ -320,11 +332,35 @@ impl Recovery {
         sl.last_tx + if sl.fin { t.max(FIRST_HOLD_NS) } else { t }
     }
 
-    fn arm_head(&mut self, i: usize) {
+    /// The copy flow `i`'s timer watches: the oldest the peer has not
+    /// selectively acknowledged, or, when it has SACKed every copy it has
+    /// not acknowledged, the oldest (the peer may renege on a SACK, RFC
+    /// 2018: a timeout then resends from SND.UNA, RFC 6675 5.1).
+    fn timed_copy(&self, i: usize) -> u32 {
         let s = self.first_unsacked(i);
+        if s == NIL {
+            self.flows[i].head
+        } else {
+            s
+        }
+    }
+
+    fn arm_head(&mut self, i: usize) {
+        let s = self.timed_copy(i);
         if s != NIL {
             let d = self.deadline(i, s);
             self.arm(i, d);
+        }
+    }
+
+    /// Forget what the peer selectively acknowledged on flow `i` (it kept
+    /// none of it after all).
+    fn clear_sacks(&mut self, i: usize) {
+        let mut s = self.flows[i].head;
+        while s != NIL {
+            let sl = &mut self.slots[s as usize];
+            sl.sacked = false;
+            s = sl.next;
         }
     }
 
@@ -354,7 +390,11 @@ impl Recovery {
     pub(super) fn on_egress(&mut self, t: &Tcp, frame: &[u8], now: u64) -> bool {
         let key = t.key;
         if t.rst {
-            self.forget(key);
+            // An abort: nothing of the flow goes again. (A RST smoltcp sends
+            // in answer to a bad segment while its SYN is out is not one.)
+            if self.index.get(&key).is_none_or(|&i| self.flows[i].syn.is_none()) {
+                self.forget(key);
+            }
             return true;
         }
         if t.syn {
@@ -510,7 +550,7 @@ impl Recovery {
                 continue;
             }
             f.armed = 0;
-            let s = self.first_unsacked(i);
+            let s = self.timed_copy(i);
             if s == NIL {
                 continue;
             }
@@ -529,6 +569,12 @@ impl Recovery {
             if !self.send_copy(i, s, now, dev, Kind::Timer) {
                 self.arm(i, now + 10_000);
                 break;
+            }
+            if self.slots[s as usize].sacked {
+                // Every copy left was SACKed and is still unacknowledged
+                // a timeout later: the peer dropped them; they go again.
+                self.clear_sacks(i);
+                self.stats.reneged += 1;
             }
             sent += 1;
             let f = &mut self.flows[i];
