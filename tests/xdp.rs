@@ -534,11 +534,24 @@ fn metric(text: &str, key: &str) -> Option<f64> {
 /// the end. The gateway's message types, in order.
 fn logon_logout_from(port: u16) -> Vec<u8> {
     use tailgate::proto::{ClientMsg, Code8, Frame, Parsed};
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.bind(&std::net::SocketAddr::from(([198, 18, 0, 2], port)).into()).expect("bind the pinned port");
-    s.connect_timeout(&std::net::SocketAddr::from(([198, 18, 0, 1], 7777)).into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("reconnect from port {port}: {e}"));
+    // The client's last socket on this 4-tuple may still wait for the
+    // gateway's ACK of its FIN (LAST-ACK): until then the kernel refuses the
+    // 4-tuple (EADDRNOTAVAIL), and a client tries again.
+    let mut tries = 0;
+    let s = loop {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&std::net::SocketAddr::from(([198, 18, 0, 2], port)).into()).expect("bind the pinned port");
+        let to = std::net::SocketAddr::from(([198, 18, 0, 1], 7777));
+        match s.connect_timeout(&to.into(), Duration::from_secs(5)) {
+            Ok(()) => break s,
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("reconnect from port {port}: {e}"),
+        }
+    };
     let mut s: TcpStream = s.into();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 64];
