@@ -281,6 +281,13 @@ fn lost_replies(forge: impl Fn(&Live, u8) -> Vec<Seg>) -> (u64, u64, Estimate) {
     (times[0], times[1], est)
 }
 
+/// An ACK of nothing new from `seq` with two SACK blocks 2^31 wide around
+/// the sequence space, from just below the stack's next sequence number.
+fn wide_sacks(l: &Live, seq: u32) -> Seg {
+    let (w, a) = ((1u32 << 31) - 1, l.rcv.wrapping_sub(10));
+    Seg { sack: vec![(a, a.wrapping_add(w)), (a.wrapping_add(w), a)], ..l.seg(ACK, seq, b"") }
+}
+
 /// Segments a forger sends at each stage of [`lost_replies`].
 type Forge = Box<dyn Fn(&Live, u8) -> Vec<Seg>>;
 
@@ -302,17 +309,7 @@ fn forged_segments_leave_loss_recovery_unchanged() {
         ),
         (
             "two SACK blocks 2^31 wide (every copy marked delivered)",
-            Box::new(move |l, stage| {
-                let w = (1u32 << 31) - 1;
-                let a = l.rcv.wrapping_sub(10);
-                match stage {
-                    0 => vec![Seg {
-                        sack: vec![(a, a.wrapping_add(w)), (a.wrapping_add(w), a)],
-                        ..l.seg(ACK, outside(l), b"")
-                    }],
-                    _ => vec![],
-                }
-            }),
+            Box::new(move |l, stage| if stage == 0 { vec![wide_sacks(l, outside(l))] } else { vec![] }),
         ),
         (
             "a D-SACK for the retransmission (the delayed-ACK hold raised for good)",
@@ -343,17 +340,7 @@ fn forged_segments_leave_loss_recovery_unchanged() {
         ),
         (
             "in the window, two SACK blocks 2^31 wide",
-            Box::new(move |l, stage| {
-                let w = (1u32 << 31) - 1;
-                let a = l.rcv.wrapping_sub(10);
-                match stage {
-                    0 => vec![Seg {
-                        sack: vec![(a, a.wrapping_add(w)), (a.wrapping_add(w), a)],
-                        ..l.seg(ACK, l.seq, b"")
-                    }],
-                    _ => vec![],
-                }
-            }),
+            Box::new(move |l, stage| if stage == 0 { vec![wide_sacks(l, l.seq)] } else { vec![] }),
         ),
         (
             "in the window, a D-SACK wider than the retransmission",

@@ -359,16 +359,7 @@ impl Live {
     }
 
     pub fn seg(&self, flags: u8, seq: u32, payload: &[u8]) -> Seg {
-        Seg {
-            src_port: self.port,
-            dst_port: PORT,
-            seq,
-            ack: self.rcv,
-            flags,
-            window: 65535,
-            payload: payload.to_vec(),
-            ..Seg::default()
-        }
+        Live2 { id: self.id, port: self.port, seq: self.seq, rcv: self.rcv }.seg(flags, seq, payload)
     }
 
     /// Send `s`, then what the stack sends within 1 ms.
