@@ -475,8 +475,9 @@ fn a_forged_ack_during_our_handshake_does_not_break_it() {
     let mut stack = Stack::new(config(CLIENT, MAC_B), client_end);
     let mut peer = Peer::new(server_end, MAC_A, SERVER, MAC_B, CLIENT);
     let id = stack.connect(server_addr()).unwrap();
-    // (Resolving the server first: the SYN goes at the shard's next turn.)
-    let got = collect(&clock, &mut stack, &mut peer, ms(20));
+    // The stack resolves the server first; its SYN goes as soon as the ARP
+    // reply is in (not at its shard's timer round, up to 102 ms later).
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
     let syn = got.iter().find(|s| s.flags == SYN).expect("our SYN").clone();
     let from_server = |flags: u8, seq: u32, ack: u32| Seg {
         src_port: PORT,

@@ -141,6 +141,10 @@ pub struct GuardStats {
     pub time_wait_evicted: u64,
     /// Connections whose record did not fit (no guard for them).
     pub untracked: u64,
+    /// Segments of a connection smoltcp will not accept (no ACK flag, or
+    /// outside the receive window): smoltcp answers them; loss recovery and
+    /// tracing ignore them.
+    pub unacceptable: u64,
 }
 
 /// The guard: records by flow key, TIME-WAIT expiry order, rate limits.
@@ -298,6 +302,7 @@ impl Guard {
         out.event("time_wait_reset", s.time_wait_reset);
         out.event("time_wait_evicted", s.time_wait_evicted);
         out.drop("guard_untracked", s.untracked);
+        out.event("unacceptable", s.unacceptable);
         out.gauge("time_wait", self.tw_live as u64);
     }
 
@@ -391,6 +396,9 @@ impl Guard {
         self.rcv_in = r.rcv_nxt;
         self.acceptable_in =
             ack && seg_acceptable(k.seq, u32::from(k.payload) + u32::from(fin), r.rcv_nxt, self.window);
+        if !self.acceptable_in {
+            self.stats.unacceptable += 1;
+        }
         Verdict::Pass
     }
 

@@ -72,8 +72,9 @@ impl<D: Link> Stack<D> {
         if key.tuple.is_some() {
             peer_mac.copy_from_slice(&bytes[6..12]);
         }
+        let arp_reply = key.tuple.is_none() && frame::is_arp_reply(bytes);
         if self.handoff.as_ref().is_some_and(|h| h.may_pass(hops)) {
-            if key.tuple.is_none() && frame::is_arp_reply(bytes) {
+            if arp_reply {
                 // Every loop learns the neighbour; this one too, below.
                 self.pass_on(rx_ns, hops, true);
             } else if !self.owns(&key) {
@@ -176,6 +177,12 @@ impl<D: Link> Stack<D> {
         self.dev.unstage();
         self.mark_scan(shard);
         self.mark_egress(shard);
+        if arp_reply {
+            // A neighbour learned: whatever waited for it (a SYN, data of a
+            // connection whose entry had expired) goes now, not at its
+            // shard's timer round.
+            self.mark_all_egress();
+        }
     }
 
     /// Is segment `k` this loop's to serve (one loop of several)? Its
