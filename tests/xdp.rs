@@ -588,3 +588,30 @@ fn xdp_reconnecting_from_the_same_port_during_time_wait() {
     assert_eq!(counter(&log, "conn_refused"), Some(0), "{log:?}");
     assert_eq!(counter(&log, "time_wait_syn_refused"), Some(0), "{log:?}");
 }
+
+/// The raw AF_XDP UDP echo (the latency floor of `bench.sh sockperf`)
+/// answers its port, and the XDP program drops UDP to any other port of
+/// the address (counted).
+#[test]
+fn xdp_udp_echo_answers_its_port_only() {
+    if !lab_available("xdp_udp_echo_answers_its_port_only") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let mut c = lab.cmd_in(&lab.ns_gw, BIN);
+    c.args(["serve", "--backend", "xdp", "--iface", &lab.if_gw, "--ip", GW_IP, "--port", "7777", "--app", "udp-echo"]);
+    let srv = Proc::spawn_until(c, "tailgate: frame loop on ", Duration::from_secs(10));
+    let (echoed, other) = lab.in_client_ns(|| {
+        let s = std::net::UdpSocket::bind("198.18.0.2:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.send_to(b"floor", (GW_IP, 7778)).unwrap();
+        s.send_to(b"floor", (GW_IP, 7777)).unwrap();
+        let mut b = [0u8; 64];
+        let n = s.recv(&mut b).map(|n| b[..n].to_vec()).unwrap_or_default();
+        (n, s.recv(&mut b).is_ok())
+    });
+    assert_eq!(echoed, b"floor");
+    assert!(!other, "a datagram to another port was answered");
+    let log = srv.stop();
+    assert!(counter(&log, "xdp_dropped_port").unwrap() >= 1, "{log:?}");
+}
