@@ -3,7 +3,7 @@
 //! to the AF_XDP socket before the kernel's taps).
 //!
 //! The pinned loop copies each frame (up to the snap length) with its
-//! timestamp into a bounded ring ([`crate::sampler::ring`], in place, no
+//! timestamp into a bounded ring ([`crate::ring`], in place, no
 //! allocation); a full ring drops the frame and counts it. A writer thread,
 //! never on the loop's core, writes the ring to FILE in the pcap format
 //! with nanosecond timestamps (magic `0xa1b23c4d`, link type Ethernet),
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::sampler::ring::{ring_of, Consumer, Producer};
+use crate::ring::{ring_of, Consumer, Producer};
 
 /// The largest frame the stack handles (a 1500-byte IP MTU).
 pub const MAX_FRAME: usize = 1514;

@@ -14,6 +14,11 @@
 //! * [`proto`]: the order-entry wire protocol, codec only;
 //! * [`load`]: the load generator, itself a client of [`transport`];
 //! * [`sampler`]: per-message samples, metrics and tail attribution;
+//! * [`ring`]: the bounded single-producer ring the loops write into (the
+//!   sampler's samples, the capture's frames, frames handed between loops);
+//! * [`capture`]: `--pcap`, every frame of the xdp backend to a file;
+//! * [`clock`], [`log`], [`runtime`]: time, a log that never blocks the loop,
+//!   pinning and signals;
 //! * [`doctor`]: host readiness checks;
 //! * [`sys`]: thin wrappers over system calls and intrinsics. With the AF_XDP
 //!   socket and the sample ring, the only code exempt from the crate-wide
@@ -27,6 +32,7 @@ pub mod doctor;
 pub mod load;
 pub mod log;
 pub mod proto;
+pub mod ring;
 pub mod runtime;
 pub mod sampler;
 pub mod server;

@@ -73,6 +73,8 @@ impl OutBuf {
     }
 }
 
+pub use crate::sampler::AppCounters;
+
 /// Everything an application implements.
 pub trait App {
     /// Per-connection state.
@@ -113,14 +115,4 @@ pub trait App {
     fn counters(&self) -> AppCounters {
         AppCounters::default()
     }
-}
-
-/// Application counters for metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AppCounters {
-    pub messages_in: u64,
-    pub messages_out: u64,
-    /// By reject reason code.
-    pub rejects: [u64; 32],
-    pub framing_errors: u64,
 }

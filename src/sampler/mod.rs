@@ -322,6 +322,16 @@ pub fn sat32(v: u64) -> u32 {
     v.min(u64::from(u32::MAX)) as u32
 }
 
+/// Application counters for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AppCounters {
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// By reject reason code.
+    pub rejects: [u64; 32],
+    pub framing_errors: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

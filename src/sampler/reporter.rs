@@ -33,8 +33,8 @@ use super::endpoint::{Content, EndpointStats};
 use super::ring::Consumer;
 use super::store::Store;
 use super::tracer::TracerStats;
+use super::AppCounters;
 use super::{kind, Sample, ACK_STAGE, STAGES};
-use crate::app::AppCounters;
 use crate::clock;
 use crate::transport::{CounterKind, CounterReader, Counters, TransportStats};
 

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use rustix::event::{eventfd, EventfdFlags};
 
-use crate::sampler::ring::{ring_of, Consumer, Producer};
+use crate::ring::{ring_of, Consumer, Producer};
 use crate::transport::Counters;
 
 /// Largest frame a ring slot holds (1500-byte IP MTU + Ethernet header).
