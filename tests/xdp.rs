@@ -356,24 +356,38 @@ fn xdp_a_closed_port_is_silent_and_counted() {
 /// per-CPU rate, UDP to nobody's port) and counts them, and an established
 /// session's round trips stay within its calm p99.9 plus a few ms (before,
 /// the stack answered every packet, and the session's worst round trip
-/// went to 226 ms).
+/// went to 226 ms). Only the stack's own frames reach it.
 #[test]
 fn xdp_ping_and_udp_floods_are_dropped_and_a_session_keeps_its_pace() {
     let Some((lab, srv)) = xdp_lab("xdp_ping_and_udp_floods_are_dropped_and_a_session_keeps_its_pace", "echo", &[])
     else {
         return;
     };
-    let icmp = storm(&lab, &["--flood", "400000", "--flood-kind", "icmp", "--timeout", "20"]);
-    let udp = storm(&lab, &["--flood", "400000", "--flood-kind", "udp", "--timeout", "20"]);
+    // Up to 300 k packets of each, 10 s at most (the flood's sender runs at
+    // the lowest priority: on a busy machine it sends fewer).
+    let icmp = storm(&lab, &["--flood", "300000", "--flood-kind", "icmp", "--timeout", "10"]);
+    let udp = storm(&lab, &["--flood", "300000", "--flood-kind", "udp", "--timeout", "10"]);
     let log = srv.stop();
     for f in [&icmp, &udp] {
-        assert!(field(f, "sent") >= 100_000.0 && field(f, "flood_n") >= 100.0, "{f}");
-        let (calm, flooded) = (field(f, "calm_p999_us"), field(f, "flood_p999_us"));
-        assert!(flooded <= calm + 5000.0, "p99.9 {flooded} us under the flood, {calm} us calm: {f}");
+        assert!(field(f, "sent") >= 50_000.0 && field(f, "flood_n") >= 100.0, "{f}");
+        // A few ms at most, on a busy host too (measured there: p99 +16 us,
+        // p99.9 +1-4 ms with a CPU hog beside the test).
+        for (pct, slack) in [("p99", 2000.0), ("p999", 8000.0)] {
+            let (calm, flooded) = (field(f, &format!("calm_{pct}_us")), field(f, &format!("flood_{pct}_us")));
+            assert!(flooded <= calm + slack, "{pct} {flooded} us under the flood, {calm} us calm: {f}");
+        }
     }
     let dropped = |key: &str| counter(&log, key).unwrap_or_else(|| panic!("no {key}: {log:?}")) as f64;
     assert!(dropped("xdp_dropped_icmp_rate") >= 0.9 * field(&icmp, "sent"), "{icmp} {log:?}");
     assert!(dropped("xdp_dropped_port") >= 0.9 * field(&udp, "sent"), "{udp} {log:?}");
+    // The stack saw the sessions' frames (a request and at most an ACK and
+    // a handshake's worth per echo), not the floods.
+    let echoes: f64 = [&icmp, &udp].iter().map(|f| field(f, "calm_n") + field(f, "flood_n")).sum();
+    assert!(
+        dropped("rx_frames") <= 2.0 * echoes + 10_000.0,
+        "{} frames for {echoes} echoes: {log:?}",
+        dropped("rx_frames")
+    );
     assert_eq!(counter(&log, "aborted"), Some(0));
 }
 

@@ -298,7 +298,8 @@ fn echoes(s: &mut TcpStream, cap: usize, mut done: impl FnMut() -> bool) -> io::
 /// Connect one session to `dst` (an echo server) and measure its round
 /// trips for a second; then send `packets` packets of `kind` (ICMP echo
 /// requests, or UDP to pseudo-random ports) to `dst`'s address from
-/// another thread, as fast as the socket takes them, and measure the
+/// another thread (at the lowest priority: it takes what CPU the session and
+/// the server leave), as fast as the socket takes them, and measure the
 /// session's round trips while they go; within `limit`.
 pub fn reflect_flood(dst: SocketAddr, kind: FloodKind, packets: usize, limit: Duration) -> io::Result<ReflectResult> {
     check_dst(dst)?;
@@ -319,6 +320,10 @@ pub fn reflect_flood(dst: SocketAddr, kind: FloodKind, packets: usize, limit: Du
     };
     let start = Instant::now();
     let sender = std::thread::spawn(move || -> io::Result<(usize, f64)> {
+        // The flood yields the CPU to the session (nice 19, this thread
+        // only): on a machine of two cores the flood's own sender must not
+        // be what slows the session down.
+        let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
         let mut pkt = [0u8; 40];
         let mut x: u32 = 0x2545_f491;
         let mut sent = 0;

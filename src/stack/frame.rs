@@ -107,9 +107,20 @@ pub fn flags_of(t: &TcpPacket<&[u8]>) -> u8 {
 
 /// Is this Ethernet frame an ARP reply?
 pub fn is_arp_reply(b: &[u8]) -> bool {
-    let Ok(eth) = EthernetFrame::new_checked(b) else { return false };
-    eth.ethertype() == EthernetProtocol::Arp
-        && ArpPacket::new_checked(eth.payload()).is_ok_and(|a| a.operation() == ArpOperation::Reply)
+    arp_reply_sender(b).is_some()
+}
+
+/// The sender's IPv4 address of an ARP reply (None for any other frame).
+pub fn arp_reply_sender(b: &[u8]) -> Option<u32> {
+    let eth = EthernetFrame::new_checked(b).ok()?;
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    let a = ArpPacket::new_checked(eth.payload()).ok()?;
+    if a.operation() != ArpOperation::Reply || a.protocol_len() != 4 {
+        return None;
+    }
+    Some(u32::from_be_bytes(a.source_protocol_addr().try_into().ok()?))
 }
 
 /// Read the TCP 4-tuple and the rest of [`FrameKey`] from an Ethernet

@@ -72,9 +72,9 @@ impl<D: Link> Stack<D> {
         if key.tuple.is_some() {
             peer_mac.copy_from_slice(&bytes[6..12]);
         }
-        let arp_reply = key.tuple.is_none() && frame::is_arp_reply(bytes);
+        let arp_reply = if key.tuple.is_none() { frame::arp_reply_sender(bytes) } else { None };
         if self.handoff.as_ref().is_some_and(|h| h.may_pass(hops)) {
-            if arp_reply {
+            if arp_reply.is_some() {
                 // Every loop learns the neighbour; this one too, below.
                 self.pass_on(rx_ns, hops, true);
             } else if !self.owns(&key) {
@@ -125,10 +125,12 @@ impl<D: Link> Stack<D> {
         // door: a refusal or a bad cookie; by smoltcp: anything else) is
         // answered at a bounded rate; a scan or a flood gets silence past it.
         let rst = matches!(verdict, Verdict::Pass | Verdict::Answer(Reply::Rst { .. }));
-        let unasked = rst && key.tuple.is_some() && !known && !opened && key.flags & tcp_flags::RST == 0;
-        if unasked && !self.limits.rst.take(self.now_ns) {
-            self.limits.rst_limited += 1;
-            verdict = Verdict::Drop;
+        let unasked = rst && !known && !opened && key.flags & tcp_flags::RST == 0;
+        if let Some((src, ..)) = key.tuple.filter(|_| unasked) {
+            if !self.limits.rst.take(src, self.now_ns) {
+                self.limits.rst_limited += 1;
+                verdict = Verdict::Drop;
+            }
         }
         match verdict {
             Verdict::Pass => {}
@@ -177,11 +179,10 @@ impl<D: Link> Stack<D> {
         self.dev.unstage();
         self.mark_scan(shard);
         self.mark_egress(shard);
-        if arp_reply {
-            // A neighbour learned: whatever waited for it (a SYN, data of a
-            // connection whose entry had expired) goes now, not at its
-            // shard's timer round.
-            self.mark_all_egress();
+        if let Some(neighbour) = arp_reply {
+            // A neighbour learned: whatever waited for it goes now, not at
+            // its shard's smoltcp timer.
+            self.mark_waiting_for(neighbour);
         }
     }
 

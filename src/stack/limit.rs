@@ -1,6 +1,7 @@
-//! Rate limits on what the stack sends unasked: token buckets for ICMP echo
-//! replies and RSTs to segments of no connection. They take the time as a
-//! parameter and never allocate. (Challenge ACKs are limited per
+//! Rate limits on what the stack sends unasked: a token bucket for ICMP
+//! echo replies, and buckets by source address for RSTs to segments of no
+//! connection. They take the time as a parameter and never allocate after
+//! start-up. (Challenge ACKs are limited per
 //! connection, by the guard: a shared budget would be a side channel.)
 
 /// ICMP echo requests a stack answers per second by default (and the XDP
@@ -8,9 +9,13 @@
 /// make the gateway a reflector.
 pub const ECHO_PER_SEC_DEFAULT: u32 = 100;
 
-/// RSTs a stack sends per second at most to segments of no connection on a
-/// port nobody listens on (scans, stale peers); the rest are dropped.
-pub const RST_PER_SEC_DEFAULT: u32 = 1000;
+/// RSTs a stack sends per second at most to one source address (one of
+/// 1024 buckets, by a keyed hash of the address) for segments of no
+/// connection (scans, stale peers, bad cookies); the rest are dropped.
+pub const RST_PER_SEC_DEFAULT: u32 = 100;
+
+/// Buckets of RSTs by source address.
+pub const RST_BUCKETS: usize = 1024;
 
 /// A token bucket: `per_sec` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone, Copy)]
@@ -48,14 +53,44 @@ impl Bucket {
     }
 }
 
+/// Token buckets by source address: a keyed hash (SipHash, the stack's
+/// secret) of the address picks one of [`RST_BUCKETS`]. One shared bucket
+/// would be a side channel: whoever keeps it nearly empty learns, from
+/// whether its own probe still draws an answer, whether a probe it spoofed
+/// from a client's address drew one (no answer when that 4-tuple is a live
+/// connection), which gives away connections (as the challenge-ACK budget
+/// did, CVE-2016-5696); and a flood from one source would silence the
+/// answers every other source is owed. Past its own bucket, a source gets
+/// silence; the others are untouched.
+#[derive(Debug)]
+pub struct BySource {
+    buckets: Vec<Bucket>,
+    key: (u64, u64),
+}
+
+impl BySource {
+    pub fn new(per_sec: u32, burst: u32, key: (u64, u64)) -> BySource {
+        BySource { buckets: vec![Bucket::new(per_sec, burst); RST_BUCKETS], key }
+    }
+
+    /// Take one token of source `src`'s bucket at `now`.
+    pub fn take(&mut self, src: u32, now: u64) -> bool {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.key.0, self.key.1);
+        h.write_u32(src);
+        let i = (h.finish() as usize) & (RST_BUCKETS - 1);
+        self.buckets[i].take(now)
+    }
+}
+
 /// The stack's limits on what it answers unasked, and what they cost the
 /// senders.
 #[derive(Debug)]
 pub struct Limits {
     /// ICMP echo replies.
     pub echo: Bucket,
-    /// RSTs to segments of no connection on ports nobody listens on.
-    pub rst: Bucket,
+    /// RSTs to segments of no connection, by source address.
+    pub rst: BySource,
     pub echo_limited: u64,
     /// UDP datagrams (the stack has no UDP socket and answers none).
     pub udp_dropped: u64,
@@ -63,13 +98,14 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// `echo_per_sec` echo replies and `rst_per_sec` RSTs a second, each
-    /// with a fifth of a second's worth saved up at most.
-    pub fn new(echo_per_sec: u32, rst_per_sec: u32) -> Limits {
+    /// `echo_per_sec` echo replies a second, and `rst_per_sec` RSTs a
+    /// second to each source, each with a fifth of a second's worth saved
+    /// up at most; `key` (secret) keys the sources' buckets.
+    pub fn new(echo_per_sec: u32, rst_per_sec: u32, key: (u64, u64)) -> Limits {
         let burst = |r: u32| (r / 5).max(1);
         Limits {
             echo: Bucket::new(echo_per_sec, burst(echo_per_sec)),
-            rst: Bucket::new(rst_per_sec, burst(rst_per_sec)),
+            rst: BySource::new(rst_per_sec, burst(rst_per_sec), key),
             echo_limited: 0,
             udp_dropped: 0,
             rst_limited: 0,

@@ -33,6 +33,7 @@
 //! with cookies and gives a connection its socket when the handshake
 //! completes.
 
+mod closing;
 pub mod door;
 pub mod flow;
 pub mod frame;
@@ -48,7 +49,9 @@ pub mod rss;
 mod scan;
 pub mod seq;
 pub mod sim;
+mod sockets;
 pub mod tap;
+mod timers;
 mod transport;
 
 use std::net::Ipv4Addr;
@@ -62,7 +65,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 use self::door::Door;
 use self::flow::FlowMap;
 use self::frame::flow_key;
-use self::guard::{Guard, Release, Reply};
+use self::guard::{Guard, Reply};
 use self::handoff::Handoff;
 pub use self::link::Link;
 use self::ports::PortSet;
@@ -70,9 +73,10 @@ use self::recovery::Recovery;
 use self::tap::Tap;
 use crate::transport::{signal, ConnId, Counters, Event, RxTrace, TransportStats, WaitMode};
 
-/// How often an idle loop runs one shard's egress for smoltcp's timers
-/// (each shard's timers are served every `SHARDS` times this).
-const TIMER_EGRESS_NS: u64 = 100_000;
+/// The soonest a shard whose egress just emitted nothing is polled again
+/// for its smoltcp timers (smoltcp may say "now" for a socket it cannot
+/// serve yet: a window or a neighbour it waits for).
+const TIMER_FLOOR_NS: u64 = 100_000;
 
 /// Egress rounds per shard per flush (each round: one segment per socket).
 const EGRESS_ROUNDS: usize = 64;
@@ -89,9 +93,9 @@ pub const LINGER_NS_DEFAULT: u64 = 5_000_000_000;
 /// a shard to deliver a segment and on every egress round, so a shard's
 /// size is a per-message cost: 4000 connections over 64 shards (62 each)
 /// put xdp's median at 1.6 times the kernel's; over 1024 (4 each) below it
-/// (docs/BENCHMARKS.md). An idle loop serves each shard's smoltcp timers
-/// (its own RTO, window probes) every `SHARDS * TIMER_EGRESS_NS`, 102 ms;
-/// loss recovery's timers are its own and exact.
+/// (docs/BENCHMARKS.md). Each shard's smoltcp timers (its own RTO, SYN and
+/// window probes, neighbour discovery) are served when smoltcp says they
+/// are due (`stack/timers.rs`); loss recovery's timers are its own and exact.
 pub const SHARDS: usize = 1024;
 
 /// Configuration of the stack.
@@ -233,7 +237,7 @@ pub struct Stack<D: Link> {
     conns: Slab<Conn>,
     /// Closing sockets: (shard, handle, deadline, local port held or 0,
     /// flow key or 0).
-    zombies: Vec<(usize, SocketHandle, u64, u16, u64)>,
+    closing: closing::Closing,
     /// Copies of segments in flight and our own retransmissions.
     rec: Recovery,
     /// RFC 5961 checks and TIME-WAIT records.
@@ -269,10 +273,13 @@ pub struct Stack<D: Link> {
     now_ns: u64,
     /// The same time for smoltcp.
     now: Instant,
-    /// When an idle loop next runs egress for timers (monotonic ns).
-    next_timer_egress: u64,
-    /// The shard whose timers the idle loop serves next (round robin).
-    timer_shard: usize,
+    /// When each shard's smoltcp next needs polling on its own.
+    timers: timers::ShardTimers,
+    /// The next time an ARP reply may walk the connections (monotonic ns).
+    neighbour_walk_after: u64,
+    /// The last egress found the link without a TX frame: the shards left on
+    /// the list wait for the kernel, and a blocking loop may sleep (1 ms).
+    tx_full: bool,
     /// Shards marked for scan / egress, so an idle loop touches none.
     to_scan: Vec<usize>,
     to_egress: Vec<usize>,
@@ -324,7 +331,7 @@ impl<D: Link> Stack<D> {
         };
         let guard = Guard::new(flows, max_conns, cfg.sock_rx_buf as u32, (k0, k1));
         let door = Door::new(k0, k1, smoltcp::phy::Device::capabilities(&dev).max_transmission_unit);
-        let limits = limit::Limits::new(cfg.icmp_echo_per_sec, cfg.rst_per_sec);
+        let limits = limit::Limits::new(cfg.icmp_echo_per_sec, cfg.rst_per_sec, (k1 ^ 0x5253_545f, k0));
         Stack {
             rec,
             guard,
@@ -337,7 +344,7 @@ impl<D: Link> Stack<D> {
                 .collect(),
             dev,
             conns: Slab::with_capacity(1024),
-            zombies: Vec::with_capacity(max_conns.min(1 << 16) + 1),
+            closing: closing::Closing::new(SHARDS, max_conns),
             pending: Vec::new(),
             local_ports: PortSet::new(first_local_port),
             stats: TransportStats::default(),
@@ -350,8 +357,9 @@ impl<D: Link> Stack<D> {
             rx_invalid: 0,
             now_ns,
             now: instant_of(now_ns),
-            next_timer_egress: 0,
-            timer_shard: 0,
+            timers: timers::ShardTimers::new(SHARDS),
+            neighbour_walk_after: 0,
+            tx_full: false,
             to_scan: Vec::with_capacity(SHARDS),
             to_egress: Vec::with_capacity(SHARDS),
             busy_scratch: Vec::with_capacity(SHARDS),
@@ -392,7 +400,7 @@ impl<D: Link> Stack<D> {
 
     /// Closing sockets still finishing their handshake.
     pub fn closing(&self) -> usize {
-        self.zombies.len()
+        self.closing.len()
     }
 
     /// Open connections (reported or not yet).
@@ -435,64 +443,6 @@ impl<D: Link> Stack<D> {
         self.rec.estimate(self.conns.get(conn.0)?.flow)
     }
 
-    /// A TCP socket with its buffers, Nagle and delayed ACK off: a spare
-    /// one if there is one (`listen` and `connect` reset it), else a new
-    /// one.
-    fn make_socket(&mut self) -> tcp::Socket<'static> {
-        if let Some(s) = self.spare.pop() {
-            return s;
-        }
-        self.sockets_made += 1;
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_rx_buf]),
-            tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_tx_buf]),
-        );
-        s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
-        s
-    }
-
-    /// A socket leaves the stack: kept as a spare for the next connection.
-    fn free_socket(&mut self, s: smoltcp::socket::Socket<'static>) {
-        let smoltcp::socket::Socket::Tcp(mut s) = s else { return };
-        if s.is_open() {
-            // Out of every set: nothing is sent for it.
-            s.abort();
-        }
-        self.spare.push(s);
-    }
-
-    /// A closed connection finishes its close handshake in the background
-    /// (until its linger deadline). At most `max_conns` do at once: past
-    /// that, the one closest to its deadline is reset now (counted,
-    /// `closing_evicted`), so peers that never answer a FIN cannot make
-    /// the stack hold sockets without bound.
-    fn linger(&mut self, z: (usize, SocketHandle, u64, u16, u64)) {
-        if self.zombies.len() >= self.cfg.max_conns {
-            if let Some(i) = (0..self.zombies.len()).min_by_key(|&i| self.zombies[i].2) {
-                self.closing_evicted += 1;
-                self.free_zombie(i, Release::Abort);
-            }
-        }
-        self.zombies.push(z);
-    }
-
-    /// Closing socket `i` is done (`why`): its socket is freed, its port and
-    /// flow state let go, and the guard answers for the 4-tuple.
-    fn free_zombie(&mut self, i: usize, why: Release) {
-        let (si, h, _, port, flow) = self.zombies.swap_remove(i);
-        let s = self.shards[si].sockets.remove(h);
-        self.free_socket(s);
-        self.local_ports.set(port, false);
-        self.rec.forget(flow);
-        self.release(flow, why);
-    }
-
-    fn new_socket(&mut self, shard: usize) -> SocketHandle {
-        let s = self.make_socket();
-        self.shards[shard].sockets.add(s)
-    }
-
     fn set_now(&mut self, ns: u64) {
         self.now_ns = ns;
         self.now = instant_of(ns);
@@ -505,16 +455,28 @@ impl<D: Link> Stack<D> {
         }
     }
 
-    /// Egress for every shard that holds a connection, open or closing
-    /// (rare: a neighbour learned).
-    fn mark_all_egress(&mut self) {
-        for si in 0..SHARDS {
-            if !self.shards[si].conns.is_empty() {
-                self.mark_egress(si);
+    /// Egress for the shards of every connection, open or closing, to
+    /// `neighbour` (whose address an ARP reply just gave): what waited for
+    /// it (a SYN, data after its entry expired) goes now.
+    fn mark_waiting_for(&mut self, neighbour: u32) {
+        // A walk over the connections: at most once a millisecond, however
+        // many replies a neighbour sends (a waiting SYN then goes at its
+        // smoltcp timer instead).
+        if self.now_ns < self.neighbour_walk_after {
+            return;
+        }
+        self.neighbour_walk_after = self.now_ns + 1_000_000;
+        for (_, c) in self.conns.iter() {
+            if (c.flow >> 32) as u32 == neighbour && !self.shards[c.shard].egress {
+                self.shards[c.shard].egress = true;
+                self.to_egress.push(c.shard);
             }
         }
-        for i in 0..self.zombies.len() {
-            self.mark_egress(self.zombies[i].0);
+        for (si, z) in self.closing.iter() {
+            if (z.flow >> 32) as u32 == neighbour && !self.shards[si].egress {
+                self.shards[si].egress = true;
+                self.to_egress.push(si);
+            }
         }
     }
 
@@ -563,17 +525,6 @@ impl<D: Link> Stack<D> {
         self.replied = true;
     }
 
-    /// The socket of flow `key` is being freed: the guard keeps TIME-WAIT
-    /// or sends what is owed (final ACK, RST of an abort).
-    fn release(&mut self, key: u64, why: Release) {
-        if key == 0 {
-            return;
-        }
-        if let Some((reply, mac)) = self.guard.released(key, why, self.now_ns) {
-            self.send_reply(key, mac, reply);
-        }
-    }
-
     /// The flow key of a connection (from its socket's endpoints the first
     /// time, then cached).
     fn conn_flow(&mut self, id: usize) -> Option<u64> {
@@ -592,6 +543,7 @@ impl<D: Link> Stack<D> {
     /// `EGRESS_ROUNDS` times; a shard with more to send stays marked.
     fn egress(&mut self) {
         let now = self.now;
+        self.tx_full = false;
         let mut busy = std::mem::take(&mut self.busy_scratch);
         while let Some(si) = self.to_egress.pop() {
             self.shards[si].egress = false;
@@ -607,6 +559,7 @@ impl<D: Link> Stack<D> {
                 let r = self.iface.poll_egress(now, &mut tap, &mut self.shards[si].sockets);
                 if tap.refused {
                     // The link had no frame: try this shard again next poll.
+                    self.tx_full = true;
                     break;
                 }
                 if r == PollResult::None {
@@ -616,6 +569,10 @@ impl<D: Link> Stack<D> {
             }
             if !drained {
                 busy.push(si);
+            } else if let Some(at) = self.iface.poll_at(now, &self.shards[si].sockets) {
+                // smoltcp's own next time for this shard.
+                let at = (at.total_micros().max(0) as u64).saturating_mul(1000);
+                self.timers.arm(si, at.max(self.now_ns + TIMER_FLOOR_NS));
             }
             self.mark_scan(si);
         }
@@ -632,7 +589,10 @@ impl<D: Link> Stack<D> {
     /// iteration, ACKs and timers.
     fn service(&mut self, events: &mut Vec<Event>) {
         self.set_now(self.dev.now_ns());
-        let n = self.ingress();
+        self.ingress();
+        while let Some(si) = self.timers.pop_due(self.now_ns) {
+            self.mark_egress(si);
+        }
         if self.rec.recover(self.now_ns, &mut self.dev) > 0 {
             self.replied = true;
         }
@@ -641,24 +601,21 @@ impl<D: Link> Stack<D> {
             self.dev.flush();
         }
         if events.is_empty() {
-            self.idle_egress(n);
+            self.idle_egress();
         }
     }
 
     /// When nothing else will run egress this iteration: at once after
-    /// ingress (ACKs owed); otherwise one shard's timers (retransmission,
-    /// close handshakes) every `TIMER_EGRESS_NS`, round robin, so an idle
-    /// loop never walks every socket at once.
-    fn idle_egress(&mut self, ingested: usize) {
-        let now = self.now_ns;
-        if ingested == 0 && now >= self.next_timer_egress {
-            self.next_timer_egress = now + TIMER_EGRESS_NS;
-            self.mark_egress(self.timer_shard);
-            self.timer_shard = (self.timer_shard + 1) % SHARDS;
-        }
+    /// ingress (ACKs owed), or for the shards whose smoltcp timers are due.
+    fn idle_egress(&mut self) {
         if !self.to_egress.is_empty() {
             self.egress();
         }
+    }
+
+    /// When the earliest shard's smoltcp timer is due (monotonic ns).
+    pub(super) fn next_timer(&mut self) -> Option<u64> {
+        self.timers.next()
     }
 }
 

@@ -74,25 +74,26 @@ impl<D: Link> Stack<D> {
                 self.release(c.flow, Release::Gone);
             }
             self.dead_scratch = dead;
+            // Its closing connections whose handshake ended.
+            let mut i = 0;
+            while i < self.closing.of(si).len() {
+                let z = self.closing.of(si)[i];
+                match self.done(si, &z, 0) {
+                    Some(why) => {
+                        self.closing.remove(si, z.handle);
+                        self.free_zombie(si, z, why);
+                    }
+                    None => i += 1,
+                }
+            }
         }
         let now = self.now_ns;
-        let mut i = 0;
-        while i < self.zombies.len() {
-            let (si, h, deadline, ..) = self.zombies[i];
-            let state = self.shards[si].sockets.get::<tcp::Socket>(h).state();
-            let why = match state {
-                State::TimeWait => Release::TimeWait,
-                State::Closed => Release::Gone,
-                _ if now >= deadline => Release::Abort,
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
+        while let Some((si, z)) = self.closing.pop_due(now) {
+            let why = self.done(si, &z, now).unwrap_or(Release::Abort);
             if why == Release::Abort {
                 self.linger_expired += 1;
             }
-            self.free_zombie(i, why);
+            self.free_zombie(si, z, why);
         }
         self.guard.expire(now);
     }

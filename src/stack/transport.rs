@@ -7,9 +7,10 @@ use std::time::Duration;
 use smoltcp::socket::tcp::{self, RecvError, SendError, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use super::closing::Zombie;
 use super::frame::flow_key;
 use super::guard::Release;
-use super::{shard_of, AckWatch, Conn, Link, Stack, TIMER_EGRESS_NS};
+use super::{shard_of, AckWatch, Conn, Link, Stack};
 use crate::transport::{signal, AckEvent, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 impl<D: Link> Stack<D> {
@@ -118,10 +119,12 @@ impl<D: Link> Transport for Stack<D> {
         events.clear();
         events.append(&mut self.pending);
         self.service(events);
-        if events.is_empty() && self.cfg.wait == WaitMode::Block && self.to_egress.is_empty() {
-            // Sleep until a frame arrives, the caller's timeout, or the next
-            // timer round (which serves one shard's timers).
-            let tick = Duration::from_nanos(TIMER_EGRESS_NS).max(Duration::from_millis(1));
+        if events.is_empty() && self.cfg.wait == WaitMode::Block && (self.to_egress.is_empty() || self.tx_full) {
+            // Sleep until a frame arrives, the caller's timeout, a shard's
+            // smoltcp timer, or 1 ms (loss recovery's timers, the idle work).
+            let tick = Duration::from_millis(1);
+            let tick =
+                self.next_timer().map_or(tick, |at| tick.min(Duration::from_nanos(at.saturating_sub(self.now_ns))));
             let wait = timeout.map_or(tick, |t| t.min(tick));
             // With other loops: tell them this one sleeps (a frame they
             // hand it rings its bell), unless one already waits.
@@ -245,13 +248,13 @@ impl<D: Link> Transport for Stack<D> {
             }
             State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck => {
                 // Our FIN is out: let the handshake finish in the background.
-                self.linger((c.shard, c.handle, linger, c.local_port, c.flow));
+                self.linger(c.shard, Zombie { handle: c.handle, deadline: linger, port: c.local_port, flow: c.flow });
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
                 // socket with unread data is closed.
                 s.abort();
-                self.linger((c.shard, c.handle, linger, c.local_port, c.flow));
+                self.linger(c.shard, Zombie { handle: c.handle, deadline: linger, port: c.local_port, flow: c.flow });
             }
         }
     }
