@@ -462,7 +462,16 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
         }
         other => panic!("not a histogram: {other:?}"),
     }
-    assert!(value(&by, "tailgate_sampler_acks_total", ("outcome", "acked")) >= 6000.0);
+    // Every limit order's reply has an ACK outcome; on a calm machine all
+    // are acked, but a busy one (CI, a CPU hog beside the lab) may delay a
+    // client's ACK past the sampler's deadline (`late`) or hold more replies
+    // at once than it tracks (`untracked`).
+    let acks = |o: &str| value(&by, "tailgate_sampler_acks_total", ("outcome", o));
+    let (acked, late, untracked) = (acks("acked"), acks("late"), acks("untracked"));
+    assert!(
+        acked + late + untracked >= 6000.0 && acked >= 0.9 * 6000.0,
+        "ACK outcomes: acked {acked}, late {late}, untracked {untracked}"
+    );
 
     // Counters: messages, frames, the XDP program's verdicts, loop iterations,
     // sampler. The load sent 6000 orders and cancels after 4 logons, each
