@@ -76,7 +76,7 @@
 #                               scripts/tune-host.sh --apply: sysctls, THP, hugepages, the
 #                               interface's NAPI knobs, IRQ affinity; reverted after each run),
 #                               tuned-napi-defer (the same with --napi-defer), and
-#                               no-dma-latency (default, with --no-cpu-dma-latency)
+#                               no-dma-latency (default, with --cpu-dma-latency off)
 #
 # Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
 # configuration alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes,
@@ -231,7 +231,7 @@ case ${1:-} in
       for host in default tuned tuned-napi-defer no-dma-latency; do
         lab_for xdp
         EXTRA=()
-        [[ $host == no-dma-latency ]] && EXTRA=(--no-cpu-dma-latency)
+        [[ $host == no-dma-latency ]] && EXTRA=(--cpu-dma-latency off)
         [[ $host == tuned ]] && "${TUNE[@]}" --apply >/dev/null 2>&1
         [[ $host == tuned-napi-defer ]] && "${TUNE[@]}" --napi-defer --apply >/dev/null 2>&1
         start_server xdp sockperf

@@ -88,7 +88,7 @@ echo "== gateway backend: $BACKEND"
 kill -TERM "$SERVER_PID" 2>/dev/null || true
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=
-grep -E "stopped|orders:|sampler:|xdp:" "$LOG" | sed 's/^/  /' || true
+grep -E "stopped|orders:|sampler:|xdp:|xdp program:" "$LOG" | sed 's/^/  /' || true
 echo "== tail attribution: the gateway's own records of every message (tailgate report --log)"
 "$BIN" report --log "$SAMPLES" | sed 's/^/  /' || true
 exit $rc

@@ -26,6 +26,8 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+echo "== cargo build --examples"
+cargo build --examples --quiet
 echo "== cargo test"
 cargo test --all-targets --quiet
 cargo test --doc --quiet

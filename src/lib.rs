@@ -13,6 +13,9 @@
 //!   program and an AF_XDP socket under the stack);
 //! * [`proto`]: the order-entry wire protocol, codec only;
 //! * [`load`]: the load generator, itself a client of [`transport`];
+//! * [`launch`]: one launcher for one loop or many (the gateway, the load
+//!   generator, any application): loops on queues and cores, the backend,
+//!   the tracers and the reporter;
 //! * [`sampler`]: per-message samples, metrics and tail attribution;
 //! * [`ring`]: the bounded single-producer ring the loops write into (the
 //!   sampler's samples, the capture's frames, frames handed between loops);
@@ -29,6 +32,7 @@ pub mod backend;
 pub mod capture;
 pub mod clock;
 pub mod doctor;
+pub mod launch;
 pub mod load;
 pub mod log;
 pub mod proto;

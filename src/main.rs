@@ -5,7 +5,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use tailgate::{log_warn, runtime};
 
@@ -39,7 +39,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --config FILE` is merged into the command line here, and
+    // `serve --print-config` printed (cli/config.rs).
+    let matches = match cli::config::parse_args(Cli::command(), std::env::args_os().collect()) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tailgate::log::set_level(if cli.quiet { 0 } else { 1 + cli.verbose });
     // The event loops (serve, load) log through a queue, never blocking on stderr.
     if matches!(cli.cmd, Cmd::Serve(_) | Cmd::Load(_)) {

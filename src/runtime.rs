@@ -106,7 +106,7 @@ pub fn hold_cpu_dma_latency_zero() -> Option<std::fs::File> {
     match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(mut f) => match f.write_all(&0i32.to_ne_bytes()) {
             Ok(()) => {
-                crate::log_info!("holding {path} at 0 us until exit (--no-cpu-dma-latency to leave it)");
+                crate::log_info!("holding {path} at 0 us until exit (--cpu-dma-latency off to leave it)");
                 Some(f)
             }
             Err(e) => {

@@ -1,11 +1,18 @@
 //! Command-line behaviour that needs no root: help and flag errors.
 
+mod common;
+
 use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tailgate");
 
+/// Run the binary to completion, bounded: a case that serves instead of
+/// failing is killed (and the test fails) rather than hanging the suite.
 fn run(args: &[&str]) -> (i32, String) {
-    let o = Command::new(BIN).args(args).output().unwrap();
+    let mut c = Command::new(BIN);
+    c.args(args);
+    let o = common::run_bounded(c, Duration::from_secs(30));
     let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     (o.status.code().unwrap_or(-1), text)
 }
@@ -47,7 +54,9 @@ fn help_documents_every_flag() {
             "--pcap-snaplen",
             "--pcap-max-mb",
             "--pcap-files",
-            "--no-cpu-dma-latency",
+            "--cpu-dma-latency",
+            "--config",
+            "--print-config",
             "--metrics",
             "--sample-log",
             "--sample-log-records",

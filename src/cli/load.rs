@@ -7,10 +7,18 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{choose, parse_list, parse_rate, parse_secs, BackendArg, Chosen, List, XdpArgs, XdpExtras};
-use tailgate::load::{LoadApp, LoadConfig, LoadGen, Mode};
-use tailgate::runtime;
-use tailgate::transport::WaitMode;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use super::{
+    kernel_config, parse_list, parse_rate, parse_secs, places, xdp_plan, BackendArg, List, XdpArgs, XdpExtras,
+};
+use tailgate::launch::{launch, Job, LaunchConfig, LoopCtx, Started};
+use tailgate::load::{LoadApp, LoadConfig, LoadGen, LoopShare, Mode, Report, Together};
+use tailgate::transport::{Transport, WaitMode};
+use tailgate::{log_info, runtime};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LoadAppArg {
@@ -108,25 +116,60 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         together: None,
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };
-    let cores = a.core.as_ref().map(|l| l.0.clone()).unwrap_or_default();
-    let report = if a.xdp.queue.len() > 1 || cores.len() > 1 {
-        super::load_loops::run(&a, backend, cfg, &stop)?
-    } else {
-        if let Some(&core) = cores.first() {
-            runtime::pin_to_core(core)?;
-        }
-        match choose(
-            backend,
+    let places = places(&a.xdp, a.core.as_ref());
+    // The loops the launcher will run (it refuses the places it cannot, naming the flags).
+    let loops = tailgate::launch::plan::plan(backend != BackendArg::Kernel, &places, false)?.len();
+    if loops > 1 && (a.conns as usize) < loops {
+        return Err(format!(
+            "--conns {}: fewer connections than the {loops} loops; give at least one per loop",
+            a.conns
+        ));
+    }
+    let xdp = match a.local_ip {
+        Some(ip) => xdp_plan(
             &a.xdp,
-            a.local_ip,
+            ip,
             WaitMode::Spin,
             0,
-            XdpExtras { outbound: true, place: (cores.first().copied(), None), ..XdpExtras::default() },
-        )? {
-            Chosen::Kernel(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
-            Chosen::Xdp(t) => LoadGen::new(*t, cfg).and_then(|g| g.run(&stop)),
+            XdpExtras { outbound: true, place: (a.core.as_ref().map(List::first), None), ..XdpExtras::default() },
+        ),
+        None => Err("--backend xdp needs --local-ip, the address the load generator's stack owns".into()),
+    };
+    let lcfg = LaunchConfig {
+        backend: backend.choice(),
+        places,
+        xdp,
+        kernel: kernel_config(&a.xdp, WaitMode::Spin, 0, 1),
+        observe: None,
+    };
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let job = LoadJob { cfg, arrived };
+    let ended = launch(lcfg, &job, &stop)?;
+    let n = ended.loops.len();
+    let mut parts = Vec::with_capacity(n);
+    let mut shares = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    for e in ended.loops {
+        match e {
+            Ok((r, h, s)) => {
+                parts.push((r, h));
+                shares.push(s);
+            }
+            Err(e) => errors.push(e),
         }
-        .map_err(|e| format!("load: {e}"))?
+    }
+    if !errors.is_empty() {
+        return Err(format!("load: {}", errors.join("; ")));
+    }
+    let report = if n == 1 {
+        parts.pop().map(|(r, _)| r).ok_or("load: no loop ran")?
+    } else {
+        let mut r = Report::combine(parts, shares).ok_or("load: no loop ran")?;
+        r.mode = match job.cfg.mode {
+            Mode::Rate(rate) => format!("rate {rate} msg/s"),
+            Mode::PingPong => "pingpong".to_string(),
+        };
+        r
     };
     println!("{}", report.render());
     if let Some(path) = &a.json {
@@ -143,6 +186,90 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `total` split over `n` parts: part `i`'s share (the first `total % n`
+/// parts get one more).
+fn share(total: u64, n: usize, i: usize) -> u64 {
+    total / n as u64 + u64::from((i as u64) < total % n as u64)
+}
+
+/// Each loop drives its share of the connections, the rate and the bursts;
+/// with several, their measured runs start together.
+struct LoadJob {
+    cfg: LoadConfig,
+    arrived: Arc<AtomicUsize>,
+}
+
+impl LoadJob {
+    /// Loop `i` of `n`'s share.
+    fn share_of(&self, i: usize, n: usize) -> LoadConfig {
+        if n == 1 {
+            return self.cfg.clone();
+        }
+        let cfg = &self.cfg;
+        let conns = share(cfg.conns as u64, n, i);
+        let mode = match cfg.mode {
+            // The rate per connection stays the same on every loop.
+            Mode::Rate(r) => Mode::Rate(r * conns as f64 / cfg.conns as f64),
+            Mode::PingPong => Mode::PingPong,
+        };
+        let burst = cfg.burst.and_then(|(count, every)| {
+            let mine = share(u64::from(count), n, i) as u32;
+            (mine > 0).then_some((mine, every))
+        });
+        LoadConfig {
+            conns: conns as usize,
+            mode,
+            burst,
+            progress: false,
+            together: Some(Together { arrived: self.arrived.clone(), of: n }),
+            ..cfg.clone()
+        }
+    }
+}
+
+impl Job for LoadJob {
+    type End = (Report, Histogram<u64>, LoopShare);
+
+    fn run<T: Transport>(&self, t: T, cx: LoopCtx<'_>) -> Result<Self::End, String> {
+        let cfg = self.share_of(cx.index, cx.loops);
+        let conns = cfg.conns;
+        cx.ready();
+        let who = if cx.loops > 1 { format!("loop {}: ", cx.index) } else { String::new() };
+        let o = LoadGen::new(t, cfg).and_then(|g| g.run_full(cx.stop)).map_err(|e| format!("{who}{e}"))?;
+        let c = o.transport.counters();
+        let r = o.report;
+        let s = LoopShare {
+            index: cx.index,
+            place: cx.place.clone(),
+            conns,
+            sent: r.sent,
+            answered: r.answered,
+            failures: r.failures(),
+            throughput_msgs_per_s: r.throughput_msgs_per_s,
+            p99_us: r.rtt_us.p99,
+            handoff_forwarded: c.get("handoff_forwarded").unwrap_or(0),
+            handoff_received: c.get("handoff_received").unwrap_or(0),
+        };
+        Ok((r, o.hist, s))
+    }
+
+    fn ready(&self, s: &Started) {
+        if s.loops > 1 {
+            log_info!(
+                "load: {} loops ({}, {}), {} connections split {}",
+                s.loops,
+                s.backend,
+                s.places,
+                self.cfg.conns,
+                (0..s.loops)
+                    .map(|i| share(self.cfg.conns as u64, s.loops, i).to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+        }
+    }
+}
+
 /// `COUNT:EVERY_MS`: 1..=100000 messages every 1..=60000 ms.
 fn parse_burst(s: &str) -> Result<(u32, u64), String> {
     let (n, ms) = s.split_once(':').ok_or_else(|| format!("--burst {s}: expected COUNT:EVERY_MS, e.g. 200:100"))?;
@@ -152,4 +279,18 @@ fn parse_burst(s: &str) -> Result<(u32, u64), String> {
         return Err(format!("--burst {s}: COUNT must be 1..=100000 and EVERY_MS 1..=60000"));
     }
     Ok((n, ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_add_up_and_differ_by_at_most_one() {
+        for (total, n) in [(200u64, 2usize), (7, 3), (3, 3), (1000, 7)] {
+            let parts: Vec<u64> = (0..n).map(|i| share(total, n, i)).collect();
+            assert_eq!(parts.iter().sum::<u64>(), total, "{parts:?}");
+            assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1, "{parts:?}");
+        }
+    }
 }

@@ -1,11 +1,10 @@
 //! The subcommands, one file each; this module holds what serve and load
-//! share: the backend flags and the choice of transport.
+//! share: the backend flags, mapped onto the launcher's configuration.
 
+pub(crate) mod config;
 pub(crate) mod doctor;
+pub(crate) mod list;
 pub(crate) mod load;
-pub(crate) mod load_loops;
-pub(crate) mod loops;
-pub(crate) mod multi;
 pub(crate) mod report;
 pub(crate) mod serve;
 pub(crate) mod storm;
@@ -13,13 +12,17 @@ pub(crate) mod storm;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
-use tailgate::backend::kernel::{KernelConfig, KernelTransport};
+use tailgate::backend::kernel::KernelConfig;
 use tailgate::backend::xdp::xsk::ZeroCopy;
-use tailgate::backend::xdp::{XdpConfig, XdpTransport};
+use tailgate::backend::xdp::XdpConfig;
+use tailgate::launch::{BackendChoice, Places};
+use tailgate::log_warn;
 use tailgate::transport::WaitMode;
-use tailgate::{log_info, log_warn};
+
+use config::{CAPTURE, CONNECTIONS, LOOPS, XDP};
+pub(crate) use list::{parse_list, List};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum BackendArg {
@@ -31,112 +34,74 @@ pub(crate) enum BackendArg {
     Xdp,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum ZeroCopyArg {
-    /// Try zero-copy, fall back to copy mode (the mode in use is logged).
-    Auto,
-    /// Copy mode only.
-    Off,
+impl BackendArg {
+    pub(crate) fn choice(self) -> BackendChoice {
+        match self {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Kernel => BackendChoice::Kernel,
+            BackendArg::Xdp => BackendChoice::Xdp,
+        }
+    }
+}
+
+/// The loops' queues (`--queue`) and cores (`--core`).
+pub(crate) fn places(x: &XdpArgs, core: Option<&List>) -> Places {
+    Places {
+        queues: x.queue.0.iter().map(|&q| q as u32).collect(),
+        cores: core.map(|l| l.0.clone()).unwrap_or_default(),
+    }
 }
 
 /// Flags of the xdp backend, shared by serve and load.
 #[derive(Args, Clone)]
 pub(crate) struct XdpArgs {
     /// Interface for the xdp backend (the stack answers ARP for its address there).
-    #[arg(long)]
+    #[arg(long, help_heading = XDP)]
     pub(crate) iface: Option<String>,
     /// NIC queue(s) the AF_XDP socket(s) bind (xdp backend): one queue (default 0), or a list
     /// such as 0,1 or 0-3 for `serve`: one socket, one stack and one busy-poll loop per queue,
     /// each pinned to the matching --core (docs/ARCHITECTURE.md, "One loop per queue").
-    #[arg(long, default_value = "0", value_parser = parse_list)]
+    #[arg(long, default_value = "0", value_parser = parse_list, help_heading = LOOPS)]
     pub(crate) queue: List,
-    /// AF_XDP zero-copy policy (xdp backend).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub(crate) zero_copy: ZeroCopyArg,
+    /// AF_XDP zero-copy (xdp backend): on tries zero-copy and falls back to copy mode (the mode in
+    /// use is logged); off asks for copy mode only. `auto` is the old spelling of on.
+    #[arg(long, value_name = "on|off", default_value = "on", num_args = 0..=1, default_missing_value = "on",
+          action = ArgAction::Set, value_parser = parse_zero_copy, help_heading = XDP)]
+    pub(crate) zero_copy: bool,
     /// Prefix length of the stack's address (xdp backend).
-    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=32))]
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=32), help_heading = XDP)]
     pub(crate) prefix: u8,
     /// Most open connections (both backends); one more is reset at once, counted
     /// (tailgate_drops_total{reason="conn_refused"}) and logged at a bounded rate.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000), help_heading = CONNECTIONS)]
     pub(crate) max_conns: u64,
     /// How long a closed connection may take to deliver what it queued and finish its FIN
     /// handshake before it is reset, in milliseconds (xdp backend; counted as
     /// tailgate_drops_total{reason="linger_expired"}). The kernel backend leaves that to the
     /// kernel (net.ipv4.tcp_orphan_retries, tcp_fin_timeout).
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), help_heading = CONNECTIONS)]
     pub(crate) linger_ms: u64,
     /// ICMP echo requests to the stack's address answered per second at most (xdp backend, when
     /// the stack owns the address): by the XDP program per CPU, and by each loop; the rest are
     /// dropped and counted (xdp_dropped_icmp_rate, icmp_echo_limited). 0: none answered.
-    #[arg(long, default_value_t = tailgate::stack::limit::ECHO_PER_SEC_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    #[arg(long, default_value_t = tailgate::stack::limit::ECHO_PER_SEC_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=100_000), help_heading = XDP)]
     pub(crate) icmp_echo_rate: u32,
     /// Capture every frame the xdp backend's stack receives and sends into this file (pcap,
     /// ns timestamps; read it with tcpdump -r or tshark -r): tcpdump on the interface cannot see
     /// frames XDP redirected. Copied on the loop into a bounded ring and written by a thread off
     /// the loop's core; a full ring drops frames, counted as pcap_dropped.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = CAPTURE)]
     pub(crate) pcap: Option<std::path::PathBuf>,
     /// Bytes kept of each captured frame.
-    #[arg(long, default_value_t = 1514, value_parser = clap::value_parser!(u64).range(64..=1514))]
+    #[arg(long, default_value_t = 1514, value_parser = clap::value_parser!(u64).range(64..=1514), help_heading = CAPTURE)]
     pub(crate) pcap_snaplen: u64,
     /// Rotate the capture when its file reaches this many MB (0: never): FILE becomes FILE.1,
     /// FILE.1 becomes FILE.2, and so on.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000), help_heading = CAPTURE)]
     pub(crate) pcap_max_mb: u64,
     /// Capture files kept when rotating, FILE included (the oldest goes).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1000), help_heading = CAPTURE)]
     pub(crate) pcap_files: u64,
-}
-
-/// A list of small numbers: `2`, `0,1`, `0-3`, `0,2-3`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct List(pub(crate) Vec<usize>);
-
-impl List {
-    pub(crate) fn first(&self) -> usize {
-        self.0[0]
-    }
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub(crate) fn show(&self) -> String {
-        let v: Vec<String> = self.0.iter().map(usize::to_string).collect();
-        v.join(",")
-    }
-}
-
-pub(crate) fn parse_list(s: &str) -> Result<List, String> {
-    let mut v = Vec::new();
-    for part in s.split(',') {
-        let num = |x: &str| -> Result<usize, String> {
-            x.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n < 1 << 20)
-                .ok_or_else(|| format!("'{x}' in '{s}' is not a number"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("'{part}' in '{s}': the range runs backwards"));
-                }
-                v.extend(a..=b);
-            }
-            None => v.push(num(part)?),
-        }
-    }
-    let mut sorted = v.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.len() != v.len() {
-        return Err(format!("'{s}' names an entry twice"));
-    }
-    if v.len() > 64 {
-        return Err(format!("'{s}': at most 64 entries"));
-    }
-    Ok(List(v))
 }
 
 pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
@@ -155,12 +120,6 @@ pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
-/// The transport chosen by `--backend`.
-pub(crate) enum Chosen {
-    Kernel(Box<KernelTransport>),
-    Xdp(Box<XdpTransport>),
-}
-
 /// What the xdp backend's XDP program does besides redirecting.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct XdpExtras {
@@ -168,8 +127,6 @@ pub(crate) struct XdpExtras {
     /// port range, which the XDP program then also redirects. A server
     /// makes none, so kernel flows on a shared address keep those ports.
     pub(crate) outbound: bool,
-    /// listen(2) backlog of the kernel backend (serve; see `--backlog`).
-    pub(crate) backlog: usize,
     pub(crate) stamp_rx: bool,
     pub(crate) drop_every: u32,
     pub(crate) tx_drop_every: u32,
@@ -178,14 +135,16 @@ pub(crate) struct XdpExtras {
     pub(crate) place: (Option<usize>, Option<usize>),
 }
 
-pub(crate) fn xdp_config(
+/// The xdp backend's configuration from the flags, or why there is none
+/// (no `--iface`: `--backend auto` then runs the kernel's).
+pub(crate) fn xdp_plan(
     x: &XdpArgs,
     ip: Ipv4Addr,
     wait: WaitMode,
     busy_poll_us: u32,
     extras: XdpExtras,
 ) -> Result<XdpConfig, String> {
-    let iface = x.iface.as_deref().ok_or("--backend xdp needs --iface")?;
+    let iface = x.iface.as_deref().ok_or("no --iface given for the xdp backend")?;
     let mut c = XdpConfig::new(iface, ip);
     c.stack.prefix = x.prefix;
     c.stack.wait = wait;
@@ -215,10 +174,7 @@ pub(crate) fn xdp_config(
     c.drop_every = extras.drop_every;
     c.tx_drop_every = extras.tx_drop_every;
     c.xsk.busy_poll_us = busy_poll_us;
-    c.xsk.zero_copy = match x.zero_copy {
-        ZeroCopyArg::Auto => ZeroCopy::Auto,
-        ZeroCopyArg::Off => ZeroCopy::Off,
-    };
+    c.xsk.zero_copy = if x.zero_copy { ZeroCopy::Auto } else { ZeroCopy::Off };
     Ok(c)
 }
 
@@ -233,51 +189,37 @@ pub(crate) fn kernel_config(x: &XdpArgs, wait: WaitMode, busy_poll_us: u32, back
     }
 }
 
-/// Build the transport for `--backend`; `auto` falls back to the kernel with
-/// the reason in one line.
-pub(crate) fn choose(
-    backend: BackendArg,
-    x: &XdpArgs,
-    stack_ip: Option<Ipv4Addr>,
-    wait: WaitMode,
-    busy_poll_us: u32,
-    extras: XdpExtras,
-) -> Result<Chosen, String> {
-    let kernel = || {
-        KernelTransport::new(kernel_config(x, wait, busy_poll_us, extras.backlog))
-            .map(|t| Chosen::Kernel(Box::new(t)))
-            .map_err(|e| format!("kernel backend: {e}"))
-    };
-    let xdp = || -> Result<Chosen, String> {
-        let ip = stack_ip.ok_or("--backend xdp needs an IPv4 address for the stack")?;
-        let cfg = xdp_config(x, ip, wait, busy_poll_us, extras)?;
-        XdpTransport::new(cfg).map(|t| Chosen::Xdp(Box::new(t))).map_err(|e| format!("xdp backend: {e}"))
-    };
-    const PCAP_KERNEL: &str = "--pcap captures the frames the xdp backend bypasses the kernel with; the kernel \
-                               backend's traffic is visible to tcpdump -i IFACE -w FILE";
+/// `on` or `off`: the one spelling of a boolean flag (`--X` alone is on).
+pub(crate) fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("'{s}': expected on or off")),
+    }
+}
+
+fn parse_zero_copy(s: &str) -> Result<bool, String> {
+    if s == "auto" {
+        return Ok(true);
+    }
+    parse_on_off(s)
+}
+
+const PCAP_KERNEL: &str = "--pcap captures the frames the xdp backend bypasses the kernel with; the kernel \
+                           backend's traffic is visible to tcpdump -i IFACE -w FILE";
+
+/// `--pcap` with a backend that cannot capture: an error with `--backend
+/// kernel`; with `auto` and no `--iface` (the kernel's then), a warning.
+pub(crate) fn check_pcap(backend: BackendArg, x: &XdpArgs) -> Result<(), String> {
+    if x.pcap.is_none() {
+        return Ok(());
+    }
     match backend {
-        BackendArg::Kernel if x.pcap.is_some() => Err(PCAP_KERNEL.into()),
-        BackendArg::Kernel => kernel(),
-        BackendArg::Xdp => xdp(),
-        BackendArg::Auto => {
-            let fallback = |why: String| {
-                log_warn!("{why}");
-                if x.pcap.is_some() {
-                    log_warn!("no capture is written: {PCAP_KERNEL}");
-                }
-                kernel()
-            };
-            if x.iface.is_none() {
-                if x.pcap.is_none() {
-                    log_info!("backend auto: kernel (no --iface given for the xdp backend)");
-                    return kernel();
-                }
-                return fallback("backend auto: kernel (no --iface given for the xdp backend)".into());
-            }
-            match xdp() {
-                Ok(t) => Ok(t),
-                Err(e) => fallback(format!("backend auto: kernel, because the xdp backend failed: {e}")),
-            }
+        BackendArg::Kernel => Err(PCAP_KERNEL.into()),
+        BackendArg::Auto if x.iface.is_none() => {
+            log_warn!("no capture is written: {PCAP_KERNEL}");
+            Ok(())
         }
+        _ => Ok(()),
     }
 }

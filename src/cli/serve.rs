@@ -5,18 +5,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
-use super::{choose, xdp_config, BackendArg, Chosen, XdpArgs, XdpExtras};
+use super::config::{CONFIG, CONNECTIONS, INJECT, LISTEN, LOOPS, SAMPLING};
+use super::{check_pcap, kernel_config, parse_on_off, places, xdp_plan, BackendArg, XdpArgs, XdpExtras};
 use tailgate::app::echo::Echo;
 use tailgate::app::orders::{Orders, OrdersConfig};
 use tailgate::app::sockperf::Sockperf;
 use tailgate::app::App;
+use tailgate::launch::{launch, Job, LaunchConfig, LoopCtx, Observe, Started};
 use tailgate::sampler::inject::InjectConfig;
 use tailgate::sampler::policy::SamplingConfig;
-use tailgate::sampler::reporter::{Reporter, ReporterConfig};
 use tailgate::sampler::store;
-use tailgate::sampler::tracer::{Tracer, TracerStats};
+use tailgate::sampler::tracer::TracerStats;
 use tailgate::server::{Server, ServerConfig, ServerStats};
 use tailgate::transport::{Transport, TransportStats, WaitMode};
 use tailgate::{log_info, log_warn, runtime};
@@ -36,64 +37,79 @@ pub(crate) enum ServeApp {
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Backend: auto, kernel or xdp.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", help_heading = LISTEN)]
     pub(crate) backend: BackendArg,
     /// Address to listen on; with the xdp backend, the address the stack owns.
-    #[arg(long)]
-    pub(crate) ip: IpAddr,
-    /// TCP (or UDP, for udp-echo) port to listen on.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub(crate) port: u16,
+    /// Required, here or in the config file.
+    #[arg(long, help_heading = LISTEN)]
+    pub(crate) ip: Option<IpAddr>,
+    /// TCP (or UDP, for udp-echo) port to listen on. Required, here or in the config file.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), help_heading = LISTEN)]
+    pub(crate) port: Option<u16>,
     /// Application to serve.
-    #[arg(long, value_enum, default_value = "orders")]
+    #[arg(long, value_enum, default_value = "orders", help_heading = LISTEN)]
     pub(crate) app: ServeApp,
     /// Pin the event loop to this CPU; or a list (0,1 or 2-3): one loop per core, each pinned,
     /// sharing nothing. With --backend xdp the list gives one core per --queue, in order; with the
     /// kernel backend each loop has its own SO_REUSEPORT listener with SO_INCOMING_CPU set to its
     /// core.
-    #[arg(long, value_parser = super::parse_list)]
+    #[arg(long, value_parser = super::parse_list, help_heading = LOOPS)]
     pub(crate) core: Option<super::List>,
     /// Busy-poll: never sleep (epoll_wait or poll with zero timeout), and set SO_BUSY_POLL.
-    #[arg(long)]
+    #[arg(long, value_name = "on|off", default_value = "off", num_args = 0..=1, default_missing_value = "on",
+          action = ArgAction::Set, value_parser = parse_on_off, help_heading = LOOPS)]
     pub(crate) spin: bool,
     /// SO_BUSY_POLL value in microseconds with --spin (0 to leave it unset).
-    #[arg(long, default_value_t = tailgate::transport::BUSY_POLL_US_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    #[arg(long, default_value_t = tailgate::transport::BUSY_POLL_US_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=10_000), help_heading = LOOPS)]
     pub(crate) busy_poll_us: u32,
     /// Gateway heartbeat interval in milliseconds (orders).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=3_600_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=3_600_000), help_heading = LISTEN)]
     pub(crate) heartbeat_ms: u32,
     /// Log a session out after this long without a message from it, in milliseconds (orders).
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(10..=3_600_000))]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(10..=3_600_000), help_heading = LISTEN)]
     pub(crate) idle_timeout_ms: u32,
     /// Open limit orders allowed per session (orders).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000), help_heading = LISTEN)]
     pub(crate) max_open_orders: u64,
     /// Per-connection receive buffer in bytes (the smaller of --rx-buf and --tx-buf is the largest
     /// sockperf message accepted).
-    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216), help_heading = CONNECTIONS)]
     pub(crate) rx_buf: u64,
     /// Per-connection send buffer in bytes.
-    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216))]
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=16_777_216), help_heading = CONNECTIONS)]
     pub(crate) tx_buf: u64,
-    /// Do not hold /dev/cpu_dma_latency at 0 while serving (by default the gateway does, when it
-    /// may, so no core enters a deep C-state whose exit costs tens of microseconds).
-    #[arg(long)]
+    /// Hold /dev/cpu_dma_latency at 0 while serving, when the gateway may, so no core enters a
+    /// deep C-state whose exit costs tens of microseconds; off leaves it alone.
+    #[arg(long, value_name = "on|off", default_value = "on", num_args = 0..=1, default_missing_value = "on",
+          action = ArgAction::Set, value_parser = parse_on_off, help_heading = LOOPS)]
+    pub(crate) cpu_dma_latency: bool,
+    /// The old spelling of --cpu-dma-latency off (deprecated).
+    #[arg(long, hide = true)]
     pub(crate) no_cpu_dma_latency: bool,
     /// On SIGTERM or SIGINT: stop accepting, send every orders session a Logout (reason
     /// Shutdown), flush queued replies, send FIN, and wait up to this long (milliseconds) for the
     /// peers; then exit with counts of what was flushed and what was abandoned.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000), help_heading = CONNECTIONS)]
     pub(crate) drain_ms: u64,
     /// SYN backlog of the kernel backend: its listen(2) backlog (capped by net.core.somaxconn).
     /// The xdp backend keeps no half-open state to bound: it answers every SYN with a SYN
     /// cookie, and a connection exists (and counts against --max-conns) once its handshake
     /// completes.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536), help_heading = CONNECTIONS)]
     pub(crate) backlog: u64,
     #[command(flatten)]
     pub(crate) xdp: XdpArgs,
     #[command(flatten)]
     pub(crate) obs: ObserveArgs,
+    /// Read serve's flags from this TOML file: each flag is a key, its name without `--`, in the
+    /// table of its heading here ([listen], [xdp], [loops], [connections], [capture],
+    /// [sampling], [inject]); flags given here override it (docs/CONFIG.md).
+    #[arg(long, value_name = "FILE", help_heading = CONFIG)]
+    pub(crate) config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (flags over --config over defaults) as a config file,
+    /// and exit without serving.
+    #[arg(long, help_heading = CONFIG)]
+    pub(crate) print_config: bool,
 }
 
 /// Sampling, metrics and fault injection (docs/ATTRIBUTION.md).
@@ -101,48 +117,51 @@ pub(crate) struct ServeArgs {
 pub(crate) struct ObserveArgs {
     /// Serve Prometheus metrics (GET /metrics) and the recent samples (GET /samples, read by
     /// `tailgate report --live`) on this address, from an unpinned thread.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", help_heading = SAMPLING)]
     pub(crate) metrics: Option<SocketAddr>,
     /// Keep samples in this file: fixed-size binary records behind a header, a bounded ring on
     /// disk written by the reporter thread; read it with `tailgate report --log FILE`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = SAMPLING)]
     pub(crate) sample_log: Option<std::path::PathBuf>,
     /// Pin the reporter and metrics threads to this core, a housekeeping core (default: any core
     /// but --core). Each drain (every 10 ms) delays whatever else runs on that core.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = SAMPLING)]
     pub(crate) reporter_core: Option<usize>,
     /// Records kept in the sample log (and in memory for /samples).
-    #[arg(long, default_value_t = store::DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..=1 << 26))]
+    #[arg(long, default_value_t = store::DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..=1 << 26), help_heading = SAMPLING)]
     pub(crate) sample_log_records: u64,
     /// Sampling rates: off, on, or KIND=PERCENT[,...] with KIND one of all, logon, heartbeat,
     /// limit, market, cancel, logout, invalid, ping (e.g. all=10,market=100). Default: every
     /// message when --metrics or --sample-log is given, else off.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", help_heading = SAMPLING)]
     pub(crate) sample: Option<String>,
-    /// Sampling configuration file (TOML, [sampling] table); flags override it.
-    #[arg(long, value_name = "FILE")]
+    /// Deprecated: the sampling keys now live in --config FILE's [sampling] table (docs/CONFIG.md).
+    /// Still read: a TOML file with a [sampling] table (enabled, default_rate, rates, max_rate,
+    /// tail_us, ring, acks); flags override it.
+    #[arg(long, value_name = "FILE", help_heading = CONFIG)]
     pub(crate) sample_config: Option<std::path::PathBuf>,
     /// Tail bias: messages slower than this (microseconds in the gateway) are always recorded,
     /// whatever their rate; 0 turns it off. Default 100.
-    #[arg(long, value_name = "US")]
+    #[arg(long, value_name = "US", help_heading = SAMPLING)]
     pub(crate) sample_tail_us: Option<u64>,
     /// Above this many messages per second the sampling rates halve (per doubling above it),
     /// and come back below it; 0 never halves. Default 0.
-    #[arg(long, value_name = "MSGS")]
+    #[arg(long, value_name = "MSGS", help_heading = SAMPLING)]
     pub(crate) sample_max_rate: Option<u64>,
     /// Sample ring capacity in records (a power of two). Default 65536.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = SAMPLING)]
     pub(crate) sample_ring: Option<usize>,
     /// Hold each sampled reply's record until the peer acknowledges the reply (the `ack`
     /// stage: xdp from the stack's own view, kernel from SO_TIMESTAMPING TX_ACK reports on the
     /// error queue, two more recvmsg per reply on the loop). Default on.
-    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on",
+          value_parser = parse_on_off, help_heading = SAMPLING)]
     pub(crate) sample_acks: Option<bool>,
     /// Inject a fault (repeatable): stall:EVERY_MS:DURATION_US (the poll loop spins),
     /// slow-handler:EVERY_N:DURATION_US (every N-th message's handler spins), loss:EVERY_N
     /// (the XDP program drops every N-th TCP data segment; xdp backend only), tx-loss:EVERY_N (the
     /// stack drops every N-th TCP data segment it sends, so it must retransmit; xdp backend only).
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", help_heading = INJECT)]
     pub(crate) inject: Vec<String>,
 }
 
@@ -150,6 +169,9 @@ impl ObserveArgs {
     pub(crate) fn sampling(&self) -> Result<SamplingConfig, String> {
         let mut c = match &self.sample_config {
             Some(p) => {
+                log_warn!(
+                    "--sample-config is deprecated: put its keys in --config FILE's [sampling] table (docs/CONFIG.md)"
+                );
                 let text = std::fs::read_to_string(p).map_err(|e| format!("--sample-config {}: {e}", p.display()))?;
                 SamplingConfig::from_toml(&text, &format!("--sample-config {}", p.display()))?
             }
@@ -187,11 +209,6 @@ impl ObserveArgs {
 }
 
 impl ServeArgs {
-    /// The one loop's core (the first of a list).
-    fn core1(&self) -> Option<usize> {
-        self.core.as_ref().map(super::List::first)
-    }
-
     /// What the XDP program and stack of a server do besides serving:
     /// stamps for sampling, injected drops, the loop's core (`core`) and the
     /// reporter's for a capture writer.
@@ -203,7 +220,6 @@ impl ServeArgs {
     ) -> XdpExtras {
         XdpExtras {
             outbound: false,
-            backlog: self.backlog as usize,
             stamp_rx: sampling.enabled,
             drop_every: inject.loss_every.unwrap_or(0),
             tx_drop_every: inject.tx_loss_every.unwrap_or(0),
@@ -230,166 +246,235 @@ impl ServeArgs {
         }
     }
 
-    /// Loops asked for: one per --queue with the xdp backend, one per
-    /// --core with the kernel backend.
-    fn loops(&self) -> usize {
-        self.xdp.queue.len().max(self.core.as_ref().map_or(1, super::List::len))
+    fn wait(&self) -> WaitMode {
+        if self.spin {
+            WaitMode::Spin
+        } else {
+            WaitMode::Block
+        }
     }
 }
 
 pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     let stop = runtime::stop_flag().map_err(|e| format!("installing signal handlers: {e}"))?;
-    if a.loops() > 1 {
-        return super::loops::run(&a, &stop);
-    }
-    if let Some(core) = a.core1() {
-        runtime::pin_to_core(core)?;
-        if !runtime::core_isolated(core) {
-            log_warn!("core {core} is not isolated (isolcpus/nohz_full): expect scheduler noise in the tail");
-        }
-    }
-    let wait = if a.spin { WaitMode::Spin } else { WaitMode::Block };
+    let wait = a.wait();
     // Held open for the whole run: the kernel keeps the request while the
     // file is open and drops it when the process exits, however it exits.
-    let _dma_latency = if a.no_cpu_dma_latency { None } else { runtime::hold_cpu_dma_latency_zero() };
+    if a.no_cpu_dma_latency {
+        log_warn!("--no-cpu-dma-latency is deprecated: say --cpu-dma-latency off");
+    }
+    let _dma_latency =
+        if a.cpu_dma_latency && !a.no_cpu_dma_latency { runtime::hold_cpu_dma_latency_zero() } else { None };
+    if let Some(c) = &a.config {
+        log_info!("configuration from {} (flags override it)", c.display());
+    }
+    // Both are given: checked when the command line and the file were merged (cli/config.rs).
+    let (ip, port) = (a.ip.ok_or("no --ip")?, a.port.ok_or("no --port")?);
+    check_pcap(a.backend, &a.xdp)?;
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
-    let extras = a.xdp_extras(&sampling, &inject, a.core1());
     let needs_xdp = inject.loss_every.is_some() || inject.tx_loss_every.is_some();
     if needs_xdp && a.backend == BackendArg::Kernel {
         return Err(
             "--inject loss:N or tx-loss:N needs --backend xdp: the drops live in the XDP program and the stack".into(),
         );
     }
-    let stack_ip = match a.ip {
+    let stack_ip = match ip {
         IpAddr::V4(ip) => Some(ip),
         IpAddr::V6(_) => None,
     };
+    let one_core = a.core.as_ref().filter(|l| l.len() == 1).map(super::List::first);
     if a.app == ServeApp::UdpEcho {
-        if a.backend == BackendArg::Kernel {
-            return Err("--app udp-echo runs on the xdp backend only (it echoes from the AF_XDP rings)".into());
-        }
-        let ip = stack_ip.ok_or("--app udp-echo: --ip must be IPv4")?;
-        if sampling.enabled || inject.any() || a.obs.metrics.is_some() {
-            return Err("--app udp-echo has no sampling, metrics or injection (it is the bare floor)".into());
-        }
-        let cfg = xdp_config(&a.xdp, ip, wait, a.busy_poll_us, XdpExtras::default())?;
-        let mac = tailgate::backend::xdp::mac_of(&cfg.iface).map_err(|e| e.to_string())?;
-        let mut echo = tailgate::app::udp_echo::UdpEcho::new(ip, mac, a.port);
-        return tailgate::backend::xdp::frames::run(cfg, a.port, &mut echo, &stop).map(|_| ExitCode::SUCCESS);
+        return udp_echo(&a, port, stack_ip, wait, &sampling, &inject, one_core, &stop);
     }
-    let chosen = choose(a.backend, &a.xdp, stack_ip, wait, a.busy_poll_us, extras)?;
-    let obs = Observe { sampling, inject };
-    match chosen {
-        Chosen::Kernel(t) => {
-            if needs_xdp {
-                return Err(
-                    "--inject loss:N and tx-loss:N need the xdp backend, and the kernel backend was chosen".into()
-                );
-            }
-            serve_on(*t, &a, &obs, &stop)
-        }
-        Chosen::Xdp(t) => serve_on(*t, &a, &obs, &stop),
-    }
-}
-
-/// Sampling and injection, resolved from the flags.
-pub(crate) struct Observe {
-    pub(crate) sampling: SamplingConfig,
-    pub(crate) inject: InjectConfig,
-}
-
-pub(crate) fn serve_on<T: Transport>(
-    t: T,
-    a: &ServeArgs,
-    obs: &Observe,
-    stop: &AtomicBool,
-) -> Result<ExitCode, String> {
-    let addr = SocketAddr::new(a.ip, a.port);
-    let scfg = a.server_config();
-    let what = format!(
-        "backend={} ({}) core={}",
-        t.name(),
-        if a.spin { "spin" } else { "blocking" },
-        a.core1().map(|c| c.to_string()).unwrap_or_else(|| "unpinned".into())
-    );
-    match a.app {
-        ServeApp::Orders => run_server(Server::new(t, Orders::new(a.orders_config()), scfg), addr, &what, a, obs, stop),
-        ServeApp::Echo => run_server(Server::new(t, Echo::default(), scfg), addr, &what, a, obs, stop),
-        ServeApp::Sockperf => run_server(
-            Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg),
-            addr,
-            &what,
-            a,
-            obs,
-            stop,
-        ),
-        ServeApp::UdpEcho => Err("--app udp-echo runs on the xdp backend only".into()),
-    }
-}
-
-pub(crate) fn run_server<T: Transport, A: App>(
-    mut s: Server<T, A>,
-    addr: SocketAddr,
-    what: &str,
-    a: &ServeArgs,
-    obs: &Observe,
-    stop: &AtomicBool,
-) -> Result<ExitCode, String> {
-    s.listen(addr).map_err(|e| format!("--ip/--port {addr}: cannot listen: {e}"))?;
-    let core = a.core1().map_or(0, |c| c.min(255) as u8);
-    if let Some(rc) = a.obs.reporter_core {
-        let online = runtime::online_cpus();
-        if !online.contains(&rc) {
-            return Err(format!("--reporter-core {rc}: not an online CPU (online: {online:?})"));
-        }
-    }
-    if a.obs.reporter_core.is_some() && a.obs.reporter_core == a.core1() {
-        log_warn!("--reporter-core {}: the loop's own core; every drain will stall the loop", core);
-    }
-    let (mut tracer, consumer) = Tracer::new(&obs.sampling, obs.inject, core)?;
-    tracer.set_pinned(a.core.is_some());
-    let consumer: Vec<_> = consumer.into_iter().collect();
-    let reporter = if obs.sampling.enabled || a.obs.metrics.is_some() || a.obs.sample_log.is_some() {
-        let rcfg = ReporterConfig {
+    let cfg = LaunchConfig {
+        backend: a.backend.choice(),
+        places: places(&a.xdp, a.core.as_ref()),
+        xdp: match stack_ip {
+            Some(ip) => xdp_plan(&a.xdp, ip, wait, a.busy_poll_us, a.xdp_extras(&sampling, &inject, one_core)),
+            None => Err("--backend xdp needs an IPv4 address for the stack".into()),
+        },
+        kernel: kernel_config(&a.xdp, wait, a.busy_poll_us, a.backlog as usize),
+        observe: Some(Observe {
+            sampling,
+            inject,
             metrics: a.obs.metrics,
             sample_log: a.obs.sample_log.clone(),
-            records: a.obs.sample_log_records,
-            avoid_core: a.core1(),
-            core: a.obs.reporter_core,
-            syscall_counters: s.transport.counter_reader(),
-        };
-        let r = Reporter::start(rcfg, consumer, 1).map_err(|e| format!("reporter: {e}"))?;
-        s.set_published(r.published[0].clone());
-        Some(r)
-    } else {
-        None
+            sample_log_records: a.obs.sample_log_records,
+            reporter_core: a.obs.reporter_core,
+        }),
     };
-    s.set_tracer(tracer);
-    if let Some(m) = reporter.as_ref().and_then(|r| r.metrics_addr) {
-        log_info!("metrics on http://{m}/metrics, samples on http://{m}/samples");
+    let describe = cfg.observe.as_ref().map(|o| (o.sampling.describe(), o.inject.any().then(|| o.inject.describe())));
+    let job = ServeJob { a: &a, addr: SocketAddr::new(ip, port), describe: describe.unwrap_or_default() };
+    let ended = launch(cfg, &job, &stop)?;
+    if needs_xdp && ended.backend != "xdp" {
+        return Err("--inject loss:N and tx-loss:N need the xdp backend, and the kernel backend was chosen".into());
     }
-    if obs.inject.any() {
-        log_warn!("fault injection on: {}", obs.inject.describe());
+    let several = ended.loops.len() > 1;
+    let (mut st, mut ts) = (ServerStats::default(), TransportStats::default());
+    let mut errors = Vec::new();
+    for (i, end) in ended.loops.iter().enumerate() {
+        match end {
+            Ok(e) => {
+                if several {
+                    log_info!("loop {i} ({}): {}", e.place, stopped_fields(&e.st, &e.ts));
+                } else {
+                    log_info!("stopped: {}", stopped_fields(&e.st, &e.ts));
+                }
+                let prefix = if several { format!("loop {i} ") } else { String::new() };
+                for l in &e.lines {
+                    log_info!("{prefix}{l}");
+                }
+                st.add(&e.st);
+                ts.add(&e.ts);
+                errors.extend(e.error.clone());
+            }
+            Err(e) => errors.push(e.clone()),
+        }
     }
-    log_info!("serving {} on {addr} {what}; {}", s.app.name(), obs.sampling.describe());
-    let r = s.run(stop);
-    s.publish();
-    if let Some(rep) = reporter {
-        rep.stop();
+    if several {
+        log_info!("stopped: loops={} {}", ended.loops.len(), stopped_fields(&st, &ts));
     }
-    let st = s.stats;
-    let ts = s.transport.stats();
-    log_info!("stopped: {}", stopped_fields(&st, &ts));
-    if let Some(extra) = s.transport.report() {
-        log_info!("{extra}");
+    if let Some(c) = ended.program {
+        log_info!("xdp program: {}", c.line());
     }
-    log_info!("{}", s.app.summary());
-    if s.tracer.active() {
-        log_info!("sampler: {}", sampler_fields(&s.tracer.stats()));
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
     }
-    r.map_err(|e| format!("event loop: {e}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--app udp-echo`: no TCP, no transport, one loop on the AF_XDP rings.
+#[allow(clippy::too_many_arguments)]
+fn udp_echo(
+    a: &ServeArgs,
+    port: u16,
+    stack_ip: Option<std::net::Ipv4Addr>,
+    wait: WaitMode,
+    sampling: &SamplingConfig,
+    inject: &InjectConfig,
+    core: Option<usize>,
+    stop: &AtomicBool,
+) -> Result<ExitCode, String> {
+    if a.backend == BackendArg::Kernel {
+        return Err("--app udp-echo runs on the xdp backend only (it echoes from the AF_XDP rings)".into());
+    }
+    if a.xdp.queue.len() > 1 || a.core.as_ref().is_some_and(|l| l.len() > 1) {
+        return Err("--app udp-echo runs one loop (give one --queue and one --core)".into());
+    }
+    let ip = stack_ip.ok_or("--app udp-echo: --ip must be IPv4")?;
+    if sampling.enabled || inject.any() || a.obs.metrics.is_some() {
+        return Err("--app udp-echo has no sampling, metrics or injection (it is the bare floor)".into());
+    }
+    if let Some(core) = core {
+        runtime::pin_to_core(core)?;
+    }
+    let cfg = xdp_plan(&a.xdp, ip, wait, a.busy_poll_us, XdpExtras::default())?;
+    let mac = tailgate::backend::xdp::mac_of(&cfg.iface).map_err(|e| e.to_string())?;
+    let mut echo = tailgate::app::udp_echo::UdpEcho::new(ip, mac, port);
+    tailgate::backend::xdp::frames::run(cfg, port, &mut echo, stop).map(|_| ExitCode::SUCCESS)
+}
+
+/// What a serve loop leaves: its place, counters and exit lines (its
+/// transport's report, the app's summary, the sampler's).
+pub(crate) struct ServeEnd {
+    place: String,
+    st: ServerStats,
+    ts: TransportStats,
+    lines: Vec<String>,
+    error: Option<String>,
+}
+
+/// Each loop serves the app on its transport.
+struct ServeJob<'a> {
+    a: &'a ServeArgs,
+    addr: SocketAddr,
+    /// The sampling and injection, described for the start line.
+    describe: (String, Option<String>),
+}
+
+impl Job for ServeJob<'_> {
+    type End = ServeEnd;
+
+    fn run<T: Transport>(&self, t: T, cx: LoopCtx<'_>) -> Result<ServeEnd, String> {
+        let a = self.a;
+        let scfg = a.server_config();
+        match a.app {
+            ServeApp::Orders => self.drive(Server::new(t, Orders::new(a.orders_config()), scfg), cx),
+            ServeApp::Echo => self.drive(Server::new(t, Echo::default(), scfg), cx),
+            ServeApp::Sockperf => {
+                self.drive(Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg), cx)
+            }
+            ServeApp::UdpEcho => Err("--app udp-echo runs on the xdp backend only".into()),
+        }
+    }
+
+    fn ready(&self, s: &Started) {
+        if let Some(m) = s.metrics {
+            log_info!("metrics on http://{m}/metrics, samples on http://{m}/samples");
+        }
+        if let Some(inj) = &self.describe.1 {
+            log_warn!("fault injection on: {inj}");
+        }
+        let mode = if self.a.spin { "spin" } else { "blocking" };
+        if s.loops == 1 {
+            log_info!(
+                "serving {} on {} backend={} ({mode}) core={}; {}",
+                app_name(self.a.app),
+                self.addr,
+                s.backend,
+                self.a.core.as_ref().map(|c| c.first().to_string()).unwrap_or_else(|| "unpinned".into()),
+                self.describe.0
+            );
+        } else {
+            log_info!(
+                "serving {} on {} backend={} ({mode}) loops={} ({}); {}",
+                app_name(self.a.app),
+                self.addr,
+                s.backend,
+                s.loops,
+                s.places,
+                self.describe.0
+            );
+        }
+    }
+}
+
+impl ServeJob<'_> {
+    fn drive<T: Transport, A: App>(&self, mut s: Server<T, A>, mut cx: LoopCtx<'_>) -> Result<ServeEnd, String> {
+        let who = if cx.loops > 1 { format!("loop {}: ", cx.index) } else { String::new() };
+        let addr = self.addr;
+        s.listen(addr).map_err(|e| format!("{who}--ip/--port {addr}: cannot listen: {e}"))?;
+        if let Some(p) = cx.published.clone() {
+            s.set_published(p);
+        }
+        s.set_tracer(cx.take_tracer());
+        cx.ready();
+        let r = s.run(cx.stop);
+        s.publish();
+        let mut lines = Vec::new();
+        if let Some(extra) = s.transport.report() {
+            lines.push(extra);
+        }
+        lines.push(s.app.summary());
+        if s.tracer.active() {
+            lines.push(format!("sampler: {}", sampler_fields(&s.tracer.stats())));
+        }
+        let error = r.err().map(|e| format!("{who}event loop: {e}"));
+        if error.is_some() {
+            cx.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(ServeEnd { place: cx.place, st: s.stats, ts: s.transport.stats(), lines, error })
+    }
+}
+
+pub(crate) fn app_name(app: ServeApp) -> &'static str {
+    match app {
+        ServeApp::Orders => "orders",
+        ServeApp::Echo => "echo",
+        ServeApp::Sockperf => "sockperf",
+        ServeApp::UdpEcho => "udp-echo",
+    }
 }
 
 /// The exit line's connection and loop counters.
@@ -429,12 +514,4 @@ pub(crate) fn sampler_fields(t: &TracerStats) -> String {
         t.ack_untracked,
         t.held
     )
-}
-
-fn parse_on_off(s: &str) -> Result<bool, String> {
-    match s {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err(format!("'{s}': expected on or off")),
-    }
 }

@@ -80,10 +80,16 @@ pub struct ReporterConfig {
     /// Pin the reporter and metrics threads to this core (a housekeeping
     /// core); otherwise they may use any core but `avoid_core`.
     pub core: Option<usize>,
-    /// Counters that take a system call (the XDP program's), read by the
-    /// reporter when the loop publishes its own.
-    pub syscall_counters: Option<CounterReader>,
+    /// Counters that take a system call (the XDP program's, the AF_XDP
+    /// sockets'), read by the reporter when the loops publish their own;
+    /// loops add theirs once they have built their transport.
+    pub syscall_counters: SyscallCounters,
 }
+
+/// Readers of counters that take a system call, each with the loop whose
+/// counters it reads (`None`: the device's, such as the XDP program's,
+/// which sees every queue).
+pub type SyscallCounters = Arc<Mutex<Vec<(Option<usize>, CounterReader)>>>;
 
 type Labels = Vec<(String, String)>;
 
@@ -425,11 +431,11 @@ impl Reporter {
             let (inner, stop, published) = (inner.clone(), stop.clone(), published.clone());
             let consumer = consumers;
             let avoid_core = (cfg.avoid_core, cfg.core);
-            let xdp = cfg.syscall_counters;
+            let readers = cfg.syscall_counters;
             threads.push(
                 std::thread::Builder::new()
                     .name("tg-reporter".into())
-                    .spawn(move || drain_loop(inner, consumer, published, xdp, stop, avoid_core))?,
+                    .spawn(move || drain_loop(inner, consumer, published, readers, stop, avoid_core))?,
             );
         }
         if let Some(listener) = listener {
@@ -467,7 +473,7 @@ fn drain_loop(
     inner: Arc<Mutex<Inner>>,
     mut consumers: Vec<Consumer>,
     published: Vec<Arc<Published>>,
-    xdp: Option<CounterReader>,
+    readers: SyscallCounters,
     stop: Arc<AtomicBool>,
     avoid_core: (Option<usize>, Option<usize>),
 ) {
@@ -502,26 +508,33 @@ fn drain_loop(
                 store.set_dropped(consumers.iter().map(Consumer::dropped).sum());
             }
             let several = published.len() > 1;
+            let readers = readers.lock().ok();
+            // One loop: every reader's counters are that loop's.
+            let read = |of: Option<usize>, into: &mut Counters| {
+                for (l, r) in readers.iter().flat_map(|v| v.iter()) {
+                    if !several || *l == of {
+                        into.extend(&r());
+                    }
+                }
+            };
             let mut fresh = false;
             for (i, p) in published.iter().enumerate() {
                 let Some(mut snap) = p.take() else { continue };
                 fresh = true;
                 if several {
+                    read(Some(i), &mut snap.backend);
                     metrics.update(i, Some(&i.to_string()), &snap);
                 } else {
-                    if let Some(read) = &xdp {
-                        snap.backend.extend(&read());
-                    }
+                    read(None, &mut snap.backend);
                     metrics.update(0, None, &snap);
                 }
             }
-            if several && fresh {
-                if let Some(read) = &xdp {
-                    let mut snap = Snapshot::default();
-                    snap.backend.extend(&read());
-                    metrics.update(published.len(), Some(DEVICE_LABEL), &snap);
-                }
+            if several && fresh && readers.iter().flat_map(|v| v.iter()).any(|(l, _)| l.is_none()) {
+                let mut snap = Snapshot::default();
+                read(None, &mut snap.backend);
+                metrics.update(published.len(), Some(DEVICE_LABEL), &snap);
             }
+            drop(readers);
             let t1 = clock::mono_ns();
             if n > 0 && t1 - t0 >= super::tracer::SAMPLER_SLOW_NS {
                 store.append(&Sample {

@@ -171,14 +171,15 @@ fn open(cfg: &XdpConfig, local_ports: (u16, u16)) -> io::Result<(XdpProgram, Xsk
     Ok((prog, sock, own_address))
 }
 
-/// What a loop of several needs of the program the main thread attached:
-/// its maps, the interface, and whether the stack owns the address.
+/// What a loop needs of the program the launcher attached: its maps, the
+/// interface, whether the stack owns the address, and (one loop of
+/// several) its ends of the handoff rings.
 #[derive(Debug)]
 pub struct LoopOf {
     pub maps: ProgMaps,
     pub ifindex: u32,
     pub own_address: bool,
-    pub handoff: Handoff,
+    pub handoff: Option<Handoff>,
 }
 
 /// The AF_XDP transport: the user-space stack on an AF_XDP socket.
@@ -225,7 +226,7 @@ impl XdpTransport {
             }
             Some(of) => {
                 let sock = bind(&cfg, of.ifindex, &of.maps)?;
-                (None, of.maps, of.ifindex, sock, of.own_address, Some(of.handoff))
+                (None, of.maps, of.ifindex, sock, of.own_address, of.handoff)
             }
         };
         crate::log_info!(
