@@ -26,6 +26,59 @@
 //! * [`sys`]: thin wrappers over system calls and intrinsics. With the AF_XDP
 //!   socket and the sample ring, the only code exempt from the crate-wide
 //!   deny of raw memory access (docs/ARCHITECTURE.md).
+//!
+//! # Building on it
+//!
+//! A user implements [`app::App`]: a session type, and what to do with a
+//! connection's input, its peer's FIN, a timer tick and its close. Input
+//! arrives as bytes; replies go into a fixed [`app::OutBuf`] (when it is
+//! full, stop consuming: that is how backpressure reaches the peer). An
+//! application that opens connections of its own asks its loop through
+//! [`app::Requests`] and gets them back in [`app::App::open_outbound`] or
+//! [`app::App::on_refused`]. Then [`launch::serve`] runs it on one loop or
+//! many, on either backend, with the crate's event loop ([`server`]):
+//!
+//! ```no_run
+//! use tailgate::app::{App, OutBuf, Verdict};
+//! use tailgate::launch::{serve, LaunchConfig, Places};
+//! use tailgate::sampler::tracer::Tracer;
+//! use tailgate::transport::ConnId;
+//!
+//! /// Upper-cases what it gets.
+//! struct Shout;
+//!
+//! impl App for Shout {
+//!     type Session = ();
+//!     fn name(&self) -> &'static str { "shout" }
+//!     fn open(&mut self, _: ConnId, _now: u64) {}
+//!     fn on_input(&mut self, _: &mut (), input: &[u8], out: &mut OutBuf, _: &mut Tracer, _: u64, _: u64)
+//!         -> (usize, Verdict) {
+//!         let n = input.len().min(out.spare());
+//!         for b in &input[..n] {
+//!             out.put(&[b.to_ascii_uppercase()]);
+//!         }
+//!         (n, Verdict::Continue)
+//!     }
+//!     fn on_peer_fin(&mut self, _: &mut (), _: &[u8], _: &mut OutBuf) -> Verdict { Verdict::Close }
+//!     fn on_tick(&mut self, _: &mut (), _: &mut OutBuf, _: u64) -> Verdict { Verdict::Continue }
+//!     fn on_close(&mut self, _: (), _reason: &str) {}
+//!     fn summary(&self) -> String { "shout".into() }
+//! }
+//!
+//! let stop = tailgate::runtime::stop_flag().unwrap(); // SIGINT, SIGTERM
+//! // Two loops pinned to cores 2 and 3, each with its own SO_REUSEPORT listener;
+//! // LaunchConfig::xdp(XdpConfig::new("eth1", ip), places) bypasses the kernel.
+//! let cfg = LaunchConfig::kernel(Places { queues: vec![0], cores: vec![2, 3] });
+//! let addr = "0.0.0.0:7100".parse().unwrap();
+//! let ended = serve(cfg, addr, Default::default(), |_loop| Shout, &stop).unwrap();
+//! for l in ended.loops.into_iter().flatten() {
+//!     println!("{}: {} connections", l.place, l.server.opened);
+//! }
+//! ```
+//!
+//! `examples/tally.rs` is a whole server of its own line protocol, and
+//! `examples/relay.rs` relays each client to an upstream server, opening
+//! that connection from the client's own loop.
 
 pub mod app;
 pub mod backend;

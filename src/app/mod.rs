@@ -6,15 +6,20 @@
 //! * [`echo`]: plain byte echo with half-close;
 //! * [`sockperf`]: echo that understands sockperf's 14-byte header;
 //! * [`udp_echo`]: UDP echo on raw frames (the xdp backend's frame loop, no
-//!   transport): the floor of the benchmarks.
+//!   transport): the floor of the benchmarks;
+//! * [`requests`]: what an application asks of its loop: connections to
+//!   open (an application that opens connections, such as examples/relay.rs,
+//!   gets their events as for accepted ones) and connections to wake.
 
 pub mod echo;
 pub mod orders;
+pub mod requests;
 pub mod sockperf;
 pub mod udp_echo;
 
 use crate::sampler::tracer::Tracer;
 use crate::transport::ConnId;
+pub use requests::{Connect, Requests};
 
 /// What the server should do with a connection after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,5 +119,28 @@ pub trait App {
     /// Counters for metrics.
     fn counters(&self) -> AppCounters {
         AppCounters::default()
+    }
+
+    // Outbound connections, and work across connections. An application
+    // that opens none keeps the defaults.
+
+    /// The application's requests to its loop ([`Requests::connect`],
+    /// [`Requests::wake`]), which the loop takes after every callback.
+    /// `None`: it makes none.
+    fn requests(&mut self) -> Option<&mut Requests> {
+        None
+    }
+    /// A connection asked for with `token` is open: its session. From now
+    /// on it is served like an accepted one (input, FIN, ticks, close).
+    fn open_outbound(&mut self, conn: ConnId, _token: u64, now: u64) -> Self::Session {
+        self.open(conn, now)
+    }
+    /// A connection asked for with `token` did not open: refused, no route,
+    /// no local port, or no answer within the loop's connect timeout.
+    fn on_refused(&mut self, _token: u64, _reason: &str) {}
+    /// The application asked to wake this connection ([`Requests::wake`]):
+    /// append what it has for it. Its unconsumed input is offered again after.
+    fn on_wake(&mut self, _s: &mut Self::Session, _out: &mut OutBuf, _now: u64) -> Verdict {
+        Verdict::Continue
     }
 }

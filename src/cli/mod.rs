@@ -153,12 +153,9 @@ pub(crate) fn xdp_plan(
     c.stack.icmp_echo_per_sec = x.icmp_echo_rate;
     c.xsk.queue = x.queue.first() as u32;
     if extras.outbound {
-        // A loop of several sets its own queue in the table (cli/load.rs).
-        c.stack.rss = tailgate::backend::xdp::device_rss(iface).map(|r| tailgate::stack::rss::RssTable {
-            key: r.key,
-            indirection: r.indirection,
-            queue: c.xsk.queue,
-        });
+        // A loop of several gets its own queue in the table (the launcher).
+        c.xsk.queue = x.queue.first() as u32;
+        c.open_connections();
     } else {
         c.stack.local_ports = (0, 0);
     }

@@ -26,9 +26,11 @@
 //! ```text
 //! mod.rs    LaunchConfig, Job, LoopCtx, launch
 //! plan.rs   the loops from queues and cores; the XDP program attached once
+//! serve.rs  serve: every loop serves one application (what a user calls)
 //! ```
 
 pub mod plan;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +40,7 @@ use std::time::Duration;
 
 use self::plan::{Attached, LoopBackend};
 pub use self::plan::{BackendChoice, Places, XdpPlan};
+pub use self::serve::{serve, Served};
 use crate::backend::kernel::{KernelConfig, KernelTransport};
 use crate::backend::xdp::XdpTransport;
 use crate::sampler::inject::InjectConfig;
@@ -60,6 +63,24 @@ pub struct Observe {
     pub sample_log_records: u64,
     /// The reporter's core (default: any core no loop runs on).
     pub reporter_core: Option<usize>,
+}
+
+impl LaunchConfig {
+    /// The kernel backend on `places`, observing nothing.
+    pub fn kernel(places: Places) -> Self {
+        LaunchConfig {
+            backend: BackendChoice::Kernel,
+            places,
+            xdp: Err("the kernel backend was chosen".into()),
+            kernel: KernelConfig::default(),
+            observe: None,
+        }
+    }
+
+    /// The xdp backend with `xdp` on `places`, observing nothing.
+    pub fn xdp(xdp: crate::backend::xdp::XdpConfig, places: Places) -> Self {
+        LaunchConfig { backend: BackendChoice::Xdp, xdp: Ok(xdp), ..LaunchConfig::kernel(places) }
+    }
 }
 
 impl Observe {

@@ -60,6 +60,20 @@ impl XdpConfig {
             capture: None,
         }
     }
+
+    /// Let the stack open connections: it keeps its local port range (the
+    /// XDP program then redirects those ports too), and takes the
+    /// interface's RSS key and table, so each loop picks local ports whose
+    /// replies the NIC steers to that loop's own queue. Without one (see
+    /// [`device_rss`]) loops of several split the range among themselves,
+    /// and a reply that lands on another loop's queue is handed over.
+    pub fn open_connections(&mut self) {
+        self.stack.rss = device_rss(&self.iface).map(|r| crate::stack::rss::RssTable {
+            key: r.key,
+            indirection: r.indirection,
+            queue: self.xsk.queue,
+        });
+    }
 }
 
 /// The interface's MAC address, from sysfs.

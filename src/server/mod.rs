@@ -32,12 +32,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{App, OutBuf, Verdict};
+use crate::app::{App, OutBuf, Requests, Verdict};
 use crate::clock;
-use crate::sampler::cause;
 use crate::sampler::reporter::{Published, Snapshot};
-use crate::sampler::tracer::{RxTrace, Tracer};
-use crate::transport::{would_block, AckEvent, ConnId, Event, Transport};
+use crate::sampler::tracer::Tracer;
+use crate::transport::{AckEvent, ConnId, Event, Transport};
+
+mod outbound;
+mod step;
+use step::Step;
 
 /// Bounded work per connection per loop iteration.
 const ROUNDS_PER_SERVICE: usize = 8;
@@ -47,6 +50,8 @@ const LINGER_NS: u64 = 2_000_000_000;
 pub const FLUSH_NS_DEFAULT: u64 = 10_000_000_000;
 /// Default of [`ServerConfig::drain_ns`] (`--drain-ms`).
 pub const DRAIN_NS_DEFAULT: u64 = 2_000_000_000;
+/// Default of [`ServerConfig::connect_ns`].
+pub const CONNECT_NS_DEFAULT: u64 = 3_000_000_000;
 /// The shortest sleep of an idle loop that does not spin.
 const MIN_SLEEP_NS: u64 = 100_000;
 /// How often counters are published for the reporter.
@@ -65,6 +70,9 @@ pub struct ServerConfig {
     /// On shutdown, how long to wait for every session to be flushed and
     /// closed.
     pub drain_ns: u64,
+    /// How long an outbound connection may take to open before the
+    /// application is told it was refused ([`App::on_refused`]).
+    pub connect_ns: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +83,7 @@ impl Default for ServerConfig {
             tick_ns: 10_000_000,
             flush_ns: FLUSH_NS_DEFAULT,
             drain_ns: DRAIN_NS_DEFAULT,
+            connect_ns: CONNECT_NS_DEFAULT,
         }
     }
 }
@@ -113,6 +122,8 @@ struct Conn<S> {
     /// Bytes handed to the transport's `send` so far (where a reply ends in
     /// the connection's output, for its ACK).
     sent: u64,
+    /// The application asked to wake it ([`App::on_wake`] is due).
+    woken: bool,
 }
 
 /// Loop counters.
@@ -134,6 +145,10 @@ pub struct ServerStats {
     pub abandoned_bytes: u64,
     /// Connection buffers allocated (the peak of open connections).
     pub buffers_allocated: u64,
+    /// Outbound connections the application asked for, and those that did
+    /// not open (refused, timed out, no local port).
+    pub connects: u64,
+    pub connect_failed: u64,
 }
 
 impl ServerStats {
@@ -150,6 +165,8 @@ impl ServerStats {
         self.abandoned += o.abandoned;
         self.abandoned_bytes += o.abandoned_bytes;
         self.buffers_allocated += o.buffers_allocated;
+        self.connects += o.connects;
+        self.connect_failed += o.connect_failed;
     }
 }
 
@@ -180,11 +197,20 @@ pub struct Server<T: Transport, A: App> {
     /// When the shutdown began and when it gives up (transport clock).
     drain_start: u64,
     drain_deadline: u64,
+    /// The loop's side of the application's request queue (swapped with
+    /// the application's every time it has requests), and the outbound
+    /// connections still opening.
+    requests: Option<Requests>,
+    connecting: Vec<outbound::Pending>,
 }
 
 impl<T: Transport, A: App> Server<T, A> {
-    pub fn new(transport: T, app: A, cfg: ServerConfig) -> Self {
+    pub fn new(transport: T, mut app: A, cfg: ServerConfig) -> Self {
+        let requests = app.requests().map(|r| r.twin());
+        let connecting = Vec::with_capacity(requests.as_ref().map_or(0, |r| r.connects.capacity()));
         Server {
+            requests,
+            connecting,
             transport,
             app,
             cfg,
@@ -250,6 +276,7 @@ impl<T: Transport, A: App> Server<T, A> {
         for i in 0..self.conns.len() {
             self.shut(ConnId(i), self.now);
         }
+        self.fail_connecting("the loop is shutting down");
     }
 
     /// Every connection is gone and the transport has finished its closes,
@@ -324,7 +351,9 @@ impl<T: Transport, A: App> Server<T, A> {
         }
         for ev in events.iter().copied() {
             match ev {
-                Event::Accepted(id) | Event::Connected(id) => self.open(id, now),
+                Event::Accepted(id) => self.open(id, now),
+                Event::Connected(id) => self.connected(id, now),
+                Event::Readable(id) if self.is_connecting(id) => self.check_connect(id),
                 Event::Readable(id) => {
                     if let Some(c) = self.slot(id) {
                         c.readable = true;
@@ -349,6 +378,7 @@ impl<T: Transport, A: App> Server<T, A> {
                 c.queued = false;
             }
             self.service(id, now);
+            self.take_requests(now);
         }
         let mut flush = (0, 0);
         if n > 0 {
@@ -373,6 +403,8 @@ impl<T: Transport, A: App> Server<T, A> {
             // reads), so wall stamps follow a stepped clock within a tick.
             self.wall_offset = clock::realtime_offset_ns();
             self.tick(now);
+            self.expire_connecting(now);
+            self.take_requests(now);
             if now >= self.next_publish {
                 self.next_publish = now + PUBLISH_NS;
                 self.publish();
@@ -407,10 +439,14 @@ impl<T: Transport, A: App> Server<T, A> {
     }
 
     fn open(&mut self, id: ConnId, now: u64) {
+        let session = self.app.open(id, now);
+        self.open_with(id, session, now);
+    }
+
+    fn open_with(&mut self, id: ConnId, session: A::Session, now: u64) {
         if self.conns.len() <= id.0 {
             self.conns.resize_with(id.0 + 1, || None);
         }
-        let session = self.app.open(id, now);
         let (rx, mut tx) = self.spare.pop().unwrap_or_else(|| {
             self.stats.buffers_allocated += 1;
             (vec![0u8; self.cfg.rx_buf], OutBuf::with_capacity(self.cfg.tx_buf))
@@ -430,6 +466,7 @@ impl<T: Transport, A: App> Server<T, A> {
             rx_arrival: 0,
             sent: 0,
             rx_flags: 0,
+            woken: false,
         });
         self.stats.opened += 1;
         if self.shutting_down {
@@ -507,350 +544,7 @@ impl<T: Transport, A: App> Server<T, A> {
         // Still busy after the bound: come back next iteration.
         self.enqueue(id);
     }
-
-    fn step(&mut self, id: ConnId, now: u64) -> Step {
-        let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else {
-            return Step::Gone;
-        };
-        let mut progress = false;
-
-        // 1. Flush output.
-        match send_queued(&mut self.transport, id, c) {
-            Ok(n) => progress |= n > 0,
-            Err(e) => {
-                self.stats.io_errors += 1;
-                let reason = format!("send failed: {e}");
-                self.finish(id, &reason, true);
-                return Step::Gone;
-            }
-        }
-
-        // 2. Closing: FIN once the output is gone, then drain.
-        if matches!(c.state, State::Flushing { .. }) && c.tx.len() == 0 {
-            let _ = self.transport.shutdown_write(id);
-            if c.peer_fin {
-                self.finish(id, "closed", false);
-                return Step::Gone;
-            }
-            c.state = State::Draining { deadline: now + LINGER_NS };
-            progress = true;
-        }
-
-        // 3. Read.
-        let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else {
-            return Step::Gone;
-        };
-        let want_read = c.readable
-            && !c.peer_fin
-            && match c.state {
-                State::Open => c.rx_len < c.rx.len(),
-                State::Flushing { .. } => false,
-                State::Draining { .. } => true,
-            };
-        if want_read {
-            let draining = matches!(c.state, State::Draining { .. });
-            let buf = if draining { &mut c.rx[..] } else { &mut c.rx[c.rx_len..] };
-            let buf_len = buf.len();
-            match self.transport.recv(id, buf) {
-                Ok(0) => {
-                    c.peer_fin = true;
-                    c.readable = false;
-                    progress = true;
-                    if draining {
-                        self.finish(id, "closed", false);
-                        return Step::Gone;
-                    }
-                }
-                Ok(n) => {
-                    // A short read drained the socket: the transport reports
-                    // Readable again when more arrives (see transport docs), so
-                    // skip the recv that would only return WouldBlock.
-                    if n < buf_len {
-                        c.readable = false;
-                    }
-                    if !draining {
-                        if self.tracer.enabled() {
-                            let rt = self.transport.rx_trace(id);
-                            if c.rx_len == 0 || c.rx_arrival == 0 {
-                                c.rx_arrival = rt.arrival_ns;
-                            }
-                            c.rx_flags |= rt.flags;
-                        }
-                        c.rx_len += n;
-                    }
-                    progress = true;
-                }
-                Err(e) if would_block(&e) => c.readable = false,
-                Err(e) => {
-                    self.stats.io_errors += 1;
-                    let reason = format!("recv failed: {e}");
-                    self.finish(id, &reason, true);
-                    return Step::Gone;
-                }
-            }
-        }
-
-        // 4. Hand input to the application.
-        let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else {
-            return Step::Gone;
-        };
-        // Did the application take everything it could? (It may stop early
-        // when its output is full; then the input waits for Writable.)
-        let mut stalled_input = false;
-        if c.state == State::Open && c.rx_len > 0 {
-            // The iteration's clock as wall time: no clock read per input.
-            let recv_ts = if A::WANTS_RECV_TS { now.wrapping_add(self.wall_offset) } else { 0 };
-            self.tracer.begin_input(id.0 as u32, RxTrace { arrival_ns: c.rx_arrival, flags: c.rx_flags });
-            let out_before = c.sent + c.tx.len() as u64;
-            let (used, v) =
-                self.app.on_input(&mut c.session, &c.rx[..c.rx_len], &mut c.tx, &mut self.tracer, recv_ts, now);
-            if used > 0 {
-                c.rx.copy_within(used..c.rx_len, 0);
-                c.rx_len -= used;
-                progress = true;
-                if c.rx_len == 0 {
-                    c.rx_arrival = 0;
-                }
-                c.rx_flags = 0;
-            }
-            // Replies go out at once, before more input is read; an error is
-            // left for step 1 of the next round to handle.
-            let attempted = c.tx.len() > 0 && !c.tx_blocked;
-            let _ = send_queued(&mut self.transport, id, c);
-            let out = c.sent + c.tx.len() as u64;
-            let reply_end = if out != out_before { out } else { 0 };
-            self.tracer.end_input(if attempted && c.tx_blocked { cause::TX_FULL } else { 0 }, reply_end);
-            stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0);
-            match v {
-                Verdict::Continue => {}
-                Verdict::Close => {
-                    c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
-                    progress = true;
-                }
-                Verdict::Abort => {
-                    self.finish(id, "protocol error", true);
-                    return Step::Gone;
-                }
-            }
-            if c.state == State::Open && c.rx_len == c.rx.len() && used == 0 && c.tx.len() == 0 {
-                // The application cannot use a full buffer with an empty
-                // output: it would never make progress.
-                self.finish(id, "input buffer full with no complete message", true);
-                return Step::Gone;
-            }
-        }
-
-        // 5. Peer FIN, once the application has taken all the input before
-        // it that it can: what is left then (a partial message) is passed to
-        // `on_peer_fin`. Input waiting on a full output is not left behind.
-        let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else {
-            return Step::Gone;
-        };
-        if c.peer_fin && c.state == State::Open && !stalled_input {
-            let v = self.app.on_peer_fin(&mut c.session, &c.rx[..c.rx_len], &mut c.tx);
-            if v == Verdict::Abort {
-                self.finish(id, "peer closed", true);
-                return Step::Gone;
-            }
-            c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
-            progress = true;
-        }
-
-        if progress {
-            Step::Progress
-        } else {
-            Step::Idle
-        }
-    }
-}
-
-/// Hand `c`'s queued output to the transport, unless it is waiting for
-/// Writable. Returns the bytes sent; a short write or WouldBlock marks the
-/// connection blocked until the transport reports Writable.
-fn send_queued<T: Transport, S>(t: &mut T, id: ConnId, c: &mut Conn<S>) -> io::Result<usize> {
-    if c.tx.len() == 0 || c.tx_blocked {
-        return Ok(0);
-    }
-    match t.send(id, c.tx.as_slice()) {
-        Ok(n) => {
-            c.tx.consume(n);
-            c.sent += n as u64;
-            c.tx_blocked = c.tx.len() > 0;
-            Ok(n)
-        }
-        Err(e) if would_block(&e) => {
-            c.tx_blocked = true;
-            Ok(0)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-enum Step {
-    Progress,
-    Idle,
-    Gone,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::app::echo::Echo;
-    use crate::backend::kernel::{KernelConfig, KernelTransport};
-    use std::io::{Read, Write};
-    use std::sync::Arc;
-
-    fn spawn_echo() -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let h = std::thread::spawn(move || {
-            let t = KernelTransport::new(KernelConfig::default()).unwrap();
-            let cfg = ServerConfig { rx_buf: 1024, tx_buf: 1024, ..Default::default() };
-            let mut s = Server::new(t, Echo::default(), cfg);
-            s.listen(addr).unwrap();
-            ready_tx.send(()).unwrap();
-            s.run(&stop2).unwrap();
-        });
-        ready_rx.recv().unwrap();
-        (addr, stop, h)
-    }
-
-    /// One connection whose peer sends `input` then FIN, and which accepts at
-    /// most `budget` bytes of output per poll, so the server's output fills
-    /// while input is still waiting.
-    struct SlowPeer {
-        input: std::collections::VecDeque<u8>,
-        out: Vec<u8>,
-        budget: usize,
-        left: usize,
-        polls: u64,
-        closed: bool,
-        fin_sent_by_server: bool,
-    }
-
-    impl SlowPeer {
-        fn new(input: &[u8], budget: usize) -> Self {
-            SlowPeer {
-                input: input.iter().copied().collect(),
-                out: Vec::new(),
-                budget,
-                left: 0,
-                polls: 0,
-                closed: false,
-                fin_sent_by_server: false,
-            }
-        }
-    }
-
-    impl Transport for SlowPeer {
-        fn name(&self) -> &'static str {
-            "mock"
-        }
-        fn listen(&mut self, _: SocketAddr) -> io::Result<()> {
-            Ok(())
-        }
-        fn connect(&mut self, _: SocketAddr) -> io::Result<ConnId> {
-            Err(io::ErrorKind::Unsupported.into())
-        }
-        fn poll(&mut self, _: Option<Duration>, events: &mut Vec<Event>) -> io::Result<u64> {
-            events.clear();
-            self.polls += 1;
-            self.left = self.budget;
-            if self.polls == 1 {
-                events.push(Event::Accepted(ConnId(0)));
-            } else if !self.closed {
-                events.push(Event::Readable(ConnId(0)));
-                events.push(Event::Writable(ConnId(0)));
-            }
-            Ok(self.polls)
-        }
-        fn recv(&mut self, _: ConnId, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.input.len());
-            for b in buf.iter_mut().take(n) {
-                *b = self.input.pop_front().unwrap_or(0);
-            }
-            Ok(n) // 0 once the input is gone: the FIN
-        }
-        fn send(&mut self, _: ConnId, buf: &[u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.left);
-            if n == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.left -= n;
-            self.out.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn shutdown_write(&mut self, _: ConnId) -> io::Result<()> {
-            self.fin_sent_by_server = true;
-            Ok(())
-        }
-        fn close(&mut self, _: ConnId) {
-            self.closed = true;
-        }
-        fn peer_addr(&self, _: ConnId) -> Option<SocketAddr> {
-            None
-        }
-        fn stats(&self) -> crate::transport::TransportStats {
-            Default::default()
-        }
-    }
-
-    /// Regression: input read before the peer's FIN but not yet consumed
-    /// (the output was full) must still be echoed before the close.
-    #[test]
-    fn input_before_fin_is_not_dropped_when_output_is_full() {
-        let input: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        let peer = SlowPeer::new(&input, 100);
-        let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, ..Default::default() };
-        let mut s = Server::new(peer, Echo::default(), cfg);
-        for _ in 0..100_000 {
-            if s.transport.closed {
-                break;
-            }
-            s.run_once().unwrap();
-        }
-        assert!(s.transport.closed, "connection never closed");
-        assert!(s.transport.fin_sent_by_server);
-        assert_eq!(s.transport.out.len(), input.len(), "echo lost bytes");
-        assert!(s.transport.out == input);
-    }
-
-    /// Regression: a tick shorter than the 100 us minimum sleep panicked
-    /// in `clamp` (min > max).
-    #[test]
-    fn a_tick_under_100_us_does_not_panic() {
-        for tick_ns in [0, 1, 10_000, 99_999, 100_000, 150_000] {
-            let peer = SlowPeer::new(b"abc", 100);
-            let cfg = ServerConfig { rx_buf: 1024, tx_buf: 512, tick_ns, ..ServerConfig::default() };
-            let mut s = Server::new(peer, Echo::default(), cfg);
-            for _ in 0..50 {
-                s.run_once().unwrap();
-            }
-            assert_eq!(s.transport.out, b"abc", "tick {tick_ns}");
-        }
-    }
-
-    #[test]
-    fn echo_with_half_close_on_loopback() {
-        let (addr, stop, h) = spawn_echo();
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
-        let mut reader = c.try_clone().unwrap();
-        let rd = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            reader.read_to_end(&mut got).unwrap();
-            got
-        });
-        c.write_all(&data).unwrap();
-        c.shutdown(std::net::Shutdown::Write).unwrap();
-        let got = rd.join().unwrap();
-        assert_eq!(got.len(), data.len());
-        assert!(got == data, "echo corrupted the stream");
-        stop.store(true, Ordering::Relaxed);
-        h.join().unwrap();
-    }
-}
+mod tests;
