@@ -1,0 +1,140 @@
+//! The load generator against real servers on loopback: rates, bursts, echo payloads, a corrupting server.
+
+use super::*;
+use crate::app::echo::Echo;
+use crate::app::orders::{Orders, OrdersConfig};
+use crate::backend::kernel::{KernelConfig, KernelTransport};
+use crate::server::{Server, ServerConfig};
+use std::sync::Arc;
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn serve<A: crate::app::App + Send + 'static>(app: A) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<A>) {
+    let addr = free_port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let t = KernelTransport::new(KernelConfig::default()).unwrap();
+        let mut s = Server::new(t, app, ServerConfig::default());
+        s.listen(addr).unwrap();
+        tx.send(()).unwrap();
+        s.run(&s2).unwrap();
+        s.app
+    });
+    rx.recv().unwrap();
+    (addr, stop, h)
+}
+
+fn cfg(addr: SocketAddr, app: LoadApp, mode: Mode) -> LoadConfig {
+    LoadConfig {
+        addr,
+        app,
+        conns: 4,
+        mode,
+        duration: Duration::from_millis(300),
+        size: 64,
+        drain: Duration::from_secs(2),
+        progress: false,
+        logon_timeout: Duration::from_secs(5),
+        burst: None,
+        together: None,
+    }
+}
+
+#[test]
+fn orders_rate_mode_every_order_answered() {
+    let (addr, stop, h) = serve(Orders::new(OrdersConfig::default()));
+    let t = KernelTransport::new(KernelConfig::default()).unwrap();
+    let r =
+        LoadGen::new(t, cfg(addr, LoadApp::Orders, Mode::Rate(5000.0))).unwrap().run(&AtomicBool::new(false)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let app = h.join().unwrap();
+    assert!(r.sent > 500, "{}", r.render());
+    assert_eq!(r.answered, r.sent, "{}", r.render());
+    assert_eq!(r.failures(), 0, "{}", r.render());
+    assert_eq!(r.rtt_us.samples, r.sent);
+    // The gateway saw the same orders and cancels the client counted.
+    assert_eq!(app.counters.orders_acked + app.counters.cancels_acked, r.sent);
+    assert_eq!(app.counters.rejects_total(), 0);
+}
+
+#[test]
+fn bursts_add_their_orders_on_top_of_the_rate() {
+    let (addr, stop, h) = serve(Orders::new(OrdersConfig::default()));
+    let t = KernelTransport::new(KernelConfig::default()).unwrap();
+    // 100/s for 300 ms is 30 orders (the first at 0); bursts of 50
+    // every 100 ms come at 100 and 200 ms (and 300 ms if the loop gets
+    // there before its end check): 80 or 130 more.
+    let c = LoadConfig { burst: Some((50, 100_000_000)), ..cfg(addr, LoadApp::Orders, Mode::Rate(100.0)) };
+    let r = LoadGen::new(t, c).unwrap().run(&AtomicBool::new(false)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let app = h.join().unwrap();
+    assert!(r.sent == 130 || r.sent == 131 || r.sent == 180 || r.sent == 181, "{}", r.render());
+    assert_eq!((r.answered, r.failures()), (r.sent, 0), "{}", r.render());
+    assert_eq!(app.counters.orders_acked + app.counters.cancels_acked, r.sent);
+}
+
+#[test]
+fn echo_pingpong_checks_payload() {
+    let (addr, stop, h) = serve(Echo::default());
+    let t = KernelTransport::new(KernelConfig::default()).unwrap();
+    let r = LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong)).unwrap().run(&AtomicBool::new(false)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    assert!(r.answered > 100, "{}", r.render());
+    assert_eq!(r.failures(), 0, "{}", r.render());
+}
+
+#[test]
+fn load_counts_a_server_that_corrupts() {
+    /// Echo that flips one byte of every 100th message.
+    struct Bad(u64);
+    impl crate::app::App for Bad {
+        type Session = ();
+        fn name(&self) -> &'static str {
+            "bad"
+        }
+        fn open(&mut self, _: ConnId, _: u64) {}
+        fn on_input(
+            &mut self,
+            _: &mut (),
+            i: &[u8],
+            o: &mut crate::app::OutBuf,
+            _: &mut crate::sampler::tracer::Tracer,
+            _: u64,
+            _: u64,
+        ) -> (usize, crate::app::Verdict) {
+            let n = (i.len() / 64 * 64).min(o.spare() / 64 * 64);
+            for chunk in i[..n].chunks(64) {
+                self.0 += 1;
+                let mut c = chunk.to_vec();
+                if self.0 % 100 == 0 {
+                    c[40] ^= 0xff;
+                }
+                o.put(&c);
+            }
+            (n, crate::app::Verdict::Continue)
+        }
+        fn on_peer_fin(&mut self, _: &mut (), _: &[u8], _: &mut crate::app::OutBuf) -> crate::app::Verdict {
+            crate::app::Verdict::Close
+        }
+        fn on_tick(&mut self, _: &mut (), _: &mut crate::app::OutBuf, _: u64) -> crate::app::Verdict {
+            crate::app::Verdict::Continue
+        }
+        fn on_close(&mut self, _: (), _: &str) {}
+        fn summary(&self) -> String {
+            String::new()
+        }
+    }
+    let (addr, stop, h) = serve(Bad(0));
+    let t = KernelTransport::new(KernelConfig::default()).unwrap();
+    let r = LoadGen::new(t, cfg(addr, LoadApp::Echo, Mode::PingPong)).unwrap().run(&AtomicBool::new(false)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    assert!(r.corrupted > 0, "{}", r.render());
+    assert!(r.failures() > 0);
+}
