@@ -467,7 +467,7 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
     // client's ACK past the sampler's deadline (`late`) or hold more replies
     // at once than it tracks (`untracked`).
     let acks = |o: &str| value(&by, "tailgate_sampler_acks_total", ("outcome", o));
-    let (acked, late, untracked) = (acks("acked"), acks("late"), acks("untracked"));
+    let (acked, late, untracked) = (acks("acked"), acks("ack_late"), acks("ack_untracked"));
     assert!(
         acked + late + untracked >= 6000.0 && acked >= 0.9 * 6000.0,
         "ACK outcomes: acked {acked}, late {late}, untracked {untracked}"

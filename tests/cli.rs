@@ -86,7 +86,7 @@ fn help_documents_every_flag() {
             "--burst",
             "--duration",
             "--size",
-            "--drain",
+            "--drain-ms",
             "--json",
             "--core",
             "--local-ip",

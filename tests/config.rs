@@ -219,3 +219,24 @@ fn the_example_config_serves_on_both_backends() {
         assert_eq!(r["answered"].as_u64(), Some(sent), "{r}");
     }
 }
+
+#[test]
+fn every_key_is_in_docs_config() {
+    let doc = include_str!("../docs/CONFIG.md");
+    let printed = print_config(&["--ip", "127.0.0.1", "--port", "7"]);
+    let mut table = "";
+    for l in printed.lines() {
+        if let Some(t) = l.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            table = t;
+            assert!(doc.contains(&format!("### [{t}]")), "docs/CONFIG.md has no section for [{t}]");
+            continue;
+        }
+        let key = l.trim_start_matches("# ").split([' ', '=']).next().unwrap_or_default();
+        if table.is_empty() || key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            continue;
+        }
+        let section = doc.split(&format!("### [{table}]")).nth(1).unwrap_or_default();
+        let section = section.split("\n### ").next().unwrap_or_default();
+        assert!(section.contains(&format!("`--{key}")), "--{key} is not in the [{table}] section of docs/CONFIG.md");
+    }
+}

@@ -79,7 +79,7 @@ fn two_hundred_connections_spread_over_two_queues_and_two_loops() {
             .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{metrics}")) as u64
     };
     let accepted: Vec<u64> =
-        (0..2).map(|i| series(&format!("tailgate_connections_total{{event=\"accepted\",loop=\"{i}\"}}"))).collect();
+        (0..2).map(|i| series(&format!("tailgate_connections_total{{event=\"opened\",loop=\"{i}\"}}"))).collect();
     assert_eq!(accepted.iter().sum::<u64>(), 200, "{accepted:?}");
     let recorded: Vec<u64> = (0..2)
         .map(|i| series(&format!("tailgate_sampler_records_total{{outcome=\"recorded\",loop=\"{i}\"}}")))

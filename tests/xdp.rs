@@ -497,7 +497,7 @@ fn xdp_recovers_from_its_own_lost_segments() {
     ) else {
         return;
     };
-    let out = lab.load(&["--conns", "4", "--rate", "500", "--duration", "2", "--drain", "10"]);
+    let out = lab.load(&["--conns", "4", "--rate", "500", "--duration", "2", "--drain-ms", "10000"]);
     let addr = {
         let l = srv.log.iter().find(|l| l.contains("metrics on http://")).expect("metrics line");
         l.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("address").to_string()

@@ -18,7 +18,7 @@ use super::{
 use tailgate::launch::{launch, Job, LaunchConfig, LoopCtx, Started};
 use tailgate::load::{LoadApp, LoadConfig, LoadGen, LoopShare, Mode, Report, Together};
 use tailgate::transport::{Transport, WaitMode};
-use tailgate::{log_info, runtime};
+use tailgate::{log_info, log_warn, runtime};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LoadAppArg {
@@ -67,9 +67,13 @@ pub(crate) struct LoadArgs {
     /// Echo message size in bytes (16..=65536; --app echo only, orders have fixed sizes).
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=65536))]
     pub(crate) size: Option<u64>,
-    /// Seconds to wait for outstanding replies after the run.
-    #[arg(long, default_value = "2", value_parser = parse_secs)]
-    pub(crate) drain: Duration,
+    /// How long to wait for outstanding replies after the run, in milliseconds (the unit in the
+    /// name, as serve's --drain-ms).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub(crate) drain_ms: u64,
+    /// The old spelling, in seconds (deprecated: say --drain-ms).
+    #[arg(long, hide = true, value_parser = parse_secs)]
+    pub(crate) drain: Option<Duration>,
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
@@ -101,6 +105,9 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
     if a.backend == BackendArg::Xdp && a.local_ip.is_none() {
         return Err("--backend xdp needs --local-ip, the address the load generator's stack owns".into());
     }
+    if a.drain.is_some() {
+        log_warn!("--drain SECS is deprecated: say --drain-ms MS");
+    }
     let stop = runtime::stop_flag().map_err(|e| format!("installing signal handlers: {e}"))?;
     let cfg = LoadConfig {
         addr: SocketAddr::new(a.ip, a.port),
@@ -109,7 +116,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         mode,
         duration: a.duration,
         size: a.size.unwrap_or(64) as usize,
-        drain: a.drain,
+        drain: a.drain.unwrap_or(Duration::from_millis(a.drain_ms)),
         progress: a.duration > Duration::from_secs(2),
         logon_timeout: Duration::from_secs(10),
         burst: a.burst.map(|(n, ms)| (n, ms * 1_000_000)),

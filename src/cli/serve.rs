@@ -504,14 +504,14 @@ pub(crate) fn sampler_fields(t: &TracerStats) -> String {
          injected_slow_handlers={} acked={} ack_late={} ack_untracked={} ack_held={}",
         t.messages,
         t.recorded,
-        t.tail,
+        t.tail_bias,
         t.skipped,
-        t.dropped,
+        t.dropped_ring_full,
         t.injected_stalls,
         t.injected_slow_handlers,
         t.acked,
         t.ack_late,
         t.ack_untracked,
-        t.held
+        t.ack_held
     )
 }

@@ -22,6 +22,8 @@
 //! orders.rs    the order workload (logon, orders, cancels, heartbeats, logout)
 //! echo.rs      the echo workload (sequence, timestamp, checked payload)
 //! report.rs    the end-of-run report
+//! storm.rs     `tailgate storm`: a connection storm or SYN flood from kernel clients
+//! tests.rs     against real servers on loopback
 //! ```
 
 mod echo;

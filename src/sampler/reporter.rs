@@ -214,7 +214,12 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
         &["conn_refused"],
     ),
     ("tailgate_backend", "The backend's counters, by the name the exit line gives them", "counter", &[]),
-    ("tailgate_connections", "Connections, by event", "event", &["accepted", "closed"]),
+    (
+        "tailgate_connections",
+        "Connections, by event: opened (accepted or connected) and closed",
+        "event",
+        &["opened", "closed"],
+    ),
     ("tailgate_loop_iterations", "Poll-loop iterations: useful (events) or idle", "kind", &["useful", "idle"]),
     (
         "tailgate_sampler_records",
@@ -224,9 +229,9 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "tailgate_sampler_acks",
-        "Sampled replies held for their ACK: acked, late (no ACK by the deadline), untracked (held pool full)",
+        "Sampled replies held for their ACK: acked, ack_late (no ACK by the deadline), ack_untracked (held pool full)",
         "outcome",
-        &["acked", "late", "untracked"],
+        &["acked", "ack_late", "ack_untracked"],
     ),
     ("tailgate_injected_faults", "Faults injected with --inject", "fault", &["stall", "slow_handler"]),
 ];
@@ -336,19 +341,26 @@ impl Metrics {
                 }
             }
         }
-        add("tailgate_connections", &[("event", "accepted")], s.transport.accepted, p.transport.accepted);
+        add(
+            "tailgate_connections",
+            &[("event", "opened")],
+            s.transport.accepted + s.transport.connected,
+            p.transport.accepted + p.transport.connected,
+        );
         add("tailgate_connections", &[("event", "closed")], s.transport.closed, p.transport.closed);
         add("tailgate_loop_iterations", &[("kind", "useful")], s.transport.polls_useful, p.transport.polls_useful);
         add("tailgate_loop_iterations", &[("kind", "idle")], s.transport.polls_idle, p.transport.polls_idle);
         let (t, pt) = (s.tracer, p.tracer);
         add("tailgate_sampler_records", &[("outcome", "recorded")], t.recorded, pt.recorded);
-        add("tailgate_sampler_records", &[("outcome", "tail_bias")], t.tail, pt.tail);
+        add("tailgate_sampler_records", &[("outcome", "tail_bias")], t.tail_bias, pt.tail_bias);
         add("tailgate_sampler_records", &[("outcome", "skipped")], t.skipped, pt.skipped);
-        add("tailgate_sampler_records", &[("outcome", "dropped_ring_full")], t.dropped, pt.dropped);
+        add("tailgate_sampler_records", &[("outcome", "dropped_ring_full")], t.dropped_ring_full, pt.dropped_ring_full);
         add("tailgate_sampler_acks", &[("outcome", "acked")], t.acked, pt.acked);
-        add("tailgate_sampler_acks", &[("outcome", "late")], t.ack_late, pt.ack_late);
-        add("tailgate_sampler_acks", &[("outcome", "untracked")], t.ack_untracked, pt.ack_untracked);
-        self.gauges.get_or_create(&labelled(&[("name", "sampler_held")])).set(t.held.min(i64::MAX as u64) as i64);
+        add("tailgate_sampler_acks", &[("outcome", "ack_late")], t.ack_late, pt.ack_late);
+        add("tailgate_sampler_acks", &[("outcome", "ack_untracked")], t.ack_untracked, pt.ack_untracked);
+        self.gauges
+            .get_or_create(&labelled(&[("name", "sampler_ack_held")]))
+            .set(t.ack_held.min(i64::MAX as u64) as i64);
         add("tailgate_injected_faults", &[("fault", "stall")], t.injected_stalls, pt.injected_stalls);
         add(
             "tailgate_injected_faults",
@@ -358,7 +370,8 @@ impl Metrics {
         );
         if loop_label != Some(DEVICE_LABEL) {
             self.shift.set(i64::from(t.shift));
-            self.overflow_windows = if t.dropped > pt.dropped { self.overflow_windows + 1 } else { 0 };
+            self.overflow_windows =
+                if t.dropped_ring_full > pt.dropped_ring_full { self.overflow_windows + 1 } else { 0 };
             self.overflow.set(i64::from(self.overflow_windows >= 10));
         }
         self.name_drops(s, &p);

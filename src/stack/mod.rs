@@ -1,6 +1,6 @@
 //! The user-space TCP/IP stack: smoltcp's `Interface` over socket shards,
-//! the frame demultiplexer in front of it, listener pools, the connection
-//! table, flow observations for tracing, and the [`Transport`](crate::transport::Transport)
+//! the frame demultiplexer in front of it, SYN cookies for every passive
+//! open, the connection table, flow observations for tracing, and the [`Transport`](crate::transport::Transport)
 //! implementation. It runs on any [`Link`] (a smoltcp `Device` with
 //! staging): AF_XDP rings in production (`backend::xdp`), an in-memory pair
 //! with a virtual clock in tests ([`sim`]). It reads no clock: each poll
@@ -11,6 +11,10 @@
 //! mod.rs        Stack: config, shards, sockets, egress, the poll's passes
 //! ingress.rs    frames off the link: judged, answered or given to their shard's smoltcp
 //! scan.rs       socket states into events; closing sockets freed
+//! sockets.rs    sockets made once and reused; a closing one's linger; released to the guard
+//! closing.rs    closing connections per shard, their deadlines in one queue
+//! timers.rs     a heap of each shard's next smoltcp deadline
+//! limit.rs      rate limits on what the stack sends unasked: ICMP echo, RSTs per source
 //! transport.rs  impl Transport for Stack (listen, connect, poll, recv, send, close)
 //! link.rs       the Link trait: Device + staging, flush, wait, the link's clock
 //! frame.rs      checked views of untrusted frames (4-tuple, checksums)
@@ -21,7 +25,8 @@
 //! door.rs       SYN cookies: every passive open, no half-open state
 //! handoff.rs    frames that landed on another loop's queue, passed to their owner
 //! flow.rs       per-flow arrival and retransmission observations (tracing)
-//! recovery.rs   loss recovery below smoltcp: µs RTT, early and SACK-driven retransmission
+//! recovery/     loss recovery below smoltcp: µs RTT, early and SACK-driven retransmission
+//!               (mod.rs the records and timers, flow.rs one flow's state and RTT, ack.rs ACK, SACK, D-SACK)
 //! ports.rs      local ports of outbound connections
 //! rss.rs        the Toeplitz RSS hash and queue choice for outbound ports (one loop per queue)
 //! sim.rs        in-memory link pair, virtual clock, programmable faults, crafted segments

@@ -216,7 +216,8 @@ impl Counters {
     /// Add (or, if `name` is already there, set) a counter. Past
     /// [`MAX_COUNTERS`] a new name is ignored in release builds and panics
     /// in debug builds, so the tests catch a backend that outgrows the
-    /// list (the xdp backend has 44).
+    /// list (the xdp backend's is the longest: its stack's, its socket's
+    /// and its XDP program's counters; tests/counters.rs counts them).
     pub fn set(&mut self, name: &'static str, kind: CounterKind, value: u64) {
         if let Some(c) = self.items[..self.len].iter_mut().find(|c| c.name == name) {
             c.value = value;

@@ -193,11 +193,11 @@ pub struct TracerStats {
     /// Recorded by their kind's rate.
     pub recorded: u64,
     /// Recorded by tail bias.
-    pub tail: u64,
+    pub tail_bias: u64,
     /// Not recorded (rate).
     pub skipped: u64,
     /// Lost because the ring was full.
-    pub dropped: u64,
+    pub dropped_ring_full: u64,
     /// Current rate halving (0: configured rates).
     pub shift: u32,
     pub injected_stalls: u64,
@@ -209,7 +209,7 @@ pub struct TracerStats {
     /// Records pushed without their ACK: the held pool was full.
     pub ack_untracked: u64,
     /// Records held for an ACK now.
-    pub held: u64,
+    pub ack_held: u64,
 }
 
 pub struct Tracer {
@@ -435,11 +435,11 @@ impl Tracer {
 
     pub fn stats(&self) -> TracerStats {
         let mut s = self.stats;
-        s.dropped = self.producer.as_ref().map_or(0, |p| p.dropped());
+        s.dropped_ring_full = self.producer.as_ref().map_or(0, |p| p.dropped());
         s.shift = self.policy.shift;
         s.injected_stalls = self.inject.stalls;
         s.injected_slow_handlers = self.inject.slow_handlers;
-        s.held = self.held.as_ref().map_or(0, |h| h.live as u64);
+        s.ack_held = self.held.as_ref().map_or(0, |h| h.live as u64);
         s
     }
 
@@ -610,7 +610,7 @@ impl Tracer {
                     }
                     Decision::Record => self.stats.recorded += 1,
                     Decision::Tail => {
-                        self.stats.tail += 1;
+                        self.stats.tail_bias += 1;
                         s.cause |= cause::TAIL_BIAS as u16;
                     }
                 }

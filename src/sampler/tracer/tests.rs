@@ -144,7 +144,7 @@ fn a_reply_is_held_until_the_ack_that_covers_its_last_byte() {
     assert_eq!(c.pop().map(|s| s.trace_id), Some(3));
     assert!(c.pop().is_none(), "held records were pushed");
     assert_eq!(watches(&mut t), vec![(5, true)]);
-    assert_eq!(t.stats().held, 2);
+    assert_eq!(t.stats().ack_held, 2);
     // An ACK of 99 bytes covers neither; 100 covers the first.
     let at = clock::mono_ns();
     t.on_acks(&[ack(5, 99, at, false)]);
@@ -163,7 +163,7 @@ fn a_reply_is_held_until_the_ack_that_covers_its_last_byte() {
     assert_ne!(u32::from(s.cause) & cause::REPLY_RETX, 0);
     assert_eq!(watches(&mut t), vec![(5, false)]);
     let st = t.stats();
-    assert_eq!((st.acked, st.held, st.ack_late), (2, 0, 0));
+    assert_eq!((st.acked, st.ack_held, st.ack_late), (2, 0, 0));
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn held_records_go_at_the_deadline_or_at_close_without_an_ack() {
         std::iter::from_fn(|| c.pop()).map(|s| (s.trace_id, u32::from(s.cause) & cause::ACK_LATE != 0)).collect();
     assert_eq!(got, vec![(1, true), (3, true), (4, false)]);
     assert_eq!(watches(&mut t), vec![(1, true), (2, true), (2, false), (1, false)]);
-    assert_eq!((t.stats().ack_late, t.stats().held), (2, 0));
+    assert_eq!((t.stats().ack_late, t.stats().ack_held), (2, 0));
     // A late ACK then finds nothing to complete.
     t.on_acks(&[ack(1, 100, clock::mono_ns(), false)]);
     assert!(c.pop().is_none());
@@ -202,14 +202,14 @@ fn a_full_held_pool_records_at_once_and_counts() {
         replied(&mut t, i, 1, 10 + i);
     }
     let st = t.stats();
-    assert_eq!((st.held, st.ack_untracked), (HELD_CAP as u64, 3));
+    assert_eq!((st.ack_held, st.ack_untracked), (HELD_CAP as u64, 3));
     let got: Vec<u64> = std::iter::from_fn(|| c.pop()).map(|s| s.loop_iter).collect();
     assert_eq!(got, vec![HELD_CAP as u64, HELD_CAP as u64 + 1, HELD_CAP as u64 + 2]);
     // One ACK releases them all, in order, and the pool takes more.
     t.on_acks(&[ack(1, u64::MAX, clock::mono_ns(), false)]);
     assert_eq!(std::iter::from_fn(|| c.pop()).count(), HELD_CAP);
     replied(&mut t, 9_999, 1, 1);
-    assert_eq!((t.stats().held, t.stats().ack_untracked), (1, 3));
+    assert_eq!((t.stats().ack_held, t.stats().ack_untracked), (1, 3));
 }
 
 #[test]
