@@ -220,5 +220,5 @@ fn a_full_ring_drops_and_counts() {
         one_message(&mut t, i, 1, 0);
     }
     let s = t.stats();
-    assert_eq!((s.recorded, s.dropped), (10, 6));
+    assert_eq!((s.recorded, s.dropped_ring_full), (10, 6));
 }
