@@ -7,16 +7,18 @@
 //!     --listen 198.18.0.1:7000 --upstream 198.18.0.2:7001
 //! ```
 //!
-//! Each accepted client gets a pipe: two bounded buffers, one each way. The
-//! relay asks its loop to connect upstream ([`Requests::connect`]); bytes
-//! from one side go into the pipe and the other side is woken
-//! ([`Requests::wake`]) to write them. Input beyond a full pipe stays in the
-//! connection's receive buffer, so a slow reader slows its writer (TCP
-//! backpressure, end to end). A refused or timed-out upstream closes the
-//! client with a FIN; a FIN or close on either side closes the other once
-//! what is buffered for it is written. On xdp each loop's upstream
-//! connections take local ports whose replies the NIC steers back to that
-//! loop's queue.
+//! Each accepted client gets a pipe: two bounded buffers, one each way,
+//! allocated at start-up. The relay asks its loop to connect upstream
+//! ([`Requests::connect`]); bytes from one side go into the pipe and the
+//! other side is woken ([`Requests::wake`]) to write them. Input beyond a
+//! full pipe stays in the connection's receive buffer, so a slow reader
+//! slows its writer (TCP backpressure, end to end). Each direction closes
+//! on its own: one side's FIN is passed on to the other once what it sent
+//! is written ([`Verdict::CloseWrite`]), and a pipe ends when both
+//! directions have. A refused or timed-out upstream closes the client with a
+//! FIN; a client silent for [`IDLE_NS`] is closed. On xdp each loop's
+//! upstream connections take local ports whose replies the NIC steers back
+//! to that loop's queue.
 
 use std::net::SocketAddr;
 
@@ -26,19 +28,29 @@ use tailgate::transport::ConnId;
 
 /// Bytes buffered per pipe and direction.
 pub const PIPE_BYTES: usize = 64 * 1024;
+/// A pipe with no byte either way for this long is closed.
+pub const IDLE_NS: u64 = 60_000_000_000;
+
+/// One direction of a pipe: its bytes, whether its writer has finished
+/// (FIN or gone), and whether that was passed on (FIN sent to the reader).
+#[derive(Default)]
+struct Way {
+    buf: Vec<u8>,
+    done: bool,
+    passed: bool,
+}
 
 #[derive(Default)]
 struct Pipe {
     client: Option<ConnId>,
     upstream: Option<ConnId>,
     connecting: bool,
-    to_up: Vec<u8>,
-    to_client: Vec<u8>,
-    /// The client (or upstream) sent FIN or is gone.
-    client_done: bool,
-    up_done: bool,
+    /// Client to upstream, and upstream to client.
+    up: Way,
+    down: Way,
     /// The upstream connection never opened.
     refused: bool,
+    last_active: u64,
 }
 
 impl Pipe {
@@ -66,30 +78,52 @@ pub struct Relay {
     pub relayed_down: u64,
     pub opened: u64,
     pub refused: u64,
+    pub busy: u64,
+    pub idle_closed: u64,
 }
 
 impl Relay {
-    /// Relay to `upstream`, at most `pipes` clients at once.
+    /// Relay to `upstream`, at most `pipes` clients at once. Every buffer
+    /// is allocated here, none later.
     pub fn new(upstream: SocketAddr, pipes: usize) -> Self {
+        let pipe = || Pipe {
+            up: Way { buf: Vec::with_capacity(PIPE_BYTES), ..Way::default() },
+            down: Way { buf: Vec::with_capacity(PIPE_BYTES), ..Way::default() },
+            ..Pipe::default()
+        };
         Relay {
             upstream,
-            pipes: (0..pipes).map(|_| Pipe::default()).collect(),
+            pipes: (0..pipes).map(|_| pipe()).collect(),
             free: (0..pipes).rev().collect(),
-            requests: Requests::with_capacity(pipes.max(16)),
+            // Wakes are kept once per connection: two per pipe at most, and
+            // one connect per pipe, so neither queue can overflow (one more
+            // for the refused client's wake).
+            requests: Requests::with_capacity(2 * pipes + 64),
             relayed_up: 0,
             relayed_down: 0,
             opened: 0,
             refused: 0,
+            busy: 0,
+            idle_closed: 0,
         }
     }
 
     fn release(&mut self, i: usize) {
         if self.pipes[i].idle() {
             let p = &mut self.pipes[i];
-            p.to_up.clear();
-            p.to_client.clear();
-            (p.client_done, p.up_done, p.refused) = (false, false, false);
+            for w in [&mut p.up, &mut p.down] {
+                w.buf.clear();
+                (w.done, w.passed) = (false, false);
+            }
+            p.refused = false;
             self.free.push(i);
+        }
+    }
+
+    fn wake(&mut self, c: Option<ConnId>) {
+        if let Some(c) = c {
+            let queued = self.requests.wake(c);
+            debug_assert!(queued, "the wake queue holds two per pipe");
         }
     }
 }
@@ -111,6 +145,24 @@ fn fill(into: &mut Vec<u8>, input: &[u8]) -> usize {
     n
 }
 
+/// Write what `way` holds for its reader; then the verdict for the
+/// reader's connection: pass the writer's FIN on once all is written, and
+/// end the connection once its own direction (`other`) is done too.
+fn deliver(way: &mut Way, other_done: bool, out: &mut OutBuf) -> (usize, Verdict) {
+    let n = pour(&mut way.buf, out);
+    if !way.buf.is_empty() || !way.done {
+        return (n, Verdict::Continue);
+    }
+    if other_done {
+        return (n, Verdict::Close);
+    }
+    if way.passed {
+        return (n, Verdict::Continue);
+    }
+    way.passed = true;
+    (n, Verdict::CloseWrite)
+}
+
 impl App for Relay {
     type Session = Side;
 
@@ -118,17 +170,17 @@ impl App for Relay {
         "relay"
     }
 
-    fn open(&mut self, conn: ConnId, _now: u64) -> Side {
-        let Some(i) = self.free.pop() else { return Side::Refused };
+    fn open(&mut self, conn: ConnId, now: u64) -> Side {
+        let Some(i) = self.free.pop() else {
+            self.busy += 1;
+            self.wake(Some(conn));
+            return Side::Refused;
+        };
         let p = &mut self.pipes[i];
-        p.to_up.reserve(PIPE_BYTES);
-        p.to_client.reserve(PIPE_BYTES);
         p.client = Some(conn);
+        p.last_active = now;
         p.connecting = self.requests.connect(self.upstream, i as u64);
-        p.refused = !p.connecting;
-        if p.refused {
-            self.requests.wake(conn);
-        }
+        debug_assert!(p.connecting, "the connect queue holds one per pipe");
         self.opened += 1;
         Side::Client(i)
     }
@@ -139,7 +191,7 @@ impl App for Relay {
         p.connecting = false;
         p.upstream = Some(conn);
         // What the client sent while we connected, or its FIN.
-        self.requests.wake(conn);
+        self.wake(Some(conn));
         Side::Upstream(i)
     }
 
@@ -148,11 +200,12 @@ impl App for Relay {
         let p = &mut self.pipes[i];
         p.connecting = false;
         p.refused = true;
+        // Nothing will come from upstream, and nothing the client sends goes anywhere.
+        (p.down.done, p.up.done) = (true, true);
+        p.up.buf.clear();
         self.refused += 1;
         match p.client {
-            Some(c) => {
-                self.requests.wake(c);
-            }
+            Some(c) => self.wake(Some(c)),
             None => self.release(i),
         }
     }
@@ -164,83 +217,86 @@ impl App for Relay {
         _: &mut OutBuf,
         _: &mut Tracer,
         _: u64,
-        _: u64,
+        now: u64,
     ) -> (usize, Verdict) {
         let (n, other) = match *s {
-            Side::Refused => return (0, Verdict::Abort),
+            Side::Refused => return (input.len(), Verdict::Continue),
             Side::Client(i) => {
                 let p = &mut self.pipes[i];
-                if p.refused {
+                p.last_active = now;
+                if p.refused || p.upstream.is_none() && !p.connecting {
+                    // The upstream is gone: the bytes have nowhere to go.
                     return (input.len(), Verdict::Continue);
                 }
-                (fill(&mut p.to_up, input), p.upstream)
+                (fill(&mut p.up.buf, input), p.upstream)
             }
             Side::Upstream(i) => {
                 let p = &mut self.pipes[i];
-                (fill(&mut p.to_client, input), p.client)
+                p.last_active = now;
+                if p.client.is_none() {
+                    return (input.len(), Verdict::Continue);
+                }
+                (fill(&mut p.down.buf, input), p.client)
             }
         };
         if n > 0 {
-            if let Some(c) = other {
-                self.requests.wake(c);
-            }
+            self.wake(other);
         }
         (n, Verdict::Continue)
     }
 
     fn on_wake(&mut self, s: &mut Side, out: &mut OutBuf, _now: u64) -> Verdict {
-        let (moved, other, done) = match *s {
+        let (moved, other, v) = match *s {
             Side::Refused => return Verdict::Abort,
             Side::Client(i) => {
                 let p = &mut self.pipes[i];
-                let n = pour(&mut p.to_client, out);
+                let (n, v) = deliver(&mut p.down, p.up.done, out);
                 self.relayed_down += n as u64;
-                (n, p.upstream, p.to_client.is_empty() && (p.up_done || p.refused))
+                (n, p.upstream, v)
             }
             Side::Upstream(i) => {
                 let p = &mut self.pipes[i];
-                let n = pour(&mut p.to_up, out);
+                let (n, v) = deliver(&mut p.up, p.down.done, out);
                 self.relayed_up += n as u64;
-                (n, p.client, p.to_up.is_empty() && p.client_done)
+                (n, p.client, v)
             }
         };
         // Room in the pipe: the other side's waiting input may now fit.
         if moved > 0 {
-            if let Some(c) = other {
-                self.requests.wake(c);
-            }
+            self.wake(other);
         }
-        if done {
-            Verdict::Close
-        } else {
-            Verdict::Continue
-        }
+        v
     }
 
-    fn on_peer_fin(&mut self, s: &mut Side, leftover: &[u8], _out: &mut OutBuf) -> Verdict {
-        let other = match *s {
-            Side::Refused => return Verdict::Abort,
+    fn on_peer_fin(&mut self, s: &mut Side, _leftover: &[u8], _out: &mut OutBuf) -> Verdict {
+        // The server holds the FIN back until all input before it was taken.
+        let (me, other) = match *s {
+            Side::Refused => return Verdict::Close,
             Side::Client(i) => {
                 let p = &mut self.pipes[i];
-                fill(&mut p.to_up, leftover);
-                p.client_done = true;
-                p.upstream
+                p.up.done = true;
+                (p.client, p.upstream)
             }
             Side::Upstream(i) => {
                 let p = &mut self.pipes[i];
-                fill(&mut p.to_client, leftover);
-                p.up_done = true;
-                p.client
+                p.down.done = true;
+                (p.upstream, p.client)
             }
         };
-        if let Some(c) = other {
-            self.requests.wake(c);
-        }
-        Verdict::Close
+        // The other side passes the FIN on; this one may be done both ways.
+        self.wake(other);
+        self.wake(me);
+        Verdict::Continue
     }
 
-    fn on_tick(&mut self, _s: &mut Side, _out: &mut OutBuf, _now: u64) -> Verdict {
-        Verdict::Continue
+    fn on_tick(&mut self, s: &mut Side, _out: &mut OutBuf, now: u64) -> Verdict {
+        match *s {
+            Side::Client(i) if now.saturating_sub(self.pipes[i].last_active) > IDLE_NS => {
+                self.idle_closed += 1;
+                Verdict::Close
+            }
+            _ => Verdict::Continue,
+        }
     }
 
     fn on_close(&mut self, s: Side, _reason: &str) {
@@ -248,27 +304,30 @@ impl App for Relay {
             Side::Refused => return,
             Side::Client(i) => {
                 let p = &mut self.pipes[i];
-                (p.client, p.client_done) = (None, true);
+                p.client = None;
+                // Nothing more from the client, and nobody to write to.
+                (p.up.done, p.down.done) = (true, true);
+                p.down.buf.clear();
                 (i, p.upstream)
             }
             Side::Upstream(i) => {
                 let p = &mut self.pipes[i];
-                (p.upstream, p.up_done) = (None, true);
+                p.upstream = None;
+                (p.down.done, p.up.done) = (true, true);
+                p.up.buf.clear();
                 (i, p.client)
             }
         };
         match other {
-            Some(c) => {
-                self.requests.wake(c);
-            }
+            Some(c) => self.wake(Some(c)),
             None => self.release(i),
         }
     }
 
     fn summary(&self) -> String {
         format!(
-            "relay: clients={} upstream_refused={} bytes_up={} bytes_down={}",
-            self.opened, self.refused, self.relayed_up, self.relayed_down
+            "relay: clients={} upstream_refused={} busy={} idle_closed={} bytes_up={} bytes_down={}",
+            self.opened, self.refused, self.busy, self.idle_closed, self.relayed_up, self.relayed_down
         )
     }
 
@@ -299,8 +358,8 @@ struct Args {
     /// Cores, one loop each, e.g. 0,1.
     #[arg(long, value_delimiter = ',')]
     core: Vec<usize>,
-    /// Most clients at once, per loop.
-    #[arg(long, default_value_t = 1024)]
+    /// Most clients at once, per loop (each pipe holds 128 KiB, allocated at start-up).
+    #[arg(long, default_value_t = 256)]
     pipes: usize,
 }
 
@@ -489,6 +548,68 @@ mod tests {
         }
         assert_eq!(w.relay.stats.closed, 2, "client and upstream connections both closed");
         assert_eq!(w.relay.app.free.len(), 4, "the pipe went back to the pool");
+    }
+
+    /// The client writes 400 KB without reading a byte, then FIN; only then
+    /// does it read. Every pipe, buffer and window on the way fills up, and
+    /// the half-close has to wait behind the data: nothing may be lost or
+    /// reset.
+    #[test]
+    fn a_client_that_reads_late_and_half_closes_gets_every_byte() {
+        let mut w = World::new(true);
+        let id = w.client();
+        let data: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+        let mut off = 0;
+        for _ in 0..200_000 {
+            match w.other.send(id, &data[off..]) {
+                Ok(n) => off += n,
+                Err(e) if would_block(&e) => {}
+                Err(e) => panic!("client send: {e}"),
+            }
+            if off == data.len() {
+                break;
+            }
+            w.step();
+        }
+        let sent_before_reading = off;
+        if off == data.len() {
+            w.other.shutdown_write(id).unwrap();
+        }
+        let (mut got, mut fin) = (Vec::new(), false);
+        for _ in 0..400_000 {
+            if off < data.len() {
+                match w.other.send(id, &data[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => panic!("client send: {e}"),
+                }
+                if off == data.len() {
+                    w.other.shutdown_write(id).unwrap();
+                }
+            }
+            if w.read(id, &mut got) {
+                fin = true;
+                break;
+            }
+            w.step();
+        }
+        assert!(sent_before_reading > 0);
+        assert_eq!(got.len(), data.len(), "relayed back {} of {} bytes", got.len(), data.len());
+        assert!(got == data, "the bytes came back changed");
+        let p = &w.relay.app.pipes[0];
+        assert!(
+            fin,
+            "no FIN after the echo: up done={} passed={} buf={}, down done={} passed={} buf={}, client={:?} upstream={:?}",
+            p.up.done,
+            p.up.passed,
+            p.up.buf.len(),
+            p.down.done,
+            p.down.passed,
+            p.down.buf.len(),
+            p.client,
+            p.upstream
+        );
+        assert_eq!(w.relay.stats.aborted, 0, "nothing was reset");
     }
 
     #[test]

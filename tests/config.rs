@@ -167,7 +167,7 @@ fn bad_keys_name_the_file_the_line_and_the_key() {
         ("[accounts]\nname = \"a\"\n", &[":1:", "[accounts]", "reserved"]),
         ("[exchange]\n", &[":1:", "[exchange]", "[listen]"]),
         ("[connections]\nmax-conns = 0\n", &[":2:", "max-conns", "0"]),
-        ("[listen\n", &["line 1"]),
+        ("[listen]\nport = 7777\n[listen\n", &[":3:", "not TOML"]),
     ];
     for (text, needles) in cases {
         let f = Temp::new(text);

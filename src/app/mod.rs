@@ -30,6 +30,11 @@ pub enum Verdict {
     Close,
     /// Protocol violation: close now, dropping what is queued.
     Abort,
+    /// Half-close: send what is queued, then FIN, and keep reading: input
+    /// still reaches the application until the peer's FIN, and the
+    /// application ends the connection later with `Close` (a relay passing
+    /// one side's FIN on to the other).
+    CloseWrite,
 }
 
 /// A fixed-capacity output buffer. Applications check [`OutBuf::spare`]
@@ -105,6 +110,9 @@ pub trait App {
         now: u64,
     ) -> (usize, Verdict);
     /// The peer sent FIN. Whatever remains unconsumed in the input is passed.
+    /// `Close` ends the connection once what is queued is sent; `Continue`
+    /// keeps it half-closed, open for output (the application returns
+    /// `Close` later, from a wake or a tick). Called once per connection.
     fn on_peer_fin(&mut self, s: &mut Self::Session, leftover: &[u8], out: &mut OutBuf) -> Verdict;
     /// Called periodically (see `Server` tick) for timers.
     fn on_tick(&mut self, s: &mut Self::Session, out: &mut OutBuf, now: u64) -> Verdict;

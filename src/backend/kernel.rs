@@ -35,8 +35,6 @@ const CLOCK_OFFSET_NS: u64 = 100_000_000;
 /// Listener tokens count down from the top of the token space so they never
 /// collide with connection ids (slab keys, counted up from zero).
 const LISTENER_TOKEN_TOP: usize = usize::MAX - 1;
-/// How long an active open may take before it fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configuration of the kernel backend.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +81,10 @@ pub struct KernelTransport {
     /// Each stream with a flag: epoll reported read-closed or error on it.
     conns: Slab<(TcpStream, bool)>,
     pending: Vec<Event>,
+    /// Outbound connections still opening (a non-blocking connect), and
+    /// those that failed, with why: their `recv` says so until closed.
+    opening: Vec<ConnId>,
+    open_failed: Vec<(ConnId, io::ErrorKind)>,
     stats: TransportStats,
     busy_poll_refused: bool,
     accept_errors: u64,
@@ -127,6 +129,8 @@ impl KernelTransport {
             listeners: Vec::new(),
             conns: Slab::with_capacity(1024),
             pending: Vec::new(),
+            opening: Vec::with_capacity(64),
+            open_failed: Vec::with_capacity(64),
             stats: TransportStats::default(),
             busy_poll_refused: false,
             accept_errors: 0,
@@ -145,6 +149,32 @@ impl KernelTransport {
             clock_offset_at: 0,
             now_ns: 0,
         })
+    }
+
+    /// Has the connect of stream `t` ended, and how? None: still opening;
+    /// Some(None): connected; Some(Some(kind)): failed.
+    fn opened(conns: &Slab<(TcpStream, bool)>, t: usize, ev: &mio::event::Event) -> Option<Option<io::ErrorKind>> {
+        if !(ev.is_writable() || ev.is_error() || ev.is_write_closed() || ev.is_read_closed()) {
+            return None;
+        }
+        let (s, _) = conns.get(t)?;
+        match s.take_error() {
+            Ok(Some(e)) => return Some(Some(e.kind())),
+            Err(e) => return Some(Some(e.kind())),
+            Ok(None) => {}
+        }
+        match s.peer_addr() {
+            Ok(_) => Some(None),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                // Writable without a peer and without an error: refused.
+                if ev.is_error() || ev.is_write_closed() || ev.is_read_closed() {
+                    Some(Some(io::ErrorKind::ConnectionRefused))
+                } else {
+                    None
+                }
+            }
+            Err(e) => Some(Some(e.kind())),
+        }
     }
 
     fn setup_stream(&mut self, mut s: TcpStream) -> io::Result<ConnId> {
@@ -298,12 +328,17 @@ impl Transport for KernelTransport {
         self.accept_retry = [false; 8];
     }
 
+    /// A non-blocking connect: the loop never waits for the handshake.
+    /// Connected follows when it completes; a refusal (or any error) is
+    /// reported as Readable, and `recv` then says why. The caller bounds
+    /// the time it waits (the server's `connect_ns`).
     fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
-        let s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-        s.set_nonblocking(true)?;
-        let id = self.setup_stream(TcpStream::from_std(s))?;
-        self.stats.connected += 1;
-        self.pending.push(Event::Connected(id));
+        if self.conns.len() >= self.cfg.max_conns {
+            return Err(io::Error::other("connection limit (--max-conns) reached"));
+        }
+        let s = TcpStream::connect(addr)?;
+        let id = self.setup_stream(s)?;
+        self.opening.push(id);
         Ok(id)
     }
 
@@ -345,6 +380,24 @@ impl Transport for KernelTransport {
                 continue;
             }
             let id = ConnId(t);
+            if !self.opening.is_empty() {
+                if let Some(i) = self.opening.iter().position(|&o| o == id) {
+                    if let Some(failed) = Self::opened(&self.conns, t, ev) {
+                        self.opening.swap_remove(i);
+                        match failed {
+                            None => {
+                                self.stats.connected += 1;
+                                events.push(Event::Connected(id));
+                            }
+                            Some(kind) => {
+                                self.open_failed.push((id, kind));
+                                events.push(Event::Readable(id));
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
             // EPOLLERR also means "the error queue holds ACK reports": read
             // them; an EPOLLERR with none is a real error.
             let error = ev.is_error()
@@ -381,6 +434,11 @@ impl Transport for KernelTransport {
     }
 
     fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.open_failed.is_empty() {
+            if let Some(&(_, kind)) = self.open_failed.iter().find(|(c, _)| *c == conn) {
+                return Err(kind.into());
+            }
+        }
         let (s, hup) = self.conns.get_mut(conn.0).ok_or(io::ErrorKind::NotConnected)?;
         let n = if self.tracing {
             let (n, rt) = rxts::recv(s.as_raw_fd(), buf)?;
@@ -415,6 +473,8 @@ impl Transport for KernelTransport {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.opening.retain(|&c| c != conn);
+        self.open_failed.retain(|(c, _)| *c != conn);
         if let Some((mut s, _)) = self.conns.try_remove(conn.0) {
             let _ = self.poll.registry().deregister(&mut s);
             self.stats.closed += 1;

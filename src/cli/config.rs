@@ -141,8 +141,10 @@ fn line_of(text: &str, at: usize) -> usize {
 pub(crate) fn from_file(serve: &Command, given: &ArgMatches, path: &Path) -> Result<Vec<OsString>, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("--config {file}: {e}")))?;
-    let doc =
-        DeTable::parse(&text).map_err(|e| ConfigError(format!("--config {file}: {}", e.to_string().trim_end())))?;
+    let doc = DeTable::parse(&text).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_of(&text, s.start));
+        ConfigError(format!("{file}:{line}: not TOML: {}", e.message().trim_end()))
+    })?;
     let keys = keys(serve);
     let home = |name: &str| keys.iter().find(|k| k.name() == name).map(|k| k.table);
     let mut out = Vec::new();

@@ -125,6 +125,8 @@ struct Client {
     readable: bool,
     /// On the service list (see `LoadGen::mark`).
     queued: bool,
+    /// Why its recv failed (a refused open, a reset).
+    failed: Option<io::ErrorKind>,
 }
 
 impl Client {
@@ -208,6 +210,7 @@ impl<T: Transport> LoadGen<T> {
                 last_send_ns: 0,
                 readable: true,
                 queued: false,
+                failed: None,
             };
             self.work.open(i, &mut c.tx);
             self.clients.push(c);
@@ -352,6 +355,7 @@ impl<T: Transport> LoadGen<T> {
                 }
                 Err(e) => {
                     crate::log_warn!("load: {}: recv failed: {e}", c.id);
+                    c.failed = Some(e.kind());
                     c.alive = false;
                     self.tally.disconnected += 1;
                     return;
@@ -379,8 +383,19 @@ impl<T: Transport> LoadGen<T> {
             if (0..self.clients.len()).all(|ci| self.clients[ci].connected && self.work.ready(ci)) {
                 break;
             }
-            if let Some(dead) = self.clients.iter().find(|c| !c.alive) {
-                return Err(io::Error::other(format!("{} closed during logon", dead.id)));
+            if let Some((ci, dead)) = self.clients.iter().enumerate().find(|(_, c)| !c.alive) {
+                let kind = dead.failed.unwrap_or(io::ErrorKind::ConnectionAborted);
+                let what = if dead.connected { "closed during logon" } else { "did not open" };
+                return Err(io::Error::new(
+                    kind,
+                    format!(
+                        "connection {} of {} to {}: {what} ({})",
+                        ci + 1,
+                        self.cfg.conns,
+                        self.cfg.addr,
+                        io::Error::from(kind)
+                    ),
+                ));
             }
             if clock::mono_ns() > deadline || stop.load(Ordering::Relaxed) {
                 let n =

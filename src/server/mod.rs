@@ -124,6 +124,12 @@ struct Conn<S> {
     sent: u64,
     /// The application asked to wake it ([`App::on_wake`] is due).
     woken: bool,
+    /// The application has been told of the peer's FIN.
+    fin_told: bool,
+    /// The application half-closed it ([`Verdict::CloseWrite`]): FIN once
+    /// the output is sent (`write_shut`), reading on.
+    close_write: bool,
+    write_shut: bool,
 }
 
 /// Loop counters.
@@ -202,6 +208,8 @@ pub struct Server<T: Transport, A: App> {
     /// connections still opening.
     requests: Option<Requests>,
     connecting: Vec<outbound::Pending>,
+    /// By connection id: is it in `connecting`?
+    opening: Vec<bool>,
 }
 
 impl<T: Transport, A: App> Server<T, A> {
@@ -211,6 +219,7 @@ impl<T: Transport, A: App> Server<T, A> {
         Server {
             requests,
             connecting,
+            opening: Vec::new(),
             transport,
             app,
             cfg,
@@ -369,6 +378,8 @@ impl<T: Transport, A: App> Server<T, A> {
             }
         }
         self.events = events;
+        // What the events' callbacks asked for (a refused connect's wake).
+        self.take_requests(now);
         let n = self.work.len();
         for _ in 0..n {
             let Some(id) = self.work.pop_front() else {
@@ -467,6 +478,9 @@ impl<T: Transport, A: App> Server<T, A> {
             sent: 0,
             rx_flags: 0,
             woken: false,
+            fin_told: false,
+            close_write: false,
+            write_shut: false,
         });
         self.stats.opened += 1;
         if self.shutting_down {
@@ -508,13 +522,11 @@ impl<T: Transport, A: App> Server<T, A> {
                     let before = c.tx.len();
                     let v = self.app.on_tick(&mut c.session, &mut c.tx, now);
                     let produced = c.tx.len() != before;
-                    if v == Verdict::Close {
-                        c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
-                    }
+                    let abort = step::apply(c, v, now + self.cfg.flush_ns);
                     if produced || v != Verdict::Continue {
                         self.enqueue(ConnId(i));
                     }
-                    if v == Verdict::Abort {
+                    if abort {
                         self.finish(ConnId(i), "aborted by application timer", true);
                     }
                 }

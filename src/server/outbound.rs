@@ -67,7 +67,14 @@ impl<T: Transport, A: App> Server<T, A> {
             return;
         }
         match self.transport.connect(c.addr) {
-            Ok(id) => self.connecting.push(Pending { id, token: c.token, deadline: now + self.cfg.connect_ns }),
+            Ok(id) => {
+                if self.opening.len() <= id.0 {
+                    // Grows to the peak connection id only (the transport's --max-conns).
+                    self.opening.resize(id.0 + 1, false);
+                }
+                self.opening[id.0] = true;
+                self.connecting.push(Pending { id, token: c.token, deadline: now + self.cfg.connect_ns });
+            }
             Err(e) => {
                 self.stats.connect_failed += 1;
                 crate::log_debug!("connect to {}: {e}", c.addr);
@@ -76,16 +83,19 @@ impl<T: Transport, A: App> Server<T, A> {
         }
     }
 
+    /// O(1): every Readable event asks.
     pub(super) fn is_connecting(&self, id: ConnId) -> bool {
-        !self.connecting.is_empty() && self.connecting.iter().any(|p| p.id == id)
+        self.opening.get(id.0).copied().unwrap_or(false)
     }
 
     /// Connected: an outbound connection the application asked for gets
     /// its session; one opened on the transport directly, the app's `open`.
     pub(super) fn connected(&mut self, id: ConnId, now: u64) {
-        match self.connecting.iter().position(|p| p.id == id) {
+        let pending = if self.is_connecting(id) { self.connecting.iter().position(|p| p.id == id) } else { None };
+        match pending {
             Some(i) => {
                 let p = self.connecting.swap_remove(i);
+                self.opening[id.0] = false;
                 let session = self.app.open_outbound(id, p.token, now);
                 self.open_with(id, session, now);
             }
@@ -107,6 +117,7 @@ impl<T: Transport, A: App> Server<T, A> {
 
     fn fail(&mut self, i: usize, reason: &'static str) {
         let p = self.connecting.swap_remove(i);
+        self.opening[p.id.0] = false;
         self.transport.close(p.id);
         self.stats.connect_failed += 1;
         self.app.on_refused(p.token, reason);

@@ -27,7 +27,18 @@ impl<T: Transport, A: App> Server<T, A> {
             }
         }
 
-        // 2. Closing: FIN once the output is gone, then drain.
+        // 2. Closing: FIN once the output is gone, then drain. Half-closed
+        // (CloseWrite): FIN once the output is gone, and read on.
+        if c.close_write && !c.write_shut && c.state == State::Open && c.tx.len() == 0 {
+            let _ = self.transport.shutdown_write(id);
+            c.write_shut = true;
+            progress = true;
+        }
+        if c.write_shut && c.fin_told && c.state == State::Open {
+            // Both directions are done.
+            self.finish(id, "closed", false);
+            return Step::Gone;
+        }
         if matches!(c.state, State::Flushing { .. }) && c.tx.len() == 0 {
             let _ = self.transport.shutdown_write(id);
             if c.peer_fin {
@@ -48,17 +59,10 @@ impl<T: Transport, A: App> Server<T, A> {
             if c.state == State::Open {
                 let before = c.tx.len();
                 let v = self.app.on_wake(&mut c.session, &mut c.tx, now);
-                progress |= c.tx.len() != before;
-                match v {
-                    Verdict::Continue => {}
-                    Verdict::Close => {
-                        c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
-                        progress = true;
-                    }
-                    Verdict::Abort => {
-                        self.finish(id, "aborted by the application", true);
-                        return Step::Gone;
-                    }
+                progress |= c.tx.len() != before || v != Verdict::Continue;
+                if apply(c, v, now + self.cfg.flush_ns) {
+                    self.finish(id, "aborted by the application", true);
+                    return Step::Gone;
                 }
             }
         }
@@ -147,19 +151,17 @@ impl<T: Transport, A: App> Server<T, A> {
             let out = c.sent + c.tx.len() as u64;
             let reply_end = if out != out_before { out } else { 0 };
             self.tracer.end_input(if attempted && c.tx_blocked { cause::TX_FULL } else { 0 }, reply_end);
-            stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0);
-            match v {
-                Verdict::Continue => {}
-                Verdict::Close => {
-                    c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
-                    progress = true;
-                }
-                Verdict::Abort => {
-                    self.finish(id, "protocol error", true);
-                    return Step::Gone;
-                }
+            // An application that makes requests may hold input back until
+            // another connection takes what it has (a relay's full pipe): it
+            // wakes this one then. Its FIN waits behind that input.
+            let waits = self.requests.is_some();
+            stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0 || waits);
+            progress |= v != Verdict::Continue;
+            if apply(c, v, now + self.cfg.flush_ns) {
+                self.finish(id, "protocol error", true);
+                return Step::Gone;
             }
-            if c.state == State::Open && c.rx_len == c.rx.len() && used == 0 && c.tx.len() == 0 {
+            if c.state == State::Open && c.rx_len == c.rx.len() && used == 0 && c.tx.len() == 0 && !waits {
                 // The application cannot use a full buffer with an empty
                 // output: it would never make progress.
                 self.finish(id, "input buffer full with no complete message", true);
@@ -173,13 +175,15 @@ impl<T: Transport, A: App> Server<T, A> {
         let Some(c) = self.conns.get_mut(id.0).and_then(|c| c.as_mut()) else {
             return Step::Gone;
         };
-        if c.peer_fin && c.state == State::Open && !stalled_input {
+        if c.peer_fin && !c.fin_told && c.state == State::Open && !stalled_input {
+            c.fin_told = true;
             let v = self.app.on_peer_fin(&mut c.session, &c.rx[..c.rx_len], &mut c.tx);
             if v == Verdict::Abort {
                 self.finish(id, "peer closed", true);
                 return Step::Gone;
             }
-            c.state = State::Flushing { deadline: now + self.cfg.flush_ns };
+            // Continue keeps it half-closed, open for output.
+            apply(c, v, now + self.cfg.flush_ns);
             progress = true;
         }
 
@@ -217,4 +221,17 @@ pub(super) enum Step {
     Progress,
     Idle,
     Gone,
+}
+
+/// Carry out an application's verdict on an open connection: true when it
+/// must be reset at once (Abort). `flush_deadline`: how long a Close may
+/// take to send what is queued.
+pub(super) fn apply<S>(c: &mut Conn<S>, v: Verdict, flush_deadline: u64) -> bool {
+    match v {
+        Verdict::Continue => {}
+        Verdict::Close => c.state = State::Flushing { deadline: flush_deadline },
+        Verdict::CloseWrite => c.close_write = true,
+        Verdict::Abort => return true,
+    }
+    false
 }
