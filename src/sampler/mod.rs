@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! ring.rs         the lock-free single-producer ring a pinned loop writes into
-//! tracer.rs       the loop side: stage timestamps, sampling decision, push
+//! tracer/         the loop side: stage timestamps, sampling decision, push
 //! policy.rs       sampling rates per message type, auto-halving, tail bias
 //! inject.rs       fault injection (stall, slow handler; loss lives in XDP)
 //! store.rs        the sample log: fixed-size records behind a header, as a ring
 //! reporter.rs     the reporter thread (never pinned): histograms, metrics, log
 //! endpoint.rs     the HTTP endpoint for /metrics and /samples (hyper)
-//! attribution.rs  the tail-attribution report
+//! attribution/    the tail-attribution report (its rules, the report)
 //! ```
 
 pub mod attribution;
