@@ -12,6 +12,7 @@
 //! * [`backend`]: one module per backend: kernel (epoll) and xdp (an XDP
 //!   program and an AF_XDP socket under the stack);
 //! * [`proto`]: the order-entry wire protocol, codec only;
+//! * [`exchange`]: the exchange simulator the upstream leg talks to;
 //! * [`load`]: the load generator, itself a client of [`transport`];
 //! * [`launch`]: one launcher for one loop or many (the gateway, the load
 //!   generator, any application): loops on queues and cores, the backend,
@@ -85,6 +86,7 @@ pub mod backend;
 pub mod capture;
 pub mod clock;
 pub mod doctor;
+pub mod exchange;
 pub mod launch;
 pub mod load;
 pub mod log;
