@@ -12,6 +12,7 @@
 //! * [`backend`]: one module per backend: kernel (epoll) and xdp (an XDP
 //!   program and an AF_XDP socket under the stack);
 //! * [`proto`]: the order-entry wire protocol, codec only;
+//! * [`venue`]: the venue's protocols, SoupBinTCP 3.0 and OUCH 5.0, codec only;
 //! * [`exchange`]: the exchange simulator the upstream leg talks to;
 //! * [`load`]: the load generator, itself a client of [`transport`];
 //! * [`launch`]: one launcher for one loop or many (the gateway, the load
@@ -98,3 +99,4 @@ pub mod server;
 pub mod stack;
 pub mod sys;
 pub mod transport;
+pub mod venue;

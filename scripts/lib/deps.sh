@@ -2,8 +2,9 @@
 # packages (idempotent, quiet) and check the Rust toolchain.
 
 # Packages the build (clang etc. compile bpf/redirect.bpf.c) and the lab need.
-# tcpdump reads back the captures of --pcap (tests/xdp.rs).
-TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump nftables clang llvm libelf-dev zlib1g-dev pkg-config make)
+# tcpdump reads back the captures of --pcap (tests/xdp.rs); tshark dissects our SoupBinTCP
+# (tests/venue_tshark.rs), a check of the framing by code we did not write.
+TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump tshark nftables clang llvm libelf-dev zlib1g-dev pkg-config make)
 
 ensure_packages() {
   local missing=() p
