@@ -33,6 +33,9 @@ enum Cmd {
     /// A connection storm or a SYN flood against an echo server, from kernel TCP clients: how
     /// long until every client is served, and what it cost them in SYN retransmissions.
     Storm(cli::storm::StormArgs),
+    /// The exchange simulator: an OUCH 5.0 venue over SoupBinTCP 3.0, with a book per symbol, a
+    /// journal per account for replay, and faults on request (docs/VENUE.md).
+    Exchange(cli::exchange::ExchangeArgs),
     /// Check that this host is ready for a pinned busy-poll gateway: OK / WARN / FAIL per item,
     /// with the fix (docs/TUNING.md). Exits 1 on any FAIL.
     Doctor(cli::doctor::DoctorArgs),
@@ -48,7 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     tailgate::log::set_level(if cli.quiet { 0 } else { 1 + cli.verbose });
     // The event loops (serve, load) log through a queue, never blocking on stderr.
-    if matches!(cli.cmd, Cmd::Serve(_) | Cmd::Load(_)) {
+    if matches!(cli.cmd, Cmd::Serve(_) | Cmd::Load(_) | Cmd::Exchange(_)) {
         if let Err(e) = tailgate::log::start() {
             eprintln!("tailgate: warn: no log thread ({e}); logging writes stderr directly");
         }
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => cli::report::run(a),
         Cmd::Doctor(a) => cli::doctor::run(a),
         Cmd::Storm(a) => cli::storm::run(a),
+        Cmd::Exchange(a) => cli::exchange::run(a),
     };
     tailgate::log::flush();
     match result {

@@ -497,3 +497,16 @@ fn max_conns_counts_established_connections_not_handshakes() {
     assert!(got.iter().any(|s| s.has(RST | ACK) && s.ack == 6), "{got:?}");
     assert_eq!(counter(&stack, "conn_refused"), 1);
 }
+
+/// A connection closed without a shutdown is reset, and the RST goes out:
+/// before the fix the aborted socket was freed by the next scan before
+/// smoltcp had dispatched it, so the peer never heard of the close.
+#[test]
+fn a_close_without_shutdown_sends_a_reset() {
+    let mut l = Live::new();
+    l.stack.close(l.id);
+    let segs = l.run(ms(5));
+    let rst: Vec<&Seg> = segs.iter().filter(|s| s.has(RST)).collect();
+    assert_eq!(rst.len(), 1, "one RST for the aborted connection: {segs:?}");
+    assert_eq!(rst[0].seq, l.rcv, "at the sequence number the peer expects");
+}

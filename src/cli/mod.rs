@@ -3,6 +3,7 @@
 
 pub(crate) mod config;
 pub(crate) mod doctor;
+pub(crate) mod exchange;
 pub(crate) mod list;
 pub(crate) mod load;
 pub(crate) mod report;

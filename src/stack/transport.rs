@@ -255,6 +255,9 @@ impl<D: Link> Transport for Stack<D> {
                 // socket with unread data is closed.
                 s.abort();
                 self.linger(c.shard, Zombie { handle: c.handle, deadline: linger, port: c.local_port, flow: c.flow });
+                // smoltcp sends the RST when it next dispatches the socket;
+                // the next scan would find it closed and free it first.
+                self.egress();
             }
         }
     }
