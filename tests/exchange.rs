@@ -267,3 +267,76 @@ fn heartbeats_flow_and_bad_input_ends_only_its_session() {
     assert!(!closed);
     assert!(matches!(g.sequenced.last(), Some(Outbound::Accepted(x)) if x.user_ref == 1));
 }
+
+#[test]
+fn a_connection_that_never_logs_in_is_closed_whatever_it_sends() {
+    let mut w = World::new(ExchangeConfig { timeout_ns: 1_000_000_000, ..cfg() });
+    let c = w.connect();
+    let mut sent = 0;
+    for _ in 0..20 {
+        // Heartbeats before a login keep nothing alive.
+        if w.firm.send(c, &[0, 1, soup::kind::CLIENT_HEARTBEAT]).is_err() {
+            break;
+        }
+        sent += 1;
+        w.run(Duration::from_millis(100));
+    }
+    assert!(w.got(c).1, "closed after the login timeout");
+    assert!((10..=13).contains(&sent), "closed after about 1 s of heartbeats: {sent} sent");
+}
+
+#[test]
+fn match_numbers_are_unique_across_symbols_and_a_used_replace_number_is_ignored() {
+    let mut w = World::new(ExchangeConfig { max_orders: 2, ..cfg() });
+    let a = w.connect();
+    w.login(a, "alice", "pw1", 1);
+    let with = |m: Inbound, sym: &[u8; 8]| match m {
+        Inbound::Enter(mut e) => {
+            e.symbol = *sym;
+            Inbound::Enter(e)
+        }
+        other => other,
+    };
+    w.order(a, with(enter(1, b'B', 10, 1_000_000, b'0'), b"AAPL    "));
+    w.order(a, with(enter(2, b'S', 10, 1_000_000, b'3'), b"AAPL    "));
+    w.order(a, with(enter(3, b'B', 10, 1_000_000, b'0'), b"MSFT    "));
+    w.order(a, with(enter(4, b'S', 10, 1_000_000, b'3'), b"MSFT    "));
+    // Two rest now (5 and 6); a third resting order has no room: refused before it is accepted.
+    w.order(a, with(enter(5, b'B', 1, 900_000, b'0'), b"AAPL    "));
+    w.order(a, with(enter(6, b'B', 1, 900_000, b'0'), b"AAPL    "));
+    w.order(a, with(enter(7, b'B', 1, 900_000, b'0'), b"AAPL    "));
+    // A replace with a number already used: ignored, no answer.
+    w.order(
+        a,
+        Inbound::Replace(ouch::Replace {
+            orig_user_ref: 5,
+            user_ref: 5,
+            qty: 1,
+            price: 1,
+            tif: b'0',
+            display: b'Y',
+            iso: b'N',
+            cl_ord_id: [b' '; 14],
+        }),
+    );
+    w.run(Duration::from_millis(10));
+    let (g, _) = w.got(a);
+    let matches: Vec<u64> = g
+        .sequenced
+        .iter()
+        .filter_map(|m| match *m {
+            Outbound::Executed { match_number, .. } => Some(match_number),
+            _ => None,
+        })
+        .collect();
+    // Each match is reported to both sides (alice is both): 1, 1, 2, 2.
+    assert_eq!(matches, vec![1, 1, 2, 2], "{g:?}");
+    let last: Vec<&Outbound> = g.sequenced.iter().rev().take(3).collect();
+    assert!(matches!(last[0], Outbound::Rejected { user_ref: 7, .. }), "{last:?}");
+    assert!(matches!(last[1], Outbound::Accepted(x) if x.user_ref == 6), "{last:?}");
+    assert!(!g.sequenced.iter().any(|m| matches!(m, Outbound::Accepted(x) if x.user_ref == 7)), "7 was never accepted");
+    assert!(
+        !g.sequenced.iter().any(|m| matches!(m, Outbound::Rejected { user_ref: 5, .. })),
+        "the replace got no answer"
+    );
+}

@@ -72,12 +72,11 @@ pub struct Book {
     asks: BTreeMap<i64, VecDeque<u64>>,
     orders: HashMap<u64, Resting>,
     max_orders: usize,
-    next_match: u64,
 }
 
 impl Book {
     pub fn new(max_orders: usize) -> Self {
-        Book { bids: BTreeMap::new(), asks: BTreeMap::new(), orders: HashMap::new(), max_orders, next_match: 1 }
+        Book { bids: BTreeMap::new(), asks: BTreeMap::new(), orders: HashMap::new(), max_orders }
     }
 
     pub fn resting(&self, id: u64) -> Option<Resting> {
@@ -99,7 +98,9 @@ impl Book {
 
     /// Match an incoming order. `price`: None for a market order. `rest`:
     /// whether what is left rests (a day limit order) or is canceled
-    /// (immediate-or-cancel; a market order never rests).
+    /// (immediate-or-cancel; a market order never rests). `next_match`: the
+    /// venue's match number counter (unique across its books).
+    #[allow(clippy::too_many_arguments)]
     pub fn enter(
         &mut self,
         id: u64,
@@ -107,6 +108,7 @@ impl Book {
         price: Option<i64>,
         qty: u32,
         rest: bool,
+        next_match: &mut u64,
         mut on_exec: impl FnMut(Execution),
     ) -> Outcome {
         if qty == 0 {
@@ -155,9 +157,9 @@ impl Book {
                     qty: q,
                     resting_leaves: r.qty,
                     incoming_leaves: leaves,
-                    match_number: self.next_match,
+                    match_number: *next_match,
                 };
-                self.next_match += 1;
+                *next_match += 1;
                 if r.qty == 0 {
                     queue.pop_front();
                     self.orders.remove(&rid);
@@ -229,6 +231,7 @@ impl Book {
         new_id: u64,
         price: i64,
         qty: u32,
+        next_match: &mut u64,
         on_exec: impl FnMut(Execution),
     ) -> Option<Outcome> {
         let r = *self.orders.get(&id)?;
@@ -237,7 +240,7 @@ impl Book {
         }
         self.unlink(&r);
         self.orders.remove(&id);
-        Some(self.enter(new_id, r.side, Some(price), qty, true, on_exec))
+        Some(self.enter(new_id, r.side, Some(price), qty, true, next_match, on_exec))
     }
 }
 
@@ -247,7 +250,8 @@ mod tests {
 
     fn run(b: &mut Book, id: u64, side: Side, price: Option<i64>, qty: u32) -> (Outcome, Vec<Execution>) {
         let mut v = Vec::new();
-        let o = b.enter(id, side, price, qty, true, |e| v.push(e));
+        let mut m = 1;
+        let o = b.enter(id, side, price, qty, true, &mut m, |e| v.push(e));
         (o, v)
     }
 
@@ -289,7 +293,7 @@ mod tests {
         assert_eq!(o, Outcome::Canceled(5));
         assert!(b.is_empty());
         let mut ex = Vec::new();
-        assert_eq!(b.enter(3, Side::Buy, Some(100), 5, false, |e| ex.push(e)), Outcome::Canceled(5));
+        assert_eq!(b.enter(3, Side::Buy, Some(100), 5, false, &mut 1, |e| ex.push(e)), Outcome::Canceled(5));
         assert!(b.is_empty());
     }
 
@@ -315,9 +319,9 @@ mod tests {
         run(&mut b, 1, Side::Sell, Some(102), 10);
         run(&mut b, 2, Side::Buy, Some(100), 10);
         let mut ex = Vec::new();
-        assert_eq!(b.replace(2, 20, 102, 4, |e| ex.push(e)), Some(Outcome::Filled));
+        assert_eq!(b.replace(2, 20, 102, 4, &mut 1, |e| ex.push(e)), Some(Outcome::Filled));
         assert_eq!((ex[0].resting, ex[0].incoming, ex[0].qty), (1, 20, 4));
-        assert_eq!(b.replace(2, 21, 100, 1, |_| {}), None, "the old id is gone");
+        assert_eq!(b.replace(2, 21, 100, 1, &mut 1, |_| {}), None, "the old id is gone");
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub struct ExchangeConfig {
     pub heartbeat_ns: u64,
     /// A logged-in client silent this long is disconnected.
     pub timeout_ns: u64,
-    /// Orders resting per symbol, at most.
+    /// Orders resting at once, over every book, at most.
     pub max_orders: usize,
+    /// Symbols (books), at most: an order for one more is rejected.
+    pub max_books: usize,
     pub faults: Faults,
 }
 
@@ -49,6 +51,7 @@ impl Default for ExchangeConfig {
             heartbeat_ns: 1_000_000_000,
             timeout_ns: 15_000_000_000,
             max_orders: 100_000,
+            max_books: 1024,
             faults: Faults::default(),
         }
     }
@@ -93,6 +96,7 @@ pub struct Session {
     account: Option<usize>,
     /// The next journal number to write to it.
     next: u64,
+    opened_at: u64,
     last_rx: u64,
     last_tx: u64,
 }
@@ -106,6 +110,9 @@ pub struct Exchange {
     owners: HashMap<u64, (usize, u32)>,
     next_book_id: u64,
     next_order_ref: u64,
+    next_match: u64,
+    /// Orders resting now, over every book.
+    resting: usize,
     requests: Requests,
     faults: Faults,
     pub stats: ExchangeStats,
@@ -142,6 +149,27 @@ impl Exchange {
                 orders: HashMap::new(),
             });
         }
+        // Order reference and match numbers go on from the journals' highest
+        // (a restarted venue must not reuse the numbers it replays).
+        let (mut next_order_ref, mut next_match) = (1, 1);
+        for acc in &accounts {
+            for seq in 1..=acc.journal.len() {
+                match acc.journal.get(seq).map(ouch::parse_outbound) {
+                    Some(Ok(Outbound::Accepted(a))) | Some(Ok(Outbound::Replaced { order: a, .. })) => {
+                        next_order_ref = next_order_ref.max(a.order_ref + 1);
+                    }
+                    Some(Ok(Outbound::Executed { match_number, .. })) => next_match = next_match.max(match_number + 1),
+                    Some(Ok(_)) => {}
+                    _ => {
+                        let who = String::from_utf8_lossy(acc.username.trim_ascii()).into_owned();
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("journal of {who}: message {seq} is not OUCH"),
+                        ));
+                    }
+                }
+            }
+        }
         let mut session_id = [b' '; soup::SESSION_LEN];
         let s = cfg.session.as_bytes();
         let n = s.len().min(soup::SESSION_LEN);
@@ -154,7 +182,9 @@ impl Exchange {
             books: HashMap::new(),
             owners: HashMap::new(),
             next_book_id: 1,
-            next_order_ref: 1,
+            next_order_ref,
+            next_match,
+            resting: 0,
             faults,
             cfg,
             stats: ExchangeStats::default(),
@@ -190,6 +220,7 @@ impl Exchange {
                     if book.resting(live.book_id).is_none() {
                         self.accounts[a].orders.remove(&user_ref);
                         self.owners.remove(&live.book_id);
+                        self.resting -= 1;
                     }
                     if n > 0 {
                         self.stats.canceled += 1;
@@ -205,9 +236,13 @@ impl Exchange {
                 Verdict::Continue
             }
             Inbound::Replace(r) => {
-                // Replace is not simulated: refused, which consumes the new number.
+                // Replace is not simulated: refused, which consumes the new
+                // number; a number already used is ignored, as specified.
                 let acc = &mut self.accounts[a];
-                acc.last_user_ref = acc.last_user_ref.max(r.user_ref);
+                if r.user_ref <= acc.last_user_ref {
+                    return Verdict::Continue;
+                }
+                acc.last_user_ref = r.user_ref;
                 self.reject(a, r.user_ref, 0x0015, r.cl_ord_id);
                 Verdict::Continue
             }
@@ -253,6 +288,15 @@ impl Exchange {
             return Verdict::Continue;
         }
         let ioc = e.tif == b'3' || price.is_none();
+        if !self.books.contains_key(&e.symbol) && self.books.len() >= self.cfg.max_books {
+            self.reject(a, e.user_ref, reject::INVALID_SYMBOL, e.cl_ord_id);
+            return Verdict::Continue;
+        }
+        if !ioc && self.resting >= self.cfg.max_orders {
+            // No room to rest it: refused before it is accepted.
+            self.reject(a, e.user_ref, reject::PROCESSING_ERROR, e.cl_ord_id);
+            return Verdict::Continue;
+        }
         let id = self.next_book_id;
         self.next_book_id += 1;
         let order_ref = self.next_order_ref;
@@ -277,7 +321,7 @@ impl Exchange {
         let max = self.cfg.max_orders;
         let book = self.books.entry(e.symbol).or_insert_with(|| Book::new(max));
         let mut execs = Vec::new();
-        let outcome = book.enter(id, side, price, e.qty, !ioc, |x| execs.push(x));
+        let outcome = book.enter(id, side, price, e.qty, !ioc, &mut self.next_match, |x| execs.push(x));
         for x in execs {
             self.stats.executions += 1;
             let ts = ts_now();
@@ -308,11 +352,13 @@ impl Exchange {
                 if x.resting_leaves == 0 {
                     self.owners.remove(&x.resting);
                     self.accounts[owner].orders.remove(&their_ref);
+                    self.resting -= 1;
                 }
             }
         }
         match outcome {
             Outcome::Rests(_) => {
+                self.resting += 1;
                 self.owners.insert(id, (a, e.user_ref));
                 self.accounts[a].orders.insert(e.user_ref, Live { symbol: e.symbol, book_id: id });
             }
@@ -382,7 +428,9 @@ impl Exchange {
                 break;
             }
             let mut b = [0u8; ouch::size::MAX + 8];
-            let n = soup::encode(&Packet::Sequenced(m), &mut b).unwrap_or(0);
+            // Every journaled message is an OUCH message we wrote or
+            // checked on open, under MAX bytes.
+            let Some(n) = soup::encode(&Packet::Sequenced(m), &mut b) else { break };
             out.put(&b[..n]);
             s.next += 1;
             s.last_tx = now;
@@ -435,7 +483,7 @@ impl App for Exchange {
     }
 
     fn open(&mut self, conn: ConnId, now: u64) -> Session {
-        Session { conn, account: None, next: 1, last_rx: now, last_tx: now }
+        Session { conn, account: None, next: 1, opened_at: now, last_rx: now, last_tx: now }
     }
 
     fn on_input(
@@ -448,7 +496,6 @@ impl App for Exchange {
         now: u64,
     ) -> (usize, Verdict) {
         let mut used = 0;
-        s.last_rx = now;
         // Room for the largest answer to one packet (Login Accepted, or
         // what an order adds is journaled, not written here).
         while out.spare() >= 64 {
@@ -462,6 +509,11 @@ impl App for Exchange {
                 }
             };
             used += n;
+            // A whole packet from a logged-in client keeps it alive; before
+            // login only the login counts (its deadline runs from the open).
+            if s.account.is_some() {
+                s.last_rx = now;
+            }
             let v = match (p, s.account) {
                 (Packet::LoginRequest { username, password, session, seq }, None) => {
                     self.login(s, &username, &password, &session, seq, out)
@@ -491,6 +543,9 @@ impl App for Exchange {
             }
         }
         self.pump(s, out, now);
+        // Written through before the reply leaves: a crash cannot leave a
+        // client holding a number the journal lost.
+        self.flush();
         (used, Verdict::Continue)
     }
 
@@ -499,15 +554,16 @@ impl App for Exchange {
         Verdict::Continue
     }
 
-    fn on_peer_fin(&mut self, _: &mut Session, _: &[u8], _: &mut OutBuf) -> Verdict {
+    fn on_peer_fin(&mut self, s: &mut Session, _: &[u8], _: &mut OutBuf) -> Verdict {
+        self.release(s);
         Verdict::Close
     }
 
     fn on_tick(&mut self, s: &mut Session, out: &mut OutBuf, now: u64) -> Verdict {
         self.pump(s, out, now);
         let Some(_) = s.account else {
-            // No login within the timeout: gone.
-            return if now.saturating_sub(s.last_rx) > self.cfg.timeout_ns {
+            // No login within the timeout of the open: gone.
+            return if now.saturating_sub(s.opened_at) > self.cfg.timeout_ns {
                 Verdict::Abort
             } else {
                 Verdict::Continue

@@ -252,12 +252,16 @@ impl<D: Link> Transport for Stack<D> {
             }
             _ => {
                 // Closed without shutdown: reset, as the kernel does when a
-                // socket with unread data is closed.
-                s.abort();
-                self.linger(c.shard, Zombie { handle: c.handle, deadline: linger, port: c.local_port, flow: c.flow });
-                // smoltcp sends the RST when it next dispatches the socket;
-                // the next scan would find it closed and free it first.
-                self.egress();
+                // socket with unread data is closed. The socket goes at once
+                // and the guard sends the RST from its record (at the
+                // sequence numbers on the wire), as at a linger's end: left
+                // to smoltcp, the RST went only when it next dispatched the
+                // socket, and the next scan freed the closed socket first.
+                let s = sh.sockets.remove(c.handle);
+                self.free_socket(s);
+                self.local_ports.set(c.local_port, false);
+                self.rec.forget(c.flow);
+                self.release(c.flow, Release::Abort);
             }
         }
     }
