@@ -14,6 +14,7 @@
 //! * [`proto`]: the order-entry wire protocol, codec only;
 //! * [`venue`]: the venue's protocols, SoupBinTCP 3.0 and OUCH 5.0, codec only;
 //! * [`exchange`]: the exchange simulator the upstream leg talks to;
+//! * [`upstream`]: the gateway's sessions to the venue;
 //! * [`load`]: the load generator, itself a client of [`transport`];
 //! * [`launch`]: one launcher for one loop or many (the gateway, the load
 //!   generator, any application): loops on queues and cores, the backend,
@@ -99,4 +100,5 @@ pub mod server;
 pub mod stack;
 pub mod sys;
 pub mod transport;
+pub mod upstream;
 pub mod venue;
