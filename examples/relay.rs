@@ -165,6 +165,7 @@ fn deliver(way: &mut Way, other_done: bool, out: &mut OutBuf) -> (usize, Verdict
 
 impl App for Relay {
     type Session = Side;
+    const HOLDS_INPUT: bool = true;
 
     fn name(&self) -> &'static str {
         "relay"
@@ -491,7 +492,18 @@ mod tests {
             id
         }
 
-        /// Read what arrived on the client: Some(true) at FIN; panics on a reset.
+        /// Step until the client reads the relay's FIN (false: not within 1 s).
+        fn until_fin(&mut self, id: ConnId, into: &mut Vec<u8>) -> bool {
+            for _ in 0..100_000 {
+                self.step();
+                if self.read(id, into) {
+                    return true;
+                }
+            }
+            false
+        }
+
+        /// Read what arrived on the client: true at FIN; panics on a reset.
         fn read(&mut self, id: ConnId, into: &mut Vec<u8>) -> bool {
             let mut buf = [0u8; 16384];
             loop {
@@ -529,15 +541,7 @@ mod tests {
         assert!(got == data, "the bytes came back changed");
         // The client closes: the relay closes upstream, then the client, cleanly.
         w.other.shutdown_write(id).unwrap();
-        let mut fin = false;
-        for _ in 0..100_000 {
-            w.step();
-            if w.read(id, &mut got) {
-                fin = true;
-                break;
-            }
-        }
-        assert!(fin, "no FIN from the relay");
+        assert!(w.until_fin(id, &mut got), "no FIN from the relay");
         assert_eq!(w.relay.app.relayed_up, data.len() as u64);
         assert_eq!(w.relay.app.relayed_down, data.len() as u64);
         assert_eq!(w.relay.stats.connects, 1);
@@ -618,15 +622,7 @@ mod tests {
         let id = w.client();
         let _ = w.other.send(id, b"hello");
         let mut got = Vec::new();
-        let mut fin = false;
-        for _ in 0..100_000 {
-            w.step();
-            if w.read(id, &mut got) {
-                fin = true;
-                break;
-            }
-        }
-        assert!(fin, "the client was not closed");
+        assert!(w.until_fin(id, &mut got), "the client was not closed");
         assert!(got.is_empty(), "{got:?}");
         assert_eq!(w.relay.app.refused, 1);
         assert_eq!(w.relay.stats.connect_failed, 1);

@@ -92,6 +92,12 @@ pub trait App {
     /// Does `on_input` use `recv_ts`? If not, the server skips the wall-clock
     /// read per input (it shows in a spinning loop's profile).
     const WANTS_RECV_TS: bool = false;
+    /// May `on_input` leave input unconsumed while it waits for another
+    /// connection to take what it holds (a relay's full pipe)? It then
+    /// wakes this connection when there is room ([`Requests::wake`]); the
+    /// server does not reset it for a full input buffer, and holds the
+    /// peer's FIN behind that input.
+    const HOLDS_INPUT: bool = false;
     fn name(&self) -> &'static str;
     /// A connection opened. `now` is monotonic ns.
     fn open(&mut self, conn: ConnId, now: u64) -> Self::Session;

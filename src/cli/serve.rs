@@ -445,13 +445,7 @@ impl ServeJob<'_> {
         let who = if cx.loops > 1 { format!("loop {}: ", cx.index) } else { String::new() };
         let addr = self.addr;
         s.listen(addr).map_err(|e| format!("{who}--ip/--port {addr}: cannot listen: {e}"))?;
-        if let Some(p) = cx.published.clone() {
-            s.set_published(p);
-        }
-        s.set_tracer(cx.take_tracer());
-        cx.ready();
-        let r = s.run(cx.stop);
-        s.publish();
+        let r = cx.serve(&mut s);
         let mut lines = Vec::new();
         if let Some(extra) = s.transport.report() {
             lines.push(extra);
@@ -461,9 +455,6 @@ impl ServeJob<'_> {
             lines.push(format!("sampler: {}", sampler_fields(&s.tracer.stats())));
         }
         let error = r.err().map(|e| format!("{who}event loop: {e}"));
-        if error.is_some() {
-            cx.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         Ok(ServeEnd { place: cx.place, st: s.stats, ts: s.transport.stats(), lines, error })
     }
 }

@@ -134,6 +134,26 @@ impl LoopCtx<'_> {
     pub fn stop_all(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+
+    /// Run `s` as this loop's server once it listens: its tracer and the
+    /// reporter's counters attached, ready said, served until the stop,
+    /// counters published a last time; an error stops every loop.
+    pub fn serve<T: Transport, A: crate::app::App>(
+        &mut self,
+        s: &mut crate::server::Server<T, A>,
+    ) -> std::io::Result<()> {
+        if let Some(p) = self.published.clone() {
+            s.set_published(p);
+        }
+        s.set_tracer(self.take_tracer());
+        self.ready();
+        let r = s.run(self.stop);
+        s.publish();
+        if r.is_err() {
+            self.stop_all();
+        }
+        r
+    }
 }
 
 /// How the loops were placed, for the job's start line.

@@ -36,16 +36,7 @@ impl<A: App, F: Fn(usize) -> A + Sync> Job for ServeJob<F> {
     fn run<T: Transport>(&self, t: T, mut cx: LoopCtx<'_>) -> Result<Served, String> {
         let mut s = Server::new(t, (self.make)(cx.index), self.server);
         s.listen(self.addr).map_err(|e| format!("loop {}: cannot listen on {}: {e}", cx.index, self.addr))?;
-        if let Some(p) = cx.published.clone() {
-            s.set_published(p);
-        }
-        s.set_tracer(cx.take_tracer());
-        cx.ready();
-        let r = s.run(cx.stop);
-        s.publish();
-        if r.is_err() {
-            cx.stop_all();
-        }
+        let r = cx.serve(&mut s);
         Ok(Served {
             place: cx.place,
             server: s.stats,

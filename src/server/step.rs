@@ -151,10 +151,10 @@ impl<T: Transport, A: App> Server<T, A> {
             let out = c.sent + c.tx.len() as u64;
             let reply_end = if out != out_before { out } else { 0 };
             self.tracer.end_input(if attempted && c.tx_blocked { cause::TX_FULL } else { 0 }, reply_end);
-            // An application that makes requests may hold input back until
-            // another connection takes what it has (a relay's full pipe): it
-            // wakes this one then. Its FIN waits behind that input.
-            let waits = self.requests.is_some();
+            // An application may hold input back until another connection
+            // takes what it has (App::HOLDS_INPUT): it wakes this one then.
+            // Its FIN waits behind that input.
+            let waits = A::HOLDS_INPUT;
             stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0 || waits);
             progress |= v != Verdict::Continue;
             if apply(c, v, now + self.cfg.flush_ns) {
