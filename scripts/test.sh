@@ -12,8 +12,8 @@ ensure_packages "${TG_PACKAGES[@]}"
 if [[ $(id -u) == 0 ]]; then
   # As root the lab tests must run, not skip.
   export TAILGATE_REQUIRE_LAB=1
-  # Namespaces left by an interrupted test run (fixtures are named tgt<pid><n>g/c).
-  for ns in $(ip netns list | awk '{print $1}' | grep -E '^tgt[0-9]+[gc]$' || true); do
+  # Namespaces left by an interrupted test run (fixtures are named tgt<pid><n>g/c/x).
+  for ns in $(ip netns list | awk '{print $1}' | grep -E '^tgt[0-9]+[gcx]$' || true); do
     ip netns del "$ns" 2>/dev/null || true
   done
 else

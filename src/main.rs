@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the gateway (or the echo / sockperf servers) on a backend.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Drive a gateway or echo server and report round-trip latency.
     Load(cli::load::LoadArgs),
     /// Attribute the slow tail of a gateway's samples to causes (docs/ATTRIBUTION.md).
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.cmd {
-        Cmd::Serve(a) => cli::serve::run(a),
+        Cmd::Serve(a) => cli::serve::run(*a),
         Cmd::Load(a) => cli::load::run(a),
         Cmd::Report(a) => cli::report::run(a),
         Cmd::Doctor(a) => cli::doctor::run(a),

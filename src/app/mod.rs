@@ -122,6 +122,9 @@ pub trait App {
     fn on_peer_fin(&mut self, s: &mut Self::Session, leftover: &[u8], out: &mut OutBuf) -> Verdict;
     /// Called periodically (see `Server` tick) for timers.
     fn on_tick(&mut self, s: &mut Self::Session, out: &mut OutBuf, now: u64) -> Verdict;
+    /// Called once a tick, before the connections' ticks, for the
+    /// application's own timers (an outbound session to open again).
+    fn on_loop_tick(&mut self, _now: u64) {}
     /// The gateway is shutting down: append the protocol's goodbye, if it
     /// has one (orders: Logout, reason Shutdown). The server then sends what
     /// is queued and closes; no more input reaches the session.

@@ -26,12 +26,14 @@ pub(crate) const CONNECTIONS: &str = "Connections";
 pub(crate) const CAPTURE: &str = "Capture";
 pub(crate) const SAMPLING: &str = "Sampling and metrics";
 pub(crate) const INJECT: &str = "Fault injection";
+pub(crate) const UPSTREAM: &str = "Upstream (the exchange)";
 pub(crate) const CONFIG: &str = "Configuration file";
 
 /// The config file's tables, in the order `--print-config` prints them,
 /// with the `--help` heading whose flags each one holds.
-pub(crate) const HEADINGS: [(&str, &str); 7] = [
+pub(crate) const HEADINGS: [(&str, &str); 8] = [
     ("listen", LISTEN),
+    ("upstream", UPSTREAM),
     ("xdp", XDP),
     ("loops", LOOPS),
     ("connections", CONNECTIONS),
@@ -42,7 +44,7 @@ pub(crate) const HEADINGS: [(&str, &str); 7] = [
 
 /// Tables the next versions fill (accounts, risk limits, upstream
 /// sessions): named so that a file written for them gets a clear error.
-const RESERVED: [&str; 3] = ["accounts", "limits", "upstream"];
+const RESERVED: [&str; 2] = ["accounts", "limits"];
 
 /// What a key's TOML value may be, from its flag's parser.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -74,6 +74,11 @@ pub(crate) struct LoadArgs {
     /// The old spelling, in seconds (deprecated: say --drain-ms).
     #[arg(long, hide = true, value_parser = parse_secs)]
     pub(crate) drain: Option<Duration>,
+    /// Orders: price this percent of limit orders through the other side of the book, so that
+    /// with an exchange behind the gateway they execute against resting orders (market orders,
+    /// a fifth of the orders, take liquidity too). Other limit orders rest without meeting.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) cross: u8,
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
@@ -120,6 +125,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         progress: a.duration > Duration::from_secs(2),
         logon_timeout: Duration::from_secs(10),
         burst: a.burst.map(|(n, ms)| (n, ms * 1_000_000)),
+        cross: a.cross,
         together: None,
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };

@@ -9,6 +9,7 @@ pub(crate) mod load;
 pub(crate) mod report;
 pub(crate) mod serve;
 pub(crate) mod storm;
+pub(crate) mod upstream;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

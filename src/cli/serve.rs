@@ -98,11 +98,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65536), help_heading = CONNECTIONS)]
     pub(crate) backlog: u64,
     #[command(flatten)]
+    pub(crate) upstream: super::upstream::UpstreamArgs,
+    #[command(flatten)]
     pub(crate) xdp: XdpArgs,
     #[command(flatten)]
     pub(crate) obs: ObserveArgs,
     /// Read serve's flags from this TOML file: each flag is a key, its name without `--`, in the
-    /// table of its heading here ([listen], [xdp], [loops], [connections], [capture],
+    /// table of its heading here ([listen], [upstream], [xdp], [loops], [connections], [capture],
     /// [sampling], [inject]); flags given here override it (docs/CONFIG.md).
     #[arg(long, value_name = "FILE", help_heading = CONFIG)]
     pub(crate) config: Option<std::path::PathBuf>,
@@ -219,7 +221,8 @@ impl ServeArgs {
         core: Option<usize>,
     ) -> XdpExtras {
         XdpExtras {
-            outbound: false,
+            // The upstream sessions are outbound connections.
+            outbound: self.upstream.upstream != "none",
             stamp_rx: sampling.enabled,
             drop_every: inject.loss_every.unwrap_or(0),
             tx_drop_every: inject.tx_loss_every.unwrap_or(0),
@@ -243,6 +246,7 @@ impl ServeArgs {
             heartbeat_ms: self.heartbeat_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             max_open_orders: self.max_open_orders as usize,
+            max_live_orders: self.upstream.max_live_orders as usize,
         }
     }
 
@@ -284,6 +288,15 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         IpAddr::V6(_) => None,
     };
     let one_core = a.core.as_ref().filter(|l| l.len() == 1).map(super::List::first);
+    let upstream = a.upstream.plan()?;
+    if upstream.is_some() && a.app != ServeApp::Orders {
+        return Err("--upstream applies to --app orders only".into());
+    }
+    if a.app == ServeApp::Orders && upstream.is_none() {
+        log_warn!(
+            "--upstream none: orders are acknowledged by the gateway itself (a test mode: nothing reaches an exchange)"
+        );
+    }
     if a.app == ServeApp::UdpEcho {
         return udp_echo(&a, port, stack_ip, wait, &sampling, &inject, one_core, &stop);
     }
@@ -305,8 +318,21 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         }),
     };
     let describe = cfg.observe.as_ref().map(|o| (o.sampling.describe(), o.inject.any().then(|| o.inject.describe())));
-    let job = ServeJob { a: &a, addr: SocketAddr::new(ip, port), describe: describe.unwrap_or_default() };
-    let ended = launch(cfg, &job, &stop)?;
+    let job = ServeJob {
+        a: &a,
+        addr: SocketAddr::new(ip, port),
+        describe: describe.unwrap_or_default(),
+        upstream: upstream.as_ref(),
+    };
+    let keeper_stop = std::sync::Arc::new(AtomicBool::new(false));
+    let keeper = upstream.as_ref().map(|p| p.keeper(keeper_stop.clone())).transpose()?;
+    let ended = launch(cfg, &job, &stop);
+    if let Some(k) = keeper {
+        // A last write of the sessions' numbers, after every loop stopped.
+        keeper_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = k.join();
+    }
+    let ended = ended?;
     if needs_xdp && ended.backend != "xdp" {
         return Err("--inject loss:N and tx-loss:N need the xdp backend, and the kernel backend was chosen".into());
     }
@@ -391,6 +417,8 @@ struct ServeJob<'a> {
     addr: SocketAddr,
     /// The sampling and injection, described for the start line.
     describe: (String, Option<String>),
+    /// The exchange sessions, one per loop.
+    upstream: Option<&'a super::upstream::UpstreamPlan>,
 }
 
 impl Job for ServeJob<'_> {
@@ -400,7 +428,22 @@ impl Job for ServeJob<'_> {
         let a = self.a;
         let scfg = a.server_config();
         match a.app {
-            ServeApp::Orders => self.drive(Server::new(t, Orders::new(a.orders_config()), scfg), cx),
+            ServeApp::Orders => {
+                let app = match self.upstream {
+                    None => Orders::new(a.orders_config()),
+                    Some(p) => {
+                        if p.sessions.len() != cx.loops {
+                            return Err(format!(
+                                "--upstream-user: {} given for {} loops (each loop needs its own session)",
+                                p.sessions.len(),
+                                cx.loops
+                            ));
+                        }
+                        Orders::with_upstream(a.orders_config(), p.sessions[cx.index].clone())
+                    }
+                };
+                self.drive(Server::new(t, app, scfg), cx)
+            }
             ServeApp::Echo => self.drive(Server::new(t, Echo::default(), scfg), cx),
             ServeApp::Sockperf => {
                 self.drive(Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg), cx)
@@ -415,6 +458,10 @@ impl Job for ServeJob<'_> {
         }
         if let Some(inj) = &self.describe.1 {
             log_warn!("fault injection on: {inj}");
+        }
+        if let Some(p) = self.upstream {
+            let users: Vec<&str> = p.sessions.iter().map(|s| s.username.as_str()).collect();
+            log_info!("upstream {}: one session per loop, as {}", p.addr, users.join(", "));
         }
         let mode = if self.a.spin { "spin" } else { "blocking" };
         if s.loops == 1 {

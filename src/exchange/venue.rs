@@ -118,6 +118,41 @@ pub struct Exchange {
     pub stats: ExchangeStats,
 }
 
+/// From the journals: each account's highest UserRefNum (a number used
+/// before a restart stays used), and the orders still resting when the
+/// venue stopped (account, its Accepted, shares left), oldest first.
+fn restore(accounts: &mut [Account]) -> Vec<(usize, (Accepted, u32))> {
+    let mut resting: Vec<(usize, (Accepted, u32))> = Vec::new();
+    for (i, acc) in accounts.iter_mut().enumerate() {
+        let mut live: HashMap<u32, (Accepted, u32)> = HashMap::new();
+        for seq in 1..=acc.journal.len() {
+            let Some(Ok(m)) = acc.journal.get(seq).map(ouch::parse_outbound) else { continue };
+            match m {
+                Outbound::Accepted(a) => {
+                    acc.last_user_ref = acc.last_user_ref.max(a.user_ref);
+                    let market = a.price >= 2_000_000_000;
+                    if a.state == b'L' && a.tif != b'3' && !market {
+                        live.insert(a.user_ref, (a, a.qty));
+                    }
+                }
+                Outbound::Rejected { user_ref, .. } => acc.last_user_ref = acc.last_user_ref.max(user_ref),
+                Outbound::Executed { user_ref, qty, .. } | Outbound::Canceled { user_ref, qty, .. } => {
+                    if let Some(o) = live.get_mut(&user_ref) {
+                        o.1 = o.1.saturating_sub(qty);
+                        if o.1 == 0 {
+                            live.remove(&user_ref);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        resting.extend(live.into_values().map(|o| (i, o)));
+    }
+    resting.sort_by_key(|(_, (a, _))| a.order_ref);
+    resting
+}
+
 fn field<const N: usize>(s: &str) -> [u8; N] {
     let mut b = [b' '; N];
     soup::put_alpha(&mut b, s.as_bytes());
@@ -170,12 +205,13 @@ impl Exchange {
                 }
             }
         }
+        let restored = restore(&mut accounts);
         let mut session_id = [b' '; soup::SESSION_LEN];
         let s = cfg.session.as_bytes();
         let n = s.len().min(soup::SESSION_LEN);
         session_id[soup::SESSION_LEN - n..].copy_from_slice(&s[..n]);
         let faults = cfg.faults;
-        Ok(Exchange {
+        let mut x = Exchange {
             session_id,
             requests: Requests::with_capacity(2 * accounts.len() + 16),
             accounts,
@@ -188,7 +224,26 @@ impl Exchange {
             faults,
             cfg,
             stats: ExchangeStats::default(),
-        })
+        };
+        // The orders resting when it stopped rest again, in time priority.
+        for (a, acc_order) in restored {
+            let Accepted { side, price, symbol, user_ref, .. } = acc_order.0;
+            let side = if side == b'B' { Side::Buy } else { Side::Sell };
+            let id = x.next_book_id;
+            x.next_book_id += 1;
+            let max = x.cfg.max_orders;
+            let book = x.books.entry(symbol).or_insert_with(|| Book::new(max));
+            // They rested together before, so they do not meet now.
+            let mut next_match = x.next_match;
+            if let Outcome::Rests(_) =
+                book.enter(id, side, Some(price as i64), acc_order.1, true, &mut next_match, |_| {})
+            {
+                x.resting += 1;
+                x.owners.insert(id, (a, user_ref));
+                x.accounts[a].orders.insert(user_ref, Live { symbol, book_id: id });
+            }
+        }
+        Ok(x)
     }
 
     /// Sequence `m` for account `a`, and wake its connection.
@@ -255,15 +310,17 @@ impl Exchange {
             // A number already used: a retransmission, ignored as specified.
             return Verdict::Continue;
         }
-        acc.last_user_ref = e.user_ref;
         self.stats.orders += 1;
-        match self.faults.on_order() {
-            super::faults::Action::None => {}
-            super::faults::Action::Reject => {
-                self.reject(a, e.user_ref, reject::OTHER, e.cl_ord_id);
-                return Verdict::Continue;
-            }
-            super::faults::Action::Drop => return Verdict::Abort,
+        let action = self.faults.on_order();
+        if action == super::faults::Action::Drop {
+            // Lost with the session, as if it never arrived: its number is
+            // not used, so the firm may enter it again.
+            return Verdict::Abort;
+        }
+        self.accounts[a].last_user_ref = e.user_ref;
+        if action == super::faults::Action::Reject {
+            self.reject(a, e.user_ref, reject::OTHER, e.cl_ord_id);
+            return Verdict::Continue;
         }
         let side = match e.side {
             b'B' => Side::Buy,

@@ -42,7 +42,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 pub use self::echo::{EchoLoad, ECHO_MIN_SIZE};
-pub use self::orders::OrdersLoad;
+pub use self::orders::{Lifecycle, OrdersLoad};
 pub use self::report::{LoopShare, Percentiles, Report};
 pub use self::workload::Workload;
 use self::workload::{Replies, Tally};
@@ -91,6 +91,8 @@ pub struct LoadConfig {
     /// Rate mode: (count, every ns): `count` more messages at once every
     /// `every` ns, round robin over the connections.
     pub burst: Option<(u32, u64)>,
+    /// Orders: the percent of limit orders priced to cross the book.
+    pub cross: u8,
     /// One generator of several (one per loop): every one counts itself in
     /// here once its sessions are logged on, and the measured run starts
     /// when all of them have, so their runs overlap.
@@ -157,7 +159,7 @@ impl<T: Transport> LoadGen<T> {
         let hist =
             Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| io::Error::other(format!("histogram: {e}")))?;
         let work: Box<dyn Workload> = match cfg.app {
-            LoadApp::Orders => Box::new(OrdersLoad::default()),
+            LoadApp::Orders => Box::new(OrdersLoad::new(cfg.cross)),
             LoadApp::Echo => Box::new(EchoLoad::new(cfg.size)),
         };
         Ok(LoadGen {
@@ -593,6 +595,7 @@ impl<T: Transport> LoadGen<T> {
             shutdown_logouts: self.tally.shutdown_logouts,
             after_shutdown: self.tally.after_shutdown,
             loops: Vec::new(),
+            lifecycle: self.work.lifecycle(),
         };
         Ok(Outcome { report, hist: self.hist, transport: self.t })
     }

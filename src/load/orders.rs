@@ -1,20 +1,101 @@
 //! The order workload: a Logon per connection, then a mix of limit orders,
-//! market orders and cancels of resting orders; every reply is matched to
-//! its request, in order, on its connection; heartbeats keep quiet sessions
-//! alive and a Logout ends each one.
+//! market orders and cancels of resting orders; heartbeats keep quiet
+//! sessions alive and a Logout ends each one.
+//!
+//! Every request's answer is matched to it by `cl_ord_id` (an Ack or Reject
+//! answers a NewOrder, a CancelAck, CancelReject or Reject a Cancel): with
+//! an exchange behind the gateway, a reject made by the gateway itself can
+//! pass an answer still on its way from the exchange. The round trip is to
+//! that answer; the round trip to an order's first Fill is kept apart, and
+//! the order's end (its last Fill, CancelAck, Canceled or Reject) is
+//! followed so that only live orders are cancelled.
+//!
+//! Prices: buys rest at 9,900-9,999 ticks and sells at 10,001-10,100, so
+//! they do not meet; `cross` percent of limit orders are priced through the
+//! other side (a buy at 10,100, a sell at 9,900) and take what rests there.
+//! Market orders (a fifth of the orders) take liquidity as well.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::report::Percentiles;
 use super::workload::{Replies, Workload};
-use crate::proto::{self, ClientMsg, Code8, Frame, GatewayMsg, NewOrder, OrderKind, Parsed, Side};
+use crate::proto::{self, msg_type, ClientMsg, Code8, Frame, GatewayMsg, NewOrder, OrderKind, Parsed, Side};
 
-/// What a reply must look like.
-#[derive(Debug, Clone, Copy)]
-enum Expect {
-    /// Ack or Reject for this cl_ord_id.
-    Order(u64),
-    /// CancelAck or Reject for this cl_ord_id.
-    Cancel(u64),
+/// What the gateway's answers were, by kind (also in the `--json` report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Lifecycle {
+    pub acks: u64,
+    pub fills: u64,
+    /// Orders with at least one Fill.
+    pub orders_filled: u64,
+    pub cancel_acks: u64,
+    /// Cancels that came too late (the order was filled first): answered, not failures.
+    pub cancel_rejects: u64,
+    /// Orders the exchange ended itself (an immediate-or-cancel remainder).
+    pub canceled: u64,
+    /// The same execution reported twice for one order (counted `unexpected` too).
+    pub duplicate_fills: u64,
+    /// Rejects by reason label.
+    pub rejects: BTreeMap<String, u64>,
+    /// Round trip from the send time of an order that takes liquidity
+    /// (market, or priced through the book) to its first Fill.
+    pub first_fill_us: Percentiles,
+    #[serde(skip)]
+    pub first_fill_hist: Option<Histogram<u64>>,
+}
+
+impl Lifecycle {
+    /// Add another loop's.
+    pub fn add(&mut self, o: &Lifecycle) {
+        self.acks += o.acks;
+        self.fills += o.fills;
+        self.orders_filled += o.orders_filled;
+        self.cancel_acks += o.cancel_acks;
+        self.cancel_rejects += o.cancel_rejects;
+        self.canceled += o.canceled;
+        self.duplicate_fills += o.duplicate_fills;
+        for (k, v) in &o.rejects {
+            *self.rejects.entry(k.clone()).or_default() += v;
+        }
+        match (&mut self.first_fill_hist, &o.first_fill_hist) {
+            (Some(a), Some(b)) => {
+                let _ = a.add(b);
+            }
+            (None, Some(b)) => self.first_fill_hist = Some(b.clone()),
+            _ => {}
+        }
+        if let Some(h) = &self.first_fill_hist {
+            self.first_fill_us = Percentiles::from_hist(h);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let f = &self.first_fill_us;
+        let mut rej = String::new();
+        for (k, v) in &self.rejects {
+            rej.push_str(&format!("  {k}={v}"));
+        }
+        format!(
+            "answers: acks {}  fills {} (orders filled {}, duplicates {})  cancel_acks {}  cancel_rejects {}  canceled {}  rejects {}{rej}\n\
+             first fill of a taker (us)  p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} orders)",
+            self.acks,
+            self.fills,
+            self.orders_filled,
+            self.duplicate_fills,
+            self.cancel_acks,
+            self.cancel_rejects,
+            self.canceled,
+            self.rejects.values().sum::<u64>(),
+            f.p50,
+            f.p99,
+            f.p999,
+            f.max,
+            f.samples
+        )
+    }
 }
 
 struct Conn {
@@ -26,8 +107,18 @@ struct Conn {
     /// Next gateway sequence expected.
     rx_seq: u32,
     next_cl_ord_id: u64,
+    /// Limit orders that may be resting, oldest first (ended ones are
+    /// skipped when met: `live` says which are not).
     open_orders: VecDeque<u64>,
-    outstanding: VecDeque<Expect>,
+    live: HashSet<u64>,
+    filled: HashSet<u64>,
+    /// Orders that take liquidity when they arrive (market, or priced
+    /// through the book) and have no fill yet: their first Fill is timed.
+    takers: HashSet<u64>,
+    /// (cl_ord_id, exec_id) of every fill, to catch one delivered twice.
+    execs: HashSet<(u64, u64)>,
+    /// Requests waiting for their answer: (cl_ord_id, is a cancel) -> send time.
+    outstanding: HashMap<(u64, bool), u64>,
     rng: u64,
 }
 
@@ -49,16 +140,39 @@ impl Conn {
             tx.extend_from_slice(&b[..n]);
         }
     }
+
+    /// The order is done: no more cancels for it.
+    fn ended(&mut self, id: u64) {
+        self.live.remove(&id);
+        self.filled.remove(&id);
+        self.takers.remove(&id);
+    }
 }
 
 pub struct OrdersLoad {
     symbol: Code8,
+    /// Percent of limit orders priced to cross.
+    cross: u64,
     conns: Vec<Conn>,
+    life: Lifecycle,
+    fill_hist: Histogram<u64>,
+}
+
+impl OrdersLoad {
+    pub fn new(cross_percent: u8) -> Self {
+        OrdersLoad {
+            symbol: Code8::new("TGATE").unwrap_or(Code8([b' '; 8])),
+            cross: cross_percent.min(100) as u64,
+            conns: Vec::new(),
+            life: Lifecycle::default(),
+            fill_hist: Histogram::new_with_bounds(1, super::HIST_MAX_NS, 3).expect("valid histogram bounds"),
+        }
+    }
 }
 
 impl Default for OrdersLoad {
     fn default() -> Self {
-        OrdersLoad { symbol: Code8::new("TGATE").unwrap_or(Code8([b' '; 8])), conns: Vec::new() }
+        OrdersLoad::new(0)
     }
 }
 
@@ -73,7 +187,11 @@ impl Workload for OrdersLoad {
                 rx_seq: 1,
                 next_cl_ord_id: 1,
                 open_orders: VecDeque::new(),
-                outstanding: VecDeque::with_capacity(1024),
+                live: HashSet::new(),
+                filled: HashSet::new(),
+                takers: HashSet::new(),
+                execs: HashSet::new(),
+                outstanding: HashMap::with_capacity(1024),
                 rng: 0x9e37_79b9_7f4a_7c15 ^ (i + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
             });
         }
@@ -87,23 +205,35 @@ impl Workload for OrdersLoad {
 
     fn request(&mut self, ci: usize, ts: u64, tx: &mut Vec<u8>) {
         let symbol = self.symbol;
+        let cross = self.cross;
         let c = &mut self.conns[ci];
+        while c.open_orders.front().is_some_and(|id| !c.live.contains(id)) {
+            c.open_orders.pop_front();
+        }
         let r = c.next_rand() % 100;
         let cancel = !c.open_orders.is_empty() && (r >= 60 || c.open_orders.len() >= 1000);
         if cancel {
             let id = c.open_orders.pop_front().unwrap_or(0);
             c.push(ClientMsg::Cancel { cl_ord_id: id, client_ts: ts }, tx);
-            c.outstanding.push_back(Expect::Cancel(id));
+            c.outstanding.insert((id, true), ts);
             return;
         }
         let id = c.next_cl_ord_id;
         c.next_cl_ord_id += 1;
         let market = r < 20;
         let side = if c.next_rand() & 1 == 0 { Side::Buy } else { Side::Sell };
+        let crossing = c.next_rand() % 100 < cross;
+        let price = match (market, crossing, side) {
+            (true, _, _) => 0,
+            (false, true, Side::Buy) => 10_100,
+            (false, true, Side::Sell) => 9_900,
+            (false, false, Side::Buy) => 9_900 + (c.next_rand() % 100) as i64,
+            (false, false, Side::Sell) => 10_001 + (c.next_rand() % 100) as i64,
+        };
         let o = NewOrder {
             cl_ord_id: id,
             client_ts: ts,
-            price: if market { 0 } else { 10_000 + (c.next_rand() % 100) as i64 },
+            price,
             qty: 1 + (c.next_rand() % 100) as u32,
             side,
             kind: if market { OrderKind::Market } else { OrderKind::Limit },
@@ -111,9 +241,13 @@ impl Workload for OrdersLoad {
         };
         if !market {
             c.open_orders.push_back(id);
+            c.live.insert(id);
+        }
+        if market || crossing {
+            c.takers.insert(id);
         }
         c.push(ClientMsg::NewOrder(o), tx);
-        c.outstanding.push_back(Expect::Order(id));
+        c.outstanding.insert((id, false), ts);
     }
 
     fn heartbeat(&mut self, ci: usize, tx: &mut Vec<u8>) -> bool {
@@ -128,6 +262,7 @@ impl Workload for OrdersLoad {
 
     fn replies(&mut self, ci: usize, buf: &[u8], seen: &mut Replies<'_>) -> Result<usize, String> {
         let c = &mut self.conns[ci];
+        let life = &mut self.life;
         let mut off = 0;
         loop {
             let f = match Frame::parse(&buf[off..]) {
@@ -148,7 +283,8 @@ impl Workload for OrdersLoad {
                     continue;
                 }
             };
-            let (id, ts, rejected) = match msg {
+            // (key of the request it answers, rejected?)
+            let answer = match msg {
                 GatewayMsg::LogonAck { .. } => {
                     c.logged_on = true;
                     continue;
@@ -170,24 +306,64 @@ impl Workload for OrdersLoad {
                     }
                     continue;
                 }
-                GatewayMsg::Ack { cl_ord_id, client_ts, .. } => (cl_ord_id, client_ts, false),
-                GatewayMsg::CancelAck { cl_ord_id, client_ts, .. } => (cl_ord_id, client_ts, false),
-                GatewayMsg::Reject { cl_ord_id, client_ts, reason, ref_seq, .. } => {
-                    crate::log_warn!("load: connection {ci}: rejected: {reason} (seq {ref_seq}, order {cl_ord_id})");
-                    (cl_ord_id, client_ts, true)
+                GatewayMsg::Ack { cl_ord_id, .. } => {
+                    life.acks += 1;
+                    ((cl_ord_id, false), false)
+                }
+                GatewayMsg::CancelAck { cl_ord_id, .. } => {
+                    life.cancel_acks += 1;
+                    c.ended(cl_ord_id);
+                    ((cl_ord_id, true), false)
+                }
+                GatewayMsg::CancelReject { cl_ord_id, .. } => {
+                    life.cancel_rejects += 1;
+                    ((cl_ord_id, true), false)
+                }
+                GatewayMsg::Reject { cl_ord_id, reason, ref_seq, ref_type, exchange_reason, .. } => {
+                    crate::log_warn!(
+                        "load: connection {ci}: rejected: {reason} (seq {ref_seq}, order {cl_ord_id}, exchange reason {exchange_reason})"
+                    );
+                    let cancel = ref_type == msg_type::CANCEL;
+                    if cancel && reason == proto::RejectReason::UnknownOrder && !c.live.contains(&cl_ord_id) {
+                        // The order ended (its last Fill) while the Cancel was on its way.
+                        life.cancel_rejects += 1;
+                        if let Some(ts) = c.outstanding.remove(&(cl_ord_id, true)) {
+                            seen.answered(ts, false);
+                        }
+                        continue;
+                    }
+                    *life.rejects.entry(reason.label().to_string()).or_default() += 1;
+                    if !cancel {
+                        c.ended(cl_ord_id);
+                    }
+                    ((cl_ord_id, cancel), true)
+                }
+                GatewayMsg::Fill { cl_ord_id, client_ts, leaves, exec_id, .. } => {
+                    life.fills += 1;
+                    if !c.execs.insert((cl_ord_id, exec_id)) {
+                        life.duplicate_fills += 1;
+                        seen.unexpected();
+                    }
+                    if c.filled.insert(cl_ord_id) {
+                        life.orders_filled += 1;
+                    }
+                    if c.takers.remove(&cl_ord_id) && seen.record {
+                        self.fill_hist.saturating_record(seen.now.saturating_sub(client_ts).max(1));
+                    }
+                    if leaves == 0 {
+                        c.ended(cl_ord_id);
+                    }
+                    continue;
+                }
+                GatewayMsg::Canceled { cl_ord_id, .. } => {
+                    life.canceled += 1;
+                    c.ended(cl_ord_id);
+                    continue;
                 }
             };
-            let matches = match (c.outstanding.front(), msg) {
-                (Some(Expect::Order(x)), GatewayMsg::Ack { .. }) => *x == id,
-                (Some(Expect::Cancel(x)), GatewayMsg::CancelAck { .. }) => *x == id,
-                (Some(Expect::Order(x) | Expect::Cancel(x)), GatewayMsg::Reject { .. }) => *x == id,
-                _ => false,
-            };
-            if matches {
-                c.outstanding.pop_front();
-                seen.answered(ts, rejected);
-            } else {
-                seen.unexpected();
+            match c.outstanding.remove(&answer.0) {
+                Some(ts) => seen.answered(ts, answer.1),
+                None => seen.unexpected(),
             }
         }
     }
@@ -202,5 +378,12 @@ impl Workload for OrdersLoad {
 
     fn max_reply(&self) -> usize {
         proto::MAX_FRAME_LEN
+    }
+
+    fn lifecycle(&self) -> Option<Lifecycle> {
+        let mut l = self.life.clone();
+        l.first_fill_us = Percentiles::from_hist(&self.fill_hist);
+        l.first_fill_hist = Some(self.fill_hist.clone());
+        Some(l)
     }
 }

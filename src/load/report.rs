@@ -62,6 +62,10 @@ pub struct Report {
     /// With several loops (one per queue or core): each one's share.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loops: Vec<LoopShare>,
+    /// Orders: acks, fills, cancels and rejects by reason, and the round
+    /// trip to the first Fill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<super::Lifecycle>,
 }
 
 /// One loop's share of a run with several loops.
@@ -105,6 +109,11 @@ impl Report {
             r.schedule_overruns += p.schedule_overruns;
             r.shutdown_logouts += p.shutdown_logouts;
             r.after_shutdown += p.after_shutdown;
+            match (&mut r.lifecycle, &p.lifecycle) {
+                (Some(a), Some(b)) => a.add(b),
+                (None, Some(b)) => r.lifecycle = Some(b.clone()),
+                _ => {}
+            }
         }
         r.throughput_msgs_per_s = if r.duration_s > 0.0 { r.answered as f64 / r.duration_s } else { 0.0 };
         r.rtt_us = Percentiles::from_hist(&h);
@@ -142,6 +151,10 @@ impl Report {
             "unanswered {}  rejected {}  out_of_sequence {}  unexpected {}  corrupted {}  disconnected {}",
             self.unanswered, self.rejected, self.out_of_sequence, self.unexpected, self.corrupted, self.disconnected
         ));
+        if let Some(l) = &self.lifecycle {
+            s.push('\n');
+            s.push_str(&l.render());
+        }
         for l in &self.loops {
             s.push_str(&format!(
                 "\nloop {} ({}): conns {}  sent {}  answered {}  failures {}  throughput {:.0} msg/s  p99 {:.1} us  \
@@ -205,6 +218,7 @@ mod tests {
             shutdown_logouts: 0,
             after_shutdown: 0,
             loops: Vec::new(),
+            lifecycle: None,
         };
         (r, h)
     }

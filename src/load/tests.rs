@@ -41,6 +41,7 @@ fn cfg(addr: SocketAddr, app: LoadApp, mode: Mode) -> LoadConfig {
         progress: false,
         logon_timeout: Duration::from_secs(5),
         burst: None,
+        cross: 0,
         together: None,
     }
 }

@@ -99,4 +99,8 @@ pub trait Workload {
     }
     /// The longest reply, in bytes (sizes the receive buffers).
     fn max_reply(&self) -> usize;
+    /// What the answers were, for a workload with an order lifecycle.
+    fn lifecycle(&self) -> Option<super::orders::Lifecycle> {
+        None
+    }
 }

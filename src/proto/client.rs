@@ -106,10 +106,17 @@ impl ClientMsg {
         }
     }
 
-    /// Encode into `out`; returns the frame length, or `None` if `out` is too small.
+    /// Encode (version 2) into `out`; returns the frame length, or `None`
+    /// if `out` is too small.
     pub fn encode(&self, seq: u32, out: &mut [u8]) -> Option<usize> {
+        self.encode_as(VERSION, seq, out)
+    }
+
+    /// Encode with `version` in the header (every client message has the
+    /// same layout in versions 1 and 2).
+    pub fn encode_as(&self, version: u8, seq: u32, out: &mut [u8]) -> Option<usize> {
         let ty = self.msg_type();
-        let b = header(out, ty, seq)?;
+        let b = header(out, ty, seq, version)?;
         match *self {
             ClientMsg::Logon { account } => b[field::LOGON_ACCOUNT].copy_from_slice(&account.0),
             ClientMsg::Heartbeat => {}

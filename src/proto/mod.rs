@@ -1,4 +1,4 @@
-//! The tailgate order-entry protocol (version 1): codec only, no I/O.
+//! The tailgate order-entry protocol (versions 1 and 2): codec only, no I/O.
 //!
 //! Layout and semantics are specified in `docs/PROTOCOL.md`; this module is
 //! the single implementation of that document. Every frame starts with an
@@ -33,8 +33,11 @@ use std::fmt;
 pub use self::client::{ClientMsg, NewOrder};
 pub use self::gateway::{GatewayDecodeError, GatewayMsg};
 
-/// Protocol version carried in every header.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in every header: 2 adds what an exchange
+/// leg needs (Fill, CancelReject, Canceled, the exchange's reject reason).
+pub const VERSION: u8 = 2;
+/// The first version: no fills (a gateway with an upstream refuses it).
+pub const VERSION_1: u8 = 1;
 /// Size of the common header.
 pub const HEADER_LEN: usize = 8;
 /// Largest frame either side may send. Anything longer is a framing error.
@@ -77,7 +80,17 @@ pub mod field {
     pub const REJECT_REF_SEQ: Range<usize> = 32..36;
     pub const REJECT_REASON: usize = 36;
     pub const REJECT_REF_TYPE: usize = 37;
-    pub const REJECT_RESERVED: Range<usize> = 38..40;
+    /// Version 2; reserved (zero) in version 1.
+    pub const REJECT_EXCHANGE_REASON: Range<usize> = 38..40;
+    // Fill (gateway, version 2).
+    pub const FILL_PRICE: Range<usize> = 40..48;
+    pub const FILL_QTY: Range<usize> = 48..52;
+    pub const FILL_LEAVES: Range<usize> = 52..56;
+    pub const FILL_EXEC_ID: Range<usize> = 56..64;
+    // Canceled (gateway, version 2).
+    pub const CANCELED_QTY: Range<usize> = 40..44;
+    pub const CANCELED_REASON: usize = 44;
+    pub const CANCELED_RESERVED: Range<usize> = 45..48;
 }
 
 /// Message type codes. Client messages are below 0x80, gateway messages above.
@@ -94,6 +107,15 @@ pub mod msg_type {
     pub const REJECT: u8 = 0x84;
     pub const CANCEL_ACK: u8 = 0x85;
     pub const GW_LOGOUT: u8 = 0x86;
+    // Version 2.
+    pub const FILL: u8 = 0x87;
+    pub const CANCEL_REJECT: u8 = 0x88;
+    pub const CANCELED: u8 = 0x89;
+
+    /// Types that exist only from version 2 on.
+    pub const fn v2_only(ty: u8) -> bool {
+        matches!(ty, FILL | CANCEL_REJECT | CANCELED)
+    }
 }
 
 /// Exact frame length of every message type (all layouts are fixed).
@@ -109,6 +131,9 @@ pub const fn frame_len(ty: u8) -> Option<usize> {
         ACK => Some(48),
         REJECT => Some(40),
         CANCEL_ACK => Some(40),
+        FILL => Some(64),
+        CANCEL_REJECT => Some(40),
+        CANCELED => Some(48),
         _ => None,
     }
 }
@@ -192,6 +217,12 @@ reasons! {
     BadAccount = 15, "bad_account";
     /// A reserved field is not zero.
     BadReserved = 16, "bad_reserved";
+    /// The exchange rejected the order; its reason code is in `exchange_reason`.
+    ExchangeRejected = 17, "exchange_rejected";
+    /// The session to the exchange is down (or cannot take the order now).
+    ExchangeUnavailable = 18, "exchange_unavailable";
+    /// A Cancel of an order whose cancel is already on its way.
+    CancelPending = 19, "cancel_pending";
 }
 
 impl fmt::Display for RejectReason {
@@ -358,10 +389,14 @@ impl<'a> Frame<'a> {
 
     /// Check version, type and exact length; the first failure wins.
     fn check_shape(&self, client_side: bool) -> Result<(), RejectReason> {
-        if self.version() != VERSION {
+        let v = self.version();
+        if v != VERSION && v != VERSION_1 {
             return Err(RejectReason::BadVersion);
         }
         let ty = self.msg_type();
+        if v == VERSION_1 && msg_type::v2_only(ty) {
+            return Err(RejectReason::UnknownType);
+        }
         if (ty < 0x80) != client_side {
             return Err(RejectReason::UnknownType);
         }
@@ -374,12 +409,12 @@ impl<'a> Frame<'a> {
 }
 
 /// Write a zeroed frame of type `ty` with its header; returns the frame slice.
-fn header(out: &mut [u8], ty: u8, seq: u32) -> Option<&mut [u8]> {
+fn header(out: &mut [u8], ty: u8, seq: u32, version: u8) -> Option<&mut [u8]> {
     let len = frame_len(ty)?;
     let b = out.get_mut(..len)?;
     b.fill(0);
     b[field::LEN].copy_from_slice(&(len as u16).to_le_bytes());
-    b[field::VERSION] = VERSION;
+    b[field::VERSION] = version;
     b[field::TYPE] = ty;
     b[field::SEQ].copy_from_slice(&seq.to_le_bytes());
     Some(b)
@@ -457,7 +492,20 @@ mod tests {
                 ref_seq: 9,
                 reason: RejectReason::BadPrice,
                 ref_type: msg_type::NEW_ORDER,
+                exchange_reason: 0x1d,
             },
+            GatewayMsg::Fill {
+                cl_ord_id: 1,
+                client_ts: 2,
+                gw_recv_ts: 3,
+                gw_send_ts: 4,
+                price: 10_050,
+                qty: 7,
+                leaves: 3,
+                exec_id: 99,
+            },
+            GatewayMsg::CancelReject { cl_ord_id: 1, client_ts: 2, gw_recv_ts: 3, gw_send_ts: 4 },
+            GatewayMsg::Canceled { cl_ord_id: 1, client_ts: 2, gw_recv_ts: 3, gw_send_ts: 4, qty: 5, reason: b'I' },
             GatewayMsg::CancelAck { cl_ord_id: 1, client_ts: 2, gw_recv_ts: 3, gw_send_ts: 4 },
             GatewayMsg::Logout { reason: LogoutReason::IdleTimeout },
         ];
@@ -501,7 +549,7 @@ mod tests {
             f(&mut b);
             decode_client(&b)
         };
-        assert_eq!(with(&|b| b[field::VERSION] = 2), Err(RejectReason::BadVersion));
+        assert_eq!(with(&|b| b[field::VERSION] = 3), Err(RejectReason::BadVersion));
         assert_eq!(with(&|b| b[field::TYPE] = 0x7f), Err(RejectReason::UnknownType));
         assert_eq!(with(&|b| b[field::TYPE] = msg_type::ACK), Err(RejectReason::UnknownType));
         assert_eq!(with(&|b| b[field::TYPE] = msg_type::CANCEL), Err(RejectReason::BadLength));

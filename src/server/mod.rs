@@ -513,6 +513,7 @@ impl<T: Transport, A: App> Server<T, A> {
     }
 
     fn tick(&mut self, now: u64) {
+        self.app.on_loop_tick(now);
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else {
                 continue;

@@ -155,6 +155,11 @@ impl SoupClient {
         matches!(self.state, State::Up { .. }) && self.put(&Packet::Unsequenced(msg), out, now)
     }
 
+    /// Say goodbye (Logout Request). False if not logged in or no room.
+    pub fn logout(&mut self, out: &mut OutBuf, now: u64) -> bool {
+        matches!(self.state, State::Up { .. }) && self.put(&Packet::LogoutRequest, out, now)
+    }
+
     /// Take what `input` holds: each sequenced message not yet processed
     /// goes to `deliver(seq, message)`. Returns the bytes used and what
     /// changed.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_tailgate");
 pub const GW_IP: &str = "198.18.0.1";
 pub const CLI_IP: &str = "198.18.0.2";
+pub const EX_IP: &str = "198.18.0.3";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -72,6 +73,11 @@ pub struct Lab {
     pub ns_cli: String,
     pub if_gw: String,
     pub if_cli: String,
+    /// The exchange's namespace (with `up_exchange`), and its interface.
+    pub ns_ex: String,
+    pub if_ex: String,
+    if_exb: String,
+    br: String,
 }
 
 impl Lab {
@@ -81,6 +87,16 @@ impl Lab {
 
     /// A lab whose veth ends have `queues` rx and tx queues each.
     pub fn up_queues(bypass: bool, queues: usize) -> Lab {
+        Lab::make(bypass, queues, false)
+    }
+
+    /// Three namespaces: clients, gateway, and the exchange (EX_IP) behind
+    /// a bridge in the clients' namespace (`lab.sh up --exchange`).
+    pub fn up_exchange(bypass: bool) -> Lab {
+        Lab::make(bypass, 1, true)
+    }
+
+    fn make(bypass: bool, queues: usize, exchange: bool) -> Lab {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let lab = Lab {
@@ -88,11 +104,18 @@ impl Lab {
             ns_cli: format!("tgt{tag}c"),
             if_gw: format!("tg{tag}g"),
             if_cli: format!("tg{tag}c"),
+            ns_ex: format!("tgt{tag}x"),
+            if_ex: format!("tg{tag}x"),
+            if_exb: format!("tg{tag}b"),
+            br: format!("tg{tag}r"),
         };
         let mut cmd = lab.script();
         cmd.arg("up");
         if bypass {
             cmd.arg("--bypass");
+        }
+        if exchange {
+            cmd.arg("--exchange");
         }
         cmd.args(["--queues", &queues.to_string()]);
         let out = cmd.output().expect("run scripts/lab.sh");
@@ -117,7 +140,12 @@ impl Lab {
             .env("TG_IF_GW", &self.if_gw)
             .env("TG_IF_CLI", &self.if_cli)
             .env("TG_IP_GW", GW_IP)
-            .env("TG_IP_CLI", CLI_IP);
+            .env("TG_IP_CLI", CLI_IP)
+            .env("TG_NS_EX", &self.ns_ex)
+            .env("TG_IF_EX", &self.if_ex)
+            .env("TG_IF_EXB", &self.if_exb)
+            .env("TG_BR", &self.br)
+            .env("TG_IP_EX", EX_IP);
         c
     }
 
@@ -271,6 +299,24 @@ impl Proc {
             }
             assert!(Instant::now() < deadline, "no '{ready}' within {limit:?}: {:?}", p.log);
         }
+    }
+
+    /// Wait (at most `limit`) for a stderr line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> bool {
+        if self.log.iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                let hit = l.contains(needle);
+                self.log.push(l);
+                if hit {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     pub fn pid(&self) -> u32 {

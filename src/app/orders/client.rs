@@ -1,0 +1,136 @@
+//! A client session's state, and how every message to it is sent: into the
+//! connection's output when the session is being served, else into its
+//! outbox (an exchange report read on the upstream connection), which the
+//! loop is asked to flush ([`crate::app::Requests::wake`]). Output keeps its
+//! order: while the outbox holds anything, new messages queue behind it.
+
+use std::collections::HashMap;
+
+use crate::app::OutBuf;
+use crate::proto::{self, GatewayMsg};
+
+/// Bytes a session's outbox holds: 256 fills. A client that lets more
+/// pile up (it stopped reading) is disconnected: see `Client::doomed`.
+pub const OUTBOX_BYTES: usize = 16 * 1024;
+
+/// One client session, kept by the application (indexed by connection id)
+/// so that an exchange report can reach it from another connection.
+#[derive(Debug)]
+pub struct Client {
+    /// Tells this session from an earlier one on the same connection id.
+    pub gen: u64,
+    pub logged_on: bool,
+    /// The Logon's protocol version; every later frame must carry it.
+    pub version: u8,
+    /// Next sequence number expected from the client (first is 1).
+    pub expect_seq: u32,
+    /// Next sequence number the gateway sends (first is 1).
+    pub out_seq: u32,
+    /// Open orders: `cl_ord_id` -> OUCH token (0 in local mode). Sized at
+    /// open for the session's limit; never grows on the loop.
+    pub open: HashMap<u64, u32>,
+    pub last_rx: u64,
+    pub last_tx: u64,
+    pub outbox: OutBuf,
+    /// Its outbox overflowed: a report could not be queued. The session is
+    /// reset at its next turn (counted `slow_client_aborts`).
+    pub doomed: bool,
+}
+
+impl Client {
+    pub fn new(max_open_orders: usize) -> Client {
+        Client {
+            gen: 0,
+            logged_on: false,
+            version: proto::VERSION,
+            expect_seq: 1,
+            out_seq: 1,
+            open: HashMap::with_capacity(max_open_orders),
+            last_rx: 0,
+            last_tx: 0,
+            outbox: OutBuf::with_capacity(OUTBOX_BYTES),
+            doomed: false,
+        }
+    }
+
+    /// Ready for a new session (keeps the allocations).
+    pub fn reset(&mut self, gen: u64, now: u64) {
+        self.gen = gen;
+        self.logged_on = false;
+        self.version = proto::VERSION;
+        self.expect_seq = 1;
+        self.out_seq = 1;
+        self.open.clear();
+        self.last_rx = now;
+        self.last_tx = now;
+        self.outbox.clear();
+        self.doomed = false;
+    }
+
+    /// Send `msg`: into `out` when given and nothing is queued before it,
+    /// else into the outbox. False when it could not be sent at all (no
+    /// room in the outbox: the session is doomed; or a message version 1
+    /// does not have).
+    pub fn emit(&mut self, out: Option<&mut OutBuf>, msg: GatewayMsg, now: u64) -> bool {
+        let mut buf = [0u8; proto::MAX_FRAME_LEN];
+        let Some(n) = msg.encode_as(self.version, self.out_seq, &mut buf) else { return false };
+        let put = match out {
+            Some(o) if self.outbox.len() == 0 && o.spare() >= n => o.put(&buf[..n]),
+            _ => self.outbox.put(&buf[..n]),
+        };
+        if put {
+            self.out_seq = self.out_seq.wrapping_add(1);
+            self.last_tx = now;
+        } else {
+            self.doomed = true;
+        }
+        put
+    }
+
+    /// Move what the outbox holds into `out`, as much as fits (it is a
+    /// byte stream: a message may be split between two writes).
+    pub fn flush_outbox(&mut self, out: &mut OutBuf) {
+        let n = self.outbox.len().min(out.spare());
+        if n > 0 {
+            out.put(&self.outbox.as_slice()[..n]);
+            self.outbox.consume(n);
+        }
+    }
+}
+
+/// The sessions of a loop, by connection id, with their allocations kept
+/// for the next ones.
+#[derive(Debug, Default)]
+pub struct Clients {
+    slots: Vec<Option<Client>>,
+    spare: Vec<Client>,
+    next_gen: u64,
+}
+
+impl Clients {
+    /// A new session on connection `i`.
+    pub fn open(&mut self, i: usize, max_open_orders: usize, now: u64) -> u64 {
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.next_gen += 1;
+        let mut c = self.spare.pop().unwrap_or_else(|| Client::new(max_open_orders));
+        c.reset(self.next_gen, now);
+        let gen = c.gen;
+        if let Some(old) = self.slots[i].replace(c) {
+            self.spare.push(old);
+        }
+        gen
+    }
+
+    pub fn close(&mut self, i: usize) {
+        if let Some(c) = self.slots.get_mut(i).and_then(|s| s.take()) {
+            self.spare.push(c);
+        }
+    }
+
+    /// Session `gen` on connection `i`, if it is still the one there.
+    pub fn get(&mut self, i: usize, gen: u64) -> Option<&mut Client> {
+        self.slots.get_mut(i).and_then(|s| s.as_mut()).filter(|c| c.gen == gen)
+    }
+}

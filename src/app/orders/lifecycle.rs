@@ -1,0 +1,379 @@
+//! The order lifecycle with an exchange behind the gateway: each order's
+//! token, its state, and what each exchange report becomes for the client
+//! (the state table is in docs/PROTOCOL.md, "Order states").
+//!
+//! ```text
+//! NewOrder --Enter--> PendingNew --Accepted--> Live --Executed (leaves 0)--> done (Fill)
+//!                        |                      |----Executed----------> Live (Fill)
+//!                        +--Rejected--> done    +----Canceled----------> done (CancelAck, or Canceled)
+//! Cancel (PendingNew or Live) --Cancel Order--> cancel pending, answered by Canceled (CancelAck),
+//!   by the last Executed (Fill, then CancelReject) or by Cancel Reject (CancelReject)
+//! ```
+//!
+//! A report that fits no state (an Accepted twice, an execution before the
+//! Accepted, a token the table does not hold) is counted and logged and
+//! changes nothing.
+
+use std::collections::HashMap;
+
+use super::Orders;
+use crate::proto::{msg_type, GatewayMsg, NewOrder, OrderKind, RejectReason, Side};
+use crate::transport::ConnId;
+use crate::venue::ouch::{self, cancel_reason, Enter, Inbound, Outbound};
+
+/// OUCH's price for "no limit" (a market order), $214,748.3647: at or
+/// above $200,000 the venue treats a price as a market order.
+pub const MARKET_PRICE: u64 = 0x7FFF_FFFF;
+/// Limit prices from here up cannot be sent as limits.
+pub const MAX_LIMIT_PRICE: i64 = 2_000_000_000;
+
+/// An order at the exchange, by its token.
+#[derive(Debug, Clone, Copy)]
+pub struct Order {
+    /// The session that sent it (connection id and generation).
+    pub conn: usize,
+    pub gen: u64,
+    pub cl_ord_id: u64,
+    pub client_ts: u64,
+    /// The NewOrder's sequence number (a Reject's `ref_seq`).
+    pub ref_seq: u32,
+    pub leaves: u32,
+    pub accepted: bool,
+    pub order_id: u64,
+    /// A Cancel is on its way: its `client_ts` and sequence number.
+    pub cancel: Option<(u64, u32)>,
+    /// What was entered, to enter it again after a reconnect.
+    pub enter: Enter,
+}
+
+/// The loop's orders at the exchange, by token; sized once.
+#[derive(Debug)]
+pub struct Table {
+    pub orders: HashMap<u32, Order>,
+    pub cap: usize,
+    /// Tokens to send again after a reconnect (sized with the table).
+    pub resend: Vec<u32>,
+}
+
+impl Table {
+    pub fn new(cap: usize) -> Table {
+        Table { orders: HashMap::with_capacity(cap), cap, resend: Vec::with_capacity(cap) }
+    }
+}
+
+/// The OUCH Enter Order for a client's order.
+pub fn enter_for(o: &NewOrder, token: u32) -> Enter {
+    let mut cl_ord_id = [b' '; ouch::CL_ORD_ID_LEN];
+    let mut digits = [0u8; 10];
+    let mut n = token;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    cl_ord_id[..digits.len() - i].copy_from_slice(&digits[i..]);
+    let market = o.kind == OrderKind::Market;
+    Enter {
+        user_ref: token,
+        side: if o.side == Side::Buy { b'B' } else { b'S' },
+        qty: o.qty,
+        symbol: o.symbol.0,
+        price: if market { MARKET_PRICE } else { o.price as u64 },
+        tif: if market { b'3' } else { b'0' },
+        display: b'Y',
+        capacity: b'A',
+        iso: b'N',
+        cross: b'N',
+        cl_ord_id,
+    }
+}
+
+impl Orders {
+    /// Send a client's order to the exchange. `Err`: refuse it with that reason.
+    pub(super) fn enter(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        o: &NewOrder,
+        ref_seq: u32,
+        now: u64,
+    ) -> Result<(), RejectReason> {
+        let Some(up) = self.up.as_mut() else { return Err(RejectReason::ExchangeUnavailable) };
+        if o.kind == OrderKind::Limit && o.price >= MAX_LIMIT_PRICE {
+            return Err(RejectReason::BadPrice);
+        }
+        if self.table.orders.len() >= self.table.cap {
+            return Err(RejectReason::TooManyOpenOrders);
+        }
+        if !up.up() || !up.room(ouch::size::ENTER) {
+            self.counters.upstream_refused += 1;
+            return Err(RejectReason::ExchangeUnavailable);
+        }
+        let Some(token) = up.token() else {
+            self.counters.upstream_refused += 1;
+            return Err(RejectReason::ExchangeUnavailable);
+        };
+        let enter = enter_for(o, token);
+        if !up.send(&Inbound::Enter(enter), now) {
+            self.counters.upstream_refused += 1;
+            return Err(RejectReason::ExchangeUnavailable);
+        }
+        if let Some(c) = up.conn {
+            self.requests.wake(c);
+        }
+        self.counters.orders_sent += 1;
+        let order = Order {
+            conn,
+            gen,
+            cl_ord_id: o.cl_ord_id,
+            client_ts: o.client_ts,
+            ref_seq,
+            leaves: o.qty,
+            accepted: false,
+            order_id: 0,
+            cancel: None,
+            enter,
+        };
+        self.table.orders.insert(token, order);
+        if let Some(c) = self.clients.get(conn, gen) {
+            c.open.insert(o.cl_ord_id, token);
+        }
+        Ok(())
+    }
+
+    /// Send a client's Cancel of the order with `token` to the exchange.
+    pub(super) fn cancel(&mut self, token: u32, client_ts: u64, seq: u32, now: u64) -> Result<(), RejectReason> {
+        let Some(order) = self.table.orders.get_mut(&token) else { return Err(RejectReason::UnknownOrder) };
+        if order.cancel.is_some() {
+            return Err(RejectReason::CancelPending);
+        }
+        let Some(up) = self.up.as_mut() else { return Err(RejectReason::ExchangeUnavailable) };
+        if !up.up() || !up.send(&Inbound::Cancel { user_ref: token, qty: 0 }, now) {
+            self.counters.upstream_refused += 1;
+            return Err(RejectReason::ExchangeUnavailable);
+        }
+        if let Some(c) = up.conn {
+            self.requests.wake(c);
+        }
+        order.cancel = Some((client_ts, seq));
+        self.counters.cancels_sent += 1;
+        Ok(())
+    }
+
+    /// After a login: enter again every order not yet accepted, and cancel
+    /// again every cancel not yet answered, in token order.
+    pub(super) fn resend_pending(&mut self, now: u64) {
+        let Some(up) = self.up.as_mut() else { return };
+        let t = &mut self.table;
+        t.resend.clear();
+        t.resend.extend(t.orders.iter().filter(|(_, o)| !o.accepted || o.cancel.is_some()).map(|(k, _)| *k));
+        t.resend.sort_unstable();
+        for &token in &t.resend {
+            let o = &t.orders[&token];
+            let m = if o.accepted { Inbound::Cancel { user_ref: token, qty: 0 } } else { Inbound::Enter(o.enter) };
+            if up.send(&m, now) {
+                self.counters.resent_after_login += 1;
+            }
+            if !o.accepted && o.cancel.is_some() && up.send(&Inbound::Cancel { user_ref: token, qty: 0 }, now) {
+                self.counters.resent_after_login += 1;
+            }
+        }
+        if let Some(c) = up.conn {
+            self.requests.wake(c);
+        }
+    }
+
+    /// Send `msg` to the session that owns `o`, if it is still there.
+    fn report(&mut self, conn: usize, gen: u64, msg: GatewayMsg, now: u64) {
+        match self.clients.get(conn, gen) {
+            Some(c) => {
+                if c.emit(None, msg, now) {
+                    self.counters.messages_out += 1;
+                }
+                self.requests.wake(ConnId(conn));
+            }
+            None => self.counters.reports_for_closed_sessions += 1,
+        }
+    }
+
+    /// The order is done: out of the table and out of its session's open orders.
+    fn done(&mut self, token: u32) {
+        if let Some(o) = self.table.orders.remove(&token) {
+            if let Some(c) = self.clients.get(o.conn, o.gen) {
+                c.open.remove(&o.cl_ord_id);
+            }
+        }
+    }
+
+    fn invalid(&mut self, what: &str, token: u32) {
+        self.counters.invalid_transitions += 1;
+        crate::log_warn!("orders: exchange report that fits no order state: {what} for token {token}: ignored");
+    }
+
+    /// One sequenced OUCH message from the exchange.
+    pub(super) fn on_exchange(&mut self, m: &[u8], recv_ts: u64, now: u64) {
+        let msg = match ouch::parse_outbound(m) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.counters.upstream_malformed += 1;
+                crate::log_warn!("orders: malformed message from the exchange ({} bytes): {e:?}: ignored", m.len());
+                return;
+            }
+        };
+        let token = match msg {
+            Outbound::SystemEvent { code, .. } => {
+                crate::log_info!("orders: exchange system event {:?}", code as char);
+                return;
+            }
+            Outbound::Accepted(a) => a.user_ref,
+            Outbound::Replaced { order, .. } => order.user_ref,
+            Outbound::Canceled { user_ref, .. }
+            | Outbound::Executed { user_ref, .. }
+            | Outbound::Rejected { user_ref, .. }
+            | Outbound::CancelReject { user_ref, .. } => user_ref,
+        };
+        let Some(o) = self.table.orders.get_mut(&token).copied() else {
+            self.counters.unknown_tokens += 1;
+            crate::log_debug!("orders: exchange report for token {token}, which no order here has: ignored");
+            return;
+        };
+        let ts = (recv_ts, recv_ts);
+        match msg {
+            Outbound::SystemEvent { .. } => {}
+            Outbound::Accepted(a) => {
+                if o.accepted {
+                    return self.invalid("a second Order Accepted", token);
+                }
+                if let Some(e) = self.table.orders.get_mut(&token) {
+                    e.accepted = true;
+                    e.order_id = a.order_ref;
+                }
+                self.counters.orders_acked += 1;
+                let ack = GatewayMsg::Ack {
+                    cl_ord_id: o.cl_ord_id,
+                    client_ts: o.client_ts,
+                    gw_recv_ts: ts.0,
+                    gw_send_ts: ts.1,
+                    order_id: a.order_ref,
+                };
+                self.report(o.conn, o.gen, ack, now);
+            }
+            Outbound::Replaced { .. } => self.invalid("an Order Replaced (the gateway sends no replace)", token),
+            Outbound::Rejected { reason, .. } => {
+                if o.accepted {
+                    return self.invalid("an Order Rejected after its Accepted", token);
+                }
+                self.done(token);
+                self.counters.rejects[RejectReason::ExchangeRejected as usize] += 1;
+                let r = GatewayMsg::Reject {
+                    cl_ord_id: o.cl_ord_id,
+                    client_ts: o.client_ts,
+                    gw_recv_ts: ts.0,
+                    ref_seq: o.ref_seq,
+                    reason: RejectReason::ExchangeRejected,
+                    ref_type: msg_type::NEW_ORDER,
+                    exchange_reason: reason,
+                };
+                self.report(o.conn, o.gen, r, now);
+                if let Some((cts, _)) = o.cancel {
+                    self.cancel_rejected(&o, cts, recv_ts, now);
+                }
+            }
+            Outbound::Executed { qty, price, match_number, .. } => {
+                if !o.accepted {
+                    return self.invalid("an Order Executed before its Accepted", token);
+                }
+                if qty == 0 || qty > o.leaves {
+                    return self.invalid("an Order Executed for more than the order's open quantity", token);
+                }
+                let leaves = o.leaves - qty;
+                self.counters.fills += 1;
+                let fill = GatewayMsg::Fill {
+                    cl_ord_id: o.cl_ord_id,
+                    client_ts: o.client_ts,
+                    gw_recv_ts: ts.0,
+                    gw_send_ts: ts.1,
+                    price: price as i64,
+                    qty,
+                    leaves,
+                    exec_id: match_number,
+                };
+                self.report(o.conn, o.gen, fill, now);
+                if leaves == 0 {
+                    self.done(token);
+                    if let Some((cts, _)) = o.cancel {
+                        // Filled before the cancel reached the exchange: it
+                        // will not answer a cancel of an order it no longer has.
+                        self.cancel_rejected(&o, cts, recv_ts, now);
+                    }
+                } else if let Some(e) = self.table.orders.get_mut(&token) {
+                    e.leaves = leaves;
+                }
+            }
+            Outbound::Canceled { qty, reason, .. } => {
+                if !o.accepted {
+                    return self.invalid("an Order Canceled before its Accepted", token);
+                }
+                let leaves = o.leaves.saturating_sub(qty);
+                if leaves > 0 {
+                    // Canceled down, not out: the gateway never asks for that.
+                    if let Some(e) = self.table.orders.get_mut(&token) {
+                        e.leaves = leaves;
+                    }
+                    return self.invalid("an Order Canceled that leaves the order open", token);
+                }
+                self.done(token);
+                let msg = match o.cancel {
+                    Some((cts, _)) if reason == cancel_reason::USER_REQUESTED => {
+                        self.counters.cancels_acked += 1;
+                        GatewayMsg::CancelAck {
+                            cl_ord_id: o.cl_ord_id,
+                            client_ts: cts,
+                            gw_recv_ts: ts.0,
+                            gw_send_ts: ts.1,
+                        }
+                    }
+                    _ => {
+                        self.counters.exchange_canceled += 1;
+                        GatewayMsg::Canceled {
+                            cl_ord_id: o.cl_ord_id,
+                            client_ts: o.client_ts,
+                            gw_recv_ts: ts.0,
+                            gw_send_ts: ts.1,
+                            qty,
+                            reason,
+                        }
+                    }
+                };
+                self.report(o.conn, o.gen, msg, now);
+                if let (Some((cts, _)), true) = (o.cancel, reason != cancel_reason::USER_REQUESTED) {
+                    self.cancel_rejected(&o, cts, recv_ts, now);
+                }
+            }
+            Outbound::CancelReject { .. } => {
+                let Some((cts, _)) = o.cancel else {
+                    return self.invalid("a Cancel Reject with no cancel on its way", token);
+                };
+                if let Some(e) = self.table.orders.get_mut(&token) {
+                    e.cancel = None;
+                }
+                self.cancel_rejected(&o, cts, recv_ts, now);
+            }
+        }
+    }
+
+    fn cancel_rejected(&mut self, o: &Order, cancel_ts: u64, recv_ts: u64, now: u64) {
+        self.counters.cancel_rejects += 1;
+        let m = GatewayMsg::CancelReject {
+            cl_ord_id: o.cl_ord_id,
+            client_ts: cancel_ts,
+            gw_recv_ts: recv_ts,
+            gw_send_ts: recv_ts,
+        };
+        self.report(o.conn, o.gen, m, now);
+    }
+}

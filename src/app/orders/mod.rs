@@ -1,0 +1,462 @@
+//! The order-entry gateway: client sessions, sequence numbers, validation,
+//! and the order lifecycle.
+//!
+//! With an upstream ([`UpstreamConfig`]) each loop keeps one SoupBinTCP
+//! session to the exchange: client orders go there as OUCH Enter Order
+//! messages and the exchange's reports come back to the session that sent
+//! each order (Ack, Fill, CancelAck, CancelReject, Canceled, Reject). With
+//! none (`--upstream none`, a test mode) a valid limit order is acked here
+//! and stays open until cancelled, and a valid market order is acked and is
+//! done. See docs/PROTOCOL.md for the rules these files implement.
+//!
+//! ```text
+//! mod.rs        configuration, counters, the App: which connection is which
+//! session.rs    a client's messages: checks, Logon, NewOrder, Cancel
+//! client.rs     a client session's state and its outbox
+//! lifecycle.rs  the order table, and what each exchange report becomes
+//! upstream.rs   the loop's session to the exchange
+//! ```
+
+mod client;
+mod lifecycle;
+mod session;
+mod upstream;
+
+use self::client::Clients;
+use self::lifecycle::Table;
+pub use self::lifecycle::{MARKET_PRICE, MAX_LIMIT_PRICE};
+use self::upstream::{Upstream, CONNECT_TOKEN};
+pub use self::upstream::{UpstreamConfig, UP_BUF_BYTES};
+use super::{App, OutBuf, Requests, Verdict};
+use crate::proto::{GatewayMsg, LogoutReason, RejectReason};
+use crate::sampler::tracer::Tracer;
+use crate::transport::ConnId;
+use crate::upstream::soup_client::{Change, Why};
+
+/// Worst-case reply bytes for one inbound message (Reject + Logout).
+const MAX_REPLY: usize = 40 + 16;
+/// Wakes the loop can take between two iterations.
+const WAKES: usize = 4096;
+
+/// Gateway configuration, validated by the CLI.
+#[derive(Debug, Clone, Copy)]
+pub struct OrdersConfig {
+    /// The gateway sends a Heartbeat when it has sent nothing for this long.
+    pub heartbeat_ms: u32,
+    /// A session that receives nothing for this long is logged out.
+    pub idle_timeout_ms: u32,
+    /// Open orders allowed per session (limit orders; with an upstream,
+    /// every order until it is done).
+    pub max_open_orders: usize,
+    /// With an upstream: orders at the exchange per loop, over its sessions.
+    pub max_live_orders: usize,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        OrdersConfig { heartbeat_ms: 1000, idle_timeout_ms: 5000, max_open_orders: 10_000, max_live_orders: 65_536 }
+    }
+}
+
+/// Counters, printed at exit and exported.
+#[derive(Debug, Default, Clone)]
+pub struct OrdersCounters {
+    pub sessions: u64,
+    pub logons: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub orders_acked: u64,
+    pub cancels_acked: u64,
+    pub heartbeats_out: u64,
+    /// Indexed by reject reason code.
+    pub rejects: [u64; 32],
+    pub framing_errors: u64,
+    pub idle_timeouts: u64,
+    pub seq_gaps: u64,
+    /// Sessions sent a Logout (reason Shutdown) by a draining gateway.
+    pub shutdown_logouts: u64,
+    // The exchange leg.
+    pub orders_sent: u64,
+    pub cancels_sent: u64,
+    pub fills: u64,
+    pub cancel_rejects: u64,
+    /// Orders the exchange ended without a Cancel (IOC remainders).
+    pub exchange_canceled: u64,
+    /// Orders and cancels refused because the upstream was down or full.
+    pub upstream_refused: u64,
+    pub upstream_logins: u64,
+    pub upstream_downs: u64,
+    /// Exchange messages that are not OUCH, or fit no order state, or name
+    /// a token no order here has (after a gateway restart).
+    pub upstream_malformed: u64,
+    pub invalid_transitions: u64,
+    pub unknown_tokens: u64,
+    /// Reports for orders whose session had closed.
+    pub reports_for_closed_sessions: u64,
+    /// Orders and cancels sent again after a login.
+    pub resent_after_login: u64,
+    /// Sessions reset because they stopped reading their reports.
+    pub slow_client_aborts: u64,
+}
+
+impl OrdersCounters {
+    pub fn rejects_total(&self) -> u64 {
+        self.rejects.iter().sum()
+    }
+}
+
+/// A connection's role: a client session (with its generation), or the
+/// loop's session to the exchange.
+#[derive(Debug)]
+pub struct Session {
+    conn: ConnId,
+    gen: u64,
+    upstream: bool,
+}
+
+/// The gateway application.
+#[derive(Debug)]
+pub struct Orders {
+    cfg: OrdersConfig,
+    next_order_id: u64,
+    pub counters: OrdersCounters,
+    /// Status of the message being handled: 0, or the reject reason code.
+    status: u8,
+    clients: Clients,
+    up: Option<Upstream>,
+    table: Table,
+    requests: Requests,
+    /// The last callback's clock (for `on_close`, which has none).
+    now: u64,
+}
+
+impl Orders {
+    /// Local mode: orders are acknowledged here (a test mode).
+    pub fn new(cfg: OrdersConfig) -> Self {
+        Orders {
+            cfg,
+            next_order_id: 1,
+            counters: OrdersCounters::default(),
+            status: 0,
+            clients: Clients::default(),
+            up: None,
+            table: Table::new(0),
+            requests: Requests::with_capacity(0),
+            now: 0,
+        }
+    }
+
+    /// Orders go to the exchange through `up`.
+    pub fn with_upstream(cfg: OrdersConfig, up: UpstreamConfig) -> Self {
+        let mut o = Orders::new(cfg);
+        o.table = Table::new(cfg.max_live_orders);
+        o.requests = Requests::with_capacity(WAKES);
+        o.up = Some(Upstream::new(up));
+        o
+    }
+
+    /// Is the loop's exchange session logged in?
+    pub fn upstream_up(&self) -> bool {
+        self.up.as_ref().is_some_and(|u| u.up())
+    }
+
+    /// Orders at the exchange now.
+    pub fn live_orders(&self) -> usize {
+        self.table.orders.len()
+    }
+
+    fn upstream_input(&mut self, input: &[u8], out: &mut OutBuf, recv_ts: u64, now: u64) -> (usize, Verdict) {
+        let Some(mut up) = self.up.take() else { return (input.len(), Verdict::Abort) };
+        let state = up.cfg.state.clone();
+        let (used, change) = up.client.on_input(input, now, |seq, m| {
+            state.next_seq.store(seq + 1, std::sync::atomic::Ordering::Relaxed);
+            self.on_exchange(m, recv_ts, now);
+        });
+        let verdict = match change {
+            Change::None => Verdict::Continue,
+            Change::Up { from } => {
+                self.counters.upstream_logins += 1;
+                crate::log_info!(
+                    "orders: upstream {} logged in as {}, replay from {from} (next to process {})",
+                    up.cfg.addr,
+                    up.cfg.username,
+                    up.client.next_seq()
+                );
+                Verdict::Continue
+            }
+            Change::Down(why) => {
+                self.counters.upstream_downs += 1;
+                if matches!(why, Why::Protocol(_)) {
+                    self.counters.upstream_malformed += 1;
+                }
+                crate::log_warn!("orders: upstream {}: {}: reconnecting", up.cfg.addr, describe(why));
+                up.conn = None;
+                up.out.clear();
+                Verdict::Abort
+            }
+        };
+        self.up = Some(up);
+        if matches!(change, Change::Up { .. }) {
+            self.resend_pending(now);
+        }
+        if let Some(up) = self.up.as_mut() {
+            up.flush(out);
+        }
+        (used, verdict)
+    }
+}
+
+fn describe(why: Why) -> String {
+    match why {
+        Why::Rejected(b'A') => "login rejected: not authorized (check the username and password)".into(),
+        Why::Rejected(b'S') => "login rejected: session not available".into(),
+        Why::Rejected(c) => format!("login rejected ({:?})", c as char),
+        Why::EndOfSession => "end of session".into(),
+        Why::Protocol(e) => format!("protocol error: {e:?}"),
+        Why::Silent => "nothing heard within the timeout".into(),
+    }
+}
+
+impl App for Orders {
+    type Session = Session;
+    const WANTS_RECV_TS: bool = true;
+
+    fn name(&self) -> &'static str {
+        "orders"
+    }
+
+    fn open(&mut self, conn: ConnId, now: u64) -> Session {
+        self.now = now;
+        self.counters.sessions += 1;
+        // Sized once, at accept, for the limit, and kept for the next
+        // session: the map never grows on the hot path (an order beyond
+        // the limit is rejected first).
+        let gen = self.clients.open(conn.0, self.cfg.max_open_orders, now);
+        Session { conn, gen, upstream: false }
+    }
+
+    fn open_outbound(&mut self, conn: ConnId, token: u64, now: u64) -> Session {
+        self.now = now;
+        match self.up.as_mut() {
+            Some(up) if token == CONNECT_TOKEN => {
+                up.conn = Some(conn);
+                up.connecting = false;
+                up.client.on_connected(&mut up.out, now);
+                self.requests.wake(conn);
+                Session { conn, gen: 0, upstream: true }
+            }
+            _ => self.open(conn, now),
+        }
+    }
+
+    fn on_refused(&mut self, _token: u64, reason: &str) {
+        if let Some(up) = self.up.as_mut() {
+            up.lost(self.now);
+            crate::log_warn!("orders: upstream {}: {reason}: retrying", up.cfg.addr);
+        }
+    }
+
+    fn on_input(
+        &mut self,
+        s: &mut Session,
+        input: &[u8],
+        out: &mut OutBuf,
+        tr: &mut Tracer,
+        recv_ts: u64,
+        now: u64,
+    ) -> (usize, Verdict) {
+        self.now = now;
+        if s.upstream {
+            return self.upstream_input(input, out, recv_ts, now);
+        }
+        self.client_input(s.conn.0, s.gen, input, out, tr, recv_ts, now)
+    }
+
+    fn on_peer_fin(&mut self, _s: &mut Session, _leftover: &[u8], _out: &mut OutBuf) -> Verdict {
+        Verdict::Close
+    }
+
+    fn on_tick(&mut self, s: &mut Session, out: &mut OutBuf, now: u64) -> Verdict {
+        self.now = now;
+        if s.upstream {
+            let Some(up) = self.up.as_mut() else { return Verdict::Abort };
+            if up.conn != Some(s.conn) {
+                return Verdict::Close;
+            }
+            if let Some(why) = up.client.on_tick(&mut up.out, now) {
+                self.counters.upstream_downs += 1;
+                crate::log_warn!("orders: upstream {}: {}: reconnecting", up.cfg.addr, describe(why));
+                up.conn = None;
+                up.out.clear();
+                return Verdict::Abort;
+            }
+            up.flush(out);
+            return Verdict::Continue;
+        }
+        let ms = 1_000_000u64;
+        let (conn, gen) = (s.conn.0, s.gen);
+        let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+        if c.doomed {
+            return self.doomed(conn);
+        }
+        c.flush_outbox(out);
+        if now.saturating_sub(c.last_rx) >= self.cfg.idle_timeout_ms as u64 * ms {
+            self.counters.idle_timeouts += 1;
+            crate::log_info!("orders: {}: idle for {} ms: logging out", s.conn, self.cfg.idle_timeout_ms);
+            self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }, now);
+            return Verdict::Close;
+        }
+        if c.logged_on && now.saturating_sub(c.last_tx) >= self.cfg.heartbeat_ms as u64 * ms && out.spare() >= MAX_REPLY
+        {
+            self.counters.heartbeats_out += 1;
+            self.send(conn, gen, out, GatewayMsg::Heartbeat, now);
+        }
+        Verdict::Continue
+    }
+
+    fn on_loop_tick(&mut self, now: u64) {
+        self.now = now;
+        let Some(up) = self.up.as_mut() else { return };
+        if !up.leaving
+            && up.conn.is_none()
+            && !up.connecting
+            && up.client.connect_due(now)
+            && self.requests.connect(up.cfg.addr, CONNECT_TOKEN)
+        {
+            up.connecting = true;
+            up.client.connecting();
+        }
+    }
+
+    fn on_wake(&mut self, s: &mut Session, out: &mut OutBuf, now: u64) -> Verdict {
+        self.now = now;
+        if s.upstream {
+            if let Some(up) = self.up.as_mut() {
+                up.flush(out);
+            }
+            return Verdict::Continue;
+        }
+        let Some(c) = self.clients.get(s.conn.0, s.gen) else { return Verdict::Abort };
+        if c.doomed {
+            return self.doomed(s.conn.0);
+        }
+        c.flush_outbox(out);
+        Verdict::Continue
+    }
+
+    fn on_shutdown(&mut self, s: &mut Session, out: &mut OutBuf, now: u64) {
+        if s.upstream {
+            if let Some(up) = self.up.as_mut() {
+                up.leaving = true;
+                up.client.logout(&mut up.out, now);
+                up.flush(out);
+            }
+            return;
+        }
+        // The server stops consuming input when the output lacks room for
+        // the worst-case reply, so there is room for this one (behind what
+        // the outbox holds, if that fits).
+        let (conn, gen) = (s.conn.0, s.gen);
+        let Some(c) = self.clients.get(conn, gen) else { return };
+        c.flush_outbox(out);
+        if c.logged_on && out.spare() >= MAX_REPLY {
+            self.counters.shutdown_logouts += 1;
+            self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Shutdown }, now);
+        }
+    }
+
+    fn on_close(&mut self, s: Session, reason: &str) {
+        if !s.upstream {
+            self.clients.close(s.conn.0);
+            return;
+        }
+        let now = self.now;
+        if let Some(up) = self.up.as_mut() {
+            if up.conn == Some(s.conn) && up.leaving {
+                crate::log_info!("orders: upstream {}: logged out", up.cfg.addr);
+                up.conn = None;
+            } else if up.conn == Some(s.conn) {
+                self.counters.upstream_downs += 1;
+                crate::log_warn!("orders: upstream {}: connection closed ({reason}): reconnecting", up.cfg.addr);
+                up.lost(now);
+            }
+        }
+    }
+
+    fn requests(&mut self) -> Option<&mut Requests> {
+        if self.up.is_some() {
+            Some(&mut self.requests)
+        } else {
+            None
+        }
+    }
+
+    fn counters(&self) -> crate::app::AppCounters {
+        let c = &self.counters;
+        crate::app::AppCounters {
+            messages_in: c.messages_in,
+            messages_out: c.messages_out,
+            rejects: c.rejects,
+            framing_errors: c.framing_errors,
+        }
+    }
+
+    fn summary(&self) -> String {
+        let c = &self.counters;
+        let mut rej = String::new();
+        for r in RejectReason::ALL {
+            let n = c.rejects[*r as usize];
+            if n > 0 {
+                rej.push_str(&format!(" reject_{}={n}", r.label()));
+            }
+        }
+        let mut line = format!(
+            "orders: sessions={} logons={} messages_in={} orders_acked={} cancels_acked={} \
+             heartbeats_out={} rejects={} framing_errors={} seq_gaps={} idle_timeouts={} shutdown_logouts={}{rej}",
+            c.sessions,
+            c.logons,
+            c.messages_in,
+            c.orders_acked,
+            c.cancels_acked,
+            c.heartbeats_out,
+            c.rejects_total(),
+            c.framing_errors,
+            c.seq_gaps,
+            c.idle_timeouts,
+            c.shutdown_logouts
+        );
+        if let Some(up) = &self.up {
+            let st = &up.client.stats;
+            line.push_str(&format!(
+                "\nupstream {} as {}: logins={} downs={} orders_sent={} cancels_sent={} fills={} cancel_rejects={} \
+                 exchange_canceled={} refused={} resent_after_login={} delivered={} duplicates_skipped={} \
+                 malformed={} invalid_transitions={} unknown_tokens={} reports_for_closed_sessions={} \
+                 slow_client_aborts={} live_orders={} next_seq={}",
+                up.cfg.addr,
+                up.cfg.username,
+                c.upstream_logins,
+                c.upstream_downs,
+                c.orders_sent,
+                c.cancels_sent,
+                c.fills,
+                c.cancel_rejects,
+                c.exchange_canceled,
+                c.upstream_refused,
+                c.resent_after_login,
+                st.delivered,
+                st.duplicates_skipped,
+                c.upstream_malformed,
+                c.invalid_transitions,
+                c.unknown_tokens,
+                c.reports_for_closed_sessions,
+                c.slow_client_aborts,
+                self.table.orders.len(),
+                up.client.next_seq()
+            ));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! A client session's messages: sequence, version and content checks,
+//! Logon, and NewOrder and Cancel, either acknowledged here (local mode) or
+//! sent on to the exchange (see `lifecycle.rs`).
+
+use super::{Orders, MAX_REPLY};
+use crate::app::{OutBuf, Verdict};
+use crate::proto::{reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, OrderKind, RejectReason, VERSION_1};
+use crate::sampler::{kind, tracer::Tracer};
+
+impl Orders {
+    /// Send `msg` on session (`conn`, `gen`) while it is served (`out` is its output).
+    pub(super) fn send(&mut self, conn: usize, gen: u64, out: &mut OutBuf, msg: GatewayMsg, now: u64) {
+        if let Some(c) = self.clients.get(conn, gen) {
+            if c.emit(Some(out), msg, now) {
+                self.counters.messages_out += 1;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reject(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        out: &mut OutBuf,
+        f: &Frame<'_>,
+        reason: RejectReason,
+        recv_ts: u64,
+        now: u64,
+    ) {
+        self.counters.rejects[reason as usize] += 1;
+        self.status = reason as u8;
+        let (cl_ord_id, client_ts) = reject_refs(f);
+        let msg = GatewayMsg::Reject {
+            cl_ord_id,
+            client_ts,
+            gw_recv_ts: recv_ts,
+            ref_seq: f.seq(),
+            reason,
+            ref_type: f.msg_type(),
+            exchange_reason: 0,
+        };
+        self.send(conn, gen, out, msg, now);
+    }
+
+    /// Consume whole frames from a client's input (see `App::on_input`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn client_input(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        input: &[u8],
+        out: &mut OutBuf,
+        tr: &mut Tracer,
+        recv_ts: u64,
+        now: u64,
+    ) -> (usize, Verdict) {
+        let mut off = 0;
+        loop {
+            let Some(c) = self.clients.get(conn, gen) else { return (off, Verdict::Abort) };
+            if c.doomed {
+                return (off, self.doomed(conn));
+            }
+            c.flush_outbox(out);
+            // Replies wait behind what the outbox holds; input waits for room.
+            if c.outbox.len() > 0 || out.spare() < MAX_REPLY {
+                return (off, Verdict::Continue);
+            }
+            match Frame::parse(&input[off..]) {
+                Ok(crate::proto::Parsed::Incomplete) => return (off, Verdict::Continue),
+                Ok(crate::proto::Parsed::Frame(f)) => {
+                    off += f.len();
+                    let v = self.handle(conn, gen, &f, out, tr, recv_ts, now);
+                    if v != Verdict::Continue {
+                        return (off, v);
+                    }
+                }
+                Err(e) => {
+                    self.counters.framing_errors += 1;
+                    crate::log_warn!("orders: conn#{conn}: framing error: {e}: closing");
+                    return (off, Verdict::Abort);
+                }
+            }
+        }
+    }
+
+    /// The session's outbox overflowed: it cannot be given what it is owed.
+    pub(super) fn doomed(&mut self, conn: usize) -> Verdict {
+        self.counters.slow_client_aborts += 1;
+        crate::log_warn!(
+            "orders: conn#{conn}: the client stopped reading and its reports overflowed: reset (reports were lost for it)"
+        );
+        Verdict::Abort
+    }
+
+    /// Handle one well-framed message, traced as parsed (decoded) and
+    /// handled (replies produced).
+    #[allow(clippy::too_many_arguments)]
+    fn handle(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        f: &Frame<'_>,
+        out: &mut OutBuf,
+        tr: &mut Tracer,
+        recv_ts: u64,
+        now: u64,
+    ) -> Verdict {
+        let decoded = ClientMsg::decode(f);
+        let (k, id) = match &decoded {
+            Ok(ClientMsg::Logon { .. }) => (kind::LOGON, 0),
+            Ok(ClientMsg::Heartbeat) => (kind::HEARTBEAT, 0),
+            Ok(ClientMsg::NewOrder(o)) if o.kind == OrderKind::Limit => (kind::LIMIT, o.cl_ord_id),
+            Ok(ClientMsg::NewOrder(o)) => (kind::MARKET, o.cl_ord_id),
+            Ok(ClientMsg::Cancel { cl_ord_id, .. }) => (kind::CANCEL, *cl_ord_id),
+            Ok(ClientMsg::Logout) => (kind::LOGOUT, 0),
+            Err(_) => (kind::INVALID, reject_refs(f).0),
+        };
+        tr.parsed(k, id, f.bytes());
+        self.status = 0;
+        let v = self.handle_decoded(conn, gen, f, decoded, out, recv_ts, now);
+        tr.handled(self.status);
+        v
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_decoded(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        f: &Frame<'_>,
+        decoded: Result<ClientMsg, RejectReason>,
+        out: &mut OutBuf,
+        recv_ts: u64,
+        now: u64,
+    ) -> Verdict {
+        self.counters.messages_in += 1;
+        let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+        c.last_rx = now;
+        if !c.logged_on && (f.version() == VERSION_1 || f.version() == crate::proto::VERSION) {
+            // Replies before the Logon is accepted speak the client's version.
+            c.version = f.version();
+        }
+        if f.seq() != c.expect_seq {
+            self.counters.seq_gaps += 1;
+            crate::log_info!(
+                "orders: conn#{conn}: sequence gap: expected {}, got {}: logging out",
+                c.expect_seq,
+                f.seq()
+            );
+            self.reject(conn, gen, out, f, RejectReason::SeqGap, recv_ts, now);
+            self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::SeqGap }, now);
+            return Verdict::Close;
+        }
+        c.expect_seq = c.expect_seq.wrapping_add(1);
+        let (logged_on, version) = (c.logged_on, c.version);
+        let msg = match decoded {
+            Ok(_) if logged_on && f.version() != version => {
+                self.reject(conn, gen, out, f, RejectReason::BadVersion, recv_ts, now);
+                return Verdict::Continue;
+            }
+            Ok(m) => m,
+            Err(reason) => {
+                self.reject(conn, gen, out, f, reason, recv_ts, now);
+                return Verdict::Continue;
+            }
+        };
+        if !logged_on && !matches!(msg, ClientMsg::Logon { .. }) {
+            self.reject(conn, gen, out, f, RejectReason::NotLoggedOn, recv_ts, now);
+            return Verdict::Continue;
+        }
+        match msg {
+            ClientMsg::Logon { account } => {
+                if logged_on {
+                    self.reject(conn, gen, out, f, RejectReason::AlreadyLoggedOn, recv_ts, now);
+                } else if self.up.is_some() && version == VERSION_1 {
+                    // Version 1 has no Fill: its orders' executions could not reach it.
+                    crate::log_info!("orders: conn#{conn}: a version-1 Logon, and fills need version 2: refused");
+                    self.reject(conn, gen, out, f, RejectReason::BadVersion, recv_ts, now);
+                } else {
+                    if let Some(c) = self.clients.get(conn, gen) {
+                        c.logged_on = true;
+                    }
+                    self.counters.logons += 1;
+                    crate::log_debug!("orders: conn#{conn}: logon account={} version={version}", account.as_str());
+                    let ack = GatewayMsg::LogonAck {
+                        heartbeat_ms: self.cfg.heartbeat_ms,
+                        idle_timeout_ms: self.cfg.idle_timeout_ms,
+                    };
+                    self.send(conn, gen, out, ack, now);
+                }
+            }
+            ClientMsg::Heartbeat => {}
+            ClientMsg::NewOrder(o) => {
+                let max = self.cfg.max_open_orders;
+                let upstream = self.up.is_some();
+                let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+                let counts = upstream || o.kind == OrderKind::Limit;
+                let refused = if c.open.contains_key(&o.cl_ord_id) {
+                    Some(RejectReason::DuplicateOrderId)
+                } else if counts && c.open.len() >= max {
+                    Some(RejectReason::TooManyOpenOrders)
+                } else if upstream {
+                    self.enter(conn, gen, &o, f.seq(), now).err()
+                } else {
+                    if o.kind == OrderKind::Limit {
+                        c.open.insert(o.cl_ord_id, 0);
+                    }
+                    let order_id = self.next_order_id;
+                    self.next_order_id += 1;
+                    self.counters.orders_acked += 1;
+                    let ack = GatewayMsg::Ack {
+                        cl_ord_id: o.cl_ord_id,
+                        client_ts: o.client_ts,
+                        gw_recv_ts: recv_ts,
+                        gw_send_ts: recv_ts,
+                        order_id,
+                    };
+                    self.send(conn, gen, out, ack, now);
+                    None
+                };
+                if let Some(reason) = refused {
+                    self.reject(conn, gen, out, f, reason, recv_ts, now);
+                }
+            }
+            ClientMsg::Cancel { cl_ord_id, client_ts } => {
+                let upstream = self.up.is_some();
+                let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+                let refused = match c.open.get(&cl_ord_id).copied() {
+                    None => Some(RejectReason::UnknownOrder),
+                    Some(token) if upstream => self.cancel(token, client_ts, f.seq(), now).err(),
+                    Some(_) => {
+                        c.open.remove(&cl_ord_id);
+                        self.counters.cancels_acked += 1;
+                        let ack =
+                            GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts: recv_ts, gw_send_ts: recv_ts };
+                        self.send(conn, gen, out, ack, now);
+                        None
+                    }
+                };
+                if let Some(reason) = refused {
+                    self.reject(conn, gen, out, f, reason, recv_ts, now);
+                }
+            }
+            ClientMsg::Logout => {
+                self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Normal }, now);
+                return Verdict::Close;
+            }
+        }
+        Verdict::Continue
+    }
+}

@@ -1,0 +1,301 @@
+//! The gateway's session rules, in local mode.
+
+use super::*;
+use crate::proto::{self, msg_type, ClientMsg, Code8, Frame, NewOrder, OrderKind, Parsed, Side};
+
+struct Client {
+    seq: u32,
+    app: Orders,
+    s: Session,
+    out: OutBuf,
+    rx_seq: u32,
+}
+
+impl Client {
+    fn new(cfg: OrdersConfig) -> Self {
+        let mut app = Orders::new(cfg);
+        let s = app.open(ConnId(0), 0);
+        Client { seq: 1, app, s, out: OutBuf::with_capacity(4096), rx_seq: 1 }
+    }
+    fn send_raw(&mut self, bytes: &[u8]) -> (usize, Verdict) {
+        self.app.on_input(&mut self.s, bytes, &mut self.out, &mut Tracer::disabled(), 11, 0)
+    }
+    fn send(&mut self, m: ClientMsg) -> Verdict {
+        let mut b = [0u8; 64];
+        let n = m.encode(self.seq, &mut b).unwrap();
+        self.seq += 1;
+        let (used, v) = self.send_raw(&b[..n]);
+        assert_eq!(used, n);
+        v
+    }
+    /// Drain replies, checking the gateway's sequence numbers.
+    fn replies(&mut self) -> Vec<GatewayMsg> {
+        let mut v = Vec::new();
+        let bytes = self.out.as_slice().to_vec();
+        let mut off = 0;
+        while let Ok(Parsed::Frame(f)) = Frame::parse(&bytes[off..]) {
+            assert_eq!(f.seq(), self.rx_seq, "gateway sequence");
+            self.rx_seq += 1;
+            v.push(GatewayMsg::decode(&f).unwrap());
+            off += f.len();
+        }
+        assert_eq!(off, bytes.len());
+        self.out.clear();
+        v
+    }
+    fn logon(&mut self) {
+        assert_eq!(self.send(ClientMsg::Logon { account: Code8::new("T1").unwrap() }), Verdict::Continue);
+        assert!(matches!(self.replies()[..], [GatewayMsg::LogonAck { .. }]));
+    }
+}
+
+fn limit(id: u64) -> ClientMsg {
+    ClientMsg::NewOrder(NewOrder {
+        cl_ord_id: id,
+        client_ts: 1000 + id,
+        price: 100,
+        qty: 1,
+        side: Side::Buy,
+        kind: OrderKind::Limit,
+        symbol: Code8::new("ABC").unwrap(),
+    })
+}
+
+fn reason_of(m: &GatewayMsg) -> RejectReason {
+    match m {
+        GatewayMsg::Reject { reason, .. } => *reason,
+        other => panic!("expected reject, got {other:?}"),
+    }
+}
+
+#[test]
+fn order_ack_echoes_client_timestamp() {
+    let mut c = Client::new(OrdersConfig::default());
+    c.logon();
+    c.send(limit(5));
+    match c.replies()[..] {
+        [GatewayMsg::Ack { cl_ord_id: 5, client_ts: 1005, gw_recv_ts: 11, gw_send_ts, order_id: 1 }] => {
+            assert!(gw_send_ts > 0)
+        }
+        ref other => panic!("{other:?}"),
+    }
+    c.send(ClientMsg::Cancel { cl_ord_id: 5, client_ts: 77 });
+    assert!(matches!(c.replies()[..], [GatewayMsg::CancelAck { cl_ord_id: 5, client_ts: 77, .. }]));
+    assert_eq!(c.app.counters.orders_acked, 1);
+    assert_eq!(c.app.counters.cancels_acked, 1);
+}
+
+/// Regression: the set was sized for 1024 and grew (reallocating on the
+/// loop) past about 900 open orders while the limit was 10,000.
+#[test]
+fn open_orders_up_to_the_limit_never_reallocate() {
+    let max = 3000;
+    let mut c = Client::new(OrdersConfig { max_open_orders: max, ..Default::default() });
+    c.out = OutBuf::with_capacity(1 << 20);
+    let cap = c.app.clients.get(0, c.s.gen).unwrap().open.capacity();
+    assert!(cap >= max, "capacity {cap} < limit {max}");
+    c.logon();
+    for id in 1..=max as u64 + 5 {
+        c.send(limit(id));
+        let _ = c.replies();
+    }
+    assert_eq!(c.app.clients.get(0, c.s.gen).unwrap().open.len(), max);
+    assert_eq!(c.app.clients.get(0, c.s.gen).unwrap().open.capacity(), cap, "the open-orders set reallocated");
+}
+
+#[test]
+fn session_reject_reasons() {
+    let mut c = Client::new(OrdersConfig { max_open_orders: 1, ..Default::default() });
+    c.send(limit(1));
+    assert_eq!(reason_of(&c.replies()[0]), RejectReason::NotLoggedOn);
+    c.logon();
+    c.send(ClientMsg::Logon { account: Code8::new("T1").unwrap() });
+    assert_eq!(reason_of(&c.replies()[0]), RejectReason::AlreadyLoggedOn);
+    c.send(limit(1));
+    assert!(matches!(c.replies()[0], GatewayMsg::Ack { .. }));
+    c.send(limit(1));
+    assert_eq!(reason_of(&c.replies()[0]), RejectReason::DuplicateOrderId);
+    c.send(limit(2));
+    assert_eq!(reason_of(&c.replies()[0]), RejectReason::TooManyOpenOrders);
+    c.send(ClientMsg::Cancel { cl_ord_id: 9, client_ts: 0 });
+    let r = c.replies();
+    assert_eq!(reason_of(&r[0]), RejectReason::UnknownOrder);
+    assert!(matches!(r[0], GatewayMsg::Reject { cl_ord_id: 9, ref_type: msg_type::CANCEL, .. }));
+    assert_eq!(c.app.counters.rejects_total(), 5);
+    assert_eq!(c.app.counters.rejects[RejectReason::DuplicateOrderId as usize], 1);
+}
+
+#[test]
+fn codec_reject_keeps_session_and_sequence() {
+    let mut c = Client::new(OrdersConfig::default());
+    c.logon();
+    let mut b = [0u8; 64];
+    let n = limit(3).encode(c.seq, &mut b).unwrap();
+    c.seq += 1;
+    b[proto::field::ORDER_SIDE] = 9;
+    assert_eq!(c.send_raw(&b[..n]), (n, Verdict::Continue));
+    let r = c.replies();
+    assert!(matches!(r[0], GatewayMsg::Reject { reason: RejectReason::BadSide, cl_ord_id: 3, client_ts: 1003, .. }));
+    assert_eq!(c.send(limit(4)), Verdict::Continue);
+    assert!(matches!(c.replies()[0], GatewayMsg::Ack { cl_ord_id: 4, .. }));
+}
+
+#[test]
+fn sequence_gap_rejects_and_logs_out() {
+    let mut c = Client::new(OrdersConfig::default());
+    c.logon();
+    c.seq += 1; // skip one
+    assert_eq!(c.send(limit(1)), Verdict::Close);
+    let r = c.replies();
+    assert_eq!(reason_of(&r[0]), RejectReason::SeqGap);
+    assert!(matches!(r[0], GatewayMsg::Reject { ref_seq: 3, .. }));
+    assert!(matches!(r[1], GatewayMsg::Logout { reason: LogoutReason::SeqGap }));
+    assert_eq!(c.app.counters.seq_gaps, 1);
+}
+
+#[test]
+fn framing_error_aborts() {
+    let mut c = Client::new(OrdersConfig::default());
+    c.logon();
+    assert_eq!(c.send_raw(&[0xff, 0xff, 1, 2, 3]), (0, Verdict::Abort));
+    assert_eq!(c.app.counters.framing_errors, 1);
+}
+
+#[test]
+fn partial_frames_wait_for_more() {
+    let mut c = Client::new(OrdersConfig::default());
+    let mut b = [0u8; 64];
+    let n = ClientMsg::Logon { account: Code8::new("X").unwrap() }.encode(1, &mut b).unwrap();
+    assert_eq!(c.send_raw(&b[..n - 1]), (0, Verdict::Continue));
+    assert_eq!(c.send_raw(&b[..n]), (n, Verdict::Continue));
+}
+
+#[test]
+fn backpressure_stops_consuming() {
+    let mut c = Client::new(OrdersConfig::default());
+    c.out = OutBuf::with_capacity(MAX_REPLY - 1);
+    let mut b = [0u8; 64];
+    let n = ClientMsg::Heartbeat.encode(1, &mut b).unwrap();
+    assert_eq!(c.send_raw(&b[..n]), (0, Verdict::Continue));
+}
+
+#[test]
+fn heartbeat_and_idle_timeout() {
+    let cfg = OrdersConfig { heartbeat_ms: 100, idle_timeout_ms: 300, ..Default::default() };
+    let mut c = Client::new(cfg);
+    c.logon();
+    let ms = 1_000_000;
+    assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, 50 * ms), Verdict::Continue);
+    assert!(c.replies().is_empty());
+    assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, 150 * ms), Verdict::Continue);
+    assert!(matches!(c.replies()[..], [GatewayMsg::Heartbeat]));
+    assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, 400 * ms), Verdict::Close);
+    assert!(matches!(c.replies()[..], [GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }]));
+    assert_eq!(c.app.counters.idle_timeouts, 1);
+}
+
+#[test]
+fn logout_closes_after_reply() {
+    let mut c = Client::new(OrdersConfig::default());
+    c.logon();
+    assert_eq!(c.send(ClientMsg::Logout), Verdict::Close);
+    assert!(matches!(c.replies()[..], [GatewayMsg::Logout { reason: LogoutReason::Normal }]));
+}
+
+mod upstream {
+    use super::*;
+    use crate::upstream::soup_client::SoupClientConfig;
+    use crate::upstream::state::SessionState;
+    use crate::venue::ouch::{self, Outbound};
+    use crate::venue::soup::{self, Packet};
+
+    fn gateway() -> (Orders, Session, Session) {
+        let up = UpstreamConfig {
+            addr: "198.18.0.3:26400".parse().unwrap(),
+            soup: SoupClientConfig::new("gw0", "pw"),
+            username: "gw0".into(),
+            state: SessionState::in_memory(),
+        };
+        let mut app = Orders::with_upstream(OrdersConfig::default(), up);
+        app.on_loop_tick(0);
+        let r = app.requests().unwrap();
+        assert_eq!(r.connects.len(), 1, "the loop is asked to connect");
+        let ups = app.open_outbound(ConnId(9), CONNECT_TOKEN, 0);
+        let client = app.open(ConnId(1), 0);
+        (app, ups, client)
+    }
+
+    fn pkt(p: Packet<'_>) -> Vec<u8> {
+        let mut b = [0u8; 256];
+        let n = soup::encode(&p, &mut b).unwrap();
+        b[..n].to_vec()
+    }
+
+    fn seq(m: &Outbound) -> Vec<u8> {
+        let mut b = [0u8; 128];
+        let n = ouch::encode_outbound(m, &mut b).unwrap();
+        pkt(Packet::Sequenced(&b[..n]))
+    }
+
+    #[test]
+    fn malformed_and_out_of_state_reports_are_counted_and_change_nothing() {
+        let (mut app, mut ups, _client) = gateway();
+        let mut out = OutBuf::with_capacity(4096);
+        let mut input = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
+        input.extend(pkt(Packet::Sequenced(b"Zgarbage")));
+        input.extend(pkt(Packet::Sequenced(b"")));
+        input.extend(seq(&Outbound::Executed {
+            ts: 1,
+            user_ref: 77,
+            qty: 1,
+            price: 1,
+            liquidity: b'A',
+            match_number: 1,
+        }));
+        input.extend(seq(&Outbound::CancelReject { ts: 1, user_ref: 78 }));
+        let mut used = 0;
+        while used < input.len() {
+            let (n, v) = app.on_input(&mut ups, &input[used..], &mut out, &mut Tracer::disabled(), 0, 1);
+            assert_eq!(v, Verdict::Continue);
+            assert!(n > 0);
+            used += n;
+        }
+        let c = &app.counters;
+        assert_eq!((c.upstream_malformed, c.unknown_tokens, c.invalid_transitions), (2, 2, 0));
+        assert!(app.upstream_up(), "the session survives them");
+        assert_eq!(app.up.as_ref().unwrap().client.next_seq(), 5, "each was processed once");
+    }
+
+    #[test]
+    fn a_version_1_logon_is_refused_when_fills_must_reach_the_client() {
+        let (mut app, _ups, mut s) = gateway();
+        let mut out = OutBuf::with_capacity(4096);
+        let mut b = [0u8; 64];
+        let n = ClientMsg::Logon { account: Code8::new("T1").unwrap() }
+            .encode_as(crate::proto::VERSION_1, 1, &mut b)
+            .unwrap();
+        app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+        let Ok(Parsed::Frame(f)) = Frame::parse(out.as_slice()) else { panic!("a reply") };
+        assert_eq!(f.version(), crate::proto::VERSION_1, "answered in the client's version");
+        assert!(matches!(GatewayMsg::decode(&f), Ok(GatewayMsg::Reject { reason: RejectReason::BadVersion, .. })));
+    }
+
+    #[test]
+    fn an_order_while_the_exchange_is_down_is_rejected_at_once() {
+        let (mut app, _ups, mut s) = gateway();
+        let mut out = OutBuf::with_capacity(4096);
+        let mut b = [0u8; 64];
+        for (seqn, m) in (1..).zip([ClientMsg::Logon { account: Code8::new("T1").unwrap() }, limit(1)]) {
+            let n = m.encode(seqn, &mut b).unwrap();
+            app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+        }
+        let bytes = out.as_slice().to_vec();
+        let Ok(Parsed::Frame(f)) = Frame::parse(&bytes) else { panic!() };
+        let Ok(Parsed::Frame(g)) = Frame::parse(&bytes[f.len()..]) else { panic!("a second reply") };
+        assert!(matches!(
+            GatewayMsg::decode(&g),
+            Ok(GatewayMsg::Reject { reason: RejectReason::ExchangeUnavailable, cl_ord_id: 1, .. })
+        ));
+        assert_eq!(app.live_orders(), 0, "nothing queued");
+    }
+}

@@ -1,0 +1,182 @@
+//! The exchange leg on the three-namespace lab (`lab.sh up --exchange`):
+//! clients, the gateway on the backend under test, and the exchange
+//! simulator, each in its own namespace.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const EX_PORT: &str = "26400";
+
+/// A directory of the test's own, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(what: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("tg-exlab-{}-{what}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let pw = d.join("pw");
+        std::fs::write(&pw, "pw0\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Dir(d)
+    }
+    fn path(&self, p: &str) -> String {
+        self.0.join(p).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn exchange(lab: &Lab, dir: &Dir) -> Proc {
+    let mut c = lab.cmd_in(&lab.ns_ex, BIN);
+    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0", "--journal", &dir.path("journal")]);
+    Proc::spawn_until(c, "tailgate: serving on", Duration::from_secs(10))
+}
+
+/// The gateway on `backend`, logged in to the exchange.
+fn gateway(lab: &Lab, dir: &Dir, backend: &str) -> Proc {
+    let (pw, state) = (dir.path("pw"), dir.path("state"));
+    let up = ["--upstream", "198.18.0.3:26400", "--upstream-user", "gw0", "--upstream-password-file", &pw];
+    let mut args: Vec<&str> = up.to_vec();
+    args.extend(["--upstream-state", &state]);
+    let mut p = if backend == "xdp" {
+        lab.serve_xdp("orders", &args)
+    } else {
+        let mut a = vec!["--backend", "kernel", "--ip", GW_IP, "--port", "7777", "--app", "orders"];
+        a.extend(args);
+        lab.serve(&a)
+    };
+    assert!(p.wait_for("logged in as gw0", Duration::from_secs(10)), "the gateway logged in: {:?}", p.log);
+    p
+}
+
+/// The exchange's journal for gw0: (messages, executions).
+fn journal(path: &Path) -> (u64, u64) {
+    let data = std::fs::read(path).unwrap();
+    let (mut at, mut n, mut execs) = (0, 0, 0);
+    while at + 2 <= data.len() {
+        let len = u16::from_be_bytes([data[at], data[at + 1]]) as usize;
+        n += 1;
+        if data.get(at + 2) == Some(&b'E') {
+            execs += 1;
+        }
+        at += 2 + len;
+    }
+    (n, execs)
+}
+
+fn zero(r: &serde_json::Value, keys: &[&str]) {
+    for k in keys {
+        assert_eq!(r[k].as_u64(), Some(0), "{k} in {r}");
+    }
+}
+
+fn two_hundred_sessions(backend: &str) {
+    let lab = Lab::up_exchange(backend == "xdp");
+    let dir = Dir::new(&format!("200-{backend}"));
+    let ex = exchange(&lab, &dir);
+    let gw = gateway(&lab, &dir, backend);
+    let (out, r) = lab.load_report(&["--conns", "200", "--rate", "4000", "--duration", "2", "--cross", "30"]);
+    let log = gw.stop();
+    let exlog = ex.stop();
+    assert!(
+        out.status.success(),
+        "load: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent >= 7000, "sent {sent}");
+    assert_eq!(r["answered"].as_u64(), Some(sent), "every order and cancel answered: {r}");
+    zero(&r, &["unanswered", "rejected", "out_of_sequence", "unexpected", "corrupted", "disconnected"]);
+    let life = &r["lifecycle"];
+    let fills = life["fills"].as_u64().unwrap();
+    assert!(fills > 500 && life["acks"].as_u64().unwrap() > 3000, "{life}");
+    assert_eq!(life["duplicate_fills"].as_u64(), Some(0));
+    // Every execution the exchange reported reached its client.
+    let (_, execs) = journal(&dir.0.join("journal/gw0.journal"));
+    assert_eq!(fills, execs, "fills delivered vs executions journaled; gateway: {log:?} exchange: {exlog:?}");
+    assert_eq!(counter(&log, "invalid_transitions"), Some(0), "{log:?}");
+    assert_eq!(counter(&log, "logons"), Some(200));
+}
+
+fn exchange_restart(backend: &str) {
+    let lab = Lab::up_exchange(backend == "xdp");
+    let dir = Dir::new(&format!("restart-{backend}"));
+    let ex = exchange(&lab, &dir);
+    let gw = gateway(&lab, &dir, backend);
+    let (ex2, (out, r)) = std::thread::scope(|s| {
+        let killer = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(2500));
+            // Killed: no goodbye, the journal as it was written.
+            let _ = Command::new("kill").args(["-KILL", &ex.pid().to_string()]).status();
+            drop(ex);
+            std::thread::sleep(Duration::from_millis(700));
+            exchange(&lab, &dir)
+        });
+        let load = lab.load_report(&["--conns", "50", "--rate", "2000", "--duration", "6", "--cross", "30"]);
+        (killer.join().unwrap(), load)
+    });
+    let log = gw.stop();
+    let exlog = ex2.stop();
+    let sent = r["sent"].as_u64().unwrap();
+    assert!(sent >= 10_000, "sent {sent}: {}", String::from_utf8_lossy(&out.stdout));
+    // Orders sent while the exchange was away were refused at once; every
+    // request was answered, and no fill was lost or repeated.
+    assert_eq!(r["answered"].as_u64(), Some(sent), "every request answered: {r}");
+    zero(&r, &["unanswered", "out_of_sequence", "unexpected", "corrupted", "disconnected"]);
+    let life = &r["lifecycle"];
+    let refused = life["rejects"]["exchange_unavailable"].as_u64().unwrap_or(0);
+    assert_eq!(r["rejected"].as_u64(), Some(refused), "only exchange_unavailable: {life}");
+    assert!(refused > 0, "the outage was seen: {life}");
+    assert_eq!(life["duplicate_fills"].as_u64(), Some(0));
+    let (msgs, execs) = journal(&dir.0.join("journal/gw0.journal"));
+    assert_eq!(
+        life["fills"].as_u64(),
+        Some(execs),
+        "each journaled execution once: gateway {log:?} exchange {exlog:?}"
+    );
+    assert!(counter(&log, "logins").unwrap() >= 2, "logged in again: {log:?}");
+    assert_eq!(counter(&log, "invalid_transitions"), Some(0), "{log:?}");
+    // The session's next number is persisted: everything journaled was processed.
+    let state = std::fs::read_to_string(dir.0.join("state/gw0.state")).unwrap();
+    assert!(state.contains(&format!("next_seq = {}\n", msgs + 1)), "{state} vs {msgs} journaled");
+}
+
+#[test]
+fn two_hundred_sessions_trade_through_the_exchange_on_the_kernel_backend() {
+    if lab_available("two_hundred_sessions_trade_through_the_exchange_on_the_kernel_backend") {
+        two_hundred_sessions("kernel");
+    }
+}
+
+#[test]
+fn two_hundred_sessions_trade_through_the_exchange_on_the_xdp_backend() {
+    if lab_available("two_hundred_sessions_trade_through_the_exchange_on_the_xdp_backend") {
+        two_hundred_sessions("xdp");
+    }
+}
+
+#[test]
+fn an_exchange_killed_and_restarted_loses_and_repeats_no_fill_on_the_kernel_backend() {
+    if lab_available("an_exchange_killed_and_restarted_loses_and_repeats_no_fill_on_the_kernel_backend") {
+        exchange_restart("kernel");
+    }
+}
+
+#[test]
+fn an_exchange_killed_and_restarted_loses_and_repeats_no_fill_on_the_xdp_backend() {
+    if lab_available("an_exchange_killed_and_restarted_loses_and_repeats_no_fill_on_the_xdp_backend") {
+        exchange_restart("xdp");
+    }
+}
