@@ -20,7 +20,7 @@
 # Environment (defaults in brackets); addresses must be inside 198.18.0.0/15:
 #   TG_NS_GW [tg_gw]  TG_NS_CLI [tg_cli]  TG_IF_GW [tg_gw0]  TG_IF_CLI [tg_cli0]
 #   TG_IP_GW [198.18.0.1]  TG_IP_CLI [198.18.0.2]  TG_PREFIX [24]
-#   TG_NS_EX [tg_ex]  TG_IF_EX [tg_ex0]  TG_IF_EXB [tg_cli1]  TG_BR [tg_br]  TG_IP_EX [198.18.0.3]
+#   TG_NS_EX [tg_ex]  TG_IF_EX [tg_ex0]  TG_IF_EXB [tg_cli1]  TG_BR [tg_br]  TG_IP_EX [198.18.0.4]
 #
 # Every offload (tx checksum, tso, gso, gro, lro) is turned off on both ends:
 # a veth with tx checksum offload hands a bypass stack frames whose TCP
@@ -38,7 +38,7 @@ NS_EX=${TG_NS_EX:-tg_ex}
 IF_EX=${TG_IF_EX:-tg_ex0}
 IF_EXB=${TG_IF_EXB:-tg_cli1}
 BR=${TG_BR:-tg_br}
-IP_EX=${TG_IP_EX:-198.18.0.3}
+IP_EX=${TG_IP_EX:-198.18.0.4}
 
 die() { echo "lab.sh: $*" >&2; exit 2; }
 

@@ -168,6 +168,8 @@ fn bad_keys_name_the_file_the_line_and_the_key() {
         ("[exchange]\n", &[":1:", "[exchange]", "[listen]"]),
         ("[connections]\nmax-conns = 0\n", &[":2:", "max-conns", "0"]),
         ("[listen]\nport = 7777\n[listen\n", &[":3:", "not TOML"]),
+        ("[[upstream]]\naddress = \"198.18.0.4:1\"\nusername = \"a\"\npassword = \"x\"\n", &[":1:", "password_file"]),
+        ("[[upstream]]\naddress = \"198.18.0.4:1\"\npassword_file = \"/p\"\n", &[":1:", "needs `username`"]),
     ];
     for (text, needles) in cases {
         let f = Temp::new(text);
@@ -239,4 +241,27 @@ fn every_key_is_in_docs_config() {
         let section = section.split("\n### ").next().unwrap_or_default();
         assert!(section.contains(&format!("`--{key}")), "--{key} is not in the [{table}] section of docs/CONFIG.md");
     }
+}
+
+#[test]
+fn upstream_sessions_are_one_table_each_in_loop_order() {
+    let one = |u: &str| {
+        format!("[[upstream]]\naddress = \"198.18.0.4:26400\"\nusername = \"{u}\"\npassword_file = \"/p\"\nstate = \"/s\"\n")
+    };
+    let f = Temp::new(&format!("[listen]\nip = \"198.18.0.1\"\nport = 7\n{}{}", one("gw0"), one("gw1")));
+    let out = print_config(&["--config", f.path()]);
+    for want in [
+        "\nupstream = \"198.18.0.4:26400\"\n",
+        "\nupstream-user = [\"gw0\", \"gw1\"]\n",
+        "\nupstream-password-file = \"/p\"\n",
+        "\nupstream-state = \"/s\"\n",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+    // Two addresses are refused in this version, with the line.
+    let other = one("gw1").replace("26400", "26401");
+    let g = Temp::new(&format!("{}{other}", one("gw0")));
+    let (code, _, err) = run(&["serve", "--config", g.path(), "--ip", "198.18.0.1", "--port", "7"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("one address"), "{err}");
 }

@@ -154,6 +154,12 @@ pub(crate) fn from_file(serve: &Command, given: &ArgMatches, path: &Path) -> Res
         let tline = line_of(&text, tname.span().start);
         let tname = tname.get_ref().as_ref();
         let at = |line: usize| format!("{file}:{line}");
+        if tname == "upstream" {
+            if let Some(sessions) = tval.get_ref().as_array() {
+                out.extend(sessions_of(sessions, given, &at(tline))?);
+                continue;
+            }
+        }
         let Some(table) = tval.get_ref().as_table() else {
             let hint = match home(tname) {
                 Some(t) => format!(" (it belongs in [{t}])"),
@@ -195,6 +201,70 @@ pub(crate) fn from_file(serve: &Command, given: &ArgMatches, path: &Path) -> Res
                 out.push(flag);
             }
         }
+    }
+    Ok(out)
+}
+
+/// `[[upstream]]`: one table per loop's exchange session, in loop order
+/// (`address`, `username`, `password_file`, `state`), as `--upstream`,
+/// `--upstream-user`, `--upstream-password-file` and `--upstream-state`. Every session goes to
+/// one address with one password file; flags on the command line win.
+fn sessions_of(
+    sessions: &[toml::Spanned<DeValue<'_>>],
+    given: &ArgMatches,
+    at: &str,
+) -> Result<Vec<OsString>, ConfigError> {
+    let err = |m: String| ConfigError(format!("{at}: [[upstream]] {m}"));
+    let (mut addr, mut pwf, mut state, mut users) = (None::<String>, None::<String>, None::<String>, Vec::new());
+    for (i, s) in sessions.iter().enumerate() {
+        let t = s.get_ref().as_table().ok_or_else(|| err(format!("entry {}: not a table", i + 1)))?;
+        let get = |k: &str| -> Result<Option<String>, ConfigError> {
+            match t.get(k).map(|v| v.get_ref()) {
+                None => Ok(None),
+                Some(DeValue::String(v)) => Ok(Some(v.to_string())),
+                Some(_) => Err(err(format!("entry {}: `{k}` must be a string", i + 1))),
+            }
+        };
+        for (k, _) in t.iter() {
+            let k = k.get_ref().as_ref();
+            if k == "password" {
+                return Err(err(format!(
+                    "entry {}: `password` is not read: put it in a file only its owner can read, and name it in `password_file`",
+                    i + 1
+                )));
+            }
+            if !["address", "username", "password_file", "state"].contains(&k) {
+                return Err(err(format!(
+                    "entry {}: unknown key `{k}` (address, username, password_file, state)",
+                    i + 1
+                )));
+            }
+        }
+        let need = |v: Option<String>, k: &str| v.ok_or_else(|| err(format!("entry {}: needs `{k}`", i + 1)));
+        let a = need(get("address")?, "address")?;
+        let p = need(get("password_file")?, "password_file")?;
+        users.push(need(get("username")?, "username")?);
+        let st = get("state")?;
+        if addr.as_ref().is_some_and(|x| *x != a) || pwf.as_ref().is_some_and(|x| *x != p) || (i > 0 && state != st) {
+            return Err(err(
+                "every session goes to one address with one password_file and one state in this version".into()
+            ));
+        }
+        (addr, pwf, state) = (Some(a), Some(p), st);
+    }
+    let mut out = Vec::new();
+    let cli = |id: &str| given.value_source(id) == Some(ValueSource::CommandLine);
+    if let (Some(a), false) = (addr, cli("upstream")) {
+        out.push(OsString::from(format!("--upstream={a}")));
+    }
+    if let (Some(p), false) = (pwf, cli("upstream_password_file")) {
+        out.push(OsString::from(format!("--upstream-password-file={p}")));
+    }
+    if let (Some(d), false) = (state, cli("upstream_state")) {
+        out.push(OsString::from(format!("--upstream-state={d}")));
+    }
+    if !cli("upstream_user") {
+        out.extend(users.into_iter().map(|u| OsString::from(format!("--upstream-user={u}"))));
     }
     Ok(out)
 }

@@ -49,10 +49,11 @@ fn parse(text: &str, path: &Path) -> Result<(u64, u32), String> {
             continue;
         }
         let (k, v) = line.split_once('=').ok_or_else(|| format!("{}: not key=value: {line:?}", path.display()))?;
+        let (k, v) = (k.trim(), v.trim());
         let bad = |_| format!("{}: {k}: not a number: {v:?}", path.display());
-        match k.trim() {
-            "next_seq" => seq = Some(v.trim().parse::<u64>().map_err(bad)?),
-            "token_limit" => token = Some(v.trim().parse::<u32>().map_err(bad)?),
+        match k {
+            "next_seq" => seq = Some(v.parse::<u64>().map_err(bad)?),
+            "token_limit" => token = Some(v.parse::<u32>().map_err(bad)?),
             other => return Err(format!("{}: unknown key {other:?}", path.display())),
         }
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_tailgate");
 pub const GW_IP: &str = "198.18.0.1";
 pub const CLI_IP: &str = "198.18.0.2";
-pub const EX_IP: &str = "198.18.0.3";
+pub const EX_IP: &str = "198.18.0.4";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
