@@ -77,6 +77,13 @@
 #                               interface's NAPI knobs, IRQ affinity; reverted after each run),
 #                               tuned-napi-defer (the same with --napi-defer), and
 #                               no-dma-latency (default, with --cpu-dma-latency off)
+#   scripts/bench.sh sla        the exchange leg end to end (lab.sh up --exchange): tailgate load
+#                               --app orders --cross 30 over SLA_CONNS [100] connections at each rate
+#                               of SLA_RATES [12000] orders/s for SLA_SECS [60] s (client on cpu0),
+#                               against serve --upstream --spin --core 1 on each backend in
+#                               BACKENDS, with tailgate exchange in tg_ex on cpu0 (blocking): the
+#                               round trip to the Ack as the client saw it (p50/p99/p99.9/max), to a
+#                               taker's first fill, the answers by kind, and rejects
 #
 # Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
 # configuration alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes,
@@ -109,6 +116,7 @@ if [[ $SERVERS == *baseline* || ${QUEUE_CONFIGS:-} == *baseline* ]]; then
 fi
 
 SERVER_PID=
+EXCHANGE_PID=
 EXTRA=()
 OUT=$(mktemp -d)
 TUNE=(scripts/tune-host.sh --iface tg_gw0 --netns tg_gw --core 1 --only sysctl,thp,hugepages,iface,irq --state "$OUT/tune.state")
@@ -116,6 +124,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [[ -n $SERVER_PID ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  [[ -n $EXCHANGE_PID ]] && kill -TERM "$EXCHANGE_PID" 2>/dev/null && wait "$EXCHANGE_PID" 2>/dev/null
   [[ -f $OUT/tune.state ]] && "${TUNE[@]}" --revert >/dev/null
   scripts/lab.sh down >/dev/null || true
   rm -rf "$OUT"
@@ -496,6 +505,52 @@ PY
       done
     done
     summary config 1 "orders/s p50 p99"
+    ;;
+  sla)
+    SLA_CONNS=${SLA_CONNS:-100} SLA_SECS=${SLA_SECS:-60}
+    echo "| run | backend | orders/s | conns | s | ack p50 us | p99 us | p99.9 us | max us | first fill p50 us | p99.9 us | fills | rejects | unanswered |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo pw0 >"$OUT/pw" && chmod 600 "$OUT/pw"
+    for run in $(seq "$RUNS"); do
+      for rate in ${SLA_RATES:-12000}; do
+        for backend in $BACKENDS; do
+          if [[ $backend == xdp ]]; then scripts/lab.sh up --bypass --exchange >/dev/null; else scripts/lab.sh up --exchange >/dev/null; fi
+          rm -rf "$OUT/journal" "$OUT/state"
+          # No journal: the simulator's sequenced messages stay in memory (a file's writeback
+          # would stall it for milliseconds at times, and it is not what is measured).
+          ip netns exec tg_ex taskset -c 0 chrt -f 10 "$BIN" exchange --ip 198.18.0.4 --port 26400 --account gw0:pw0 \
+            >"$OUT/exchange.log" 2>&1 &
+          EXCHANGE_PID=$!
+          EXTRA=(--upstream 198.18.0.4:26400 --upstream-user gw0 --upstream-password-file "$OUT/pw" --upstream-state "$OUT/state")
+          start_server "$backend" orders
+          for _ in $(seq 50); do grep -q "logged in as gw0" "$OUT/server.log" && break; sleep 0.1; done
+          grep -q "logged in as gw0" "$OUT/server.log" || { cat "$OUT/server.log" "$OUT/exchange.log" >&2; exit 1; }
+          ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$rate" --cross 30 \
+            --conns "$SLA_CONNS" --duration "$SLA_SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 || true
+          stop_server
+          kill -TERM "$EXCHANGE_PID" 2>/dev/null || true
+          wait "$EXCHANGE_PID" 2>/dev/null || true
+          EXCHANGE_PID=
+          EXTRA=()
+          [[ -s $OUT/r.json ]] || { cat "$OUT/client.log" "$OUT/server.log" >&2; exit 1; }
+          python3 - "$OUT/r.json" "$run" "$backend" "$rate" "$SLA_CONNS" "$SLA_SECS" >>"$OUT/rows" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+run, backend, rate, conns, secs = sys.argv[2:7]
+t, l = r["rtt_us"], r.get("lifecycle") or {}
+f = l.get("first_fill_us", {})
+rej = sum((l.get("rejects") or {}).values())
+print("| %s | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %d | %d |" % (
+    run, backend, rate, conns, secs, t["p50"], t["p99"], t["p999"], t["max"], f.get("p50", 0), f.get("p999", 0),
+    l.get("fills", 0), rej, r["unanswered"]))
+print("ALL %s/%s %.1f %.1f %.1f" % (backend, rate, t["p50"], t["p99"], t["p999"]))
+PY
+          grep -v '^ALL' "$OUT/rows" | tail -1
+          grep '^ALL' "$OUT/rows" | tail -1 | cut -d' ' -f2- >>"$OUT/all"
+        done
+      done
+    done
+    summary backend/rate 1
     ;;
   bulk)
     echo "| run | backend | MiB | MiB/s | intact |"

@@ -168,7 +168,7 @@ impl World {
             let mut buf = [0u8; 8192];
             match self.net.recv(id, &mut buf) {
                 Ok(n) if n > 0 => {
-                    f.client.on_input(&buf[..n], t, |_, _| {});
+                    f.client.on_input(&buf[..n], t, |_, _| true);
                 }
                 Err(e) if !would_block(&e) => panic!("firm: {e}"),
                 _ => {}

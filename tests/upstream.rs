@@ -94,7 +94,10 @@ impl World {
                 }
             }
             let got = &mut f.got;
-            let (used, _) = f.client.on_input(&f.rx, t, |seq, m| got.push((seq, ouch::parse_outbound(m).unwrap())));
+            let (used, _) = f.client.on_input(&f.rx, t, |seq, m| {
+                got.push((seq, ouch::parse_outbound(m).unwrap()));
+                true
+            });
             f.rx.drain(..used);
             let _ = f.client.on_tick(&mut f.out, t);
             if !f.out.as_slice().is_empty() {

@@ -115,8 +115,8 @@ struct Conn {
     /// Orders that take liquidity when they arrive (market, or priced
     /// through the book) and have no fill yet: their first Fill is timed.
     takers: HashSet<u64>,
-    /// (cl_ord_id, exec_id) of every fill, to catch one delivered twice.
-    execs: HashSet<(u64, u64)>,
+    /// The exec ids of each live order's fills, to catch one delivered twice.
+    execs: HashMap<u64, Vec<u64>>,
     /// Requests waiting for their answer: (cl_ord_id, is a cancel) -> send time.
     outstanding: HashMap<(u64, bool), u64>,
     rng: u64,
@@ -146,6 +146,7 @@ impl Conn {
         self.live.remove(&id);
         self.filled.remove(&id);
         self.takers.remove(&id);
+        self.execs.remove(&id);
     }
 }
 
@@ -190,7 +191,7 @@ impl Workload for OrdersLoad {
                 live: HashSet::new(),
                 filled: HashSet::new(),
                 takers: HashSet::new(),
-                execs: HashSet::new(),
+                execs: HashMap::new(),
                 outstanding: HashMap::with_capacity(1024),
                 rng: 0x9e37_79b9_7f4a_7c15 ^ (i + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
             });
@@ -340,9 +341,12 @@ impl Workload for OrdersLoad {
                 }
                 GatewayMsg::Fill { cl_ord_id, client_ts, leaves, exec_id, .. } => {
                     life.fills += 1;
-                    if !c.execs.insert((cl_ord_id, exec_id)) {
+                    let seen_ids = c.execs.entry(cl_ord_id).or_default();
+                    if seen_ids.contains(&exec_id) {
                         life.duplicate_fills += 1;
                         seen.unexpected();
+                    } else {
+                        seen_ids.push(exec_id);
                     }
                     if c.filled.insert(cl_ord_id) {
                         life.orders_filled += 1;

@@ -51,9 +51,11 @@ pub enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     None,
-    /// Login Accepted: up, replay from `from`.
+    /// Login Accepted: up, replay from `from`; `lost` messages the venue
+    /// can no longer replay (its numbers start after what was asked).
     Up {
         from: u64,
+        lost: u64,
     },
     /// The venue refused the login (`A` not authorized, `S` session
     /// unavailable), ended the session, or broke the protocol: close the
@@ -68,7 +70,14 @@ pub enum Why {
     Protocol(SoupError),
     /// Nothing from the venue for the timeout.
     Silent,
+    /// Login Accepted with a next number of 0, or too large to count on from.
+    BadSequence(u64),
 }
+
+/// The backoff is reset once a session has stayed up this long (a venue
+/// that accepts the login and then drops the session is not retried at
+/// once, over and over).
+pub const STABLE_NS: u64 = 10_000_000_000;
 
 /// Counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +89,9 @@ pub struct SoupClientStats {
     pub heartbeats_in: u64,
     pub heartbeats_out: u64,
     pub downs: u64,
+    /// Messages the venue could no longer replay (a login answered with a
+    /// later number than asked).
+    pub lost: u64,
 }
 
 #[derive(Debug)]
@@ -93,6 +105,8 @@ pub struct SoupClient {
     last_rx: u64,
     last_tx: u64,
     backoff: u64,
+    /// When the session came up.
+    up_since: u64,
     pub stats: SoupClientStats,
 }
 
@@ -108,6 +122,7 @@ impl SoupClient {
             last_rx: 0,
             last_tx: 0,
             backoff: cfg.backoff_ns.0,
+            up_since: 0,
             stats: SoupClientStats::default(),
         }
     }
@@ -161,9 +176,10 @@ impl SoupClient {
     }
 
     /// Take what `input` holds: each sequenced message not yet processed
-    /// goes to `deliver(seq, message)`. Returns the bytes used and what
-    /// changed.
-    pub fn on_input(&mut self, input: &[u8], now: u64, mut deliver: impl FnMut(u64, &[u8])) -> (usize, Change) {
+    /// goes to `deliver(seq, message)`, which returns false when it cannot
+    /// take it now (it is then left in the input, unconsumed, with what
+    /// follows). Returns the bytes used and what changed.
+    pub fn on_input(&mut self, input: &[u8], now: u64, mut deliver: impl FnMut(u64, &[u8]) -> bool) -> (usize, Change) {
         let mut used = 0;
         loop {
             let (p, n) = match soup::parse(&input[used..]) {
@@ -174,29 +190,36 @@ impl SoupClient {
             used += n;
             self.last_rx = now;
             match (p, self.state) {
+                (Packet::LoginAccepted { next_seq, .. }, State::LoggingIn) if next_seq == 0 || next_seq > 1 << 62 => {
+                    return (used, self.down(now, Why::BadSequence(next_seq)));
+                }
                 (Packet::LoginAccepted { session, next_seq }, State::LoggingIn) => {
                     self.state = State::Up { session };
                     self.incoming = next_seq;
-                    self.backoff = self.cfg.backoff_ns.0;
+                    self.up_since = now;
                     self.stats.logins += 1;
+                    let mut lost = 0;
                     if next_seq > self.next {
                         // The venue cannot replay what we asked for: its
                         // numbers start later. What lies between is gone.
+                        lost = next_seq - self.next;
+                        self.stats.lost += lost;
                         self.next = next_seq;
                     }
-                    return (used, Change::Up { from: next_seq });
+                    return (used, Change::Up { from: next_seq, lost });
                 }
                 (Packet::LoginRejected(r), State::LoggingIn) => return (used, self.down(now, Why::Rejected(r))),
                 (Packet::Sequenced(m), State::Up { .. }) => {
                     let seq = self.incoming;
-                    self.incoming += 1;
                     if seq < self.next {
                         self.stats.duplicates_skipped += 1;
-                    } else {
+                    } else if deliver(seq, m) {
                         self.next = seq + 1;
                         self.stats.delivered += 1;
-                        deliver(seq, m);
+                    } else {
+                        return (used - n, Change::None);
                     }
+                    self.incoming = seq + 1;
                 }
                 (Packet::ServerHeartbeat, _) => self.stats.heartbeats_in += 1,
                 (Packet::Debug(_), _) => {}
@@ -214,6 +237,9 @@ impl SoupClient {
             return Some(Why::Silent);
         }
         let up = matches!(self.state, State::Up { .. });
+        if up && now.saturating_sub(self.up_since) >= STABLE_NS {
+            self.backoff = self.cfg.backoff_ns.0;
+        }
         if up
             && now.saturating_sub(self.last_tx) >= self.cfg.heartbeat_ns
             && self.put(&Packet::ClientHeartbeat, out, now)
@@ -262,9 +288,15 @@ mod tests {
             input.extend(pkt(Packet::Sequenced(m)));
         }
         let mut got = Vec::new();
-        let (used, ch) = c.on_input(&input, 20, |s, m| got.push((s, m.to_vec())));
-        assert_eq!(ch, Change::Up { from: 1 });
-        let (used2, ch2) = c.on_input(&input[used..], 20, |s, m| got.push((s, m.to_vec())));
+        let (used, ch) = c.on_input(&input, 20, |s, m| {
+            got.push((s, m.to_vec()));
+            true
+        });
+        assert_eq!(ch, Change::Up { from: 1, lost: 0 });
+        let (used2, ch2) = c.on_input(&input[used..], 20, |s, m| {
+            got.push((s, m.to_vec()));
+            true
+        });
         assert_eq!((used + used2, ch2), (input.len(), Change::None));
         assert_eq!(got, vec![(3, b"three".to_vec()), (4, b"four".to_vec())]);
         assert_eq!((c.stats.duplicates_skipped, c.next_seq()), (2, 5));
@@ -278,7 +310,7 @@ mod tests {
         c.connecting();
         let mut out = OutBuf::with_capacity(256);
         c.on_connected(&mut out, 0);
-        c.on_input(&pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 }), 0, |_, _| {});
+        c.on_input(&pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 }), 0, |_, _| true);
         out.clear();
         assert_eq!(c.on_tick(&mut out, 1_000_000_000), None);
         assert_eq!(out.as_slice(), &[0, 1, b'R'], "a heartbeat after 1 s without sending");
@@ -292,10 +324,10 @@ mod tests {
         }
         // A refused login goes down too, and a protocol error.
         c.connecting();
-        let (_, ch) = c.on_input(&pkt(Packet::LoginRejected(b'A')), 1, |_, _| {});
+        let (_, ch) = c.on_input(&pkt(Packet::LoginRejected(b'A')), 1, |_, _| true);
         assert_eq!(ch, Change::Down(Why::Rejected(b'A')));
         c.connecting();
-        let (_, ch) = c.on_input(&[0, 0], 1, |_, _| {});
+        let (_, ch) = c.on_input(&[0, 0], 1, |_, _| true);
         assert!(matches!(ch, Change::Down(Why::Protocol(_))));
     }
 }

@@ -107,7 +107,18 @@ impl SessionState {
             "# tailgate upstream session state: the next sequenced message to process, and the\n\
              # order tokens below token_limit may have been used.\nnext_seq = {seq}\ntoken_limit = {limit}\n"
         );
-        let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        // A new file, never through a link someone left at that name.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(|e| format!("{}: {e}", tmp.display()))?
+        };
         f.write_all(body.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
         self.written.0.store(seq, Ordering::Relaxed);

@@ -4,8 +4,7 @@
 //! loop is asked to flush ([`crate::app::Requests::wake`]). Output keeps its
 //! order: while the outbox holds anything, new messages queue behind it.
 
-use std::collections::HashMap;
-
+use super::fixed_map::FixedMap;
 use crate::app::OutBuf;
 use crate::proto::{self, GatewayMsg};
 
@@ -28,7 +27,7 @@ pub struct Client {
     pub out_seq: u32,
     /// Open orders: `cl_ord_id` -> OUCH token (0 in local mode). Sized at
     /// open for the session's limit; never grows on the loop.
-    pub open: HashMap<u64, u32>,
+    pub open: FixedMap<u32>,
     pub last_rx: u64,
     pub last_tx: u64,
     pub outbox: OutBuf,
@@ -45,7 +44,7 @@ impl Client {
             version: proto::VERSION,
             expect_seq: 1,
             out_seq: 1,
-            open: HashMap::with_capacity(max_open_orders),
+            open: FixedMap::with_capacity(max_open_orders),
             last_rx: 0,
             last_tx: 0,
             outbox: OutBuf::with_capacity(OUTBOX_BYTES),

@@ -14,8 +14,7 @@
 //! Accepted, a token the table does not hold) is counted and logged and
 //! changes nothing.
 
-use std::collections::HashMap;
-
+use super::fixed_map::FixedMap;
 use super::Orders;
 use crate::proto::{msg_type, GatewayMsg, NewOrder, OrderKind, RejectReason, Side};
 use crate::transport::ConnId;
@@ -49,15 +48,25 @@ pub struct Order {
 /// The loop's orders at the exchange, by token; sized once.
 #[derive(Debug)]
 pub struct Table {
-    pub orders: HashMap<u32, Order>,
-    pub cap: usize,
-    /// Tokens to send again after a reconnect (sized with the table).
+    pub orders: FixedMap<Order>,
+    /// Tokens to send again after a login, and how far that has gone
+    /// (sized with the table; see `resend.rs`).
     pub resend: Vec<u32>,
+    pub resend_at: usize,
+    /// Tokens of closed sessions' orders to cancel, and how far that has gone.
+    pub cancels: Vec<u32>,
+    pub cancels_at: usize,
 }
 
 impl Table {
     pub fn new(cap: usize) -> Table {
-        Table { orders: HashMap::with_capacity(cap), cap, resend: Vec::with_capacity(cap) }
+        Table {
+            orders: FixedMap::with_capacity(cap),
+            resend: Vec::with_capacity(cap),
+            resend_at: 0,
+            cancels: Vec::with_capacity(cap),
+            cancels_at: 0,
+        }
     }
 }
 
@@ -92,7 +101,31 @@ pub fn enter_for(o: &NewOrder, token: u32) -> Enter {
     }
 }
 
+/// The order a report is about (none for a System Event).
+pub fn token_of(m: &Outbound) -> Option<u32> {
+    match m {
+        Outbound::SystemEvent { .. } => None,
+        Outbound::Accepted(a) => Some(a.user_ref),
+        Outbound::Replaced { order, .. } => Some(order.user_ref),
+        Outbound::Canceled { user_ref, .. }
+        | Outbound::Executed { user_ref, .. }
+        | Outbound::Rejected { user_ref, .. }
+        | Outbound::CancelReject { user_ref, .. } => Some(*user_ref),
+    }
+}
+
 impl Orders {
+    /// Can the report `m` be given to its session now? `Some((conn, gen))`:
+    /// no, that session's outbox is too full (the upstream waits for it).
+    pub(super) fn cannot_report(&mut self, m: &[u8]) -> Option<(usize, u64)> {
+        let token = token_of(&ouch::parse_outbound(m).ok()?)?;
+        let o = self.table.orders.get(u64::from(token))?;
+        let (conn, gen) = (o.conn, o.gen);
+        let c = self.clients.get(conn, gen)?;
+        // Room for the most one report makes: a Fill and a CancelReject.
+        (!c.doomed && c.outbox.spare() < 2 * crate::proto::MAX_FRAME_LEN).then_some((conn, gen))
+    }
+
     /// Send a client's order to the exchange. `Err`: refuse it with that reason.
     pub(super) fn enter(
         &mut self,
@@ -106,10 +139,12 @@ impl Orders {
         if o.kind == OrderKind::Limit && o.price >= MAX_LIMIT_PRICE {
             return Err(RejectReason::BadPrice);
         }
-        if self.table.orders.len() >= self.table.cap {
+        if self.table.orders.len() >= self.table.orders.capacity() {
             return Err(RejectReason::TooManyOpenOrders);
         }
-        if !up.up() || !up.room(ouch::size::ENTER) {
+        // While orders are entered again after a login, a new one would
+        // overtake them (its token is higher).
+        if !up.up() || !up.room(ouch::size::ENTER) || !self.table.resend.is_empty() {
             self.counters.upstream_refused += 1;
             return Err(RejectReason::ExchangeUnavailable);
         }
@@ -138,7 +173,7 @@ impl Orders {
             cancel: None,
             enter,
         };
-        self.table.orders.insert(token, order);
+        self.table.orders.insert(u64::from(token), order);
         if let Some(c) = self.clients.get(conn, gen) {
             c.open.insert(o.cl_ord_id, token);
         }
@@ -147,7 +182,7 @@ impl Orders {
 
     /// Send a client's Cancel of the order with `token` to the exchange.
     pub(super) fn cancel(&mut self, token: u32, client_ts: u64, seq: u32, now: u64) -> Result<(), RejectReason> {
-        let Some(order) = self.table.orders.get_mut(&token) else { return Err(RejectReason::UnknownOrder) };
+        let Some(order) = self.table.orders.get_mut(u64::from(token)) else { return Err(RejectReason::UnknownOrder) };
         if order.cancel.is_some() {
             return Err(RejectReason::CancelPending);
         }
@@ -162,29 +197,6 @@ impl Orders {
         order.cancel = Some((client_ts, seq));
         self.counters.cancels_sent += 1;
         Ok(())
-    }
-
-    /// After a login: enter again every order not yet accepted, and cancel
-    /// again every cancel not yet answered, in token order.
-    pub(super) fn resend_pending(&mut self, now: u64) {
-        let Some(up) = self.up.as_mut() else { return };
-        let t = &mut self.table;
-        t.resend.clear();
-        t.resend.extend(t.orders.iter().filter(|(_, o)| !o.accepted || o.cancel.is_some()).map(|(k, _)| *k));
-        t.resend.sort_unstable();
-        for &token in &t.resend {
-            let o = &t.orders[&token];
-            let m = if o.accepted { Inbound::Cancel { user_ref: token, qty: 0 } } else { Inbound::Enter(o.enter) };
-            if up.send(&m, now) {
-                self.counters.resent_after_login += 1;
-            }
-            if !o.accepted && o.cancel.is_some() && up.send(&Inbound::Cancel { user_ref: token, qty: 0 }, now) {
-                self.counters.resent_after_login += 1;
-            }
-        }
-        if let Some(c) = up.conn {
-            self.requests.wake(c);
-        }
     }
 
     /// Send `msg` to the session that owns `o`, if it is still there.
@@ -202,9 +214,9 @@ impl Orders {
 
     /// The order is done: out of the table and out of its session's open orders.
     fn done(&mut self, token: u32) {
-        if let Some(o) = self.table.orders.remove(&token) {
+        if let Some(o) = self.table.orders.remove(u64::from(token)) {
             if let Some(c) = self.clients.get(o.conn, o.gen) {
-                c.open.remove(&o.cl_ord_id);
+                c.open.remove(o.cl_ord_id);
             }
         }
     }
@@ -224,19 +236,13 @@ impl Orders {
                 return;
             }
         };
-        let token = match msg {
-            Outbound::SystemEvent { code, .. } => {
+        let Some(token) = token_of(&msg) else {
+            if let Outbound::SystemEvent { code, .. } = msg {
                 crate::log_info!("orders: exchange system event {:?}", code as char);
-                return;
             }
-            Outbound::Accepted(a) => a.user_ref,
-            Outbound::Replaced { order, .. } => order.user_ref,
-            Outbound::Canceled { user_ref, .. }
-            | Outbound::Executed { user_ref, .. }
-            | Outbound::Rejected { user_ref, .. }
-            | Outbound::CancelReject { user_ref, .. } => user_ref,
+            return;
         };
-        let Some(o) = self.table.orders.get_mut(&token).copied() else {
+        let Some(o) = self.table.orders.get_mut(u64::from(token)).copied() else {
             self.counters.unknown_tokens += 1;
             crate::log_debug!("orders: exchange report for token {token}, which no order here has: ignored");
             return;
@@ -248,7 +254,7 @@ impl Orders {
                 if o.accepted {
                     return self.invalid("a second Order Accepted", token);
                 }
-                if let Some(e) = self.table.orders.get_mut(&token) {
+                if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
                     e.accepted = true;
                     e.order_id = a.order_ref;
                 }
@@ -310,7 +316,7 @@ impl Orders {
                         // will not answer a cancel of an order it no longer has.
                         self.cancel_rejected(&o, cts, recv_ts, now);
                     }
-                } else if let Some(e) = self.table.orders.get_mut(&token) {
+                } else if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
                     e.leaves = leaves;
                 }
             }
@@ -321,7 +327,7 @@ impl Orders {
                 let leaves = o.leaves.saturating_sub(qty);
                 if leaves > 0 {
                     // Canceled down, not out: the gateway never asks for that.
-                    if let Some(e) = self.table.orders.get_mut(&token) {
+                    if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
                         e.leaves = leaves;
                     }
                     return self.invalid("an Order Canceled that leaves the order open", token);
@@ -358,7 +364,7 @@ impl Orders {
                 let Some((cts, _)) = o.cancel else {
                     return self.invalid("a Cancel Reject with no cancel on its way", token);
                 };
-                if let Some(e) = self.table.orders.get_mut(&token) {
+                if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
                     e.cancel = None;
                 }
                 self.cancel_rejected(&o, cts, recv_ts, now);

@@ -15,10 +15,14 @@
 //! client.rs     a client session's state and its outbox
 //! lifecycle.rs  the order table, and what each exchange report becomes
 //! upstream.rs   the loop's session to the exchange
+//! resend.rs     what goes to it again: after a login, and cancel on disconnect
+//! fixed_map.rs  the fixed-capacity map of orders and of each session's open orders
 //! ```
 
 mod client;
+mod fixed_map;
 mod lifecycle;
+mod resend;
 mod session;
 mod upstream;
 
@@ -37,6 +41,9 @@ use crate::upstream::soup_client::{Change, Why};
 const MAX_REPLY: usize = 40 + 16;
 /// Wakes the loop can take between two iterations.
 const WAKES: usize = 4096;
+/// How long the exchange's reports may wait for a session's full outbox
+/// before that session is reset (it stopped reading).
+const BLOCKED_NS: u64 = 200_000_000;
 
 /// Gateway configuration, validated by the CLI.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +104,8 @@ pub struct OrdersCounters {
     pub resent_after_login: u64,
     /// Sessions reset because they stopped reading their reports.
     pub slow_client_aborts: u64,
+    /// Orders cancelled because their session closed.
+    pub cancels_on_disconnect: u64,
 }
 
 impl OrdersCounters {
@@ -128,6 +137,8 @@ pub struct Orders {
     requests: Requests,
     /// The last callback's clock (for `on_close`, which has none).
     now: u64,
+    /// A closing session's tokens (sized for one session's open orders).
+    scratch: Vec<u32>,
 }
 
 impl Orders {
@@ -143,6 +154,7 @@ impl Orders {
             table: Table::new(0),
             requests: Requests::with_capacity(0),
             now: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -151,6 +163,7 @@ impl Orders {
         let mut o = Orders::new(cfg);
         o.table = Table::new(cfg.max_live_orders);
         o.requests = Requests::with_capacity(WAKES);
+        o.scratch = Vec::with_capacity(cfg.max_open_orders);
         o.up = Some(Upstream::new(up));
         o
     }
@@ -167,14 +180,27 @@ impl Orders {
 
     fn upstream_input(&mut self, input: &[u8], out: &mut OutBuf, recv_ts: u64, now: u64) -> (usize, Verdict) {
         let Some(mut up) = self.up.take() else { return (input.len(), Verdict::Abort) };
-        let state = up.cfg.state.clone();
+        let mut blocked = None;
+        let state = &up.cfg.state;
         let (used, change) = up.client.on_input(input, now, |seq, m| {
+            // A report whose session cannot take it now waits, and so does
+            // everything after it (the reports keep their order).
+            if let Some(who) = self.cannot_report(m) {
+                blocked = Some(who);
+                return false;
+            }
             state.next_seq.store(seq + 1, std::sync::atomic::Ordering::Relaxed);
             self.on_exchange(m, recv_ts, now);
+            true
         });
+        up.blocked = match (blocked, up.blocked) {
+            (None, _) => None,
+            (Some((c, g)), Some((bc, bg, since))) if (c, g) == (bc, bg) => Some((c, g, since)),
+            (Some((c, g)), _) => Some((c, g, now)),
+        };
         let verdict = match change {
             Change::None => Verdict::Continue,
-            Change::Up { from } => {
+            Change::Up { from, lost } => {
                 self.counters.upstream_logins += 1;
                 crate::log_info!(
                     "orders: upstream {} logged in as {}, replay from {from} (next to process {})",
@@ -182,6 +208,13 @@ impl Orders {
                     up.cfg.username,
                     up.client.next_seq()
                 );
+                if lost > 0 {
+                    crate::log_warn!(
+                        "orders: upstream {}: the venue cannot replay the {lost} messages before {from}: \
+                         their reports are lost (orders waiting on them stay as they are)",
+                        up.cfg.addr
+                    );
+                }
                 Verdict::Continue
             }
             Change::Down(why) => {
@@ -202,7 +235,22 @@ impl Orders {
         if let Some(up) = self.up.as_mut() {
             up.flush(out);
         }
+        self.more_for_upstream();
         (used, verdict)
+    }
+
+    /// A session's outbox was flushed: if the exchange's reports wait for
+    /// it and it has room now, let them go on.
+    fn unblock(&mut self, conn: usize, gen: u64) {
+        let room = self.clients.get(conn, gen).is_some_and(|c| c.outbox.spare() >= 2 * crate::proto::MAX_FRAME_LEN);
+        if let Some(up) = self.up.as_mut() {
+            if room && up.blocked.is_some_and(|(c, g, _)| (c, g) == (conn, gen)) {
+                up.blocked = None;
+                if let Some(u) = up.conn {
+                    self.requests.wake(u);
+                }
+            }
+        }
     }
 }
 
@@ -214,12 +262,17 @@ fn describe(why: Why) -> String {
         Why::EndOfSession => "end of session".into(),
         Why::Protocol(e) => format!("protocol error: {e:?}"),
         Why::Silent => "nothing heard within the timeout".into(),
+        Why::BadSequence(n) => format!("login accepted with an unusable next sequence number {n}"),
     }
 }
 
 impl App for Orders {
     type Session = Session;
     const WANTS_RECV_TS: bool = true;
+    /// The exchange's reports wait in the upstream connection's input while
+    /// a session's outbox is full, and a session's input waits behind its
+    /// outbox: both are woken when there is room.
+    const HOLDS_INPUT: bool = true;
 
     fn name(&self) -> &'static str {
         "orders"
@@ -269,10 +322,21 @@ impl App for Orders {
         if s.upstream {
             return self.upstream_input(input, out, recv_ts, now);
         }
-        self.client_input(s.conn.0, s.gen, input, out, tr, recv_ts, now)
+        let r = self.client_input(s.conn.0, s.gen, input, out, tr, recv_ts, now);
+        self.unblock(s.conn.0, s.gen);
+        r
     }
 
-    fn on_peer_fin(&mut self, _s: &mut Session, _leftover: &[u8], _out: &mut OutBuf) -> Verdict {
+    fn on_peer_fin(&mut self, s: &mut Session, _leftover: &[u8], _out: &mut OutBuf) -> Verdict {
+        if s.upstream {
+            let now = self.now;
+            if let Some(up) = self.up.as_mut().filter(|u| u.conn == Some(s.conn) && !u.leaving) {
+                // Down at once: no order goes into a connection the venue closed.
+                self.counters.upstream_downs += 1;
+                crate::log_warn!("orders: upstream {}: the venue closed the connection: reconnecting", up.cfg.addr);
+                up.lost(now);
+            }
+        }
         Verdict::Close
     }
 
@@ -287,10 +351,28 @@ impl App for Orders {
                 self.counters.upstream_downs += 1;
                 crate::log_warn!("orders: upstream {}: {}: reconnecting", up.cfg.addr, describe(why));
                 up.conn = None;
+                up.blocked = None;
                 up.out.clear();
                 return Verdict::Abort;
             }
-            up.flush(out);
+            if let Some((c, g, since)) = up.blocked.filter(|b| now.saturating_sub(b.2) >= BLOCKED_NS) {
+                // The session stopped reading: it is reset, and the reports go on.
+                up.blocked = None;
+                crate::log_warn!(
+                    "orders: conn#{c}: its reports have waited {} ms for room: the session is reset",
+                    now.saturating_sub(since) / 1_000_000
+                );
+                if let Some(cl) = self.clients.get(c, g) {
+                    cl.doomed = true;
+                }
+                self.requests.wake(ConnId(c));
+                self.requests.wake(s.conn);
+            }
+            self.pump(now);
+            if let Some(up) = self.up.as_mut() {
+                up.flush(out);
+            }
+            self.more_for_upstream();
             return Verdict::Continue;
         }
         let ms = 1_000_000u64;
@@ -300,7 +382,10 @@ impl App for Orders {
             return self.doomed(conn);
         }
         c.flush_outbox(out);
-        if now.saturating_sub(c.last_rx) >= self.cfg.idle_timeout_ms as u64 * ms {
+        let last_rx = c.last_rx;
+        self.unblock(conn, gen);
+        let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+        if now.saturating_sub(last_rx) >= self.cfg.idle_timeout_ms as u64 * ms {
             self.counters.idle_timeouts += 1;
             crate::log_info!("orders: {}: idle for {} ms: logging out", s.conn, self.cfg.idle_timeout_ms);
             self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }, now);
@@ -331,9 +416,11 @@ impl App for Orders {
     fn on_wake(&mut self, s: &mut Session, out: &mut OutBuf, now: u64) -> Verdict {
         self.now = now;
         if s.upstream {
+            self.pump(now);
             if let Some(up) = self.up.as_mut() {
                 up.flush(out);
             }
+            self.more_for_upstream();
             return Verdict::Continue;
         }
         let Some(c) = self.clients.get(s.conn.0, s.gen) else { return Verdict::Abort };
@@ -341,6 +428,7 @@ impl App for Orders {
             return self.doomed(s.conn.0);
         }
         c.flush_outbox(out);
+        self.unblock(s.conn.0, s.gen);
         Verdict::Continue
     }
 
@@ -367,6 +455,10 @@ impl App for Orders {
 
     fn on_close(&mut self, s: Session, reason: &str) {
         if !s.upstream {
+            // Cancel on disconnect: its orders are pulled from the exchange.
+            if self.up.is_some() {
+                self.cancel_on_disconnect(s.conn.0, s.gen, self.now);
+            }
             self.clients.close(s.conn.0);
             return;
         }
@@ -431,7 +523,7 @@ impl App for Orders {
                 "\nupstream {} as {}: logins={} downs={} orders_sent={} cancels_sent={} fills={} cancel_rejects={} \
                  exchange_canceled={} refused={} resent_after_login={} delivered={} duplicates_skipped={} \
                  malformed={} invalid_transitions={} unknown_tokens={} reports_for_closed_sessions={} \
-                 slow_client_aborts={} live_orders={} next_seq={}",
+                 slow_client_aborts={} cancels_on_disconnect={} lost={} live_orders={} next_seq={}",
                 up.cfg.addr,
                 up.cfg.username,
                 c.upstream_logins,
@@ -450,6 +542,8 @@ impl App for Orders {
                 c.unknown_tokens,
                 c.reports_for_closed_sessions,
                 c.slow_client_aborts,
+                c.cancels_on_disconnect,
+                st.lost,
                 self.table.orders.len(),
                 up.client.next_seq()
             ));

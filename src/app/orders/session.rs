@@ -196,7 +196,7 @@ impl Orders {
                 let upstream = self.up.is_some();
                 let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
                 let counts = upstream || o.kind == OrderKind::Limit;
-                let refused = if c.open.contains_key(&o.cl_ord_id) {
+                let refused = if c.open.contains_key(o.cl_ord_id) {
                     Some(RejectReason::DuplicateOrderId)
                 } else if counts && c.open.len() >= max {
                     Some(RejectReason::TooManyOpenOrders)
@@ -226,11 +226,11 @@ impl Orders {
             ClientMsg::Cancel { cl_ord_id, client_ts } => {
                 let upstream = self.up.is_some();
                 let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
-                let refused = match c.open.get(&cl_ord_id).copied() {
+                let refused = match c.open.get(cl_ord_id).copied() {
                     None => Some(RejectReason::UnknownOrder),
                     Some(token) if upstream => self.cancel(token, client_ts, f.seq(), now).err(),
                     Some(_) => {
-                        c.open.remove(&cl_ord_id);
+                        c.open.remove(cl_ord_id);
                         self.counters.cancels_acked += 1;
                         let ack =
                             GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts: recv_ts, gw_send_ts: recv_ts };

@@ -202,14 +202,14 @@ fn logout_closes_after_reply() {
     assert!(matches!(c.replies()[..], [GatewayMsg::Logout { reason: LogoutReason::Normal }]));
 }
 
-mod upstream {
-    use super::*;
-    use crate::upstream::soup_client::SoupClientConfig;
-    use crate::upstream::state::SessionState;
-    use crate::venue::ouch::{self, Outbound};
-    use crate::venue::soup::{self, Packet};
+mod upstream_helpers {
+    pub(super) use super::*;
+    pub use crate::upstream::soup_client::SoupClientConfig;
+    pub use crate::upstream::state::SessionState;
+    pub use crate::venue::ouch::{self, Outbound};
+    pub use crate::venue::soup::{self, Packet};
 
-    fn gateway() -> (Orders, Session, Session) {
+    pub fn gateway() -> (Orders, Session, Session) {
         let up = UpstreamConfig {
             addr: "198.18.0.3:26400".parse().unwrap(),
             soup: SoupClientConfig::new("gw0", "pw"),
@@ -225,17 +225,40 @@ mod upstream {
         (app, ups, client)
     }
 
-    fn pkt(p: Packet<'_>) -> Vec<u8> {
+    pub fn pkt(p: Packet<'_>) -> Vec<u8> {
         let mut b = [0u8; 256];
         let n = soup::encode(&p, &mut b).unwrap();
         b[..n].to_vec()
     }
 
-    fn seq(m: &Outbound) -> Vec<u8> {
+    pub fn seq(m: &Outbound) -> Vec<u8> {
         let mut b = [0u8; 128];
         let n = ouch::encode_outbound(m, &mut b).unwrap();
         pkt(Packet::Sequenced(&b[..n]))
     }
+
+    pub fn accepted(token: u32, qty: u32) -> ouch::Accepted {
+        ouch::Accepted {
+            ts: 1,
+            user_ref: token,
+            side: b'B',
+            qty,
+            symbol: *b"ABC     ",
+            price: 100,
+            tif: b'0',
+            display: b'Y',
+            order_ref: u64::from(token) + 100,
+            capacity: b'A',
+            iso: b'N',
+            cross: b'N',
+            state: b'L',
+            cl_ord_id: [b' '; 14],
+        }
+    }
+}
+
+mod upstream {
+    use super::upstream_helpers::*;
 
     #[test]
     fn malformed_and_out_of_state_reports_are_counted_and_change_nothing() {
@@ -297,5 +320,101 @@ mod upstream {
             Ok(GatewayMsg::Reject { reason: RejectReason::ExchangeUnavailable, cl_ord_id: 1, .. })
         ));
         assert_eq!(app.live_orders(), 0, "nothing queued");
+    }
+}
+
+mod reports {
+    use super::upstream_helpers::*;
+    use crate::venue::ouch::Outbound;
+    use crate::venue::soup::Packet;
+
+    /// A burst of reports larger than a session's outbox waits in the
+    /// upstream input until the session has room: none is lost, none
+    /// reordered, and the session is not reset.
+    #[test]
+    fn a_burst_of_fills_waits_for_the_sessions_room() {
+        let (mut app, mut ups, mut s) = gateway();
+        let mut out = OutBuf::with_capacity(1 << 20);
+        let mut b = [0u8; 64];
+        let login = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
+        let (n, _) = app.on_input(&mut ups, &login, &mut out, &mut Tracer::disabled(), 0, 1);
+        assert_eq!(n, login.len());
+        let big = match limit(1) {
+            ClientMsg::NewOrder(o) => ClientMsg::NewOrder(NewOrder { qty: 1000, ..o }),
+            _ => unreachable!(),
+        };
+        for (seqn, m) in (1..).zip([ClientMsg::Logon { account: Code8::new("T1").unwrap() }, big]) {
+            let n = m.encode(seqn, &mut b).unwrap();
+            app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+        }
+        out.clear();
+        let token = 1;
+        let mut input = seq(&Outbound::Accepted(accepted(token, 1000)));
+        for i in 0..600u64 {
+            input.extend(seq(&Outbound::Executed {
+                ts: 1,
+                user_ref: token,
+                qty: 1,
+                price: 100,
+                liquidity: b'A',
+                match_number: i + 1,
+            }));
+        }
+        let (mut at, mut fills, mut rounds) = (0, 0u64, 0);
+        let mut upout = OutBuf::with_capacity(1 << 20);
+        while at < input.len() {
+            rounds += 1;
+            assert!(rounds < 100, "no progress");
+            let (n, v) = app.on_input(&mut ups, &input[at..], &mut upout, &mut Tracer::disabled(), 0, 2);
+            assert_eq!(v, Verdict::Continue);
+            at += n;
+            // The client reads: its outbox moves into its connection.
+            let mut cout = OutBuf::with_capacity(1 << 20);
+            assert_eq!(app.on_wake(&mut s, &mut cout, 3), Verdict::Continue);
+            let bytes = cout.as_slice();
+            let mut off = 0;
+            while let Ok(Parsed::Frame(f)) = Frame::parse(&bytes[off..]) {
+                if let Ok(GatewayMsg::Fill { exec_id, leaves, .. }) = GatewayMsg::decode(&f) {
+                    fills += 1;
+                    assert_eq!(exec_id, fills, "in order");
+                    assert_eq!(leaves as u64, 1000 - fills);
+                }
+                off += f.len();
+            }
+        }
+        assert!(rounds > 2, "the burst did not fit at once ({rounds} rounds)");
+        assert_eq!(fills, 600);
+        assert_eq!(app.counters.slow_client_aborts, 0);
+    }
+
+    /// A session that closes with orders at the exchange has them cancelled.
+    #[test]
+    fn a_closing_session_cancels_its_orders_at_the_exchange() {
+        let (mut app, mut ups, mut s) = gateway();
+        let mut out = OutBuf::with_capacity(1 << 16);
+        let login = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
+        app.on_input(&mut ups, &login, &mut out, &mut Tracer::disabled(), 0, 1);
+        let mut b = [0u8; 64];
+        for (seqn, m) in (1..).zip([ClientMsg::Logon { account: Code8::new("T1").unwrap() }, limit(1), limit(2)]) {
+            let n = m.encode(seqn, &mut b).unwrap();
+            app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+        }
+        let accept = [seq(&Outbound::Accepted(accepted(1, 1))), seq(&Outbound::Accepted(accepted(2, 1)))].concat();
+        app.on_input(&mut ups, &accept, &mut out, &mut Tracer::disabled(), 0, 2);
+        let mut upout = OutBuf::with_capacity(1 << 16);
+        app.on_wake(&mut ups, &mut upout, 3);
+        let before = upout.len();
+        app.on_close(s, "test");
+        assert_eq!(app.counters.cancels_on_disconnect, 2);
+        let mut upout2 = OutBuf::with_capacity(1 << 16);
+        app.on_wake(&mut ups, &mut upout2, 4);
+        // Two Cancel Order messages (SoupBinTCP header 3 + OUCH 9 bytes each).
+        assert_eq!(upout2.len(), 2 * (3 + 9), "before {before}");
+        assert!(upout2.as_slice().chunks(12).all(|p| p[2] == b'U' && p[3] == b'X'));
+        let canceled =
+            [1u32, 2].map(|t| seq(&Outbound::Canceled { ts: 1, user_ref: t, qty: 1, reason: b'U' })).concat();
+        app.on_input(&mut ups, &canceled, &mut out, &mut Tracer::disabled(), 0, 5);
+        assert_eq!(app.live_orders(), 0);
+        assert_eq!(app.counters.reports_for_closed_sessions, 2);
     }
 }

@@ -51,6 +51,9 @@ pub struct Upstream {
     pub out: OutBuf,
     /// The gateway is shutting down: it logged out, and does not come back.
     pub leaving: bool,
+    /// The session (connection, generation) whose full outbox holds up the
+    /// exchange's reports, and since when.
+    pub blocked: Option<(usize, u64, u64)>,
     next_token: u32,
 }
 
@@ -65,6 +68,7 @@ impl Upstream {
             connecting: false,
             out: OutBuf::with_capacity(UP_BUF_BYTES),
             leaving: false,
+            blocked: None,
             next_token,
         }
     }
@@ -111,6 +115,7 @@ impl Upstream {
     pub fn lost(&mut self, now: u64) {
         self.conn = None;
         self.connecting = false;
+        self.blocked = None;
         self.out.clear();
         self.client.on_closed(now);
     }

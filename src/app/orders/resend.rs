@@ -1,0 +1,99 @@
+//! What goes to the exchange a second time: after a login, every order not
+//! yet accepted and every cancel not yet answered (in token order); and
+//! the cancels of a closed session's orders (cancel on disconnect). Both
+//! go out as the upstream buffer has room, from where they stopped: a long
+//! list is never cut short by a full buffer.
+
+use super::Orders;
+use crate::transport::ConnId;
+use crate::venue::ouch::{self, Inbound};
+
+impl Orders {
+    /// After a login: list what must be sent again, and start sending it.
+    /// New orders are refused until the list is sent (they would overtake it).
+    pub(super) fn resend_pending(&mut self, now: u64) {
+        let t = &mut self.table;
+        t.resend.clear();
+        t.resend_at = 0;
+        t.resend.extend(t.orders.iter().filter(|(_, o)| !o.accepted || o.cancel.is_some()).map(|(k, _)| k as u32));
+        t.resend.sort_unstable();
+        // The cancels of closed sessions are among them now.
+        t.cancels.clear();
+        t.cancels_at = 0;
+        self.pump(now);
+    }
+
+    /// A client session closed: cancel every order it still has at the
+    /// exchange. Its orders stay in the table until the exchange answers,
+    /// and the answers are counted (`reports_for_closed_sessions`).
+    pub(super) fn cancel_on_disconnect(&mut self, conn: usize, gen: u64, now: u64) {
+        let Some(c) = self.clients.get(conn, gen) else { return };
+        self.scratch.clear();
+        self.scratch.extend(c.open.iter().map(|(_, &token)| token));
+        for i in 0..self.scratch.len() {
+            let token = self.scratch[i];
+            if let Some(o) = self.table.orders.get_mut(u64::from(token)) {
+                if o.cancel.is_none() && self.table.cancels.len() < self.table.cancels.capacity() {
+                    o.cancel = Some((0, 0));
+                    self.table.cancels.push(token);
+                    self.counters.cancels_on_disconnect += 1;
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Send what the lists hold, as far as the upstream buffer has room.
+    pub(super) fn pump(&mut self, now: u64) {
+        let Some(up) = self.up.as_mut() else { return };
+        if !up.up() {
+            return;
+        }
+        let t = &mut self.table;
+        let cancel = |token| Inbound::Cancel { user_ref: token, qty: 0 };
+        while t.resend_at < t.resend.len() && up.room(ouch::size::ENTER + ouch::size::CANCEL + 3) {
+            let token = t.resend[t.resend_at];
+            t.resend_at += 1;
+            let Some(o) = t.orders.get(u64::from(token)) else { continue };
+            if !o.accepted && up.send(&Inbound::Enter(o.enter), now) {
+                self.counters.resent_after_login += 1;
+            }
+            if o.cancel.is_some() && up.send(&cancel(token), now) {
+                self.counters.resent_after_login += 1;
+            }
+        }
+        if t.resend_at == t.resend.len() {
+            t.resend.clear();
+            t.resend_at = 0;
+        }
+        while t.resend.is_empty() && t.cancels_at < t.cancels.len() && up.room(ouch::size::CANCEL) {
+            let token = t.cancels[t.cancels_at];
+            t.cancels_at += 1;
+            if t.orders.get(u64::from(token)).is_some() {
+                up.send(&cancel(token), now);
+            }
+        }
+        if t.cancels_at == t.cancels.len() {
+            t.cancels.clear();
+            t.cancels_at = 0;
+        }
+        if let Some(c) = up.conn {
+            self.requests.wake(c);
+        }
+    }
+
+    /// Is anything left to send again?
+    pub(super) fn pumping(&self) -> bool {
+        !self.table.resend.is_empty() || !self.table.cancels.is_empty()
+    }
+
+    /// Wake the upstream connection when its buffer or the lists hold more.
+    pub(super) fn more_for_upstream(&mut self) {
+        let pumping = self.pumping();
+        if let Some(up) = self.up.as_ref() {
+            if let Some(c) = up.conn.filter(|_| up.out.len() > 0 || pumping) {
+                self.requests.wake(ConnId(c.0));
+            }
+        }
+    }
+}
