@@ -52,6 +52,9 @@ pub const FLUSH_NS_DEFAULT: u64 = 10_000_000_000;
 pub const DRAIN_NS_DEFAULT: u64 = 2_000_000_000;
 /// Default of [`ServerConfig::connect_ns`].
 pub const CONNECT_NS_DEFAULT: u64 = 3_000_000_000;
+/// Connections woken during an iteration that it also services (their
+/// output then leaves in this iteration's flush, not the next one's).
+const WOKEN_PER_ITERATION: usize = 64;
 /// The shortest sleep of an idle loop that does not spin.
 const MIN_SLEEP_NS: u64 = 100_000;
 /// How often counters are published for the reporter.
@@ -210,6 +213,8 @@ pub struct Server<T: Transport, A: App> {
     connecting: Vec<outbound::Pending>,
     /// By connection id: is it in `connecting`?
     opening: Vec<bool>,
+    /// Connections a wake put on the work queue since the count was taken.
+    woken_now: usize,
 }
 
 impl<T: Transport, A: App> Server<T, A> {
@@ -220,6 +225,7 @@ impl<T: Transport, A: App> Server<T, A> {
             requests,
             connecting,
             opening: Vec::new(),
+            woken_now: 0,
             transport,
             app,
             cfg,
@@ -380,8 +386,14 @@ impl<T: Transport, A: App> Server<T, A> {
         self.events = events;
         // What the events' callbacks asked for (a refused connect's wake).
         self.take_requests(now);
+        // Each connection with work once, and the ones a wake puts on the
+        // queue meanwhile (a client's order woke the upstream connection):
+        // their output leaves in this iteration's flush.
         let n = self.work.len();
-        for _ in 0..n {
+        self.woken_now = 0;
+        let (mut budget, mut extra) = (n, 0);
+        while budget > 0 {
+            budget -= 1;
             let Some(id) = self.work.pop_front() else {
                 break;
             };
@@ -390,6 +402,9 @@ impl<T: Transport, A: App> Server<T, A> {
             }
             self.service(id, now);
             self.take_requests(now);
+            let more = std::mem::take(&mut self.woken_now).min(WOKEN_PER_ITERATION - extra);
+            extra += more;
+            budget += more;
         }
         let mut flush = (0, 0);
         if n > 0 {

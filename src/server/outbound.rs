@@ -46,7 +46,11 @@ impl<T: Transport, A: App> Server<T, A> {
             let id = mine.wakes[i];
             if let Some(c) = self.slot(id) {
                 c.woken = true;
+                let was = c.queued;
                 self.enqueue(id);
+                if !was {
+                    self.woken_now += 1;
+                }
             }
         }
         mine.connects.clear();
