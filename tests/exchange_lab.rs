@@ -260,3 +260,53 @@ fn tshark_decodes_the_captured_upstream_session() {
     let malformed = tshark(&["-Y", "_ws.malformed || (soupbintcp && _ws.expert.severity >= warning)"]);
     assert!(malformed.trim().is_empty(), "tshark: {malformed}");
 }
+
+/// With the simulator answering every 20th order 20 ms late, the report
+/// names the exchange leg as the top cause of the tail.
+fn slow_exchange_is_named(backend: &str) {
+    let lab = Lab::up_exchange(backend == "xdp");
+    let dir = Dir::new(&format!("slow-{backend}"));
+    let mut c = lab.cmd_in(&lab.ns_ex, BIN);
+    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0", "--inject", "slow:20:20000"]);
+    let ex = Proc::spawn_until(c, "tailgate: serving on", Duration::from_secs(10));
+    let (pw, state, samples) = (dir.path("pw"), dir.path("state"), dir.path("samples"));
+    let addr = format!("{EX_IP}:{EX_PORT}");
+    let mut args = vec!["--upstream", &addr, "--upstream-user", "gw0", "--upstream-password-file", &pw];
+    args.extend(["--upstream-state", &state, "--sample-log", &samples]);
+    let mut gw = if backend == "xdp" {
+        lab.serve_xdp("orders", &args)
+    } else {
+        let mut a = vec!["--backend", "kernel", "--ip", GW_IP, "--port", "7777", "--app", "orders"];
+        a.extend(args);
+        lab.serve(&a)
+    };
+    assert!(gw.wait_for("logged in as gw0", Duration::from_secs(10)), "{:?}", gw.log);
+    let (out, r) = lab.load_report(&["--conns", "4", "--rate", "500", "--duration", "3"]);
+    assert!(out.status.success(), "{r}");
+    gw.stop();
+    drop(ex);
+    let o = run_bounded(
+        {
+            let mut c = Command::new(BIN);
+            c.args(["report", "--log", &samples, "--json"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report JSON");
+    assert_eq!(rep["top_cause"].as_str(), Some("exchange_slow"), "{rep}");
+}
+
+#[test]
+fn a_slow_exchange_is_named_on_the_kernel_backend() {
+    if lab_available("a_slow_exchange_is_named_on_the_kernel_backend") {
+        slow_exchange_is_named("kernel");
+    }
+}
+
+#[test]
+fn a_slow_exchange_is_named_on_the_xdp_backend() {
+    if lab_available("a_slow_exchange_is_named_on_the_xdp_backend") {
+        slow_exchange_is_named("xdp");
+    }
+}

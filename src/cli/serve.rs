@@ -133,7 +133,7 @@ pub(crate) struct ObserveArgs {
     #[arg(long, default_value_t = store::DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..=1 << 26), help_heading = SAMPLING)]
     pub(crate) sample_log_records: u64,
     /// Sampling rates: off, on, or KIND=PERCENT[,...] with KIND one of all, logon, heartbeat,
-    /// limit, market, cancel, logout, invalid, ping (e.g. all=10,market=100). Default: every
+    /// limit, market, cancel, logout, invalid, ping, exchange (e.g. all=10,market=100). Default: every
     /// message when --metrics or --sample-log is given, else off.
     #[arg(long, value_name = "SPEC", help_heading = SAMPLING)]
     pub(crate) sample: Option<String>,

@@ -84,13 +84,17 @@ pub mod kind {
     pub const INVALID: u8 = 7;
     /// One sockperf ping.
     pub const PING: u8 = 8;
+    /// The exchange's answer to an order (Order Accepted or Rejected), read
+    /// on the upstream connection: its record also carries the order's own
+    /// arrival and the time it was sent on (see `Sample::upstream`).
+    pub const EXCHANGE: u8 = 9;
     /// Not a message: a reporter-thread busy period (`t_rx_frame` to
     /// `t_handled`, on `core`), recorded so the report can see interference.
     pub const REPORTER: u8 = 255;
     /// Number of message kinds with a rate (0..COUNT).
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const NAMES: [&str; COUNT] =
-        ["other", "logon", "heartbeat", "limit", "market", "cancel", "logout", "invalid", "ping"];
+        ["other", "logon", "heartbeat", "limit", "market", "cancel", "logout", "invalid", "ping", "exchange"];
 
     pub fn name(k: u8) -> &'static str {
         NAMES.get(usize::from(k)).copied().unwrap_or(if k == REPORTER { "reporter" } else { "other" })
@@ -159,6 +163,35 @@ pub struct Sample {
 /// Message bytes a record keeps.
 pub const PAYLOAD_BYTES: usize = 24;
 
+/// The order behind an exchange's answer (see [`Sample::upstream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Upstream {
+    /// The order's frame arrived at the gateway.
+    pub order_in: u64,
+    /// The gateway had handled it: its Enter Order was queued.
+    pub sent: u64,
+    pub flags: u8,
+}
+
+impl Upstream {
+    /// From its Enter Order queued to the exchange's answer arriving: the
+    /// network both ways and the exchange (0 when a stamp is missing).
+    pub fn leg_ns(&self, answer_arrival: u64) -> u64 {
+        if self.sent == 0 || answer_arrival < self.sent {
+            0
+        } else {
+            answer_arrival - self.sent
+        }
+    }
+}
+
+/// [`Upstream::flags`] bits.
+pub mod upstream_flag {
+    /// The order was entered again after the session to the exchange was
+    /// lost and logged in again: its answer waited for the reconnect.
+    pub const RESENT: u8 = 1;
+}
+
 const _: () = assert!(std::mem::size_of::<Sample>() == 128);
 
 /// Size of one record in the sample log (the in-memory layout, little-endian).
@@ -209,9 +242,36 @@ impl Sample {
             .unwrap_or(0)
     }
 
-    /// Time in the gateway: arrival to the last timestamp.
+    /// Time in the gateway: arrival to the last timestamp. For the
+    /// exchange's answer to an order, from the order's own arrival: the
+    /// gateway both ways and the exchange leg between.
     pub fn latency_ns(&self) -> u64 {
-        self.end().saturating_sub(self.arrival())
+        match self.upstream() {
+            Some(u) if u.order_in != 0 && u.order_in <= self.end() => self.end() - u.order_in,
+            _ => self.end().saturating_sub(self.arrival()),
+        }
+    }
+
+    /// The exchange leg of a record of kind [`kind::EXCHANGE`], whose
+    /// payload holds the order's stamps instead of message bytes (its
+    /// `payload_len` is 0): bytes 0-7 the order's arrival, 8-15 when the
+    /// gateway had handled it (its Enter Order queued for the exchange),
+    /// 16 flags ([`upstream_flag`]).
+    pub fn upstream(&self) -> Option<Upstream> {
+        if self.msg_type != kind::EXCHANGE {
+            return None;
+        }
+        let at = |i: usize| u64::from_le_bytes(self.payload[i..i + 8].try_into().unwrap_or([0; 8]));
+        Some(Upstream { order_in: at(0), sent: at(8), flags: self.payload[16] })
+    }
+
+    /// Set the order's stamps on a record of kind [`kind::EXCHANGE`].
+    pub fn set_upstream(&mut self, u: Upstream) {
+        self.payload = [0; PAYLOAD_BYTES];
+        self.payload[0..8].copy_from_slice(&u.order_in.to_le_bytes());
+        self.payload[8..16].copy_from_slice(&u.sent.to_le_bytes());
+        self.payload[16] = u.flags;
+        self.payload_len = 0;
     }
 
     /// Nanoseconds in each of [`STAGES`]: wait (arrival to the poll that

@@ -111,8 +111,9 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 /// Histogram buckets: 1 us to 1.048576 s, doubling, then +Inf (the ACK
 /// stage of a retransmitted reply runs to hundreds of milliseconds).
 const BUCKETS: usize = 21;
-/// The seven stages and "total".
-const HIST_STAGES: usize = STAGES.len() + 1;
+/// The seven stages, "exchange" (the exchange leg of the exchange's
+/// answers: from the Enter Order queued to the answer's arrival) and "total".
+const HIST_STAGES: usize = STAGES.len() + 2;
 
 /// One histogram as plain counters (one writer: the reporter thread).
 #[derive(Debug, Clone, Copy, Default)]
@@ -168,7 +169,14 @@ impl Collector for LatencyHistograms {
                 continue; // a kind never seen is not exported
             }
             for (si, h) in row.iter().enumerate() {
-                let stage = STAGES.get(si).copied().unwrap_or("total");
+                if si == STAGES.len() && h.count == 0 {
+                    continue; // the exchange leg, for the kinds that have one
+                }
+                let stage = match si {
+                    i if i < STAGES.len() => STAGES[i],
+                    i if i == STAGES.len() => "exchange",
+                    _ => "total",
+                };
                 let labels = l(&[("stage", stage), ("type", kind::name(k as u8))]);
                 let buckets: Vec<(f64, u64)> = bounds.iter().copied().zip(h.buckets.iter().copied()).collect();
                 m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
@@ -294,6 +302,9 @@ impl Metrics {
                 if i != ACK_STAGE || s.t_acked != 0 {
                     h.observe(ns);
                 }
+            }
+            if let Some(u) = s.upstream() {
+                row[STAGES.len()].observe(u.leg_ns(s.arrival()));
             }
             row[HIST_STAGES - 1].observe(s.latency_ns());
         }

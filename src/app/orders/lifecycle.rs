@@ -43,6 +43,11 @@ pub struct Order {
     pub cancel: Option<(u64, u32)>,
     /// What was entered, to enter it again after a reconnect.
     pub enter: Enter,
+    /// Sampling: the order's arrival and when its Enter was queued (0: not
+    /// sampled), and whether it was entered again after a reconnect.
+    pub t_in: u64,
+    pub t_sent: u64,
+    pub resent: bool,
 }
 
 /// The loop's orders at the exchange, by token; sized once.
@@ -115,6 +120,29 @@ pub fn token_of(m: &Outbound) -> Option<u32> {
 }
 
 impl Orders {
+    /// Sampling: the record of the exchange's answer to `m`'s order (an
+    /// Accepted or a Rejected) carries the order's stamps; `Some(status)`
+    /// when `m` is such an answer and its record was begun.
+    pub(super) fn trace_answer(&mut self, m: &[u8], tr: &mut crate::sampler::tracer::Tracer) -> Option<u8> {
+        if !tr.enabled() {
+            return None;
+        }
+        let msg = ouch::parse_outbound(m).ok()?;
+        let status = match msg {
+            Outbound::Accepted(_) => 0,
+            Outbound::Rejected { .. } => RejectReason::ExchangeRejected as u8,
+            _ => return None,
+        };
+        let o = self.table.orders.get(u64::from(token_of(&msg)?))?;
+        if o.accepted {
+            return None;
+        }
+        tr.parsed(crate::sampler::kind::EXCHANGE, o.cl_ord_id, &[]);
+        let flags = if o.resent { crate::sampler::upstream_flag::RESENT } else { 0 };
+        tr.upstream(crate::sampler::Upstream { order_in: o.t_in, sent: o.t_sent, flags });
+        Some(status)
+    }
+
     /// Can the report `m` be given to its session now? `Some((conn, gen))`:
     /// no, that session's outbox is too full (the upstream waits for it).
     pub(super) fn cannot_report(&mut self, m: &[u8]) -> Option<(usize, u64)> {
@@ -172,8 +200,12 @@ impl Orders {
             order_id: 0,
             cancel: None,
             enter,
+            t_in: 0,
+            t_sent: 0,
+            resent: false,
         };
         self.table.orders.insert(u64::from(token), order);
+        self.entered = Some(token);
         if let Some(c) = self.clients.get(conn, gen) {
             c.open.insert(o.cl_ord_id, token);
         }

@@ -139,6 +139,8 @@ pub struct Orders {
     now: u64,
     /// A closing session's tokens (sized for one session's open orders).
     scratch: Vec<u32>,
+    /// The order the message being handled sent to the exchange.
+    entered: Option<u32>,
 }
 
 impl Orders {
@@ -155,6 +157,7 @@ impl Orders {
             requests: Requests::with_capacity(0),
             now: 0,
             scratch: Vec::new(),
+            entered: None,
         }
     }
 
@@ -178,7 +181,14 @@ impl Orders {
         self.table.orders.len()
     }
 
-    fn upstream_input(&mut self, input: &[u8], out: &mut OutBuf, recv_ts: u64, now: u64) -> (usize, Verdict) {
+    fn upstream_input(
+        &mut self,
+        input: &[u8],
+        out: &mut OutBuf,
+        tr: &mut Tracer,
+        recv_ts: u64,
+        now: u64,
+    ) -> (usize, Verdict) {
         let Some(mut up) = self.up.take() else { return (input.len(), Verdict::Abort) };
         let mut blocked = None;
         let state = &up.cfg.state;
@@ -190,7 +200,11 @@ impl Orders {
                 return false;
             }
             state.next_seq.store(seq + 1, std::sync::atomic::Ordering::Relaxed);
+            let traced = self.trace_answer(m, tr);
             self.on_exchange(m, recv_ts, now);
+            if let Some(status) = traced {
+                tr.handled(status);
+            }
             true
         });
         up.blocked = match (blocked, up.blocked) {
@@ -320,7 +334,7 @@ impl App for Orders {
     ) -> (usize, Verdict) {
         self.now = now;
         if s.upstream {
-            return self.upstream_input(input, out, recv_ts, now);
+            return self.upstream_input(input, out, tr, recv_ts, now);
         }
         let r = self.client_input(s.conn.0, s.gen, input, out, tr, recv_ts, now);
         self.unblock(s.conn.0, s.gen);

@@ -54,8 +54,9 @@ impl Orders {
         while t.resend_at < t.resend.len() && up.room(ouch::size::ENTER + ouch::size::CANCEL + 3) {
             let token = t.resend[t.resend_at];
             t.resend_at += 1;
-            let Some(o) = t.orders.get(u64::from(token)) else { continue };
+            let Some(o) = t.orders.get_mut(u64::from(token)) else { continue };
             if !o.accepted && up.send(&Inbound::Enter(o.enter), now) {
+                o.resent = true;
                 self.counters.resent_after_login += 1;
             }
             if o.cancel.is_some() && up.send(&cancel(token), now) {

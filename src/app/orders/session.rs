@@ -118,8 +118,18 @@ impl Orders {
         };
         tr.parsed(k, id, f.bytes());
         self.status = 0;
+        let t_in = tr.arrival();
         let v = self.handle_decoded(conn, gen, f, decoded, out, recv_ts, now);
         tr.handled(self.status);
+        if let Some(token) = self.entered.take() {
+            // The order's stamps, for the record of the exchange's answer.
+            if tr.enabled() {
+                let sent = tr.now();
+                if let Some(o) = self.table.orders.get_mut(u64::from(token)) {
+                    (o.t_in, o.t_sent) = (t_in, sent);
+                }
+            }
+        }
         v
     }
 

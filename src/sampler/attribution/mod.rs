@@ -50,7 +50,10 @@ pub const RX_BURST_MIN: usize = 16;
 pub const QUEUE_DEPTH: usize = 16;
 
 /// The causes, in the order the rules try them.
-pub const CAUSES: [&str; 14] = [
+pub const CAUSES: [&str; 17] = [
+    "exchange_slow",
+    "upstream_retransmission",
+    "upstream_down",
     "reply_retransmitted",
     "late_peer_ack",
     "loop_stall",
@@ -69,20 +72,23 @@ pub const CAUSES: [&str; 14] = [
 
 /// Indices into [`CAUSES`].
 pub mod id {
-    pub const REPLY_RETRANSMITTED: usize = 0;
-    pub const LATE_PEER_ACK: usize = 1;
-    pub const LOOP_STALL: usize = 2;
-    pub const SLOW_HANDLER: usize = 3;
-    pub const SAMPLER_INTERFERENCE: usize = 4;
-    pub const RETRANSMISSION: usize = 5;
-    pub const ZERO_WINDOW: usize = 6;
-    pub const FILL_RING_STARVED: usize = 7;
-    pub const TX_RING_OR_KICK: usize = 8;
-    pub const QUEUED_BEHIND_BURST: usize = 9;
-    pub const WAKEUP_LATENCY: usize = 10;
-    pub const RX_PATH_DELAY: usize = 11;
-    pub const UNEXPLAINED: usize = 12;
-    pub const NONE: usize = 13;
+    pub const EXCHANGE_SLOW: usize = 0;
+    pub const UPSTREAM_RETRANSMISSION: usize = 1;
+    pub const UPSTREAM_DOWN: usize = 2;
+    pub const REPLY_RETRANSMITTED: usize = 3;
+    pub const LATE_PEER_ACK: usize = 4;
+    pub const LOOP_STALL: usize = 5;
+    pub const SLOW_HANDLER: usize = 6;
+    pub const SAMPLER_INTERFERENCE: usize = 7;
+    pub const RETRANSMISSION: usize = 8;
+    pub const ZERO_WINDOW: usize = 9;
+    pub const FILL_RING_STARVED: usize = 10;
+    pub const TX_RING_OR_KICK: usize = 11;
+    pub const QUEUED_BEHIND_BURST: usize = 12;
+    pub const WAKEUP_LATENCY: usize = 13;
+    pub const RX_PATH_DELAY: usize = 14;
+    pub const UNEXPLAINED: usize = 15;
+    pub const NONE: usize = 16;
 }
 
 /// The part of the ACK stage that counts as delay the client saw: all of
@@ -116,9 +122,33 @@ fn rule_stages(s: &Sample) -> [u64; 7] {
     st
 }
 
+/// The stage index that stands for the exchange leg in a row (after
+/// [`STAGES`]): from the Enter Order queued to the exchange's answer.
+pub const EXCHANGE_LEG: usize = STAGES.len();
+
+/// A stage's name, the exchange leg's included.
+pub fn stage_name(i: usize) -> &'static str {
+    STAGES.get(i).copied().unwrap_or("exchange")
+}
+
 /// A sample's direct cause (an index into [`CAUSES`]) and its dominant
 /// stage.
 pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
+    if let Some(u) = s.upstream() {
+        // The exchange's answer to an order: the exchange leg explains it
+        // when it is at least half of the order's time and significant.
+        let leg = u.leg_ns(s.arrival());
+        if leg >= sig && leg * 2 >= s.latency_ns() {
+            let c = if u.flags & crate::sampler::upstream_flag::RESENT != 0 {
+                id::UPSTREAM_DOWN
+            } else if u32::from(s.cause) & cause::RETRANSMIT != 0 {
+                id::UPSTREAM_RETRANSMISSION
+            } else {
+                id::EXCHANGE_SLOW
+            };
+            return (c, EXCHANGE_LEG);
+        }
+    }
     let st = rule_stages(s);
     let [wait, queue, parse, handler, tx, tx_done, reply] = st;
     // Ties go to the earliest stage.
@@ -195,7 +225,15 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
 
 /// The causes that hold the loop or a connection, and so can make a
 /// queue: what messages behind it are counted under.
-const QUEUE_MAKERS: [usize; 4] = [id::LOOP_STALL, id::SLOW_HANDLER, id::SAMPLER_INTERFERENCE, id::RETRANSMISSION];
+const QUEUE_MAKERS: [usize; 7] = [
+    id::EXCHANGE_SLOW,
+    id::UPSTREAM_RETRANSMISSION,
+    id::UPSTREAM_DOWN,
+    id::LOOP_STALL,
+    id::SLOW_HANDLER,
+    id::SAMPLER_INTERFERENCE,
+    id::RETRANSMISSION,
+];
 
 /// Root causes: what made the queue a message waited in.
 ///
@@ -454,7 +492,7 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
                 cause: CAUSES[c],
                 via,
                 direct: CAUSES[direct],
-                stage: STAGES[st],
+                stage: stage_name(st),
                 message: example(s),
                 stages_us: STAGES.iter().zip(stages).map(|(n, v)| (*n, us(v))).collect(),
                 prev_busy_us: us(u64::from(s.prev_busy_ns)),
@@ -477,7 +515,7 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
             Row {
                 cause: CAUSES[c],
                 via,
-                stage: STAGES[st],
+                stage: stage_name(st),
                 count: v.len(),
                 share: (v.len() as f64 / tail.len().max(1) as f64 * 1000.0).round() / 1000.0,
                 stages,

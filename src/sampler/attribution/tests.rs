@@ -272,3 +272,31 @@ fn injected_messages_are_counted_by_cause_and_listed_on_request() {
     assert_eq!(json["messages"][0]["cause"], "loop_stall");
     assert!(json["messages"][0]["trace_id"].is_u64(), "{json:#}");
 }
+
+/// The exchange's answer to an order: named by its exchange leg when that
+/// is most of the order's time, by the ordinary rules otherwise.
+#[test]
+fn the_exchange_leg_is_named_when_it_is_most_of_the_time() {
+    use crate::sampler::{upstream_flag, Upstream};
+    let t = 1_000_000_000;
+    let answer = |leg: u64, flags: u8, cause: u32| {
+        let mut s = msg(t, US);
+        s.msg_type = kind::EXCHANGE;
+        s.cause = cause as u16;
+        // The order arrived 10 us before it was sent; the answer came `leg` later.
+        let sent = s.t_rx_frame - leg;
+        s.set_upstream(Upstream { order_in: sent - 10 * US, sent, flags });
+        s
+    };
+    let slow = answer(5_000 * US, 0, 0);
+    assert_eq!(slow.latency_ns(), 5_000 * US + 10 * US + 6 * US + US, "the order's time, both ways and the leg");
+    assert_eq!(cause_of(&slow), "exchange_slow");
+    assert_eq!(classify(&slow, 20 * US, &[]).1, EXCHANGE_LEG);
+    assert_eq!(stage_name(EXCHANGE_LEG), "exchange");
+    assert_eq!(cause_of(&answer(5_000 * US, 0, cause::RETRANSMIT)), "upstream_retransmission");
+    assert_eq!(cause_of(&answer(5_000 * US, upstream_flag::RESENT, 0)), "upstream_down");
+    // A leg below S: the gateway's own stages decide (here nothing is slow).
+    assert_eq!(cause_of(&answer(15 * US, 0, 0)), "none");
+    // An ordinary message is never named after the exchange.
+    assert!(msg(t, US).upstream().is_none());
+}

@@ -523,6 +523,30 @@ impl Tracer {
         }
     }
 
+    /// The current input's arrival: its frame's stamp, else the poll that
+    /// found it (0 when sampling is off).
+    #[inline]
+    pub fn arrival(&self) -> u64 {
+        if !self.on {
+            0
+        } else if self.in_arrival != 0 && self.in_arrival <= self.in_delivered {
+            self.in_arrival
+        } else {
+            self.t_poll
+        }
+    }
+
+    /// The message just parsed is the exchange's answer to the order `u`
+    /// describes (kind [`super::kind::EXCHANGE`]).
+    #[inline]
+    pub fn upstream(&mut self, u: super::Upstream) {
+        if self.open {
+            if let Some(s) = self.pending.last_mut() {
+                s.set_upstream(u);
+            }
+        }
+    }
+
     /// The application handled the message it last parsed; `status` 0 or a
     /// reject reason.
     #[inline]
