@@ -223,13 +223,7 @@ fn tshark_decodes_the_captured_upstream_session() {
     let log = gw.stop();
     drop(ex);
     assert_eq!(counter(&log, "pcap_dropped"), Some(0), "{log:?}");
-    let tshark = |args: &[&str]| {
-        let mut c = Command::new("tshark");
-        c.args(["-n", "-r", &pcap, "-d", &format!("tcp.port=={EX_PORT},soupbintcp")]).args(args);
-        let o = run_bounded(c, Duration::from_secs(60));
-        assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let tshark = |args: &[&str]| tshark_soup(&pcap, EX_PORT, args);
     let rows = tshark(&[
         "-Y",
         "soupbintcp",

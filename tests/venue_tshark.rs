@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
 use common::*;
 use tailgate::stack::frame::tcp_flags::{ACK, PSH, SYN};
 use tailgate::stack::sim::{tcp_frame, Seg, MAC_A, MAC_B};
@@ -133,13 +130,8 @@ fn tshark_dissects_our_soupbintcp() {
         }
     }
     let _remove = Remove(path.clone());
-    let tshark = |args: &[&str]| {
-        let mut c = Command::new("tshark");
-        c.args(["-n", "-r", path.to_str().unwrap(), "-d", &format!("tcp.port=={PORT},soupbintcp")]).args(args);
-        let out = run_bounded(c, Duration::from_secs(60));
-        assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-    };
+    let port = PORT.to_string();
+    let tshark = |args: &[&str]| tshark_soup(path.to_str().unwrap(), &port, args);
     let fields = tshark(&[
         "-Y",
         "soupbintcp",

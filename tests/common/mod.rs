@@ -239,6 +239,16 @@ impl Drop for Lab {
     }
 }
 
+/// tshark on the capture `path`, TCP port `port` dissected as SoupBinTCP,
+/// with `args`: its standard output (a failure panics).
+pub fn tshark_soup(path: &str, port: &str, args: &[&str]) -> String {
+    let mut c = Command::new("tshark");
+    c.args(["-n", "-r", path, "-d", &format!("tcp.port=={port},soupbintcp")]).args(args);
+    let out = run_bounded(c, Duration::from_secs(60));
+    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Run a command with a time limit; kill it (by PID) if it overruns.
 pub fn run_bounded(mut c: Command, limit: Duration) -> Output {
     let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");

@@ -33,6 +33,9 @@
 //! message, two per batch, one or two per iteration; when it is off, none.
 //! Nothing here allocates after start-up, blocks or formats.
 
+mod stats;
+pub use stats::TracerStats;
+
 use super::inject::{InjectConfig, Injector};
 use super::policy::{Decision, Policy, SamplingConfig};
 use super::ring::{ring, Consumer, Producer};
@@ -184,33 +187,6 @@ const SMALL_BATCH: usize = 4;
 /// iteration's messages the [`cause::SAMPLER`] flag, if it was also at
 /// least half of that iteration.
 pub const SAMPLER_SLOW_NS: u64 = 20_000;
-
-/// Counters, for metrics and the exit line.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TracerStats {
-    /// Messages seen (sampling on).
-    pub messages: u64,
-    /// Recorded by their kind's rate.
-    pub recorded: u64,
-    /// Recorded by tail bias.
-    pub tail_bias: u64,
-    /// Not recorded (rate).
-    pub skipped: u64,
-    /// Lost because the ring was full.
-    pub dropped_ring_full: u64,
-    /// Current rate halving (0: configured rates).
-    pub shift: u32,
-    pub injected_stalls: u64,
-    pub injected_slow_handlers: u64,
-    /// Records completed by their reply's ACK.
-    pub acked: u64,
-    /// Records whose reply's ACK had not come by [`ACK_DEADLINE_NS`].
-    pub ack_late: u64,
-    /// Records pushed without their ACK: the held pool was full.
-    pub ack_untracked: u64,
-    /// Records held for an ACK now.
-    pub ack_held: u64,
-}
 
 pub struct Tracer {
     on: bool,
