@@ -98,6 +98,12 @@ pub trait App {
     /// server does not reset it for a full input buffer, and holds the
     /// peer's FIN behind that input.
     const HOLDS_INPUT: bool = false;
+    /// With [`App::HOLDS_INPUT`]: is this connection's input held now
+    /// (waiting for another connection), rather than only incomplete? A
+    /// held input keeps the peer's FIN behind it; an incomplete one does not.
+    fn holding_input(&self, _s: &Self::Session) -> bool {
+        Self::HOLDS_INPUT
+    }
     fn name(&self) -> &'static str;
     /// A connection opened. `now` is monotonic ns.
     fn open(&mut self, conn: ConnId, now: u64) -> Self::Session;

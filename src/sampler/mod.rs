@@ -252,6 +252,12 @@ impl Sample {
         }
     }
 
+    /// Time in the gateway itself, for any record: arrival to the last
+    /// timestamp (for the exchange's answers, its way back only).
+    pub fn gateway_ns(&self) -> u64 {
+        self.end().saturating_sub(self.arrival())
+    }
+
     /// The exchange leg of a record of kind [`kind::EXCHANGE`], whose
     /// payload holds the order's stamps instead of message bytes (its
     /// `payload_len` is 0): bytes 0-7 the order's arrival, 8-15 when the

@@ -213,8 +213,11 @@ pub struct Server<T: Transport, A: App> {
     connecting: Vec<outbound::Pending>,
     /// By connection id: is it in `connecting`?
     opening: Vec<bool>,
-    /// Connections a wake put on the work queue since the count was taken.
-    woken_now: usize,
+    /// Connections woken (by another's callback) to be serviced later in
+    /// this iteration, at most [`WOKEN_PER_ITERATION`]; and the one being
+    /// serviced now (its wake of itself waits for the next iteration).
+    woken: Vec<ConnId>,
+    servicing: Option<ConnId>,
 }
 
 impl<T: Transport, A: App> Server<T, A> {
@@ -225,7 +228,8 @@ impl<T: Transport, A: App> Server<T, A> {
             requests,
             connecting,
             opening: Vec::new(),
-            woken_now: 0,
+            woken: Vec::with_capacity(WOKEN_PER_ITERATION),
+            servicing: None,
             transport,
             app,
             cfg,
@@ -386,26 +390,24 @@ impl<T: Transport, A: App> Server<T, A> {
         self.events = events;
         // What the events' callbacks asked for (a refused connect's wake).
         self.take_requests(now);
-        // Each connection with work once, and the ones a wake puts on the
-        // queue meanwhile (a client's order woke the upstream connection):
+        // Each connection with work once, then the ones another's callback
+        // woke meanwhile (a client's order woke the upstream connection):
         // their output leaves in this iteration's flush.
-        let n = self.work.len();
-        self.woken_now = 0;
-        let (mut budget, mut extra) = (n, 0);
-        while budget > 0 {
-            budget -= 1;
+        let mut n = self.work.len();
+        for _ in 0..n {
             let Some(id) = self.work.pop_front() else {
                 break;
             };
-            if let Some(c) = self.slot(id) {
-                c.queued = false;
-            }
-            self.service(id, now);
-            self.take_requests(now);
-            let more = std::mem::take(&mut self.woken_now).min(WOKEN_PER_ITERATION - extra);
-            extra += more;
-            budget += more;
+            self.service_one(id, now);
         }
+        let mut i = 0;
+        while i < self.woken.len() {
+            let id = self.woken[i];
+            i += 1;
+            self.service_one(id, now);
+        }
+        n += i;
+        self.woken.clear();
         let mut flush = (0, 0);
         if n > 0 {
             if tracing {
@@ -558,6 +560,17 @@ impl<T: Transport, A: App> Server<T, A> {
                 _ => {}
             }
         }
+    }
+
+    /// Take `id` off the queue and service it, then what it asked for.
+    fn service_one(&mut self, id: ConnId, now: u64) {
+        if let Some(c) = self.slot(id) {
+            c.queued = false;
+        }
+        self.servicing = Some(id);
+        self.service(id, now);
+        self.servicing = None;
+        self.take_requests(now);
     }
 
     /// Make bounded progress on one connection.

@@ -44,12 +44,18 @@ impl<T: Transport, A: App> Server<T, A> {
         }
         for i in 0..mine.wakes.len() {
             let id = mine.wakes[i];
+            let servicing = self.servicing == Some(id);
+            let room = self.woken.len() < self.woken.capacity();
             if let Some(c) = self.slot(id) {
                 c.woken = true;
-                let was = c.queued;
-                self.enqueue(id);
-                if !was {
-                    self.woken_now += 1;
+                if !c.queued && !servicing && room {
+                    // Serviced later in this iteration (see `run_once`).
+                    c.queued = true;
+                    self.woken.push(id);
+                } else {
+                    // Being serviced (it asked for itself), or past this
+                    // iteration's share: the next iteration.
+                    self.enqueue(id);
                 }
             }
         }

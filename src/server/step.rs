@@ -154,7 +154,7 @@ impl<T: Transport, A: App> Server<T, A> {
             // An application may hold input back until another connection
             // takes what it has (App::HOLDS_INPUT): it wakes this one then.
             // Its FIN waits behind that input.
-            let waits = A::HOLDS_INPUT;
+            let waits = A::HOLDS_INPUT && self.app.holding_input(&c.session);
             stalled_input = c.rx_len > 0 && (used > 0 || c.tx.len() > 0 || waits);
             progress |= v != Verdict::Continue;
             if apply(c, v, now + self.cfg.flush_ns) {

@@ -92,6 +92,9 @@ pub struct SoupClientStats {
     /// Messages the venue could no longer replay (a login answered with a
     /// later number than asked).
     pub lost: u64,
+    /// Logins answered with a lower number than asked (a replay from
+    /// earlier, or a new session: see the log line).
+    pub renumbered: u64,
 }
 
 #[derive(Debug)]
@@ -199,7 +202,19 @@ impl SoupClient {
                     self.up_since = now;
                     self.stats.logins += 1;
                     let mut lost = 0;
-                    if next_seq > self.next {
+                    if next_seq < self.next {
+                        // A replay from before what was processed: skipped
+                        // up to it. If the venue started a new session (a new
+                        // day) instead, what it sends below that number is new
+                        // and would be lost: said loudly, and counted.
+                        self.stats.renumbered += 1;
+                        crate::log_warn!(
+                            "upstream: login accepted from sequence number {next_seq}, below the {} processed: \
+                             messages before it are taken as already processed (if this is a new session, \
+                             remove the session's state file)",
+                            self.next
+                        );
+                    } else if next_seq > self.next {
                         // The venue cannot replay what we asked for: its
                         // numbers start later. What lies between is gone.
                         lost = next_seq - self.next;

@@ -128,6 +128,11 @@ impl Clients {
         }
     }
 
+    /// Session `gen` on connection `i`, to look at.
+    pub fn peek(&self, i: usize, gen: u64) -> Option<&Client> {
+        self.slots.get(i).and_then(|s| s.as_ref()).filter(|c| c.gen == gen)
+    }
+
     /// Session `gen` on connection `i`, if it is still the one there.
     pub fn get(&mut self, i: usize, gen: u64) -> Option<&mut Client> {
         self.slots.get_mut(i).and_then(|s| s.as_mut()).filter(|c| c.gen == gen)

@@ -6,14 +6,16 @@
 //! groups and, once they use up its spare room, rehashes every entry, or
 //! grows: a stall and an allocation on the pinned loop, at a moment set by
 //! the order flow. This one keeps at most half its slots full, so a probe
-//! is short, and refuses an insertion beyond its capacity instead.
+//! is short, and refuses an insertion beyond its capacity instead. Keys
+//! (a client's `cl_ord_id`s among them) are hashed with a seed drawn per
+//! map, so that no client can choose keys that all fall in one run.
 
-/// Keys are mixed by Fibonacci hashing (the golden ratio's multiplier).
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+use std::hash::BuildHasher;
 
 #[derive(Debug)]
 pub struct FixedMap<V> {
     slots: Vec<Option<(u64, V)>>,
+    hasher: foldhash::quality::RandomState,
     shift: u32,
     len: usize,
     cap: usize,
@@ -25,7 +27,13 @@ impl<V> FixedMap<V> {
         let n = (2 * cap.max(1)).next_power_of_two();
         let mut slots = Vec::with_capacity(n);
         slots.resize_with(n, || None);
-        FixedMap { slots, shift: 64 - n.trailing_zeros(), len: 0, cap }
+        FixedMap {
+            slots,
+            hasher: foldhash::quality::RandomState::default(),
+            shift: 64 - n.trailing_zeros(),
+            len: 0,
+            cap,
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -42,7 +50,7 @@ impl<V> FixedMap<V> {
     }
 
     fn home(&self, k: u64) -> usize {
-        (k.wrapping_mul(MIX) >> self.shift) as usize
+        (self.hasher.hash_one(k) >> self.shift) as usize
     }
 
     fn mask(&self) -> usize {

@@ -442,7 +442,12 @@ impl App for Orders {
             return self.doomed(s.conn.0);
         }
         c.flush_outbox(out);
+        let more = c.outbox.len() > 0;
         self.unblock(s.conn.0, s.gen);
+        if more {
+            // The rest when its output has room again.
+            self.requests.wake(s.conn);
+        }
         Verdict::Continue
     }
 
@@ -486,6 +491,14 @@ impl App for Orders {
                 crate::log_warn!("orders: upstream {}: connection closed ({reason}): reconnecting", up.cfg.addr);
                 up.lost(now);
             }
+        }
+    }
+
+    fn holding_input(&self, s: &Session) -> bool {
+        if s.upstream {
+            self.up.as_ref().is_some_and(|u| u.blocked.is_some())
+        } else {
+            self.clients.peek(s.conn.0, s.gen).is_some_and(|c| c.outbox.len() > 0)
         }
     }
 

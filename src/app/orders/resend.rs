@@ -28,12 +28,16 @@ impl Orders {
     /// and the answers are counted (`reports_for_closed_sessions`).
     pub(super) fn cancel_on_disconnect(&mut self, conn: usize, gen: u64, now: u64) {
         let Some(c) = self.clients.get(conn, gen) else { return };
+        if c.open.is_empty() {
+            return;
+        }
         self.scratch.clear();
         self.scratch.extend(c.open.iter().map(|(_, &token)| token));
         for i in 0..self.scratch.len() {
             let token = self.scratch[i];
             if let Some(o) = self.table.orders.get_mut(u64::from(token)) {
-                if o.cancel.is_none() && self.table.cancels.len() < self.table.cancels.capacity() {
+                if o.cancel.is_none() {
+                    // The list holds every token at most once: it has room.
                     o.cancel = Some((0, 0));
                     self.table.cancels.push(token);
                     self.counters.cancels_on_disconnect += 1;
@@ -46,9 +50,10 @@ impl Orders {
     /// Send what the lists hold, as far as the upstream buffer has room.
     pub(super) fn pump(&mut self, now: u64) {
         let Some(up) = self.up.as_mut() else { return };
-        if !up.up() {
+        if !up.up() || (self.table.resend.is_empty() && self.table.cancels.is_empty()) {
             return;
         }
+        let before = up.out.len();
         let t = &mut self.table;
         let cancel = |token| Inbound::Cancel { user_ref: token, qty: 0 };
         while t.resend_at < t.resend.len() && up.room(ouch::size::ENTER + ouch::size::CANCEL + 3) {
@@ -78,7 +83,7 @@ impl Orders {
             t.cancels.clear();
             t.cancels_at = 0;
         }
-        if let Some(c) = up.conn {
+        if let Some(c) = up.conn.filter(|_| up.out.len() != before) {
             self.requests.wake(c);
         }
     }
@@ -88,7 +93,9 @@ impl Orders {
         !self.table.resend.is_empty() || !self.table.cancels.is_empty()
     }
 
-    /// Wake the upstream connection when its buffer or the lists hold more.
+    /// Wake the upstream connection when its buffer or the lists hold
+    /// more (a wake of itself is for the next iteration, and waits while
+    /// its output is blocked: no busy loop).
     pub(super) fn more_for_upstream(&mut self) {
         let pumping = self.pumping();
         if let Some(up) = self.up.as_ref() {

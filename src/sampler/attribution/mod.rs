@@ -138,7 +138,7 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
         // The exchange's answer to an order: the exchange leg explains it
         // when it is at least half of the order's time and significant.
         let leg = u.leg_ns(s.arrival());
-        if leg >= sig && leg * 2 >= s.latency_ns() {
+        if leg >= sig && leg.saturating_mul(2) >= s.latency_ns() {
             let c = if u.flags & crate::sampler::upstream_flag::RESENT != 0 {
                 id::UPSTREAM_DOWN
             } else if u32::from(s.cause) & cause::RETRANSMIT != 0 {

@@ -603,7 +603,9 @@ impl Tracer {
                 s.t_tx_done = t_tx_done;
                 s.cause |= flags as u16;
                 self.stats.messages += 1;
-                match self.policy.decide(s.msg_type, s.latency_ns()) {
+                // Tail bias on the gateway's own time: an exchange answer's
+                // leg is the exchange's, and would record every one.
+                match self.policy.decide(s.msg_type, s.gateway_ns()) {
                     Decision::Skip => {
                         self.stats.skipped += 1;
                         continue;
