@@ -306,6 +306,13 @@ fn orders_go_to_the_exchange_and_its_reports_reach_each_client() {
     let c = &w.gw.app.counters;
     assert_eq!((c.orders_sent, c.fills, c.cancels_acked, c.invalid_transitions), (6, 4, 1, 0));
     assert_eq!(w.gw.app.live_orders(), 0, "every order ended");
+    // With nothing to do, the gateway's loop has no work queued, so it may
+    // sleep (regression: the upstream connection once woke itself forever).
+    w.run(Duration::from_millis(20));
+    for _ in 0..5 {
+        w.gw.run_once().unwrap();
+        assert_eq!(w.gw.pending_work(), 0, "an idle loop has no work queued");
+    }
 }
 
 #[test]

@@ -441,6 +441,12 @@ impl<T: Transport, A: App> Server<T, A> {
         Ok(())
     }
 
+    /// Connections waiting to be serviced: 0 on a loop with nothing to do,
+    /// which may then sleep.
+    pub fn pending_work(&self) -> usize {
+        self.work.len() + self.woken.len()
+    }
+
     /// Counters for the reporter (every 100 ms; may make system calls).
     pub fn publish(&self) {
         if let Some(p) = &self.published {
