@@ -38,18 +38,28 @@ impl Drop for Dir {
 }
 
 fn exchange(lab: &Lab, dir: &Dir) -> Proc {
+    exchange_with(lab, &["--journal", &dir.path("journal")])
+}
+
+fn exchange_with(lab: &Lab, extra: &[&str]) -> Proc {
     let mut c = lab.cmd_in(&lab.ns_ex, BIN);
-    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0", "--journal", &dir.path("journal")]);
+    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0"]).args(extra);
     Proc::spawn_until(c, "tailgate: serving on", Duration::from_secs(10))
 }
 
 /// The gateway on `backend`, logged in to the exchange.
 fn gateway(lab: &Lab, dir: &Dir, backend: &str) -> Proc {
+    gateway_with(lab, dir, backend, &[])
+}
+
+/// The same, with more serve flags.
+fn gateway_with(lab: &Lab, dir: &Dir, backend: &str, extra: &[&str]) -> Proc {
     let (pw, state) = (dir.path("pw"), dir.path("state"));
     let addr = format!("{EX_IP}:{EX_PORT}");
     let up = ["--upstream", &addr, "--upstream-user", "gw0", "--upstream-password-file", &pw];
     let mut args: Vec<&str> = up.to_vec();
     args.extend(["--upstream-state", &state]);
+    args.extend(extra);
     let mut p = if backend == "xdp" {
         lab.serve_xdp("orders", &args)
     } else {
@@ -198,24 +208,7 @@ fn tshark_decodes_the_captured_upstream_session() {
     let dir = Dir::new("pcap");
     let ex = exchange(&lab, &dir);
     let pcap = dir.path("gw.pcap");
-    let (pw, state) = (dir.path("pw"), dir.path("state"));
-    let addr = format!("{EX_IP}:{EX_PORT}");
-    let mut gw = lab.serve_xdp(
-        "orders",
-        &[
-            "--upstream",
-            &addr,
-            "--upstream-user",
-            "gw0",
-            "--upstream-password-file",
-            &pw,
-            "--upstream-state",
-            &state,
-            "--pcap",
-            &pcap,
-        ],
-    );
-    assert!(gw.wait_for("logged in as gw0", Duration::from_secs(10)), "{:?}", gw.log);
+    let gw = gateway_with(&lab, &dir, "xdp", &["--pcap", &pcap]);
     let (out, r) = lab.load_report(&["--conns", "4", "--rate", "500", "--duration", "2.5", "--cross", "30"]);
     assert!(out.status.success(), "{r}");
     // Quiet for a while: both sides heartbeat.
@@ -262,21 +255,9 @@ fn tshark_decodes_the_captured_upstream_session() {
 fn slow_exchange_is_named(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
     let dir = Dir::new(&format!("slow-{backend}"));
-    let mut c = lab.cmd_in(&lab.ns_ex, BIN);
-    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0", "--inject", "slow:20:30000"]);
-    let ex = Proc::spawn_until(c, "tailgate: serving on", Duration::from_secs(10));
-    let (pw, state, samples) = (dir.path("pw"), dir.path("state"), dir.path("samples"));
-    let addr = format!("{EX_IP}:{EX_PORT}");
-    let mut args = vec!["--upstream", &addr, "--upstream-user", "gw0", "--upstream-password-file", &pw];
-    args.extend(["--upstream-state", &state, "--sample-log", &samples]);
-    let mut gw = if backend == "xdp" {
-        lab.serve_xdp("orders", &args)
-    } else {
-        let mut a = vec!["--backend", "kernel", "--ip", GW_IP, "--port", "7777", "--app", "orders"];
-        a.extend(args);
-        lab.serve(&a)
-    };
-    assert!(gw.wait_for("logged in as gw0", Duration::from_secs(10)), "{:?}", gw.log);
+    let ex = exchange_with(&lab, &["--inject", "slow:20:30000"]);
+    let samples = dir.path("samples");
+    let gw = gateway_with(&lab, &dir, backend, &["--sample-log", &samples]);
     let (out, r) = lab.load_report(&["--conns", "4", "--rate", "500", "--duration", "3"]);
     assert!(out.status.success(), "{r}");
     gw.stop();

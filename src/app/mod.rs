@@ -74,6 +74,16 @@ impl OutBuf {
             *b = byte;
         }
     }
+    /// Move what fits of this buffer's bytes into `out` (a byte stream: a
+    /// message may be split between two moves).
+    pub fn move_into(&mut self, out: &mut OutBuf) {
+        let n = self.len().min(out.spare());
+        if n > 0 {
+            out.put(&self.buf[..n]);
+            self.consume(n);
+        }
+    }
+
     /// Drop the first `n` bytes (they were sent).
     pub fn consume(&mut self, n: usize) {
         self.buf.drain(..n.min(self.buf.len()));

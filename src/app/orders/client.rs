@@ -89,11 +89,7 @@ impl Client {
     /// Move what the outbox holds into `out`, as much as fits (it is a
     /// byte stream: a message may be split between two writes).
     pub fn flush_outbox(&mut self, out: &mut OutBuf) {
-        let n = self.outbox.len().min(out.spare());
-        if n > 0 {
-            out.put(&self.outbox.as_slice()[..n]);
-            self.outbox.consume(n);
-        }
+        self.outbox.move_into(out);
     }
 }
 

@@ -123,17 +123,16 @@ impl Orders {
     /// Sampling: the record of the exchange's answer to `m`'s order (an
     /// Accepted or a Rejected) carries the order's stamps; `Some(status)`
     /// when `m` is such an answer and its record was begun.
-    pub(super) fn trace_answer(&mut self, m: &[u8], tr: &mut crate::sampler::tracer::Tracer) -> Option<u8> {
+    pub(super) fn trace_answer(&mut self, msg: &Outbound, tr: &mut crate::sampler::tracer::Tracer) -> Option<u8> {
         if !tr.enabled() {
             return None;
         }
-        let msg = ouch::parse_outbound(m).ok()?;
         let status = match msg {
             Outbound::Accepted(_) => 0,
             Outbound::Rejected { .. } => RejectReason::ExchangeRejected as u8,
             _ => return None,
         };
-        let o = self.table.orders.get(u64::from(token_of(&msg)?))?;
+        let o = self.table.orders.get(u64::from(token_of(msg)?))?;
         if o.accepted {
             return None;
         }
@@ -145,8 +144,8 @@ impl Orders {
 
     /// Can the report `m` be given to its session now? `Some((conn, gen))`:
     /// no, that session's outbox is too full (the upstream waits for it).
-    pub(super) fn cannot_report(&mut self, m: &[u8]) -> Option<(usize, u64)> {
-        let token = token_of(&ouch::parse_outbound(m).ok()?)?;
+    pub(super) fn cannot_report(&mut self, msg: &Outbound) -> Option<(usize, u64)> {
+        let token = token_of(msg)?;
         let o = self.table.orders.get(u64::from(token))?;
         let (conn, gen) = (o.conn, o.gen);
         let c = self.clients.get(conn, gen)?;
@@ -258,16 +257,14 @@ impl Orders {
         crate::log_warn!("orders: exchange report that fits no order state: {what} for token {token}: ignored");
     }
 
+    /// A sequenced message from the exchange that is not OUCH.
+    pub(super) fn malformed_report(&mut self, m: &[u8], e: ouch::OuchError) {
+        self.counters.upstream_malformed += 1;
+        crate::log_warn!("orders: malformed message from the exchange ({} bytes): {e:?}: ignored", m.len());
+    }
+
     /// One sequenced OUCH message from the exchange.
-    pub(super) fn on_exchange(&mut self, m: &[u8], recv_ts: u64, now: u64) {
-        let msg = match ouch::parse_outbound(m) {
-            Ok(msg) => msg,
-            Err(e) => {
-                self.counters.upstream_malformed += 1;
-                crate::log_warn!("orders: malformed message from the exchange ({} bytes): {e:?}: ignored", m.len());
-                return;
-            }
-        };
+    pub(super) fn on_exchange(&mut self, msg: Outbound, recv_ts: u64, now: u64) {
         let Some(token) = token_of(&msg) else {
             if let Outbound::SystemEvent { code, .. } = msg {
                 crate::log_info!("orders: exchange system event {:?}", code as char);

@@ -193,15 +193,24 @@ impl Orders {
         let mut blocked = None;
         let state = &up.cfg.state;
         let (used, change) = up.client.on_input(input, now, |seq, m| {
+            // Decoded once; it stays in the input if it must wait.
+            let msg = match crate::venue::ouch::parse_outbound(m) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    state.next_seq.store(seq + 1, std::sync::atomic::Ordering::Relaxed);
+                    self.malformed_report(m, e);
+                    return true;
+                }
+            };
             // A report whose session cannot take it now waits, and so does
             // everything after it (the reports keep their order).
-            if let Some(who) = self.cannot_report(m) {
+            if let Some(who) = self.cannot_report(&msg) {
                 blocked = Some(who);
                 return false;
             }
             state.next_seq.store(seq + 1, std::sync::atomic::Ordering::Relaxed);
-            let traced = self.trace_answer(m, tr);
-            self.on_exchange(m, recv_ts, now);
+            let traced = self.trace_answer(&msg, tr);
+            self.on_exchange(msg, recv_ts, now);
             if let Some(status) = traced {
                 tr.handled(status);
             }

@@ -103,11 +103,7 @@ impl Upstream {
 
     /// Move what is buffered into the connection's output.
     pub fn flush(&mut self, out: &mut OutBuf) {
-        let n = self.out.len().min(out.spare());
-        if n > 0 {
-            out.put(&self.out.as_slice()[..n]);
-            self.out.consume(n);
-        }
+        self.out.move_into(out);
     }
 
     /// The connection is gone: what was buffered for it will be sent again
