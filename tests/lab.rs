@@ -161,7 +161,7 @@ fn garbage_closes_one_connection_and_not_its_neighbour() {
     let srv = lab.serve(&["--backend", "kernel", "--ip", GW_IP, "--port", PORT, "--app", "orders"]);
     let (framing_closed, random_closed) = lab.in_client_ns(|| {
         let mut good = OrderClient::connect();
-        good.send(ClientMsg::Logon { account: Code8::new("GOOD").unwrap() });
+        good.send(ClientMsg::logon(Code8::new("GOOD").unwrap()));
         assert!(matches!(good.recv(), GatewayMsg::LogonAck { .. }));
         good.order(1);
         assert!(matches!(good.recv(), GatewayMsg::Ack { cl_ord_id: 1, .. }));

@@ -203,7 +203,7 @@ impl World {
         self.clients.push(Client { conn, seq: 1, rx: Vec::new(), got: Vec::new(), rx_seq: 1 });
         let i = self.clients.len() - 1;
         self.run(Duration::from_millis(20));
-        self.send(i, ClientMsg::Logon { account: Code8::new("T1").unwrap() });
+        self.send(i, ClientMsg::logon(Code8::new("T1").unwrap()));
         assert!(matches!(self.take(i)[..], [GatewayMsg::LogonAck { .. }]), "logged on");
         i
     }

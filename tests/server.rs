@@ -139,7 +139,7 @@ fn order(i: u32) -> ClientMsg {
 /// Logon and orders `1..=n` (sequence numbers from 1), as bytes.
 fn logon_and_orders(n: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    encode(ClientMsg::Logon { account: Code8::new("ACCT").unwrap() }, 1, &mut out);
+    encode(ClientMsg::logon(Code8::new("ACCT").unwrap()), 1, &mut out);
     for i in 1..=n {
         encode(order(i), i + 1, &mut out);
     }

@@ -569,7 +569,7 @@ fn logon_logout_from(port: u16) -> Vec<u8> {
     let mut s: TcpStream = s.into();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 64];
-    for (seq, m) in [(1, ClientMsg::Logon { account: Code8::new("ACCT0001").unwrap() }), (2, ClientMsg::Logout)] {
+    for (seq, m) in [(1, ClientMsg::logon(Code8::new("ACCT0001").unwrap())), (2, ClientMsg::Logout)] {
         let n = m.encode(seq, &mut buf).unwrap();
         s.write_all(&buf[..n]).unwrap();
     }

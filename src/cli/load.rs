@@ -79,6 +79,14 @@ pub(crate) struct LoadArgs {
     /// a fifth of the orders, take liquidity too). Other limit orders rest without meeting.
     #[arg(long, value_name = "PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub(crate) cross: u8,
+    /// Orders: log on as these accounts (NAME[,NAME...], one per connection, round robin);
+    /// default LG0, LG1, ... (one per connection).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) account: Vec<String>,
+    /// Orders: the accounts' password, read from this file (its first line); sent in a version-3
+    /// Logon. Default: no password.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<std::path::PathBuf>,
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
@@ -126,6 +134,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         logon_timeout: Duration::from_secs(10),
         burst: a.burst.map(|(n, ms)| (n, ms * 1_000_000)),
         cross: a.cross,
+        logon: logon_spec(&a)?,
         together: None,
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };
@@ -207,6 +216,32 @@ fn share(total: u64, n: usize, i: usize) -> u64 {
 
 /// Each loop drives its share of the connections, the rate and the bursts;
 /// with several, their measured runs start together.
+/// `--account` and `--password-file`, checked.
+fn logon_spec(a: &LoadArgs) -> Result<tailgate::load::LogonSpec, String> {
+    let mut accounts = Vec::new();
+    for name in &a.account {
+        let code = tailgate::proto::Code8::new(name)
+            .filter(|c| c.as_str() == name && name.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| format!("--account {name:?}: 1 to 8 printable ASCII characters, no spaces"))?;
+        accounts.push(code);
+    }
+    let password = match &a.password_file {
+        None => tailgate::proto::Password::NONE,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("--password-file {}: {e}", p.display()))?;
+            let line = text.lines().next().unwrap_or_default();
+            tailgate::proto::Password::new(line).filter(|p| !p.is_empty()).ok_or_else(|| {
+                format!(
+                    "--password-file {}: the first line must be 1 to {} printable ASCII characters",
+                    p.display(),
+                    tailgate::proto::PASSWORD_LEN
+                )
+            })?
+        }
+    };
+    Ok(tailgate::load::LogonSpec { accounts, password, first: 0 })
+}
+
 struct LoadJob {
     cfg: LoadConfig,
     arrived: Arc<AtomicUsize>,
@@ -229,10 +264,12 @@ impl LoadJob {
             let mine = share(u64::from(count), n, i) as u32;
             (mine > 0).then_some((mine, every))
         });
+        let first = (0..i).map(|j| share(cfg.conns as u64, n, j) as usize).sum();
         LoadConfig {
             conns: conns as usize,
             mode,
             burst,
+            logon: tailgate::load::LogonSpec { first, ..cfg.logon.clone() },
             progress: false,
             together: Some(Together { arrived: self.arrived.clone(), of: n }),
             ..cfg.clone()

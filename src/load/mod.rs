@@ -43,6 +43,7 @@ use serde::Serialize;
 
 pub use self::echo::{EchoLoad, ECHO_MIN_SIZE};
 pub use self::orders::{Lifecycle, OrdersLoad};
+
 pub use self::report::{LoopShare, Percentiles, Report};
 pub use self::workload::Workload;
 use self::workload::{Replies, Tally};
@@ -93,10 +94,24 @@ pub struct LoadConfig {
     pub burst: Option<(u32, u64)>,
     /// Orders: the percent of limit orders priced to cross the book.
     pub cross: u8,
+    /// Orders: who the sessions log on as.
+    pub logon: LogonSpec,
     /// One generator of several (one per loop): every one counts itself in
     /// here once its sessions are logged on, and the measured run starts
     /// when all of them have, so their runs overlap.
     pub together: Option<Together>,
+}
+
+/// Who the order sessions log on as: connection `i` (counted over every
+/// loop, from `first` on this one) as `accounts[i % len]`, or as `LG<i>`
+/// when none is given; with `password` when it is not empty (a version-3
+/// Logon).
+#[derive(Debug, Clone, Default)]
+pub struct LogonSpec {
+    pub accounts: Vec<crate::proto::Code8>,
+    pub password: crate::proto::Password,
+    /// This generator's first connection's index over every loop.
+    pub first: usize,
 }
 
 /// The start line of several generators (see [`LoadConfig::together`]).
@@ -159,7 +174,7 @@ impl<T: Transport> LoadGen<T> {
         let hist =
             Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| io::Error::other(format!("histogram: {e}")))?;
         let work: Box<dyn Workload> = match cfg.app {
-            LoadApp::Orders => Box::new(OrdersLoad::new(cfg.cross)),
+            LoadApp::Orders => Box::new(OrdersLoad::new(cfg.cross).with_logon(cfg.logon.clone())),
             LoadApp::Echo => Box::new(EchoLoad::new(cfg.size)),
         };
         Ok(LoadGen {

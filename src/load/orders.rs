@@ -157,6 +157,7 @@ pub struct OrdersLoad {
     conns: Vec<Conn>,
     life: Lifecycle,
     fill_hist: Histogram<u64>,
+    logon: super::LogonSpec,
 }
 
 impl OrdersLoad {
@@ -167,7 +168,14 @@ impl OrdersLoad {
             conns: Vec::new(),
             life: Lifecycle::default(),
             fill_hist: Histogram::new_with_bounds(1, super::HIST_MAX_NS, 3).expect("valid histogram bounds"),
+            logon: super::LogonSpec::default(),
         }
+    }
+
+    /// Log on as `spec` says.
+    pub fn with_logon(mut self, spec: super::LogonSpec) -> Self {
+        self.logon = spec;
+        self
     }
 }
 
@@ -196,8 +204,14 @@ impl Workload for OrdersLoad {
                 rng: 0x9e37_79b9_7f4a_7c15 ^ (i + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
             });
         }
-        let account = Code8::new(&format!("LG{}", ci % 1_000_000)).unwrap_or(Code8(*b"LG      "));
-        self.conns[ci].push(ClientMsg::Logon { account }, tx);
+        let l = &self.logon;
+        let i = l.first + ci;
+        let account = match l.accounts.len() {
+            0 => Code8::new(&format!("LG{}", i % 1_000_000)).unwrap_or(Code8(*b"LG      ")),
+            n => l.accounts[i % n],
+        };
+        let password = l.password;
+        self.conns[ci].push(ClientMsg::Logon { account, password }, tx);
     }
 
     fn ready(&self, ci: usize) -> bool {

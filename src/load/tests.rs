@@ -42,6 +42,7 @@ fn cfg(addr: SocketAddr, app: LoadApp, mode: Mode) -> LoadConfig {
         logon_timeout: Duration::from_secs(5),
         burst: None,
         cross: 0,
+        logon: Default::default(),
         together: None,
     }
 }

@@ -6,10 +6,17 @@ use super::*;
 /// A message from client to gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientMsg {
-    Logon { account: Code8 },
+    /// `password` is empty in versions 1 and 2 (their Logon has none).
+    Logon {
+        account: Code8,
+        password: Password,
+    },
     Heartbeat,
     NewOrder(NewOrder),
-    Cancel { cl_ord_id: u64, client_ts: u64 },
+    Cancel {
+        cl_ord_id: u64,
+        client_ts: u64,
+    },
     Logout,
 }
 
@@ -26,6 +33,14 @@ pub struct NewOrder {
     pub symbol: Code8,
 }
 
+impl NewOrder {
+    /// The symbol as one integer (its 8 bytes, little-endian).
+    #[inline]
+    pub fn symbol_code(&self) -> u64 {
+        u64::from_le_bytes(self.symbol.0)
+    }
+}
+
 impl ClientMsg {
     /// Decode a client frame's content. The sequence number is not checked
     /// here; that is session state (see `app::orders`).
@@ -38,7 +53,12 @@ impl ClientMsg {
                 if !account.valid_account() {
                     return Err(RejectReason::BadAccount);
                 }
-                ClientMsg::Logon { account }
+                let password = if f.version() >= VERSION {
+                    Password::from_field(&b[field::LOGON_PASSWORD]).ok_or(RejectReason::BadPassword)?
+                } else {
+                    Password::NONE
+                };
+                ClientMsg::Logon { account, password }
             }
             msg_type::HEARTBEAT => ClientMsg::Heartbeat,
             msg_type::NEW_ORDER => {
@@ -106,19 +126,35 @@ impl ClientMsg {
         }
     }
 
-    /// Encode (version 2) into `out`; returns the frame length, or `None`
+    /// A Logon without a password.
+    pub fn logon(account: Code8) -> ClientMsg {
+        ClientMsg::Logon { account, password: Password::NONE }
+    }
+
+    /// Encode (version 3) into `out`; returns the frame length, or `None`
     /// if `out` is too small.
     pub fn encode(&self, seq: u32, out: &mut [u8]) -> Option<usize> {
         self.encode_as(VERSION, seq, out)
     }
 
-    /// Encode with `version` in the header (every client message has the
-    /// same layout in versions 1 and 2).
+    /// Encode with `version` in the header (every client message but the
+    /// Logon has the same layout in every version; a Logon with a password
+    /// cannot be encoded before version 3).
     pub fn encode_as(&self, version: u8, seq: u32, out: &mut [u8]) -> Option<usize> {
         let ty = self.msg_type();
+        if let ClientMsg::Logon { password, .. } = self {
+            if version < VERSION && !password.is_empty() {
+                return None;
+            }
+        }
         let b = header(out, ty, seq, version)?;
         match *self {
-            ClientMsg::Logon { account } => b[field::LOGON_ACCOUNT].copy_from_slice(&account.0),
+            ClientMsg::Logon { account, password } => {
+                b[field::LOGON_ACCOUNT].copy_from_slice(&account.0);
+                if version >= VERSION {
+                    b[field::LOGON_PASSWORD][..password.expose().len()].copy_from_slice(password.expose());
+                }
+            }
             ClientMsg::Heartbeat => {}
             ClientMsg::NewOrder(o) => {
                 b[field::ORDER_CL_ORD_ID].copy_from_slice(&o.cl_ord_id.to_le_bytes());

@@ -4,8 +4,8 @@
 //! loop is asked to flush ([`crate::app::Requests::wake`]). Output keeps its
 //! order: while the outbox holds anything, new messages queue behind it.
 
-use super::fixed_map::FixedMap;
 use crate::app::OutBuf;
+use crate::fixed_map::FixedMap;
 use crate::proto::{self, GatewayMsg};
 
 /// Bytes a session's outbox holds: 256 fills. A client that lets more

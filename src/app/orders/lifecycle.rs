@@ -14,8 +14,8 @@
 //! Accepted, a token the table does not hold) is counted and logged and
 //! changes nothing.
 
-use super::fixed_map::FixedMap;
 use super::Orders;
+use crate::fixed_map::FixedMap;
 use crate::proto::{msg_type, GatewayMsg, NewOrder, OrderKind, RejectReason, Side};
 use crate::transport::ConnId;
 use crate::venue::ouch::{self, cancel_reason, Enter, Inbound, Outbound};

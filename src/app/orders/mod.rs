@@ -16,11 +16,9 @@
 //! lifecycle.rs  the order table, and what each exchange report becomes
 //! upstream.rs   the loop's session to the exchange
 //! resend.rs     what goes to it again: after a login, and cancel on disconnect
-//! fixed_map.rs  the fixed-capacity map of orders and of each session's open orders
 //! ```
 
 mod client;
-mod fixed_map;
 mod lifecycle;
 mod resend;
 mod session;

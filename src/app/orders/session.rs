@@ -147,7 +147,7 @@ impl Orders {
         self.counters.messages_in += 1;
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
         c.last_rx = now;
-        if !c.logged_on && (f.version() == VERSION_1 || f.version() == crate::proto::VERSION) {
+        if !c.logged_on && (VERSION_1..=crate::proto::VERSION).contains(&f.version()) {
             // Replies before the Logon is accepted speak the client's version.
             c.version = f.version();
         }
@@ -180,7 +180,7 @@ impl Orders {
             return Verdict::Continue;
         }
         match msg {
-            ClientMsg::Logon { account } => {
+            ClientMsg::Logon { account, .. } => {
                 if logged_on {
                     self.reject(conn, gen, out, f, RejectReason::AlreadyLoggedOn, recv_ts, now);
                 } else if self.up.is_some() && version == VERSION_1 {

@@ -44,7 +44,7 @@ impl Client {
         v
     }
     fn logon(&mut self) {
-        assert_eq!(self.send(ClientMsg::Logon { account: Code8::new("T1").unwrap() }), Verdict::Continue);
+        assert_eq!(self.send(ClientMsg::logon(Code8::new("T1").unwrap())), Verdict::Continue);
         assert!(matches!(self.replies()[..], [GatewayMsg::LogonAck { .. }]));
     }
 }
@@ -109,7 +109,7 @@ fn session_reject_reasons() {
     c.send(limit(1));
     assert_eq!(reason_of(&c.replies()[0]), RejectReason::NotLoggedOn);
     c.logon();
-    c.send(ClientMsg::Logon { account: Code8::new("T1").unwrap() });
+    c.send(ClientMsg::logon(Code8::new("T1").unwrap()));
     assert_eq!(reason_of(&c.replies()[0]), RejectReason::AlreadyLoggedOn);
     c.send(limit(1));
     assert!(matches!(c.replies()[0], GatewayMsg::Ack { .. }));
@@ -165,7 +165,7 @@ fn framing_error_aborts() {
 fn partial_frames_wait_for_more() {
     let mut c = Client::new(OrdersConfig::default());
     let mut b = [0u8; 64];
-    let n = ClientMsg::Logon { account: Code8::new("X").unwrap() }.encode(1, &mut b).unwrap();
+    let n = ClientMsg::logon(Code8::new("X").unwrap()).encode(1, &mut b).unwrap();
     assert_eq!(c.send_raw(&b[..n - 1]), (0, Verdict::Continue));
     assert_eq!(c.send_raw(&b[..n]), (n, Verdict::Continue));
 }
@@ -294,9 +294,7 @@ mod upstream {
         let (mut app, _ups, mut s) = gateway();
         let mut out = OutBuf::with_capacity(4096);
         let mut b = [0u8; 64];
-        let n = ClientMsg::Logon { account: Code8::new("T1").unwrap() }
-            .encode_as(crate::proto::VERSION_1, 1, &mut b)
-            .unwrap();
+        let n = ClientMsg::logon(Code8::new("T1").unwrap()).encode_as(crate::proto::VERSION_1, 1, &mut b).unwrap();
         app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
         let Ok(Parsed::Frame(f)) = Frame::parse(out.as_slice()) else { panic!("a reply") };
         assert_eq!(f.version(), crate::proto::VERSION_1, "answered in the client's version");
@@ -308,7 +306,7 @@ mod upstream {
         let (mut app, _ups, mut s) = gateway();
         let mut out = OutBuf::with_capacity(4096);
         let mut b = [0u8; 64];
-        for (seqn, m) in (1..).zip([ClientMsg::Logon { account: Code8::new("T1").unwrap() }, limit(1)]) {
+        for (seqn, m) in (1..).zip([ClientMsg::logon(Code8::new("T1").unwrap()), limit(1)]) {
             let n = m.encode(seqn, &mut b).unwrap();
             app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
         }
@@ -343,7 +341,7 @@ mod reports {
             ClientMsg::NewOrder(o) => ClientMsg::NewOrder(NewOrder { qty: 1000, ..o }),
             _ => unreachable!(),
         };
-        for (seqn, m) in (1..).zip([ClientMsg::Logon { account: Code8::new("T1").unwrap() }, big]) {
+        for (seqn, m) in (1..).zip([ClientMsg::logon(Code8::new("T1").unwrap()), big]) {
             let n = m.encode(seqn, &mut b).unwrap();
             app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
         }
@@ -395,7 +393,7 @@ mod reports {
         let login = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
         app.on_input(&mut ups, &login, &mut out, &mut Tracer::disabled(), 0, 1);
         let mut b = [0u8; 64];
-        for (seqn, m) in (1..).zip([ClientMsg::Logon { account: Code8::new("T1").unwrap() }, limit(1), limit(2)]) {
+        for (seqn, m) in (1..).zip([ClientMsg::logon(Code8::new("T1").unwrap()), limit(1), limit(2)]) {
             let n = m.encode(seqn, &mut b).unwrap();
             app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
         }

@@ -1,0 +1,102 @@
+//! Accounts and pre-trade risk: who may log on, and what an order must
+//! pass before it goes to the exchange (SEC Rule 15c3-5, EU RTS 6).
+//!
+//! ```text
+//! config.rs    the config file's [[accounts]], [limits] and [prices]
+//! cidr.rs      allowed source networks
+//! accounts.rs  the accounts, and what every loop shares of each (atomics)
+//! limits.rs    limits: defaults, overrides, the snapshot the loops swap in
+//! checks.rs    the checks of one order, on the loop
+//! ```
+//!
+//! One [`Risk`] is shared by every loop of a gateway. What a loop changes
+//! in it is atomics; what the admin side changes is published as a new
+//! limits snapshot or an atomic flag (the kill switch): a loop never takes
+//! a lock, and never hashes a password.
+
+pub mod accounts;
+pub mod checks;
+pub mod cidr;
+pub mod config;
+pub mod limits;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use self::accounts::Accounts;
+use self::limits::Published;
+
+/// What every loop of a gateway shares: the accounts, the limits, the
+/// reference prices configured, and the kill switch.
+#[derive(Debug)]
+pub struct Risk {
+    pub accounts: Accounts,
+    pub limits: Arc<Published>,
+    /// Configured reference prices, by symbol code, sorted.
+    pub prices: Vec<(u64, i64)>,
+    /// The whole gateway's kill switch.
+    pub kill_all: AtomicBool,
+    /// Moves at every kill: each loop then cancels the working orders of
+    /// the killed accounts (and logs their sessions out, if asked).
+    pub kill_epoch: AtomicU64,
+    /// The last kill asked for the sessions to be logged out too.
+    pub kill_logout: AtomicBool,
+}
+
+impl Risk {
+    pub fn new(cfg: config::RiskConfig) -> Risk {
+        Risk {
+            accounts: cfg.accounts,
+            limits: Arc::new(Published::new(cfg.specs)),
+            prices: cfg.prices,
+            kill_all: AtomicBool::new(false),
+            kill_epoch: AtomicU64::new(0),
+            kill_logout: AtomicBool::new(false),
+        }
+    }
+
+    /// No accounts, no limits: anyone logs on as any account (a test mode).
+    pub fn open() -> Risk {
+        Risk::new(config::RiskConfig::default())
+    }
+
+    /// Do logons need a password (are accounts configured)?
+    pub fn needs_passwords(&self) -> bool {
+        !self.accounts.is_empty()
+    }
+
+    /// Kill account `a` (or every account, `None`): new orders are refused
+    /// `killed` and each loop cancels the working orders at its next turn.
+    pub fn kill(&self, a: Option<usize>, logout: bool) {
+        match a {
+            Some(i) => {
+                if let Some(s) = self.accounts.state.get(i) {
+                    s.killed.store(true, Ordering::Release);
+                }
+            }
+            None => self.kill_all.store(true, Ordering::Release),
+        }
+        self.kill_logout.store(logout, Ordering::Release);
+        self.kill_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Lift the kill of account `a` (or of the whole gateway, `None`; each
+    /// account's own kill stays until lifted by name).
+    pub fn enable(&self, a: Option<usize>) {
+        match a {
+            Some(i) => {
+                if let Some(s) = self.accounts.state.get(i) {
+                    s.killed.store(false, Ordering::Release);
+                }
+            }
+            None => self.kill_all.store(false, Ordering::Release),
+        }
+    }
+
+    /// Is account `a` (or, with `None`, a session of no account) killed?
+    #[inline]
+    pub fn killed(&self, a: Option<usize>) -> bool {
+        self.kill_all.load(Ordering::Relaxed)
+            || a.and_then(|i| self.accounts.state.get(i)).is_some_and(|s| s.killed.load(Ordering::Relaxed))
+    }
+}
