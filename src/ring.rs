@@ -166,6 +166,26 @@ impl<T: Copy> Consumer<T> {
         Some(r)
     }
 
+    /// As [`Consumer::pop_with`], with the slot mutable: `read` may clear
+    /// what it held (a password) before the producer reuses it.
+    #[inline]
+    pub fn pop_with_mut<R>(&mut self, read: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if self.tail == self.cached_head {
+            self.cached_head = self.shared.head.load(Ordering::Acquire);
+            if self.tail == self.cached_head {
+                return None;
+            }
+        }
+        let slot = &self.shared.slots[(self.tail & self.shared.mask) as usize];
+        // SAFETY: as in `pop_with`: the producer will not touch this slot
+        // until `tail` moves past it below, so `read` holds the only
+        // reference to it.
+        let r = read(unsafe { &mut *slot.get() });
+        self.tail += 1;
+        self.shared.tail.store(self.tail, Ordering::Release);
+        Some(r)
+    }
+
     /// Samples the producer has dropped so far.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)

@@ -51,6 +51,27 @@ pub fn online_cpus() -> Vec<usize> {
     parse_cpu_list(std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default().trim())
 }
 
+/// Place a helper thread on `pin` if given, else on any CPU but the
+/// loops' `cores` (when the machine has another).
+pub fn place_helper_off(cores: &[usize], pin: Option<usize>, who: &str) {
+    if pin.is_some() || cores.len() <= 1 {
+        return place_helper((cores.first().copied(), pin), who);
+    }
+    let cpus: Vec<usize> =
+        online_cpus().into_iter().filter(|c| !cores.contains(c) && *c < rustix::thread::CpuSet::MAX_CPU).collect();
+    if cpus.is_empty() {
+        crate::log_warn!("{who}: no CPU but the loops' online; it shares their cores");
+        return;
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    for c in cpus {
+        set.set(c);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        crate::log_warn!("{who}: cannot keep off the loops' cores: {e}");
+    }
+}
+
 /// Place a helper thread (the reporter, the capture writer), named `who` in
 /// warnings: on `place.1` if given, else off the loop's core `place.0` (when
 /// the machine has another CPU).

@@ -282,6 +282,29 @@ reasons! {
 /// Room for every reject reason's counter, indexed by code.
 pub const REASONS: usize = 64;
 
+/// A counter per reject reason, indexed by code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasonCounts(pub [u64; REASONS]);
+
+impl Default for ReasonCounts {
+    fn default() -> Self {
+        ReasonCounts([0; REASONS])
+    }
+}
+
+impl std::ops::Deref for ReasonCounts {
+    type Target = [u64; REASONS];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ReasonCounts {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())

@@ -118,7 +118,8 @@ fn codec_reject_reasons() {
         f(&mut b);
         decode_client(&b)
     };
-    assert_eq!(with(&|b| b[field::VERSION] = 3), Err(RejectReason::BadVersion));
+    assert_eq!(with(&|b| b[field::VERSION] = VERSION + 1), Err(RejectReason::BadVersion));
+    assert_eq!(with(&|b| b[field::VERSION] = 0), Err(RejectReason::BadVersion));
     assert_eq!(with(&|b| b[field::TYPE] = 0x7f), Err(RejectReason::UnknownType));
     assert_eq!(with(&|b| b[field::TYPE] = msg_type::ACK), Err(RejectReason::UnknownType));
     assert_eq!(with(&|b| b[field::TYPE] = msg_type::CANCEL), Err(RejectReason::BadLength));
@@ -144,6 +145,38 @@ fn codec_reject_reasons() {
     let mut out = client_frame(ClientMsg::Logout, 2);
     out[field::LOGOUT_RESERVED.start] = 1;
     assert_eq!(decode_client(&out), Err(RejectReason::BadReserved));
+}
+
+#[test]
+fn version_3_logon_carries_a_password_and_never_shows_it() {
+    let account = Code8::new("ALPHA").unwrap();
+    let password = Password::new("correct horse").unwrap();
+    let m = ClientMsg::Logon { account, password };
+    let b = client_frame(m, 1);
+    assert_eq!(b.len(), 48);
+    assert_eq!(decode_client(&b), Ok(m));
+    assert!(!format!("{m:?}").contains("horse"), "Debug must not print the password");
+    // Versions 1 and 2: a 16-byte Logon with no password.
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let n = ClientMsg::logon(account).encode_as(VERSION_2, 1, &mut buf).unwrap();
+    assert_eq!(n, 16);
+    assert_eq!(decode_client(&buf[..n]), Ok(ClientMsg::logon(account)));
+    assert_eq!(m.encode_as(VERSION_2, 1, &mut buf), None, "a password cannot go in a version-2 Logon");
+    // A 16-byte Logon in version 3 is the wrong length.
+    let mut short = buf[..n].to_vec();
+    short[field::VERSION] = VERSION;
+    assert_eq!(decode_client(&short), Err(RejectReason::BadLength));
+    // The field: printable ASCII, then zeros only.
+    let mut bad = b.clone();
+    bad[field::LOGON_PASSWORD.start] = 0x07;
+    assert_eq!(decode_client(&bad), Err(RejectReason::BadPassword));
+    let mut gap = b.clone();
+    gap[field::LOGON_PASSWORD.end - 1] = b'x';
+    assert_eq!(decode_client(&gap), Err(RejectReason::BadPassword), "bytes after the zero padding");
+    let mut p = password;
+    p.wipe();
+    assert!(p.is_empty() && p.expose().is_empty());
+    assert!(Password::new(&"x".repeat(PASSWORD_LEN + 1)).is_none());
 }
 
 #[test]

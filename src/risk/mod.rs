@@ -7,6 +7,7 @@
 //! accounts.rs  the accounts, and what every loop shares of each (atomics)
 //! limits.rs    limits: defaults, overrides, the snapshot the loops swap in
 //! checks.rs    the checks of one order, on the loop
+//! auth.rs      password verification on a helper thread, failed-logon throttling
 //! ```
 //!
 //! One [`Risk`] is shared by every loop of a gateway. What a loop changes
@@ -15,6 +16,7 @@
 //! a lock, and never hashes a password.
 
 pub mod accounts;
+pub mod auth;
 pub mod checks;
 pub mod cidr;
 pub mod config;

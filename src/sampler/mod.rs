@@ -394,7 +394,7 @@ pub struct AppCounters {
     pub messages_in: u64,
     pub messages_out: u64,
     /// By reject reason code.
-    pub rejects: [u64; 32],
+    pub rejects: crate::proto::ReasonCounts,
     pub framing_errors: u64,
 }
 

@@ -74,7 +74,7 @@ pub struct OrdersCounters {
     pub cancels_acked: u64,
     pub heartbeats_out: u64,
     /// Indexed by reject reason code.
-    pub rejects: [u64; 32],
+    pub rejects: crate::proto::ReasonCounts,
     pub framing_errors: u64,
     pub idle_timeouts: u64,
     pub seq_gaps: u64,
