@@ -39,6 +39,9 @@ enum Cmd {
     /// Check that this host is ready for a pinned busy-poll gateway: OK / WARN / FAIL per item,
     /// with the fix (docs/TUNING.md). Exits 1 on any FAIL.
     Doctor(cli::doctor::DoctorArgs),
+    /// Print the argon2id hash of a password (standard input's first line), for an account's
+    /// `password_hash` in the config file (docs/CONFIG.md).
+    HashPassword(cli::accounts::HashPasswordArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::Doctor(a) => cli::doctor::run(a),
         Cmd::Storm(a) => cli::storm::run(a),
         Cmd::Exchange(a) => cli::exchange::run(a),
+        Cmd::HashPassword(a) => cli::accounts::hash_password(a),
     };
     tailgate::log::flush();
     match result {

@@ -117,6 +117,18 @@ pub trait App {
     fn name(&self) -> &'static str;
     /// A connection opened. `now` is monotonic ns.
     fn open(&mut self, conn: ConnId, now: u64) -> Self::Session;
+    /// Does the application want each accepted connection's peer address
+    /// ([`App::open_from`])? It costs the kernel backend a getpeername(2)
+    /// per accept.
+    const WANTS_PEER: bool = false;
+    /// A connection opened from `peer` (with [`App::WANTS_PEER`]).
+    fn open_from(&mut self, conn: ConnId, _peer: Option<std::net::SocketAddr>, now: u64) -> Self::Session {
+        self.open(conn, now)
+    }
+    /// Once per loop iteration, before the connections are served: a
+    /// cheap look at what other threads handed the application (an
+    /// atomic load or two; its wakes are served in this iteration).
+    fn on_iteration(&mut self, _now: u64) {}
     /// Consume complete messages from `input`, appending replies to `out`.
     /// Returns the number of bytes consumed and a verdict. `recv_ts` is the
     /// wall-clock time the bytes were read; `now` is monotonic ns. An

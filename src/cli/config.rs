@@ -42,9 +42,9 @@ pub(crate) const HEADINGS: [(&str, &str); 8] = [
     ("inject", INJECT),
 ];
 
-/// Tables the next versions fill (accounts, risk limits, upstream
-/// sessions): named so that a file written for them gets a clear error.
-const RESERVED: [&str; 2] = ["accounts", "limits"];
+/// Tables that are not flags: the accounts and limits, read by
+/// `cli/accounts.rs` (`risk::config`).
+const RISK_TABLES: [&str; 3] = ["accounts", "limits", "prices"];
 
 /// What a key's TOML value may be, from its flag's parser.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -154,6 +154,9 @@ pub(crate) fn from_file(serve: &Command, given: &ArgMatches, path: &Path) -> Res
         let tline = line_of(&text, tname.span().start);
         let tname = tname.get_ref().as_ref();
         let at = |line: usize| format!("{file}:{line}");
+        if RISK_TABLES.contains(&tname) {
+            continue;
+        }
         if tname == "upstream" {
             if let Some(sessions) = tval.get_ref().as_array() {
                 out.extend(sessions_of(sessions, given, &at(tline))?);
@@ -168,11 +171,10 @@ pub(crate) fn from_file(serve: &Command, given: &ArgMatches, path: &Path) -> Res
             return Err(ConfigError(format!("{}: key `{tname}` is outside any table{hint}", at(tline))));
         };
         if !HEADINGS.iter().any(|(t, _)| *t == tname) {
-            let why = if RESERVED.contains(&tname) {
-                "is reserved for a later version and not read by this one".to_string()
-            } else {
-                format!("is not a table of serve's config (tables: {})", table_names())
-            };
+            let why = format!(
+                "is not a table of serve's config (tables: {}, and [[accounts]], [limits], [prices])",
+                table_names()
+            );
             return Err(ConfigError(format!("{}: [{tname}] {why}", at(tline))));
         }
         for (kname, kval) in table.iter() {

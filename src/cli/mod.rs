@@ -1,6 +1,7 @@
 //! The subcommands, one file each; this module holds what serve and load
 //! share: the backend flags, mapped onto the launcher's configuration.
 
+pub(crate) mod accounts;
 pub(crate) mod config;
 pub(crate) mod doctor;
 pub(crate) mod exchange;

@@ -65,9 +65,10 @@ pub(crate) struct ServeArgs {
     /// Gateway heartbeat interval in milliseconds (orders).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=3_600_000), help_heading = LISTEN)]
     pub(crate) heartbeat_ms: u32,
-    /// Log a session out after this long without a message from it, in milliseconds (orders).
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(10..=3_600_000), help_heading = LISTEN)]
-    pub(crate) idle_timeout_ms: u32,
+    /// Log a session out after this long without a message from it, in milliseconds (orders);
+    /// its working orders are then cancelled at the exchange. Default: two heartbeat intervals.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(10..=3_600_000), help_heading = LISTEN)]
+    pub(crate) idle_timeout_ms: Option<u32>,
     /// Open limit orders allowed per session (orders).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000), help_heading = LISTEN)]
     pub(crate) max_open_orders: u64,
@@ -244,7 +245,7 @@ impl ServeArgs {
     pub(crate) fn orders_config(&self) -> OrdersConfig {
         OrdersConfig {
             heartbeat_ms: self.heartbeat_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms.unwrap_or(self.heartbeat_ms.saturating_mul(2)),
             max_open_orders: self.max_open_orders as usize,
             max_live_orders: self.upstream.max_live_orders as usize,
         }
@@ -300,6 +301,15 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     if a.app == ServeApp::UdpEcho {
         return udp_echo(&a, port, stack_ip, wait, &sampling, &inject, one_core, &stop);
     }
+    let risk = std::sync::Arc::new(super::accounts::load(a.config.as_deref())?);
+    if a.app == ServeApp::Orders && !risk.needs_passwords() {
+        log_warn!(
+            "no [[accounts]] in --config: any client may log on as any account, without a password (a test mode)"
+        );
+    }
+    let loops = a.core.as_ref().map_or(1, |c| c.len()).max(a.xdp.queue.len()).max(1);
+    let cores: Vec<usize> = a.core.as_ref().map(|c| c.0.clone()).unwrap_or_default();
+    let auth = super::accounts::Auth::start(&risk, loops, cores, a.obs.reporter_core)?;
     let cfg = LaunchConfig {
         backend: a.backend.choice(),
         places: places(&a.xdp, a.core.as_ref()),
@@ -323,6 +333,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         addr: SocketAddr::new(ip, port),
         describe: describe.unwrap_or_default(),
         upstream: upstream.as_ref(),
+        risk: risk.clone(),
+        auth: &auth,
     };
     let keeper_stop = std::sync::Arc::new(AtomicBool::new(false));
     let keeper = upstream.as_ref().map(|p| p.keeper(keeper_stop.clone())).transpose()?;
@@ -363,6 +375,12 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     }
     if let Some(c) = ended.program {
         log_info!("xdp program: {}", c.line());
+    }
+    if let Some(v) = &auth.verifier {
+        log_info!("logons: {}", v.counters.line());
+    }
+    for line in super::accounts::exposure_lines(&risk) {
+        log_info!("{line}");
     }
     if !errors.is_empty() {
         return Err(errors.join("; "));
@@ -419,6 +437,9 @@ struct ServeJob<'a> {
     describe: (String, Option<String>),
     /// The exchange sessions, one per loop.
     upstream: Option<&'a super::upstream::UpstreamPlan>,
+    /// Accounts and limits, shared by every loop, and the logon verifier.
+    risk: std::sync::Arc<tailgate::risk::Risk>,
+    auth: &'a super::accounts::Auth,
 }
 
 impl Job for ServeJob<'_> {
@@ -442,6 +463,7 @@ impl Job for ServeJob<'_> {
                         Orders::with_upstream(a.orders_config(), p.sessions[cx.index].clone())
                     }
                 };
+                let app = app.with_risk(self.risk.clone(), self.auth.port(cx.index));
                 self.drive(Server::new(t, app, scfg), cx)
             }
             ServeApp::Echo => self.drive(Server::new(t, Echo::default(), scfg), cx),

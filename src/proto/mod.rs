@@ -323,6 +323,10 @@ pub enum LogoutReason {
     IdleTimeout = 2,
     /// The gateway is shutting down.
     Shutdown = 3,
+    /// The kill switch logged the session out (version 3).
+    Killed = 4,
+    /// The Logon was refused (version 3; the Reject before it says why).
+    Refused = 5,
 }
 
 impl LogoutReason {
@@ -332,6 +336,8 @@ impl LogoutReason {
             1 => Some(LogoutReason::SeqGap),
             2 => Some(LogoutReason::IdleTimeout),
             3 => Some(LogoutReason::Shutdown),
+            4 => Some(LogoutReason::Killed),
+            5 => Some(LogoutReason::Refused),
             _ => None,
         }
     }

@@ -388,6 +388,7 @@ impl<T: Transport, A: App> Server<T, A> {
             }
         }
         self.events = events;
+        self.app.on_iteration(now);
         // What the events' callbacks asked for (a refused connect's wake).
         self.take_requests(now);
         // Each connection with work once, then the ones another's callback
@@ -473,7 +474,12 @@ impl<T: Transport, A: App> Server<T, A> {
     }
 
     fn open(&mut self, id: ConnId, now: u64) {
-        let session = self.app.open(id, now);
+        let session = if A::WANTS_PEER {
+            let peer = self.transport.peer_addr(id);
+            self.app.open_from(id, peer, now)
+        } else {
+            self.app.open(id, now)
+        };
         self.open_with(id, session, now);
     }
 

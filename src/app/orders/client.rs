@@ -7,6 +7,16 @@
 use crate::app::OutBuf;
 use crate::fixed_map::FixedMap;
 use crate::proto::{self, GatewayMsg};
+use crate::risk::checks::SessionRisk;
+
+/// A session's open order: its OUCH token (0 in local mode), side, and
+/// the notional it holds of its account's credit (released when it is done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Open {
+    pub token: u32,
+    pub buy: bool,
+    pub notional: u64,
+}
 
 /// Bytes a session's outbox holds: 256 fills. A client that lets more
 /// pile up (it stopped reading) is disconnected: see `Client::doomed`.
@@ -19,15 +29,32 @@ pub struct Client {
     /// Tells this session from an earlier one on the same connection id.
     pub gen: u64,
     pub logged_on: bool,
+    /// Its Logon is with the verifier (see `risk::auth`).
+    pub pending: bool,
+    /// The Logon's sequence number and arrival (a refusal's `ref_seq` and
+    /// `gw_recv_ts`).
+    pub logon_seq: u32,
+    pub logon_ts: u64,
+    /// Its account, once logged on (`None`: no accounts are configured).
+    pub account: Option<usize>,
+    /// It holds one of its account's sessions (given back at close).
+    pub holds_session: bool,
+    /// Its Logon was refused, or it was logged out by the kill switch: it
+    /// closes once its outbox is flushed, and reads nothing more.
+    pub closing: bool,
+    /// Where it connected from.
+    pub source: Option<std::net::IpAddr>,
+    /// Its order-rate cell and recent orders.
+    pub risk: SessionRisk,
     /// The Logon's protocol version; every later frame must carry it.
     pub version: u8,
     /// Next sequence number expected from the client (first is 1).
     pub expect_seq: u32,
     /// Next sequence number the gateway sends (first is 1).
     pub out_seq: u32,
-    /// Open orders: `cl_ord_id` -> OUCH token (0 in local mode). Sized at
-    /// open for the session's limit; never grows on the loop.
-    pub open: FixedMap<u32>,
+    /// Open orders by `cl_ord_id`. Sized at open for the session's limit;
+    /// never grows on the loop.
+    pub open: FixedMap<Open>,
     pub last_rx: u64,
     pub last_tx: u64,
     pub outbox: OutBuf,
@@ -41,6 +68,14 @@ impl Client {
         Client {
             gen: 0,
             logged_on: false,
+            pending: false,
+            logon_seq: 0,
+            logon_ts: 0,
+            account: None,
+            holds_session: false,
+            closing: false,
+            source: None,
+            risk: SessionRisk::default(),
             version: proto::VERSION,
             expect_seq: 1,
             out_seq: 1,
@@ -56,6 +91,14 @@ impl Client {
     pub fn reset(&mut self, gen: u64, now: u64) {
         self.gen = gen;
         self.logged_on = false;
+        self.pending = false;
+        self.logon_seq = 0;
+        self.logon_ts = 0;
+        self.account = None;
+        self.holds_session = false;
+        self.closing = false;
+        self.source = None;
+        self.risk.reset();
         self.version = proto::VERSION;
         self.expect_seq = 1;
         self.out_seq = 1;
@@ -122,6 +165,16 @@ impl Clients {
         if let Some(c) = self.slots.get_mut(i).and_then(|s| s.take()) {
             self.spare.push(c);
         }
+    }
+
+    /// Connection ids that may hold a session (`0..slots()`).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The session on connection `i`, whichever it is.
+    pub fn at(&mut self, i: usize) -> Option<&mut Client> {
+        self.slots.get_mut(i).and_then(|s| s.as_mut())
     }
 
     /// Session `gen` on connection `i`, to look at.

@@ -14,9 +14,11 @@
 //! Accepted, a token the table does not hold) is counted and logged and
 //! changes nothing.
 
+use super::client::Open;
 use super::Orders;
 use crate::fixed_map::FixedMap;
 use crate::proto::{msg_type, GatewayMsg, NewOrder, OrderKind, RejectReason, Side};
+use crate::risk::checks::Reserved;
 use crate::transport::ConnId;
 use crate::venue::ouch::{self, cancel_reason, Enter, Inbound, Outbound};
 
@@ -36,6 +38,11 @@ pub struct Order {
     pub client_ts: u64,
     /// The NewOrder's sequence number (a Reject's `ref_seq`).
     pub ref_seq: u32,
+    /// Its account, side, and the price its open notional was counted at
+    /// (`px` x `leaves` is what it holds of the account's credit).
+    pub acct: Option<usize>,
+    pub buy: bool,
+    pub px: i64,
     pub leaves: u32,
     pub accepted: bool,
     pub order_id: u64,
@@ -106,6 +113,11 @@ pub fn enter_for(o: &NewOrder, token: u32) -> Enter {
     }
 }
 
+/// `px` x `qty`, saturated.
+fn notional(px: i64, qty: u32) -> u64 {
+    u64::try_from(i128::from(px) * i128::from(qty)).unwrap_or(u64::MAX)
+}
+
 /// The order a report is about (none for a System Event).
 pub fn token_of(m: &Outbound) -> Option<u32> {
     match m {
@@ -154,11 +166,14 @@ impl Orders {
     }
 
     /// Send a client's order to the exchange. `Err`: refuse it with that reason.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn enter(
         &mut self,
         conn: usize,
         gen: u64,
         o: &NewOrder,
+        acct: Option<usize>,
+        res: Reserved,
         ref_seq: u32,
         now: u64,
     ) -> Result<(), RejectReason> {
@@ -194,6 +209,9 @@ impl Orders {
             cl_ord_id: o.cl_ord_id,
             client_ts: o.client_ts,
             ref_seq,
+            acct,
+            buy: o.side == Side::Buy,
+            px: if acct.is_some() && res.notional > 0 { res.px } else { 0 },
             leaves: o.qty,
             accepted: false,
             order_id: 0,
@@ -206,7 +224,7 @@ impl Orders {
         self.table.orders.insert(u64::from(token), order);
         self.entered = Some(token);
         if let Some(c) = self.clients.get(conn, gen) {
-            c.open.insert(o.cl_ord_id, token);
+            c.open.insert(o.cl_ord_id, Open { token, buy: o.side == Side::Buy, notional: res.notional });
         }
         Ok(())
     }
@@ -230,8 +248,9 @@ impl Orders {
         Ok(())
     }
 
-    /// Send `msg` to the session that owns `o`, if it is still there.
-    fn report(&mut self, conn: usize, gen: u64, msg: GatewayMsg, now: u64) {
+    /// Send `msg` to session (`conn`, `gen`) from outside its turn, if it
+    /// is still there (its outbox, and a wake).
+    pub(super) fn report(&mut self, conn: usize, gen: u64, msg: GatewayMsg, now: u64) {
         match self.clients.get(conn, gen) {
             Some(c) => {
                 if c.emit(None, msg, now) {
@@ -243,9 +262,11 @@ impl Orders {
         }
     }
 
-    /// The order is done: out of the table and out of its session's open orders.
+    /// The order is done: out of the table and out of its session's open
+    /// orders, and what is left of it gives its credit back.
     fn done(&mut self, token: u32) {
         if let Some(o) = self.table.orders.remove(u64::from(token)) {
+            self.release(o.acct, o.buy, notional(o.px, o.leaves));
             if let Some(c) = self.clients.get(o.conn, o.gen) {
                 c.open.remove(o.cl_ord_id);
             }
@@ -327,6 +348,10 @@ impl Orders {
                 }
                 let leaves = o.leaves - qty;
                 self.counters.fills += 1;
+                self.filled(o.acct, o.buy, o.px, qty, price as i64, u64::from_le_bytes(o.enter.symbol));
+                if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
+                    e.leaves = leaves;
+                }
                 let fill = GatewayMsg::Fill {
                     cl_ord_id: o.cl_ord_id,
                     client_ts: o.client_ts,
@@ -345,8 +370,6 @@ impl Orders {
                         // will not answer a cancel of an order it no longer has.
                         self.cancel_rejected(&o, cts, recv_ts, now);
                     }
-                } else if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
-                    e.leaves = leaves;
                 }
             }
             Outbound::Canceled { qty, reason, .. } => {
@@ -359,6 +382,7 @@ impl Orders {
                     if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
                         e.leaves = leaves;
                     }
+                    self.release(o.acct, o.buy, notional(o.px, qty));
                     return self.invalid("an Order Canceled that leaves the order open", token);
                 }
                 self.done(token);

@@ -16,11 +16,13 @@
 //! lifecycle.rs  the order table, and what each exchange report becomes
 //! upstream.rs   the loop's session to the exchange
 //! resend.rs     what goes to it again: after a login, and cancel on disconnect
+//! risk.rs       accounts and risk on the loop: logons, the checks, credit, the kill switch
 //! ```
 
 mod client;
 mod lifecycle;
 mod resend;
+mod risk;
 mod session;
 mod upstream;
 
@@ -59,7 +61,7 @@ pub struct OrdersConfig {
 
 impl Default for OrdersConfig {
     fn default() -> Self {
-        OrdersConfig { heartbeat_ms: 1000, idle_timeout_ms: 5000, max_open_orders: 10_000, max_live_orders: 65_536 }
+        OrdersConfig { heartbeat_ms: 1000, idle_timeout_ms: 2000, max_open_orders: 10_000, max_live_orders: 65_536 }
     }
 }
 
@@ -104,6 +106,11 @@ pub struct OrdersCounters {
     pub slow_client_aborts: u64,
     /// Orders cancelled because their session closed.
     pub cancels_on_disconnect: u64,
+    /// Logons refused (each reason is counted in `rejects`).
+    pub logons_refused: u64,
+    /// Orders cancelled, and sessions logged out, by the kill switch.
+    pub kill_cancels: u64,
+    pub kill_logouts: u64,
 }
 
 impl OrdersCounters {
@@ -139,6 +146,8 @@ pub struct Orders {
     scratch: Vec<u32>,
     /// The order the message being handled sent to the exchange.
     entered: Option<u32>,
+    /// Accounts, limits and the kill switch (shared by every loop).
+    risk: self::risk::LoopRisk,
 }
 
 impl Orders {
@@ -156,6 +165,7 @@ impl Orders {
             now: 0,
             scratch: Vec::new(),
             entered: None,
+            risk: self::risk::LoopRisk::new(std::sync::Arc::new(crate::risk::Risk::open()), None),
         }
     }
 
@@ -294,19 +304,32 @@ impl App for Orders {
     /// a session's outbox is full, and a session's input waits behind its
     /// outbox: both are woken when there is room.
     const HOLDS_INPUT: bool = true;
+    /// A session's source address is checked against its account's.
+    const WANTS_PEER: bool = true;
 
     fn name(&self) -> &'static str {
         "orders"
     }
 
     fn open(&mut self, conn: ConnId, now: u64) -> Session {
+        self.open_from(conn, None, now)
+    }
+
+    fn open_from(&mut self, conn: ConnId, peer: Option<std::net::SocketAddr>, now: u64) -> Session {
         self.now = now;
         self.counters.sessions += 1;
         // Sized once, at accept, for the limit, and kept for the next
         // session: the map never grows on the hot path (an order beyond
         // the limit is rejected first).
         let gen = self.clients.open(conn.0, self.cfg.max_open_orders, now);
+        if let Some(c) = self.clients.get(conn.0, gen) {
+            c.source = peer.map(|p| p.ip());
+        }
         Session { conn, gen, upstream: false }
+    }
+
+    fn on_iteration(&mut self, now: u64) {
+        self.risk_iteration(now);
     }
 
     fn open_outbound(&mut self, conn: ConnId, token: u64, now: u64) -> Session {
@@ -444,6 +467,9 @@ impl App for Orders {
             self.more_for_upstream();
             return Verdict::Continue;
         }
+        if let Some(v) = self.closing_turn(s.conn.0, s.gen, out) {
+            return v;
+        }
         let Some(c) = self.clients.get(s.conn.0, s.gen) else { return Verdict::Abort };
         if c.doomed {
             return self.doomed(s.conn.0);
@@ -481,10 +507,13 @@ impl App for Orders {
 
     fn on_close(&mut self, s: Session, reason: &str) {
         if !s.upstream {
-            // Cancel on disconnect: its orders are pulled from the exchange.
-            if self.up.is_some() {
+            // Cancel on disconnect: its orders are pulled from the exchange
+            // (unless its account says otherwise).
+            let acct = self.clients.peek(s.conn.0, s.gen).and_then(|c| c.account);
+            if self.up.is_some() && self.cancels_on_disconnect(acct) {
                 self.cancel_on_disconnect(s.conn.0, s.gen, self.now);
             }
+            self.session_closed(s.conn.0, s.gen);
             self.clients.close(s.conn.0);
             return;
         }
@@ -510,7 +539,7 @@ impl App for Orders {
     }
 
     fn requests(&mut self) -> Option<&mut Requests> {
-        if self.up.is_some() {
+        if self.up.is_some() || self.risk.port.is_some() {
             Some(&mut self.requests)
         } else {
             None

@@ -32,7 +32,7 @@ impl Orders {
             return;
         }
         self.scratch.clear();
-        self.scratch.extend(c.open.iter().map(|(_, &token)| token));
+        self.scratch.extend(c.open.iter().map(|(_, o)| o.token));
         for i in 0..self.scratch.len() {
             let token = self.scratch[i];
             if let Some(o) = self.table.orders.get_mut(u64::from(token)) {

@@ -2,9 +2,13 @@
 //! Logon, and NewOrder and Cancel, either acknowledged here (local mode) or
 //! sent on to the exchange (see `lifecycle.rs`).
 
+use super::client::Open;
 use super::{Orders, MAX_REPLY};
 use crate::app::{OutBuf, Verdict};
-use crate::proto::{reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, OrderKind, RejectReason, VERSION_1};
+use crate::proto::{
+    reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, NewOrder, OrderKind, RejectReason, Side, VERSION_1,
+};
+use crate::risk::checks::Reserved;
 use crate::sampler::{kind, tracer::Tracer};
 
 impl Orders {
@@ -18,7 +22,7 @@ impl Orders {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn reject(
+    pub(super) fn reject(
         &mut self,
         conn: usize,
         gen: u64,
@@ -60,6 +64,11 @@ impl Orders {
             let Some(c) = self.clients.get(conn, gen) else { return (off, Verdict::Abort) };
             if c.doomed {
                 return (off, self.doomed(conn));
+            }
+            if c.closing {
+                // Nothing more is read from a refused or killed session.
+                let v = self.closing_turn(conn, gen, out).unwrap_or(Verdict::Close);
+                return (input.len(), v);
             }
             c.flush_outbox(out);
             // Replies wait behind what the outbox holds; input waits for room.
@@ -175,29 +184,21 @@ impl Orders {
                 return Verdict::Continue;
             }
         };
+        let pending = self.clients.get(conn, gen).is_some_and(|c| c.pending);
         if !logged_on && !matches!(msg, ClientMsg::Logon { .. }) {
             self.reject(conn, gen, out, f, RejectReason::NotLoggedOn, recv_ts, now);
             return Verdict::Continue;
         }
         match msg {
-            ClientMsg::Logon { account, .. } => {
-                if logged_on {
+            ClientMsg::Logon { account, password } => {
+                if logged_on || pending {
                     self.reject(conn, gen, out, f, RejectReason::AlreadyLoggedOn, recv_ts, now);
                 } else if self.up.is_some() && version == VERSION_1 {
                     // Version 1 has no Fill: its orders' executions could not reach it.
                     crate::log_info!("orders: conn#{conn}: a version-1 Logon, and fills need version 2: refused");
                     self.reject(conn, gen, out, f, RejectReason::BadVersion, recv_ts, now);
                 } else {
-                    if let Some(c) = self.clients.get(conn, gen) {
-                        c.logged_on = true;
-                    }
-                    self.counters.logons += 1;
-                    crate::log_debug!("orders: conn#{conn}: logon account={} version={version}", account.as_str());
-                    let ack = GatewayMsg::LogonAck {
-                        heartbeat_ms: self.cfg.heartbeat_ms,
-                        idle_timeout_ms: self.cfg.idle_timeout_ms,
-                    };
-                    self.send(conn, gen, out, ack, now);
+                    return self.logon(conn, gen, f, account, password, out, recv_ts, now);
                 }
             }
             ClientMsg::Heartbeat => {}
@@ -206,28 +207,27 @@ impl Orders {
                 let upstream = self.up.is_some();
                 let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
                 let counts = upstream || o.kind == OrderKind::Limit;
+                let acct = c.account;
+                let buy = o.side == Side::Buy;
                 let refused = if c.open.contains_key(o.cl_ord_id) {
                     Some(RejectReason::DuplicateOrderId)
                 } else if counts && c.open.len() >= max {
                     Some(RejectReason::TooManyOpenOrders)
-                } else if upstream {
-                    self.enter(conn, gen, &o, f.seq(), now).err()
                 } else {
-                    if o.kind == OrderKind::Limit {
-                        c.open.insert(o.cl_ord_id, 0);
+                    match self.check_order(conn, gen, &o, now) {
+                        Err(r) => Some(r),
+                        Ok(res) if upstream => {
+                            let r = self.enter(conn, gen, &o, acct, res, f.seq(), now).err();
+                            if r.is_some() {
+                                self.release(acct, buy, res.notional);
+                            }
+                            r
+                        }
+                        Ok(res) => {
+                            self.local_ack(conn, gen, out, &o, acct, res, recv_ts, now);
+                            None
+                        }
                     }
-                    let order_id = self.next_order_id;
-                    self.next_order_id += 1;
-                    self.counters.orders_acked += 1;
-                    let ack = GatewayMsg::Ack {
-                        cl_ord_id: o.cl_ord_id,
-                        client_ts: o.client_ts,
-                        gw_recv_ts: recv_ts,
-                        gw_send_ts: recv_ts,
-                        order_id,
-                    };
-                    self.send(conn, gen, out, ack, now);
-                    None
                 };
                 if let Some(reason) = refused {
                     self.reject(conn, gen, out, f, reason, recv_ts, now);
@@ -236,11 +236,13 @@ impl Orders {
             ClientMsg::Cancel { cl_ord_id, client_ts } => {
                 let upstream = self.up.is_some();
                 let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+                let acct = c.account;
                 let refused = match c.open.get(cl_ord_id).copied() {
                     None => Some(RejectReason::UnknownOrder),
-                    Some(token) if upstream => self.cancel(token, client_ts, f.seq(), now).err(),
-                    Some(_) => {
+                    Some(open) if upstream => self.cancel(open.token, client_ts, f.seq(), now).err(),
+                    Some(open) => {
                         c.open.remove(cl_ord_id);
+                        self.local_done(acct, open);
                         self.counters.cancels_acked += 1;
                         let ack =
                             GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts: recv_ts, gw_send_ts: recv_ts };
@@ -258,5 +260,40 @@ impl Orders {
             }
         }
         Verdict::Continue
+    }
+
+    /// Local mode: the order is acknowledged here; a limit order stays
+    /// open (holding its credit) until cancelled, a market order is done.
+    #[allow(clippy::too_many_arguments)]
+    fn local_ack(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        out: &mut OutBuf,
+        o: &NewOrder,
+        acct: Option<usize>,
+        res: Reserved,
+        recv_ts: u64,
+        now: u64,
+    ) {
+        let buy = o.side == Side::Buy;
+        if let Some(c) = self.clients.get(conn, gen) {
+            if o.kind == OrderKind::Limit {
+                c.open.insert(o.cl_ord_id, Open { token: 0, buy, notional: res.notional });
+            } else {
+                self.release(acct, buy, res.notional);
+            }
+        }
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        self.counters.orders_acked += 1;
+        let ack = GatewayMsg::Ack {
+            cl_ord_id: o.cl_ord_id,
+            client_ts: o.client_ts,
+            gw_recv_ts: recv_ts,
+            gw_send_ts: recv_ts,
+            order_id,
+        };
+        self.send(conn, gen, out, ack, now);
     }
 }

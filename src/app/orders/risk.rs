@@ -1,0 +1,285 @@
+//! The gateway's accounts and risk, on the loop: a Logon sent to the
+//! verifier and its answer, the pre-trade checks of each order, the credit
+//! an order holds until it is done, and the kill switch's sweep.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::client::Open;
+use super::Orders;
+use crate::app::{OutBuf, Verdict};
+use crate::proto::{msg_type, Code8, Frame, GatewayMsg, LogoutReason, NewOrder, Password, RejectReason};
+use crate::risk::auth::{Answer, Port, Refusal, Request};
+use crate::risk::checks::{self, Kill, Refs, Reserved};
+use crate::risk::limits::View;
+use crate::risk::Risk;
+use crate::transport::ConnId;
+
+/// Symbols whose last trade price a loop remembers beyond the configured ones.
+const LEARNED_SYMBOLS: usize = 4096;
+
+/// A loop's part of the accounts and risk.
+#[derive(Debug)]
+pub struct LoopRisk {
+    pub risk: Arc<Risk>,
+    pub view: View,
+    pub refs: Refs,
+    /// The verifier's port (`None`: no accounts, no passwords).
+    pub port: Option<Port>,
+    /// The kill epoch this loop has swept for.
+    pub kill_seen: u64,
+}
+
+impl LoopRisk {
+    pub fn new(risk: Arc<Risk>, port: Option<Port>) -> LoopRisk {
+        let view = View::new(risk.limits.clone());
+        let refs = Refs::new(&risk.prices, risk.prices.len() + LEARNED_SYMBOLS);
+        let kill_seen = risk.kill_epoch.load(Ordering::Acquire);
+        LoopRisk { risk, view, refs, port, kill_seen }
+    }
+}
+
+impl Orders {
+    /// Check logons against `risk`'s accounts (through `port`, this loop's
+    /// end of the verifier, when accounts are configured) and orders against
+    /// its limits.
+    pub fn with_risk(mut self, risk: Arc<Risk>, port: Option<Port>) -> Self {
+        if port.is_some() && self.up.is_none() {
+            // Logon answers are given from outside the session's turn.
+            self.requests = crate::app::Requests::with_capacity(super::WAKES);
+        }
+        self.risk = LoopRisk::new(risk, port);
+        self
+    }
+
+    /// A Logon on a session that is not logged on. Without accounts it is
+    /// accepted here; with them it goes to the verifier (or is refused at
+    /// once: no password, or the verifier's queue is full).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn logon(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        f: &Frame<'_>,
+        account: Code8,
+        mut password: Password,
+        out: &mut OutBuf,
+        recv_ts: u64,
+        now: u64,
+    ) -> Verdict {
+        if !self.risk.risk.needs_passwords() {
+            if let Some(c) = self.clients.get(conn, gen) {
+                c.logged_on = true;
+            }
+            self.counters.logons += 1;
+            crate::log_debug!("orders: conn#{conn}: logon account={} (no accounts configured)", account.as_str());
+            let ack =
+                GatewayMsg::LogonAck { heartbeat_ms: self.cfg.heartbeat_ms, idle_timeout_ms: self.cfg.idle_timeout_ms };
+            self.send(conn, gen, out, ack, now);
+            return Verdict::Continue;
+        }
+        let refused = if password.is_empty() {
+            crate::log_info!("orders: conn#{conn}: a Logon for {:?} with no password: refused", account.as_str());
+            Some(RejectReason::PasswordRequired)
+        } else {
+            let source = self.clients.get(conn, gen).and_then(|c| c.source);
+            let asked = match (self.risk.port.as_mut(), source) {
+                (Some(p), Some(source)) => p.ask(&Request { conn: conn as u32, gen, account, source, password }),
+                _ => false,
+            };
+            password.wipe();
+            if asked {
+                if let Some(c) = self.clients.get(conn, gen) {
+                    c.pending = true;
+                    c.logon_seq = f.seq();
+                    c.logon_ts = recv_ts;
+                }
+                return Verdict::Continue;
+            }
+            Some(RejectReason::LogonBusy)
+        };
+        let reason = refused.unwrap_or(RejectReason::LogonBusy);
+        self.reject(conn, gen, out, f, reason, recv_ts, now);
+        self.counters.logons_refused += 1;
+        self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Refused }, now);
+        Verdict::Close
+    }
+
+    /// Once per iteration: the verifier's answers, and a new kill.
+    pub(super) fn risk_iteration(&mut self, now: u64) {
+        if let Some(mut port) = self.risk.port.take() {
+            while let Some(a) = port.answer() {
+                self.logon_answer(a, now);
+            }
+            self.risk.port = Some(port);
+        }
+        let epoch = self.risk.risk.kill_epoch.load(Ordering::Acquire);
+        if epoch != self.risk.kill_seen {
+            self.risk.kill_seen = epoch;
+            self.kill_sweep(now);
+        }
+    }
+
+    fn logon_answer(&mut self, a: Answer, now: u64) {
+        let (conn, gen) = (a.conn as usize, a.gen);
+        let Some(c) = self.clients.get(conn, gen) else { return };
+        c.pending = false;
+        let reason = match a.verdict {
+            Ok(i) => {
+                let acct = &self.risk.risk.accounts;
+                if acct.state[i].take_session(acct.list[i].max_sessions) {
+                    c.logged_on = true;
+                    c.account = Some(i);
+                    c.holds_session = true;
+                    self.counters.logons += 1;
+                    crate::log_info!("orders: conn#{conn}: logon account={}", acct.name(i));
+                    let ack = GatewayMsg::LogonAck {
+                        heartbeat_ms: self.cfg.heartbeat_ms,
+                        idle_timeout_ms: self.cfg.idle_timeout_ms,
+                    };
+                    self.report(conn, gen, ack, now);
+                    return;
+                }
+                crate::log_warn!(
+                    "orders: conn#{conn}: account {} already has its {} session(s): logon refused",
+                    acct.name(i),
+                    acct.list[i].max_sessions
+                );
+                RejectReason::TooManySessions
+            }
+            Err(Refusal::Throttled) => RejectReason::LogonThrottled,
+            Err(_) => RejectReason::NotAuthorized,
+        };
+        self.counters.logons_refused += 1;
+        self.counters.rejects[reason as usize] += 1;
+        let (seq, ts) = (c.logon_seq, c.logon_ts);
+        let r = GatewayMsg::Reject {
+            cl_ord_id: 0,
+            client_ts: 0,
+            gw_recv_ts: ts,
+            ref_seq: seq,
+            reason,
+            ref_type: msg_type::LOGON,
+            exchange_reason: 0,
+        };
+        self.report(conn, gen, r, now);
+        self.report(conn, gen, GatewayMsg::Logout { reason: LogoutReason::Refused }, now);
+        if let Some(c) = self.clients.get(conn, gen) {
+            c.closing = true;
+        }
+    }
+
+    /// The pre-trade checks of `o` from session (`conn`, `gen`).
+    pub(super) fn check_order(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        o: &NewOrder,
+        now: u64,
+    ) -> Result<Reserved, RejectReason> {
+        let r = &mut self.risk;
+        r.view.refresh();
+        let Some(c) = self.clients.get(conn, gen) else { return Err(RejectReason::NotLoggedOn) };
+        let acct = c.account.and_then(|i| r.risk.accounts.state.get(i).map(|s| (i, &**s)));
+        let kill = Kill { all: r.risk.kill_all.load(Ordering::Relaxed) };
+        let res = checks::check(&r.view.snap, acct, kill, &r.refs, &mut c.risk, o, now);
+        if let Some((_, st)) = acct {
+            let n = if res.is_ok() { &st.accepted } else { &st.refused };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    /// Give back `notional` of account `acct`'s credit on its side.
+    pub(super) fn release(&self, acct: Option<usize>, buy: bool, notional: u64) {
+        if notional == 0 {
+            return;
+        }
+        if let Some(st) = acct.and_then(|i| self.risk.risk.accounts.state.get(i)) {
+            st.release(buy, notional);
+        }
+    }
+
+    /// A fill of `qty` at `price` of an order counted at `px`.
+    pub(super) fn filled(&mut self, acct: Option<usize>, buy: bool, px: i64, qty: u32, price: i64, symbol: u64) {
+        self.risk.refs.traded(symbol, price);
+        if let Some(st) = acct.and_then(|i| self.risk.risk.accounts.state.get(i)) {
+            let n = |p: i64| u64::try_from(i128::from(p) * i128::from(qty)).unwrap_or(u64::MAX);
+            st.fill(buy, n(px), n(price));
+        }
+    }
+
+    /// A local-mode order is done (cancelled, or its session closed).
+    pub(super) fn local_done(&self, acct: Option<usize>, open: Open) {
+        self.release(acct, open.buy, open.notional);
+    }
+
+    /// A session closed: give back its account's session, and (local mode)
+    /// the credit its open orders held.
+    pub(super) fn session_closed(&mut self, conn: usize, gen: u64) {
+        let local = self.up.is_none();
+        let Some(c) = self.clients.get(conn, gen) else { return };
+        let acct = c.account;
+        if c.holds_session {
+            c.holds_session = false;
+            if let Some(st) = acct.and_then(|i| self.risk.risk.accounts.state.get(i)) {
+                st.give_session();
+            }
+        }
+        if local && acct.is_some() {
+            for (_, o) in c.open.iter() {
+                if let Some(st) = acct.and_then(|i| self.risk.risk.accounts.state.get(i)) {
+                    st.release(o.buy, o.notional);
+                }
+            }
+        }
+    }
+
+    /// Does a session of account `acct` have its orders cancelled when it
+    /// ends without a Logout?
+    pub(super) fn cancels_on_disconnect(&self, acct: Option<usize>) -> bool {
+        acct.and_then(|i| self.risk.risk.accounts.list.get(i)).is_none_or(|a| a.cancel_on_disconnect)
+    }
+
+    /// The kill switch moved: every session of a killed account has its
+    /// working orders cancelled at the exchange, and is logged out if the
+    /// kill said so.
+    fn kill_sweep(&mut self, now: u64) {
+        let logout = self.risk.risk.kill_logout.load(Ordering::Acquire);
+        for i in 0..self.clients.slots() {
+            let Some(c) = self.clients.at(i) else { continue };
+            if !c.logged_on || c.closing || !self.risk.risk.killed(c.account) {
+                continue;
+            }
+            let gen = c.gen;
+            if self.up.is_some() {
+                let before = self.counters.cancels_on_disconnect;
+                self.cancel_on_disconnect(i, gen, now);
+                let n = self.counters.cancels_on_disconnect - before;
+                self.counters.cancels_on_disconnect = before;
+                self.counters.kill_cancels += n;
+            }
+            if logout {
+                self.counters.kill_logouts += 1;
+                self.report(i, gen, GatewayMsg::Logout { reason: LogoutReason::Killed }, now);
+                if let Some(c) = self.clients.get(i, gen) {
+                    c.closing = true;
+                }
+            }
+        }
+    }
+
+    /// A closing session's turn: flush, and close once its outbox is empty.
+    pub(super) fn closing_turn(&mut self, conn: usize, gen: u64, out: &mut OutBuf) -> Option<Verdict> {
+        let c = self.clients.get(conn, gen)?;
+        if !c.closing {
+            return None;
+        }
+        c.flush_outbox(out);
+        if c.outbox.len() > 0 {
+            self.requests.wake(ConnId(conn));
+            return Some(Verdict::Continue);
+        }
+        Some(Verdict::Close)
+    }
+}
