@@ -83,6 +83,7 @@
 //! `examples/relay.rs` relays each client to an upstream server, opening
 //! that connection from the client's own loop.
 
+pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod capture;

@@ -42,6 +42,8 @@ enum Cmd {
     /// Print the argon2id hash of a password (standard input's first line), for an account's
     /// `password_hash` in the config file (docs/CONFIG.md).
     HashPassword(cli::accounts::HashPasswordArgs),
+    /// The admin interface of a running gateway: kill switch, exposure, limits (docs/ADMIN.md).
+    Admin(cli::admin::AdminCmd),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::Storm(a) => cli::storm::run(a),
         Cmd::Exchange(a) => cli::exchange::run(a),
         Cmd::HashPassword(a) => cli::accounts::hash_password(a),
+        Cmd::Admin(a) => cli::admin::run(a),
     };
     tailgate::log::flush();
     match result {

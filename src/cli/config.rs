@@ -27,13 +27,15 @@ pub(crate) const CAPTURE: &str = "Capture";
 pub(crate) const SAMPLING: &str = "Sampling and metrics";
 pub(crate) const INJECT: &str = "Fault injection";
 pub(crate) const UPSTREAM: &str = "Upstream (the exchange)";
+pub(crate) const ADMIN: &str = "Admin";
 pub(crate) const CONFIG: &str = "Configuration file";
 
 /// The config file's tables, in the order `--print-config` prints them,
 /// with the `--help` heading whose flags each one holds.
-pub(crate) const HEADINGS: [(&str, &str); 8] = [
+pub(crate) const HEADINGS: [(&str, &str); 9] = [
     ("listen", LISTEN),
     ("upstream", UPSTREAM),
+    ("admin", ADMIN),
     ("xdp", XDP),
     ("loops", LOOPS),
     ("connections", CONNECTIONS),

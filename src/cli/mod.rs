@@ -2,6 +2,7 @@
 //! share: the backend flags, mapped onto the launcher's configuration.
 
 pub(crate) mod accounts;
+pub(crate) mod admin;
 pub(crate) mod config;
 pub(crate) mod doctor;
 pub(crate) mod exchange;

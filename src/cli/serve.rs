@@ -101,12 +101,15 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) upstream: super::upstream::UpstreamArgs,
     #[command(flatten)]
+    pub(crate) admin: super::admin::AdminArgs,
+    #[command(flatten)]
     pub(crate) xdp: XdpArgs,
     #[command(flatten)]
     pub(crate) obs: ObserveArgs,
     /// Read serve's flags from this TOML file: each flag is a key, its name without `--`, in the
-    /// table of its heading here ([listen], [upstream], [xdp], [loops], [connections], [capture],
-    /// [sampling], [inject]); flags given here override it (docs/CONFIG.md).
+    /// table of its heading here ([listen], [upstream], [admin], [xdp], [loops], [connections],
+    /// [capture], [sampling], [inject]); flags given here override it. Its [[accounts]], [limits]
+    /// and [prices] tables are the accounts and risk limits (docs/CONFIG.md).
     #[arg(long, value_name = "FILE", help_heading = CONFIG)]
     pub(crate) config: Option<std::path::PathBuf>,
     /// Print the effective configuration (flags over --config over defaults) as a config file,
@@ -309,7 +312,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     }
     let loops = a.core.as_ref().map_or(1, |c| c.len()).max(a.xdp.queue.len()).max(1);
     let cores: Vec<usize> = a.core.as_ref().map(|c| c.0.clone()).unwrap_or_default();
-    let auth = super::accounts::Auth::start(&risk, loops, cores, a.obs.reporter_core)?;
+    let auth = super::accounts::Auth::start(&risk, loops, cores.clone(), a.obs.reporter_core)?;
+    let _admin = a.admin.start(&risk, cores, a.obs.reporter_core)?;
     let cfg = LaunchConfig {
         backend: a.backend.choice(),
         places: places(&a.xdp, a.core.as_ref()),

@@ -51,6 +51,8 @@ pub struct AccountState {
     pub net: AtomicI64,
     /// The account's order-rate cell (see `limits::Rate`).
     pub rate_tat: AtomicU64,
+    /// Orders accepted by the checks and not done yet, over every loop.
+    pub orders: AtomicU64,
     /// Orders accepted and refused by the checks.
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
@@ -102,7 +104,15 @@ impl AccountState {
             let _ = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| Some(g.saturating_sub(notional)));
             return Err(Credit::Net);
         }
+        self.orders.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// An order that was reserved is done: what is left of it (`notional`)
+    /// is given back, and it is no longer open.
+    pub fn finished(&self, buy: bool, notional: u64) {
+        self.release(buy, notional);
+        let _ = self.orders.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     /// An open order's `notional` is done (or was never sent).

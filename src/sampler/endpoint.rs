@@ -48,7 +48,8 @@ pub struct EndpointStats {
     pub timed_out: AtomicU64,
 }
 
-fn response(status: StatusCode, ctype: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+/// An answer with a body.
+pub fn response(status: StatusCode, ctype: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
@@ -79,22 +80,38 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serve `listener` until `stop` is set (checked every 100 ms). Runs on the
 /// calling thread.
 pub fn serve(listener: TcpListener, content: Arc<dyn Content>, stop: Arc<AtomicBool>, stats: Arc<EndpointStats>) {
+    serve_with(listener, "metrics", stop, stats, move |req, _peer| route(req, &*content));
+}
+
+/// Serve `listener` with `route` (given each request and its peer's
+/// address; no request body is read) until `stop` is set, with the bounds
+/// above. `who` names the endpoint in warnings. Runs on the calling thread.
+pub fn serve_with<F>(
+    listener: TcpListener,
+    who: &'static str,
+    stop: Arc<AtomicBool>,
+    stats: Arc<EndpointStats>,
+    route: F,
+) where
+    F: Fn(&Request<Incoming>, SocketAddr) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let route = Arc::new(route);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::log_warn!("metrics: cannot start the HTTP runtime: {e}; /metrics is not served");
+            crate::log_warn!("{who}: cannot start the HTTP runtime: {e}; it is not served");
             return;
         }
     };
     rt.block_on(async move {
         if let Err(e) = listener.set_nonblocking(true) {
-            crate::log_warn!("metrics: {e}; /metrics is not served");
+            crate::log_warn!("{who}: {e}; it is not served");
             return;
         }
         let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
-                crate::log_warn!("metrics: {e}; /metrics is not served");
+                crate::log_warn!("{who}: {e}; it is not served");
                 return;
             }
         };
@@ -107,8 +124,9 @@ pub fn serve(listener: TcpListener, content: Arc<dyn Content>, stop: Arc<AtomicB
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                Ok(Ok((s, _))) => s,
+                Ok(Ok(s)) => s,
             };
+            let (accepted, peer) = accepted;
             if open.load(Ordering::Relaxed) >= MAX_CONNS {
                 stats.refused.fetch_add(1, Ordering::Relaxed);
                 drop(accepted);
@@ -116,10 +134,10 @@ pub fn serve(listener: TcpListener, content: Arc<dyn Content>, stop: Arc<AtomicB
             }
             open.fetch_add(1, Ordering::Relaxed);
             stats.served.fetch_add(1, Ordering::Relaxed);
-            let (open, content, stats) = (open.clone(), content.clone(), stats.clone());
+            let (open, route, stats) = (open.clone(), route.clone(), stats.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let r = route(&req, &*content);
+                    let r = route(&req, peer);
                     async move { Ok::<_, std::convert::Infallible>(r) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()

@@ -48,6 +48,9 @@ pub struct Order {
     pub order_id: u64,
     /// A Cancel is on its way: its `client_ts` and sequence number.
     pub cancel: Option<(u64, u32)>,
+    /// That cancel is the kill switch's: the client is told `Canceled`
+    /// (reason [`KILLED`]), and nothing if the exchange refuses it.
+    pub swept: bool,
     /// What was entered, to enter it again after a reconnect.
     pub enter: Enter,
     /// Sampling: the order's arrival and when its Enter was queued (0: not
@@ -112,6 +115,9 @@ pub fn enter_for(o: &NewOrder, token: u32) -> Enter {
         cl_ord_id,
     }
 }
+
+/// The `Canceled` reason of an order the kill switch cancelled.
+pub const KILLED: u8 = b'K';
 
 /// `px` x `qty`, saturated.
 fn notional(px: i64, qty: u32) -> u64 {
@@ -216,6 +222,7 @@ impl Orders {
             accepted: false,
             order_id: 0,
             cancel: None,
+            swept: false,
             enter,
             t_in: 0,
             t_sent: 0,
@@ -266,7 +273,7 @@ impl Orders {
     /// orders, and what is left of it gives its credit back.
     fn done(&mut self, token: u32) {
         if let Some(o) = self.table.orders.remove(u64::from(token)) {
-            self.release(o.acct, o.buy, notional(o.px, o.leaves));
+            self.finished(o.acct, o.buy, notional(o.px, o.leaves));
             if let Some(c) = self.clients.get(o.conn, o.gen) {
                 c.open.remove(o.cl_ord_id);
             }
@@ -387,6 +394,17 @@ impl Orders {
                 }
                 self.done(token);
                 let msg = match o.cancel {
+                    Some(_) if o.swept => {
+                        self.counters.kill_canceled += 1;
+                        GatewayMsg::Canceled {
+                            cl_ord_id: o.cl_ord_id,
+                            client_ts: o.client_ts,
+                            gw_recv_ts: ts.0,
+                            gw_send_ts: ts.1,
+                            qty,
+                            reason: KILLED,
+                        }
+                    }
                     Some((cts, _)) if reason == cancel_reason::USER_REQUESTED => {
                         self.counters.cancels_acked += 1;
                         GatewayMsg::CancelAck {
@@ -426,6 +444,11 @@ impl Orders {
     }
 
     fn cancel_rejected(&mut self, o: &Order, cancel_ts: u64, recv_ts: u64, now: u64) {
+        if o.swept {
+            // The client asked for no cancel: it hears of the order's end
+            // from the Fill or Reject itself.
+            return;
+        }
         self.counters.cancel_rejects += 1;
         let m = GatewayMsg::CancelReject {
             cl_ord_id: o.cl_ord_id,

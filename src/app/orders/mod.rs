@@ -108,8 +108,10 @@ pub struct OrdersCounters {
     pub cancels_on_disconnect: u64,
     /// Logons refused (each reason is counted in `rejects`).
     pub logons_refused: u64,
-    /// Orders cancelled, and sessions logged out, by the kill switch.
+    /// Cancels sent by the kill switch, orders it cancelled (the
+    /// exchange's answers), and sessions it logged out.
     pub kill_cancels: u64,
+    pub kill_canceled: u64,
     pub kill_logouts: u64,
 }
 
@@ -567,7 +569,8 @@ impl App for Orders {
         }
         let mut line = format!(
             "orders: sessions={} logons={} messages_in={} orders_acked={} cancels_acked={} \
-             heartbeats_out={} rejects={} framing_errors={} seq_gaps={} idle_timeouts={} shutdown_logouts={}{rej}",
+             heartbeats_out={} rejects={} framing_errors={} seq_gaps={} idle_timeouts={} shutdown_logouts={} \
+             logons_refused={} kill_cancels={} kill_canceled={} kill_logouts={}{rej}",
             c.sessions,
             c.logons,
             c.messages_in,
@@ -578,7 +581,11 @@ impl App for Orders {
             c.framing_errors,
             c.seq_gaps,
             c.idle_timeouts,
-            c.shutdown_logouts
+            c.shutdown_logouts,
+            c.logons_refused,
+            c.kill_cancels,
+            c.kill_canceled,
+            c.kill_logouts
         );
         if let Some(up) = &self.up {
             let st = &up.client.stats;

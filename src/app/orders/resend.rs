@@ -27,9 +27,17 @@ impl Orders {
     /// exchange. Its orders stay in the table until the exchange answers,
     /// and the answers are counted (`reports_for_closed_sessions`).
     pub(super) fn cancel_on_disconnect(&mut self, conn: usize, gen: u64, now: u64) {
-        let Some(c) = self.clients.get(conn, gen) else { return };
+        self.counters.cancels_on_disconnect += self.cancel_all(conn, gen, false, now);
+    }
+
+    /// Cancel every order session (`conn`, `gen`) has at the exchange
+    /// (`swept`: for the kill switch, the session still there); returns
+    /// how many cancels were queued.
+    pub(super) fn cancel_all(&mut self, conn: usize, gen: u64, swept: bool, now: u64) -> u64 {
+        let mut n = 0;
+        let Some(c) = self.clients.get(conn, gen) else { return 0 };
         if c.open.is_empty() {
-            return;
+            return 0;
         }
         self.scratch.clear();
         self.scratch.extend(c.open.iter().map(|(_, o)| o.token));
@@ -39,12 +47,14 @@ impl Orders {
                 if o.cancel.is_none() {
                     // The list holds every token at most once: it has room.
                     o.cancel = Some((0, 0));
+                    o.swept = swept;
                     self.table.cancels.push(token);
-                    self.counters.cancels_on_disconnect += 1;
+                    n += 1;
                 }
             }
         }
         self.pump(now);
+        n
     }
 
     /// Send what the lists hold, as far as the upstream buffer has room.

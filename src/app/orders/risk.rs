@@ -200,6 +200,14 @@ impl Orders {
         }
     }
 
+    /// An order of account `acct` is done: `notional` (what was left of it)
+    /// is given back, and it is no longer open.
+    pub(super) fn finished(&self, acct: Option<usize>, buy: bool, notional: u64) {
+        if let Some(st) = acct.and_then(|i| self.risk.risk.accounts.state.get(i)) {
+            st.finished(buy, notional);
+        }
+    }
+
     /// A fill of `qty` at `price` of an order counted at `px`.
     pub(super) fn filled(&mut self, acct: Option<usize>, buy: bool, px: i64, qty: u32, price: i64, symbol: u64) {
         self.risk.refs.traded(symbol, price);
@@ -211,7 +219,7 @@ impl Orders {
 
     /// A local-mode order is done (cancelled, or its session closed).
     pub(super) fn local_done(&self, acct: Option<usize>, open: Open) {
-        self.release(acct, open.buy, open.notional);
+        self.finished(acct, open.buy, open.notional);
     }
 
     /// A session closed: give back its account's session, and (local mode)
@@ -229,7 +237,7 @@ impl Orders {
         if local && acct.is_some() {
             for (_, o) in c.open.iter() {
                 if let Some(st) = acct.and_then(|i| self.risk.risk.accounts.state.get(i)) {
-                    st.release(o.buy, o.notional);
+                    st.finished(o.buy, o.notional);
                 }
             }
         }
@@ -253,11 +261,7 @@ impl Orders {
             }
             let gen = c.gen;
             if self.up.is_some() {
-                let before = self.counters.cancels_on_disconnect;
-                self.cancel_on_disconnect(i, gen, now);
-                let n = self.counters.cancels_on_disconnect - before;
-                self.counters.cancels_on_disconnect = before;
-                self.counters.kill_cancels += n;
+                self.counters.kill_cancels += self.cancel_all(i, gen, true, now);
             }
             if logout {
                 self.counters.kill_logouts += 1;

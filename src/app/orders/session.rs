@@ -219,7 +219,7 @@ impl Orders {
                         Ok(res) if upstream => {
                             let r = self.enter(conn, gen, &o, acct, res, f.seq(), now).err();
                             if r.is_some() {
-                                self.release(acct, buy, res.notional);
+                                self.finished(acct, buy, res.notional);
                             }
                             r
                         }
@@ -281,7 +281,7 @@ impl Orders {
             if o.kind == OrderKind::Limit {
                 c.open.insert(o.cl_ord_id, Open { token: 0, buy, notional: res.notional });
             } else {
-                self.release(acct, buy, res.notional);
+                self.finished(acct, buy, res.notional);
             }
         }
         let order_id = self.next_order_id;

@@ -1,0 +1,60 @@
+//! The admin audit log: one JSON line per admin request, allowed or not
+//! (time, peer, method, route, query, status, answer), appended and
+//! fsynced before the request is answered. The file is created 0600, and
+//! a symbolic link in its place is refused.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use super::Call;
+
+/// The audit log (admin thread only).
+pub struct Audit {
+    file: Option<Mutex<File>>,
+}
+
+impl Audit {
+    /// Append to `path`.
+    pub fn open(path: &Path) -> Result<Audit, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| format!("--admin-audit {}: {e}", path.display()))?;
+        Ok(Audit { file: Some(Mutex::new(f)) })
+    }
+
+    /// Log lines only (tests).
+    pub fn none() -> Audit {
+        Audit { file: None }
+    }
+
+    pub fn record(&self, c: &Call<'_>, status: u16, answer: &Value) {
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let line = json!({
+            "ts_ns": ts,
+            "peer": c.peer.to_string(),
+            "method": c.method,
+            "path": c.path,
+            "query": c.query,
+            "status": status,
+            "answer": answer,
+        });
+        if status == 401 {
+            crate::log_warn!("admin: {} {} from {}: 401 (no valid token)", c.method, c.path, c.peer);
+        }
+        let Some(f) = &self.file else { return };
+        let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+        let r = writeln!(f, "{line}").and_then(|_| f.sync_data());
+        if let Err(e) = r {
+            crate::log_warn!("admin: cannot append to the audit log: {e}");
+        }
+    }
+}
