@@ -435,6 +435,9 @@ impl App for Orders {
             self.counters.idle_timeouts += 1;
             crate::log_info!("orders: {}: idle for {} ms: logging out", s.conn, self.cfg.idle_timeout_ms);
             self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }, now);
+            // The heartbeat timeout ends the session now, not when its
+            // connection is gone: its orders are cancelled at once.
+            self.ended(conn, gen, now);
             return Verdict::Close;
         }
         if c.logged_on && now.saturating_sub(c.last_tx) >= self.cfg.heartbeat_ms as u64 * ms && out.spare() >= MAX_REPLY
@@ -511,10 +514,7 @@ impl App for Orders {
         if !s.upstream {
             // Cancel on disconnect: its orders are pulled from the exchange
             // (unless its account says otherwise).
-            let acct = self.clients.peek(s.conn.0, s.gen).and_then(|c| c.account);
-            if self.up.is_some() && self.cancels_on_disconnect(acct) {
-                self.cancel_on_disconnect(s.conn.0, s.gen, self.now);
-            }
+            self.ended(s.conn.0, s.gen, self.now);
             self.session_closed(s.conn.0, s.gen);
             self.clients.close(s.conn.0);
             return;

@@ -222,10 +222,11 @@ impl Orders {
         self.finished(acct, open.buy, open.notional);
     }
 
-    /// A session closed: give back its account's session, and (local mode)
-    /// the credit its open orders held.
-    pub(super) fn session_closed(&mut self, conn: usize, gen: u64) {
-        let local = self.up.is_none();
+    /// The session is over (a Logout either way, a timeout, a refusal, or
+    /// its connection closed; called again is harmless): its account's
+    /// session is given back, and its working orders are cancelled at the
+    /// exchange unless its account keeps them.
+    pub(super) fn ended(&mut self, conn: usize, gen: u64, now: u64) {
         let Some(c) = self.clients.get(conn, gen) else { return };
         let acct = c.account;
         if c.holds_session {
@@ -234,6 +235,17 @@ impl Orders {
                 st.give_session();
             }
         }
+        if self.up.is_some() && self.cancels_on_disconnect(acct) {
+            self.cancel_on_disconnect(conn, gen, now);
+        }
+    }
+
+    /// A session's connection closed (local mode): the credit its open
+    /// orders held is given back.
+    pub(super) fn session_closed(&mut self, conn: usize, gen: u64) {
+        let local = self.up.is_none();
+        let Some(c) = self.clients.get(conn, gen) else { return };
+        let acct = c.account;
         if local && acct.is_some() {
             for (_, o) in c.open.iter() {
                 if let Some(st) = acct.and_then(|i| self.risk.risk.accounts.state.get(i)) {
@@ -266,6 +278,7 @@ impl Orders {
             if logout {
                 self.counters.kill_logouts += 1;
                 self.report(i, gen, GatewayMsg::Logout { reason: LogoutReason::Killed }, now);
+                self.ended(i, gen, now);
                 if let Some(c) = self.clients.get(i, gen) {
                     c.closing = true;
                 }

@@ -169,6 +169,7 @@ impl Orders {
             );
             self.reject(conn, gen, out, f, RejectReason::SeqGap, recv_ts, now);
             self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::SeqGap }, now);
+            self.ended(conn, gen, now);
             return Verdict::Close;
         }
         c.expect_seq = c.expect_seq.wrapping_add(1);
@@ -256,6 +257,7 @@ impl Orders {
             }
             ClientMsg::Logout => {
                 self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Normal }, now);
+                self.ended(conn, gen, now);
                 return Verdict::Close;
             }
         }
