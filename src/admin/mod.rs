@@ -93,12 +93,9 @@ fn params(query: &str) -> Result<Vec<(String, String)>, String> {
 
 fn limits_json(l: &Limits) -> Value {
     let lim = |v: u64| if v == NONE { Value::Null } else { json!(v) };
-    let rate = |r: crate::risk::limits::Rate| {
-        if r.interval_ns == 0 {
-            Value::Null
-        } else {
-            json!({"orders_per_sec": 1_000_000_000 / r.interval_ns, "burst": r.burst})
-        }
+    let rate = |r: crate::risk::limits::Rate| match 1_000_000_000u64.checked_div(r.interval_ns) {
+        None => Value::Null,
+        Some(per_sec) => json!({"orders_per_sec": per_sec, "burst": r.burst}),
     };
     json!({
         "max_order_qty": lim(l.max_qty),
