@@ -91,6 +91,7 @@ pub mod clock;
 pub mod doctor;
 pub mod exchange;
 pub mod fixed_map;
+pub mod journal;
 pub mod launch;
 pub mod load;
 pub mod log;

@@ -44,6 +44,9 @@ enum Cmd {
     HashPassword(cli::accounts::HashPasswordArgs),
     /// The admin interface of a running gateway: kill switch, exposure, limits (docs/ADMIN.md).
     Admin(cli::admin::AdminCmd),
+    /// Print an audit journal (a `serve --journal` directory, or one segment): every order and
+    /// cancel with its decision, every logon, every exchange message (docs/JOURNAL.md).
+    Journal(cli::journal::JournalCmd),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::Exchange(a) => cli::exchange::run(a),
         Cmd::HashPassword(a) => cli::accounts::hash_password(a),
         Cmd::Admin(a) => cli::admin::run(a),
+        Cmd::Journal(a) => cli::journal::run(a),
     };
     tailgate::log::flush();
     match result {

@@ -28,14 +28,16 @@ pub(crate) const SAMPLING: &str = "Sampling and metrics";
 pub(crate) const INJECT: &str = "Fault injection";
 pub(crate) const UPSTREAM: &str = "Upstream (the exchange)";
 pub(crate) const ADMIN: &str = "Admin";
+pub(crate) const JOURNAL: &str = "Journal";
 pub(crate) const CONFIG: &str = "Configuration file";
 
 /// The config file's tables, in the order `--print-config` prints them,
 /// with the `--help` heading whose flags each one holds.
-pub(crate) const HEADINGS: [(&str, &str); 9] = [
+pub(crate) const HEADINGS: [(&str, &str); 10] = [
     ("listen", LISTEN),
     ("upstream", UPSTREAM),
     ("admin", ADMIN),
+    ("journal", JOURNAL),
     ("xdp", XDP),
     ("loops", LOOPS),
     ("connections", CONNECTIONS),

@@ -103,12 +103,14 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) admin: super::admin::AdminArgs,
     #[command(flatten)]
+    pub(crate) journal: super::journal::JournalArgs,
+    #[command(flatten)]
     pub(crate) xdp: XdpArgs,
     #[command(flatten)]
     pub(crate) obs: ObserveArgs,
     /// Read serve's flags from this TOML file: each flag is a key, its name without `--`, in the
-    /// table of its heading here ([listen], [upstream], [admin], [xdp], [loops], [connections],
-    /// [capture], [sampling], [inject]); flags given here override it. Its [[accounts]], [limits]
+    /// table of its heading here ([listen], [upstream], [admin], [journal], [xdp], [loops],
+    /// [connections], [capture], [sampling], [inject]); flags given here override it. Its [[accounts]], [limits]
     /// and [prices] tables are the accounts and risk limits (docs/CONFIG.md).
     #[arg(long, value_name = "FILE", help_heading = CONFIG)]
     pub(crate) config: Option<std::path::PathBuf>,
@@ -313,7 +315,11 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     let loops = a.core.as_ref().map_or(1, |c| c.len()).max(a.xdp.queue.len()).max(1);
     let cores: Vec<usize> = a.core.as_ref().map(|c| c.0.clone()).unwrap_or_default();
     let auth = super::accounts::Auth::start(&risk, loops, cores.clone(), a.obs.reporter_core)?;
-    let _admin = a.admin.start(&risk, cores, a.obs.reporter_core)?;
+    let _admin = a.admin.start(&risk, cores.clone(), a.obs.reporter_core)?;
+    if a.journal.journal.is_some() && a.app != ServeApp::Orders {
+        return Err("--journal applies to --app orders only".into());
+    }
+    let journal = super::journal::Journal::open(&a.journal, loops, cores, a.obs.reporter_core)?;
     let cfg = LaunchConfig {
         backend: a.backend.choice(),
         places: places(&a.xdp, a.core.as_ref()),
@@ -339,10 +345,12 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         upstream: upstream.as_ref(),
         risk: risk.clone(),
         auth: &auth,
+        journal: &journal,
     };
     let keeper_stop = std::sync::Arc::new(AtomicBool::new(false));
     let keeper = upstream.as_ref().map(|p| p.keeper(keeper_stop.clone())).transpose()?;
     let ended = launch(cfg, &job, &stop);
+    journal.close();
     if let Some(k) = keeper {
         // A last write of the sessions' numbers, after every loop stopped.
         keeper_stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -444,6 +452,7 @@ struct ServeJob<'a> {
     /// Accounts and limits, shared by every loop, and the logon verifier.
     risk: std::sync::Arc<tailgate::risk::Risk>,
     auth: &'a super::accounts::Auth,
+    journal: &'a super::journal::Journal,
 }
 
 impl Job for ServeJob<'_> {
@@ -467,7 +476,10 @@ impl Job for ServeJob<'_> {
                         Orders::with_upstream(a.orders_config(), p.sessions[cx.index].clone())
                     }
                 };
-                let app = app.with_risk(self.risk.clone(), self.auth.port(cx.index));
+                let mut app = app.with_risk(self.risk.clone(), self.auth.port(cx.index));
+                if let Some(w) = self.journal.writer(cx.index) {
+                    app = app.with_journal(w);
+                }
                 self.drive(Server::new(t, app, scfg), cx)
             }
             ServeApp::Echo => self.drive(Server::new(t, Echo::default(), scfg), cx),

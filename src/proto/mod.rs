@@ -277,6 +277,9 @@ reasons! {
     MarketNotAllowed = 36, "market_not_allowed";
     /// The Logon's password field is not printable ASCII followed by zeros.
     BadPassword = 37, "bad_password";
+    /// The audit journal cannot take the order (its next segment is not
+    /// ready): refused rather than sent unrecorded.
+    JournalUnavailable = 38, "journal_unavailable";
 }
 
 /// Room for every reject reason's counter, indexed by code.

@@ -9,7 +9,7 @@
 //! * [`rxts`]: `recvmsg` with the kernel's receive timestamp (control messages);
 //! * [`txack`]: the kernel's reports of the peer's ACKs (`SO_TIMESTAMPING`, error queue);
 //! * [`tsc`]: the CPU's time-stamp counter;
-//! * [`map_file`]: a shared writable mapping of a file (the sample log);
+//! * [`map_file`]: a shared writable mapping of a file (the sample log, the journal);
 //! * `skel`: the XDP program's generated skeleton (its read-only data layout).
 
 #![allow(unsafe_code)]
@@ -59,6 +59,15 @@ pub fn map_file(f: &File) -> io::Result<MmapMut> {
     // SAFETY: see above: the file is ours, freshly created; other processes
     // only read it.
     unsafe { MmapMut::map_mut(f) }
+}
+
+/// Map `f` shared and writable, for its current length, with every page
+/// faulted in now (`MAP_POPULATE`): whoever writes it later takes no page
+/// fault. The same ownership rule as [`map_file`] (the journal: each
+/// segment is created by the gateway with `O_EXCL`).
+pub fn map_file_populated(f: &File) -> io::Result<MmapMut> {
+    // SAFETY: as in `map_file`: the file is ours, freshly created.
+    unsafe { memmap2::MmapOptions::new().populate().map_mut(f) }
 }
 
 /// The skeleton libbpf-cargo generates for bpf/redirect.bpf.c, used for the

@@ -37,6 +37,8 @@ pub struct Client {
     pub logon_ts: u64,
     /// Its account, once logged on (`None`: no accounts are configured).
     pub account: Option<usize>,
+    /// The account its Logon named (for the journal).
+    pub name: crate::proto::Code8,
     /// It holds one of its account's sessions (given back at close).
     pub holds_session: bool,
     /// Its Logon was refused, or it was logged out by the kill switch: it
@@ -72,6 +74,7 @@ impl Client {
             logon_seq: 0,
             logon_ts: 0,
             account: None,
+            name: crate::proto::Code8([b' '; 8]),
             holds_session: false,
             closing: false,
             source: None,
@@ -95,6 +98,7 @@ impl Client {
         self.logon_seq = 0;
         self.logon_ts = 0;
         self.account = None;
+        self.name = crate::proto::Code8([b' '; 8]);
         self.holds_session = false;
         self.closing = false;
         self.source = None;

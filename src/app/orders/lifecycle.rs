@@ -43,6 +43,8 @@ pub struct Order {
     pub acct: Option<usize>,
     pub buy: bool,
     pub px: i64,
+    /// The session's account name (for the journal).
+    pub name: [u8; 8],
     pub leaves: u32,
     pub accepted: bool,
     pub order_id: u64,
@@ -216,6 +218,7 @@ impl Orders {
             client_ts: o.client_ts,
             ref_seq,
             acct,
+            name: self.clients.peek(conn, gen).map_or([b' '; 8], |c| c.name.0),
             buy: o.side == Side::Buy,
             px: if acct.is_some() && res.notional > 0 { res.px } else { 0 },
             leaves: o.qty,

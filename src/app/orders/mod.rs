@@ -14,12 +14,14 @@
 //! session.rs    a client's messages: checks, Logon, NewOrder, Cancel
 //! client.rs     a client session's state and its outbox
 //! lifecycle.rs  the order table, and what each exchange report becomes
+//! journal.rs    what goes to the audit journal
 //! upstream.rs   the loop's session to the exchange
 //! resend.rs     what goes to it again: after a login, and cancel on disconnect
 //! risk.rs       accounts and risk on the loop: logons, the checks, credit, the kill switch
 //! ```
 
 mod client;
+mod journal;
 mod lifecycle;
 mod resend;
 mod risk;
@@ -150,6 +152,8 @@ pub struct Orders {
     entered: Option<u32>,
     /// Accounts, limits and the kill switch (shared by every loop).
     risk: self::risk::LoopRisk,
+    /// This loop's audit journal, if one is kept.
+    journal: Option<crate::journal::writer::Writer>,
 }
 
 impl Orders {
@@ -168,6 +172,7 @@ impl Orders {
             scratch: Vec::new(),
             entered: None,
             risk: self::risk::LoopRisk::new(std::sync::Arc::new(crate::risk::Risk::open()), None),
+            journal: None,
         }
     }
 
@@ -220,6 +225,7 @@ impl Orders {
             }
             state.next_seq.store(seq + 1, std::sync::atomic::Ordering::Relaxed);
             let traced = self.trace_answer(&msg, tr);
+            self.journal_exchange(&msg, recv_ts);
             self.on_exchange(msg, recv_ts, now);
             if let Some(status) = traced {
                 tr.handled(status);
@@ -587,6 +593,10 @@ impl App for Orders {
             c.kill_canceled,
             c.kill_logouts
         );
+        if let Some(j) = self.journal_line() {
+            line.push('\n');
+            line.push_str(&j);
+        }
         if let Some(up) = &self.up {
             let st = &up.client.stats;
             line.push_str(&format!(

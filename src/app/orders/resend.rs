@@ -50,6 +50,9 @@ impl Orders {
                     o.swept = swept;
                     self.table.cancels.push(token);
                     n += 1;
+                    if swept {
+                        self.journal_kill_cancel(token, crate::clock::realtime_ns());
+                    }
                 }
             }
         }

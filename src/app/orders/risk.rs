@@ -67,10 +67,15 @@ impl Orders {
         recv_ts: u64,
         now: u64,
     ) -> Verdict {
+        let source = self.clients.get(conn, gen).and_then(|c| {
+            c.name = account;
+            c.source
+        });
         if !self.risk.risk.needs_passwords() {
             if let Some(c) = self.clients.get(conn, gen) {
                 c.logged_on = true;
             }
+            self.journal_logon(account, source, 0, recv_ts);
             self.counters.logons += 1;
             crate::log_debug!("orders: conn#{conn}: logon account={} (no accounts configured)", account.as_str());
             let ack =
@@ -82,7 +87,6 @@ impl Orders {
             crate::log_info!("orders: conn#{conn}: a Logon for {:?} with no password: refused", account.as_str());
             Some(RejectReason::PasswordRequired)
         } else {
-            let source = self.clients.get(conn, gen).and_then(|c| c.source);
             let asked = match (self.risk.port.as_mut(), source) {
                 (Some(p), Some(source)) => p.ask(&Request { conn: conn as u32, gen, account, source, password }),
                 _ => false,
@@ -99,6 +103,7 @@ impl Orders {
             Some(RejectReason::LogonBusy)
         };
         let reason = refused.unwrap_or(RejectReason::LogonBusy);
+        self.journal_logon(account, source, reason as u8, recv_ts);
         self.reject(conn, gen, out, f, reason, recv_ts, now);
         self.counters.logons_refused += 1;
         self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Refused }, now);
@@ -124,6 +129,7 @@ impl Orders {
         let (conn, gen) = (a.conn as usize, a.gen);
         let Some(c) = self.clients.get(conn, gen) else { return };
         c.pending = false;
+        let (name, source) = (c.name, c.source);
         let reason = match a.verdict {
             Ok(i) => {
                 let acct = &self.risk.risk.accounts;
@@ -133,6 +139,7 @@ impl Orders {
                     c.holds_session = true;
                     self.counters.logons += 1;
                     crate::log_info!("orders: conn#{conn}: logon account={}", acct.name(i));
+                    self.journal_logon(name, source, 0, crate::clock::realtime_ns());
                     let ack = GatewayMsg::LogonAck {
                         heartbeat_ms: self.cfg.heartbeat_ms,
                         idle_timeout_ms: self.cfg.idle_timeout_ms,
@@ -152,6 +159,8 @@ impl Orders {
         };
         self.counters.logons_refused += 1;
         self.counters.rejects[reason as usize] += 1;
+        self.journal_logon(name, source, reason as u8, crate::clock::realtime_ns());
+        let Some(c) = self.clients.get(conn, gen) else { return };
         let (seq, ts) = (c.logon_seq, c.logon_ts);
         let r = GatewayMsg::Reject {
             cl_ord_id: 0,

@@ -214,6 +214,8 @@ impl Orders {
                     Some(RejectReason::DuplicateOrderId)
                 } else if counts && c.open.len() >= max {
                     Some(RejectReason::TooManyOpenOrders)
+                } else if !self.journal_ready() {
+                    Some(RejectReason::JournalUnavailable)
                 } else {
                     match self.check_order(conn, gen, &o, now) {
                         Err(r) => Some(r),
@@ -230,6 +232,8 @@ impl Orders {
                         }
                     }
                 };
+                let token = if refused.is_none() { self.entered.unwrap_or(0) } else { 0 };
+                self.journal_order(conn, gen, &o, refused.map_or(0, |r| r as u8), token, recv_ts);
                 if let Some(reason) = refused {
                     self.reject(conn, gen, out, f, reason, recv_ts, now);
                 }
@@ -251,6 +255,7 @@ impl Orders {
                         None
                     }
                 };
+                self.journal_cancel(conn, gen, cl_ord_id, refused.map_or(0, |r| r as u8), recv_ts);
                 if let Some(reason) = refused {
                     self.reject(conn, gen, out, f, reason, recv_ts, now);
                 }
