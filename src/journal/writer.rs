@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -252,15 +252,10 @@ fn keep(maker: &mut Maker, mut ends: Vec<End>, mut in_use: Vec<(u64, Arc<File>)>
                     | Err(std::sync::mpsc::TrySendError::Disconnected(s)) => *spare = Some(s),
                 }
             }
-            loop {
-                match full.try_recv() {
-                    Ok(s) => {
-                        let _ = s.file.sync_data();
-                        in_use.retain(|(id, _)| *id != s.id);
-                        drop(s);
-                    }
-                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
-                }
+            while let Ok(s) = full.try_recv() {
+                let _ = s.file.sync_data();
+                in_use.retain(|(id, _)| *id != s.id);
+                drop(s);
             }
         }
         if stopping || (!sync.is_zero() && last_sync.elapsed() >= sync) {
