@@ -87,6 +87,10 @@ pub(crate) struct LoadArgs {
     /// Logon. Default: no password.
     #[arg(long, value_name = "FILE")]
     pub(crate) password_file: Option<std::path::PathBuf>,
+    /// Orders: when the run ends, append `ACCOUNT CL_ORD_ID` for every order acknowledged to
+    /// this file (to check a journal against).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) acked_log: Option<std::path::PathBuf>,
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
@@ -239,7 +243,7 @@ fn logon_spec(a: &LoadArgs) -> Result<tailgate::load::LogonSpec, String> {
             })?
         }
     };
-    Ok(tailgate::load::LogonSpec { accounts, password, first: 0 })
+    Ok(tailgate::load::LogonSpec { accounts, password, first: 0, acked_log: a.acked_log.clone() })
 }
 
 struct LoadJob {

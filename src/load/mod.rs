@@ -112,6 +112,9 @@ pub struct LogonSpec {
     pub password: crate::proto::Password,
     /// This generator's first connection's index over every loop.
     pub first: usize,
+    /// Append `ACCOUNT CL_ORD_ID` for every order acknowledged to this
+    /// file when the run ends.
+    pub acked_log: Option<std::path::PathBuf>,
 }
 
 /// The start line of several generators (see [`LoadConfig::together`]).

@@ -158,6 +158,30 @@ pub struct OrdersLoad {
     life: Lifecycle,
     fill_hist: Histogram<u64>,
     logon: super::LogonSpec,
+    /// Orders acknowledged, by account (with `acked_log`).
+    acked: Vec<(Code8, u64)>,
+    /// Each connection's account.
+    accounts: Vec<Code8>,
+}
+
+impl Drop for OrdersLoad {
+    /// The acknowledged orders, appended to `acked_log` in one write.
+    fn drop(&mut self) {
+        let Some(path) = &self.logon.acked_log else { return };
+        let mut text = String::with_capacity(self.acked.len() * 20);
+        for (a, id) in &self.acked {
+            text.push_str(&format!("{} {id}\n", a.as_str()));
+        }
+        use std::io::Write;
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        if let Err(e) = r {
+            crate::log_warn!("load: --acked-log {}: {e}", path.display());
+        }
+    }
 }
 
 impl OrdersLoad {
@@ -169,6 +193,8 @@ impl OrdersLoad {
             life: Lifecycle::default(),
             fill_hist: Histogram::new_with_bounds(1, super::HIST_MAX_NS, 3).expect("valid histogram bounds"),
             logon: super::LogonSpec::default(),
+            acked: Vec::new(),
+            accounts: Vec::new(),
         }
     }
 
@@ -211,6 +237,10 @@ impl Workload for OrdersLoad {
             n => l.accounts[i % n],
         };
         let password = l.password;
+        if self.accounts.len() <= ci {
+            self.accounts.resize(ci + 1, account);
+        }
+        self.accounts[ci] = account;
         self.conns[ci].push(ClientMsg::Logon { account, password }, tx);
     }
 
@@ -323,6 +353,9 @@ impl Workload for OrdersLoad {
                 }
                 GatewayMsg::Ack { cl_ord_id, .. } => {
                     life.acks += 1;
+                    if self.logon.acked_log.is_some() {
+                        self.acked.push((self.accounts[ci], cl_ord_id));
+                    }
                     ((cl_ord_id, false), false)
                 }
                 GatewayMsg::CancelAck { cl_ord_id, .. } => {
