@@ -1,6 +1,6 @@
 //! The admin audit log: one JSON line per admin request, allowed or not
-//! (time, peer, method, route, query, status, answer), appended and
-//! fsynced before the request is answered. The file is created 0600, and
+//! (the time it came, peer, method, route, query, status, answer),
+//! appended and fsynced before the request is answered. The file is created 0600, and
 //! a symbolic link in its place is refused.
 
 use std::fs::File;
@@ -36,8 +36,8 @@ impl Audit {
         Audit { file: None }
     }
 
-    pub fn record(&self, c: &Call<'_>, status: u16, answer: &Value) {
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    /// Append request `c`, which came at `ts` (ns since the epoch).
+    pub fn record(&self, c: &Call<'_>, ts: u64, status: u16, answer: &Value) {
         let line = json!({
             "ts_ns": ts,
             "peer": c.peer.to_string(),

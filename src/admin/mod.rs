@@ -249,13 +249,15 @@ impl Admin {
 
     /// Answer one request: 401 without the token; audited either way.
     pub fn handle(&self, c: &Call<'_>) -> Answer {
+        // The request's time is when it came, before it takes effect.
+        let ts = crate::clock::realtime_ns();
         let ok = c.authorization.and_then(|h| h.strip_prefix(b"Bearer ")).is_some_and(|t| same(t, &self.token));
         let answer = if ok {
             self.route(c)
         } else {
             err(StatusCode::UNAUTHORIZED, "a valid Authorization: Bearer TOKEN is needed")
         };
-        self.audit.record(c, answer.0.as_u16(), &answer.1);
+        self.audit.record(c, ts, answer.0.as_u16(), &answer.1);
         answer
     }
 }
