@@ -164,7 +164,12 @@ fn bad_keys_name_the_file_the_line_and_the_key() {
         ("[loops]\nspin = \"maybe\"\n", &[":2:", "spin", "true or false"]),
         ("[loops]\ncore = [0, \"x\"]\n", &[":2:", "core", "integers"]),
         ("# a comment\nport = 7777\n", &[":2:", "port", "outside any table", "[listen]"]),
-        ("[accounts]\nname = \"a\"\n", &[":1:", "[accounts]", "reserved"]),
+        ("[accounts]\nname = \"a\"\n", &["[[accounts]]", "array of tables"]),
+        (
+            "[[accounts]]\nname = \"A\"\npassword = \"hunter2\"\nsources = [\"10.0.0.0/8\"]\n",
+            &["`password` is refused", "hash-password"],
+        ),
+        ("[limits]\nmax_order_qty = \"lots\"\n", &["[limits]", "max_order_qty"]),
         ("[exchange]\n", &[":1:", "[exchange]", "[listen]"]),
         ("[connections]\nmax-conns = 0\n", &[":2:", "max-conns", "0"]),
         ("[listen]\nport = 7777\n[listen\n", &[":3:", "not TOML"]),

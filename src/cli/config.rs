@@ -121,6 +121,15 @@ pub(crate) fn parse_args(cmd: Command, argv: Vec<OsString>) -> Result<ArgMatches
                 return Err(ExitCode::from(2));
             }
         }
+        // The accounts and limits are read again by serve; a mistake in
+        // them is a config error like any other.
+        let checked = std::fs::read_to_string(path)
+            .map_err(|e| format!("--config {}: {e}", path.display()))
+            .and_then(|text| tailgate::risk::config::parse(&text, &path.display().to_string()));
+        if let Err(e) = checked {
+            eprintln!("tailgate: error: {e}");
+            return Err(ExitCode::from(2));
+        }
     }
     let m = cmd.try_get_matches_from(&argv).unwrap_or_else(|e| e.exit());
     let sm = m.subcommand_matches("serve").expect("still serve");
