@@ -88,6 +88,14 @@
 #                               BACKENDS, with tailgate exchange in tg_ex on cpu0 (blocking): the
 #                               round trip to the Ack as the client saw it (p50/p99/p99.9/max), to a
 #                               taker's first fill, the answers by kind, and rejects
+#   scripts/bench.sh risk       the pre-trade checks and the journal end to end on the exchange lab (as
+#                               sla): RISK_CONFIGS [open accounts checks checks-journal] side by side on
+#                               each backend: no accounts; RISK_ACCOUNTS [10] accounts with passwords;
+#                               every limit set (none refusing); and --journal; SLA_RATES [12000] orders/s
+#                               over SLA_CONNS [100] for RISK_SECS [20] s: the round trip to the Ack
+#   scripts/bench.sh logon-flood  a trading session (FLOOD_CONNS [10], FLOOD_RATE [2000] orders/s,
+#                               FLOOD_SECS [20] s) calm and under FLOOD_LOGONS [1000] wrong logons a
+#                               second from another address (scripts/lib/logon_flood.py), each backend
 #   scripts/bench.sh added      the gateway's own added time on the same lab, from a capture of its
 #                               frames (xdp: serve --pcap; kernel: tcpdump on tg_gw0): client in ->
 #                               upstream out ("in") and exchange in -> client out ("out") per order,
@@ -102,6 +110,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
+. scripts/lib/bench_exchange.sh
 
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
@@ -195,35 +204,6 @@ stop_server() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
   sleep 0.5
-}
-
-# The three-namespace lab (lab.sh up --exchange) with tailgate exchange in tg_ex on cpu0 at
-# SCHED_FIFO 10 (it shares cpu0 with the load generator, which spins: without it, every answer
-# would wait for a scheduler slice), and serve --upstream on BACKEND; CAPTURE (xdp only) is
-# added to serve's flags. No journal: the simulator's sequenced messages stay in memory (a
-# file's writeback would stall it for milliseconds at times, and it is not what is measured).
-sla_up() { # backend [exchange flags...]
-  local backend=$1
-  shift
-  if [[ $backend == xdp ]]; then scripts/lab.sh up --bypass --exchange >/dev/null; else scripts/lab.sh up --exchange >/dev/null; fi
-  [[ -f $OUT/pw ]] || { echo pw0 >"$OUT/pw" && chmod 600 "$OUT/pw"; }
-  rm -rf "$OUT/state"
-  ip netns exec tg_ex taskset -c 0 chrt -f 10 "$BIN" exchange --ip 198.18.0.4 --port 26400 --account gw0:pw0 "$@" \
-    >"$OUT/exchange.log" 2>&1 &
-  EXCHANGE_PID=$!
-  EXTRA+=(--upstream 198.18.0.4:26400 --upstream-user gw0 --upstream-password-file "$OUT/pw" --upstream-state "$OUT/state"
-    "${CAPTURE[@]}")
-  start_server "$backend" orders
-  for _ in $(seq 50); do grep -q "logged in as gw0" "$OUT/server.log" && break; sleep 0.1; done
-  grep -q "logged in as gw0" "$OUT/server.log" || { cat "$OUT/server.log" "$OUT/exchange.log" >&2; exit 1; }
-}
-
-sla_down() {
-  stop_server
-  kill -TERM "$EXCHANGE_PID" 2>/dev/null || true
-  wait "$EXCHANGE_PID" 2>/dev/null || true
-  EXCHANGE_PID=
-  EXTRA=()
 }
 
 # Median (min-max) of columns 2-4 of $OUT/all for each key in column 1, as markdown.
@@ -566,74 +546,10 @@ PY
     done
     summary config 1 "orders/s p50 p99"
     ;;
-  sla)
-    SLA_CONNS=${SLA_CONNS:-100} SLA_SECS=${SLA_SECS:-60}
-    echo "| run | backend | orders/s | conns | s | ack p50 us | p99 us | p99.9 us | max us | first fill p50 us | p99.9 us | fills | rejects | unanswered |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    for run in $(seq "$RUNS"); do
-      for rate in ${SLA_RATES:-12000}; do
-        for backend in $BACKENDS; do
-          sla_up "$backend"
-          ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$rate" --cross 30 \
-            --conns "$SLA_CONNS" --duration "$SLA_SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 || true
-          sla_down
-          [[ -s $OUT/r.json ]] || { cat "$OUT/client.log" "$OUT/server.log" >&2; exit 1; }
-          python3 - "$OUT/r.json" "$run" "$backend" "$rate" "$SLA_CONNS" "$SLA_SECS" >>"$OUT/rows" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-run, backend, rate, conns, secs = sys.argv[2:7]
-t, l = r["rtt_us"], r.get("lifecycle") or {}
-f = l.get("first_fill_us", {})
-rej = sum((l.get("rejects") or {}).values())
-print("| %s | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %d | %d | %d |" % (
-    run, backend, rate, conns, secs, t["p50"], t["p99"], t["p999"], t["max"], f.get("p50", 0), f.get("p999", 0),
-    l.get("fills", 0), rej, r["unanswered"]))
-print("ALL %s/%s %.1f %.1f %.1f" % (backend, rate, t["p50"], t["p99"], t["p999"]))
-PY
-          grep -v '^ALL' "$OUT/rows" | tail -1
-          grep '^ALL' "$OUT/rows" | tail -1 | cut -d' ' -f2- >>"$OUT/all"
-        done
-      done
-    done
-    summary backend/rate 1
-    ;;
-  added)
-    SLA_CONNS=${SLA_CONNS:-100} ADDED_SECS=${ADDED_SECS:-10}
-    echo "| run | backend | orders/s | paired | in p50 us | in p99 us | in p99.9 us | out p50 us | out p99 us | out p99.9 us |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
-    for run in $(seq "$RUNS"); do
-      for backend in $BACKENDS; do
-        rm -f "$OUT/gw.pcap"
-        CAPTURE=()
-        [[ $backend == xdp ]] && CAPTURE=(--pcap "$OUT/gw.pcap")
-        sla_up "$backend"
-        if [[ $backend != xdp ]]; then
-          # The kernel backend's frames, where the veth hands them to the gateway's namespace.
-          ip netns exec tg_gw tcpdump -i tg_gw0 -s 0 -B 65536 -w "$OUT/gw.pcap" tcp >/dev/null 2>&1 &
-          TCPDUMP_PID=$!
-          sleep 0.5
-        fi
-        ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "${LOAD_RATE_ADDED:-12000}" \
-          --cross 30 --conns "$SLA_CONNS" --duration "$ADDED_SECS" --core 0 >"$OUT/client.log" 2>&1 || true
-        [[ $backend != xdp ]] && { kill -INT "$TCPDUMP_PID"; wait "$TCPDUMP_PID" 2>/dev/null || true; }
-        sla_down
-        python3 scripts/lib/added_time.py "$OUT/gw.pcap" "$PORT" 26400 >"$OUT/added.json"
-        python3 - "$OUT/added.json" "$run" "$backend" "${LOAD_RATE_ADDED:-12000}" >>"$OUT/rows" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-run, backend, rate = sys.argv[2:5]
-i, o = r["in"], r["out"]
-print("| %s | %s | %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |" % (
-    run, backend, rate, r["paired"], i["p50"], i["p99"], i["p999"], o["p50"], o["p99"], o["p999"]))
-print("ALL %s/in %.1f %.1f %.1f" % (backend, i["p50"], i["p99"], i["p999"]))
-print("ALL %s/out %.1f %.1f %.1f" % (backend, o["p50"], o["p99"], o["p999"]))
-PY
-        grep -v '^ALL' "$OUT/rows" | tail -1
-        grep '^ALL' "$OUT/rows" | tail -2 | cut -d' ' -f2- >>"$OUT/all"
-      done
-    done
-    summary backend/direction 1
-    ;;
+  sla) mode_sla ;;
+  added) mode_added ;;
+  risk) mode_risk ;;
+  logon-flood) mode_logon_flood ;;
   bulk)
     echo "| run | backend | MiB | MiB/s | intact |"
     echo "|---|---|---|---|---|"
