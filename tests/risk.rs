@@ -190,7 +190,7 @@ fn checks_refuse_with_their_reason_and_credit_follows_the_order() {
 
 #[test]
 fn cancel_on_disconnect_follows_the_account_and_the_heartbeat_timeout() {
-    let (mut w, _risk, _v) = world(LimitsSpec::default(), 200);
+    let (mut w, risk, _v) = world(LimitsSpec::default(), 200);
     let (a, _) = logon(&mut w, "ALPHA", "s3cret");
     let (b, _) = logon(&mut w, "BETA", "s3cret");
     w.send(a, order(1, Side::Buy, OrderKind::Limit, 9_000, 5));
@@ -203,4 +203,10 @@ fn cancel_on_disconnect_follows_the_account_and_the_heartbeat_timeout() {
     assert!(w.take(b).iter().any(|m| matches!(m, GatewayMsg::Logout { reason: LogoutReason::IdleTimeout })));
     assert_eq!(w.gw.app.counters.cancels_on_disconnect, 1);
     assert_eq!(w.gw.app.live_orders(), 1, "BETA's order is still working");
+    // The kill switch reaches it though its session is gone.
+    risk.kill(Some(1), false);
+    w.run(Duration::from_millis(5));
+    assert_eq!(w.gw.app.counters.kill_cancels, 1);
+    assert_eq!(w.gw.app.live_orders(), 0, "the kill cancelled the order of the closed session");
+    assert_eq!(risk.accounts.state[1].gross(), 0);
 }

@@ -174,10 +174,15 @@ impl Admin {
             ("GET", "/accounts") => {
                 (StatusCode::OK, json!((0..n).map(|i| self.account_json(i, false)).collect::<Vec<_>>()))
             }
-            ("GET", path) if path.starts_with("/accounts/") => match self.find(&path["/accounts/".len()..]) {
-                Ok(i) => (StatusCode::OK, self.account_json(i, true)),
-                Err(a) => a,
-            },
+            ("GET", path) if path.starts_with("/accounts/") => {
+                let Some(name) = decode(&path["/accounts/".len()..]) else {
+                    return err(StatusCode::BAD_REQUEST, "a malformed account name");
+                };
+                match self.find(&name) {
+                    Ok(i) => (StatusCode::OK, self.account_json(i, true)),
+                    Err(a) => a,
+                }
+            }
             ("POST", "/kill") => {
                 let t = match self.target(&p) {
                     Ok(t) => t,

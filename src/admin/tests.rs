@@ -49,7 +49,8 @@ fn kill_and_enable_one_account_or_all() {
     let (s, v) = a.handle(&call("POST", "/kill", "account=ALPHA&logout=1", GOOD));
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(a.risk.killed(Some(0)) && !a.risk.killed(Some(1)));
-    assert!(a.risk.kill_logout.load(Ordering::Relaxed));
+    assert!(a.risk.kill_logs_out(Some(0)), "ALPHA's kill logs its sessions out");
+    assert!(!a.risk.kill_logs_out(Some(1)));
     assert_eq!(a.risk.kill_epoch.load(Ordering::Relaxed), epoch + 1, "the loops are told");
     let (_, v) = a.handle(&call("GET", "/accounts/ALPHA", "", GOOD));
     assert_eq!(v["killed"], true);
@@ -57,6 +58,7 @@ fn kill_and_enable_one_account_or_all() {
     assert!(!a.risk.killed(Some(0)));
     a.handle(&call("POST", "/kill", "all", GOOD));
     assert!(a.risk.killed(Some(1)) && a.risk.killed(None));
+    assert!(!a.risk.kill_logs_out(Some(1)), "a kill without logout logs no one out");
     a.handle(&call("POST", "/enable", "all", GOOD));
     assert!(!a.risk.killed(Some(1)));
     assert_eq!(a.handle(&call("POST", "/kill", "account=NOBODY", GOOD)).0, StatusCode::NOT_FOUND);

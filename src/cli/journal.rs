@@ -20,7 +20,7 @@ pub(crate) struct JournalArgs {
     /// sent unrecorded.
     #[arg(long, value_name = "DIR", help_heading = JOURNAL)]
     pub(crate) journal: Option<PathBuf>,
-    /// Size of each journal segment file in MiB (1 MiB holds 16,368 records). Each loop keeps
+    /// Size of each journal segment file in MiB (1 MiB holds 16,320 records). Each loop keeps
     /// two in memory: the one it writes and the next, ready.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = JOURNAL)]
     pub(crate) journal_segment_mb: u64,
@@ -82,7 +82,10 @@ pub(crate) struct JournalCmd {
 }
 
 pub(crate) fn run(a: JournalCmd) -> Result<ExitCode, String> {
-    let recs = reader::read_all(&a.path)?;
+    let (recs, bad) = reader::read_all(&a.path)?;
+    for b in &bad {
+        eprintln!("tailgate: journal: skipped: {b}");
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
     for r in &recs {
@@ -90,7 +93,8 @@ pub(crate) fn run(a: JournalCmd) -> Result<ExitCode, String> {
         let line = if a.json {
             serde_json::to_string(&s).map_err(|e| e.to_string())?
         } else {
-            let mut t = format!("{} loop{} #{} {} {}", s.ts_ns, s.loop_index, s.seq, s.kind, s.account);
+            let mut t =
+                format!("{} loop{} #{} {} {} session {}", s.ts_ns, s.loop_index, s.seq, s.kind, s.account, s.session);
             match r.kind {
                 kind::ORDER => t.push_str(&format!(
                     " cl_ord_id={} {} {} {}@{} -> {}",

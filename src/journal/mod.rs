@@ -10,10 +10,11 @@
 //! ```
 //!
 //! **Where it is written.** Each loop writes its records into a segment
-//! file mapped shared (`DIR/<start>-loop<N>-<seq>.tgj`): a record is a
-//! 64-byte store into the page cache, no system call and no page fault on
-//! the loop (the helper thread maps each segment with every page faulted
-//! in before the loop gets it). A record is written before the message it
+//! file mapped shared (`DIR/<start>-loop<NNN>-<seq>.tgj`): a record is a
+//! 64-byte store into the page cache, no system call on the loop. The
+//! keeper writes every block of a segment and maps it with every page in
+//! before the loop gets it; what is left is a minor fault at the first
+//! store into each page (the kernel's dirty tracking), one per 64 records. A record is written before the message it
 //! records has any effect outside the gateway: an order's record before it
 //! is sent to the exchange, so before any Ack can reach the client.
 //!
@@ -36,7 +37,8 @@ use crate::proto::{Code8, RejectReason};
 
 /// Bytes per record.
 pub const RECORD: usize = 64;
-/// Bytes of a segment's header (one page): magic, version, loop, start.
+/// Bytes of a segment's header (one page): magic, record size, loop,
+/// start, segment number, and the number of its first record.
 pub const HEADER: usize = 4096;
 /// The header's first bytes.
 pub const MAGIC: &[u8; 8] = b"TGJRNL01";
@@ -78,8 +80,12 @@ pub struct Record {
     /// The OUCH token (orders), the exchange's order reference or match
     /// number (exchange messages), the source address (logons).
     pub extra: u64,
-    /// The record's number in its loop's journal (low 32 bits).
-    pub seq: u32,
+    /// The session it is about (its number in its loop: with the loop,
+    /// unique in the run; 0 for none).
+    pub session: u32,
+    /// The record's number in its loop's journal (not stored: the reader
+    /// counts it from the segment header's first number).
+    pub seq: u64,
 }
 
 /// A cheap checksum of a record's first 60 bytes (it catches a record cut
@@ -111,7 +117,7 @@ impl Record {
         b[32..40].copy_from_slice(&self.symbol);
         b[40..48].copy_from_slice(&self.account);
         b[48..56].copy_from_slice(&self.extra.to_le_bytes());
-        b[56..60].copy_from_slice(&self.seq.to_le_bytes());
+        b[56..60].copy_from_slice(&self.session.to_le_bytes());
         let c = checksum(b);
         b[60..64].copy_from_slice(&c.to_le_bytes());
     }
@@ -143,7 +149,8 @@ impl Record {
             symbol,
             account,
             extra: u64_at(48),
-            seq: u32_at(56),
+            session: u32_at(56),
+            seq: 0,
         })
     }
 }
@@ -151,9 +158,10 @@ impl Record {
 /// A record as `tailgate journal --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct Shown {
-    pub seq: u32,
+    pub seq: u64,
     pub ts_ns: u64,
     pub loop_index: u8,
+    pub session: u32,
     pub kind: &'static str,
     pub account: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,6 +200,7 @@ impl Record {
             seq: self.seq,
             ts_ns: self.ts,
             loop_index: self.loop_index,
+            session: self.session,
             kind: "?",
             account: text(&self.account),
             cl_ord_id: Some(self.cl_ord_id),
@@ -250,7 +259,8 @@ mod tests {
             symbol: *b"TGATE   ",
             account: *b"ALPHA   ",
             extra: 7,
-            seq: 9,
+            session: 9,
+            seq: 0,
         };
         let mut b = [0u8; RECORD];
         r.encode(&mut b);

@@ -15,11 +15,14 @@ pub fn read_segment(path: &Path) -> Result<Vec<Record>, String> {
     if rec != RECORD {
         return Err(format!("{}: records of {rec} bytes (this version reads {RECORD})", path.display()));
     }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&b[32..40]);
+    let first = u64::from_le_bytes(first);
     let mut out = Vec::new();
-    for chunk in b[HEADER..].chunks_exact(RECORD) {
+    for (i, chunk) in b[HEADER..].chunks_exact(RECORD).enumerate() {
         let slot: &[u8; RECORD] = chunk.try_into().map_err(|_| "a short record")?;
         match Record::decode(slot) {
-            Some(r) => out.push(r),
+            Some(r) => out.push(Record { seq: first + i as u64, ..r }),
             None => break,
         }
     }
@@ -41,12 +44,17 @@ pub fn segments(path: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Every record under `path`, each segment's in order, segments by name.
-pub fn read_all(path: &Path) -> Result<Vec<Record>, String> {
-    let mut out = Vec::new();
+/// A segment that cannot be read (a crash left it without its header, or
+/// it is not a journal's) is skipped and named in the second list.
+pub fn read_all(path: &Path) -> Result<(Vec<Record>, Vec<String>), String> {
+    let (mut out, mut bad) = (Vec::new(), Vec::new());
     for s in segments(path)? {
-        out.extend(read_segment(&s)?);
+        match read_segment(&s) {
+            Ok(r) => out.extend(r),
+            Err(e) => bad.push(e),
+        }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 #[cfg(test)]
@@ -74,10 +82,12 @@ mod tests {
         }
         assert_eq!(written, 10);
         drop(keeper);
-        let recs = read_all(&dir).unwrap();
+        std::fs::write(dir.join("0-loop9-000000.tgj"), [0u8; 100]).unwrap();
+        let (recs, bad) = read_all(&dir).unwrap();
+        assert_eq!(bad.len(), 1, "a torn segment is skipped and named");
         assert_eq!(recs.iter().map(|r| r.cl_ord_id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
         assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
-        assert!(segments(&dir).unwrap().len() >= 3);
+        assert!(segments(&dir).unwrap().len() >= 4);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

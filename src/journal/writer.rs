@@ -1,9 +1,11 @@
 //! Writing the journal: the loop's [`Writer`] stores records into a mapped
 //! segment; the [`Keeper`] thread makes the next segment ready (created,
-//! sized, mapped with every page faulted in), syncs the segments in use
-//! every `sync_ms`, and unmaps the full ones the loops hand back. The two
-//! talk through bounded channels that the loop only ever `try_`s: the
-//! loop never blocks, never faults, never makes a system call to journal.
+//! every block written and synced, mapped with every page in), syncs the
+//! segments in use every `sync_ms`, and unmaps the full ones the loops
+//! hand back. The two talk through bounded channels that the loop only
+//! ever `try_`s: the loop never blocks and never makes a system call to
+//! journal (the first store into each page takes a minor fault: the
+//! kernel's dirty tracking of a shared mapping).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -49,7 +51,7 @@ pub struct Writer {
     loop_index: u8,
     seg: Option<Segment>,
     pos: usize,
-    seq: u32,
+    seq: u64,
     ready: Receiver<Segment>,
     full: SyncSender<Segment>,
     pub stats: Arc<WriterStats>,
@@ -69,14 +71,13 @@ impl Writer {
             return false;
         };
         r.loop_index = self.loop_index;
-        r.seq = self.seq;
         let slot: &mut [u8; RECORD] = match (&mut seg.map[self.pos..self.pos + RECORD]).try_into() {
             Ok(s) => s,
             Err(_) => return false,
         };
         r.encode(slot);
         self.pos += RECORD;
-        self.seq = self.seq.wrapping_add(1);
+        self.seq += 1;
         self.written += 1;
         if self.written & 63 == 0 {
             self.stats.records.store(self.written, Ordering::Relaxed);
@@ -99,7 +100,9 @@ impl Writer {
             // mapping is dropped here.
             let _ = self.full.try_send(old);
         }
-        if let Ok(s) = self.ready.try_recv() {
+        if let Ok(mut s) = self.ready.try_recv() {
+            // The number of its first record, for the reader.
+            s.map[32..40].copy_from_slice(&self.seq.to_le_bytes());
             self.seg = Some(s);
             self.pos = HEADER;
             self.stats.segments.fetch_add(1, Ordering::Relaxed);
@@ -139,11 +142,12 @@ impl Maker {
     /// A new segment for loop `l`: created (never over an existing file),
     /// sized, mapped with every page in, its header written.
     fn make(&mut self, l: usize) -> Result<Segment, String> {
+        use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let id = self.next_id;
         self.next_id += 1;
-        let path = self.cfg.dir.join(format!("{}-loop{l}-{id:06}.tgj", self.start));
-        let f = std::fs::OpenOptions::new()
+        let path = self.cfg.dir.join(format!("{}-loop{l:03}-{id:06}.tgj", self.start));
+        let mut f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
@@ -151,14 +155,30 @@ impl Maker {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| format!("journal {}: {e}", path.display()))?;
-        f.set_len(self.cfg.segment_bytes as u64).map_err(|e| format!("journal {}: {e}", path.display()))?;
-        let mut map =
-            crate::sys::map_file_populated(&f).map_err(|e| format!("journal {}: mmap: {e}", path.display()))?;
-        map[..8].copy_from_slice(MAGIC);
-        map[8..12].copy_from_slice(&(RECORD as u32).to_le_bytes());
-        map[12..16].copy_from_slice(&(l as u32).to_le_bytes());
-        map[16..24].copy_from_slice(&self.start.to_le_bytes());
-        map[24..32].copy_from_slice(&id.to_le_bytes());
+        // Every block written now, header then zeros, and synced: the
+        // loop's stores later find blocks on disk (no allocation in a page
+        // fault, no SIGBUS when the disk fills: a full disk fails here).
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&(RECORD as u32).to_le_bytes());
+        header[12..16].copy_from_slice(&(l as u32).to_le_bytes());
+        header[16..24].copy_from_slice(&self.start.to_le_bytes());
+        header[24..32].copy_from_slice(&id.to_le_bytes());
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = self.cfg.segment_bytes - HEADER;
+        let written = f.write_all(&header).and_then(|_| {
+            while left > 0 {
+                let n = left.min(zeros.len());
+                f.write_all(&zeros[..n])?;
+                left -= n;
+            }
+            f.sync_data()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(format!("journal {}: {e}", path.display()));
+        }
+        let map = crate::sys::map_file_populated(&f).map_err(|e| format!("journal {}: mmap: {e}", path.display()))?;
         Ok(Segment { map, file: Arc::new(f), id })
     }
 }

@@ -220,7 +220,9 @@ impl Workload for OrdersLoad {
                 ended: false,
                 seq: 1,
                 rx_seq: 1,
-                next_cl_ord_id: 1,
+                // Unique over the run: connection (over every loop) in the
+                // high bits, so an account's sessions never share an id.
+                next_cl_ord_id: ((self.logon.first as u64 + i) << 40) | 1,
                 open_orders: VecDeque::new(),
                 live: HashSet::new(),
                 filled: HashSet::new(),

@@ -27,7 +27,7 @@ pub struct Account {
     pub sources: Vec<Cidr>,
     /// Sessions it may have at once, over every loop.
     pub max_sessions: u32,
-    /// Cancel a session's working orders when it ends without a Logout.
+    /// Cancel a session's working orders when it ends (however it ends).
     pub cancel_on_disconnect: bool,
 }
 
@@ -42,6 +42,8 @@ impl Account {
 pub struct AccountState {
     pub sessions: AtomicU32,
     pub killed: AtomicBool,
+    /// Its kill logs its sessions out too.
+    pub kill_logout: AtomicBool,
     /// Notional of the account's open orders, and of its open buy and
     /// sell orders.
     pub open: AtomicU64,

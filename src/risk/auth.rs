@@ -7,14 +7,18 @@
 //! once (`logon_busy`), so a flood of logons costs a trading session on the
 //! same loop one ring probe per Logon, and nothing more.
 //!
-//! Failed logons are counted per source address and throttled: after
-//! [`FREE_FAILURES`] failures, each retry must wait a backoff that doubles
-//! from one second up to a minute, and is refused `logon_throttled`
-//! without being hashed; after [`BAN_FAILURES`] the source is banned for
-//! [`BAN`]. A success clears its record. An unknown account is hashed
-//! against a decoy hash, so it takes as long to refuse as a wrong
-//! password. The log names the account, the source and the reason, never
-//! the password; each request's password is wiped once checked.
+//! Failed logons are counted per source (an IPv4 address, an IPv6 /64)
+//! and throttled: after [`FREE_FAILURES`] failures, each retry must wait a
+//! backoff that doubles from one second (up to 32 s), and is refused
+//! `logon_throttled` without being hashed; after [`BAN_FAILURES`] the
+//! source is banned for [`BAN`]. A success does not clear the record (a
+//! source with one good account could otherwise guess at others without
+//! end); the record goes [`BAN`] after the last failure. Every account has
+//! the same argon2id cost (the config refuses mixed ones) and an unknown
+//! account is hashed against a decoy of that cost, so it takes as long to
+//! refuse as a wrong password. The log names the account, the source and
+//! the reason, never the password; the verifier wipes its copy once
+//! checked.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,9 +42,21 @@ pub const BAN_FAILURES: u32 = 10;
 pub const BAN: Duration = Duration::from_secs(600);
 /// The longest backoff before the ban.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Sources whose failures are remembered (a flood from more sources than
-/// this forgets the oldest expired ones first).
+/// Sources whose failures are remembered: a table this full forgets the
+/// ones whose wait is over first, then any one, to make room.
 pub const TRACKED_SOURCES: usize = 65_536;
+
+/// The throttle's key for `a`: an IPv4 address (or an IPv4-mapped one), or
+/// an IPv6 address's /64 (one host may own a whole /64).
+pub fn source_key(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v) => match v.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v) & (u128::MAX << 64)).into()),
+        },
+        v4 => v4,
+    }
+}
 
 /// A Logon to verify: the session it came on, its account and password,
 /// and the connection's source address.
@@ -194,6 +210,7 @@ pub struct Throttle {
 impl Throttle {
     /// May `source` try now? `false`: refuse it without hashing.
     pub fn may_try(&mut self, source: IpAddr, now: Instant) -> bool {
+        let source = source_key(source);
         match self.by_source.get(&source) {
             Some(f) if now.duration_since(f.last) >= BAN => {
                 self.by_source.remove(&source);
@@ -206,10 +223,13 @@ impl Throttle {
 
     /// `source` failed: `Some(true)` if that banned it now.
     pub fn failed(&mut self, source: IpAddr, now: Instant) -> bool {
+        let source = source_key(source);
         if self.by_source.len() >= TRACKED_SOURCES && !self.by_source.contains_key(&source) {
-            self.by_source.retain(|_, f| now < f.until || now.duration_since(f.last) < BAN / 10);
+            self.by_source.retain(|_, f| now < f.until);
             if self.by_source.len() >= TRACKED_SOURCES {
-                return false;
+                if let Some(k) = self.by_source.keys().next().copied() {
+                    self.by_source.remove(&k);
+                }
             }
         }
         let f = self.by_source.entry(source).or_insert(Failures { count: 0, until: now, last: now });
@@ -225,13 +245,9 @@ impl Throttle {
         f.count == BAN_FAILURES
     }
 
-    pub fn succeeded(&mut self, source: IpAddr) {
-        self.by_source.remove(&source);
-    }
-
     /// How long `source` must wait (for the log).
     fn wait(&self, source: IpAddr, now: Instant) -> Duration {
-        self.by_source.get(&source).map_or(Duration::ZERO, |f| f.until.saturating_duration_since(now))
+        self.by_source.get(&source_key(source)).map_or(Duration::ZERO, |f| f.until.saturating_duration_since(now))
     }
 }
 
@@ -324,8 +340,7 @@ fn run(risk: &Risk, ends: &mut [(Consumer<Request>, Producer<Answer>)], stop: &A
                 let verdict =
                     if !throttle.may_try(r.source, now) { Err(Refusal::Throttled) } else { verify(risk, &decoy, r) };
                 match verdict {
-                    Ok(_) => throttle.succeeded(r.source),
-                    Err(Refusal::Throttled) => {}
+                    Ok(_) | Err(Refusal::Throttled) => {}
                     Err(why) => {
                         let banned = throttle.failed(r.source, now);
                         let wait = throttle.wait(r.source, now);

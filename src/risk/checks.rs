@@ -1,6 +1,6 @@
 //! The pre-trade checks of one order, on the loop: a few comparisons, a
-//! probe of the loop's reference prices, and at most three atomic updates
-//! of the account's shared state (its order rate, and its open notional).
+//! probe of the loop's reference prices, and a few atomic updates of the
+//! account's shared state (its order rate, its open notional, its counts).
 //!
 //! Order of the checks, first failure wins (each has its reject reason and
 //! counter): kill switch, restricted symbol, market orders allowed, order

@@ -148,6 +148,25 @@ pub fn parse(text: &str, file: &str) -> Result<RiskConfig, String> {
             cfg.specs.accounts.push(a.limits);
         }
     }
+    // One cost for all: an account whose hash costs more or less than the
+    // others (and than the decoy an unknown account is hashed against)
+    // would tell a stranger, by its timing, that it exists.
+    let cost = |h: &str| {
+        argon2::PasswordHash::new(h)
+            .ok()
+            .and_then(|p| argon2::Params::try_from(&p).ok())
+            .map(|p| (p.m_cost(), p.t_cost(), p.p_cost()))
+    };
+    if let Some(first) = list.first() {
+        let c0 = cost(&first.hash);
+        if let Some(other) = list.iter().find(|a| cost(&a.hash) != c0) {
+            return Err(format!(
+                "{file}: [[accounts]] {:?} and {:?} have hashes of different argon2id costs: give every account the same                  (tailgate hash-password uses one), or a stranger could tell accounts apart by the time a logon takes",
+                first.name.as_str(),
+                other.name.as_str()
+            ));
+        }
+    }
     cfg.accounts = Accounts::new(list).map_err(|e| format!("{file}: {e}"))?;
     Ok(cfg)
 }
@@ -212,6 +231,14 @@ pub(crate) mod tests {
         }
         let e = parse(&format!("[[accounts]]\nname=\"A\"\npassword_hash=\"{h}\"\nsources=[\"::1\"]\n[[accounts]]\nname=\"A\"\npassword_hash=\"{h}\"\nsources=[\"::1\"]\n"), "t.toml").unwrap_err();
         assert!(e.contains("twice"), "{e}");
+        let dear = {
+            use argon2::password_hash::{PasswordHasher, SaltString};
+            let params = argon2::Params::new(128, 1, 1, None).unwrap();
+            let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            a.hash_password(b"x", &SaltString::encode_b64(b"tailgate-test-salt").unwrap()).unwrap().to_string()
+        };
+        let e = parse(&format!("[[accounts]]\nname=\"A\"\npassword_hash=\"{h}\"\nsources=[\"::1\"]\n[[accounts]]\nname=\"B\"\npassword_hash=\"{dear}\"\nsources=[\"::1\"]\n"), "t.toml").unwrap_err();
+        assert!(e.contains("different argon2id costs"), "{e}");
         let e = parse("[limits]\nmax_order_qty = \"lots\"\n", "t.toml").unwrap_err();
         assert!(e.contains("[limits]"), "{e}");
         let e = parse("[limits]\nmax_qty = 1\n", "t.toml").unwrap_err();

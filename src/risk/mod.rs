@@ -41,7 +41,8 @@ pub struct Risk {
     /// Moves at every kill: each loop then cancels the working orders of
     /// the killed accounts (and logs their sessions out, if asked).
     pub kill_epoch: AtomicU64,
-    /// The last kill asked for the sessions to be logged out too.
+    /// The whole gateway's kill logs every session out too (an account's
+    /// own kill has its flag in its state).
     pub kill_logout: AtomicBool,
 }
 
@@ -73,12 +74,15 @@ impl Risk {
         match a {
             Some(i) => {
                 if let Some(s) = self.accounts.state.get(i) {
+                    s.kill_logout.store(logout, Ordering::Release);
                     s.killed.store(true, Ordering::Release);
                 }
             }
-            None => self.kill_all.store(true, Ordering::Release),
+            None => {
+                self.kill_logout.store(logout, Ordering::Release);
+                self.kill_all.store(true, Ordering::Release);
+            }
         }
-        self.kill_logout.store(logout, Ordering::Release);
         self.kill_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -93,6 +97,13 @@ impl Risk {
             }
             None => self.kill_all.store(false, Ordering::Release),
         }
+    }
+
+    /// Does the kill of account `a` (or the gateway's) log its sessions out?
+    pub fn kill_logs_out(&self, a: Option<usize>) -> bool {
+        let acct = a.and_then(|i| self.accounts.state.get(i));
+        (self.kill_all.load(Ordering::Acquire) && self.kill_logout.load(Ordering::Acquire))
+            || acct.is_some_and(|s| s.killed.load(Ordering::Acquire) && s.kill_logout.load(Ordering::Acquire))
     }
 
     /// Is account `a` (or, with `None`, a session of no account) killed?

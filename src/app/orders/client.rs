@@ -44,6 +44,8 @@ pub struct Client {
     /// Its Logon was refused, or it was logged out by the kill switch: it
     /// closes once its outbox is flushed, and reads nothing more.
     pub closing: bool,
+    /// The session has ended (see `Orders::ended`).
+    pub over: bool,
     /// Where it connected from.
     pub source: Option<std::net::IpAddr>,
     /// Its order-rate cell and recent orders.
@@ -77,6 +79,7 @@ impl Client {
             name: crate::proto::Code8([b' '; 8]),
             holds_session: false,
             closing: false,
+            over: false,
             source: None,
             risk: SessionRisk::default(),
             version: proto::VERSION,
@@ -101,6 +104,7 @@ impl Client {
         self.name = crate::proto::Code8([b' '; 8]);
         self.holds_session = false;
         self.closing = false;
+        self.over = false;
         self.source = None;
         self.risk.reset();
         self.version = proto::VERSION;

@@ -52,6 +52,7 @@ impl Orders {
             symbol: o.symbol.0,
             account,
             extra: u64::from(token),
+            session: gen as u32,
             ..Record::default()
         });
     }
@@ -62,11 +63,26 @@ impl Orders {
             return;
         }
         let account = self.name_of(conn, gen);
-        self.write(Record { kind: kind::CANCEL, reason, ts, cl_ord_id, account, ..Record::default() });
+        self.write(Record {
+            kind: kind::CANCEL,
+            reason,
+            ts,
+            cl_ord_id,
+            account,
+            session: gen as u32,
+            ..Record::default()
+        });
     }
 
     /// A Logon's outcome (0: logged on).
-    pub(super) fn journal_logon(&mut self, name: Code8, source: Option<std::net::IpAddr>, reason: u8, ts: u64) {
+    pub(super) fn journal_logon(
+        &mut self,
+        gen: u64,
+        name: Code8,
+        source: Option<std::net::IpAddr>,
+        reason: u8,
+        ts: u64,
+    ) {
         if self.journal.is_none() {
             return;
         }
@@ -74,7 +90,15 @@ impl Orders {
             Some(std::net::IpAddr::V4(v)) => u64::from(u32::from(v)),
             _ => 0,
         };
-        self.write(Record { kind: kind::LOGON, reason, ts, account: name.0, extra, ..Record::default() });
+        self.write(Record {
+            kind: kind::LOGON,
+            reason,
+            ts,
+            account: name.0,
+            extra,
+            session: gen as u32,
+            ..Record::default()
+        });
     }
 
     /// An exchange message about one of this loop's orders.
@@ -93,7 +117,7 @@ impl Orders {
             Outbound::Replaced { .. } => (b'U', 0, 0, 0),
             Outbound::SystemEvent { .. } => return,
         };
-        let (cl_ord_id, account, symbol) = (o.cl_ord_id, o.name, o.enter.symbol);
+        let (cl_ord_id, account, symbol, session) = (o.cl_ord_id, o.name, o.enter.symbol, o.gen as u32);
         self.write(Record {
             kind: kind::EXCHANGE,
             side: ty,
@@ -104,6 +128,7 @@ impl Orders {
             symbol,
             account,
             extra,
+            session,
             ..Record::default()
         });
     }
@@ -114,13 +139,14 @@ impl Orders {
             return;
         }
         let Some(o) = self.table.orders.get(u64::from(token)) else { return };
-        let (cl_ord_id, account) = (o.cl_ord_id, o.name);
+        let (cl_ord_id, account, session) = (o.cl_ord_id, o.name, o.gen as u32);
         self.write(Record {
             kind: kind::KILL_CANCEL,
             ts,
             cl_ord_id,
             account,
             extra: u64::from(token),
+            session,
             ..Record::default()
         });
     }

@@ -60,12 +60,18 @@ pub struct Order {
     pub t_in: u64,
     pub t_sent: u64,
     pub resent: bool,
+    /// Its place in [`Table::live`].
+    pub at: u32,
 }
 
 /// The loop's orders at the exchange, by token; sized once.
 #[derive(Debug)]
 pub struct Table {
     pub orders: FixedMap<Order>,
+    /// Every token in `orders`, densely: what walks all the orders (the
+    /// kill switch, a login's resend) visits the live ones only, not every
+    /// slot of the map.
+    pub live: Vec<u32>,
     /// Tokens to send again after a login, and how far that has gone
     /// (sized with the table; see `resend.rs`).
     pub resend: Vec<u32>,
@@ -79,11 +85,35 @@ impl Table {
     pub fn new(cap: usize) -> Table {
         Table {
             orders: FixedMap::with_capacity(cap),
+            live: Vec::with_capacity(cap),
             resend: Vec::with_capacity(cap),
             resend_at: 0,
             cancels: Vec::with_capacity(cap),
             cancels_at: 0,
         }
+    }
+
+    /// Add `order` under `token` (the caller checked there is room).
+    pub fn insert(&mut self, token: u32, mut order: Order) {
+        order.at = self.live.len() as u32;
+        if self.orders.insert(u64::from(token), order) {
+            self.live.push(token);
+        }
+    }
+
+    /// Take the order with `token` out.
+    pub fn remove(&mut self, token: u32) -> Option<Order> {
+        let o = self.orders.remove(u64::from(token))?;
+        let at = o.at as usize;
+        if self.live.get(at) == Some(&token) {
+            self.live.swap_remove(at);
+            if let Some(&moved) = self.live.get(at) {
+                if let Some(m) = self.orders.get_mut(u64::from(moved)) {
+                    m.at = at as u32;
+                }
+            }
+        }
+        Some(o)
     }
 }
 
@@ -230,8 +260,9 @@ impl Orders {
             t_in: 0,
             t_sent: 0,
             resent: false,
+            at: 0,
         };
-        self.table.orders.insert(u64::from(token), order);
+        self.table.insert(token, order);
         self.entered = Some(token);
         if let Some(c) = self.clients.get(conn, gen) {
             c.open.insert(o.cl_ord_id, Open { token, buy: o.side == Side::Buy, notional: res.notional });
@@ -275,7 +306,7 @@ impl Orders {
     /// The order is done: out of the table and out of its session's open
     /// orders, and what is left of it gives its credit back.
     fn done(&mut self, token: u32) {
-        if let Some(o) = self.table.orders.remove(u64::from(token)) {
+        if let Some(o) = self.table.remove(token) {
             self.finished(o.acct, o.buy, notional(o.px, o.leaves));
             if let Some(c) = self.clients.get(o.conn, o.gen) {
                 c.open.remove(o.cl_ord_id);
@@ -440,6 +471,19 @@ impl Orders {
                 };
                 if let Some(e) = self.table.orders.get_mut(u64::from(token)) {
                     e.cancel = None;
+                    e.swept = false;
+                }
+                if o.swept {
+                    // The exchange refused the kill's cancel: the order works on.
+                    self.counters.kill_cancel_rejects += 1;
+                    crate::log_warn!(
+                        "orders: the exchange refused the kill switch's cancel of order {} (token {token}): it is still working",
+                        o.cl_ord_id
+                    );
+                } else if self.risk_killed(o.acct) {
+                    // The client's own cancel failed after the kill passed
+                    // it by: the kill's cancel goes now.
+                    self.counters.kill_cancels += self.sweep_killed(now);
                 }
                 self.cancel_rejected(&o, cts, recv_ts, now);
             }

@@ -115,6 +115,8 @@ pub struct OrdersCounters {
     pub kill_cancels: u64,
     pub kill_canceled: u64,
     pub kill_logouts: u64,
+    /// Kill cancels the exchange refused (the order works on; warned).
+    pub kill_cancel_rejects: u64,
 }
 
 impl OrdersCounters {
@@ -167,7 +169,9 @@ impl Orders {
             clients: Clients::default(),
             up: None,
             table: Table::new(0),
-            requests: Requests::with_capacity(0),
+            // Reports and answers given from outside a session's turn
+            // (the verifier's, the kill switch's) wake it.
+            requests: Requests::with_capacity(WAKES),
             now: 0,
             scratch: Vec::new(),
             entered: None,
@@ -547,11 +551,7 @@ impl App for Orders {
     }
 
     fn requests(&mut self) -> Option<&mut Requests> {
-        if self.up.is_some() || self.risk.port.is_some() {
-            Some(&mut self.requests)
-        } else {
-            None
-        }
+        Some(&mut self.requests)
     }
 
     fn counters(&self) -> crate::app::AppCounters {
@@ -576,7 +576,7 @@ impl App for Orders {
         let mut line = format!(
             "orders: sessions={} logons={} messages_in={} orders_acked={} cancels_acked={} \
              heartbeats_out={} rejects={} framing_errors={} seq_gaps={} idle_timeouts={} shutdown_logouts={} \
-             logons_refused={} kill_cancels={} kill_canceled={} kill_logouts={}{rej}",
+             logons_refused={} kill_cancels={} kill_canceled={} kill_logouts={} kill_cancel_rejects={}{rej}",
             c.sessions,
             c.logons,
             c.messages_in,
@@ -591,7 +591,8 @@ impl App for Orders {
             c.logons_refused,
             c.kill_cancels,
             c.kill_canceled,
-            c.kill_logouts
+            c.kill_logouts,
+            c.kill_cancel_rejects
         );
         if let Some(j) = self.journal_line() {
             line.push('\n');

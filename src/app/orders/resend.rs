@@ -15,7 +15,13 @@ impl Orders {
         let t = &mut self.table;
         t.resend.clear();
         t.resend_at = 0;
-        t.resend.extend(t.orders.iter().filter(|(_, o)| !o.accepted || o.cancel.is_some()).map(|(k, _)| k as u32));
+        let orders = &t.orders;
+        t.resend.extend(
+            t.live
+                .iter()
+                .copied()
+                .filter(|&k| orders.get(u64::from(k)).is_some_and(|o| !o.accepted || o.cancel.is_some())),
+        );
         t.resend.sort_unstable();
         // The cancels of closed sessions are among them now.
         t.cancels.clear();
@@ -27,13 +33,12 @@ impl Orders {
     /// exchange. Its orders stay in the table until the exchange answers,
     /// and the answers are counted (`reports_for_closed_sessions`).
     pub(super) fn cancel_on_disconnect(&mut self, conn: usize, gen: u64, now: u64) {
-        self.counters.cancels_on_disconnect += self.cancel_all(conn, gen, false, now);
+        self.counters.cancels_on_disconnect += self.cancel_all(conn, gen, now);
     }
 
     /// Cancel every order session (`conn`, `gen`) has at the exchange
-    /// (`swept`: for the kill switch, the session still there); returns
-    /// how many cancels were queued.
-    pub(super) fn cancel_all(&mut self, conn: usize, gen: u64, swept: bool, now: u64) -> u64 {
+    /// that has no cancel on its way; returns how many were queued.
+    pub(super) fn cancel_all(&mut self, conn: usize, gen: u64, now: u64) -> u64 {
         let mut n = 0;
         let Some(c) = self.clients.get(conn, gen) else { return 0 };
         if c.open.is_empty() {
@@ -47,17 +52,39 @@ impl Orders {
                 if o.cancel.is_none() {
                     // The list holds every token at most once: it has room.
                     o.cancel = Some((0, 0));
-                    o.swept = swept;
                     self.table.cancels.push(token);
                     n += 1;
-                    if swept {
-                        self.journal_kill_cancel(token, crate::clock::realtime_ns());
-                    }
                 }
             }
         }
         self.pump(now);
         n
+    }
+
+    /// The kill switch: a cancel for every working order of a killed
+    /// account (its session there or not) that has none on its way; returns
+    /// how many were queued.
+    pub(super) fn sweep_killed(&mut self, now: u64) -> u64 {
+        let t = &mut self.table;
+        let start = t.cancels.len();
+        let risk = &self.risk.risk;
+        for i in 0..t.live.len() {
+            let token = t.live[i];
+            let Some(o) = t.orders.get_mut(u64::from(token)) else { continue };
+            if o.cancel.is_none() && risk.killed(o.acct) {
+                // The list holds every token at most once: it has room.
+                o.cancel = Some((0, 0));
+                o.swept = true;
+                t.cancels.push(token);
+            }
+        }
+        let n = self.table.cancels.len() - start;
+        for i in start..start + n {
+            let token = self.table.cancels[i];
+            self.journal_kill_cancel(token, crate::clock::realtime_ns());
+        }
+        self.pump(now);
+        n as u64
     }
 
     /// Send what the lists hold, as far as the upstream buffer has room.

@@ -44,10 +44,6 @@ impl Orders {
     /// end of the verifier, when accounts are configured) and orders against
     /// its limits.
     pub fn with_risk(mut self, risk: Arc<Risk>, port: Option<Port>) -> Self {
-        if port.is_some() && self.up.is_none() {
-            // Logon answers are given from outside the session's turn.
-            self.requests = crate::app::Requests::with_capacity(super::WAKES);
-        }
         self.risk = LoopRisk::new(risk, port);
         self
     }
@@ -75,7 +71,7 @@ impl Orders {
             if let Some(c) = self.clients.get(conn, gen) {
                 c.logged_on = true;
             }
-            self.journal_logon(account, source, 0, recv_ts);
+            self.journal_logon(gen, account, source, 0, recv_ts);
             self.counters.logons += 1;
             crate::log_debug!("orders: conn#{conn}: logon account={} (no accounts configured)", account.as_str());
             let ack =
@@ -103,7 +99,7 @@ impl Orders {
             Some(RejectReason::LogonBusy)
         };
         let reason = refused.unwrap_or(RejectReason::LogonBusy);
-        self.journal_logon(account, source, reason as u8, recv_ts);
+        self.journal_logon(gen, account, source, reason as u8, recv_ts);
         self.reject(conn, gen, out, f, reason, recv_ts, now);
         self.counters.logons_refused += 1;
         self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Refused }, now);
@@ -129,6 +125,10 @@ impl Orders {
         let (conn, gen) = (a.conn as usize, a.gen);
         let Some(c) = self.clients.get(conn, gen) else { return };
         c.pending = false;
+        if c.over {
+            // The session ended while its Logon was verified.
+            return;
+        }
         let (name, source) = (c.name, c.source);
         let reason = match a.verdict {
             Ok(i) => {
@@ -139,7 +139,7 @@ impl Orders {
                     c.holds_session = true;
                     self.counters.logons += 1;
                     crate::log_info!("orders: conn#{conn}: logon account={}", acct.name(i));
-                    self.journal_logon(name, source, 0, crate::clock::realtime_ns());
+                    self.journal_logon(gen, name, source, 0, crate::clock::realtime_ns());
                     let ack = GatewayMsg::LogonAck {
                         heartbeat_ms: self.cfg.heartbeat_ms,
                         idle_timeout_ms: self.cfg.idle_timeout_ms,
@@ -159,7 +159,7 @@ impl Orders {
         };
         self.counters.logons_refused += 1;
         self.counters.rejects[reason as usize] += 1;
-        self.journal_logon(name, source, reason as u8, crate::clock::realtime_ns());
+        self.journal_logon(gen, name, source, reason as u8, crate::clock::realtime_ns());
         let Some(c) = self.clients.get(conn, gen) else { return };
         let (seq, ts) = (c.logon_seq, c.logon_ts);
         let r = GatewayMsg::Reject {
@@ -234,9 +234,11 @@ impl Orders {
     /// The session is over (a Logout either way, a timeout, a refusal, or
     /// its connection closed; called again is harmless): its account's
     /// session is given back, and its working orders are cancelled at the
-    /// exchange unless its account keeps them.
+    /// exchange unless its account keeps them. A Logon answer that comes
+    /// later is ignored.
     pub(super) fn ended(&mut self, conn: usize, gen: u64, now: u64) {
         let Some(c) = self.clients.get(conn, gen) else { return };
+        c.over = true;
         let acct = c.account;
         if c.holds_session {
             c.holds_session = false;
@@ -264,6 +266,11 @@ impl Orders {
         }
     }
 
+    /// Is account `acct` killed (or the whole gateway)?
+    pub(super) fn risk_killed(&self, acct: Option<usize>) -> bool {
+        self.risk.risk.killed(acct)
+    }
+
     /// Does a session of account `acct` have its orders cancelled when it
     /// ends without a Logout?
     pub(super) fn cancels_on_disconnect(&self, acct: Option<usize>) -> bool {
@@ -274,17 +281,17 @@ impl Orders {
     /// working orders cancelled at the exchange, and is logged out if the
     /// kill said so.
     fn kill_sweep(&mut self, now: u64) {
-        let logout = self.risk.risk.kill_logout.load(Ordering::Acquire);
+        // Every working order of a killed account, its session there or not.
+        if self.up.is_some() {
+            self.counters.kill_cancels += self.sweep_killed(now);
+        }
         for i in 0..self.clients.slots() {
             let Some(c) = self.clients.at(i) else { continue };
             if !c.logged_on || c.closing || !self.risk.risk.killed(c.account) {
                 continue;
             }
             let gen = c.gen;
-            if self.up.is_some() {
-                self.counters.kill_cancels += self.cancel_all(i, gen, true, now);
-            }
-            if logout {
+            if self.risk.risk.kill_logs_out(c.account) {
                 self.counters.kill_logouts += 1;
                 self.report(i, gen, GatewayMsg::Logout { reason: LogoutReason::Killed }, now);
                 self.ended(i, gen, now);

@@ -125,7 +125,9 @@ impl Orders {
             Ok(ClientMsg::Logout) => (kind::LOGOUT, 0),
             Err(_) => (kind::INVALID, reject_refs(f).0),
         };
-        tr.parsed(k, id, f.bytes());
+        // A Logon's record keeps its header and account, never its password.
+        let payload = if k == kind::LOGON { &f.bytes()[..f.len().min(16)] } else { f.bytes() };
+        tr.parsed(k, id, payload);
         self.status = 0;
         let t_in = tr.arrival();
         let v = self.handle_decoded(conn, gen, f, decoded, out, recv_ts, now);
@@ -156,7 +158,7 @@ impl Orders {
         self.counters.messages_in += 1;
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
         c.last_rx = now;
-        if !c.logged_on && (VERSION_1..=crate::proto::VERSION).contains(&f.version()) {
+        if !c.logged_on && !c.pending && (VERSION_1..=crate::proto::VERSION).contains(&f.version()) {
             // Replies before the Logon is accepted speak the client's version.
             c.version = f.version();
         }

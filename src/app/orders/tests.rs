@@ -416,3 +416,54 @@ mod reports {
         assert_eq!(app.counters.reports_for_closed_sessions, 2);
     }
 }
+
+/// The table's dense list of live tokens follows every insert and remove,
+/// whatever the order (the kill switch and a login's resend walk it).
+#[test]
+fn the_tables_live_list_follows_inserts_and_removes() {
+    use super::lifecycle::{enter_for, Order, Table};
+    let o = NewOrder {
+        cl_ord_id: 1,
+        client_ts: 0,
+        price: 100,
+        qty: 1,
+        side: Side::Buy,
+        kind: OrderKind::Limit,
+        symbol: Code8::new("ABC").unwrap(),
+    };
+    let order = |token: u32| Order {
+        conn: 0,
+        gen: 1,
+        cl_ord_id: u64::from(token),
+        client_ts: 0,
+        ref_seq: 1,
+        acct: None,
+        buy: true,
+        px: 0,
+        name: [b' '; 8],
+        leaves: 1,
+        accepted: false,
+        order_id: 0,
+        cancel: None,
+        swept: false,
+        enter: enter_for(&o, token),
+        t_in: 0,
+        t_sent: 0,
+        resent: false,
+        at: 0,
+    };
+    let mut t = Table::new(64);
+    for token in 1..=10 {
+        t.insert(token, order(token));
+    }
+    for token in [3, 10, 1, 7] {
+        assert_eq!(t.remove(token).map(|o| o.cl_ord_id), Some(u64::from(token)));
+        assert!(t.remove(token).is_none());
+    }
+    let mut live = t.live.clone();
+    live.sort_unstable();
+    assert_eq!(live, vec![2, 4, 5, 6, 8, 9]);
+    for (i, &token) in t.live.iter().enumerate() {
+        assert_eq!(t.orders.get(u64::from(token)).unwrap().at as usize, i, "token {token}'s place");
+    }
+}

@@ -63,9 +63,17 @@ fn the_throttle_backs_off_then_bans_and_a_success_clears_it() {
     assert!(banned, "the tenth failure bans");
     assert!(!t.may_try(src, now + MAX_BACKOFF * 2));
     assert!(t.may_try(src, now + BAN), "the ban ends");
-    t.failed(src, now + BAN);
-    t.succeeded(src);
-    assert!(t.may_try(src, now + BAN));
+    // A success does not clear the record: the next failure counts on.
+    assert!(!t.failed(src, now + BAN + Duration::from_secs(1)));
+    assert!(t.may_try(src, now + BAN + Duration::from_secs(1)));
+    // IPv6 sources are their /64.
+    let a: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+    let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+    for _ in 0..=FREE_FAILURES {
+        t.failed(a, t0);
+    }
+    assert!(!t.may_try(b, t0), "another address of the same /64 waits too");
+    assert!(t.may_try("2001:db8:1:3::5".parse().unwrap(), t0));
 }
 
 #[test]
