@@ -94,8 +94,10 @@
 #                               every limit set (none refusing); and --journal; SLA_RATES [12000] orders/s
 #                               over SLA_CONNS [100] for RISK_SECS [20] s: the round trip to the Ack
 #   scripts/bench.sh logon-flood  a trading session (FLOOD_CONNS [10], FLOOD_RATE [2000] orders/s,
-#                               FLOOD_SECS [20] s) calm and under FLOOD_LOGONS [1000] wrong logons a
-#                               second from another address (scripts/lib/logon_flood.py), each backend
+#                               FLOOD_SECS [20] s, local mode) calm and under FLOOD_LOGONS [1000] wrong
+#                               logons a second from another address (scripts/lib/logon_flood.py), each
+#                               backend: the client's round trip, and the gateway's own time per order
+#                               from its sampler (tailgate report --log --json)
 #   scripts/bench.sh added      the gateway's own added time on the same lab, from a capture of its
 #                               frames (xdp: serve --pcap; kernel: tcpdump on tg_gw0): client in ->
 #                               upstream out ("in") and exchange in -> client out ("out") per order,

@@ -39,6 +39,7 @@ mode_sla() {
     for rate in ${SLA_RATES:-12000}; do
       for backend in $BACKENDS; do
         sla_up "$backend"
+        rm -f "$OUT/r.json"
         ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$rate" --cross 30 \
           --conns "$SLA_CONNS" --duration "$SLA_SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 || true
         sla_down
@@ -148,6 +149,7 @@ mode_risk() {
           *) echo "bench.sh: unknown risk config '$cfg'" >&2; exit 2 ;;
         esac
         sla_up "$backend"
+        rm -f "$OUT/r.json"
         ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "${SLA_RATES:-12000}" \
           --cross 30 --conns "$SLA_CONNS" --duration "$RISK_SECS" --core 0 "${load_acct[@]}" --json "$OUT/r.json" \
           >"$OUT/client.log" 2>&1 || true
@@ -172,22 +174,27 @@ PY
   summary backend/config 1
 }
 
-# scripts/bench.sh logon-flood: a trading session's round trips (FLOOD_CONNS [10] sessions,
-# FLOOD_RATE [2000] orders/s, FLOOD_SECS [20] s) calm, and with FLOOD_LOGONS [1000] wrong logons
-# a second from another address in the clients' namespace (scripts/lib/logon_flood.py), side by
-# side on each backend.
+# scripts/bench.sh logon-flood: a trading session (FLOOD_CONNS [10] sessions, FLOOD_RATE [2000]
+# orders/s, FLOOD_SECS [20] s, local mode: the gateway answers) calm, and with FLOOD_LOGONS [1000]
+# wrong logons a second from another address in the clients' namespace
+# (scripts/lib/logon_flood.py, on cpu0 beside the load generator), side by side on each backend.
+# Two measures: the round trip the client saw (the flooder shares the client's core, so this one
+# also carries its CPU), and the gateway's own time per order from its sampler (every order
+# sampled, logons not; tailgate report --log --json).
 mode_logon_flood() {
   local accounts flood_pid
   accounts=$(risk_config none)
-  echo "| run | backend | flood | orders/s | ack p50 us | p99 us | p99.9 us | max us | logons sent | refused | throttled |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| run | backend | flood | orders/s | rtt p50 us | rtt p99 us | rtt p99.9 us | gateway p50 us | gateway p99 us | gateway p99.9 us | logons sent | refused | throttled |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for run in $(seq "$RUNS"); do
     for backend in $BACKENDS; do
       for flood in calm flood; do
-        EXTRA=(--config "$OUT/risk-none.toml")
-        sla_up "$backend"
+        lab_for "$backend"
         # The flood's own address: its failures are throttled, not the session's.
-        ip netns exec tg_cli ip addr add 198.18.0.9/24 dev tg_br 2>/dev/null || true
+        ip netns exec tg_cli ip addr add 198.18.0.9/24 dev tg_cli0 2>/dev/null || true
+        rm -f "$OUT/s.log" "$OUT/r.json"
+        EXTRA=(--config "$OUT/risk-none.toml" --sample "all=0,limit=100,market=100,cancel=100" --sample-log "$OUT/s.log")
+        start_server "$backend" orders
         echo "0 0 0" >"$OUT/flood"
         flood_pid=
         if [[ $flood == flood ]]; then
@@ -200,22 +207,29 @@ mode_logon_flood() {
           --conns "${FLOOD_CONNS:-10}" --duration "${FLOOD_SECS:-20}" --core 0 --account "$accounts" \
           --password-file "$OUT/cpw" --json "$OUT/r.json" >"$OUT/client.log" 2>&1 || true
         [[ -n $flood_pid ]] && wait "$flood_pid"
-        sla_down
+        stop_server
+        EXTRA=()
         [[ -s $OUT/r.json ]] || { cat "$OUT/client.log" "$OUT/server.log" >&2; exit 1; }
-        python3 - "$OUT/r.json" "$run" "$backend" "$flood" "${FLOOD_RATE:-2000}" "$(cat "$OUT/flood")" >>"$OUT/rows" <<'PY'
+        "$BIN" report --log "$OUT/s.log" --json >"$OUT/rep.json" 2>/dev/null || echo '{}' >"$OUT/rep.json"
+        python3 - "$OUT/r.json" "$OUT/rep.json" "$run" "$backend" "$flood" "${FLOOD_RATE:-2000}" "$(cat "$OUT/flood")" \
+          >>"$OUT/rows" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-run, backend, flood, rate, f = sys.argv[2:7]
+r, g = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+run, backend, flood, rate, f = sys.argv[3:8]
 sent, refused, throttled = f.split()
 t = r["rtt_us"]
-print("| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s |" % (
-  run, backend, flood, rate, t["p50"], t["p99"], t["p999"], t["max"], sent, refused, throttled))
-print("ALL %s/%s %.1f %.1f %.1f" % (backend, flood, t["p50"], t["p99"], t["p999"]))
+gp = lambda k: g.get(k, float("nan"))
+print("| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %s | %s |" % (
+  run, backend, flood, rate, t["p50"], t["p99"], t["p999"], gp("p50_us"), gp("p99_us"), gp("p999_us"),
+  sent, refused, throttled))
+print("ALL %s/%s %.1f %.1f %.1f" % (backend, flood, gp("p50_us"), gp("p99_us"), gp("p999_us")))
 PY
         grep -v '^ALL' "$OUT/rows" | tail -1
         grep '^ALL' "$OUT/rows" | tail -1 | cut -d' ' -f2- >>"$OUT/all"
       done
     done
   done
+  echo
+  echo "The gateway's own time per order:"
   summary backend/flood 1
 }

@@ -32,8 +32,10 @@ use super::Risk;
 use crate::proto::{Code8, Password};
 use crate::ring::{ring_of, Consumer, Producer};
 
-/// Logons a loop may have waiting for the verifier.
-pub const QUEUE: usize = 64;
+/// Logons a loop may have waiting for the verifier: room for a morning's
+/// sessions connecting at once (each takes one argon2id verification,
+/// tens of milliseconds, in turn); one more is refused `logon_busy`.
+pub const QUEUE: usize = 1024;
 /// Failures from one source before throttling starts.
 pub const FREE_FAILURES: u32 = 3;
 /// Failures from one source that ban it.
