@@ -441,7 +441,10 @@ impl App for Orders {
         let last_rx = c.last_rx;
         self.unblock(conn, gen);
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
-        if now.saturating_sub(last_rx) >= self.cfg.idle_timeout_ms as u64 * ms {
+        // A session whose Logon the verifier has not answered yet waits for
+        // it (the queue is bounded, and answered in order): its idle time
+        // starts again with the answer.
+        if !c.pending && now.saturating_sub(last_rx) >= self.cfg.idle_timeout_ms as u64 * ms {
             self.counters.idle_timeouts += 1;
             crate::log_info!("orders: {}: idle for {} ms: logging out", s.conn, self.cfg.idle_timeout_ms);
             self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }, now);

@@ -125,6 +125,7 @@ impl Orders {
         let (conn, gen) = (a.conn as usize, a.gen);
         let Some(c) = self.clients.get(conn, gen) else { return };
         c.pending = false;
+        c.last_rx = now;
         if c.over {
             // The session ended while its Logon was verified.
             return;
