@@ -384,6 +384,33 @@ impl<T: Transport> LoadGen<T> {
         }
     }
 
+    /// A heartbeat on session `ci` if it has been quiet (and is logged on).
+    fn keep_alive(&mut self, ci: usize, now: u64) {
+        let c = &mut self.clients[ci];
+        if c.alive
+            && c.connected
+            && self.work.ready(ci)
+            && !self.work.ended(ci)
+            && now.saturating_sub(c.last_send_ns) > HEARTBEAT_NS
+            && self.work.heartbeat(ci, &mut c.tx)
+        {
+            c.last_send_ns = now;
+            self.mark(ci);
+        }
+    }
+
+    /// While the others log on: heartbeats on the sessions that are in,
+    /// every 100 ms, so that none is logged out idle meanwhile.
+    fn keep_alive_all(&mut self, next: &mut u64) {
+        let now = clock::mono_ns();
+        if now >= *next {
+            *next = now + 100_000_000;
+            for ci in 0..self.clients.len() {
+                self.keep_alive(ci, now);
+            }
+        }
+    }
+
     fn outstanding(&self) -> usize {
         (0..self.clients.len()).filter(|&ci| self.clients[ci].alive).map(|ci| self.work.outstanding(ci)).sum()
     }
@@ -398,8 +425,10 @@ impl<T: Transport> LoadGen<T> {
         self.connect_all()?;
         // Wait for connections and logons.
         let deadline = clock::mono_ns() + self.cfg.logon_timeout.as_nanos() as u64;
+        let mut next_keep_alive = 0;
         loop {
             self.pump(false)?;
+            self.keep_alive_all(&mut next_keep_alive);
             if (0..self.clients.len()).all(|ci| self.clients[ci].connected && self.work.ready(ci)) {
                 break;
             }
@@ -431,6 +460,7 @@ impl<T: Transport> LoadGen<T> {
             t.arrived.fetch_add(1, Ordering::AcqRel);
             while t.arrived.load(Ordering::Acquire) < t.of && !stop.load(Ordering::Relaxed) {
                 self.pump(false)?;
+                self.keep_alive_all(&mut next_keep_alive);
                 if clock::mono_ns() > deadline {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -519,15 +549,7 @@ impl<T: Transport> LoadGen<T> {
                     break;
                 }
                 for ci in 0..nclients {
-                    let c = &mut self.clients[ci];
-                    if c.alive
-                        && !self.work.ended(ci)
-                        && now.saturating_sub(c.last_send_ns) > HEARTBEAT_NS
-                        && self.work.heartbeat(ci, &mut c.tx)
-                    {
-                        c.last_send_ns = now;
-                        self.mark(ci);
-                    }
+                    self.keep_alive(ci, now);
                 }
             }
             self.pump(true)?;
