@@ -180,7 +180,8 @@ PY
 # (scripts/lib/logon_flood.py, on cpu0 beside the load generator), side by side on each backend.
 # Two measures: the round trip the client saw (the flooder shares the client's core, so this one
 # also carries its CPU), and the gateway's own time per order from its sampler (every order
-# sampled, logons not; tailgate report --log --json).
+# sampled, logons not, and no tail bias: a slow logon is not an order; tailgate report --log
+# --json).
 mode_logon_flood() {
   local accounts flood_pid
   accounts=$(risk_config none)
@@ -193,7 +194,7 @@ mode_logon_flood() {
         # The flood's own address: its failures are throttled, not the session's.
         ip netns exec tg_cli ip addr add 198.18.0.9/24 dev tg_cli0 2>/dev/null || true
         rm -f "$OUT/s.log" "$OUT/r.json"
-        EXTRA=(--config "$OUT/risk-none.toml" --sample "all=0,limit=100,market=100,cancel=100" --sample-log "$OUT/s.log")
+        EXTRA=(--config "$OUT/risk-none.toml" --sample "all=0,limit=100,market=100,cancel=100" --sample-tail-us 0 --sample-log "$OUT/s.log")
         start_server "$backend" orders
         echo "0 0 0" >"$OUT/flood"
         flood_pid=

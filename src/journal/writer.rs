@@ -43,6 +43,10 @@ pub struct WriterStats {
     /// Records not written: no segment was ready.
     pub lost: AtomicU64,
     pub segments: AtomicU64,
+    /// The segment being written and how far (bytes): the keeper syncs
+    /// the pages before that one.
+    pub seg: AtomicU64,
+    pub pos: AtomicU64,
 }
 
 /// A loop's end of the journal.
@@ -77,6 +81,7 @@ impl Writer {
         };
         r.encode(slot);
         self.pos += RECORD;
+        self.stats.pos.store(self.pos as u64, Ordering::Relaxed);
         self.seq += 1;
         self.written += 1;
         if self.written & 63 == 0 {
@@ -103,6 +108,8 @@ impl Writer {
         if let Ok(mut s) = self.ready.try_recv() {
             // The number of its first record, for the reader.
             s.map[32..40].copy_from_slice(&self.seq.to_le_bytes());
+            self.stats.pos.store(HEADER as u64, Ordering::Relaxed);
+            self.stats.seg.store(s.id, Ordering::Release);
             self.seg = Some(s);
             self.pos = HEADER;
             self.stats.segments.fetch_add(1, Ordering::Relaxed);
@@ -205,9 +212,13 @@ pub fn open(
         let first = maker.make(l)?;
         in_use.push((first.id, first.file.clone()));
         let (ready_tx, ready_rx) = sync_channel(1);
-        let (full_tx, full_rx) = sync_channel(4);
+        // Room for every full segment the keeper has not unmapped yet: one
+        // dropped here instead would be unmapped on the loop.
+        let (full_tx, full_rx) = sync_channel(16);
         let stats = Arc::new(WriterStats::default());
         stats.segments.store(1, Ordering::Relaxed);
+        stats.seg.store(first.id, Ordering::Relaxed);
+        stats.pos.store(HEADER as u64, Ordering::Relaxed);
         writers.push(Writer {
             loop_index: l as u8,
             seg: Some(first),
@@ -278,9 +289,19 @@ fn keep(maker: &mut Maker, mut ends: Vec<End>, mut in_use: Vec<(u64, Arc<File>)>
                 drop(s);
             }
         }
-        if stopping || (!sync.is_zero() && last_sync.elapsed() >= sync) {
+        if stopping {
             for (_, f) in &in_use {
                 let _ = f.sync_data();
+            }
+        } else if !sync.is_zero() && last_sync.elapsed() >= sync {
+            // Each loop's segment up to the page it is writing: that page
+            // is left alone (a store into a page under writeback waits).
+            for (_, _, _, stats, _) in ends.iter() {
+                let id = stats.seg.load(Ordering::Acquire);
+                let upto = stats.pos.load(Ordering::Relaxed) & !4095;
+                if let Some((_, f)) = in_use.iter().find(|(i, _)| *i == id) {
+                    let _ = crate::sys::sync_range(f, upto);
+                }
             }
             last_sync = Instant::now();
         }

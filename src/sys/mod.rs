@@ -70,6 +70,20 @@ pub fn map_file_populated(f: &File) -> io::Result<MmapMut> {
     unsafe { memmap2::MmapOptions::new().populate().map_mut(f) }
 }
 
+/// Write `f`'s bytes `[0, len)` to disk and wait for them
+/// (`sync_file_range` with WAIT_BEFORE, WRITE and WAIT_AFTER): the journal
+/// syncs the pages its loop has finished with, never the one it is
+/// writing, so the loop never waits for a page under writeback. No
+/// metadata is written: the journal's blocks were all written beforehand.
+pub fn sync_range(f: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a plain system call on a file descriptor `f` owns; no memory
+    // is passed.
+    cvt(unsafe { libc::sync_file_range(f.as_raw_fd(), 0, len, flags) }).map(|_| ())
+}
+
 /// The skeleton libbpf-cargo generates for bpf/redirect.bpf.c, used for the
 /// layout of the program's read-only data only (`types::rodata`, from the
 /// object's BTF). Generated code, with unsafe of its own.
