@@ -145,7 +145,7 @@ mode_risk() {
           open) load_acct=() ;;
           accounts) EXTRA=(--config "$OUT/risk-none.toml") ;;
           checks) EXTRA=(--config "$OUT/risk-all.toml") ;;
-          checks-journal) rm -rf "$OUT/journal"; EXTRA=(--config "$OUT/risk-all.toml" --journal "$OUT/journal") ;;
+          checks-journal) rm -rf "$OUT/journal"; EXTRA=(--config "$OUT/risk-all.toml" --journal "$OUT/journal" ${JOURNAL_FLAGS:-}) ;;
           *) echo "bench.sh: unknown risk config '$cfg'" >&2; exit 2 ;;
         esac
         sla_up "$backend"

@@ -24,10 +24,10 @@ pub(crate) struct JournalArgs {
     /// two in memory: the one it writes and the next, ready.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096), help_heading = JOURNAL)]
     pub(crate) journal_segment_mb: u64,
-    /// fdatasync the journal's segments this often, in milliseconds (0: never; the kernel writes
-    /// them back on its own). A process crash loses nothing either way; a power loss loses at
-    /// most this much.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000), help_heading = JOURNAL)]
+    /// Write the journal to disk this often, in milliseconds (0: never; the kernel writes it back
+    /// on its own). A process crash loses nothing either way; a power loss loses at most this much.
+    /// Each sync's disk work can take the loop's core for a while (docs/JOURNAL.md).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000), help_heading = JOURNAL)]
     pub(crate) journal_sync_ms: u64,
 }
 

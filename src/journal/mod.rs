@@ -12,18 +12,19 @@
 //! **Where it is written.** Each loop writes its records into a segment
 //! file mapped shared (`DIR/<start>-loop<NNN>-<seq>.tgj`): a record is a
 //! 64-byte store into the page cache, no system call on the loop. The
-//! keeper writes every block of a segment and maps it with every page in
+//! keeper reserves a segment's blocks and maps it with every page in
 //! before the loop gets it; what is left is a minor fault at the first
-//! store into each page (the kernel's dirty tracking), one per 64 records. A record is written before the message it
-//! records has any effect outside the gateway: an order's record before it
-//! is sent to the exchange, so before any Ack can reach the client.
+//! store into each page (the kernel's dirty tracking), one per 64 records.
+//! A record is written before the message it records has any effect
+//! outside the gateway: an order's record before it is sent to the
+//! exchange, so before any Ack can reach the client.
 //!
 //! **Crash safety.** What is in the page cache survives the process: after
 //! `kill -9`, every record written is in the file. A power loss keeps what
-//! was synced: the helper thread `fdatasync`s each segment every
-//! `--journal-sync-ms` (default 100 ms; 0: never, leave it to the kernel's
-//! writeback). A record cut short by the crash fails its checksum, and the
-//! reader stops there.
+//! was synced: the keeper writes each segment to disk up to the page being
+//! filled every `--journal-sync-ms` (default 1000 ms; 0: never, leave it
+//! to the kernel's writeback). A record cut short by the crash fails its
+//! checksum, and the reader stops there.
 //!
 //! **Admin actions** are in the admin audit log (`--admin-audit`, JSON
 //! lines, each fsynced before it is answered).

@@ -70,6 +70,17 @@ pub fn map_file_populated(f: &File) -> io::Result<MmapMut> {
     unsafe { memmap2::MmapOptions::new().populate().map_mut(f) }
 }
 
+/// Reserve `len` bytes of disk for `f` (`fallocate`, mode 0): a later store
+/// into a shared mapping of it never finds the disk full (no SIGBUS), and no
+/// data is written now.
+pub fn allocate(f: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a plain system call on a file descriptor `f` owns; no memory
+    // is passed.
+    cvt(unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) }).map(|_| ())
+}
+
 /// Write `f`'s bytes `[0, len)` to disk and wait for them
 /// (`sync_file_range` with WAIT_BEFORE, WRITE and WAIT_AFTER): the journal
 /// syncs the pages its loop has finished with, never the one it is
