@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,49 +17,28 @@ const EX_PORT: &str = "26400";
 const ADMIN: &str = "127.0.0.1:9180";
 const PASSWORD: &str = "lab-s3cret";
 
-/// A directory of the test's own (passwords, token, config, journal),
-/// removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(what: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("tg-acctlab-{}-{what}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let secret = |name: &str, text: &str| {
-            let p = d.join(name);
-            std::fs::write(&p, text).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        };
-        secret("pw", "pw0\n");
-        secret("client-pw", &format!("{PASSWORD}\n"));
-        secret("token", "lab-admin-token-0123456789\n");
-        secret("wrong-token", "not-the-admin-token-000\n");
-        // A cheap hash: the cost is in the string, and a test needs no more.
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let params = argon2::Params::new(64, 1, 1, None).unwrap();
-        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let salt = SaltString::encode_b64(b"lab-salt-0123").unwrap();
-        let h = a.hash_password(PASSWORD.as_bytes(), &salt).unwrap().to_string();
-        let accounts: String = ["ALPHA", "BETA", "GAMMA"]
-            .iter()
-            .map(|n| format!("[[accounts]]\nname = \"{n}\"\npassword_hash = \"{h}\"\nsources = [\"198.18.0.0/15\"]\nmax_sessions = 8\n\n"))
-            .collect();
-        std::fs::write(d.join("gw.toml"), accounts).unwrap();
-        Dir(d)
-    }
-    fn path(&self, p: &str) -> String {
-        self.0.join(p).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        if std::env::var_os("TG_KEEP_TEST_DIR").is_none() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// The test's directory: passwords, the admin token, the accounts' config
+/// (the journal and the audit log go there too).
+fn dir(what: &str) -> TestDir {
+    let d = TestDir::new("acctlab", what);
+    d.secret("pw", "pw0\n");
+    d.secret("client-pw", &format!("{PASSWORD}\n"));
+    d.secret("token", "lab-admin-token-0123456789\n");
+    d.secret("wrong-token", "not-the-admin-token-000\n");
+    // A cheap hash: the cost is in the string, and a test needs no more.
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"lab-salt-0123").unwrap();
+    let h = a.hash_password(PASSWORD.as_bytes(), &salt).unwrap().to_string();
+    let accounts: String = ["ALPHA", "BETA", "GAMMA"]
+        .iter()
+        .map(|n| {
+            format!("[[accounts]]\nname = \"{n}\"\npassword_hash = \"{h}\"\nsources = [\"198.18.0.0/15\"]\nmax_sessions = 8\n\n")
+        })
+        .collect();
+    std::fs::write(d.0.join("gw.toml"), accounts).unwrap();
+    d
 }
 
 fn exchange(lab: &Lab) -> Proc {
@@ -71,7 +49,7 @@ fn exchange(lab: &Lab) -> Proc {
 
 /// The gateway on `backend` with the accounts, the admin interface and the
 /// journal, logged in to the exchange.
-fn gateway(lab: &Lab, dir: &Dir, backend: &str, extra: &[&str]) -> Proc {
+fn gateway(lab: &Lab, dir: &TestDir, backend: &str, extra: &[&str]) -> Proc {
     let (pw, state, cfg, token, audit, journal) = (
         dir.path("pw"),
         dir.path("state"),
@@ -105,7 +83,7 @@ fn admin(lab: &Lab, token: &str, args: &[&str]) -> (Option<i32>, String, String)
 }
 
 /// `tailgate load` in the client namespace, in the background.
-fn load_bg(lab: &Lab, dir: &Dir, args: &[&str]) -> std::process::Child {
+fn load_bg(lab: &Lab, dir: &TestDir, args: &[&str]) -> std::process::Child {
     let mut c = lab.cmd_in(&lab.ns_cli, BIN);
     c.args(["load", "--ip", GW_IP, "--port", "7777", "--password-file", &dir.path("client-pw")]).args(args);
     c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn load")
@@ -125,7 +103,7 @@ fn wait_child(c: std::process::Child, limit: Duration) -> std::process::Output {
 }
 
 /// The journal's records as JSON values.
-fn journal(dir: &Dir) -> Vec<serde_json::Value> {
+fn journal(dir: &TestDir) -> Vec<serde_json::Value> {
     let out = Command::new(BIN).args(["journal", &dir.path("journal"), "--json"]).output().unwrap();
     assert!(out.status.success(), "tailgate journal: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -137,7 +115,7 @@ fn the_kill_switch_cancels_every_working_order_within_10ms_and_needs_the_token()
         return;
     }
     let lab = Lab::up_exchange(true);
-    let dir = Dir::new("kill");
+    let dir = dir("kill");
     let ex = exchange(&lab);
     // The gateway's loop on a core of its own, as deployed; the rest on the other.
     let gw = gateway(&lab, &dir, "xdp", &["--spin", "--core", "1", "--reporter-core", "0"]);
@@ -265,7 +243,7 @@ impl Session {
 
 fn cancel_on_disconnect(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
-    let dir = Dir::new(&format!("cod-{backend}"));
+    let dir = dir(&format!("cod-{backend}"));
     let ex = exchange(&lab);
     let gw = gateway(&lab, &dir, backend, &["--heartbeat-ms", "200"]);
     // ALPHA drops its connection with three working orders; BETA goes
@@ -313,7 +291,7 @@ fn after_kill_9_under_load_the_journal_holds_every_acknowledged_order() {
         return;
     }
     let lab = Lab::up_exchange(true);
-    let dir = Dir::new("kill9");
+    let dir = dir("kill9");
     let ex = exchange(&lab);
     let gw = gateway(&lab, &dir, "xdp", &["--spin"]);
     let acked = dir.path("acked");

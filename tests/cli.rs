@@ -68,8 +68,17 @@ fn help_documents_every_flag() {
             "--sample-ring",
             "--sample-acks",
             "--inject",
+            "--admin",
+            "--admin-token-file",
+            "--admin-audit",
+            "--journal",
+            "--journal-segment-mb",
+            "--journal-sync-ms",
         ],
     );
+    assert_help_lists("admin", &["--addr", "--token-file"]);
+    assert_help_lists("journal", &["--json"]);
+    assert_help_lists("hash-password", &["--password-file"]);
     assert_help_lists("report", &["--live", "--log", "--threshold-us", "--significant-us", "--json"]);
     assert_help_lists("storm", &["--ip", "--port", "--conns", "--flood", "--flood-src", "--timeout"]);
     assert_help_lists("doctor", &["--iface", "--core", "--queue", "--probe", "--json"]);
@@ -95,6 +104,9 @@ fn help_documents_every_flag() {
             "--zero-copy",
             "--prefix",
             "--max-conns",
+            "--account",
+            "--password-file",
+            "--acked-log",
         ],
     );
 }

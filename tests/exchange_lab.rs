@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,32 +12,14 @@ use common::*;
 
 const EX_PORT: &str = "26400";
 
-/// A directory of the test's own, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(what: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("tg-exlab-{}-{what}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let pw = d.join("pw");
-        std::fs::write(&pw, "pw0\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-        Dir(d)
-    }
-    fn path(&self, p: &str) -> String {
-        self.0.join(p).to_str().unwrap().to_string()
-    }
+/// The test's directory, with the upstream password.
+fn dir(what: &str) -> TestDir {
+    let d = TestDir::new("exlab", what);
+    d.secret("pw", "pw0\n");
+    d
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn exchange(lab: &Lab, dir: &Dir) -> Proc {
+fn exchange(lab: &Lab, dir: &TestDir) -> Proc {
     exchange_with(lab, &["--journal", &dir.path("journal")])
 }
 
@@ -48,12 +30,12 @@ fn exchange_with(lab: &Lab, extra: &[&str]) -> Proc {
 }
 
 /// The gateway on `backend`, logged in to the exchange.
-fn gateway(lab: &Lab, dir: &Dir, backend: &str) -> Proc {
+fn gateway(lab: &Lab, dir: &TestDir, backend: &str) -> Proc {
     gateway_with(lab, dir, backend, &[])
 }
 
 /// The same, with more serve flags.
-fn gateway_with(lab: &Lab, dir: &Dir, backend: &str, extra: &[&str]) -> Proc {
+fn gateway_with(lab: &Lab, dir: &TestDir, backend: &str, extra: &[&str]) -> Proc {
     let (pw, state) = (dir.path("pw"), dir.path("state"));
     let addr = format!("{EX_IP}:{EX_PORT}");
     let up = ["--upstream", &addr, "--upstream-user", "gw0", "--upstream-password-file", &pw];
@@ -94,7 +76,7 @@ fn zero(r: &serde_json::Value, keys: &[&str]) {
 
 fn two_hundred_sessions(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
-    let dir = Dir::new(&format!("200-{backend}"));
+    let dir = dir(&format!("200-{backend}"));
     let ex = exchange(&lab, &dir);
     let gw = gateway(&lab, &dir, backend);
     let (out, r) = lab.load_report(&["--conns", "200", "--rate", "4000", "--duration", "2", "--cross", "30"]);
@@ -123,7 +105,7 @@ fn two_hundred_sessions(backend: &str) {
 
 fn exchange_restart(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
-    let dir = Dir::new(&format!("restart-{backend}"));
+    let dir = dir(&format!("restart-{backend}"));
     let ex = exchange(&lab, &dir);
     let gw = gateway(&lab, &dir, backend);
     let (ex2, (out, r)) = std::thread::scope(|s| {
@@ -205,7 +187,7 @@ fn tshark_decodes_the_captured_upstream_session() {
         return;
     }
     let lab = Lab::up_exchange(true);
-    let dir = Dir::new("pcap");
+    let dir = dir("pcap");
     let ex = exchange(&lab, &dir);
     let pcap = dir.path("gw.pcap");
     let gw = gateway_with(&lab, &dir, "xdp", &["--pcap", &pcap]);
@@ -254,7 +236,7 @@ fn tshark_decodes_the_captured_upstream_session() {
 /// busy machine the p99.9's few messages may be the scheduler's.
 fn slow_exchange_is_named(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
-    let dir = Dir::new(&format!("slow-{backend}"));
+    let dir = dir(&format!("slow-{backend}"));
     let ex = exchange_with(&lab, &["--inject", "slow:20:30000"]);
     let samples = dir.path("samples");
     let gw = gateway_with(&lab, &dir, backend, &["--sample-log", &samples]);

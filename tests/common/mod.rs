@@ -440,3 +440,36 @@ pub fn echo_hashed(chunks: usize) -> ([u8; 32], [u8; 32], usize) {
     let (got, len) = reader.join().unwrap();
     (h.finalize().into(), got, len)
 }
+
+/// A directory of a test's own under the temporary directory, removed on
+/// drop (kept when `TG_KEEP_TEST_DIR` is set, to look at after a failure).
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str, what: &str) -> TestDir {
+        let d = std::env::temp_dir().join(format!("tg-{tag}-{}-{what}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TestDir(d)
+    }
+
+    /// Write `text` to `name`, readable only by its owner (a password, a token).
+    pub fn secret(&self, name: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    pub fn path(&self, p: &str) -> String {
+        self.0.join(p).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::env::var_os("TG_KEEP_TEST_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -427,17 +427,18 @@ impl Orders {
                     return self.invalid("an Order Canceled that leaves the order open", token);
                 }
                 self.done(token);
+                let canceled = |reason| GatewayMsg::Canceled {
+                    cl_ord_id: o.cl_ord_id,
+                    client_ts: o.client_ts,
+                    gw_recv_ts: ts.0,
+                    gw_send_ts: ts.1,
+                    qty,
+                    reason,
+                };
                 let msg = match o.cancel {
                     Some(_) if o.swept => {
                         self.counters.kill_canceled += 1;
-                        GatewayMsg::Canceled {
-                            cl_ord_id: o.cl_ord_id,
-                            client_ts: o.client_ts,
-                            gw_recv_ts: ts.0,
-                            gw_send_ts: ts.1,
-                            qty,
-                            reason: KILLED,
-                        }
+                        canceled(KILLED)
                     }
                     Some((cts, _)) if reason == cancel_reason::USER_REQUESTED => {
                         self.counters.cancels_acked += 1;
@@ -450,14 +451,7 @@ impl Orders {
                     }
                     _ => {
                         self.counters.exchange_canceled += 1;
-                        GatewayMsg::Canceled {
-                            cl_ord_id: o.cl_ord_id,
-                            client_ts: o.client_ts,
-                            gw_recv_ts: ts.0,
-                            gw_send_ts: ts.1,
-                            qty,
-                            reason,
-                        }
+                        canceled(reason)
                     }
                 };
                 self.report(o.conn, o.gen, msg, now);
