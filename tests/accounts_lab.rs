@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tailgate::proto::{ClientMsg, Code8, Frame, GatewayMsg, LogoutReason, NewOrder, OrderKind, Parsed, Password, Side};
 
-const EX_PORT: &str = "26400";
 const ADMIN: &str = "127.0.0.1:9180";
 const PASSWORD: &str = "lab-s3cret";
 
@@ -41,37 +40,15 @@ fn dir(what: &str) -> TestDir {
     d
 }
 
-fn exchange(lab: &Lab) -> Proc {
-    let mut c = lab.cmd_in(&lab.ns_ex, BIN);
-    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0"]);
-    Proc::spawn_until(c, "tailgate: serving on", Duration::from_secs(10))
-}
-
 /// The gateway on `backend` with the accounts, the admin interface and the
 /// journal, logged in to the exchange.
 fn gateway(lab: &Lab, dir: &TestDir, backend: &str, extra: &[&str]) -> Proc {
-    let (pw, state, cfg, token, audit, journal) = (
-        dir.path("pw"),
-        dir.path("state"),
-        dir.path("gw.toml"),
-        dir.path("token"),
-        dir.path("audit.jsonl"),
-        dir.path("journal"),
-    );
-    let addr = format!("{EX_IP}:{EX_PORT}");
-    let mut args: Vec<&str> = vec!["--upstream", &addr, "--upstream-user", "gw0", "--upstream-password-file", &pw];
-    args.extend(["--upstream-state", &state, "--config", &cfg, "--journal", &journal]);
+    let (cfg, token, audit, journal) =
+        (dir.path("gw.toml"), dir.path("token"), dir.path("audit.jsonl"), dir.path("journal"));
+    let mut args: Vec<&str> = vec!["--config", &cfg, "--journal", &journal];
     args.extend(["--admin", ADMIN, "--admin-token-file", &token, "--admin-audit", &audit]);
     args.extend(extra);
-    let mut p = if backend == "xdp" {
-        lab.serve_xdp("orders", &args)
-    } else {
-        let mut a = vec!["--backend", "kernel", "--ip", GW_IP, "--port", "7777", "--app", "orders"];
-        a.extend(args);
-        lab.serve(&a)
-    };
-    assert!(p.wait_for("logged in as gw0", Duration::from_secs(10)), "the gateway logged in: {:?}", p.log);
-    p
+    gateway_up(lab, dir, backend, &args)
 }
 
 /// `tailgate admin` in the gateway's namespace: (exit code, stdout, stderr).
@@ -116,7 +93,7 @@ fn the_kill_switch_cancels_every_working_order_within_10ms_and_needs_the_token()
     }
     let lab = Lab::up_exchange(true);
     let dir = dir("kill");
-    let ex = exchange(&lab);
+    let ex = exchange_up(&lab, &[]);
     // The gateway's loop on a core of its own, as deployed; the rest on the other.
     let gw = gateway(&lab, &dir, "xdp", &["--spin", "--core", "1", "--reporter-core", "0"]);
     // ALPHA trades, resting most of its orders; BETA trades beside it.
@@ -244,7 +221,7 @@ impl Session {
 fn cancel_on_disconnect(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
     let dir = dir(&format!("cod-{backend}"));
-    let ex = exchange(&lab);
+    let ex = exchange_up(&lab, &[]);
     let gw = gateway(&lab, &dir, backend, &["--heartbeat-ms", "200"]);
     // ALPHA drops its connection with three working orders; BETA goes
     // silent with two and is logged out after two heartbeat intervals.
@@ -292,7 +269,7 @@ fn after_kill_9_under_load_the_journal_holds_every_acknowledged_order() {
     }
     let lab = Lab::up_exchange(true);
     let dir = dir("kill9");
-    let ex = exchange(&lab);
+    let ex = exchange_up(&lab, &[]);
     let gw = gateway(&lab, &dir, "xdp", &["--spin"]);
     let acked = dir.path("acked");
     let load = load_bg(

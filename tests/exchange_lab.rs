@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-const EX_PORT: &str = "26400";
-
 /// The test's directory, with the upstream password.
 fn dir(what: &str) -> TestDir {
     let d = TestDir::new("exlab", what);
@@ -20,37 +18,7 @@ fn dir(what: &str) -> TestDir {
 }
 
 fn exchange(lab: &Lab, dir: &TestDir) -> Proc {
-    exchange_with(lab, &["--journal", &dir.path("journal")])
-}
-
-fn exchange_with(lab: &Lab, extra: &[&str]) -> Proc {
-    let mut c = lab.cmd_in(&lab.ns_ex, BIN);
-    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0"]).args(extra);
-    Proc::spawn_until(c, "tailgate: serving on", Duration::from_secs(10))
-}
-
-/// The gateway on `backend`, logged in to the exchange.
-fn gateway(lab: &Lab, dir: &TestDir, backend: &str) -> Proc {
-    gateway_with(lab, dir, backend, &[])
-}
-
-/// The same, with more serve flags.
-fn gateway_with(lab: &Lab, dir: &TestDir, backend: &str, extra: &[&str]) -> Proc {
-    let (pw, state) = (dir.path("pw"), dir.path("state"));
-    let addr = format!("{EX_IP}:{EX_PORT}");
-    let up = ["--upstream", &addr, "--upstream-user", "gw0", "--upstream-password-file", &pw];
-    let mut args: Vec<&str> = up.to_vec();
-    args.extend(["--upstream-state", &state]);
-    args.extend(extra);
-    let mut p = if backend == "xdp" {
-        lab.serve_xdp("orders", &args)
-    } else {
-        let mut a = vec!["--backend", "kernel", "--ip", GW_IP, "--port", "7777", "--app", "orders"];
-        a.extend(args);
-        lab.serve(&a)
-    };
-    assert!(p.wait_for("logged in as gw0", Duration::from_secs(10)), "the gateway logged in: {:?}", p.log);
-    p
+    exchange_up(lab, &["--journal", &dir.path("journal")])
 }
 
 /// The exchange's journal for gw0: (messages, executions).
@@ -78,7 +46,7 @@ fn two_hundred_sessions(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
     let dir = dir(&format!("200-{backend}"));
     let ex = exchange(&lab, &dir);
-    let gw = gateway(&lab, &dir, backend);
+    let gw = gateway_up(&lab, &dir, backend, &[]);
     let (out, r) = lab.load_report(&["--conns", "200", "--rate", "4000", "--duration", "2", "--cross", "30"]);
     let log = gw.stop();
     let exlog = ex.stop();
@@ -107,7 +75,7 @@ fn exchange_restart(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
     let dir = dir(&format!("restart-{backend}"));
     let ex = exchange(&lab, &dir);
-    let gw = gateway(&lab, &dir, backend);
+    let gw = gateway_up(&lab, &dir, backend, &[]);
     let (ex2, (out, r)) = std::thread::scope(|s| {
         let killer = s.spawn(|| {
             std::thread::sleep(Duration::from_millis(2500));
@@ -190,7 +158,7 @@ fn tshark_decodes_the_captured_upstream_session() {
     let dir = dir("pcap");
     let ex = exchange(&lab, &dir);
     let pcap = dir.path("gw.pcap");
-    let gw = gateway_with(&lab, &dir, "xdp", &["--pcap", &pcap]);
+    let gw = gateway_up(&lab, &dir, "xdp", &["--pcap", &pcap]);
     let (out, r) = lab.load_report(&["--conns", "4", "--rate", "500", "--duration", "2.5", "--cross", "30"]);
     assert!(out.status.success(), "{r}");
     // Quiet for a while: both sides heartbeat.
@@ -237,9 +205,9 @@ fn tshark_decodes_the_captured_upstream_session() {
 fn slow_exchange_is_named(backend: &str) {
     let lab = Lab::up_exchange(backend == "xdp");
     let dir = dir(&format!("slow-{backend}"));
-    let ex = exchange_with(&lab, &["--inject", "slow:20:30000"]);
+    let ex = exchange_up(&lab, &["--inject", "slow:20:30000"]);
     let samples = dir.path("samples");
-    let gw = gateway_with(&lab, &dir, backend, &["--sample-log", &samples]);
+    let gw = gateway_up(&lab, &dir, backend, &["--sample-log", &samples]);
     let (out, r) = lab.load_report(&["--conns", "4", "--rate", "500", "--duration", "3"]);
     assert!(out.status.success(), "{r}");
     gw.stop();

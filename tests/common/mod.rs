@@ -473,3 +473,34 @@ impl Drop for TestDir {
         }
     }
 }
+
+/// The exchange simulator's port on the three-namespace lab.
+pub const EX_PORT: &str = "26400";
+
+/// `tailgate exchange` in the lab's exchange namespace, with account
+/// gw0:pw0 and `extra` flags, serving.
+pub fn exchange_up(lab: &Lab, extra: &[&str]) -> Proc {
+    let mut c = lab.cmd_in(&lab.ns_ex, BIN);
+    c.args(["exchange", "--ip", EX_IP, "--port", EX_PORT, "--account", "gw0:pw0"]).args(extra);
+    Proc::spawn_until(c, "tailgate: serving on", Duration::from_secs(10))
+}
+
+/// The order gateway on `backend` (port 7777) with its upstream session
+/// gw0 (the password in `dir`'s `pw`, the state in its `state`) and
+/// `extra` flags, logged in to the exchange.
+pub fn gateway_up(lab: &Lab, dir: &TestDir, backend: &str, extra: &[&str]) -> Proc {
+    let (pw, state) = (dir.path("pw"), dir.path("state"));
+    let addr = format!("{EX_IP}:{EX_PORT}");
+    let mut args: Vec<&str> = vec!["--upstream", &addr, "--upstream-user", "gw0", "--upstream-password-file", &pw];
+    args.extend(["--upstream-state", &state]);
+    args.extend(extra);
+    let mut p = if backend == "xdp" {
+        lab.serve_xdp("orders", &args)
+    } else {
+        let mut a = vec!["--backend", "kernel", "--ip", GW_IP, "--port", "7777", "--app", "orders"];
+        a.extend(args);
+        lab.serve(&a)
+    };
+    assert!(p.wait_for("logged in as gw0", Duration::from_secs(10)), "the gateway logged in: {:?}", p.log);
+    p
+}
