@@ -134,10 +134,6 @@ impl<V> FixedMap<V> {
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
         self.slots.iter().filter_map(|s| s.as_ref().map(|(k, v)| (*k, v)))
     }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut V)> {
-        self.slots.iter_mut().filter_map(|s| s.as_mut().map(|(k, v)| (*k, v)))
-    }
 }
 
 #[cfg(test)]

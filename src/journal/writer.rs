@@ -67,13 +67,11 @@ impl Writer {
     /// segment is ready (the keeper fell behind); counted `lost`.
     #[inline]
     pub fn append(&mut self, r: &mut Record) -> bool {
-        if self.seg.as_ref().is_none_or(|s| self.pos + RECORD > s.map.len()) {
-            self.rotate();
-        }
-        let Some(seg) = self.seg.as_mut() else {
+        if !self.ready() {
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
             return false;
-        };
+        }
+        let Some(seg) = self.seg.as_mut() else { return false };
         r.loop_index = self.loop_index;
         let slot: &mut [u8; RECORD] = match (&mut seg.map[self.pos..self.pos + RECORD]).try_into() {
             Ok(s) => s,

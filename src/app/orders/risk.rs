@@ -108,11 +108,9 @@ impl Orders {
 
     /// Once per iteration: the verifier's answers, and a new kill.
     pub(super) fn risk_iteration(&mut self, now: u64) {
-        if let Some(mut port) = self.risk.port.take() {
-            while let Some(a) = port.answer() {
-                self.logon_answer(a, now);
-            }
-            self.risk.port = Some(port);
+        // With no logon waiting, `answer` is one compare: the port stays put.
+        while let Some(a) = self.risk.port.as_mut().and_then(|p| p.answer()) {
+            self.logon_answer(a, now);
         }
         let epoch = self.risk.risk.kill_epoch.load(Ordering::Acquire);
         if epoch != self.risk.kill_seen {
