@@ -210,3 +210,43 @@ fn cancel_on_disconnect_follows_the_account_and_the_heartbeat_timeout() {
     assert_eq!(w.gw.app.live_orders(), 0, "the kill cancelled the order of the closed session");
     assert_eq!(risk.accounts.state[1].gross(), 0);
 }
+
+#[test]
+fn messages_while_a_logon_is_verified_are_refused_and_take_nothing() {
+    let (mut w, risk, _v) = world(LimitsSpec::default(), 60_000);
+    let i = w.connect();
+    // A Logon, a replayed Logon and an order in one write: the last two
+    // are read while the first is with the verifier.
+    let logon = ClientMsg::Logon { account: Code8::new("ALPHA").unwrap(), password: Password::new("s3cret").unwrap() };
+    let mut bytes = Vec::new();
+    for (seq, m) in [(1, logon), (2, logon), (3, order(1, Side::Buy, OrderKind::Limit, 9_000, 5))] {
+        let mut b = [0u8; 64];
+        let n = m.encode(seq, &mut b).unwrap();
+        bytes.extend_from_slice(&b[..n]);
+    }
+    w.clients[i].seq = 4;
+    let conn = w.clients[i].conn;
+    use tailgate::transport::Transport;
+    assert_eq!(w.net.send(conn, &bytes).unwrap(), bytes.len());
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.extend(w.answer(i));
+        if got.iter().any(|m| matches!(m, GatewayMsg::LogonAck { .. })) {
+            break;
+        }
+    }
+    assert!(
+        matches!(
+            got[..],
+            [
+                GatewayMsg::Reject { reason: RejectReason::AlreadyLoggedOn, ref_seq: 2, .. },
+                GatewayMsg::Reject { reason: RejectReason::NotLoggedOn, ref_seq: 3, .. },
+                GatewayMsg::LogonAck { .. }
+            ]
+        ),
+        "{got:?}"
+    );
+    assert_eq!(risk.accounts.state[0].sessions.load(Ordering::Relaxed), 1, "the replay took no second session");
+    assert_eq!(w.gw.app.live_orders(), 0, "the early order reached no exchange");
+    assert_eq!(risk.accounts.state[0].gross(), 0);
+}
