@@ -510,3 +510,28 @@ fn a_close_without_shutdown_sends_a_reset() {
     assert_eq!(rst.len(), 1, "one RST for the aborted connection: {segs:?}");
     assert_eq!(rst[0].seq, l.rcv, "at the sequence number the peer expects");
 }
+
+/// A source the logon verifier made wait is refused at its SYN (a RST, no
+/// cookie, no socket), for as long as its wait lasts and no longer.
+#[test]
+fn a_source_at_the_gate_gets_a_reset_for_its_syn_until_its_wait_ends() {
+    let gate = std::sync::Arc::new(tailgate::transport::gate::Gate::new());
+    let g = gate.clone();
+    let (clock, mut stack, mut peer) = stack_and_peer(move |c| c.gate = Some(g));
+    let until = clock.now() + 1_000_000_000;
+    gate.refuse(std::net::IpAddr::V4(CLIENT), until);
+    peer.send(&syn(44000, 1));
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
+    assert!(got.len() == 1 && got[0].has(RST | ACK) && got[0].ack == 2, "{got:?}");
+    assert_eq!(counter(&stack, "conn_refused_throttled"), 1);
+    assert_eq!(counter(&stack, "syn_received"), 0, "no cookie made");
+    // Another source's wait does not refuse this one.
+    gate.refuse(std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 77)), u64::MAX);
+    while clock.now() < until {
+        clock.advance(Duration::from_millis(100));
+    }
+    peer.send(&syn(44001, 1));
+    let got = collect(&clock, &mut stack, &mut peer, ms(1));
+    assert!(got.len() == 1 && got[0].has(SYN | ACK), "open again once the wait is over: {got:?}");
+    assert_eq!(counter(&stack, "conn_refused_throttled"), 1);
+}

@@ -185,8 +185,8 @@ PY
 mode_logon_flood() {
   local accounts flood_pid
   accounts=$(risk_config none)
-  echo "| run | backend | flood | orders/s | rtt p50 us | rtt p99 us | rtt p99.9 us | gateway p50 us | gateway p99 us | gateway p99.9 us | logons sent | refused | throttled |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| run | backend | flood | orders/s | rtt p50 us | rtt p99 us | rtt p99.9 us | gateway p50 us | gateway p99 us | gateway p99.9 us | logons sent | refused | throttled | reset at connect |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for run in $(seq "$RUNS"); do
     for backend in $BACKENDS; do
       for flood in calm flood; do
@@ -196,7 +196,7 @@ mode_logon_flood() {
         rm -f "$OUT/s.log" "$OUT/r.json"
         EXTRA=(--config "$OUT/risk-none.toml" --sample "all=0,limit=100,market=100,cancel=100" --sample-tail-us 0 --sample-log "$OUT/s.log")
         start_server "$backend" orders
-        echo "0 0 0" >"$OUT/flood"
+        echo "0 0 0 0" >"$OUT/flood"
         flood_pid=
         if [[ $flood == flood ]]; then
           ip netns exec tg_cli taskset -c 0 python3 scripts/lib/logon_flood.py 198.18.0.9 "$GW_IP" "$PORT" \
@@ -217,12 +217,12 @@ mode_logon_flood() {
 import json, sys
 r, g = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 run, backend, flood, rate, f = sys.argv[3:8]
-sent, refused, throttled = f.split()
+sent, refused, throttled, reset = f.split()
 t = r["rtt_us"]
 gp = lambda k: g.get(k, float("nan"))
-print("| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %s | %s |" % (
+print("| %s | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %s |" % (
   run, backend, flood, rate, t["p50"], t["p99"], t["p999"], gp("p50_us"), gp("p99_us"), gp("p999_us"),
-  sent, refused, throttled))
+  sent, refused, throttled, reset))
 print("ALL %s/%s %.1f %.1f %.1f" % (backend, flood, gp("p50_us"), gp("p99_us"), gp("p999_us")))
 PY
         grep -v '^ALL' "$OUT/rows" | tail -1

@@ -6,7 +6,9 @@ Each logon is a new TCP connection from SRC_IP carrying one version-3 Logon
 (docs/PROTOCOL.md) for account R0 with a wrong password; the gateway's
 answer (a Reject, then Logout) is read and the connection closed. At most
 256 are open at once. Prints "sent refused throttled": logons sent, Rejects
-not_authorized (21), Rejects logon_throttled (22).
+not_authorized (21), Rejects logon_throttled (22), then "reset": connections
+refused or reset before any answer (a source the gateway made wait is refused
+as it connects).
 """
 import selectors
 import socket
@@ -17,7 +19,7 @@ import time
 src, ip, port, rate, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 logon = struct.pack("<HBBI", 48, 3, 0x01, 1) + b"R0      " + b"wrong-password".ljust(32, b"\0")
 sel = selectors.DefaultSelector()
-sent = refused = throttled = 0
+sent = refused = throttled = reset = 0
 open_ = {}
 start = time.monotonic()
 next_at = start
@@ -48,6 +50,7 @@ while True:
                 sent += 1
                 sel.modify(s, selectors.EVENT_READ)
             except OSError:
+                reset += 1
                 sel.unregister(s)
                 s.close()
                 open_.pop(s, None)
@@ -55,7 +58,13 @@ while True:
         try:
             b = s.recv(4096)
         except OSError:
-            b = b""
+            b = None
+        if b is None or (not b and not open_[s][0]):
+            reset += 1
+            sel.unregister(s)
+            s.close()
+            open_.pop(s, None)
+            continue
         buf = open_[s][0] + b
         open_[s][0] = buf
         if len(buf) >= 40 or not b:
@@ -72,4 +81,4 @@ while True:
             sel.unregister(s)
             s.close()
             open_.pop(s)
-print(sent, refused, throttled)
+print(sent, refused, throttled, reset)

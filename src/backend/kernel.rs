@@ -19,6 +19,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -27,6 +28,7 @@ use slab::Slab;
 
 use crate::clock;
 use crate::sys::{rxts, txack};
+use crate::transport::gate::Gate;
 use crate::transport::{signal, AckEvent, ConnId, Counters, Event, RxTrace, Transport, TransportStats, WaitMode};
 
 /// How often the realtime-to-monotonic offset is re-read while tracing.
@@ -37,7 +39,7 @@ const CLOCK_OFFSET_NS: u64 = 100_000_000;
 const LISTENER_TOKEN_TOP: usize = usize::MAX - 1;
 
 /// Configuration of the kernel backend.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct KernelConfig {
     pub wait: WaitMode,
     /// SO_BUSY_POLL value in microseconds set on every socket in spin mode.
@@ -54,6 +56,9 @@ pub struct KernelConfig {
     /// and later) a connection whose SYN is processed on this CPU goes to
     /// this loop's listener.
     pub reuse_port: Option<usize>,
+    /// Sources refused as they are accepted (reset at once, before any
+    /// other work): those the logon verifier made wait.
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl Default for KernelConfig {
@@ -65,6 +70,7 @@ impl Default for KernelConfig {
             max_conns: 4096,
             backlog: 4096,
             reuse_port: None,
+            gate: None,
         }
     }
 }
@@ -90,6 +96,8 @@ pub struct KernelTransport {
     accept_errors: u64,
     /// Connections reset at once because `max_conns` were open.
     refused: u64,
+    /// Connections reset as accepted: their source is at the gate.
+    gated: u64,
     /// Listeners whose last accept failed (EMFILE, ENFILE, ENOBUFS, ...):
     /// retried at the next poll, edge or no edge (the listener is
     /// edge-triggered, and connections left in the backlog raise no new edge).
@@ -123,9 +131,9 @@ pub struct KernelTransport {
 impl KernelTransport {
     pub fn new(cfg: KernelConfig) -> io::Result<Self> {
         Ok(KernelTransport {
+            events: Events::with_capacity(cfg.events_capacity),
             cfg,
             poll: Poll::new()?,
-            events: Events::with_capacity(cfg.events_capacity),
             listeners: Vec::new(),
             conns: Slab::with_capacity(1024),
             pending: Vec::new(),
@@ -135,6 +143,7 @@ impl KernelTransport {
             busy_poll_refused: false,
             accept_errors: 0,
             refused: 0,
+            gated: 0,
             accept_retry: [false; 8],
             tracing: false,
             acks_on: false,
@@ -268,6 +277,13 @@ impl KernelTransport {
                         self.cfg.max_conns,
                         self.refused
                     );
+                }
+                Ok((s, peer)) if self.cfg.gate.as_ref().is_some_and(|g| g.refuses(peer.ip(), clock::mono_ns())) => {
+                    // Its failed logons made it wait (the verifier logged
+                    // that once): reset, without a log line per connection.
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    drop(s);
+                    self.gated += 1;
                 }
                 Ok((s, _peer)) => match self.setup_stream(s) {
                     Ok(id) => {
@@ -492,6 +508,7 @@ impl Transport for KernelTransport {
     fn counters(&self) -> Counters {
         let mut c = Counters::default();
         c.drop("conn_refused", self.refused);
+        c.drop("conn_refused_throttled", self.gated);
         c.drop("accept_errors", self.accept_errors);
         if self.tracing {
             c.event("errqueue_reads", self.errqueue_reads);
@@ -540,148 +557,4 @@ impl Transport for KernelTransport {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    fn pump(t: &mut KernelTransport, until: impl Fn(&[Event]) -> bool) -> Vec<Event> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut all = Vec::new();
-        let mut evs = Vec::new();
-        while Instant::now() < deadline {
-            t.poll(Some(Duration::from_millis(10)), &mut evs).unwrap();
-            all.extend_from_slice(&evs);
-            if until(&all) {
-                return all;
-            }
-        }
-        panic!("events not seen: {all:?}");
-    }
-
-    /// A transport listening on loopback, a client connected to it, and the accepted id.
-    fn accepted_pair() -> (KernelTransport, std::net::TcpStream, ConnId) {
-        let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        t.listen(addr).unwrap();
-        let client = std::net::TcpStream::connect(addr).unwrap();
-        let evs = pump(&mut t, |e| e.iter().any(|e| matches!(e, Event::Accepted(_))));
-        let id = evs.iter().find_map(|e| if let Event::Accepted(id) = e { Some(*id) } else { None }).expect("accepted");
-        (t, client, id)
-    }
-
-    #[test]
-    fn accept_read_write_fin_on_loopback() {
-        let (mut t, mut client, id) = accepted_pair();
-        assert!(t.peer_addr(id).is_some());
-        client.write_all(b"hello").unwrap();
-        pump(&mut t, |e| e.contains(&Event::Readable(id)));
-        let mut buf = [0u8; 16];
-        let n = loop {
-            match t.recv(id, &mut buf) {
-                Ok(n) => break n,
-                Err(e) if would_block_err(&e) => std::thread::sleep(Duration::from_millis(1)),
-                Err(e) => panic!("{e}"),
-            }
-        };
-        assert_eq!(&buf[..n], b"hello");
-        assert_eq!(t.send(id, b"world").unwrap(), 5);
-        let mut r = [0u8; 5];
-        client.read_exact(&mut r).unwrap();
-        assert_eq!(&r, b"world");
-        client.shutdown(Shutdown::Write).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let mut evs = Vec::new();
-            t.poll(Some(Duration::from_millis(10)), &mut evs).unwrap();
-            match t.recv(id, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => panic!("unexpected {n} bytes"),
-                Err(e) if would_block_err(&e) => {}
-                Err(e) => panic!("{e}"),
-            }
-            assert!(Instant::now() < deadline, "no FIN seen");
-        }
-        t.close(id);
-        assert_eq!(t.stats().closed, 1);
-        assert!(t.recv(id, &mut buf).is_err(), "closed id must not be usable");
-    }
-
-    /// Data and FIN queued together: a consumer that stops at the short read
-    /// must still be told Readable again, or it never sees the FIN.
-    #[test]
-    fn fin_behind_a_short_read_is_reported_again() {
-        let (mut t, mut client, id) = accepted_pair();
-        client.write_all(b"abc").unwrap();
-        client.shutdown(Shutdown::Write).unwrap();
-        std::thread::sleep(Duration::from_millis(50)); // both are queued now
-        pump(&mut t, |e| e.contains(&Event::Readable(id)));
-        let mut buf = [0u8; 64];
-        assert_eq!(t.recv(id, &mut buf).unwrap(), 3, "short read");
-        // Stop reading, as the server does after a short read; the FIN must
-        // come back as a new Readable.
-        pump(&mut t, |e| e.contains(&Event::Readable(id)));
-        assert_eq!(t.recv(id, &mut buf).unwrap(), 0, "FIN");
-    }
-
-    #[test]
-    fn connect_reports_connected() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut t = KernelTransport::new(KernelConfig::default()).unwrap();
-        let id = t.connect(l.local_addr().unwrap()).unwrap();
-        let evs = pump(&mut t, |e| e.contains(&Event::Connected(id)));
-        // Reported once, counted, and a real connection: the listener's
-        // side sees it and bytes flow both ways through `id`.
-        assert_eq!(evs.iter().filter(|e| **e == Event::Connected(id)).count(), 1, "{evs:?}");
-        assert_eq!(t.stats().connected, 1);
-        let (mut server, _) = l.accept().unwrap();
-        assert_eq!(server.peer_addr().ok(), t.conns[id.0].0.local_addr().ok());
-        assert_eq!(t.send(id, b"ping").unwrap(), 4);
-        let mut b = [0u8; 4];
-        server.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"ping");
-        server.write_all(b"pong").unwrap();
-        pump(&mut t, |e| e.contains(&Event::Readable(id)));
-        let mut got = [0u8; 8];
-        assert_eq!(t.recv(id, &mut got).unwrap(), 4);
-        assert_eq!(&got[..4], b"pong");
-    }
-
-    /// --max-conns on the kernel backend: connections beyond the limit are
-    /// reset at once and counted; the ones within it work.
-    #[test]
-    fn connections_beyond_max_conns_are_reset_and_counted() {
-        let mut t = KernelTransport::new(KernelConfig { max_conns: 2, ..KernelConfig::default() }).unwrap();
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        t.listen(addr).unwrap();
-        let clients: Vec<std::net::TcpStream> = (0..5).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut evs = Vec::new();
-        let mut accepted = 0;
-        while t.refused < 3 && Instant::now() < deadline {
-            t.poll(Some(Duration::from_millis(10)), &mut evs).unwrap();
-            accepted += evs.iter().filter(|e| matches!(e, Event::Accepted(_))).count();
-        }
-        assert_eq!((accepted, t.refused, t.counters().get("conn_refused")), (2, 3, Some(3)));
-        // Three clients were reset: a read sees ECONNRESET (or EOF), not a hang.
-        let mut reset = 0;
-        for mut c in clients {
-            c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-            let mut b = [0u8; 1];
-            match c.read(&mut b) {
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => reset += 1,
-                Ok(0) => reset += 1,
-                _ => {}
-            }
-        }
-        assert_eq!(reset, 3);
-        assert!(t.report().unwrap().contains("conn_refused=3"));
-    }
-
-    fn would_block_err(e: &io::Error) -> bool {
-        crate::transport::would_block(e)
-    }
-}
+mod tests;

@@ -320,14 +320,24 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         return Err("--journal applies to --app orders only".into());
     }
     let journal = super::journal::Journal::open(&a.journal, loops, cores, a.obs.reporter_core)?;
+    // Sources the verifier makes wait are refused as they connect.
+    let gate = auth.verifier.as_ref().map(|v| v.gate.clone());
     let cfg = LaunchConfig {
         backend: a.backend.choice(),
         places: places(&a.xdp, a.core.as_ref()),
         xdp: match stack_ip {
-            Some(ip) => xdp_plan(&a.xdp, ip, wait, a.busy_poll_us, a.xdp_extras(&sampling, &inject, one_core)),
+            Some(ip) => {
+                xdp_plan(&a.xdp, ip, wait, a.busy_poll_us, a.xdp_extras(&sampling, &inject, one_core)).map(|mut x| {
+                    x.stack.gate = gate.clone();
+                    x
+                })
+            }
             None => Err("--backend xdp needs an IPv4 address for the stack".into()),
         },
-        kernel: kernel_config(&a.xdp, wait, a.busy_poll_us, a.backlog as usize),
+        kernel: tailgate::backend::kernel::KernelConfig {
+            gate,
+            ..kernel_config(&a.xdp, wait, a.busy_poll_us, a.backlog as usize)
+        },
         observe: Some(Observe {
             sampling,
             inject,

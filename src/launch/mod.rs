@@ -295,7 +295,7 @@ pub fn launch<J: Job>(cfg: LaunchConfig, job: &J, stop: &AtomicBool) -> Result<E
             None => {
                 let reuse_port = if n > 1 { core } else { None };
                 (
-                    LoopBackend::Kernel(KernelConfig { reuse_port, ..cfg.kernel }),
+                    LoopBackend::Kernel(KernelConfig { reuse_port, ..cfg.kernel.clone() }),
                     core.map_or("unpinned".into(), |c| format!("core {c}")),
                 )
             }

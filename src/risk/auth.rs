@@ -19,6 +19,12 @@
 //! refuse as a wrong password. The log names the account, the source and
 //! the reason, never the password; the verifier wipes its copy once
 //! checked.
+//!
+//! A source that must wait (its backoff or its ban) is also written into
+//! the [`Gate`], which the loops' transports read as connections arrive: it
+//! is refused there (a RST), before it costs a loop an accept, a read, a
+//! ring slot and a reply. Only a connection that raced the gate reaches the
+//! verifier and is refused `logon_throttled`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,6 +37,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use super::Risk;
 use crate::proto::{Code8, Password};
 use crate::ring::{ring_of, Consumer, Producer};
+use crate::transport::gate::Gate;
 
 /// Logons a loop may have waiting for the verifier: room for a morning's
 /// sessions connecting at once (each takes one argon2id verification,
@@ -259,6 +266,9 @@ pub struct Verifier {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub counters: Arc<AuthCounters>,
+    /// The sources refused at the door (the verifier writes, the loops'
+    /// transports read).
+    pub gate: Arc<Gate>,
 }
 
 impl Drop for Verifier {
@@ -320,18 +330,25 @@ pub fn start(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(AuthCounters::default());
-    let (st, ct) = (stop.clone(), counters.clone());
+    let gate = Arc::new(Gate::new());
+    let (st, ct, gt) = (stop.clone(), counters.clone(), gate.clone());
     let thread = std::thread::Builder::new()
         .name("tg-auth".into())
         .spawn(move || {
             crate::runtime::place_helper_off(&cores, pin, "logon verifier");
-            run(&risk, &mut ends, &st, &ct);
+            run(&risk, &mut ends, &st, &ct, &gt);
         })
         .map_err(|e| format!("starting the logon verifier: {e}"))?;
-    Ok((Verifier { stop, thread: Some(thread), counters }, ports))
+    Ok((Verifier { stop, thread: Some(thread), counters, gate }, ports))
 }
 
-fn run(risk: &Risk, ends: &mut [(Consumer<Request>, Producer<Answer>)], stop: &AtomicBool, c: &AuthCounters) {
+fn run(
+    risk: &Risk,
+    ends: &mut [(Consumer<Request>, Producer<Answer>)],
+    stop: &AtomicBool,
+    c: &AuthCounters,
+    gate: &Gate,
+) {
     let decoy = decoy(risk);
     let mut throttle = Throttle::default();
     while !stop.load(Ordering::Relaxed) {
@@ -342,7 +359,11 @@ fn run(risk: &Risk, ends: &mut [(Consumer<Request>, Producer<Answer>)], stop: &A
                 let verdict =
                     if !throttle.may_try(r.source, now) { Err(Refusal::Throttled) } else { verify(risk, &decoy, r) };
                 match verdict {
-                    Ok(_) | Err(Refusal::Throttled) => {}
+                    Ok(_) => {}
+                    Err(Refusal::Throttled) => {
+                        // It raced the gate (or was evicted from it).
+                        shut_door(gate, &throttle, r.source, now);
+                    }
                     Err(why) => {
                         let banned = throttle.failed(r.source, now);
                         let wait = throttle.wait(r.source, now);
@@ -354,6 +375,7 @@ fn run(risk: &Risk, ends: &mut [(Consumer<Request>, Producer<Answer>)], stop: &A
                                 BAN.as_secs()
                             );
                         }
+                        shut_door(gate, &throttle, r.source, now);
                         crate::log_warn!(
                             "logon refused: account {:?} from {}: {}{}",
                             r.account.as_str(),
@@ -380,6 +402,15 @@ fn run(risk: &Risk, ends: &mut [(Consumer<Request>, Producer<Answer>)], stop: &A
         if !any {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+/// Refuse `source` at the door for as long as it must wait, if it must.
+fn shut_door(gate: &Gate, throttle: &Throttle, source: IpAddr, now: Instant) {
+    let wait = throttle.wait(source, now);
+    if !wait.is_zero() {
+        let ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        gate.refuse(source, crate::clock::mono_ns().saturating_add(ns));
     }
 }
 

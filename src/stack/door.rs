@@ -164,6 +164,9 @@ pub struct DoorStats {
     /// Cookies that held but whose replay smoltcp did not answer as
     /// expected (none, in every test): the peer is reset.
     pub replay_failed: u64,
+    /// SYNs from a source at the gate (its failed logons made it wait):
+    /// answered with a RST, no cookie made.
+    pub gated: u64,
 }
 
 /// The window scale smoltcp gives a socket with `rx_cap` bytes of receive
@@ -225,6 +228,7 @@ impl Door {
         out.event("syn_cookies_accepted", s.cookies_accepted);
         out.drop("syn_cookies_invalid", s.cookies_invalid);
         out.drop("syn_replay_failed", s.replay_failed);
+        out.drop("conn_refused_throttled", s.gated);
     }
 }
 
@@ -336,6 +340,14 @@ impl<D: Link> Stack<D> {
             ws: opts.ws.map(|_| win_shift(rx)),
             sack: opts.sack,
         })
+    }
+
+    /// Is the source of SYN `tuple` at the gate? Counted if so.
+    pub(super) fn gated(&mut self, tuple: Option<(u32, u16, u16)>) -> bool {
+        let (Some(g), Some((ip, ..))) = (self.cfg.gate.as_ref(), tuple) else { return false };
+        let shut = g.refuses(std::net::IpAddr::V4(Ipv4Addr::from(ip)), self.now_ns);
+        self.door.stats.gated += u64::from(shut);
+        shut
     }
 
     /// Our MSS: the link's MTU less the Ethernet, IPv4 and TCP headers (as

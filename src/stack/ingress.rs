@@ -106,7 +106,7 @@ impl<D: Link> Stack<D> {
             Some((_, _, lp)) if verdict == Verdict::Pass && !known && self.door.listening(lp) => {
                 let f = key.flags;
                 if key.syn {
-                    verdict = if self.refuse() {
+                    verdict = if self.refuse() || self.gated(key.tuple) {
                         let ack = key.seq.wrapping_add(1 + u32::from(key.payload));
                         Verdict::Answer(Reply::Rst { seq: 0, ack })
                     } else {

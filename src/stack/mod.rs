@@ -139,6 +139,9 @@ pub struct StackConfig {
     /// local ports whose replies arrive on that queue (None: the next free
     /// port; replies that land on another loop's queue are handed over).
     pub rss: Option<rss::RssTable>,
+    /// Sources whose SYN is answered with a RST (those the logon verifier
+    /// made wait), before a cookie is made for them.
+    pub gate: Option<std::sync::Arc<crate::transport::gate::Gate>>,
 }
 
 impl StackConfig {
@@ -159,6 +162,7 @@ impl StackConfig {
             icmp_echo_per_sec: limit::ECHO_PER_SEC_DEFAULT,
             rst_per_sec: limit::RST_PER_SEC_DEFAULT,
             rss: None,
+            gate: None,
         }
     }
 }

@@ -48,6 +48,8 @@
 //! Connection ids are small integers, dense and reused, so applications can
 //! index tables with them.
 
+pub mod gate;
+
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -111,3 +111,27 @@ fn hashes_made_here_verify() {
     let ph = PasswordHash::new(&h).unwrap();
     assert!(argon2::Argon2::default().verify_password(b"pa55", &ph).is_ok());
 }
+
+#[test]
+fn a_source_that_must_wait_is_shut_out_at_the_gate_for_its_wait() {
+    let (v, mut ports) = start(risk(), 1, vec![], None).unwrap();
+    let p = &mut ports[0];
+    let src: IpAddr = "198.18.0.9".parse().unwrap();
+    let other: IpAddr = "198.18.0.10".parse().unwrap();
+    // The free failures leave the door open; the next one shuts it.
+    for n in 0..=FREE_FAILURES {
+        assert!(!v.gate.refuses(src, crate::clock::mono_ns()), "open before failure {n}");
+        assert!(p.ask(&req("ALPHA", "nope", "198.18.0.9")));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while p.answer().is_none() {
+            assert!(Instant::now() < deadline, "no answer");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let now = crate::clock::mono_ns();
+    assert!(v.gate.refuses(src, now), "shut after {} failures", FREE_FAILURES + 1);
+    assert!(!v.gate.refuses(other, now), "another source is not");
+    // For the backoff's one second, no more.
+    assert!(v.gate.refuses(src, now + 900_000_000));
+    assert!(!v.gate.refuses(src, now + 1_000_000_001));
+}
