@@ -192,7 +192,7 @@ pub struct Counter {
 }
 
 /// Most counters one list holds.
-pub const MAX_COUNTERS: usize = 64;
+pub const MAX_COUNTERS: usize = 80;
 
 /// A fixed-capacity list of named counters (no allocation: the loop fills
 /// one every 100 ms).
