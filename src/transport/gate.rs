@@ -198,31 +198,40 @@ mod tests {
     #[test]
     fn a_reader_on_another_thread_sees_whole_entries_only() {
         // The writer alternates two entries in one slot; every read is one
-        // of them whole, never a mix of the two.
-        let slot = std::sync::Arc::new(Slot::default());
+        // of them whole, never a mix of the two. The writer goes on until
+        // the reader has made enough reads (a busy host may start it late),
+        // for 10 s at most.
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let slot = Arc::new(Slot::default());
         let (a, b) = ((1, 0xaaaa, u64::MAX), (2, 0x5555, 7));
         slot.write(a.0, a.1, a.2);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicU64::new(0));
         let reader = {
-            let (slot, stop) = (slot.clone(), stop.clone());
+            let (slot, stop, seen) = (slot.clone(), stop.clone(), seen.clone());
             std::thread::spawn(move || {
-                let (mut seen, mut torn) = (0u64, 0u64);
+                let mut torn = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(v) = slot.read() {
-                        seen += 1;
+                        seen.fetch_add(1, Ordering::Relaxed);
                         torn += u64::from(v != a && v != b);
                     }
                 }
-                (seen, torn)
+                torn
             })
         };
-        for round in 0..200_000u32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut round = 0u64;
+        while (round < 200_000 || seen.load(Ordering::Relaxed) < 100_000) && std::time::Instant::now() < deadline {
             let e = if round % 2 == 0 { b } else { a };
             slot.write(e.0, e.1, e.2);
+            round += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        let (seen, torn) = reader.join().unwrap();
-        assert!(seen > 0);
+        let torn = reader.join().unwrap();
+        let seen = seen.load(Ordering::Relaxed);
+        assert!(seen > 0, "the reader never read");
         assert_eq!(torn, 0, "{torn} torn reads of {seen}");
     }
 }
