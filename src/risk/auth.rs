@@ -55,17 +55,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// ones whose wait is over first, then any one, to make room.
 pub const TRACKED_SOURCES: usize = 65_536;
 
-/// The throttle's key for `a`: an IPv4 address (or an IPv4-mapped one), or
-/// an IPv6 address's /64 (one host may own a whole /64).
-pub fn source_key(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v) => match v.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v) & (u128::MAX << 64)).into()),
-        },
-        v4 => v4,
-    }
-}
+pub use crate::transport::gate::source_key;
 
 /// A Logon to verify: the session it came on, its account and password,
 /// and the connection's source address.

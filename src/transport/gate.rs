@@ -20,18 +20,29 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 /// Slots in the table.
 pub const SLOTS: usize = 4096;
+const _: () = assert!(SLOTS.is_power_of_two());
 /// Slots probed from a key's home slot.
 const PROBE: usize = 8;
 
-/// A source's key: the address (IPv4 or IPv4-mapped) or the IPv6 /64,
-/// with a tag that keeps the two apart and never 0 (an empty slot).
-fn key_of(a: IpAddr) -> (u64, u64) {
+/// A source: an IPv4 address (or an IPv4-mapped one), or an IPv6
+/// address's /64 (one host may own a whole /64). The logon throttle keys
+/// on it too.
+pub fn source_key(a: IpAddr) -> IpAddr {
     match a {
-        IpAddr::V4(v) => (1, u64::from(u32::from(v))),
         IpAddr::V6(v) => match v.to_ipv4_mapped() {
-            Some(v4) => (1, u64::from(u32::from(v4))),
-            None => (2, (u128::from(v) >> 64) as u64),
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v) & (u128::MAX << 64)).into()),
         },
+        v4 => v4,
+    }
+}
+
+/// A source's slot key, with a tag that keeps IPv4 and IPv6 apart and is
+/// never 0 (an empty slot).
+fn key_of(a: IpAddr) -> (u64, u64) {
+    match source_key(a) {
+        IpAddr::V4(v) => (1, u64::from(u32::from(v))),
+        IpAddr::V6(v) => (2, (u128::from(v) >> 64) as u64),
     }
 }
 
@@ -95,7 +106,7 @@ impl Gate {
 
     fn home(&self, tag: u64, key: u64) -> usize {
         let h = (key ^ self.salt ^ (tag << 62)).wrapping_mul(self.mult);
-        (h >> 52) as usize % SLOTS
+        (h >> (64 - SLOTS.trailing_zeros())) as usize
     }
 
     /// Refuse `source` until `until_ns` (monotonic). The writer's side: call
