@@ -48,7 +48,9 @@ volatile const __u16 local_port_hi = 0; // host byte order, inclusive
 // frame to it is redirected, so the stack answers closed ports with RST and
 // ICMP echo itself. 0: the kernel shares the address: only the stack's ports.
 volatile const __u8 own_address = 1;
-// Stamp arrival times into the metadata (1) or not (0).
+// Stamp arrival times: 0 not at all, 1 into the metadata in front of the
+// frame, 2 into its destination MAC address (for kernels whose verifier
+// refuses bpf_xdp_adjust_meta; the stack puts its own address back).
 volatile const __u8 stamp_rx = 0;
 // Drop every N-th TCP data segment to the stack; 0: never.
 volatile const __u32 drop_every = 0;
@@ -58,6 +60,9 @@ volatile const __u32 icmp_echo_per_sec = 100;
 volatile const __u32 icmp_echo_burst = 20;
 
 #define META_MAGIC 0x54474d31 // "TGM1"
+// The first byte of a destination MAC carrying an arrival time (stamp_rx 2):
+// a locally administered unicast address, then the time's low 40 bits.
+#define MAC_STAMP_MARK 0xfa
 
 struct rx_meta {
 	__u64 rx_ns;
@@ -153,6 +158,19 @@ static __always_inline int inject_loss(void)
 	return 1;
 }
 
+static __always_inline void stamp_mac(struct xdp_md *ctx, __u64 now)
+{
+	__u8 *d = (void *)(long)ctx->data;
+	if ((void *)(d + 6) > (void *)(long)ctx->data_end)
+		return;
+	d[0] = MAC_STAMP_MARK;
+	d[1] = now >> 32;
+	d[2] = now >> 24;
+	d[3] = now >> 16;
+	d[4] = now >> 8;
+	d[5] = now;
+}
+
 static __always_inline void stamp(struct xdp_md *ctx, __u64 now)
 {
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct rx_meta)))
@@ -204,8 +222,10 @@ static __always_inline int echo_allowed(void)
 static __always_inline int redirect(struct xdp_md *ctx)
 {
 	count(CNT_REDIRECTED);
-	if (stamp_rx)
+	if (stamp_rx == 1)
 		stamp(ctx, bpf_ktime_get_ns());
+	else if (stamp_rx == 2)
+		stamp_mac(ctx, bpf_ktime_get_ns());
 	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 }
 

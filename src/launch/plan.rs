@@ -150,7 +150,13 @@ impl Attached {
         if i > 0 {
             c.capture = None;
         }
-        let of = LoopOf { maps: self.prog.maps()?, ifindex: self.prog.ifindex, own_address: self.own_address, handoff };
+        let of = LoopOf {
+            maps: self.prog.maps()?,
+            ifindex: self.prog.ifindex,
+            own_address: self.own_address,
+            handoff,
+            stamp: self.prog.stamp,
+        };
         Ok((LoopBackend::Xdp(Box::new(c), of), q))
     }
 }

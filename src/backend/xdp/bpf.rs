@@ -52,6 +52,20 @@ impl XdpCounters {
     }
 }
 
+/// Where the program stamps each redirected frame's arrival time (its
+/// `stamp_rx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Not at all: a frame's arrival is the loop's poll time.
+    Off = 0,
+    /// In the XDP metadata in front of the frame (`bpf_xdp_adjust_meta`).
+    Meta = 1,
+    /// Over the frame's destination MAC address, which the stack puts back
+    /// ([`take_mac_stamp`](super::device::take_mac_stamp)): for kernels
+    /// whose verifier refuses `bpf_xdp_adjust_meta` to XDP programs.
+    DstMac = 2,
+}
+
 /// What the program redirects.
 #[derive(Debug, Clone, Copy)]
 pub struct Filter {
@@ -60,8 +74,8 @@ pub struct Filter {
     pub local_ports: (u16, u16),
     /// The stack owns `ip` outright (the kernel has no such address).
     pub own_address: bool,
-    /// Stamp each frame's arrival time into its XDP metadata.
-    pub stamp_rx: bool,
+    /// Where to stamp each redirected frame's arrival time.
+    pub stamp: Stamp,
     /// Drop every N-th TCP data segment (fault injection); 0: never.
     pub drop_every: u32,
     /// ICMP echo requests redirected per second per CPU (0: none), when
@@ -79,6 +93,8 @@ pub struct XdpProgram {
     counters: MapHandle,
     _obj: Object,
     pub ifindex: u32,
+    /// Where the loaded program stamps arrival times.
+    pub stamp: Stamp,
 }
 
 fn err(what: &str, e: libbpf_rs::Error) -> String {
@@ -97,7 +113,34 @@ fn put(ro: &mut [u8], offset: usize, v: &[u8]) -> Result<(), String> {
 impl XdpProgram {
     /// Load the program with `filter` baked into its read-only data and
     /// attach it to `ifindex`.
+    ///
+    /// Some kernels' verifiers refuse `bpf_xdp_adjust_meta` to an XDP
+    /// program ("program of this type cannot use helper"). Asked for
+    /// [`Stamp::Meta`], the program is then loaded with [`Stamp::DstMac`]
+    /// instead, with one log line; [`XdpProgram::stamp`] says which holds.
     pub fn attach(ifindex: u32, filter: Filter) -> Result<XdpProgram, String> {
+        if filter.stamp != Stamp::Meta {
+            return Self::load_and_attach(ifindex, filter);
+        }
+        // Quietly: a refusal here is answered by the retry below, which
+        // prints the verifier's log if it fails too.
+        let print = libbpf_rs::set_print(None);
+        let meta = Self::load_and_attach(ifindex, filter);
+        libbpf_rs::set_print(print);
+        match meta {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let p = Self::load_and_attach(ifindex, Filter { stamp: Stamp::DstMac, ..filter })?;
+                crate::log_warn!(
+                    "xdp: the kernel refused the XDP program's metadata stamp ({e}): frames carry their arrival time \
+                     in their destination MAC address instead, which the stack puts back"
+                );
+                Ok(p)
+            }
+        }
+    }
+
+    fn load_and_attach(ifindex: u32, filter: Filter) -> Result<XdpProgram, String> {
         let mut open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| err("opening the XDP program", e))?;
         {
             let mut rodata = open
@@ -109,7 +152,7 @@ impl XdpProgram {
             put(ro, offset_of!(Rodata, local_port_lo), &filter.local_ports.0.to_ne_bytes())?;
             put(ro, offset_of!(Rodata, local_port_hi), &filter.local_ports.1.to_ne_bytes())?;
             put(ro, offset_of!(Rodata, own_address), &[u8::from(filter.own_address)])?;
-            put(ro, offset_of!(Rodata, stamp_rx), &[u8::from(filter.stamp_rx)])?;
+            put(ro, offset_of!(Rodata, stamp_rx), &[filter.stamp as u8])?;
             put(ro, offset_of!(Rodata, drop_every), &filter.drop_every.to_ne_bytes())?;
             put(ro, offset_of!(Rodata, icmp_echo_per_sec), &filter.icmp_echo_per_sec.to_ne_bytes())?;
             let burst = (filter.icmp_echo_per_sec / 5).clamp(1, 1000);
@@ -127,7 +170,7 @@ impl XdpProgram {
             .ok_or("the XDP program has no tailgate_redirect")?
             .attach_xdp(ifindex as i32)
             .map_err(|e| err(&format!("attaching XDP to ifindex {ifindex}"), e))?;
-        Ok(XdpProgram { _link: link, xsks, ports, counters, _obj: obj, ifindex })
+        Ok(XdpProgram { _link: link, xsks, ports, counters, _obj: obj, ifindex, stamp: filter.stamp })
     }
 
     /// Handles on the socket and port maps for another thread (a loop of

@@ -68,6 +68,9 @@ pub struct XskDevice {
     scratch: Box<[u8; ETH_MTU]>,
     /// `--pcap`: every frame received and sent, copied for the writer.
     pub capture: Option<crate::capture::Tap>,
+    /// The program stamps arrival times over the destination MAC: the
+    /// stack's own address, to put back ([`take_mac_stamp`]).
+    pub mac_stamp: Option<[u8; 6]>,
 }
 
 impl XskDevice {
@@ -81,6 +84,7 @@ impl XskDevice {
             copy_len: 0,
             copy_staged: false,
             scratch: Box::new([0u8; ETH_MTU]),
+            mac_stamp: None,
             capture: None,
         }
     }
@@ -199,7 +203,10 @@ impl Link for XskDevice {
         self.unstage();
         let mut frame = self.xsk.rx.take()?;
         let view = self.xsk.view();
-        let rx_ns = view.take_rx_meta(&mut frame).unwrap_or(0);
+        let rx_ns = match self.mac_stamp {
+            None => view.take_rx_meta(&mut frame).unwrap_or(0),
+            Some(mac) => take_mac_stamp(view.rx_bytes_mut(&mut frame), mac, clock::mono_ns()),
+        };
         let frame = self.staged.insert(frame);
         let bytes = view.rx_bytes(frame);
         if let Some(c) = &mut self.capture {
@@ -302,9 +309,62 @@ impl Link for XskDevice {
     }
 }
 
+/// The first byte of a destination MAC that carries an arrival time
+/// (`MAC_STAMP_MARK` in bpf/redirect.bpf.c).
+const MAC_STAMP_MARK: u8 = 0xfa;
+
+/// The arrival time the XDP program wrote over the destination MAC of
+/// `frame` (its low 40 bits, big-endian, after a mark byte), with `mac`
+/// put back in its place; 0 if the frame carries none. `now` (the same
+/// monotonic clock, read after the frame arrived) gives the time its upper
+/// bits: 2^40 ns is 18 minutes, far more than a frame waits in a ring.
+pub fn take_mac_stamp(frame: &mut [u8], mac: [u8; 6], now: u64) -> u64 {
+    let Some(d) = frame.get_mut(..6) else { return 0 };
+    if d[0] != MAC_STAMP_MARK {
+        return 0;
+    }
+    let low = d[1..].iter().fold(0u64, |t, &b| (t << 8) | u64::from(b));
+    d.copy_from_slice(&mac);
+    const SPAN: u64 = 1 << 40;
+    let t = (now & !(SPAN - 1)) | low;
+    if t <= now {
+        t
+    } else {
+        t.checked_sub(SPAN).unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mac_stamp_gives_its_time_and_the_address_back() {
+        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let stamped = |t: u64| {
+            let mut f = vec![0u8; 60];
+            f[0] = MAC_STAMP_MARK;
+            for i in 0..5 {
+                f[1 + i] = (t >> (32 - 8 * i)) as u8;
+            }
+            f
+        };
+        // Arrived 3 us before now, in the same 2^40 span.
+        let now = 7 * (1u64 << 40) + 5_000_000;
+        let mut f = stamped(now - 3_000);
+        assert_eq!(take_mac_stamp(&mut f, mac, now), now - 3_000);
+        assert_eq!(f[..6], mac);
+        // Arrived just before the span turned over.
+        let now = 7 * (1u64 << 40) + 1_000;
+        let mut f = stamped(now - 2_000);
+        assert_eq!(take_mac_stamp(&mut f, mac, now), now - 2_000);
+        // A frame without the mark is left alone, and gives no time.
+        let mut f = vec![0x02u8; 60];
+        assert_eq!(take_mac_stamp(&mut f, mac, now), 0);
+        assert_eq!(f, vec![0x02u8; 60]);
+        assert_eq!(take_mac_stamp(&mut [MAC_STAMP_MARK, 1, 2], mac, now), 0, "too short");
+    }
+
     use crate::stack::frame::tcp_flags;
     use crate::stack::sim::{tcp_frame, Seg, MAC_A, MAC_B};
     use smoltcp::wire::Ipv4Address;

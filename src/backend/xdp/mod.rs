@@ -19,7 +19,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use self::bpf::{Filter, ProgMaps, XdpProgram};
+use self::bpf::{Filter, ProgMaps, Stamp, XdpProgram};
 use self::device::XskDevice;
 use self::xsk::{BindMode, Xsk, XskConfig, XskStatsReader};
 use crate::clock;
@@ -158,7 +158,7 @@ pub fn attach(cfg: &XdpConfig, local_ports: (u16, u16), queues: &[u32]) -> io::R
         ip: cfg.stack.ip,
         local_ports,
         own_address,
-        stamp_rx: cfg.stamp_rx,
+        stamp: if cfg.stamp_rx { Stamp::Meta } else { Stamp::Off },
         drop_every: cfg.drop_every,
         icmp_echo_per_sec: cfg.stack.icmp_echo_per_sec,
     };
@@ -194,6 +194,8 @@ pub struct LoopOf {
     pub ifindex: u32,
     pub own_address: bool,
     pub handoff: Option<Handoff>,
+    /// Where the program stamps arrival times.
+    pub stamp: Stamp,
 }
 
 /// The AF_XDP transport: the user-space stack on an AF_XDP socket.
@@ -231,16 +233,16 @@ impl XdpTransport {
     fn build(mut cfg: XdpConfig, of: Option<LoopOf>) -> io::Result<Self> {
         cfg.stack.mac = mac_of(&cfg.iface)?;
         cfg.stack.random_seed = clock::realtime_ns() ^ u64::from(cfg.xsk.queue).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let (prog, maps, ifindex, sock, own_address, handoff) = match of {
+        let (prog, maps, ifindex, sock, own_address, handoff, stamp) = match of {
             None => {
                 let (prog, sock, own) = open(&cfg, cfg.stack.local_ports)?;
                 let maps = prog.maps().map_err(io::Error::other)?;
-                let ifindex = prog.ifindex;
-                (Some(prog), maps, ifindex, sock, own, None)
+                let (ifindex, stamp) = (prog.ifindex, prog.stamp);
+                (Some(prog), maps, ifindex, sock, own, None, stamp)
             }
             Some(of) => {
                 let sock = bind(&cfg, of.ifindex, &of.maps)?;
-                (None, of.maps, of.ifindex, sock, of.own_address, of.handoff)
+                (None, of.maps, of.ifindex, sock, of.own_address, of.handoff, of.stamp)
             }
         };
         crate::log_info!(
@@ -283,6 +285,7 @@ impl XdpTransport {
             );
         }
         let mut dev = XskDevice::new(sock);
+        dev.mac_stamp = (stamp == Stamp::DstMac).then_some(cfg.stack.mac);
         let pcap = match cfg.capture.take() {
             Some(c) => {
                 let path = c.path.display().to_string();
