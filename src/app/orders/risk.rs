@@ -70,6 +70,7 @@ impl Orders {
         if !self.risk.risk.needs_passwords() {
             if let Some(c) = self.clients.get(conn, gen) {
                 c.logged_on = true;
+                c.last_rx = now;
             }
             self.journal_logon(gen, account, source, 0, recv_ts);
             self.counters.logons += 1;

@@ -157,7 +157,13 @@ impl Orders {
     ) -> Verdict {
         self.counters.messages_in += 1;
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
-        c.last_rx = now;
+        // Only a logged-on session's traffic keeps it alive: one that never
+        // logs on is logged out at the idle timeout from its accept, however
+        // much it sends (else heartbeats alone could hold every connection
+        // slot without a password).
+        if c.logged_on {
+            c.last_rx = now;
+        }
         if !c.logged_on && !c.pending && (VERSION_1..=crate::proto::VERSION).contains(&f.version()) {
             // Replies before the Logon is accepted speak the client's version.
             c.version = f.version();

@@ -195,6 +195,26 @@ fn heartbeat_and_idle_timeout() {
 }
 
 #[test]
+fn a_session_that_never_logs_on_is_logged_out_at_the_idle_timeout_whatever_it_sends() {
+    let cfg = OrdersConfig { heartbeat_ms: 100, idle_timeout_ms: 300, ..Default::default() };
+    let mut c = Client::new(cfg);
+    let ms = 1_000_000;
+    // Heartbeats every 100 ms, each refused not_logged_on: they keep no
+    // connection slot alive.
+    for (i, t) in [100u64, 200].iter().enumerate() {
+        let mut b = [0u8; 64];
+        let n = ClientMsg::Heartbeat.encode(i as u32 + 1, &mut b).unwrap();
+        let (used, v) = c.app.on_input(&mut c.s, &b[..n], &mut c.out, &mut Tracer::disabled(), 11, t * ms);
+        assert_eq!((used, v), (n, Verdict::Continue));
+        assert_eq!(reason_of(&c.replies()[0]), RejectReason::NotLoggedOn);
+        assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, t * ms + ms), Verdict::Continue);
+    }
+    assert_eq!(c.app.on_tick(&mut c.s, &mut c.out, 300 * ms), Verdict::Close);
+    assert!(matches!(c.replies()[..], [GatewayMsg::Logout { reason: LogoutReason::IdleTimeout }]));
+    assert_eq!(c.app.counters.idle_timeouts, 1);
+}
+
+#[test]
 fn logout_closes_after_reply() {
     let mut c = Client::new(OrdersConfig::default());
     c.logon();

@@ -330,7 +330,7 @@ pub fn take_mac_stamp(frame: &mut [u8], mac: [u8; 6], now: u64) -> u64 {
     if t <= now {
         t
     } else {
-        t.checked_sub(SPAN).unwrap_or(0)
+        t.saturating_sub(SPAN)
     }
 }
 
