@@ -535,3 +535,29 @@ fn a_source_at_the_gate_gets_a_reset_for_its_syn_until_its_wait_ends() {
     assert!(got.len() == 1 && got[0].has(SYN | ACK), "open again once the wait is over: {got:?}");
     assert_eq!(counter(&stack, "conn_refused_throttled"), 1);
 }
+
+/// A cookie the source earned before the gate closed on it opens nothing
+/// after: its ACK gets a RST, and no connection is accepted.
+#[test]
+fn a_cookie_earned_before_the_gate_closed_opens_nothing_after() {
+    let gate = std::sync::Arc::new(tailgate::transport::gate::Gate::new());
+    let g = gate.clone();
+    let (clock, mut stack, mut peer) = stack_and_peer(move |c| c.gate = Some(g));
+    peer.send(&syn(44010, 1000));
+    let sa = collect(&clock, &mut stack, &mut peer, ms(1)).into_iter().find(|s| s.has(SYN | ACK)).unwrap();
+    gate.refuse(std::net::IpAddr::V4(CLIENT), clock.now() + 1_000_000_000);
+    let ack = Seg {
+        src_port: 44010,
+        dst_port: PORT,
+        seq: 1001,
+        ack: sa.seq.wrapping_add(1),
+        flags: ACK,
+        window: 65535,
+        ..Seg::default()
+    };
+    peer.send(&ack);
+    let (got, ev) = run(&clock, &mut stack, &mut peer, ms(1));
+    assert!(!ev.iter().any(|e| matches!(e, Event::Accepted(_))), "accepted at the gate: {ev:?}");
+    assert!(got.iter().any(|s| s.has(RST)), "{got:?}");
+    assert_eq!(counter(&stack, "conn_refused_throttled"), 1);
+}

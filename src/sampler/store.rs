@@ -25,6 +25,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use memmap2::MmapMut;
@@ -128,11 +129,15 @@ impl Store {
                         ),
                     ));
                 }
+                // 0600, and never through a symbolic link: a record holds
+                // the first bytes of a client's message.
                 let f = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create(true)
                     .truncate(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(p)
                     .map_err(|e| io::Error::new(e.kind(), format!("--sample-log {}: {e}", p.display())))?;
                 f.set_len(bytes)?;

@@ -342,7 +342,8 @@ impl<D: Link> Stack<D> {
         })
     }
 
-    /// Is the source of SYN `tuple` at the gate? Counted if so.
+    /// Is the source of `tuple` (a SYN's, or a cookie's ACK's) at the
+    /// gate? Counted if so.
     pub(super) fn gated(&mut self, tuple: Option<(u32, u16, u16)>) -> bool {
         let (Some(g), Some((ip, ..))) = (self.cfg.gate.as_ref(), tuple) else { return false };
         let shut = g.refuses(std::net::IpAddr::V4(Ipv4Addr::from(ip)), self.now_ns);
@@ -372,6 +373,10 @@ impl<D: Link> Stack<D> {
         };
         if self.established() >= self.cfg.max_conns || !self.guard.has_room() {
             self.note_refused();
+            return Err(Verdict::Answer(rst_for(k)));
+        }
+        // A cookie earned before the source was gated opens nothing after.
+        if self.gated(k.tuple) {
             return Err(Verdict::Answer(rst_for(k)));
         }
         // A fresh (or spare) socket replays the SYN on the private set.

@@ -6,7 +6,8 @@ use super::client::Open;
 use super::{Orders, MAX_REPLY};
 use crate::app::{OutBuf, Verdict};
 use crate::proto::{
-    reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, NewOrder, OrderKind, RejectReason, Side, VERSION_1,
+    msg_type, reject_refs, ClientMsg, Frame, GatewayMsg, LogoutReason, NewOrder, OrderKind, RejectReason, Side,
+    VERSION_1,
 };
 use crate::risk::checks::Reserved;
 use crate::sampler::{kind, tracer::Tracer};
@@ -125,8 +126,10 @@ impl Orders {
             Ok(ClientMsg::Logout) => (kind::LOGOUT, 0),
             Err(_) => (kind::INVALID, reject_refs(f).0),
         };
-        // A Logon's record keeps its header and account, never its password.
-        let payload = if k == kind::LOGON { &f.bytes()[..f.len().min(16)] } else { f.bytes() };
+        // A Logon's record keeps its header and account, never its password:
+        // judged by its type byte, so a malformed Logon keeps none either.
+        let payload =
+            if k == kind::LOGON || f.msg_type() == msg_type::LOGON { &f.bytes()[..f.len().min(16)] } else { f.bytes() };
         tr.parsed(k, id, payload);
         self.status = 0;
         let t_in = tr.arrival();

@@ -215,6 +215,31 @@ fn a_session_that_never_logs_on_is_logged_out_at_the_idle_timeout_whatever_it_se
 }
 
 #[test]
+fn a_malformed_logons_sample_keeps_no_password_byte() {
+    let mut c = Client::new(OrdersConfig::default());
+    let password = proto::Password::new("hunter2hunter2").unwrap();
+    let mut b = [0u8; 64];
+    let n = ClientMsg::Logon { account: Code8::new("A").unwrap(), password }.encode(1, &mut b).unwrap();
+    b[n - 1] = b'x'; // a byte after the zero padding: bad_password
+    let (mut tr, consumer) = Tracer::new(
+        &crate::sampler::policy::SamplingConfig::default(),
+        crate::sampler::inject::InjectConfig::default(),
+        0,
+    )
+    .unwrap();
+    let mut consumer = consumer.unwrap();
+    tr.begin_iteration(1, 1, true, 0);
+    tr.begin_input(0, crate::sampler::tracer::RxTrace { arrival_ns: 1, flags: 0 });
+    c.app.on_input(&mut c.s, &b[..n], &mut c.out, &mut tr, 11, 0);
+    tr.end_input(0, 0);
+    tr.end_iteration((2, 3), 4, 0);
+    assert_eq!(reason_of(&c.replies()[0]), RejectReason::BadPassword);
+    let s = consumer.pop().expect("the Logon was sampled");
+    assert_eq!(s.payload_len, 16, "{:?}", &s.payload[..]);
+    assert!(!s.payload.windows(4).any(|w| w == b"hunt"), "{:?}", &s.payload[..]);
+}
+
+#[test]
 fn logout_closes_after_reply() {
     let mut c = Client::new(OrdersConfig::default());
     c.logon();
