@@ -1,5 +1,6 @@
 //! What goes to the exchange a second time: after a login, every order not
-//! yet accepted and every cancel not yet answered (in token order); and
+//! yet accepted and not cancelled, and every cancel not yet answered (in
+//! token order); and
 //! the cancels of a closed session's orders (cancel on disconnect). Both
 //! go out as the upstream buffer has room, from where they stopped: a long
 //! list is never cut short by a full buffer.
@@ -100,7 +101,11 @@ impl Orders {
             let token = t.resend[t.resend_at];
             t.resend_at += 1;
             let Some(o) = t.orders.get_mut(u64::from(token)) else { continue };
-            if !o.accepted && up.send(&Inbound::Enter(o.enter), now) {
+            // An order cancelled while it was in flight (by its client, the
+            // kill switch or its session's end) is never entered again: it
+            // could trade before its Cancel. Only the Cancel goes; if the
+            // exchange never had it, the order stays held, its credit too.
+            if !o.accepted && o.cancel.is_none() && up.send(&Inbound::Enter(o.enter), now) {
                 o.resent = true;
                 self.counters.resent_after_login += 1;
             }

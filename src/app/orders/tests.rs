@@ -462,6 +462,57 @@ mod reports {
     }
 }
 
+/// An order whose Enter was in flight when the exchange session dropped,
+/// and whose cancel came meanwhile (its session closed; the same for the
+/// kill switch or the client's own cancel), is not entered again at the
+/// next login: only its Cancel goes. An order nobody cancelled is.
+#[test]
+fn an_order_cancelled_while_the_exchange_was_down_is_not_entered_again() {
+    use upstream_helpers::*;
+    let (mut app, mut ups, mut s) = gateway();
+    let mut out = OutBuf::with_capacity(1 << 16);
+    let login = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
+    app.on_input(&mut ups, &login, &mut out, &mut Tracer::disabled(), 0, 1);
+    let mut b = [0u8; 64];
+    for (seqn, m) in (1..).zip([ClientMsg::logon(Code8::new("T1").unwrap()), limit(1)]) {
+        let n = m.encode(seqn, &mut b).unwrap();
+        app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+    }
+    // A second session's order, which nobody cancels.
+    let mut s2 = app.open(ConnId(2), 1);
+    for (seqn, m) in (1..).zip([ClientMsg::logon(Code8::new("T2").unwrap()), limit(7)]) {
+        let n = m.encode(seqn, &mut b).unwrap();
+        app.on_input(&mut s2, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+    }
+    // Down before either is accepted; the first session closes meanwhile.
+    app.on_close(ups, "test");
+    app.on_close(s, "test");
+    assert_eq!(app.counters.cancels_on_disconnect, 1);
+    let ms = 1_000_000;
+    app.requests().unwrap().connects.clear();
+    app.on_loop_tick(10_000 * ms);
+    let mut ups = app.open_outbound(ConnId(9), CONNECT_TOKEN, 10_000 * ms);
+    let mut upout = OutBuf::with_capacity(1 << 16);
+    app.on_wake(&mut ups, &mut upout, 10_000 * ms);
+    upout.clear();
+    let login = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
+    app.on_input(&mut ups, &login, &mut upout, &mut Tracer::disabled(), 0, 10_001 * ms);
+    app.on_wake(&mut ups, &mut upout, 10_002 * ms);
+    // Unsequenced data packets: [len hi, len lo, 'U', OUCH type, ...].
+    let mut types = Vec::new();
+    let bytes = upout.as_slice();
+    let mut off = 0;
+    while off + 4 <= bytes.len() {
+        let len = usize::from(u16::from_be_bytes([bytes[off], bytes[off + 1]]));
+        if bytes[off + 2] == b'U' {
+            types.push(bytes[off + 3]);
+        }
+        off += 2 + len;
+    }
+    // In token order: the first order's Cancel, the second's Enter.
+    assert_eq!(types, [b'X', b'O'], "the cancelled order only cancelled, the other entered again: {types:?}");
+}
+
 /// The table's dense list of live tokens follows every insert and remove,
 /// whatever the order (the kill switch and a login's resend walk it).
 #[test]
