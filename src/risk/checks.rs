@@ -153,7 +153,13 @@ pub fn check(
             None if l.require_reference => return Err(RejectReason::NoReferencePrice),
             _ => {}
         }
-        o.price
+        // A buy trades at its limit or below; a sell at its limit or above,
+        // up to where the market is: a sell priced far below the reference
+        // is counted at the reference, not at its own small limit.
+        match (o.side, reference) {
+            (Side::Sell, Some(r)) => o.price.max(r),
+            _ => o.price,
+        }
     };
     let notional = u64::try_from(i128::from(px) * i128::from(o.qty)).unwrap_or(u64::MAX);
     if notional > l.max_notional {

@@ -101,13 +101,14 @@ impl Orders {
         });
     }
 
-    /// An exchange message about one of this loop's orders.
+    /// An exchange message: every one, about one of this loop's orders or
+    /// not (a report replayed from before a restart names a token this run
+    /// does not know: its record has no session, no `cl_ord_id` and the
+    /// token in `extra`; a System Event has neither).
     pub(super) fn journal_exchange(&mut self, msg: &Outbound, ts: u64) {
         if self.journal.is_none() {
             return;
         }
-        let Some(token) = token_of(msg) else { return };
-        let Some(o) = self.table.orders.get(u64::from(token)) else { return };
         let (ty, qty, price, extra) = match *msg {
             Outbound::Accepted(a) => (b'A', a.qty, a.price as i64, a.order_ref),
             Outbound::Executed { qty, price, match_number, .. } => (b'E', qty, price as i64, match_number),
@@ -115,9 +116,14 @@ impl Orders {
             Outbound::Rejected { reason, .. } => (b'J', 0, i64::from(reason), 0),
             Outbound::CancelReject { .. } => (b'I', 0, 0, 0),
             Outbound::Replaced { .. } => (b'U', 0, 0, 0),
-            Outbound::SystemEvent { .. } => return,
+            Outbound::SystemEvent { code, .. } => (b'S', 0, i64::from(code), 0),
         };
-        let (cl_ord_id, account, symbol, session) = (o.cl_ord_id, o.name, o.enter.symbol, o.gen as u32);
+        let token = token_of(msg);
+        let known = token.and_then(|t| self.table.orders.get(u64::from(t)));
+        let (cl_ord_id, account, symbol, session, extra) = match known {
+            Some(o) => (o.cl_ord_id, o.name, o.enter.symbol, o.gen as u32, extra),
+            None => (0, [b' '; 8], [b' '; 8], 0, token.map_or(0, u64::from)),
+        };
         self.write(Record {
             kind: kind::EXCHANGE,
             side: ty,

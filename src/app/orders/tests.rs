@@ -513,6 +513,37 @@ fn an_order_cancelled_while_the_exchange_was_down_is_not_entered_again() {
     assert_eq!(types, [b'X', b'O'], "the cancelled order only cancelled, the other entered again: {types:?}");
 }
 
+/// Every exchange message is journaled: one about a token this run does
+/// not know (replayed from before a restart) with the token and no session,
+/// and a System Event with its code.
+#[test]
+fn every_exchange_message_is_journaled_known_or_not() {
+    use crate::journal::{kind, reader, writer};
+    use upstream_helpers::*;
+    let dir = std::env::temp_dir().join(format!("tailgate-orders-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = writer::JournalConfig { dir: dir.clone(), segment_bytes: 64 * 1024, sync_ms: 0 };
+    let (keeper, mut writers) = writer::open(cfg, 1, vec![], None).unwrap();
+    let (app, mut ups, _s) = gateway();
+    let mut app = app.with_journal(writers.remove(0));
+    let mut out = OutBuf::with_capacity(1 << 16);
+    let mut input = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
+    input.extend(seq(&Outbound::Executed { ts: 1, user_ref: 77, qty: 3, price: 5, liquidity: b'A', match_number: 9 }));
+    input.extend(seq(&Outbound::SystemEvent { ts: 1, code: b'S' }));
+    let mut used = 0;
+    while used < input.len() {
+        used += app.on_input(&mut ups, &input[used..], &mut out, &mut Tracer::disabled(), 0, 1).0;
+    }
+    drop(app);
+    drop(keeper);
+    let (records, _) = reader::read_all(&dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let ex: Vec<_> = records.iter().filter(|r| r.kind == kind::EXCHANGE).collect();
+    assert_eq!(ex.len(), 2, "{records:?}");
+    assert_eq!((ex[0].side, ex[0].qty, ex[0].extra, ex[0].session, ex[0].cl_ord_id), (b'E', 3, 77, 0, 0));
+    assert_eq!((ex[1].side, ex[1].price), (b'S', i64::from(b'S')));
+}
+
 /// The table's dense list of live tokens follows every insert and remove,
 /// whatever the order (the kill switch and a login's resend walk it).
 #[test]

@@ -195,3 +195,17 @@ fn a_refused_order_reserves_nothing() {
     assert_eq!(n.go(&order(Side::Buy, 10_000, 1), 1), Err(RejectReason::CreditNet));
     assert_eq!(n.st.gross(), 0, "a net refusal gives the gross back");
 }
+
+#[test]
+fn a_sell_priced_below_the_reference_is_counted_at_the_reference() {
+    // Reference 10,000; no collar. A sell at 1 trades at the market, so it
+    // counts 10,000 a share against the notional limit and the credit.
+    let mut c = Case::new(LimitsSpec { max_order_notional: Some(10_000 * 100), ..LimitsSpec::default() });
+    let r = c.go(&order(Side::Sell, 1, 100), 1).unwrap();
+    assert_eq!((r.notional, r.px), (1_000_000, 10_000));
+    assert_eq!(c.st.open_sell.load(Ordering::Relaxed), 1_000_000);
+    assert_eq!(c.go(&order(Side::Sell, 1, 101), 2), Err(RejectReason::MaxNotional));
+    // Above the reference, a sell counts at its own price; a buy always does.
+    assert_eq!(c.go(&order(Side::Sell, 10_001, 99), 3).map(|r| r.px), Ok(10_001));
+    assert_eq!(c.go(&order(Side::Buy, 1, 100), 4).map(|r| r.px), Ok(1));
+}
