@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use super::cidr::Cidr;
+use super::limits::NONE;
 use crate::proto::Code8;
 
 /// One configured account.
@@ -90,17 +91,21 @@ impl AccountState {
     /// (the fills, plus every open order on the side that grows it) within
     /// `max_net`.
     pub fn reserve(&self, buy: bool, notional: u64, max_gross: u64, max_net: u64) -> Result<(), Credit> {
+        // With no limit (NONE), the sums saturate instead of refusing: an
+        // absurd order must not shut the account's credit for good.
+        let add =
+            |a: u64, limit: u64| if limit == NONE { Some(a.saturating_add(notional)) } else { a.checked_add(notional) };
         let gross = self
             .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| g.checked_add(notional).filter(|&g| g <= max_gross));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| add(g, max_gross).filter(|&g| g <= max_gross));
         if gross.is_err() {
             return Err(Credit::Gross);
         }
         let side = self.side(buy).fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-            let after = open.checked_add(notional)?;
+            let after = add(open, max_net)?;
             let net = self.net.load(Ordering::Acquire) as i128;
             let worst = if buy { net + after as i128 } else { after as i128 - net };
-            (worst <= max_net as i128).then_some(after)
+            (max_net == NONE || worst <= max_net as i128).then_some(after)
         });
         if side.is_err() {
             let _ = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| Some(g.saturating_sub(notional)));

@@ -209,3 +209,12 @@ fn a_sell_priced_below_the_reference_is_counted_at_the_reference() {
     assert_eq!(c.go(&order(Side::Sell, 10_001, 99), 3).map(|r| r.px), Ok(10_001));
     assert_eq!(c.go(&order(Side::Buy, 1, 100), 4).map(|r| r.px), Ok(1));
 }
+
+#[test]
+fn with_no_credit_limit_an_absurd_order_does_not_close_the_account() {
+    let mut c = Case::new(LimitsSpec::default());
+    let huge = NewOrder { symbol: Code8::new("NOREF").unwrap(), ..order(Side::Buy, i64::MAX, u32::MAX) };
+    assert_eq!(c.go(&huge, 1).map(|r| r.notional), Ok(u64::MAX));
+    assert!(c.go(&order(Side::Buy, 10_000, 1), 2).is_ok(), "the sums saturate, they do not refuse");
+    assert!(c.go(&order(Side::Sell, 10_000, 1), 3).is_ok());
+}
