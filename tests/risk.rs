@@ -154,6 +154,24 @@ fn the_kill_switch_cancels_working_orders_and_blocks_new_ones_until_enabled() {
     assert_eq!(w.gw.app.live_orders(), 0, "every working order was cancelled");
 }
 
+/// A kill lifted before a loop's next turn still cancels what it found
+/// working: the loop sweeps for the kill's epoch, not for the flag.
+#[test]
+fn a_kill_enabled_again_before_the_loops_turn_still_cancels_the_working_orders() {
+    let (mut w, risk, _v) = world(LimitsSpec::default(), 60_000);
+    let (a, _) = logon(&mut w, "ALPHA", "s3cret");
+    w.send(a, order(1, Side::Buy, OrderKind::Limit, 9_000, 5));
+    w.take(a);
+    let canceled = w.ex.app.stats.canceled;
+    risk.kill(Some(0), false);
+    risk.enable(Some(0));
+    w.run(Duration::from_millis(5));
+    assert_eq!(w.ex.app.stats.canceled, canceled + 1, "the kill's cancel went");
+    assert!(matches!(w.take(a)[..], [GatewayMsg::Canceled { reason: b'K', .. }]));
+    w.send(a, order(2, Side::Buy, OrderKind::Limit, 9_000, 1));
+    assert!(matches!(w.take(a)[..], [GatewayMsg::Ack { cl_ord_id: 2, .. }]), "and the account trades again");
+}
+
 #[test]
 fn checks_refuse_with_their_reason_and_credit_follows_the_order() {
     let spec = LimitsSpec { max_order_qty: Some(100), max_gross_open_notional: Some(100_000), ..LimitsSpec::default() };

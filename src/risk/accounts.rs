@@ -43,6 +43,8 @@ impl Account {
 pub struct AccountState {
     pub sessions: AtomicU32,
     pub killed: AtomicBool,
+    /// The kill epoch of its last kill (see `Risk::killed_since`).
+    pub killed_at: AtomicU64,
     /// Its kill logs its sessions out too.
     pub kill_logout: AtomicBool,
     /// Notional of the account's open orders, and of its open buy and

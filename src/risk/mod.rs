@@ -44,6 +44,8 @@ pub struct Risk {
     /// The whole gateway's kill logs every session out too (an account's
     /// own kill has its flag in its state).
     pub kill_logout: AtomicBool,
+    /// The kill epoch of the whole gateway's last kill.
+    pub kill_all_at: AtomicU64,
 }
 
 impl Risk {
@@ -55,6 +57,7 @@ impl Risk {
             kill_all: AtomicBool::new(false),
             kill_epoch: AtomicU64::new(0),
             kill_logout: AtomicBool::new(false),
+            kill_all_at: AtomicU64::new(0),
         }
     }
 
@@ -70,20 +73,35 @@ impl Risk {
 
     /// Kill account `a` (or every account, `None`): new orders are refused
     /// `killed` and each loop cancels the working orders at its next turn.
+    ///
+    /// The kill is also stamped with its epoch, before the epoch moves: a
+    /// loop that sweeps for it after an `enable` already lifted it still
+    /// cancels what the kill found working ([`Risk::killed_since`]).
     pub fn kill(&self, a: Option<usize>, logout: bool) {
+        let epoch = self.kill_epoch.load(Ordering::Acquire) + 1;
         match a {
             Some(i) => {
                 if let Some(s) = self.accounts.state.get(i) {
                     s.kill_logout.store(logout, Ordering::Release);
+                    s.killed_at.store(epoch, Ordering::Release);
                     s.killed.store(true, Ordering::Release);
                 }
             }
             None => {
                 self.kill_logout.store(logout, Ordering::Release);
+                self.kill_all_at.store(epoch, Ordering::Release);
                 self.kill_all.store(true, Ordering::Release);
             }
         }
         self.kill_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Is account `a` killed now, or was it killed after epoch `seen`
+    /// (and perhaps enabled since)?
+    pub fn killed_since(&self, a: Option<usize>, seen: u64) -> bool {
+        self.killed(a)
+            || self.kill_all_at.load(Ordering::Acquire) > seen
+            || a.and_then(|i| self.accounts.state.get(i)).is_some_and(|s| s.killed_at.load(Ordering::Acquire) > seen)
     }
 
     /// Lift the kill of account `a` (or of the whole gateway, `None`; each

@@ -477,7 +477,7 @@ impl Orders {
                 } else if self.risk_killed(o.acct) {
                     // The client's own cancel failed after the kill passed
                     // it by: the kill's cancel goes now.
-                    self.counters.kill_cancels += self.sweep_killed(now);
+                    self.counters.kill_cancels += self.sweep_killed(u64::MAX, now);
                 }
                 self.cancel_rejected(&o, cts, recv_ts, now);
             }

@@ -62,17 +62,17 @@ impl Orders {
         n
     }
 
-    /// The kill switch: a cancel for every working order of a killed
-    /// account (its session there or not) that has none on its way; returns
-    /// how many were queued.
-    pub(super) fn sweep_killed(&mut self, now: u64) -> u64 {
+    /// The kill switch: a cancel for every working order of an account
+    /// killed now or after kill epoch `seen` (its session there or not)
+    /// that has none on its way; returns how many were queued.
+    pub(super) fn sweep_killed(&mut self, seen: u64, now: u64) -> u64 {
         let t = &mut self.table;
         let start = t.cancels.len();
         let risk = &self.risk.risk;
         for i in 0..t.live.len() {
             let token = t.live[i];
             let Some(o) = t.orders.get_mut(u64::from(token)) else { continue };
-            if o.cancel.is_none() && risk.killed(o.acct) {
+            if o.cancel.is_none() && risk.killed_since(o.acct, seen) {
                 // The list holds every token at most once: it has room.
                 o.cancel = Some((0, 0));
                 o.swept = true;

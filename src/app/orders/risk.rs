@@ -115,8 +115,8 @@ impl Orders {
         }
         let epoch = self.risk.risk.kill_epoch.load(Ordering::Acquire);
         if epoch != self.risk.kill_seen {
-            self.risk.kill_seen = epoch;
-            self.kill_sweep(now);
+            let seen = std::mem::replace(&mut self.risk.kill_seen, epoch);
+            self.kill_sweep(seen, now);
         }
     }
 
@@ -280,10 +280,11 @@ impl Orders {
     /// The kill switch moved: every session of a killed account has its
     /// working orders cancelled at the exchange, and is logged out if the
     /// kill said so.
-    fn kill_sweep(&mut self, now: u64) {
-        // Every working order of a killed account, its session there or not.
+    fn kill_sweep(&mut self, seen: u64, now: u64) {
+        // Every working order of a killed account, its session there or
+        // not, even if an enable came before this loop's turn.
         if self.up.is_some() {
-            self.counters.kill_cancels += self.sweep_killed(now);
+            self.counters.kill_cancels += self.sweep_killed(seen, now);
         }
         for i in 0..self.clients.slots() {
             let Some(c) = self.clients.at(i) else { continue };
