@@ -343,8 +343,10 @@ fn run(
     let mut throttle = Throttle::default();
     while !stop.load(Ordering::Relaxed) {
         let mut any = false;
+        // One request from each loop in turn: a flood on one loop's ring
+        // does not hold another loop's logons behind it.
         for (requests, answers) in ends.iter_mut() {
-            while let Some(a) = requests.pop_with_mut(|r| {
+            if let Some(a) = requests.pop_with_mut(|r| {
                 let now = Instant::now();
                 let verdict =
                     if !throttle.may_try(r.source, now) { Err(Refusal::Throttled) } else { verify(risk, &decoy, r) };
