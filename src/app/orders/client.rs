@@ -56,8 +56,9 @@ pub struct Client {
     pub expect_seq: u32,
     /// Next sequence number the gateway sends (first is 1).
     pub out_seq: u32,
-    /// Open orders by `cl_ord_id`. Sized at open for the session's limit;
-    /// never grows on the loop.
+    /// Open orders by `cl_ord_id`. Sized for the session's limit when it
+    /// logs on ([`Client::room_for_orders`]), kept for the connection's
+    /// next sessions; never grows while the session trades.
     pub open: FixedMap<Open>,
     pub last_rx: u64,
     pub last_tx: u64,
@@ -67,8 +68,10 @@ pub struct Client {
     pub doomed: bool,
 }
 
-impl Client {
-    pub fn new(max_open_orders: usize) -> Client {
+impl Default for Client {
+    /// A session with no room for orders yet: a connection that never logs
+    /// on costs no order map (32,768 slots for the default 10,000 orders).
+    fn default() -> Client {
         Client {
             gen: 0,
             logged_on: false,
@@ -85,11 +88,21 @@ impl Client {
             version: proto::VERSION,
             expect_seq: 1,
             out_seq: 1,
-            open: FixedMap::with_capacity(max_open_orders),
+            open: FixedMap::with_capacity(0),
             last_rx: 0,
             last_tx: 0,
             outbox: OutBuf::with_capacity(OUTBOX_BYTES),
             doomed: false,
+        }
+    }
+}
+
+impl Client {
+    /// The session logged on: room for `max_open_orders` open orders (an
+    /// allocation the first time a connection slot logs on, kept after).
+    pub fn room_for_orders(&mut self, max_open_orders: usize) {
+        if self.open.capacity() < max_open_orders {
+            self.open = FixedMap::with_capacity(max_open_orders);
         }
     }
 
@@ -155,12 +168,12 @@ pub struct Clients {
 
 impl Clients {
     /// A new session on connection `i`.
-    pub fn open(&mut self, i: usize, max_open_orders: usize, now: u64) -> u64 {
+    pub fn open(&mut self, i: usize, now: u64) -> u64 {
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || None);
         }
         self.next_gen += 1;
-        let mut c = self.spare.pop().unwrap_or_else(|| Client::new(max_open_orders));
+        let mut c = self.spare.pop().unwrap_or_default();
         c.reset(self.next_gen, now);
         let gen = c.gen;
         if let Some(old) = self.slots[i].replace(c) {

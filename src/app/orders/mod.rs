@@ -330,10 +330,8 @@ impl App for Orders {
     fn open_from(&mut self, conn: ConnId, peer: Option<std::net::SocketAddr>, now: u64) -> Session {
         self.now = now;
         self.counters.sessions += 1;
-        // Sized once, at accept, for the limit, and kept for the next
-        // session: the map never grows on the hot path (an order beyond
-        // the limit is rejected first).
-        let gen = self.clients.open(conn.0, self.cfg.max_open_orders, now);
+        // Its order map is sized when it logs on (see `room_for_orders`).
+        let gen = self.clients.open(conn.0, now);
         if let Some(c) = self.clients.get(conn.0, gen) {
             c.source = peer.map(|p| p.ip());
         }

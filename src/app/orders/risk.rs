@@ -68,9 +68,11 @@ impl Orders {
             c.source
         });
         if !self.risk.risk.needs_passwords() {
+            let max = self.cfg.max_open_orders;
             if let Some(c) = self.clients.get(conn, gen) {
                 c.logged_on = true;
                 c.last_rx = now;
+                c.room_for_orders(max);
             }
             self.journal_logon(gen, account, source, 0, recv_ts);
             self.counters.logons += 1;
@@ -134,6 +136,7 @@ impl Orders {
             Ok(i) => {
                 let acct = &self.risk.risk.accounts;
                 if acct.state[i].take_session(acct.list[i].max_sessions) {
+                    c.room_for_orders(self.cfg.max_open_orders);
                     c.logged_on = true;
                     c.account = Some(i);
                     c.holds_session = true;

@@ -86,15 +86,17 @@ fn order_ack_echoes_client_timestamp() {
 }
 
 /// Regression: the set was sized for 1024 and grew (reallocating on the
-/// loop) past about 900 open orders while the limit was 10,000.
+/// loop) past about 900 open orders while the limit was 10,000. It is
+/// sized at the Logon: a connection that never logs on has none.
 #[test]
 fn open_orders_up_to_the_limit_never_reallocate() {
     let max = 3000;
     let mut c = Client::new(OrdersConfig { max_open_orders: max, ..Default::default() });
     c.out = OutBuf::with_capacity(1 << 20);
+    assert_eq!(c.app.clients.get(0, c.s.gen).unwrap().open.capacity(), 0, "no order map before the Logon");
+    c.logon();
     let cap = c.app.clients.get(0, c.s.gen).unwrap().open.capacity();
     assert!(cap >= max, "capacity {cap} < limit {max}");
-    c.logon();
     for id in 1..=max as u64 + 5 {
         c.send(limit(id));
         let _ = c.replies();
