@@ -275,7 +275,8 @@ impl Orders {
     }
 
     /// Does a session of account `acct` have its orders cancelled when it
-    /// ends without a Logout?
+    /// ends (by a Logout too: a session's orders never outlive it unless
+    /// its account says so)?
     pub(super) fn cancels_on_disconnect(&self, acct: Option<usize>) -> bool {
         acct.and_then(|i| self.risk.risk.accounts.list.get(i)).is_none_or(|a| a.cancel_on_disconnect)
     }
