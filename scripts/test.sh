@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run every check: formatting, clippy, the docs (warnings denied), unit tests, and the lab tests in
+# Run every check: the alert rules (promtool check and test), formatting, clippy, the docs (warnings
+# denied), unit tests, and the lab tests in
 # network namespaces (as root; without root they skip with a message).
 # Installs what is missing first.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 ensure_rust
 ensure_packages "${TG_PACKAGES[@]}"
+ensure_promtool
 
 if [[ $(id -u) == 0 ]]; then
   # As root the lab tests must run, not skip.
@@ -20,6 +22,9 @@ else
   echo "test.sh: not root: the lab tests will skip" >&2
 fi
 
+echo "== promtool check rules, promtool test rules (deploy/prometheus)"
+"$PROMTOOL" check rules deploy/prometheus/tailgate-rules.yml
+(cd deploy/prometheus && "$PROMTOOL" test rules tailgate-rules.test.yml)
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

@@ -440,6 +440,9 @@ fn metrics_are_prometheus_text_with_histogram_and_counters() {
             let les: Vec<f64> = b.iter().map(|x| x.less_than).collect();
             assert!(les.iter().any(|&l| (l - 1e-6).abs() < 1e-12), "{les:?}");
             assert!(les.iter().any(|&l| (l - 0.008192).abs() < 1e-9), "{les:?}");
+            // The SLA's exact edge (--sla-ms, default 8), as the text has it.
+            assert!(les.contains(&0.008), "{les:?}");
+            assert!(text.contains("le=\"0.008\""), "no le=\"0.008\" in /metrics");
             let inf = b.iter().find(|x| x.less_than.is_infinite()).expect("+Inf bucket");
             assert!(inf.count > 100.0, "limit orders observed: {}", inf.count);
         }

@@ -28,3 +28,30 @@ ensure_rust() {
   fi
   command -v cargo >/dev/null || { echo "deps: cargo not found (install a Rust toolchain)" >&2; return 1; }
 }
+
+# promtool checks the alert rules in deploy/prometheus (scripts/test.sh). It
+# comes from Debian's prometheus package, but only the binary is taken:
+# the package is downloaded and unpacked into a cache, never installed
+# (installing it would start a Prometheus server on the host). Sets PROMTOOL.
+ensure_promtool() {
+  if command -v promtool >/dev/null; then
+    PROMTOOL=$(command -v promtool)
+    return 0
+  fi
+  local dir=${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/promtool
+  if [[ ! -x $dir/promtool ]]; then
+    local tmp
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; }); then
+      rm -rf "$tmp"
+      echo "deps: cannot download Debian's prometheus package (for promtool)" >&2
+      return 1
+    fi
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x" && mkdir -p "$dir" && install -m 0755 "$tmp/x/usr/bin/promtool" "$dir/promtool"
+    local rc=$?
+    rm -rf "$tmp"
+    ((rc == 0)) || { echo "deps: cannot unpack promtool from Debian's prometheus package" >&2; return 1; }
+  fi
+  PROMTOOL=$dir/promtool
+}

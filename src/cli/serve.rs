@@ -135,6 +135,12 @@ pub(crate) struct ObserveArgs {
     /// but --core). Each drain (every 10 ms) delays whatever else runs on that core.
     #[arg(long, value_name = "N", help_heading = SAMPLING)]
     pub(crate) reporter_core: Option<usize>,
+    /// The latency SLA in milliseconds: every latency histogram gets exact bucket edges at it
+    /// and on a 1-2-5 series around it (SLA x 0.1, 0.2, 0.5, 1, 2, 5), so an alert on
+    /// `le="0.008"` is exact; 0: none (powers of two only).
+    #[arg(long, value_name = "MS", default_value_t = tailgate::sampler::buckets::DEFAULT_SLA_MS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000), help_heading = SAMPLING)]
+    pub(crate) sla_ms: u64,
     /// Records kept in the sample log (and in memory for /samples).
     #[arg(long, default_value_t = store::DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..=1 << 26), help_heading = SAMPLING)]
     pub(crate) sample_log_records: u64,
@@ -345,6 +351,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
             sample_log: a.obs.sample_log.clone(),
             sample_log_records: a.obs.sample_log_records,
             reporter_core: a.obs.reporter_core,
+            sla_ns: a.obs.sla_ms * 1_000_000,
         }),
     };
     let describe = cfg.observe.as_ref().map(|o| (o.sampling.describe(), o.inject.any().then(|| o.inject.describe())));

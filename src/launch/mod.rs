@@ -63,6 +63,8 @@ pub struct Observe {
     pub sample_log_records: u64,
     /// The reporter's core (default: any core no loop runs on).
     pub reporter_core: Option<usize>,
+    /// The latency SLA (ns): exact histogram edges around it (0: none).
+    pub sla_ns: u64,
 }
 
 impl LaunchConfig {
@@ -273,6 +275,8 @@ pub fn launch<J: Job>(cfg: LaunchConfig, job: &J, stop: &AtomicBool) -> Result<E
             }
             let rcfg = ReporterConfig {
                 metrics: o.metrics,
+                sla_ns: o.sla_ns,
+                tail_ns: o.sampling.tail_ns,
                 sample_log: o.sample_log.clone(),
                 records: o.sample_log_records,
                 avoid_core: if n == 1 { cores[0] } else { None },

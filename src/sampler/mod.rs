@@ -12,8 +12,12 @@
 //! ```
 
 pub mod attribution;
+pub mod buckets;
+#[cfg(test)]
+mod deploy_tests;
 pub mod endpoint;
 pub mod inject;
+mod metrics;
 pub mod policy;
 pub mod reporter;
 pub mod ring;
@@ -396,6 +400,24 @@ pub struct AppCounters {
     /// By reject reason code.
     pub rejects: crate::proto::ReasonCounts,
     pub framing_errors: u64,
+    /// Gauges of the order gateway (0 for other applications): sessions
+    /// logged on now; the exchange session ([`UpstreamState`]); accounts killed
+    /// by name now, and the whole gateway's kill (0 or 1), as this loop
+    /// sees them.
+    pub sessions: u64,
+    pub upstream: UpstreamState,
+    pub killed_accounts: u64,
+    pub kill_all: u64,
+}
+
+/// The state of a loop's session to the exchange.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// The application has none.
+    #[default]
+    None,
+    Down,
+    Up,
 }
 
 #[cfg(test)]

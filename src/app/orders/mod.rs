@@ -150,6 +150,8 @@ pub struct Orders {
     now: u64,
     /// A closing session's tokens (sized for one session's open orders).
     scratch: Vec<u32>,
+    /// Sessions logged on now (a gauge for /metrics).
+    logged_on_now: u64,
     /// The order the message being handled sent to the exchange.
     entered: Option<u32>,
     /// Accounts, limits and the kill switch (shared by every loop).
@@ -174,6 +176,7 @@ impl Orders {
             requests: Requests::with_capacity(WAKES),
             now: 0,
             scratch: Vec::new(),
+            logged_on_now: 0,
             entered: None,
             risk: self::risk::LoopRisk::new(std::sync::Arc::new(crate::risk::Risk::open()), None),
             journal: None,
@@ -527,6 +530,9 @@ impl App for Orders {
             // (unless its account says otherwise).
             self.ended(s.conn.0, s.gen, self.now);
             self.session_closed(s.conn.0, s.gen);
+            if self.clients.peek(s.conn.0, s.gen).is_some_and(|c| c.logged_on) {
+                self.logged_on_now = self.logged_on_now.saturating_sub(1);
+            }
             self.clients.close(s.conn.0);
             return;
         }
@@ -557,11 +563,21 @@ impl App for Orders {
 
     fn counters(&self) -> crate::app::AppCounters {
         let c = &self.counters;
+        let accounts = &self.risk.risk.accounts.state;
+        let killed = accounts.iter().filter(|a| a.killed.load(std::sync::atomic::Ordering::Relaxed)).count();
         crate::app::AppCounters {
             messages_in: c.messages_in,
             messages_out: c.messages_out,
             rejects: c.rejects,
             framing_errors: c.framing_errors,
+            sessions: self.logged_on_now,
+            upstream: match &self.up {
+                None => crate::sampler::UpstreamState::None,
+                Some(u) if u.up() => crate::sampler::UpstreamState::Up,
+                Some(_) => crate::sampler::UpstreamState::Down,
+            },
+            killed_accounts: killed as u64,
+            kill_all: u64::from(self.risk.risk.kill_all.load(std::sync::atomic::Ordering::Relaxed)),
         }
     }
 

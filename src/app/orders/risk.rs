@@ -73,6 +73,7 @@ impl Orders {
                 c.logged_on = true;
                 c.last_rx = now;
                 c.room_for_orders(max);
+                self.logged_on_now += 1;
             }
             self.journal_logon(gen, account, source, 0, recv_ts);
             self.counters.logons += 1;
@@ -138,6 +139,7 @@ impl Orders {
                 if acct.state[i].take_session(acct.list[i].max_sessions) {
                     c.room_for_orders(self.cfg.max_open_orders);
                     c.logged_on = true;
+                    self.logged_on_now += 1;
                     c.account = Some(i);
                     c.holds_session = true;
                     self.counters.logons += 1;
