@@ -60,6 +60,10 @@ pub struct Order {
     pub t_in: u64,
     pub t_sent: u64,
     pub resent: bool,
+    /// Cancelled while its Enter was in flight and the exchange session
+    /// down: not entered again at the login, and settled once the venue's
+    /// replay is over (see `resend.rs`).
+    pub held: bool,
     /// Its place in [`Table::live`].
     pub at: u32,
 }
@@ -79,6 +83,15 @@ pub struct Table {
     /// Tokens of closed sessions' orders to cancel, and how far that has gone.
     pub cancels: Vec<u32>,
     pub cancels_at: usize,
+    /// Held orders (see [`Order::held`]) waiting for the replay's end: how
+    /// many, the first token assigned after the login (an answer about one
+    /// is newer than the whole replay), the server heartbeats counted at
+    /// the login (one more: the venue had nothing left to send), and
+    /// whether an answer about a new token came.
+    pub held: usize,
+    pub floor: u32,
+    pub heartbeats_at_login: u64,
+    pub replayed: bool,
 }
 
 impl Table {
@@ -90,6 +103,10 @@ impl Table {
             resend_at: 0,
             cancels: Vec::with_capacity(cap),
             cancels_at: 0,
+            held: 0,
+            floor: 0,
+            heartbeats_at_login: 0,
+            replayed: false,
         }
     }
 
@@ -260,6 +277,7 @@ impl Orders {
             t_in: 0,
             t_sent: 0,
             resent: false,
+            held: false,
             at: 0,
         };
         self.table.insert(token, order);
@@ -481,6 +499,27 @@ impl Orders {
                 }
                 self.cancel_rejected(&o, cts, recv_ts, now);
             }
+        }
+    }
+
+    /// Held order `o` (token `token`) never reached the exchange: it ends
+    /// here (see `Orders::settle_held`).
+    pub(super) fn order_never_sent(&mut self, token: u32, o: &Order, now: u64) {
+        self.done(token);
+        let reason = if o.swept { RejectReason::Killed } else { RejectReason::ExchangeUnavailable };
+        self.counters.rejects[reason as usize] += 1;
+        let r = GatewayMsg::Reject {
+            cl_ord_id: o.cl_ord_id,
+            client_ts: o.client_ts,
+            gw_recv_ts: now,
+            ref_seq: o.ref_seq,
+            reason,
+            ref_type: msg_type::NEW_ORDER,
+            exchange_reason: 0,
+        };
+        self.report(o.conn, o.gen, r, now);
+        if let Some((cts, _)) = o.cancel {
+            self.cancel_rejected(o, cts, now, now);
         }
     }
 

@@ -117,6 +117,9 @@ pub struct OrdersCounters {
     pub kill_logouts: u64,
     /// Kill cancels the exchange refused (the order works on; warned).
     pub kill_cancel_rejects: u64,
+    /// Orders cancelled while the exchange session was down that it never
+    /// had (ended at the next login's replay's end, not entered again).
+    pub never_at_exchange: u64,
 }
 
 impl OrdersCounters {
@@ -233,6 +236,7 @@ impl Orders {
             state.next_seq.store(seq + 1, std::sync::atomic::Ordering::Relaxed);
             let traced = self.trace_answer(&msg, tr);
             self.journal_exchange(&msg, recv_ts);
+            self.note_answer(lifecycle::token_of(&msg));
             self.on_exchange(msg, recv_ts, now);
             if let Some(status) = traced {
                 tr.handled(status);
@@ -278,6 +282,7 @@ impl Orders {
         if matches!(change, Change::Up { .. }) {
             self.resend_pending(now);
         }
+        self.settle_held(now);
         if let Some(up) = self.up.as_mut() {
             up.flush(out);
         }
@@ -621,7 +626,7 @@ impl App for Orders {
                 "\nupstream {} as {}: logins={} downs={} orders_sent={} cancels_sent={} fills={} cancel_rejects={} \
                  exchange_canceled={} refused={} resent_after_login={} delivered={} duplicates_skipped={} \
                  malformed={} invalid_transitions={} unknown_tokens={} reports_for_closed_sessions={} \
-                 slow_client_aborts={} cancels_on_disconnect={} lost={} live_orders={} next_seq={}",
+                 slow_client_aborts={} cancels_on_disconnect={} never_at_exchange={} lost={} live_orders={} next_seq={}",
                 up.cfg.addr,
                 up.cfg.username,
                 c.upstream_logins,
@@ -641,6 +646,7 @@ impl App for Orders {
                 c.reports_for_closed_sessions,
                 c.slow_client_aborts,
                 c.cancels_on_disconnect,
+                c.never_at_exchange,
                 st.lost,
                 self.table.orders.len(),
                 up.client.next_seq()

@@ -24,10 +24,69 @@ impl Orders {
                 .filter(|&k| orders.get(u64::from(k)).is_some_and(|o| !o.accepted || o.cancel.is_some())),
         );
         t.resend.sort_unstable();
+        // Orders cancelled in flight are held, not entered again (below).
+        t.held = 0;
+        for &token in &t.resend {
+            if let Some(o) = t.orders.get_mut(u64::from(token)) {
+                o.held = !o.accepted && o.cancel.is_some();
+                t.held += usize::from(o.held);
+            }
+        }
+        if let Some(up) = self.up.as_ref() {
+            t.floor = up.next_token();
+            t.heartbeats_at_login = up.client.stats.heartbeats_in;
+        }
+        t.replayed = false;
         // The cancels of closed sessions are among them now.
         t.cancels.clear();
         t.cancels_at = 0;
         self.pump(now);
+    }
+
+    /// An exchange message about `token` came: one about an order entered
+    /// after the login is newer than the whole replay.
+    pub(super) fn note_answer(&mut self, token: Option<u32>) {
+        if self.table.held > 0 && token.is_some_and(|t| t >= self.table.floor) {
+            self.table.replayed = true;
+        }
+    }
+
+    /// After a login, once the venue's replay is over (an answer about an
+    /// order entered after the login came, or a server heartbeat: it had
+    /// nothing left to send), a held order still not accepted is one the
+    /// venue never had: it ends here, the client told Reject (`killed` if
+    /// the kill switch cancelled it, else `exchange_unavailable`) and a
+    /// CancelReject for its own cancel; its credit is given back.
+    pub(super) fn settle_held(&mut self, now: u64) {
+        if self.table.held == 0 {
+            return;
+        }
+        let hb = self.up.as_ref().map_or(0, |u| u.client.stats.heartbeats_in);
+        if !self.table.replayed && hb <= self.table.heartbeats_at_login {
+            return;
+        }
+        self.table.held = 0;
+        self.scratch.clear();
+        let orders = &self.table.orders;
+        self.scratch.extend(
+            self.table
+                .live
+                .iter()
+                .copied()
+                .filter(|&k| orders.get(u64::from(k)).is_some_and(|o| o.held && !o.accepted)),
+        );
+        for i in 0..self.scratch.len() {
+            let token = self.scratch[i];
+            let Some(o) = self.table.orders.get(u64::from(token)).copied() else { continue };
+            self.counters.never_at_exchange += 1;
+            self.order_never_sent(token, &o, now);
+        }
+        if !self.scratch.is_empty() {
+            crate::log_info!(
+                "orders: {} order(s) cancelled while the exchange session was down never reached the exchange: ended here",
+                self.scratch.len()
+            );
+        }
     }
 
     /// A client session closed: cancel every order it still has at the
@@ -105,7 +164,7 @@ impl Orders {
             // kill switch or its session's end) is never entered again: it
             // could trade before its Cancel. Only the Cancel goes; if the
             // exchange never had it, the order stays held, its credit too.
-            if !o.accepted && o.cancel.is_none() && up.send(&Inbound::Enter(o.enter), now) {
+            if !o.accepted && !o.held && up.send(&Inbound::Enter(o.enter), now) {
                 o.resent = true;
                 self.counters.resent_after_login += 1;
             }

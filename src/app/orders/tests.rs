@@ -513,6 +513,93 @@ fn an_order_cancelled_while_the_exchange_was_down_is_not_entered_again() {
     }
     // In token order: the first order's Cancel, the second's Enter.
     assert_eq!(types, [b'X', b'O'], "the cancelled order only cancelled, the other entered again: {types:?}");
+    // The replay ends (a server heartbeat: the venue had nothing left to
+    // send) with no Accepted for the first: the venue never had it, and it
+    // ends here; the second waits for its answer.
+    assert_eq!(app.live_orders(), 2);
+    app.on_input(&mut ups, &pkt(Packet::ServerHeartbeat), &mut upout, &mut Tracer::disabled(), 0, 10_003 * ms);
+    assert_eq!(app.counters.never_at_exchange, 1);
+    assert_eq!(app.live_orders(), 1, "the held order ended, the re-entered one waits");
+    // Its answer comes: an order entered after the login is answered after
+    // the whole replay, so it also ends what is held, had the heartbeat not.
+    app.on_input(
+        &mut ups,
+        &seq(&Outbound::Accepted(accepted(2, 1))),
+        &mut upout,
+        &mut Tracer::disabled(),
+        0,
+        10_004 * ms,
+    );
+    let got: Vec<GatewayMsg> = {
+        let mut out2 = OutBuf::with_capacity(1 << 16);
+        app.on_wake(&mut s2, &mut out2, 10_005 * ms);
+        let b = out2.as_slice().to_vec();
+        let mut v = Vec::new();
+        let mut off = 0;
+        while let Ok(Parsed::Frame(f)) = Frame::parse(&b[off..]) {
+            v.push(GatewayMsg::decode(&f).unwrap());
+            off += f.len();
+        }
+        v
+    };
+    assert!(got.iter().any(|m| matches!(m, GatewayMsg::Ack { cl_ord_id: 7, .. })), "{got:?}");
+}
+
+/// A session still there whose order was cancelled in flight hears how it
+/// ended: Reject `exchange_unavailable` for the order, CancelReject for its
+/// cancel, once an answer about an order entered after the login shows the
+/// replay is over.
+#[test]
+fn a_held_order_the_venue_never_had_is_rejected_and_its_cancel_refused() {
+    use upstream_helpers::*;
+    let (mut app, mut ups, mut s) = gateway();
+    let mut out = OutBuf::with_capacity(1 << 16);
+    let mut up0 = OutBuf::with_capacity(1 << 16);
+    let login = pkt(Packet::LoginAccepted { session: *b"         1", next_seq: 1 });
+    app.on_input(&mut ups, &login, &mut up0, &mut Tracer::disabled(), 0, 1);
+    let mut b = [0u8; 64];
+    for (seqn, m) in (1..).zip([ClientMsg::logon(Code8::new("T1").unwrap()), limit(1)]) {
+        let n = m.encode(seqn, &mut b).unwrap();
+        app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+    }
+    let n = ClientMsg::Cancel { cl_ord_id: 1, client_ts: 5 }.encode(3, &mut b).unwrap();
+    app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 1);
+    app.on_close(ups, "test");
+    let ms = 1_000_000;
+    app.requests().unwrap().connects.clear();
+    app.on_loop_tick(10_000 * ms);
+    let mut ups = app.open_outbound(ConnId(9), CONNECT_TOKEN, 10_000 * ms);
+    let mut upout = OutBuf::with_capacity(1 << 16);
+    app.on_input(&mut ups, &login, &mut upout, &mut Tracer::disabled(), 0, 10_001 * ms);
+    // A new order after the login, and the venue's answer to it.
+    let n = limit(2).encode(4, &mut b).unwrap();
+    app.on_input(&mut s, &b[..n], &mut out, &mut Tracer::disabled(), 0, 10_002 * ms);
+    assert_eq!(app.counters.never_at_exchange, 0, "not before the replay is known to be over");
+    app.on_input(
+        &mut ups,
+        &seq(&Outbound::Accepted(accepted(2, 1))),
+        &mut upout,
+        &mut Tracer::disabled(),
+        0,
+        10_003 * ms,
+    );
+    assert_eq!(app.counters.never_at_exchange, 1);
+    let mut cout = OutBuf::with_capacity(1 << 16);
+    app.on_wake(&mut s, &mut cout, 10_004 * ms);
+    let bytes = [out.as_slice(), cout.as_slice()].concat();
+    let mut got = Vec::new();
+    let mut off = 0;
+    while let Ok(Parsed::Frame(f)) = Frame::parse(&bytes[off..]) {
+        got.push(GatewayMsg::decode(&f).unwrap());
+        off += f.len();
+    }
+    assert!(
+        got.iter()
+            .any(|m| matches!(m, GatewayMsg::Reject { cl_ord_id: 1, reason: RejectReason::ExchangeUnavailable, .. })),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|m| matches!(m, GatewayMsg::CancelReject { cl_ord_id: 1, .. })), "{got:?}");
+    assert_eq!(app.live_orders(), 1, "only the new order is live");
 }
 
 /// Every exchange message is journaled: one about a token this run does
@@ -579,6 +666,7 @@ fn the_tables_live_list_follows_inserts_and_removes() {
         t_in: 0,
         t_sent: 0,
         resent: false,
+        held: false,
         at: 0,
     };
     let mut t = Table::new(64);

@@ -78,6 +78,11 @@ impl Upstream {
         matches!(self.client.state, State::Up { .. })
     }
 
+    /// The token the next new order will get.
+    pub fn next_token(&self) -> u32 {
+        self.next_token
+    }
+
     /// A token for a new order, if one is reserved (see `SessionState`).
     pub fn token(&mut self) -> Option<u32> {
         let t = self.next_token;
