@@ -137,7 +137,12 @@ fn check_evidence(r: &serde_json::Value) {
         }
         assert_eq!(m["cause"], m["direct"], "a direct cause that is not the message's own: {m:#}");
         let ok = match m["cause"].as_str().unwrap_or("?") {
-            "loop_stall" => f(&m, "prev_busy_us") >= 20.0 || stage_us(&m, "queue") >= 20.0,
+            // The loop's own accounting, or the off-CPU trace (what took the core).
+            "loop_stall" => {
+                f(&m, "prev_busy_us") >= 20.0
+                    || stage_us(&m, "queue") >= 20.0
+                    || m["stall"].as_str().is_some_and(|w| w != "unexplained")
+            }
             "slow_handler" => {
                 stage_us(&m, "handler") >= 20.0 || f(&m, "prev_handler_us") >= 20.0 || f(&m, "iter_handler_us") >= 20.0
             }
@@ -249,13 +254,15 @@ fn report_names_a_slow_handler() {
     };
     assert!(counter(&lines, "injected_slow_handlers").unwrap_or(0) >= 100, "{lines:?}");
     // The slowed messages themselves: their handler took the injected 1 ms
-    // (or more, if the host preempted it), and it was their longest stage.
+    // (or up to twice that, if the host preempted it: a preemption longer
+    // than the fault is the report's to name, loop_stall with the off-CPU
+    // trace), and it was their longest stage.
     check_touched(
         &r,
         "slow_handler",
         20,
         |m| has_flag(m, "injected"),
-        |m| m["stage"] == "handler" && stage_us(m, "handler") >= 1000.0,
+        |m| m["stage"] == "handler" && (1000.0..=2000.0).contains(&stage_us(m, "handler")),
     );
     // Nothing else was slowed on purpose: a message the injector did not
     // touch whose own handler took 1 ms would be one the report made up (a

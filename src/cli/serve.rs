@@ -141,6 +141,14 @@ pub(crate) struct ObserveArgs {
     #[arg(long, value_name = "MS", default_value_t = tailgate::sampler::buckets::DEFAULT_SLA_MS,
           value_parser = clap::value_parser!(u64).range(0..=60_000), help_heading = SAMPLING)]
     pub(crate) sla_ms: u64,
+    /// Trace what takes the loops' cores (an eBPF program on sched_switch, the IRQ and softirq
+    /// tracepoints and page faults, filtered to the loops' threads; needs BTF and CAP_BPF +
+    /// CAP_PERFMON), so the report names what a loop stall was: preempted by COMM, irq NAME,
+    /// softirq NET_RX, page fault, host steal. On with sampling; off, or when it cannot load
+    /// (said in one line), a stall stays `loop_stall`.
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on",
+          value_parser = parse_on_off, help_heading = SAMPLING)]
+    pub(crate) offcpu: Option<bool>,
     /// Records kept in the sample log (and in memory for /samples).
     #[arg(long, default_value_t = store::DEFAULT_RECORDS, value_parser = clap::value_parser!(u64).range(1..=1 << 26), help_heading = SAMPLING)]
     pub(crate) sample_log_records: u64,
@@ -352,6 +360,7 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
             sample_log_records: a.obs.sample_log_records,
             reporter_core: a.obs.reporter_core,
             sla_ns: a.obs.sla_ms * 1_000_000,
+            offcpu: a.obs.offcpu.unwrap_or(true),
         }),
     };
     let describe = cfg.observe.as_ref().map(|o| (o.sampling.describe(), o.inject.any().then(|| o.inject.describe())));

@@ -65,6 +65,9 @@ pub struct Observe {
     pub reporter_core: Option<usize>,
     /// The latency SLA (ns): exact histogram edges around it (0: none).
     pub sla_ns: u64,
+    /// Trace what takes the loops' cores (an eBPF program; off when it
+    /// cannot load, said in one line).
+    pub offcpu: bool,
 }
 
 impl LaunchConfig {
@@ -277,6 +280,7 @@ pub fn launch<J: Job>(cfg: LaunchConfig, job: &J, stop: &AtomicBool) -> Result<E
                 metrics: o.metrics,
                 sla_ns: o.sla_ns,
                 tail_ns: o.sampling.tail_ns,
+                offcpu: o.offcpu,
                 sample_log: o.sample_log.clone(),
                 records: o.sample_log_records,
                 avoid_core: if n == 1 { cores[0] } else { None },
@@ -313,16 +317,18 @@ pub fn launch<J: Job>(cfg: LaunchConfig, job: &J, stop: &AtomicBool) -> Result<E
         (_, false) => format!("SO_REUSEPORT listeners on cores {}", show_cores(&cores)),
     };
 
+    let offcpu = reporter.as_ref().and_then(|r| r.offcpu());
     let ready = AtomicUsize::new(0);
     let ends: Vec<Result<J::End, String>> = std::thread::scope(|sc| {
         let mut handles = Vec::with_capacity(n);
         for (index, core, place, backend, tracer, published) in specs {
             let ready = &ready;
             let sinks = &sinks;
+            let offcpu = offcpu.clone();
             let name = format!("tg-loop{index}");
             let spawned = std::thread::Builder::new().name(name).spawn_scoped(sc, move || {
                 let cx = LoopCtx { index, loops: n, place, tracer, published, stop, ready };
-                let r = one_loop(job, core, backend, sinks, cx);
+                let r = one_loop(job, core, backend, sinks, offcpu, cx);
                 if r.is_err() {
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -371,6 +377,7 @@ fn one_loop<J: Job>(
     core: Option<usize>,
     backend: LoopBackend,
     sinks: &SyscallCounters,
+    offcpu: Option<Arc<crate::sampler::offcpu::Shared>>,
     cx: LoopCtx<'_>,
 ) -> Result<J::End, String> {
     let (index, several) = (cx.index, cx.loops > 1);
@@ -380,6 +387,10 @@ fn one_loop<J: Job>(
         if !runtime::core_isolated(core) {
             log_warn!("{who}core {core} is not isolated (isolcpus/nohz_full): expect scheduler noise in the tail");
         }
+    }
+    if let Some(o) = offcpu {
+        // Once, before serving: the tracer watches this thread from now on.
+        o.watch(rustix::thread::gettid().as_raw_nonzero().get() as u32, core);
     }
     let register = |r: Option<CounterReader>| {
         if let (Some(r), Ok(mut s)) = (r, sinks.lock()) {

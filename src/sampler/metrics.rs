@@ -14,6 +14,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::buckets::{self, Bounds};
+use super::offcpu::record::{Interval, What};
+use super::offcpu::OffCpuStats;
 use super::tracer::TracerStats;
 use super::{attribution, AppCounters, UpstreamState};
 use super::{kind, Sample, ACK_STAGE, STAGES};
@@ -132,6 +134,11 @@ pub(super) struct Metrics {
     app_gauges: AppGauges,
     /// Sampled messages at least `tail_ns` slow, by direct cause.
     tail: Family<Labels, Counter>,
+    /// Time the loops' threads spent off their cores or interrupted, by
+    /// kind (ns, shown in seconds), and the tracer's dropped intervals.
+    offcpu: Family<Labels, Counter<f64>>,
+    offcpu_dropped: Counter,
+    offcpu_dropped_seen: u64,
     tail_ns: u64,
     /// The last snapshot of each loop, and of the XDP program's counters
     /// (the last slot) when there are several loops.
@@ -263,6 +270,18 @@ impl Metrics {
             "Sampled messages at least --sample-tail-us slow (in the gateway, and as the client saw it), by their direct cause (docs/ATTRIBUTION.md)",
             tail.clone(),
         );
+        let offcpu = Family::<Labels, Counter<f64>>::default();
+        registry.register(
+            "tailgate_offcpu_seconds",
+            "Time the loops' threads were off their cores or interrupted, by kind: preempted, blocked (a blocking loop's sleep), irq, softirq, page_fault (bursts of faults, first to last), host_steal (the cores' steal time); needs the off-CPU tracer",
+            offcpu.clone(),
+        );
+        let offcpu_dropped = Counter::default();
+        registry.register(
+            "tailgate_offcpu_dropped",
+            "Off-CPU intervals the reporter had no room for",
+            offcpu_dropped.clone(),
+        );
         Metrics {
             registry,
             latency,
@@ -272,6 +291,9 @@ impl Metrics {
             overflow,
             app_gauges,
             tail,
+            offcpu,
+            offcpu_dropped,
+            offcpu_dropped_seen: 0,
             tail_ns,
             last: Vec::new(),
             overflow_windows: 0,
@@ -305,6 +327,18 @@ impl Metrics {
             let (c, _) = attribution::classify(s, attribution::Options::default().significant_ns, &[]);
             self.tail.get_or_create(&l(&[("cause", attribution::CAUSES[c])])).inc();
         }
+    }
+
+    /// Off-CPU intervals read since the last drain (records of kind
+    /// `OFFCPU`), and the tracer's counters.
+    pub(super) fn offcpu(&mut self, records: &[Sample], stats: &OffCpuStats) {
+        for i in records.iter().filter_map(Interval::from_sample) {
+            let ns = if i.what == What::Steal { i.id } else { i.len_ns() };
+            self.offcpu.get_or_create(&l(&[("kind", i.what.label())])).inc_by(ns as f64 * 1e-9);
+        }
+        let dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        self.offcpu_dropped.inc_by(dropped.saturating_sub(self.offcpu_dropped_seen));
+        self.offcpu_dropped_seen = dropped;
     }
 
     /// Take snapshot `s` of slot `slot`; with several loops every series

@@ -18,6 +18,7 @@ mod deploy_tests;
 pub mod endpoint;
 pub mod inject;
 mod metrics;
+pub mod offcpu;
 pub mod policy;
 pub mod reporter;
 pub mod ring;
@@ -95,6 +96,9 @@ pub mod kind {
     /// Not a message: a reporter-thread busy period (`t_rx_frame` to
     /// `t_handled`, on `core`), recorded so the report can see interference.
     pub const REPORTER: u8 = 255;
+    /// Not a message: an interval in which a loop's thread was off its core
+    /// or interrupted, or the core's steal time rose (`offcpu::record`).
+    pub const OFFCPU: u8 = 254;
     /// Number of message kinds with a rate (0..COUNT).
     pub const COUNT: usize = 10;
     pub const NAMES: [&str; COUNT] =

@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::endpoint::{Content, EndpointStats};
 pub use super::metrics::Snapshot;
 use super::metrics::{Metrics, DEVICE_LABEL};
+use super::offcpu::{self, OffCpu};
 use super::ring::Consumer;
 use super::store::Store;
 use super::{kind, Sample};
@@ -58,6 +59,9 @@ pub struct ReporterConfig {
     /// client saw it) are counted by cause (`tailgate_tail_total`); the
     /// sampler records every one of them (tail bias). 0: none.
     pub tail_ns: u64,
+    /// Trace what takes the loops' cores (`offcpu`): the loops tell their
+    /// thread ids through [`Reporter::offcpu`].
+    pub offcpu: bool,
     pub sample_log: Option<PathBuf>,
     /// Records kept (file or memory window).
     pub records: u64,
@@ -98,6 +102,8 @@ pub struct Reporter {
     pub published: Vec<Arc<Published>>,
     /// The address `/metrics` is served on (the OS picks the port for :0).
     pub metrics_addr: Option<SocketAddr>,
+    /// The off-CPU tracer (dropped after the threads: detached last).
+    offcpu: Option<OffCpu>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -117,6 +123,25 @@ impl Reporter {
         };
         let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new(cfg.sla_ns, cfg.tail_ns) }));
+        let offcpu = if cfg.offcpu {
+            match OffCpu::start((cfg.avoid_core, cfg.core)) {
+                Ok(t) => {
+                    crate::log_info!(
+                        "off-CPU tracing on: what takes a loop's core (preemption, IRQs, softirqs, page faults, steal) is \
+                         recorded beside the samples"
+                    );
+                    Some(t)
+                }
+                Err(e) => {
+                    crate::log_warn!(
+                        "off-CPU tracing is off ({e}): the report names a stall loop_stall without saying what took the core"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let published: Vec<Arc<Published>> = (0..loops.max(1)).map(|_| Arc::new(Published::default())).collect();
         let mut threads = Vec::new();
@@ -125,10 +150,11 @@ impl Reporter {
             let consumer = consumers;
             let avoid_core = (cfg.avoid_core, cfg.core);
             let readers = cfg.syscall_counters;
+            let traced = offcpu.as_ref().map(|t| t.shared.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("tg-reporter".into())
-                    .spawn(move || drain_loop(inner, consumer, published, readers, stop, avoid_core))?,
+                    .spawn(move || drain_loop(inner, consumer, published, readers, traced, stop, avoid_core))?,
             );
         }
         if let Some(listener) = listener {
@@ -140,7 +166,12 @@ impl Reporter {
                 super::endpoint::serve(listener, Arc::new(Served(inner)), stop, stats);
             })?);
         }
-        Ok(Reporter { stop, threads, published, metrics_addr })
+        Ok(Reporter { stop, threads, published, metrics_addr, offcpu })
+    }
+
+    /// Where a loop tells its thread id for off-CPU tracing (`None`: off).
+    pub fn offcpu(&self) -> Option<Arc<offcpu::Shared>> {
+        self.offcpu.as_ref().map(|t| t.shared.clone())
     }
 
     /// Drain what is left and stop.
@@ -167,11 +198,13 @@ fn drain_loop(
     mut consumers: Vec<Consumer>,
     published: Vec<Arc<Published>>,
     readers: SyscallCounters,
+    traced: Option<Arc<offcpu::Shared>>,
     stop: Arc<AtomicBool>,
     avoid_core: (Option<usize>, Option<usize>),
 ) {
     crate::runtime::place_helper(avoid_core, "reporter");
     let mut batch: Vec<Sample> = Vec::with_capacity(DRAIN_BATCH);
+    let mut intervals: Vec<Sample> = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let t0 = clock::mono_ns();
@@ -199,6 +232,14 @@ fn drain_loop(
             }
             if !consumers.is_empty() {
                 store.set_dropped(consumers.iter().map(Consumer::dropped).sum());
+            }
+            if let Some(t) = &traced {
+                intervals.clear();
+                t.take(&mut intervals);
+                for s in &intervals {
+                    store.append(s);
+                }
+                metrics.offcpu(&intervals, &t.stats);
             }
             let several = published.len() > 1;
             let readers = readers.lock().ok();

@@ -214,7 +214,7 @@ pub fn parse(b: &[u8]) -> Result<(Header, Vec<Sample>), String> {
     for i in first..h.written {
         let at = HEADER_SIZE + (i % h.capacity) as usize * RECORD_SIZE;
         if let Some(s) = Sample::from_bytes(&b[at..at + RECORD_SIZE]) {
-            if s.t_delivered != 0 || s.msg_type == super::kind::REPORTER {
+            if s.t_delivered != 0 || s.msg_type == super::kind::REPORTER || s.msg_type == super::kind::OFFCPU {
                 out.push(s);
             }
         }

@@ -110,3 +110,18 @@ pub fn sync_range(f: &File, len: u64) -> io::Result<()> {
 pub(crate) mod skel {
     include!(concat!(env!("OUT_DIR"), "/redirect.skel.rs"));
 }
+
+/// The skeleton of bpf/offcpu.bpf.c, likewise for its read-only data's
+/// layout only.
+#[allow(
+    dead_code,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs,
+    non_camel_case_types
+)]
+pub(crate) mod offcpu_skel {
+    include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
+}

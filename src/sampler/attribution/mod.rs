@@ -4,7 +4,6 @@
 //! their thresholds, in docs/ATTRIBUTION.md; keep the two in step.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -223,6 +222,19 @@ pub fn classify(s: &Sample, sig: u64, reporter: &[Sample]) -> (usize, usize) {
     (c, dominant)
 }
 
+/// Causes the off-CPU trace overrides (the sampler's view of a thread that
+/// was not running): what the kernel saw took the core instead.
+const OVERRIDDEN_BY_TRACE: [usize; 8] = [
+    id::SLOW_HANDLER,
+    id::SAMPLER_INTERFERENCE,
+    id::FILL_RING_STARVED,
+    id::TX_RING_OR_KICK,
+    id::QUEUED_BEHIND_BURST,
+    id::WAKEUP_LATENCY,
+    id::RX_PATH_DELAY,
+    id::UNEXPLAINED,
+];
+
 /// The causes that hold the loop or a connection, and so can make a
 /// queue: what messages behind it are counted under.
 const QUEUE_MAKERS: [usize; 7] = [
@@ -373,6 +385,9 @@ pub struct TailMessage {
     pub via: &'static str,
     pub direct: &'static str,
     pub stage: &'static str,
+    /// A loop stall's root cause, with the off-CPU trace ([`Stalls`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall: Option<String>,
     #[serde(flatten)]
     pub message: Example,
     /// Each stage in microseconds.
@@ -432,6 +447,10 @@ pub struct Report {
     /// Every tail message, with `Options::messages`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<TailMessage>,
+    /// The log holds an off-CPU trace; what took the core in the tail's
+    /// loop stalls ("preempted by COMM", ..., "unexplained"), by count.
+    pub offcpu_traced: bool,
+    pub stalls: BTreeMap<String, usize>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -449,7 +468,10 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 /// Attribute the tail of `samples` (records of any kind; reporter records
 /// are used for interference only).
 pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
-    let (reporter, msgs): (Vec<Sample>, Vec<Sample>) = samples.iter().partition(|s| s.msg_type == kind::REPORTER);
+    let stalls = Stalls::new(samples);
+    let (reporter, msgs): (Vec<Sample>, Vec<Sample>) =
+        samples.iter().filter(|s| s.msg_type != kind::OFFCPU).partition(|s| s.msg_type == kind::REPORTER);
+    let mut stall_causes: BTreeMap<String, usize> = BTreeMap::new();
     let mut lat: Vec<u64> = msgs.iter().map(seen_ns).collect();
     lat.sort_unstable();
     let p999 = pct(&lat, 0.999);
@@ -470,8 +492,19 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
     let mut messages = Vec::new();
     for &i in &tail {
         let s = &msgs[i];
-        let (direct, st) = roots.direct(i);
-        let c = roots.root(i, QUEUE_DEPTH);
+        let (mut direct, st) = roots.direct(i);
+        let mut c = roots.root(i, QUEUE_DEPTH);
+        // With the off-CPU trace, a thread that was preempted or interrupted
+        // for much of the message's time is a loop stall, whatever the
+        // sampler's view made of it.
+        let mut stall = None;
+        if c == id::LOOP_STALL {
+            stall = stalls.name(s, opts.significant_ns);
+        } else if OVERRIDDEN_BY_TRACE.contains(&c) {
+            if let Some(w) = stalls.took_core(s, opts.significant_ns) {
+                (c, direct, stall) = (id::LOOP_STALL, id::LOOP_STALL, Some(w));
+            }
+        }
         let via = if direct == id::QUEUED_BEHIND_BURST || c == id::QUEUED_BEHIND_BURST { "queue" } else { "direct" };
         groups.entry((c, via, st)).or_default().push(s);
         *causes.entry(CAUSES[c]).or_default() += 1;
@@ -486,6 +519,9 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
             inj.tail += 1;
             *inj.causes.entry(CAUSES[c]).or_default() += 1;
         }
+        if let Some(w) = &stall {
+            *stall_causes.entry(w.clone()).or_default() += 1;
+        }
         if opts.messages {
             let stages = s.stages();
             messages.push(TailMessage {
@@ -493,6 +529,7 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
                 via,
                 direct: CAUSES[direct],
                 stage: stage_name(st),
+                stall,
                 message: example(s),
                 stages_us: STAGES.iter().zip(stages).map(|(n, v)| (*n, us(v))).collect(),
                 prev_busy_us: us(u64::from(s.prev_busy_ns)),
@@ -556,6 +593,8 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
         rows,
         injected,
         messages,
+        offcpu_traced: stalls.traced(),
+        stalls: stall_causes,
     }
 }
 
@@ -576,91 +615,9 @@ fn example(s: &Sample) -> Example {
     }
 }
 
-fn describe(e: &Example) -> String {
-    format!(
-        "loop {} conn {} {} id {} iter {}: {} us, flags [{}], payload {}",
-        e.loop_index,
-        e.conn,
-        e.msg_type,
-        e.trace_id,
-        e.loop_iter,
-        e.latency_us,
-        e.flags.join(","),
-        e.payload_hex
-    )
-}
-
-impl Report {
-    /// The table for a terminal.
-    pub fn render(&self) -> String {
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "samples {}: p50 {} us, p99 {} us, p99.9 {} us, max {} us",
-            self.samples, self.p50_us, self.p99_us, self.p999_us, self.max_us
-        );
-        if self.sampler_dropped > 0 {
-            let _ = writeln!(
-                o,
-                "WARNING: the sampler ring overflowed and dropped {} records; the tail may be incomplete",
-                self.sampler_dropped
-            );
-        }
-        if self.reporter_periods > 0 {
-            let cores: Vec<String> = self.reporter_cores.iter().map(|c| c.to_string()).collect();
-            let _ = writeln!(
-                o,
-                "reporter: {} busy periods over 20 us, on cores {}",
-                self.reporter_periods,
-                cores.join(",")
-            );
-        }
-        let _ = writeln!(
-            o,
-            "tail: {} messages at or above {} us ({}); top cause: {}",
-            self.tail, self.threshold_us, self.threshold_from, self.top_cause
-        );
-        if !self.delayed.is_empty() {
-            let mut by: Vec<(&str, Delayed)> = self.delayed.iter().map(|(c, d)| (*c, *d)).collect();
-            by.sort_by(|a, b| (b.1.direct + b.1.queued).cmp(&(a.1.direct + a.1.queued)).then(a.0.cmp(b.0)));
-            let by: Vec<String> = by
-                .iter()
-                .map(|(c, d)| {
-                    format!("{c} {} ({} direct, {} through the queue)", d.direct + d.queued, d.direct, d.queued)
-                })
-                .collect();
-            let _ = writeln!(o, "causes: {}", by.join(", "));
-        }
-        if let Some(i) = &self.injected {
-            let by: Vec<String> = i.causes.iter().map(|(c, n)| format!("{c} {n}")).collect();
-            let _ = writeln!(o, "injected: {} tail messages touched by --inject, named: {}", i.tail, by.join(", "));
-        }
-        if self.rows.is_empty() {
-            return o;
-        }
-        let _ = write!(o, "{:<21} {:<6} {:<8} {:>6} {:>6}", "cause", "via", "stage", "count", "share");
-        for s in STAGES {
-            let _ = write!(o, " {:>17}", format!("{s} p50/max us"));
-        }
-        o.push('\n');
-        for r in &self.rows {
-            let _ = write!(o, "{:<21} {:<6} {:<8} {:>6} {:>5.1}%", r.cause, r.via, r.stage, r.count, r.share * 100.0);
-            for s in STAGES {
-                let st = r.stages[s];
-                let _ = write!(o, " {:>17}", format!("{}/{}", st.p50_us, st.max_us));
-            }
-            o.push('\n');
-            let _ = writeln!(o, "  e.g. {}", describe(&r.example));
-        }
-        if !self.messages.is_empty() {
-            let _ = writeln!(o, "tail messages:");
-            for m in &self.messages {
-                let _ = writeln!(o, "  {:<21} {:<6} {:<8} {}", m.cause, m.via, m.stage, describe(&m.message));
-            }
-        }
-        o
-    }
-}
+mod render;
+mod stall;
+pub use stall::Stalls;
 
 #[cfg(test)]
 mod tests;
