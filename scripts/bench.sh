@@ -40,6 +40,10 @@
 #                               inbound-loss (xdp only: loss:4; the kernel reassembles out of
 #                               sight), reply-loss (nftables in tg_cli drops every 40th data
 #                               segment from the gateway on arrival), burst (load --burst 2000:500),
+#                               hog and hog-fifo (a process pinned to the loop's core spinning 5 ms in
+#                               every 30, SCHED_OTHER and SCHED_FIFO, scripts/lib/hog.py: right when
+#                               the report names "preempted by tg-hog" for at least 95 % of the tail
+#                               from 1 ms),
 #                               and on the three-namespace lab with serve --upstream: upstream-slow
 #                               (tailgate exchange --inject slow:50:20000), upstream-loss (xdp only:
 #                               the bridge drops every 40th data segment from the exchange; judged
@@ -113,6 +117,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 . scripts/lib/bench_exchange.sh
+. scripts/lib/bench_attribution.sh
 
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
@@ -404,101 +409,7 @@ NFT
     done
     summary backend/case 1 "established-or-connected-ms echoed-or-served-ms SYN-retransmissions"
     ;;
-  attribution)
-    ensure_packages nftables
-    SECS=${ATTR_SECS:-5}
-    expect() { # fault -> the cause the report should name
-      case $1 in
-        stall) echo loop_stall ;; slow-handler) echo slow_handler ;; inbound-loss) echo retransmission ;;
-        reply-loss) echo reply_retransmitted ;; burst) echo queued_behind_burst ;;
-        upstream-slow) echo exchange_slow ;; upstream-loss) echo upstream_retransmission ;; *) echo - ;;
-      esac
-    }
-    echo "| run | backend | fault | top cause | tail | right |"
-    echo "|---|---|---|---|---|---|"
-    : >"$OUT/attr"
-    for run in $(seq "$RUNS"); do
-      for fault in ${ATTR_FAULTS:-control stall slow-handler inbound-loss reply-loss burst upstream-slow upstream-loss}; do
-        for backend in $BACKENDS; do
-          [[ ($fault == inbound-loss || $fault == upstream-loss) && $backend != xdp ]] && continue
-          [[ $fault != upstream-* ]] && lab_for "$backend"
-          EXTRA=(--sample-log "$OUT/samples") LOAD=() EXCHANGE=()
-          rm -f "$OUT/samples"
-          case $fault in
-            stall) EXTRA+=(--inject stall:50:5000) ;;
-            slow-handler) EXTRA+=(--inject slow-handler:50:5000) ;;
-            inbound-loss) EXTRA+=(--inject loss:4) ;;
-            reply-loss)
-              # Dropped on arrival in the client's namespace, the same for both
-              # backends: a loss on the wire (a drop on the gateway's own output
-              # hook would be a local send failure, which kernel TCP sends again
-              # as new data, not as a retransmission).
-              ip netns exec tg_cli nft -f - <<NFT
-table inet tg_bench_loss {
-  chain c { type filter hook input priority 0; tcp sport $PORT meta length > 60 numgen inc mod 40 == 0 drop; }
-}
-NFT
-              ;;
-            burst) LOAD=(--burst 2000:500) ;;
-            upstream-slow) EXCHANGE=(--inject slow:50:20000) ;;
-          esac
-          if [[ $fault == upstream-* ]]; then
-            sla_up "$backend" "${EXCHANGE[@]}"
-            if [[ $fault == upstream-loss ]]; then
-              # The exchange's data segments to the gateway, lost in the bridge (on the wire).
-              ip netns exec tg_cli nft -f - <<NFT
-table bridge tg_bench_loss {
-  chain c { type filter hook forward priority 0; ip saddr 198.18.0.4 tcp sport 26400 meta length > 60 numgen inc mod 40 == 0 drop; }
-}
-NFT
-            fi
-          else
-            start_server "$backend" orders
-          fi
-          ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate 500 --conns 4 \
-            --duration "$SECS" --core 0 "${LOAD[@]}" >"$OUT/client.log" 2>&1 ||
-            [[ $fault == *loss || $fault == upstream-* ]] || { cat "$OUT/client.log" >&2; exit 1; }
-          if [[ $fault == upstream-* ]]; then sla_down; else stop_server; fi
-          ip netns exec tg_cli nft delete table inet tg_bench_loss 2>/dev/null || true
-          ip netns exec tg_cli nft delete table bridge tg_bench_loss 2>/dev/null || true
-          [[ -n ${ATTR_KEEP:-} ]] && cp "$OUT/server.log" "$ATTR_KEEP/$run-$backend-$fault.log" && cp "$OUT/samples" "$ATTR_KEEP/$run-$backend-$fault.samples"
-          THRESHOLD=()
-          # A lost answer costs the kernel exchange's fast retransmission, 2-4 ms: below this
-          # VM's stalls, which own the p99.9's few messages; judged over every message from 1 ms.
-          [[ $fault == upstream-loss ]] && THRESHOLD=(--threshold-us 1000)
-          "$BIN" report --log "$OUT/samples" --json "${THRESHOLD[@]}" >"$OUT/report.json"
-          top=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["top_cause"], r["tail"])' \
-            "$OUT/report.json")
-          read -r cause tail <<<"$top"
-          want=$(expect "$fault")
-          right=-
-          [[ $want != - ]] && { [[ $cause == "$want" ]] && right=yes || right=no; }
-          echo "| $run | $backend | $fault | $cause | $tail | $right |"
-          echo "$backend $fault $cause $right" >>"$OUT/attr"
-        done
-      done
-    done
-    for backend in $BACKENDS; do
-      echo
-      echo "$backend: injected fault (rows) against the report's top cause (columns), $RUNS runs each"
-      python3 - "$OUT/attr" "$backend" <<'PY'
-import sys
-from collections import Counter, OrderedDict
-rows = [l.split() for l in open(sys.argv[1]) if l.split()[0] == sys.argv[2]]
-faults = list(OrderedDict.fromkeys(r[1] for r in rows))
-causes = sorted(set(r[2] for r in rows))
-n = Counter((r[1], r[2]) for r in rows)
-print("| fault | " + " | ".join(causes) + " |")
-print("|---|" + "---|" * len(causes))
-for f in faults:
-    print("| %s | " % f + " | ".join(str(n[(f, c)] or "") for c in causes) + " |")
-scored = [r for r in rows if r[3] != "-"]
-right = sum(r[3] == "yes" for r in scored)
-print("\naccuracy (faulted runs, top cause = the injected fault's): %d of %d, %.1f %%"
-      % (right, len(scored), 100.0 * right / max(1, len(scored))))
-PY
-    done
-    ;;
+  attribution) mode_attribution ;;
   queues)
     echo "| run | config | orders/s | p50 us | p99 us | p99.9 us | messages per loop | handoffs |"
     echo "|---|---|---|---|---|---|---|---|"

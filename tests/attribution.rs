@@ -551,3 +551,70 @@ fn report_rejects_bad_input_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --backend xdp"));
 }
+
+/// A competing process (scripts/lib/hog.py, comm `tg-hog`) pinned to the
+/// loop's core, spinning 5 ms in every 30 ms for a bounded time; killed on
+/// drop.
+struct Hog(std::process::Child);
+
+impl Hog {
+    fn start(fifo: bool) -> Hog {
+        let mut c = Command::new("python3");
+        c.args(["scripts/lib/hog.py", "1", "8", "5", "30"]);
+        if fifo {
+            c.arg("--fifo");
+        }
+        Hog(c.stdout(std::process::Stdio::null()).spawn().expect("python3 scripts/lib/hog.py"))
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With the off-CPU trace, the tail a competing process made is named by
+/// its comm: "preempted by tg-hog", as a loop stall.
+fn a_competing_process_is_named(test: &str, bypass: bool, backend: &str) {
+    if !lab_available(test) {
+        return;
+    }
+    let hog = Hog::start(false);
+    let Some((r, lines)) = fault_run(test, bypass, &["--backend", backend], "", "1000") else { return };
+    drop(hog);
+    assert!(lines.iter().any(|l| l.contains("off-CPU tracing on")), "{lines:?}");
+    let ms = messages(&r);
+    let named: Vec<&serde_json::Value> = ms.iter().filter(|m| m["stall"] == "preempted by tg-hog").collect();
+    assert!(named.len() >= 20, "only {} of {} tail messages named the hog: {:#}", named.len(), ms.len(), r["stalls"]);
+    for m in &named {
+        assert_eq!(m["cause"], "loop_stall", "{m:#}");
+    }
+    assert!(r["stalls"]["preempted by tg-hog"].as_u64().unwrap_or(0) >= 20, "{:#}", r["stalls"]);
+    assert!(r["offcpu_traced"].as_bool().unwrap(), "{r:#}");
+}
+
+#[test]
+fn a_competing_process_on_the_loops_core_is_named_on_kernel() {
+    a_competing_process_is_named("a_competing_process_on_the_loops_core_is_named_on_kernel", false, "kernel");
+}
+
+#[test]
+fn a_competing_process_on_the_loops_core_is_named_on_xdp() {
+    a_competing_process_is_named("a_competing_process_on_the_loops_core_is_named_on_xdp", true, "xdp");
+}
+
+/// Without the off-CPU trace the report still works, names no stall, and
+/// says why what took the core is missing.
+#[test]
+fn without_the_off_cpu_trace_the_report_says_what_is_missing() {
+    let test = "without_the_off_cpu_trace_the_report_says_what_is_missing";
+    let Some((r, _)) = fault_run(test, false, &["--backend", "kernel", "--offcpu", "off"], "stall:25:2000", "500")
+    else {
+        return;
+    };
+    assert_eq!(r["offcpu_traced"], false, "{r:#}");
+    assert!(r["stalls"].as_object().is_some_and(|s| s.is_empty()), "{:#}", r["stalls"]);
+    assert!(r["causes"]["loop_stall"].as_u64().unwrap_or(0) > 0, "{:#}", r["causes"]);
+}

@@ -300,3 +300,67 @@ fn the_exchange_leg_is_named_when_it_is_most_of_the_time() {
     // An ordinary message is never named after the exchange.
     assert!(msg(t, US).upstream().is_none());
 }
+
+/// The off-CPU trace has the last word: messages a preempted loop left
+/// waiting (the rules would say a burst, or the receive path) are a loop
+/// stall named by what ran; a slow handler the thread ran through stays
+/// one; without a trace the report says what is missing.
+#[test]
+fn the_off_cpu_trace_names_a_stall_and_overrides_the_rules_guess() {
+    use crate::sampler::offcpu::record::{Interval, What};
+    let t = 1_000_000_000;
+    let mut name = [0u8; 16];
+    name[..6].copy_from_slice(b"tg-hog");
+    let hog = Interval {
+        start_ns: t - 6_000 * US,
+        end_ns: t - 100 * US,
+        tid: 9,
+        cpu: 1,
+        what: What::Preempted,
+        id: 77,
+        switches: 1,
+        name,
+    };
+    // Forty messages that waited through it, delivered in one poll: the
+    // rules alone see a burst queued in the kernel, or a slow receive path.
+    let waited: Vec<Sample> = (0..40u64)
+        .map(|i| Sample {
+            trace_id: i,
+            batch_pos: i as u8,
+            queue_ns: (i * 2 * US) as u32,
+            core: 1,
+            ..msg(t, 5_900 * US)
+        })
+        .collect();
+    let slow = Sample {
+        trace_id: 99,
+        core: 1,
+        t_handled: t + 10_000 * US + 900 * US,
+        t_tx_queued: t + 10_000 * US + 901 * US,
+        t_tx_done: t + 10_000 * US + 902 * US,
+        ..msg(t + 10_000 * US, US)
+    };
+    let mut v = waited.clone();
+    v.push(slow);
+    let opts = Options { threshold_ns: Some(500 * US), messages: true, ..Options::default() };
+    let plain = analyse(&v, 0, opts);
+    assert!(!plain.offcpu_traced && plain.stalls.is_empty());
+    assert_ne!(plain.causes.get("loop_stall").copied().unwrap_or(0), 41, "{:#?}", plain.causes);
+    v.push(hog.to_sample());
+    let r = analyse(&v, 0, opts);
+    assert!(r.offcpu_traced);
+    assert_eq!(r.stalls.get("preempted by tg-hog"), Some(&40), "{:#?}", r.stalls);
+    assert_eq!(r.causes.get("loop_stall"), Some(&40), "{:#?}", r.causes);
+    assert_eq!(r.causes.get("slow_handler"), Some(&1), "the handler it ran through: {:#?}", r.causes);
+    assert!(r
+        .messages
+        .iter()
+        .filter(|m| m.cause == "loop_stall")
+        .all(|m| m.stall.as_deref() == Some("preempted by tg-hog")));
+    assert_eq!(r.samples, 41, "the interval is not a message");
+    assert!(r.render().contains("loop stalls (40), what took the core: preempted by tg-hog 40"), "{}", r.render());
+    // A stall the rules name, without a trace: the report says why it is not named.
+    let stalled = vec![Sample { prev_busy_ns: 1_000_000, ..msg(t, 900 * US) }];
+    let text = analyse(&stalled, 0, opts).render();
+    assert!(text.contains("no off-CPU trace in this log"), "{text}");
+}
