@@ -128,8 +128,10 @@ static __always_inline struct cpu_state *this_cpu(void)
 	return bpf_map_lookup_elem(&cpus, &zero);
 }
 
-static __always_inline void emit(__u64 start, __u64 end, __u32 tid, __u8 kind, __u32 pid, __u16 switches,
-				 const char *comm)
+// Written without a wake-up (BPF_RB_NO_WAKEUP): a wake-up is an irq_work
+// interrupt on the writing CPU, the loop's; the reader drains on a timer.
+static __always_inline void emit(__u64 start, __u64 end, __u32 tid, __u32 cpu, __u8 kind, __u32 pid,
+				 __u16 switches, const char *comm)
 {
 	if (end < start || end - start < min_ns)
 		return;
@@ -144,13 +146,56 @@ static __always_inline void emit(__u64 start, __u64 end, __u32 tid, __u8 kind, _
 	e->start_ns = start;
 	e->end_ns = end;
 	e->tid = tid;
-	e->cpu = bpf_get_smp_processor_id();
+	e->cpu = cpu;
 	e->pid = pid;
 	e->switches = switches;
 	e->kind = kind;
 	e->pad = 0;
 	__builtin_memcpy(e->comm, comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+// Page faults have no exit tracepoint: a watched thread's faults are
+// gathered into bursts (each within FAULT_GAP_NS of the last), and a burst
+// is written when the next fault comes later than that, or the thread is
+// switched out: its first and last fault, and how many (`pid`). A lone
+// fault is a burst of one, of length 0.
+#define FAULT_GAP_NS 100000
+
+struct burst {
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 n;
+	__u32 cpu;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct burst);
+} bursts SEC(".maps");
+
+// Write thread `tid`'s pending burst of faults, if any, and forget it.
+static __always_inline void flush_burst(__u32 tid)
+{
+	struct burst *b = bpf_map_lookup_elem(&bursts, &tid);
+	if (!b)
+		return;
+	struct interval *e = bpf_ringbuf_reserve(&intervals, sizeof(*e), 0);
+	if (e) {
+		e->start_ns = b->first_ns;
+		e->end_ns = b->last_ns;
+		e->tid = tid;
+		e->cpu = b->cpu;
+		e->pid = b->n;
+		e->switches = 0;
+		e->kind = KIND_FAULT;
+		e->pad = 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	}
+	bpf_map_delete_elem(&bursts, &tid);
 }
 
 SEC("tp_btf/sched_switch")
@@ -183,6 +228,9 @@ int BPF_PROG(tg_sched_switch, _Bool preempt, struct task_struct *prev, struct ta
 	}
 
 	if (is_watched(prev_tid)) {
+		// Its faults so far are one burst: written now, not when (if ever)
+		// it faults again.
+		flush_burst(prev_tid);
 		struct off o = {};
 		o.start_ns = now;
 		o.last_ns = now;
@@ -197,8 +245,8 @@ int BPF_PROG(tg_sched_switch, _Bool preempt, struct task_struct *prev, struct ta
 	if (is_watched(next_tid)) {
 		struct off *o = bpf_map_lookup_elem(&offs, &next_tid);
 		if (o) {
-			emit(o->start_ns, now, next_tid, o->preempted ? KIND_PREEMPTED : KIND_BLOCKED, o->top_pid,
-			     o->switches, o->top_comm);
+			emit(o->start_ns, now, next_tid, o->cpu, o->preempted ? KIND_PREEMPTED : KIND_BLOCKED,
+			     o->top_pid, o->switches, o->top_comm);
 			bpf_map_delete_elem(&offs, &next_tid);
 		}
 		c->off_tid = 0;
@@ -231,7 +279,7 @@ int BPF_PROG(tg_irq_exit, int irq, struct irqaction *action, int ret)
 	if (!c || c->irq_start == 0)
 		return 0;
 	if (is_watched(tid) && c->irq == (__u32)irq)
-		emit(c->irq_start, bpf_ktime_get_ns(), tid, KIND_IRQ, irq, 0, c->irq_name);
+		emit(c->irq_start, bpf_ktime_get_ns(), tid, bpf_get_smp_processor_id(), KIND_IRQ, irq, 0, c->irq_name);
 	c->irq_start = 0;
 	return 0;
 }
@@ -259,31 +307,11 @@ int BPF_PROG(tg_softirq_exit, unsigned int vec)
 		return 0;
 	if (is_watched(tid) && c->softirq_vec == vec) {
 		char none[16] = {};
-		emit(c->softirq_start, bpf_ktime_get_ns(), tid, KIND_SOFTIRQ, vec, 0, none);
+		emit(c->softirq_start, bpf_ktime_get_ns(), tid, bpf_get_smp_processor_id(), KIND_SOFTIRQ, vec, 0, none);
 	}
 	c->softirq_start = 0;
 	return 0;
 }
-
-// Page faults have no exit tracepoint: a watched thread's faults are
-// gathered into bursts (each within FAULT_GAP_NS of the last), and a burst
-// is written when the next fault comes later than that: its first and last
-// fault, and how many (`pid`). A lone fault is a burst of one, of length 0.
-#define FAULT_GAP_NS 100000
-
-struct burst {
-	__u64 first_ns;
-	__u64 last_ns;
-	__u32 n;
-	__u32 cpu;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, __u32);
-	__type(value, struct burst);
-} bursts SEC(".maps");
 
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(tg_fault, unsigned long address, void *regs, unsigned long error_code)
@@ -298,21 +326,8 @@ int BPF_PROG(tg_fault, unsigned long address, void *regs, unsigned long error_co
 		b->n += 1;
 		return 0;
 	}
-	if (b) {
-		struct interval *e = bpf_ringbuf_reserve(&intervals, sizeof(*e), 0);
-		if (e) {
-			e->start_ns = b->first_ns;
-			e->end_ns = b->last_ns;
-			e->tid = tid;
-			e->cpu = b->cpu;
-			e->pid = b->n;
-			e->switches = 0;
-			e->kind = KIND_FAULT;
-			e->pad = 0;
-			__builtin_memset(e->comm, 0, sizeof(e->comm));
-			bpf_ringbuf_submit(e, 0);
-		}
-	}
+	if (b)
+		flush_burst(tid);
 	struct burst nb = { .first_ns = now, .last_ns = now, .n = 1, .cpu = bpf_get_smp_processor_id() };
 	bpf_map_update_elem(&bursts, &tid, &nb, BPF_ANY);
 	return 0;

@@ -163,6 +163,13 @@ static __always_inline void stamp_mac(struct xdp_md *ctx, __u64 now)
 	__u8 *d = (void *)(long)ctx->data;
 	if ((void *)(d + 6) > (void *)(long)ctx->data_end)
 		return;
+	// Broadcast and multicast keep their address (ARP requests); and a
+	// frame no socket will take goes to the kernel as it came.
+	if (d[0] & 1)
+		return;
+	__u32 q = ctx->rx_queue_index;
+	if (!bpf_map_lookup_elem(&xsks, &q))
+		return;
 	d[0] = MAC_STAMP_MARK;
 	d[1] = now >> 32;
 	d[2] = now >> 24;

@@ -42,8 +42,8 @@
 #                               segment from the gateway on arrival), burst (load --burst 2000:500),
 #                               hog and hog-fifo (a process pinned to the loop's core spinning 5 ms in
 #                               every 30, SCHED_OTHER and SCHED_FIFO, scripts/lib/hog.py: right when
-#                               the report names "preempted by tg-hog" for at least 95 % of the tail
-#                               from 1 ms),
+#                               the report names "preempted by tg-hog" for at least 95 % of the
+#                               tail messages from 1 ms whose time overlaps one of its bursts),
 #                               and on the three-namespace lab with serve --upstream: upstream-slow
 #                               (tailgate exchange --inject slow:50:20000), upstream-loss (xdp only:
 #                               the bridge drops every 40th data segment from the exchange; judged

@@ -19,7 +19,9 @@
 //! * [`launch`]: one launcher for one loop or many (the gateway, the load
 //!   generator, any application): loops on queues and cores, the backend,
 //!   the tracers and the reporter;
-//! * [`sampler`]: per-message samples, metrics and tail attribution;
+//! * [`sampler`]: per-message samples, metrics, tail attribution and the
+//!   off-CPU trace of what takes a loop's core;
+//! * [`plot`]: latency distributions and the tail's causes as SVG;
 //! * [`ring`]: the bounded single-producer ring the loops write into (the
 //!   sampler's samples, the capture's frames, frames handed between loops);
 //! * [`capture`]: `--pcap`, every frame of the xdp backend to a file;
@@ -95,6 +97,7 @@ pub mod journal;
 pub mod launch;
 pub mod load;
 pub mod log;
+pub mod plot;
 pub mod proto;
 pub mod ring;
 pub mod risk;

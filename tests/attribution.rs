@@ -560,7 +560,7 @@ struct Hog(std::process::Child);
 impl Hog {
     fn start(fifo: bool) -> Hog {
         let mut c = Command::new("python3");
-        c.args(["scripts/lib/hog.py", "1", "8", "5", "30"]);
+        c.args(["scripts/lib/hog.py", "1", "8", "5", "30", "/dev/null"]);
         if fifo {
             c.arg("--fifo");
         }

@@ -1,7 +1,8 @@
 # The attribution mode of scripts/bench.sh, sourced by it: the report's accuracy against faults
 # injected one per run (see bench.sh's usage for the list), and a confusion table per backend.
 # The hog faults (a competing process pinned to the loop's core, scripts/lib/hog.py) are judged by
-# the off-CPU trace: the share of the tail (from 1 ms) the report names "preempted by tg-hog".
+# the off-CPU trace: of the tail messages (from 1 ms) whose time in the gateway overlaps one of the
+# hog's bursts (its log, on the sampler's clock), the share the report names "preempted by tg-hog".
 
 mode_attribution() {
   ensure_packages nftables
@@ -47,7 +48,7 @@ NFT
           # Started before the gateway: it competes from the load's first order.
           local fifo=
           [[ $fault == hog-fifo ]] && fifo=--fifo
-          python3 scripts/lib/hog.py 1 $((SECS + 3)) 5 30 $fifo >"$OUT/hog.out" &
+          python3 scripts/lib/hog.py 1 $((SECS + 3)) 5 30 "$OUT/hog.bursts" $fifo >"$OUT/hog.out" &
           HOG_PID=$!
         fi
         if [[ $fault == upstream-* ]]; then
@@ -81,12 +82,18 @@ NFT
         # The hog's 5 ms bursts, judged from 1 ms: every message it delayed that much.
         [[ $fault == hog* ]] && THRESHOLD=(--threshold-us 1000 --messages)
         "$BIN" report --log "$OUT/samples" --json "${THRESHOLD[@]}" >"$OUT/report.json"
+        # The stalls the hog made: tail messages whose time in the gateway
+        # overlaps one of its bursts (hog.py logs them on the same clock);
+        # of those, how many the report names "preempted by tg-hog".
+        [[ $fault == hog* ]] || : >"$OUT/hog.bursts"
         top=$(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-ms = r.get("messages", [])
-hog = sum(1 for m in ms if m.get("stall") == "preempted by tg-hog")
-print(r["top_cause"], r["tail"], "%d/%d" % (hog, len(ms)) if ms else "-")' "$OUT/report.json")
+bursts = [tuple(map(int, l.split())) for l in open(sys.argv[2]) if l.strip()]
+made = [m for m in r.get("messages", [])
+        if any(a < m["t_end_ns"] and m["t_arrival_ns"] < b for a, b in bursts)]
+hog = sum(1 for m in made if m.get("stall") == "preempted by tg-hog")
+print(r["top_cause"], r["tail"], "%d/%d" % (hog, len(made)) if made else "-")' "$OUT/report.json" "$OUT/hog.bursts")
         read -r cause tail named <<<"$top"
         want=$(expect "$fault")
         right=-

@@ -94,6 +94,14 @@ pub(crate) struct LoadArgs {
     /// Write the report as JSON to this file as well.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
+    /// Write the round trips' distribution to this file in HdrHistogram's percentile-distribution
+    /// text (microseconds), which HdrHistogram's plotter and wrk2's tools read.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) hgrm: Option<std::path::PathBuf>,
+    /// Draw the round trips' percentile distribution (HdrHistogram style, on a log axis of 90%,
+    /// 99%, 99.9%, 99.99%) into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<std::path::PathBuf>,
     /// Pin the load generator to this CPU; a list (0,1 or 0-3) runs one loop per core, each with
     /// its share of --conns and --rate: with the xdp backend one per --queue (in the same
     /// order), with the kernel backend one per core.
@@ -187,6 +195,14 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
     if !errors.is_empty() {
         return Err(format!("load: {}", errors.join("; ")));
     }
+    // Every loop's round trips in one histogram (the same bounds: add cannot fail).
+    let merged = parts.iter().map(|(_, h)| h).fold(None::<hdrhistogram::Histogram<u64>>, |acc, h| match acc {
+        None => Some(h.clone()),
+        Some(mut m) => {
+            let _ = m.add(h);
+            Some(m)
+        }
+    });
     let report = if n == 1 {
         parts.pop().map(|(r, _)| r).ok_or("load: no loop ran")?
     } else {
@@ -201,6 +217,22 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| format!("--json: {e}"))?;
         std::fs::write(path, text + "\n").map_err(|e| format!("--json {}: {e}", path.display()))?;
+    }
+    if let (Some(path), Some(h)) = (&a.plot, &merged) {
+        let title = format!(
+            "tailgate load, {}: {} round trips, p50 {} us, p99 {} us, p99.9 {} us",
+            report.mode,
+            h.len(),
+            report.rtt_us.p50,
+            report.rtt_us.p99,
+            report.rtt_us.p999
+        );
+        let svg = tailgate::plot::svg(&title, &[tailgate::plot::Series::from_hist_ns("round trip", h)], &[]);
+        std::fs::write(path, svg).map_err(|e| format!("--plot {}: {e}", path.display()))?;
+    }
+    if let (Some(path), Some(h)) = (&a.hgrm, &merged) {
+        std::fs::write(path, tailgate::load::hgrm::percentile_distribution(h))
+            .map_err(|e| format!("--hgrm {}: {e}", path.display()))?;
     }
     if report.failures() > 0 {
         eprintln!(

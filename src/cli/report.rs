@@ -31,6 +31,10 @@ pub(crate) struct ReportArgs {
     /// List every tail message with its cause, stages and flags.
     #[arg(long)]
     pub(crate) messages: bool,
+    /// Draw the latency percentile distribution of each stage (HdrHistogram style, on a log
+    /// axis of 90%, 99%, 99.9%, 99.99%) and the tail's causes into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<std::path::PathBuf>,
 }
 
 fn us_to_ns(v: f64, flag: &str) -> Result<u64, String> {
@@ -55,6 +59,9 @@ pub(crate) fn run(a: ReportArgs) -> Result<ExitCode, String> {
         messages: a.messages,
     };
     let r = attribution::analyse(&samples, header.dropped, opts);
+    if let Some(path) = &a.plot {
+        std::fs::write(path, attribution::plot(&samples, &r)).map_err(|e| format!("--plot {}: {e}", path.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(|e| format!("--json: {e}"))?);
     } else {

@@ -281,6 +281,7 @@ pub fn launch<J: Job>(cfg: LaunchConfig, job: &J, stop: &AtomicBool) -> Result<E
                 sla_ns: o.sla_ns,
                 tail_ns: o.sampling.tail_ns,
                 offcpu: o.offcpu,
+                loop_cores: cores.iter().flatten().copied().collect(),
                 sample_log: o.sample_log.clone(),
                 records: o.sample_log_records,
                 avoid_core: if n == 1 { cores[0] } else { None },

@@ -27,6 +27,7 @@
 //! ```
 
 mod echo;
+pub mod hgrm;
 mod orders;
 mod report;
 pub mod storm;

@@ -60,8 +60,10 @@ pub struct ReporterConfig {
     /// sampler records every one of them (tail bias). 0: none.
     pub tail_ns: u64,
     /// Trace what takes the loops' cores (`offcpu`): the loops tell their
-    /// thread ids through [`Reporter::offcpu`].
+    /// thread ids through [`Reporter::offcpu`]. Its thread runs off
+    /// `loop_cores` (or on `core`).
     pub offcpu: bool,
+    pub loop_cores: Vec<usize>,
     pub sample_log: Option<PathBuf>,
     /// Records kept (file or memory window).
     pub records: u64,
@@ -124,7 +126,7 @@ impl Reporter {
         let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let inner = Arc::new(Mutex::new(Inner { store, metrics: Metrics::new(cfg.sla_ns, cfg.tail_ns) }));
         let offcpu = if cfg.offcpu {
-            match OffCpu::start((cfg.avoid_core, cfg.core)) {
+            match OffCpu::start(cfg.loop_cores.clone(), cfg.core) {
                 Ok(t) => {
                     crate::log_info!(
                         "off-CPU tracing on: what takes a loop's core (preemption, IRQs, softirqs, page faults, steal) is \

@@ -85,12 +85,9 @@ pub struct Table {
     pub cancels_at: usize,
     /// Held orders (see [`Order::held`]) waiting for the replay's end: how
     /// many, the first token assigned after the login (an answer about one
-    /// is newer than the whole replay), the server heartbeats counted at
-    /// the login (one more: the venue had nothing left to send), and
-    /// whether an answer about a new token came.
+    /// is newer than the whole replay), and whether such an answer came.
     pub held: usize,
     pub floor: u32,
-    pub heartbeats_at_login: u64,
     pub replayed: bool,
 }
 
@@ -105,7 +102,6 @@ impl Table {
             cancels_at: 0,
             held: 0,
             floor: 0,
-            heartbeats_at_login: 0,
             replayed: false,
         }
     }

@@ -34,7 +34,6 @@ impl Orders {
         }
         if let Some(up) = self.up.as_ref() {
             t.floor = up.next_token();
-            t.heartbeats_at_login = up.client.stats.heartbeats_in;
         }
         t.replayed = false;
         // The cancels of closed sessions are among them now.
@@ -52,17 +51,17 @@ impl Orders {
     }
 
     /// After a login, once the venue's replay is over (an answer about an
-    /// order entered after the login came, or a server heartbeat: it had
-    /// nothing left to send), a held order still not accepted is one the
+    /// order entered after the login came: every message of the replay is
+    /// older, so it came first), a held order still not accepted is one the
     /// venue never had: it ends here, the client told Reject (`killed` if
     /// the kill switch cancelled it, else `exchange_unavailable`) and a
-    /// CancelReject for its own cancel; its credit is given back.
+    /// CancelReject for its own cancel; its credit is given back. A server
+    /// heartbeat proves nothing (a venue heartbeats whenever it sent nothing
+    /// for a second, in the middle of a replay the gateway is slow to read),
+    /// so with no new order answered a held order stays held: its credit
+    /// counted, its client waiting (the safe side).
     pub(super) fn settle_held(&mut self, now: u64) {
-        if self.table.held == 0 {
-            return;
-        }
-        let hb = self.up.as_ref().map_or(0, |u| u.client.stats.heartbeats_in);
-        if !self.table.replayed && hb <= self.table.heartbeats_at_login {
+        if self.table.held == 0 || !self.table.replayed {
             return;
         }
         self.table.held = 0;

@@ -263,6 +263,7 @@ const QUEUE_MAKERS: [usize; 7] = [
 struct Roots<'a> {
     msgs: &'a [Sample],
     reporter: &'a [Sample],
+    stalls: &'a Stalls,
     sig: u64,
     by_iter: HashMap<u64, Vec<usize>>,
     direct: HashMap<usize, (usize, usize)>,
@@ -270,19 +271,25 @@ struct Roots<'a> {
 }
 
 impl<'a> Roots<'a> {
-    fn new(msgs: &'a [Sample], reporter: &'a [Sample], sig: u64) -> Self {
+    fn new(msgs: &'a [Sample], reporter: &'a [Sample], stalls: &'a Stalls, sig: u64) -> Self {
         let mut by_iter: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, s) in msgs.iter().enumerate() {
             by_iter.entry(s.loop_iter).or_default().push(i);
         }
-        Roots { msgs, reporter, sig, by_iter, direct: HashMap::new(), root: HashMap::new() }
+        Roots { msgs, reporter, stalls, sig, by_iter, direct: HashMap::new(), root: HashMap::new() }
     }
 
+    /// A message's direct cause: the rules', unless the off-CPU trace saw
+    /// the loop's thread off its core for most of the message's time (then
+    /// a loop stall, and the messages queued behind it follow it there).
     fn direct(&mut self, i: usize) -> (usize, usize) {
         if let Some(&d) = self.direct.get(&i) {
             return d;
         }
-        let d = classify(&self.msgs[i], self.sig, self.reporter);
+        let mut d = classify(&self.msgs[i], self.sig, self.reporter);
+        if OVERRIDDEN_BY_TRACE.contains(&d.0) && self.stalls.took_core(&self.msgs[i], self.sig).is_some() {
+            d.0 = id::LOOP_STALL;
+        }
         self.direct.insert(i, d);
         d
     }
@@ -388,6 +395,10 @@ pub struct TailMessage {
     /// A loop stall's root cause, with the off-CPU trace ([`Stalls`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stall: Option<String>,
+    /// Its arrival and last stamp (CLOCK_MONOTONIC ns; the sample log's
+    /// clock base turns them into wall time).
+    pub t_arrival_ns: u64,
+    pub t_end_ns: u64,
     #[serde(flatten)]
     pub message: Example,
     /// Each stage in microseconds.
@@ -484,7 +495,7 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
     } else {
         (0..msgs.len()).filter(|&i| seen_ns(&msgs[i]) >= threshold).collect()
     };
-    let mut roots = Roots::new(&msgs, &reporter, opts.significant_ns);
+    let mut roots = Roots::new(&msgs, &reporter, &stalls, opts.significant_ns);
     let mut groups: BTreeMap<(usize, &'static str, usize), Vec<&Sample>> = BTreeMap::new();
     let mut causes: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut delayed: BTreeMap<&'static str, Delayed> = BTreeMap::new();
@@ -492,19 +503,10 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
     let mut messages = Vec::new();
     for &i in &tail {
         let s = &msgs[i];
-        let (mut direct, st) = roots.direct(i);
-        let mut c = roots.root(i, QUEUE_DEPTH);
-        // With the off-CPU trace, a thread that was preempted or interrupted
-        // for much of the message's time is a loop stall, whatever the
-        // sampler's view made of it.
-        let mut stall = None;
-        if c == id::LOOP_STALL {
-            stall = stalls.name(s, opts.significant_ns);
-        } else if OVERRIDDEN_BY_TRACE.contains(&c) {
-            if let Some(w) = stalls.took_core(s, opts.significant_ns) {
-                (c, direct, stall) = (id::LOOP_STALL, id::LOOP_STALL, Some(w));
-            }
-        }
+        let (direct, st) = roots.direct(i);
+        let c = roots.root(i, QUEUE_DEPTH);
+        // With the off-CPU trace: what took the core.
+        let stall = if c == id::LOOP_STALL { stalls.name(s, opts.significant_ns) } else { None };
         let via = if direct == id::QUEUED_BEHIND_BURST || c == id::QUEUED_BEHIND_BURST { "queue" } else { "direct" };
         groups.entry((c, via, st)).or_default().push(s);
         *causes.entry(CAUSES[c]).or_default() += 1;
@@ -530,6 +532,8 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
                 direct: CAUSES[direct],
                 stage: stage_name(st),
                 stall,
+                t_arrival_ns: s.arrival(),
+                t_end_ns: s.end(),
                 message: example(s),
                 stages_us: STAGES.iter().zip(stages).map(|(n, v)| (*n, us(v))).collect(),
                 prev_busy_us: us(u64::from(s.prev_busy_ns)),
@@ -617,6 +621,7 @@ fn example(s: &Sample) -> Example {
 
 mod render;
 mod stall;
+pub use render::plot;
 pub use stall::Stalls;
 
 #[cfg(test)]

@@ -2,8 +2,35 @@
 
 use std::fmt::Write as _;
 
-use super::{Delayed, Example, Report};
-use crate::sampler::STAGES;
+use super::{seen_ns, Delayed, Example, Report};
+use crate::plot::{self, Series};
+use crate::sampler::{kind, Sample, STAGES};
+
+/// The report as a picture (`report --plot`): each stage's percentile
+/// distribution over the messages (a stage no message spent time in is
+/// left out), their total as the client saw it, and the tail's causes.
+pub fn plot(samples: &[Sample], r: &Report) -> String {
+    let msgs: Vec<&Sample> =
+        samples.iter().filter(|s| s.msg_type != kind::REPORTER && s.msg_type != kind::OFFCPU).collect();
+    let mut series = Vec::new();
+    for (i, name) in STAGES.iter().enumerate() {
+        let mut v: Vec<u64> = msgs.iter().map(|s| s.stages()[i]).collect();
+        v.sort_unstable();
+        if v.last().is_some_and(|&m| m > 0) {
+            series.push(Series::from_sorted_ns(name, &v));
+        }
+    }
+    let mut total: Vec<u64> = msgs.iter().map(|s| seen_ns(s)).collect();
+    total.sort_unstable();
+    series.push(Series::from_sorted_ns("total", &total));
+    let mut causes: Vec<(String, usize)> = r.causes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+    causes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let title = format!(
+        "{} messages: p50 {} us, p99 {} us, p99.9 {} us; tail {} from {} us",
+        r.samples, r.p50_us, r.p99_us, r.p999_us, r.tail, r.threshold_us
+    );
+    plot::svg(&title, &series, &causes)
+}
 
 pub(super) fn describe(e: &Example) -> String {
     format!(

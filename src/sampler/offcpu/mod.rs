@@ -1,11 +1,12 @@
 //! What took a loop's core, measured off the hot path: bpf/offcpu.bpf.c
 //! (loaded with libbpf-rs, attached to `sched_switch`, the IRQ and softirq
-//! tracepoints and `handle_mm_fault`, filtered to the loops' thread ids)
+//! tracepoints and `page_fault_user`, filtered to the loops' thread ids)
 //! writes each interval in which a loop's thread was off its CPU or
 //! interrupted into a BPF ring buffer; a thread of its own (`tg-offcpu`,
 //! off the loops' cores) reads it, and reads the loops' cores' steal time
-//! from /proc/stat, and hands both to the reporter as records of the sample
-//! store ([`record`]). The loops only tell their thread ids once, at start.
+//! from /proc/stat, every 10 ms (the program writes without waking it), and
+//! hands both to the reporter as records of the sample store ([`record`]).
+//! The loops only tell their thread ids once, at start.
 //!
 //! Without the program (an older kernel, no BTF, no CAP_BPF) [`OffCpu::start`]
 //! says why in one line and the report falls back to the sampler's causes.
@@ -35,14 +36,17 @@ pub const MIN_NS: u64 = 2_000;
 /// Records held for the reporter between its drains (10 ms); more are
 /// dropped and counted.
 const HELD: usize = 65_536;
-/// How often the thread reads the ring buffer and /proc/stat.
+/// How often the thread reads the ring buffer and /proc/stat (the program
+/// writes without waking it: see bpf/offcpu.bpf.c).
 const EVERY: Duration = Duration::from_millis(10);
+/// A blocking loop's sleep shorter than this is counted, not stored.
+const BLOCKED_KEPT_NS: u64 = 1_000_000;
 
 /// Counters of the tracer.
 #[derive(Debug, Default)]
 pub struct OffCpuStats {
     pub intervals: AtomicU64,
-    /// Intervals the reporter had no room for.
+    /// Intervals the reporter had no room for, or the ring buffer.
     pub dropped: AtomicU64,
     /// Off-CPU time by [`What`] (ns), index `What as usize`.
     pub ns: [AtomicU64; 7],
@@ -97,10 +101,9 @@ impl std::fmt::Debug for OffCpu {
 }
 
 impl OffCpu {
-    /// Load and attach the program on a thread of its own, placed as the
-    /// reporter's (`place`: the loop's core to avoid, the core to pin to;
-    /// see `runtime::place_helper`). `Err`: why it cannot run here.
-    pub fn start(place: (Option<usize>, Option<usize>)) -> Result<OffCpu, String> {
+    /// Load and attach the program on a thread of its own, on `pin` or off
+    /// every loop's core (`loop_cores`). `Err`: why it cannot run here.
+    pub fn start(loop_cores: Vec<usize>, pin: Option<usize>) -> Result<OffCpu, String> {
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel::<Result<(), String>>(1);
@@ -108,7 +111,7 @@ impl OffCpu {
         let thread = std::thread::Builder::new()
             .name("tg-offcpu".into())
             .spawn(move || {
-                crate::runtime::place_helper(place, "off-CPU tracer");
+                crate::runtime::place_helper_off(&loop_cores, pin, "off-CPU tracer");
                 match Loaded::load() {
                     Ok(l) => {
                         let _ = tx.send(Ok(()));
@@ -148,15 +151,30 @@ struct Loaded {
     _links: Vec<Link>,
     watched: libbpf_rs::MapHandle,
     intervals: libbpf_rs::MapHandle,
+    lost: libbpf_rs::MapHandle,
     _obj: libbpf_rs::Object,
 }
 
 impl Loaded {
+    /// Load and attach every program; if that fails, again without the
+    /// page-fault program (`page_fault_user` is x86's tracepoint), saying
+    /// so: the rest is worth having.
     fn load() -> Result<Loaded, String> {
-        let err = |what: &str, e: libbpf_rs::Error| format!("{what}: {e}");
         if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
             return Err("the kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
         }
+        match Loaded::load_with(true) {
+            Ok(l) => Ok(l),
+            Err(all) => {
+                let l = Loaded::load_with(false).map_err(|_| all.clone())?;
+                crate::log_warn!("off-CPU tracer: page faults are not traced ({all})");
+                Ok(l)
+            }
+        }
+    }
+
+    fn load_with(faults: bool) -> Result<Loaded, String> {
+        let err = |what: &str, e: libbpf_rs::Error| format!("{what}: {e}");
         let mut open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| err("opening the program", e))?;
         {
             let mut rodata = open
@@ -169,13 +187,18 @@ impl Loaded {
                 .ok_or("the program's read-only data is too short")?
                 .copy_from_slice(&MIN_NS.to_ne_bytes());
         }
+        if !faults {
+            for mut p in open.progs_mut().filter(|p| p.name() == FAULT_PROG) {
+                p.set_autoload(false);
+            }
+        }
         // Quietly: the caller says in one line why it failed.
         let print = libbpf_rs::set_print(None);
         let obj = open.load();
         libbpf_rs::set_print(print);
         let obj = obj.map_err(|e| err("loading (needs CAP_BPF and CAP_PERFMON, or root)", e))?;
         let mut links = Vec::new();
-        for p in obj.progs_mut() {
+        for p in obj.progs_mut().filter(|p| faults || p.name() != FAULT_PROG) {
             let name = p.name().to_string_lossy().into_owned();
             links.push(p.attach().map_err(|e| err(&format!("attaching {name}"), e))?);
         }
@@ -183,8 +206,21 @@ impl Loaded {
             let m = obj.maps().find(|m| m.name() == name).ok_or(format!("the program has no map {name}"))?;
             libbpf_rs::MapHandle::try_from(&m).map_err(|e| err(&format!("opening map {name}"), e))
         };
-        let (watched, intervals) = (map("watched")?, map("intervals")?);
-        Ok(Loaded { _links: links, watched, intervals, _obj: obj })
+        let (watched, intervals, lost) = (map("watched")?, map("intervals")?, map("lost")?);
+        Ok(Loaded { _links: links, watched, intervals, lost, _obj: obj })
+    }
+}
+
+/// The page-fault program, the one that may be left out.
+const FAULT_PROG: &str = "tg_fault";
+
+/// Intervals the ring buffer had no room for (the program's per-CPU count).
+fn ring_lost(map: &libbpf_rs::MapHandle) -> u64 {
+    match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(per_cpu)) => {
+            per_cpu.iter().filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum()
+        }
+        _ => 0,
     }
 }
 
@@ -197,7 +233,11 @@ fn run(l: Loaded, shared: &Arc<Shared>, stop: &AtomicBool) {
         if let Some(i) = Interval::from_wire(b) {
             sh.stats.intervals.fetch_add(1, Ordering::Relaxed);
             sh.stats.ns[i.what as usize].fetch_add(i.len_ns(), Ordering::Relaxed);
-            sh.put(i.to_sample());
+            // A blocking loop sleeps between messages: only a long sleep is
+            // worth a record of the sample log (it would crowd messages out).
+            if i.what != What::Blocked || i.len_ns() >= BLOCKED_KEPT_NS {
+                sh.put(i.to_sample());
+            }
         }
         0
     });
@@ -213,6 +253,7 @@ fn run(l: Loaded, shared: &Arc<Shared>, stop: &AtomicBool) {
         }
     };
     let mut watched = 0;
+    let mut ring_lost_seen = 0;
     let mut steal = steal::Steal::default();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -232,10 +273,15 @@ fn run(l: Loaded, shared: &Arc<Shared>, stop: &AtomicBool) {
             shared.stats.ns[What::Steal as usize].fetch_add(i.id, Ordering::Relaxed);
             shared.put(i.to_sample());
         }
+        let lost = ring_lost(&l.lost);
+        if lost > ring_lost_seen {
+            shared.stats.dropped.fetch_add(lost - ring_lost_seen, Ordering::Relaxed);
+            ring_lost_seen = lost;
+        }
         if stopping {
             break;
         }
-        let _ = ring.poll(EVERY);
+        std::thread::sleep(EVERY);
     }
 }
 
@@ -252,7 +298,7 @@ mod tests {
             eprintln!("skipped: the off-CPU tracer needs root");
             return;
         }
-        let t = OffCpu::start((None, None)).expect("the off-CPU tracer loads as root");
+        let t = OffCpu::start(vec![], None).expect("the off-CPU tracer loads as root");
         let core = rustix::thread::sched_getcpu();
         crate::runtime::pin_to_core(core).unwrap();
         t.shared.watch(rustix::thread::gettid().as_raw_nonzero().get() as u32, Some(core));

@@ -17,7 +17,8 @@ pub enum What {
     Irq = 3,
     /// A softirq ran on the thread's core while it was current.
     Softirq = 4,
-    /// The thread took a page fault (`handle_mm_fault`).
+    /// The thread took page faults (`page_fault_user`): a burst of them,
+    /// each within 100 us of the last.
     Fault = 5,
     /// The hypervisor ran something else: the core's steal time rose
     /// (/proc/stat), with no event in the guest.
