@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 
 ensure_rust
-ensure_packages "${TG_PACKAGES[@]}"
+ensure_packages "${TG_PACKAGES[@]}" "${TG_TEST_PACKAGES[@]}"
 ensure_promtool
 
 if [[ $(id -u) == 0 ]]; then

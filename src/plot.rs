@@ -134,7 +134,9 @@ pub fn svg(title: &str, series: &[Series], causes: &[(String, usize)]) -> String
     );
     for (i, s) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
-        let pts: Vec<String> = s.points.iter().map(|&(q, v)| format!("{:.1},{:.1}", px(q), py(v))).collect();
+        // A value of 0 (no time in the stage) has no place on a log axis.
+        let pts: Vec<String> =
+            s.points.iter().filter(|p| p.1 > 0.0).map(|&(q, v)| format!("{:.1},{:.1}", px(q), py(v))).collect();
         if !pts.is_empty() {
             let _ = writeln!(o, r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#, pts.join(" "));
         }

@@ -91,8 +91,23 @@ fn the_kill_switch_cancels_every_working_order_within_10ms_and_needs_the_token()
     if !lab_available("the_kill_switch_cancels_every_working_order_within_10ms_and_needs_the_token") {
         return;
     }
+    // ALPHA's orders rest until its own cancels or the market orders take
+    // them: now and then it has none working at the moment of the kill.
+    // Then there is nothing to time, and the run is made again (at most 3).
+    for attempt in 1..=3 {
+        if kill_run(attempt) {
+            return;
+        }
+        eprintln!("kill: attempt {attempt}: ALPHA had no working order at the kill; again");
+    }
+    panic!("in 3 attempts ALPHA never had a working order when it was killed");
+}
+
+/// One kill under load; false when ALPHA had no working order to cancel
+/// (every other check made).
+fn kill_run(attempt: u32) -> bool {
     let lab = Lab::up_exchange(true);
-    let dir = dir("kill");
+    let dir = dir(&format!("kill{attempt}"));
     let ex = exchange_up(&lab, &[]);
     // The gateway's loop on a core of its own, as deployed; the rest on the other.
     let gw = gateway(&lab, &dir, "xdp", &["--spin", "--core", "1", "--reporter-core", "0"]);
@@ -140,7 +155,10 @@ fn the_kill_switch_cancels_every_working_order_within_10ms_and_needs_the_token()
     let key = |r: &serde_json::Value| (r["loop_index"].as_u64(), r["session"].as_u64(), r["cl_ord_id"].as_u64());
     let swept: HashSet<_> =
         recs.iter().filter(|r| r["kind"] == "kill_cancel" && r["account"] == "ALPHA").map(key).collect();
-    assert!(!swept.is_empty(), "ALPHA had working orders to cancel: {log:?}");
+    if swept.is_empty() {
+        assert_eq!(counter(&log, "kill_cancels"), Some(0), "{log:?}");
+        return false;
+    }
     let mut last = 0;
     for id in &swept {
         let done = recs
@@ -162,6 +180,7 @@ fn the_kill_switch_cancels_every_working_order_within_10ms_and_needs_the_token()
         last / 1000
     );
     assert_eq!(counter(&log, "kill_cancels"), Some(swept.len() as u64), "{log:?}");
+    true
 }
 
 /// A blocking client session in the client namespace.

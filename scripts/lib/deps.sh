@@ -4,7 +4,10 @@
 # Packages the build (clang etc. compile bpf/redirect.bpf.c) and the lab need.
 # tcpdump reads back the captures of --pcap (tests/xdp.rs); tshark dissects our SoupBinTCP
 # (tests/venue_tshark.rs), a check of the framing by code we did not write.
-TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump tshark nftables clang llvm libelf-dev zlib1g-dev pkg-config make)
+# python3 runs the bench's helpers (scripts/lib/*.py).
+TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump tshark nftables clang llvm libelf-dev zlib1g-dev pkg-config make python3)
+# The suite only: chromium renders report --plot's SVG (tests/plot.rs).
+TG_TEST_PACKAGES=(chromium)
 
 ensure_packages() {
   local missing=() p
