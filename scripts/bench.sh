@@ -12,6 +12,8 @@
 #                                 kernel-sampled    kernel likewise: the sampler's cost against xdp/kernel
 #                                 xdp-sampled-noack  the same with --sample-acks off: the ACK stage's
 #                                 kernel-sampled-noack  cost against xdp-sampled/kernel-sampled
+#                                 xdp-sampled-nooffcpu  the same with --offcpu off: the off-CPU
+#                                 kernel-sampled-nooffcpu  trace's cost against xdp/kernel-sampled
 #                                 xdp-pcap          xdp with --pcap (every frame captured to a file in the
 #                                                   run's temporary directory, removed at the end)
 #                                 xdp-baseline      xdp, from the binary BASELINE_BIN (another commit's
@@ -181,6 +183,8 @@ start_server() { # name app
     xdp-sampled) args=(--backend xdp --iface tg_gw0 --sample all=100) ;;
     xdp-pcap) args=(--backend xdp --iface tg_gw0 --pcap "$OUT/capture.pcap") ;;
     kernel-sampled) args=(--backend kernel --sample all=100) ;;
+    xdp-sampled-nooffcpu) args=(--backend xdp --iface tg_gw0 --sample all=100 --offcpu off) ;;
+    kernel-sampled-nooffcpu) args=(--backend kernel --sample all=100 --offcpu off) ;;
     xdp-sampled-noack) args=(--backend xdp --iface tg_gw0 --sample all=100 --sample-acks off) ;;
     kernel-sampled-noack) args=(--backend kernel --sample all=100 --sample-acks off) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
