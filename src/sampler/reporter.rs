@@ -104,7 +104,7 @@ pub struct Reporter {
     pub published: Vec<Arc<Published>>,
     /// The address `/metrics` is served on (the OS picks the port for :0).
     pub metrics_addr: Option<SocketAddr>,
-    /// The off-CPU tracer (dropped after the threads: detached last).
+    /// The off-CPU tracer (stopped before the reporter's last drain).
     offcpu: Option<OffCpu>,
 }
 
@@ -182,6 +182,9 @@ impl Reporter {
     }
 
     fn shutdown(&mut self) {
+        // The tracer first: its last drain of the ring goes to the shared
+        // list, which the reporter's own last drain then stores.
+        drop(self.offcpu.take());
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
