@@ -20,36 +20,33 @@ const MAX_NINES: f64 = 5.0;
 const STEP: f64 = 0.05;
 
 impl Series {
-    /// From values in nanoseconds, sorted ascending: the quantiles from 0
-    /// to as many nines as the count resolves (at most five).
-    pub fn from_sorted_ns(name: &str, sorted: &[u64]) -> Series {
+    /// The quantiles from 0 to as many nines as `count` values resolve (at
+    /// most five), in steps of [`STEP`] nines, each with `value_at(q)`.
+    fn stepped(name: &str, count: u64, value_at: impl Fn(f64) -> f64) -> Series {
         let mut points = Vec::new();
-        if !sorted.is_empty() {
-            let nines = (sorted.len() as f64).log10().min(MAX_NINES);
+        if count > 0 {
+            let nines = (count as f64).log10().min(MAX_NINES);
             let mut x = 0.0;
             while x <= nines + 1e-9 {
                 let q = 1.0 - 10f64.powf(-x);
-                let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-                points.push((q, sorted[i] as f64 / 1000.0));
+                points.push((q, value_at(q)));
                 x += STEP;
             }
         }
         Series { name: name.to_string(), points }
     }
 
+    /// From values in nanoseconds, sorted ascending.
+    pub fn from_sorted_ns(name: &str, sorted: &[u64]) -> Series {
+        Series::stepped(name, sorted.len() as u64, |q| {
+            let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[i] as f64 / 1000.0
+        })
+    }
+
     /// From an HdrHistogram of nanoseconds.
     pub fn from_hist_ns(name: &str, h: &hdrhistogram::Histogram<u64>) -> Series {
-        let mut points = Vec::new();
-        if !h.is_empty() {
-            let nines = (h.len() as f64).log10().min(MAX_NINES);
-            let mut x = 0.0;
-            while x <= nines + 1e-9 {
-                let q = 1.0 - 10f64.powf(-x);
-                points.push((q, h.value_at_quantile(q) as f64 / 1000.0));
-                x += STEP;
-            }
-        }
-        Series { name: name.to_string(), points }
+        Series::stepped(name, h.len(), |q| h.value_at_quantile(q) as f64 / 1000.0)
     }
 }
 

@@ -61,6 +61,17 @@ fn limit(id: u64) -> ClientMsg {
     })
 }
 
+/// Every gateway message in `bytes`, in order.
+fn decode_all(bytes: &[u8]) -> Vec<GatewayMsg> {
+    let mut v = Vec::new();
+    let mut off = 0;
+    while let Ok(Parsed::Frame(f)) = Frame::parse(&bytes[off..]) {
+        v.push(GatewayMsg::decode(&f).unwrap());
+        off += f.len();
+    }
+    v
+}
+
 fn reason_of(m: &GatewayMsg) -> RejectReason {
     match m {
         GatewayMsg::Reject { reason, .. } => *reason,
@@ -530,18 +541,9 @@ fn an_order_cancelled_while_the_exchange_was_down_is_not_entered_again() {
         10_004 * ms,
     );
     assert_eq!(app.counters.never_at_exchange, 0);
-    let got: Vec<GatewayMsg> = {
-        let mut out2 = OutBuf::with_capacity(1 << 16);
-        app.on_wake(&mut s2, &mut out2, 10_005 * ms);
-        let b = out2.as_slice().to_vec();
-        let mut v = Vec::new();
-        let mut off = 0;
-        while let Ok(Parsed::Frame(f)) = Frame::parse(&b[off..]) {
-            v.push(GatewayMsg::decode(&f).unwrap());
-            off += f.len();
-        }
-        v
-    };
+    let mut out2 = OutBuf::with_capacity(1 << 16);
+    app.on_wake(&mut s2, &mut out2, 10_005 * ms);
+    let got = decode_all(out2.as_slice());
     assert!(got.iter().any(|m| matches!(m, GatewayMsg::Ack { cl_ord_id: 7, .. })), "{got:?}");
 }
 
@@ -586,13 +588,7 @@ fn a_held_order_the_venue_never_had_is_rejected_and_its_cancel_refused() {
     assert_eq!(app.counters.never_at_exchange, 1);
     let mut cout = OutBuf::with_capacity(1 << 16);
     app.on_wake(&mut s, &mut cout, 10_004 * ms);
-    let bytes = [out.as_slice(), cout.as_slice()].concat();
-    let mut got = Vec::new();
-    let mut off = 0;
-    while let Ok(Parsed::Frame(f)) = Frame::parse(&bytes[off..]) {
-        got.push(GatewayMsg::decode(&f).unwrap());
-        off += f.len();
-    }
+    let got = decode_all(&[out.as_slice(), cout.as_slice()].concat());
     assert!(
         got.iter()
             .any(|m| matches!(m, GatewayMsg::Reject { cl_ord_id: 1, reason: RejectReason::ExchangeUnavailable, .. })),

@@ -287,7 +287,14 @@ impl<'a> Roots<'a> {
             return d;
         }
         let mut d = classify(&self.msgs[i], self.sig, self.reporter);
-        if OVERRIDDEN_BY_TRACE.contains(&d.0) && self.stalls.took_core(&self.msgs[i], self.sig).is_some() {
+        let s = &self.msgs[i];
+        let overridden = match d.0 {
+            // A handler that did its own slow work stays slow, preempted
+            // or not; one that was only preempted was not slow.
+            id::SLOW_HANDLER if d.1 == 3 => self.stalls.preempted_handler(s, self.sig),
+            c => OVERRIDDEN_BY_TRACE.contains(&c) && self.stalls.took_core(s, self.sig).is_some(),
+        };
+        if overridden {
             d.0 = id::LOOP_STALL;
         }
         self.direct.insert(i, d);

@@ -101,6 +101,24 @@ impl Stalls {
         })
     }
 
+    /// A slow handler, or a preempted one? True when the intervals inside
+    /// `s`'s handler stage (parsed to handled) cover at least `sig` of it
+    /// and leave less than `sig` of its own work: the handler was slow
+    /// only because the thread was off its core.
+    pub fn preempted_handler(&self, s: &Sample, sig: u64) -> bool {
+        let (from, to) = (s.t_parsed, s.t_handled.max(s.t_parsed));
+        let Some(ivs) = self.by_core.get(&u32::from(s.core)) else { return false };
+        let longest = self.longest.get(&u32::from(s.core)).copied().unwrap_or(0);
+        let first = ivs.partition_point(|i| i.start_ns.saturating_add(longest) < from);
+        let end = ivs.partition_point(|i| i.start_ns < to);
+        let off: u64 = ivs[first..end.max(first)]
+            .iter()
+            .filter(|i| !matches!(i.what, What::Fault | What::Steal | What::Blocked))
+            .map(|i| i.end_ns.min(to).saturating_sub(i.start_ns.max(from)))
+            .sum();
+        off >= sig && (to - from).saturating_sub(off) < sig
+    }
+
     /// The kernel's own word over the rules' guess: when the loop's thread
     /// was preempted or interrupted for most of `s`'s time (at least `sig`
     /// and half), that is what delayed it, whatever the sampler's view

@@ -364,3 +364,48 @@ fn the_off_cpu_trace_names_a_stall_and_overrides_the_rules_guess() {
     let text = analyse(&stalled, 0, opts).render();
     assert!(text.contains("no off-CPU trace in this log"), "{text}");
 }
+
+/// A slow handler is judged inside its own stage: preempted with little
+/// work of its own, a loop stall; slow work of its own, preempted or not,
+/// a slow handler.
+#[test]
+fn a_preempted_handler_is_a_stall_and_a_slow_one_stays_slow() {
+    use crate::sampler::offcpu::record::{Interval, What};
+    let t = 1_000_000_000;
+    let handler = |start: u64, len: u64| Sample {
+        core: 1,
+        t_handled: start + len,
+        t_tx_queued: start + len + US,
+        t_tx_done: start + len + 2 * US,
+        t_parsed: start,
+        ..msg(start - US, US)
+    };
+    let mut name = [0u8; 16];
+    name[..4].copy_from_slice(b"kthr");
+    let off = |start: u64, len: u64| {
+        Interval {
+            start_ns: start,
+            end_ns: start + len,
+            tid: 9,
+            cpu: 1,
+            what: What::Preempted,
+            id: 1,
+            switches: 1,
+            name,
+        }
+        .to_sample()
+    };
+    // 1,400 us in the handler, 1,390 of them preempted: a loop stall.
+    let preempted = Sample { trace_id: 1, ..handler(t, 1_400 * US) };
+    // 1,400 us, 700 of them preempted: 700 us of its own work, slow.
+    let slow = Sample { trace_id: 2, ..handler(t + 10_000 * US, 1_400 * US) };
+    let v = vec![preempted, slow, off(t + 5 * US, 1_390 * US), off(t + 10_000 * US + 100 * US, 700 * US)];
+    let r = analyse(&v, 0, Options { threshold_ns: Some(500 * US), messages: true, ..Options::default() });
+    let cause = |id: u64| r.messages.iter().find(|m| m.message.trace_id == id).unwrap().cause;
+    assert_eq!(cause(1), "loop_stall");
+    assert_eq!(
+        r.messages.iter().find(|m| m.message.trace_id == 1).unwrap().stall.as_deref(),
+        Some("preempted by kthr")
+    );
+    assert_eq!(cause(2), "slow_handler");
+}
