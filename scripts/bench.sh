@@ -46,6 +46,9 @@
 #                               every 30, SCHED_OTHER and SCHED_FIFO, scripts/lib/hog.py: right when
 #                               the report names "preempted by tg-hog" for at least 95 % of the
 #                               tail messages from 1 ms whose time overlaps one of its bursts),
+#                               page-faults (--inject page-faults:50:2000: every 50th handler faults 2000
+#                               fresh pages in; right when the report names "page fault" for at least
+#                               95 % of the messages it touched),
 #                               and on the three-namespace lab with serve --upstream: upstream-slow
 #                               (tailgate exchange --inject slow:50:20000), upstream-loss (xdp only:
 #                               the bridge drops every 40th data segment from the exchange; judged

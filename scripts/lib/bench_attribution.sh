@@ -3,6 +3,8 @@
 # The hog faults (a competing process pinned to the loop's core, scripts/lib/hog.py) are judged by
 # the off-CPU trace: of the tail messages (from 1 ms) whose time in the gateway overlaps one of the
 # hog's bursts (its log, on the sampler's clock), the share the report names "preempted by tg-hog".
+# The page-fault storm (--inject page-faults:50:2000) likewise: of the messages it touched (flag
+# injected) in the tail, the share named "page fault".
 
 mode_attribution() {
   ensure_packages nftables
@@ -12,14 +14,14 @@ mode_attribution() {
       stall) echo loop_stall ;; slow-handler) echo slow_handler ;; inbound-loss) echo retransmission ;;
       reply-loss) echo reply_retransmitted ;; burst) echo queued_behind_burst ;;
       upstream-slow) echo exchange_slow ;; upstream-loss) echo upstream_retransmission ;;
-      hog | hog-fifo) echo loop_stall ;; *) echo - ;;
+      hog | hog-fifo | page-faults) echo loop_stall ;; *) echo - ;;
     esac
   }
   echo "| run | backend | fault | top cause | tail | right | named the hog |"
   echo "|---|---|---|---|---|---|---|"
   : >"$OUT/attr"
   for run in $(seq "$RUNS"); do
-    for fault in ${ATTR_FAULTS:-control stall slow-handler inbound-loss reply-loss burst hog hog-fifo upstream-slow upstream-loss}; do
+    for fault in ${ATTR_FAULTS:-control stall slow-handler inbound-loss reply-loss burst hog hog-fifo page-faults upstream-slow upstream-loss}; do
       for backend in $BACKENDS; do
         [[ ($fault == inbound-loss || $fault == upstream-loss) && $backend != xdp ]] && continue
         [[ $fault != upstream-* ]] && lab_for "$backend"
@@ -28,6 +30,7 @@ mode_attribution() {
         case $fault in
           stall) EXTRA+=(--inject stall:50:5000) ;;
           slow-handler) EXTRA+=(--inject slow-handler:50:5000) ;;
+          page-faults) EXTRA+=(--inject page-faults:50:2000) ;;
           inbound-loss) EXTRA+=(--inject loss:4) ;;
           reply-loss)
             # Dropped on arrival in the client's namespace, the same for both
@@ -80,7 +83,7 @@ NFT
         # VM's stalls, which own the p99.9's few messages; judged over every message from 1 ms.
         [[ $fault == upstream-loss ]] && THRESHOLD=(--threshold-us 1000)
         # The hog's 5 ms bursts, judged from 1 ms: every message it delayed that much.
-        [[ $fault == hog* ]] && THRESHOLD=(--threshold-us 1000 --messages)
+        [[ $fault == hog* || $fault == page-faults ]] && THRESHOLD=(--threshold-us 1000 --messages)
         "$BIN" report --log "$OUT/samples" --json "${THRESHOLD[@]}" >"$OUT/report.json"
         # The stalls the hog made: tail messages whose time in the gateway
         # overlaps one of its bursts (hog.py logs them on the same clock);
@@ -90,16 +93,20 @@ NFT
 import json, sys
 r = json.load(open(sys.argv[1]))
 bursts = [tuple(map(int, l.split())) for l in open(sys.argv[2]) if l.strip()]
-made = [m for m in r.get("messages", [])
-        if any(a < m["t_end_ns"] and m["t_arrival_ns"] < b for a, b in bursts)]
-hog = sum(1 for m in made if m.get("stall") == "preempted by tg-hog")
-print(r["top_cause"], r["tail"], "%d/%d" % (hog, len(made)) if made else "-")' "$OUT/report.json" "$OUT/hog.bursts")
+ms = r.get("messages", [])
+if sys.argv[3] == "page-faults":
+    made, name = [m for m in ms if "injected" in m["flags"]], "page fault"
+else:
+    made = [m for m in ms if any(a < m["t_end_ns"] and m["t_arrival_ns"] < b for a, b in bursts)]
+    name = "preempted by tg-hog"
+named = sum(1 for m in made if m.get("stall") == name)
+print(r["top_cause"], r["tail"], "%d/%d" % (named, len(made)) if made else "-")' "$OUT/report.json" "$OUT/hog.bursts" "$fault")
         read -r cause tail named <<<"$top"
         want=$(expect "$fault")
         right=-
         [[ $want != - ]] && { [[ $cause == "$want" ]] && right=yes || right=no; }
-        if [[ $fault == hog* ]]; then
-          # Right when the hog is named for at least 95 % of the tail it made.
+        if [[ $fault == hog* || $fault == page-faults ]]; then
+          # Right when the hog (the fault storm) is named for at least 95 % of the tail it made.
           right=$(python3 -c 'import sys; a, b = map(int, sys.argv[1].split("/")); print("yes" if b and a >= 0.95 * b else "no")' "$named")
         fi
         echo "| $run | $backend | $fault | $cause | $tail | $right | $named |"

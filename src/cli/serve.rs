@@ -180,7 +180,8 @@ pub(crate) struct ObserveArgs {
           value_parser = parse_on_off, help_heading = SAMPLING)]
     pub(crate) sample_acks: Option<bool>,
     /// Inject a fault (repeatable): stall:EVERY_MS:DURATION_US (the poll loop spins),
-    /// slow-handler:EVERY_N:DURATION_US (every N-th message's handler spins), loss:EVERY_N
+    /// slow-handler:EVERY_N:DURATION_US (every N-th message's handler spins),
+    /// page-faults:EVERY_N:PAGES (every N-th handler faults PAGES fresh pages in), loss:EVERY_N
     /// (the XDP program drops every N-th TCP data segment; xdp backend only), tx-loss:EVERY_N (the
     /// stack drops every N-th TCP data segment it sends, so it must retransmit; xdp backend only).
     #[arg(long, value_name = "SPEC", help_heading = INJECT)]
@@ -603,7 +604,7 @@ pub(crate) fn stopped_fields(st: &ServerStats, ts: &TransportStats) -> String {
 pub(crate) fn sampler_fields(t: &TracerStats) -> String {
     format!(
         "messages={} recorded={} tail_bias={} skipped={} dropped_ring_full={} injected_stalls={} \
-         injected_slow_handlers={} acked={} ack_late={} ack_untracked={} ack_held={}",
+         injected_slow_handlers={} injected_fault_storms={} acked={} ack_late={} ack_untracked={} ack_held={}",
         t.messages,
         t.recorded,
         t.tail_bias,
@@ -611,6 +612,7 @@ pub(crate) fn sampler_fields(t: &TracerStats) -> String {
         t.dropped_ring_full,
         t.injected_stalls,
         t.injected_slow_handlers,
+        t.injected_fault_storms,
         t.acked,
         t.ack_late,
         t.ack_untracked,

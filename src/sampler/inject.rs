@@ -5,6 +5,9 @@
 //!   fault would stall it.
 //! * `slow-handler:EVERY_N:DURATION_US`: every EVERY_N-th message spins for
 //!   DURATION_US between being parsed and being handled.
+//! * `page-faults:EVERY_N:PAGES`: every EVERY_N-th message's handler maps
+//!   PAGES fresh anonymous pages, writes one byte into each (a page fault
+//!   each) and unmaps them: a page-fault storm, for the off-CPU trace.
 //! * `loss:EVERY_N`: the XDP program drops every EVERY_N-th TCP segment that
 //!   carries payload to the stack (xdp backend only; the peer retransmits).
 //! * `tx-loss:EVERY_N`: the xdp backend drops every EVERY_N-th TCP segment
@@ -23,6 +26,8 @@ pub struct InjectConfig {
     pub stall: Option<(u64, u64)>,
     /// (every N messages, duration ns)
     pub slow_handler: Option<(u64, u64)>,
+    /// (every N messages, pages)
+    pub page_faults: Option<(u64, u64)>,
     /// Drop every N-th data segment (XDP).
     pub loss_every: Option<u32>,
     /// Drop every N-th data segment the stack transmits (xdp backend).
@@ -51,6 +56,13 @@ impl InjectConfig {
             ["slow-handler", every_n, dur_us] => {
                 self.slow_handler = Some((num(every_n, "EVERY_N")?, num(dur_us, "DURATION_US")? * 1000));
             }
+            ["page-faults", every_n, pages] => {
+                let pages = num(pages, "PAGES")?;
+                if pages > 65_536 {
+                    return Err(format!("--inject {spec:?}: PAGES must be at most 65536 (256 MiB)"));
+                }
+                self.page_faults = Some((num(every_n, "EVERY_N")?, pages));
+            }
             [which @ ("loss" | "tx-loss"), every_n] => {
                 let n = num(every_n, "EVERY_N")?;
                 if n < 2 || n > u64::from(u32::MAX) {
@@ -65,7 +77,7 @@ impl InjectConfig {
             _ => {
                 return Err(format!(
                     "--inject {spec:?}: expected stall:EVERY_MS:DURATION_US, slow-handler:EVERY_N:DURATION_US, \
-                     loss:EVERY_N or tx-loss:EVERY_N"
+                     page-faults:EVERY_N:PAGES, loss:EVERY_N or tx-loss:EVERY_N"
                 ))
             }
         }
@@ -81,6 +93,9 @@ impl InjectConfig {
         if let Some((n, dur)) = self.slow_handler {
             v.push(format!("slow handler of {} us every {n} messages", dur / 1000));
         }
+        if let Some((n, pages)) = self.page_faults {
+            v.push(format!("a storm of {pages} page faults in every {n}th message's handler"));
+        }
         if let Some(n) = self.loss_every {
             v.push(format!("loss of every {n}th TCP data segment in (XDP)"));
         }
@@ -91,7 +106,11 @@ impl InjectConfig {
     }
 
     pub fn any(&self) -> bool {
-        self.stall.is_some() || self.slow_handler.is_some() || self.loss_every.is_some() || self.tx_loss_every.is_some()
+        self.stall.is_some()
+            || self.slow_handler.is_some()
+            || self.page_faults.is_some()
+            || self.loss_every.is_some()
+            || self.tx_loss_every.is_some()
     }
 }
 
@@ -103,6 +122,7 @@ pub struct Injector {
     messages: u64,
     pub stalls: u64,
     pub slow_handlers: u64,
+    pub fault_storms: u64,
 }
 
 impl Injector {
@@ -111,7 +131,7 @@ impl Injector {
     }
 
     pub fn active(&self) -> bool {
-        self.cfg.stall.is_some() || self.cfg.slow_handler.is_some()
+        self.cfg.stall.is_some() || self.cfg.slow_handler.is_some() || self.cfg.page_faults.is_some()
     }
 
     /// End of a loop iteration at `now`: stall if one is due. True when it
@@ -134,14 +154,34 @@ impl Injector {
     /// when it did.
     #[inline]
     pub fn maybe_slow_handler(&mut self) -> bool {
-        let Some((every, dur)) = self.cfg.slow_handler else { return false };
+        if self.cfg.slow_handler.is_none() && self.cfg.page_faults.is_none() {
+            return false;
+        }
         self.messages += 1;
-        if self.messages % every == 0 {
+        let mut slowed = false;
+        if let Some((every, dur)) = self.cfg.slow_handler.filter(|(every, _)| self.messages % every == 0) {
+            let _ = every;
             self.slow_handlers += 1;
             spin_for(dur);
-            return true;
+            slowed = true;
         }
-        false
+        if let Some((_, pages)) = self.cfg.page_faults.filter(|(every, _)| self.messages % every == 0) {
+            self.fault_storms += 1;
+            fault_storm(pages as usize);
+            slowed = true;
+        }
+        slowed
+    }
+}
+
+/// Map `pages` fresh anonymous pages, write into each (the kernel faults
+/// each one in, zeroed) and unmap them.
+fn fault_storm(pages: usize) {
+    if let Ok(mut m) = memmap2::MmapMut::map_anon(pages * 4096) {
+        for p in m.chunks_mut(4096) {
+            p[0] = 1;
+        }
+        std::hint::black_box(&m);
     }
 }
 
@@ -163,6 +203,9 @@ mod tests {
         c.apply("slow-handler:100:500").unwrap();
         c.apply("loss:20").unwrap();
         c.apply("tx-loss:30").unwrap();
+        c.apply("page-faults:40:1000").unwrap();
+        assert_eq!(c.page_faults, Some((40, 1000)));
+        assert!(c.apply("page-faults:40:100000").unwrap_err().contains("at most 65536"));
         assert_eq!(c.tx_loss_every, Some(30));
         assert_eq!(c.stall, Some((50_000_000, 2_000_000)));
         assert_eq!(c.slow_handler, Some((100, 500_000)));
@@ -197,5 +240,17 @@ mod tests {
         assert!(i.maybe_stall(1_010));
         assert!(!i.maybe_stall(1_020));
         assert_eq!(i.stalls, 1);
+    }
+}
+
+#[cfg(test)]
+mod storm {
+    #[test]
+    fn a_storm_maps_touches_and_unmaps_its_pages() {
+        let mut i = super::Injector::new(super::InjectConfig { page_faults: Some((2, 64)), ..Default::default() });
+        assert!(i.active());
+        assert!(!i.maybe_slow_handler(), "the first message is not the 2nd");
+        assert!(i.maybe_slow_handler());
+        assert_eq!(i.fault_storms, 1);
     }
 }

@@ -181,7 +181,7 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
         "outcome",
         &["acked", "ack_late", "ack_untracked"],
     ),
-    ("tailgate_injected_faults", "Faults injected with --inject", "fault", &["stall", "slow_handler"]),
+    ("tailgate_injected_faults", "Faults injected with --inject", "fault", &["stall", "slow_handler", "page_faults"]),
 ];
 
 /// Gauges of the order gateway (see [`AppCounters`]).
@@ -410,6 +410,7 @@ impl Metrics {
             t.injected_slow_handlers,
             pt.injected_slow_handlers,
         );
+        add("tailgate_injected_faults", &[("fault", "page_faults")], t.injected_fault_storms, pt.injected_fault_storms);
         if loop_label != Some(DEVICE_LABEL) {
             self.app_gauges.set(labelled, &s.app);
             self.shift.set(i64::from(t.shift));

@@ -101,22 +101,30 @@ impl Stalls {
         })
     }
 
-    /// A slow handler, or a preempted one? True when the intervals inside
-    /// `s`'s handler stage (parsed to handled) cover at least `sig` of it
-    /// and leave less than `sig` of its own work: the handler was slow
-    /// only because the thread was off its core.
+    /// A slow handler, or one that lost its core? True when, inside `s`'s
+    /// handler stage (parsed to handled), preemptions and interrupts cover
+    /// at least `sig` and leave less than `sig` of its own work (it was
+    /// slow only because the thread was off its core), or bursts of page
+    /// faults cover at least `sig` and half of it (it was in the kernel's
+    /// fault path).
     pub fn preempted_handler(&self, s: &Sample, sig: u64) -> bool {
         let (from, to) = (s.t_parsed, s.t_handled.max(s.t_parsed));
         let Some(ivs) = self.by_core.get(&u32::from(s.core)) else { return false };
         let longest = self.longest.get(&u32::from(s.core)).copied().unwrap_or(0);
         let first = ivs.partition_point(|i| i.start_ns.saturating_add(longest) < from);
         let end = ivs.partition_point(|i| i.start_ns < to);
-        let off: u64 = ivs[first..end.max(first)]
-            .iter()
-            .filter(|i| !matches!(i.what, What::Fault | What::Steal | What::Blocked))
-            .map(|i| i.end_ns.min(to).saturating_sub(i.start_ns.max(from)))
-            .sum();
-        off >= sig && (to - from).saturating_sub(off) < sig
+        let (mut off, mut faults) = (0, 0);
+        for i in &ivs[first..end.max(first)] {
+            let overlap = i.end_ns.min(to).saturating_sub(i.start_ns.max(from));
+            match i.what {
+                What::Steal | What::Blocked => {}
+                What::Fault => faults += overlap,
+                _ => off += overlap,
+            }
+        }
+        // Off its core: nearly all of the stage. Faulting: most of it (the
+        // storm's own mapping and unmapping are the handler's too).
+        (off >= sig && (to - from).saturating_sub(off) < sig) || (faults >= sig && 2 * faults >= to - from)
     }
 
     /// The kernel's own word over the rules' guess: when the loop's thread

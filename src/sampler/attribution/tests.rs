@@ -408,4 +408,21 @@ fn a_preempted_handler_is_a_stall_and_a_slow_one_stays_slow() {
         Some("preempted by kthr")
     );
     assert_eq!(cause(2), "slow_handler");
+    // A handler that spent 1,000 of its 1,200 us faulting pages in: a loop
+    // stall, "page fault".
+    let mut v = vec![Sample { trace_id: 3, ..handler(t, 1_200 * US) }];
+    let burst = Interval {
+        start_ns: t + 50 * US,
+        end_ns: t + 1_050 * US,
+        tid: 9,
+        cpu: 1,
+        what: What::Fault,
+        id: 900,
+        switches: 0,
+        name: [0; 16],
+    };
+    v.push(burst.to_sample());
+    let r = analyse(&v, 0, Options { threshold_ns: Some(500 * US), messages: true, ..Options::default() });
+    let m = &r.messages[0];
+    assert_eq!((m.cause, m.stall.as_deref()), ("loop_stall", Some("page fault")));
 }

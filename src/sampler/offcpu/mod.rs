@@ -314,7 +314,8 @@ mod tests {
         let core = rustix::thread::sched_getcpu();
         crate::runtime::pin_to_core(core).unwrap();
         t.shared.watch(rustix::thread::gettid().as_raw_nonzero().get() as u32, Some(core));
-        std::thread::sleep(Duration::from_millis(50)); // the tracer watches it
+        // The tracer watches it from its next turn (every 50 ms).
+        std::thread::sleep(EVERY * 3);
         std::thread::sleep(Duration::from_millis(5));
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
@@ -333,7 +334,7 @@ mod tests {
         }
         stop.store(true, Ordering::Relaxed);
         hog.join().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(EVERY * 3); // drained
         let mut got = Vec::new();
         t.shared.take(&mut got);
         let iv: Vec<Interval> = got.iter().filter_map(Interval::from_sample).collect();

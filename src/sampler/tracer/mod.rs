@@ -414,7 +414,7 @@ impl Tracer {
         s.dropped_ring_full = self.producer.as_ref().map_or(0, |p| p.dropped());
         s.shift = self.policy.shift;
         s.injected_stalls = self.inject.stalls;
-        s.injected_slow_handlers = self.inject.slow_handlers;
+        (s.injected_slow_handlers, s.injected_fault_storms) = (self.inject.slow_handlers, self.inject.fault_storms);
         s.ack_held = self.held.as_ref().map_or(0, |h| h.live as u64);
         s
     }

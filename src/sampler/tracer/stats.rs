@@ -18,6 +18,7 @@ pub struct TracerStats {
     pub shift: u32,
     pub injected_stalls: u64,
     pub injected_slow_handlers: u64,
+    pub injected_fault_storms: u64,
     /// Records completed by their reply's ACK.
     pub acked: u64,
     /// Records whose reply's ACK had not come by [`super::ACK_DEADLINE_NS`].
