@@ -130,11 +130,9 @@ static __always_inline struct cpu_state *this_cpu(void)
 
 // Written without a wake-up (BPF_RB_NO_WAKEUP): a wake-up is an irq_work
 // interrupt on the writing CPU, the loop's; the reader drains on a timer.
-static __always_inline void emit(__u64 start, __u64 end, __u32 tid, __u32 cpu, __u8 kind, __u32 pid,
-				 __u16 switches, const char *comm)
+static __always_inline void write(__u64 start, __u64 end, __u32 tid, __u32 cpu, __u8 kind, __u32 pid,
+				  __u16 switches, const char *comm)
 {
-	if (end < start || end - start < min_ns)
-		return;
 	struct interval *e = bpf_ringbuf_reserve(&intervals, sizeof(*e), 0);
 	if (!e) {
 		__u32 zero = 0;
@@ -153,6 +151,15 @@ static __always_inline void emit(__u64 start, __u64 end, __u32 tid, __u32 cpu, _
 	e->pad = 0;
 	__builtin_memcpy(e->comm, comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+// An interval of at least `min_ns`.
+static __always_inline void emit(__u64 start, __u64 end, __u32 tid, __u32 cpu, __u8 kind, __u32 pid,
+				 __u16 switches, const char *comm)
+{
+	if (end < start || end - start < min_ns)
+		return;
+	write(start, end, tid, cpu, kind, pid, switches, comm);
 }
 
 // Page faults have no exit tracepoint: a watched thread's faults are
@@ -182,19 +189,8 @@ static __always_inline void flush_burst(__u32 tid)
 	struct burst *b = bpf_map_lookup_elem(&bursts, &tid);
 	if (!b)
 		return;
-	struct interval *e = bpf_ringbuf_reserve(&intervals, sizeof(*e), 0);
-	if (e) {
-		e->start_ns = b->first_ns;
-		e->end_ns = b->last_ns;
-		e->tid = tid;
-		e->cpu = b->cpu;
-		e->pid = b->n;
-		e->switches = 0;
-		e->kind = KIND_FAULT;
-		e->pad = 0;
-		__builtin_memset(e->comm, 0, sizeof(e->comm));
-		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-	}
+	char none[16] = {};
+	write(b->first_ns, b->last_ns, tid, b->cpu, KIND_FAULT, b->n, 0, none);
 	bpf_map_delete_elem(&bursts, &tid);
 }
 

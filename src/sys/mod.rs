@@ -14,6 +14,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod bpfobj;
 pub mod ethtool;
 pub mod net;
 pub mod rxts;
@@ -95,33 +96,34 @@ pub fn sync_range(f: &File, len: u64) -> io::Result<()> {
     cvt(unsafe { libc::sync_file_range(f.as_raw_fd(), 0, len, flags) }).map(|_| ())
 }
 
-/// The skeleton libbpf-cargo generates for bpf/redirect.bpf.c, used for the
-/// layout of the program's read-only data only (`types::rodata`, from the
-/// object's BTF). Generated code, with unsafe of its own.
-#[allow(
-    dead_code,
-    unsafe_op_in_unsafe_fn,
-    clippy::all,
-    clippy::pedantic,
-    clippy::undocumented_unsafe_blocks,
-    missing_docs,
-    non_camel_case_types
-)]
-pub(crate) mod skel {
-    include!(concat!(env!("OUT_DIR"), "/redirect.skel.rs"));
+/// A skeleton libbpf-cargo generates (build.rs), used for the layout of
+/// its program's read-only data only (`types::rodata`, from the object's
+/// BTF). Generated code, with unsafe of its own.
+macro_rules! skeleton {
+    ($(#[$doc:meta])* $name:ident, $file:literal) => {
+        $(#[$doc])*
+        #[allow(
+            dead_code,
+            unsafe_op_in_unsafe_fn,
+            clippy::all,
+            clippy::pedantic,
+            clippy::undocumented_unsafe_blocks,
+            missing_docs,
+            non_camel_case_types
+        )]
+        pub(crate) mod $name {
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+        }
+    };
 }
 
-/// The skeleton of bpf/offcpu.bpf.c, likewise for its read-only data's
-/// layout only.
-#[allow(
-    dead_code,
-    unsafe_op_in_unsafe_fn,
-    clippy::all,
-    clippy::pedantic,
-    clippy::undocumented_unsafe_blocks,
-    missing_docs,
-    non_camel_case_types
-)]
-pub(crate) mod offcpu_skel {
-    include!(concat!(env!("OUT_DIR"), "/offcpu.skel.rs"));
-}
+skeleton!(
+    /// bpf/redirect.bpf.c, the XDP program.
+    skel,
+    "redirect.skel.rs"
+);
+skeleton!(
+    /// bpf/offcpu.bpf.c, the off-CPU trace.
+    offcpu_skel,
+    "offcpu.skel.rs"
+);

@@ -128,8 +128,7 @@ impl Orders {
         };
         // A Logon's record keeps its header and account, never its password:
         // judged by its type byte, so a malformed Logon keeps none either.
-        let payload =
-            if k == kind::LOGON || f.msg_type() == msg_type::LOGON { &f.bytes()[..f.len().min(16)] } else { f.bytes() };
+        let payload = if f.msg_type() == msg_type::LOGON { &f.bytes()[..f.len().min(16)] } else { f.bytes() };
         tr.parsed(k, id, payload);
         self.status = 0;
         let t_in = tr.arrival();

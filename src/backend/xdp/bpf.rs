@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
+use crate::sys::bpfobj::{percpu_sum, put, set_rodata};
 use crate::transport::Counters;
 
 /// The compiled program (build.rs).
@@ -101,15 +102,6 @@ fn err(what: &str, e: libbpf_rs::Error) -> String {
     format!("{what}: {e}")
 }
 
-/// Write `v` at `offset` of the read-only data.
-fn put(ro: &mut [u8], offset: usize, v: &[u8]) -> Result<(), String> {
-    let len = ro.len();
-    ro.get_mut(offset..offset + v.len())
-        .ok_or_else(|| format!("the XDP program's read-only data is {len} bytes, too short"))?
-        .copy_from_slice(v);
-    Ok(())
-}
-
 impl XdpProgram {
     /// Load the program with `filter` baked into its read-only data and
     /// attach it to `ifindex`.
@@ -142,22 +134,18 @@ impl XdpProgram {
 
     fn load_and_attach(ifindex: u32, filter: Filter) -> Result<XdpProgram, String> {
         let mut open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| err("opening the XDP program", e))?;
-        {
-            let mut rodata = open
-                .maps_mut()
-                .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
-                .ok_or("the XDP program has no read-only data section")?;
-            let ro = rodata.initial_value_mut().ok_or("the XDP program's read-only data is not writable")?;
-            put(ro, offset_of!(Rodata, stack_ip), &u32::from_ne_bytes(filter.ip.octets()).to_ne_bytes())?;
-            put(ro, offset_of!(Rodata, local_port_lo), &filter.local_ports.0.to_ne_bytes())?;
-            put(ro, offset_of!(Rodata, local_port_hi), &filter.local_ports.1.to_ne_bytes())?;
-            put(ro, offset_of!(Rodata, own_address), &[u8::from(filter.own_address)])?;
-            put(ro, offset_of!(Rodata, stamp_rx), &[filter.stamp as u8])?;
-            put(ro, offset_of!(Rodata, drop_every), &filter.drop_every.to_ne_bytes())?;
-            put(ro, offset_of!(Rodata, icmp_echo_per_sec), &filter.icmp_echo_per_sec.to_ne_bytes())?;
+        let what = "the XDP program";
+        set_rodata(&mut open, what, |ro| {
+            put(ro, offset_of!(Rodata, stack_ip), &u32::from_ne_bytes(filter.ip.octets()).to_ne_bytes(), what)?;
+            put(ro, offset_of!(Rodata, local_port_lo), &filter.local_ports.0.to_ne_bytes(), what)?;
+            put(ro, offset_of!(Rodata, local_port_hi), &filter.local_ports.1.to_ne_bytes(), what)?;
+            put(ro, offset_of!(Rodata, own_address), &[u8::from(filter.own_address)], what)?;
+            put(ro, offset_of!(Rodata, stamp_rx), &[filter.stamp as u8], what)?;
+            put(ro, offset_of!(Rodata, drop_every), &filter.drop_every.to_ne_bytes(), what)?;
+            put(ro, offset_of!(Rodata, icmp_echo_per_sec), &filter.icmp_echo_per_sec.to_ne_bytes(), what)?;
             let burst = (filter.icmp_echo_per_sec / 5).clamp(1, 1000);
-            put(ro, offset_of!(Rodata, icmp_echo_burst), &burst.to_ne_bytes())?;
-        }
+            put(ro, offset_of!(Rodata, icmp_echo_burst), &burst.to_ne_bytes(), what)
+        })?;
         let obj = open.load().map_err(|e| err("loading the XDP program (needs root or CAP_BPF+CAP_NET_ADMIN)", e))?;
         let map = |name: &str| -> Result<MapHandle, String> {
             let m = obj.maps().find(|m| m.name() == name).ok_or(format!("the XDP program has no map {name}"))?;
@@ -235,11 +223,7 @@ impl CounterReader {
 fn read_counters(map: &impl MapCore) -> XdpCounters {
     let mut v = [0u64; 10];
     for (i, slot) in v.iter_mut().enumerate() {
-        let key = (i as u32).to_ne_bytes();
-        if let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) {
-            *slot =
-                per_cpu.iter().filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum();
-        }
+        *slot = percpu_sum(map, i as u32);
     }
     XdpCounters {
         seen: v[0],

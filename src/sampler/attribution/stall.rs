@@ -55,21 +55,26 @@ impl Stalls {
         self.any
     }
 
+    /// The intervals on `core` that may overlap `[from, to)`: they start in
+    /// order, before `to`, and no earlier than the longest one's length
+    /// before `from`.
+    fn around(&self, core: u8, from: u64, to: u64) -> &[Interval] {
+        let Some(ivs) = self.by_core.get(&u32::from(core)) else { return &[] };
+        let longest = self.longest.get(&u32::from(core)).copied().unwrap_or(0);
+        let first = ivs.partition_point(|i| i.start_ns.saturating_add(longest) < from);
+        let end = ivs.partition_point(|i| i.start_ns < to);
+        &ivs[first..end.max(first)]
+    }
+
     /// The intervals on `s`'s core over its time in the gateway (arrival
     /// to its last stamp): the kind that covers most of it, with how much
     /// (faults and steal apart), whether a fault burst or a steal rise
     /// touched it, and the window's length.
     fn cover(&self, s: &Sample) -> (Option<(String, u64, What)>, bool, bool, u64) {
         let (from, to) = (s.arrival(), s.end().max(s.arrival()));
-        let Some(ivs) = self.by_core.get(&u32::from(s.core)) else { return (None, false, false, to - from) };
-        // Intervals start in order: those that can overlap start before `to`,
-        // and no earlier than the longest one's length before `from`.
-        let longest = self.longest.get(&u32::from(s.core)).copied().unwrap_or(0);
-        let first = ivs.partition_point(|i| i.start_ns.saturating_add(longest) < from);
-        let end = ivs.partition_point(|i| i.start_ns < to);
         let mut cover: BTreeMap<String, (u64, What)> = BTreeMap::new();
         let (mut faults, mut steal) = (false, false);
-        for i in &ivs[first..end.max(first)] {
+        for i in self.around(s.core, from, to) {
             let overlap = i.end_ns.min(to).saturating_sub(i.start_ns.max(from));
             let touches = i.end_ns >= from;
             match i.what {
@@ -109,12 +114,8 @@ impl Stalls {
     /// fault path).
     pub fn preempted_handler(&self, s: &Sample, sig: u64) -> bool {
         let (from, to) = (s.t_parsed, s.t_handled.max(s.t_parsed));
-        let Some(ivs) = self.by_core.get(&u32::from(s.core)) else { return false };
-        let longest = self.longest.get(&u32::from(s.core)).copied().unwrap_or(0);
-        let first = ivs.partition_point(|i| i.start_ns.saturating_add(longest) < from);
-        let end = ivs.partition_point(|i| i.start_ns < to);
         let (mut off, mut faults) = (0, 0);
-        for i in &ivs[first..end.max(first)] {
+        for i in self.around(s.core, from, to) {
             let overlap = i.end_ns.min(to).saturating_sub(i.start_ns.max(from));
             match i.what {
                 What::Steal | What::Blocked => {}

@@ -25,6 +25,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, ObjectBuilder, RingBufferBuilder};
 
 use self::record::{Interval, What};
 use crate::sampler::Sample;
+use crate::sys::bpfobj::{percpu_sum, put, set_rodata};
 
 /// The compiled program (build.rs).
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/offcpu.bpf.o"));
@@ -181,17 +182,8 @@ impl Loaded {
     fn load_with(faults: bool) -> Result<Loaded, String> {
         let err = |what: &str, e: libbpf_rs::Error| format!("{what}: {e}");
         let mut open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| err("opening the program", e))?;
-        {
-            let mut rodata = open
-                .maps_mut()
-                .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
-                .ok_or("the program has no read-only data")?;
-            let ro = rodata.initial_value_mut().ok_or("the program's read-only data is not writable")?;
-            let at = std::mem::offset_of!(Rodata, min_ns);
-            ro.get_mut(at..at + 8)
-                .ok_or("the program's read-only data is too short")?
-                .copy_from_slice(&MIN_NS.to_ne_bytes());
-        }
+        let what = "the off-CPU program";
+        set_rodata(&mut open, what, |ro| put(ro, std::mem::offset_of!(Rodata, min_ns), &MIN_NS.to_ne_bytes(), what))?;
         if !faults {
             for mut p in open.progs_mut().filter(|p| p.name() == FAULT_PROG) {
                 p.set_autoload(false);
@@ -218,16 +210,6 @@ impl Loaded {
 
 /// The page-fault program, the one that may be left out.
 const FAULT_PROG: &str = "tg_fault";
-
-/// Intervals the ring buffer had no room for (the program's per-CPU count).
-fn ring_lost(map: &libbpf_rs::MapHandle) -> u64 {
-    match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
-        Ok(Some(per_cpu)) => {
-            per_cpu.iter().filter_map(|b| b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes)).sum()
-        }
-        _ => 0,
-    }
-}
 
 /// The thread: watch the loops' threads as they tell them, read the ring
 /// buffer and the steal time every [`EVERY`], until `stop`.
@@ -285,7 +267,7 @@ fn run(l: Loaded, shared: &Arc<Shared>, stop: &AtomicBool) {
                 shared.put(i.to_sample());
             }
         }
-        let lost = ring_lost(&l.lost);
+        let lost = percpu_sum(&l.lost, 0);
         if lost > ring_lost_seen {
             shared.stats.dropped.fetch_add(lost - ring_lost_seen, Ordering::Relaxed);
             ring_lost_seen = lost;
