@@ -111,6 +111,10 @@ fn delayed_acks_cause_no_retransmission_and_a_surprise_is_learned() {
     let mut copies_per_round = Vec::new();
     let mut conn = None;
     let mut hold_after_prompt = None;
+    // The ACK reports the sampler reads: which rounds' ACKs waited for a
+    // retransmission, and which found it spurious.
+    stack.set_tracing(true);
+    let (mut acks, mut retx_rounds, mut spurious_rounds) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..70u8 {
         let req = vec![round; 16];
         peer.send(&Seg { flags: ACK | PSH, payload: req.clone(), ..ack(snd_nxt, rcv_nxt, vec![]) });
@@ -151,6 +155,18 @@ fn delayed_acks_cause_no_retransmission_and_a_surprise_is_learned() {
                 peer.send(&ack(snd_nxt, rcv_nxt, vec![]));
                 ack_due = None;
             }
+            if let Some(id) = conn {
+                stack.watch_acks(id, true);
+                stack.acks(&mut acks);
+                for a in acks.drain(..) {
+                    if a.retransmitted {
+                        retx_rounds.push(round);
+                    }
+                    if a.spurious {
+                        spurious_rounds.push(round);
+                    }
+                }
+            }
         }
         assert_eq!(echoed, req, "round {round}");
         copies_per_round.push(copies);
@@ -169,8 +185,75 @@ fn delayed_acks_cause_no_retransmission_and_a_surprise_is_learned() {
     assert_eq!(copies_per_round, want);
     assert_eq!(counter(&stack, "retx_spurious"), 1);
     assert_eq!(counter(&stack, "retx_timer"), 1);
+    // The reply's ACK said both: it waited for a copy, and the copy was
+    // not needed (the D-SACK came with it), so the client did not wait.
+    assert_eq!((retx_rounds, spurious_rounds), (vec![50], vec![50]));
     let est = stack.estimate(conn.unwrap()).unwrap();
     assert!(est.hold_ns >= 39_000_000, "{est:?}");
+}
+
+#[test]
+fn a_copy_found_spurious_after_its_ack_is_reported_on_its_own() {
+    // The peer holds its ACK past our timer; the copy crosses its ACK, and
+    // its D-SACK for the copy comes 1 ms after: the ACK report says the
+    // reply waited for a retransmission, and a report of its own (no new
+    // bytes) says the copy was spurious.
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    stack.set_tracing(true);
+    let port = 41002;
+    let (snd_nxt, mut rcv_nxt) = scripted_handshake(&clock, &mut stack, &mut peer, port);
+    let ack = |ack: u32, sack: Vec<(u32, u32)>| Seg {
+        src_port: port,
+        dst_port: PORT,
+        seq: snd_nxt + 16,
+        ack,
+        flags: ACK,
+        window: 65535,
+        sack,
+        ..Seg::default()
+    };
+    peer.send(&Seg { flags: ACK | PSH, payload: vec![7; 16], seq: snd_nxt, ..ack(rcv_nxt, vec![]) });
+    let (mut ev, mut acks, mut reports) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut conn, mut dsack_due, mut copies) = (None, None, 0);
+    let end = clock.now() + 2_000_000_000;
+    while clock.now() < end && reports.len() < 2 {
+        let now = stack.poll(Some(Duration::ZERO), &mut ev).unwrap();
+        for e in ev.drain(..) {
+            if let Event::Accepted(id) | Event::Readable(id) = e {
+                conn = Some(id);
+                stack.watch_acks(id, true);
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = stack.recv(id, &mut buf) {
+                    stack.send(id, &buf[..n]).unwrap();
+                }
+            }
+        }
+        stack.flush(now);
+        clock.advance(STEP);
+        for s in peer.recv() {
+            if s.payload.is_empty() {
+                continue;
+            }
+            if s.seq == rcv_nxt {
+                rcv_nxt += s.len(); // the original: its ACK held
+            } else {
+                copies += 1;
+                peer.send(&ack(rcv_nxt, vec![]));
+                dsack_due = Some((clock.now() + 1_000_000, (s.seq, s.seq + s.len())));
+            }
+        }
+        if let Some((_, block)) = dsack_due.filter(|d| clock.now() >= d.0) {
+            peer.send(&ack(rcv_nxt, vec![block]));
+            dsack_due = None;
+        }
+        if conn.is_some() {
+            stack.acks(&mut acks);
+            reports.extend(acks.drain(..).map(|a| (a.acked, a.retransmitted, a.spurious)));
+        }
+    }
+    assert_eq!(copies, 1);
+    assert_eq!(reports, vec![(16, true, false), (16, false, true)]);
+    assert_eq!(counter(&stack, "retx_spurious"), 1);
 }
 
 #[test]

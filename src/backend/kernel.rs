@@ -108,10 +108,8 @@ pub struct KernelTransport {
     /// so far), and whether they carry the retransmission count.
     acks_on: bool,
     ack_stats: bool,
-    /// Per connection id: its retransmissions at its last ACK report, and
-    /// the bytes acknowledged then (counted across the wraps of the
-    /// reports' 32-bit offsets).
-    retrans: Vec<(u32, u64)>,
+    /// Per connection id: what its last ACK report said.
+    retrans: Vec<AckSeen>,
     /// ACK reports read since the last `acks`.
     ack_events: Vec<AckEvent>,
     /// Error-queue messages read, and ACK reports among them that waited
@@ -126,6 +124,16 @@ pub struct KernelTransport {
     clock_offset_at: u64,
     /// The last poll's clock.
     now_ns: u64,
+}
+
+/// What a connection's last ACK report said: its retransmissions and
+/// D-SACKs so far, and the bytes acknowledged (counted across the wraps of
+/// the reports' 32-bit offsets).
+#[derive(Debug, Default, Clone, Copy)]
+struct AckSeen {
+    retrans: u32,
+    dsack: u32,
+    acked: u64,
 }
 
 impl KernelTransport {
@@ -223,9 +231,9 @@ impl KernelTransport {
                 }
             }
             if self.retrans.len() <= id {
-                self.retrans.resize(id + 1, (0, 0));
+                self.retrans.resize(id + 1, AckSeen::default());
             }
-            self.retrans[id] = (0, 0);
+            self.retrans[id] = AckSeen::default();
         }
         self.poll.registry().register(&mut s, Token(id), Interest::READABLE | Interest::WRITABLE)?;
         entry.insert((s, false));
@@ -238,27 +246,29 @@ impl KernelTransport {
     /// retransmission.
     fn read_acks(
         conns: &Slab<(TcpStream, bool)>,
-        retrans: &mut [(u32, u64)],
+        retrans: &mut [AckSeen],
         out: &mut Vec<AckEvent>,
         (offset, stats): (u64, bool),
         t: usize,
     ) -> (usize, u64) {
         let Some((s, _)) = conns.get(t) else { return (0, 0) };
-        let seen = retrans.get_mut(t);
-        let (mut last, mut acked) = seen.as_ref().map_or((0, 0), |v| **v);
+        let mut seen = retrans.get(t).copied().unwrap_or_default();
         let mut waited = 0;
         let n = txack::drain(s.as_raw_fd(), |a| {
-            let retransmitted = stats && a.total_retrans.is_some_and(|r| r != last);
+            let retransmitted = stats && a.total_retrans.is_some_and(|r| r != seen.retrans);
+            // A D-SACK the peer sent by the time of this report: one of our
+            // copies was a duplicate, the original had reached it.
+            let spurious = stats && a.dsack_dups.is_some_and(|d| d != seen.dsack);
             waited += u64::from(retransmitted);
-            if let Some(r) = a.total_retrans {
-                last = r;
-            }
-            acked = a.acked(acked);
-            out.push(AckEvent { conn: ConnId(t), acked, at_ns: a.at_realtime_ns.wrapping_sub(offset), retransmitted });
+            seen.retrans = a.total_retrans.unwrap_or(seen.retrans);
+            seen.dsack = a.dsack_dups.unwrap_or(seen.dsack);
+            seen.acked = a.acked(seen.acked);
+            let at_ns = a.at_realtime_ns.wrapping_sub(offset);
+            out.push(AckEvent { conn: ConnId(t), acked: seen.acked, at_ns, retransmitted, spurious });
         })
         .unwrap_or(0);
-        if let Some(v) = seen {
-            *v = (last, acked);
+        if let Some(v) = retrans.get_mut(t) {
+            *v = seen;
         }
         (n, waited)
     }

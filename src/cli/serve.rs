@@ -604,7 +604,7 @@ pub(crate) fn stopped_fields(st: &ServerStats, ts: &TransportStats) -> String {
 pub(crate) fn sampler_fields(t: &TracerStats) -> String {
     format!(
         "messages={} recorded={} tail_bias={} skipped={} dropped_ring_full={} injected_stalls={} \
-         injected_slow_handlers={} injected_fault_storms={} acked={} ack_late={} ack_untracked={} ack_held={}",
+         injected_slow_handlers={} injected_fault_storms={} acked={} ack_late={} ack_untracked={} ack_spurious={} ack_held={}",
         t.messages,
         t.recorded,
         t.tail_bias,
@@ -616,6 +616,7 @@ pub(crate) fn sampler_fields(t: &TracerStats) -> String {
         t.acked,
         t.ack_late,
         t.ack_untracked,
+        t.spurious,
         t.ack_held
     )
 }

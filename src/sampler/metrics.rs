@@ -177,9 +177,10 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "tailgate_sampler_acks",
-        "Sampled replies held for their ACK: acked, ack_late (no ACK by the deadline), ack_untracked (held pool full)",
+        "Sampled replies held for their ACK: acked, ack_late (no ACK by the deadline), ack_untracked (held pool full), \
+         spurious (acked after a retransmission the peer did not need)",
         "outcome",
-        &["acked", "ack_late", "ack_untracked"],
+        &["acked", "ack_late", "ack_untracked", "spurious"],
     ),
     ("tailgate_injected_faults", "Faults injected with --inject", "fault", &["stall", "slow_handler", "page_faults"]),
 ];
@@ -400,6 +401,7 @@ impl Metrics {
         add("tailgate_sampler_acks", &[("outcome", "acked")], t.acked, pt.acked);
         add("tailgate_sampler_acks", &[("outcome", "ack_late")], t.ack_late, pt.ack_late);
         add("tailgate_sampler_acks", &[("outcome", "ack_untracked")], t.ack_untracked, pt.ack_untracked);
+        add("tailgate_sampler_acks", &[("outcome", "spurious")], t.spurious, pt.spurious);
         self.gauges
             .get_or_create(&labelled(&[("name", "sampler_ack_held")]))
             .set(t.ack_held.min(i64::MAX as u64) as i64);

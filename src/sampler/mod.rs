@@ -59,9 +59,14 @@ pub mod cause {
     /// The reply's ACK had not come when the record was held for its
     /// longest ([`crate::sampler::tracer::ACK_DEADLINE_NS`]).
     pub const ACK_LATE: u32 = 1 << 10;
+    /// The reply's retransmission was spurious: the peer reported our copy
+    /// as a duplicate (D-SACK), or acknowledged the original before the
+    /// copy left. The peer had the reply in time; only its ACK was late,
+    /// and our retransmission timer fired too early.
+    pub const REPLY_SPURIOUS: u32 = 1 << 11;
 
     /// Names, in bit order, for reports.
-    pub const NAMES: [&str; 11] = [
+    pub const NAMES: [&str; 12] = [
         "retransmit",
         "zero_window",
         "tx_full",
@@ -73,6 +78,7 @@ pub mod cause {
         "injected",
         "reply_retx",
         "ack_late",
+        "reply_spurious",
     ];
 }
 

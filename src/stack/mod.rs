@@ -200,6 +200,8 @@ struct AckWatch {
     /// retransmissions then.
     acked: u64,
     retx: u32,
+    /// The flow's retransmissions found spurious at the last report.
+    spurious: u32,
     /// The tracer waits for this connection's ACKs.
     on: bool,
     /// On the stack's watch list (at most once).
@@ -305,6 +307,9 @@ pub struct Stack<D: Link> {
     /// Connections whose ACKs are watched (tracing), and whether ACK
     /// reports are wanted at all (`--sample-acks`).
     watched: Vec<usize>,
+    /// [`Recovery::spurious_total`] at the last `acks`: while it stands
+    /// still, no watched flow is looked up for a spurious retransmission.
+    spurious_seen: u64,
     acks_on: bool,
     /// One loop of several (one per NIC queue): frames it does not own go
     /// to the next loop ([`handoff`]).
@@ -379,6 +384,7 @@ impl<D: Link> Stack<D> {
             loop_flags: 0,
             tx_trouble: 0,
             watched: Vec::with_capacity(max_conns.min(1 << 16)),
+            spurious_seen: 0,
             acks_on: true,
             handoff: None,
         }

@@ -310,11 +310,13 @@ impl<D: Link> Transport for Stack<D> {
     fn watch_acks(&mut self, conn: ConnId, on: bool) {
         let Some(key) = self.conn_flow(conn.0) else { return };
         let retx = self.rec.retransmissions(key);
+        let spurious = self.rec.spurious(key);
         let Some(c) = self.conns.get_mut(conn.0) else { return };
         let queued = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).send_queue() as u64;
         if on && !c.ack.on {
             c.ack.acked = c.ack.sent.saturating_sub(queued);
             c.ack.retx = retx;
+            c.ack.spurious = spurious;
             // Off then on again before `acks` ran: still on the list.
             if !c.ack.listed {
                 c.ack.listed = true;
@@ -326,6 +328,12 @@ impl<D: Link> Transport for Stack<D> {
     }
 
     fn acks(&mut self, out: &mut Vec<AckEvent>) {
+        // A retransmission found spurious (D-SACK) after the ACK that
+        // answered it is reported without new bytes acknowledged; the
+        // flows are looked up for it only when some flow found one.
+        let total = self.rec.spurious_total();
+        let any_spurious = total != self.spurious_seen;
+        self.spurious_seen = total;
         let mut i = 0;
         while i < self.watched.len() {
             let id = self.watched[i];
@@ -341,19 +349,28 @@ impl<D: Link> Transport for Stack<D> {
             // ACK is processed: what left it was acknowledged.
             let queued = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).send_queue() as u64;
             let acked = c.ack.sent.saturating_sub(queued);
-            if acked <= c.ack.acked {
+            let spurious_now = if any_spurious { self.rec.spurious(c.flow) } else { c.ack.spurious };
+            let spurious = spurious_now != c.ack.spurious;
+            if acked <= c.ack.acked && !spurious {
                 continue;
             }
-            c.ack.acked = acked;
-            let retx = self.rec.retransmissions(c.flow);
-            let retransmitted = retx != c.ack.retx;
-            c.ack.retx = retx;
+            c.ack.spurious = spurious_now;
+            // Retransmissions are judged only against newly acknowledged
+            // bytes: a spurious-only event leaves them to the next ACK.
+            let mut retransmitted = false;
+            if acked > c.ack.acked {
+                c.ack.acked = acked;
+                let retx = self.rec.retransmissions(c.flow);
+                retransmitted = retx != c.ack.retx;
+                c.ack.retx = retx;
+            }
             let at = self.flows.get(&c.flow).map_or(0, |f| f.ack_at);
             out.push(AckEvent {
                 conn: ConnId(id),
-                acked,
+                acked: c.ack.acked,
                 at_ns: if at != 0 && at <= self.now_ns { at } else { self.now_ns },
                 retransmitted,
+                spurious,
             });
         }
     }

@@ -28,6 +28,7 @@ const SCM_TIMESTAMPING_OPT_STATS: libc::c_int = 54;
 const SCM_TSTAMP_ACK: u32 = 2;
 /// `TCP_NLA_TOTAL_RETRANS`: data segments retransmitted (u32).
 const TCP_NLA_TOTAL_RETRANS: u16 = 5;
+const TCP_NLA_DSACK_DUPS: u16 = 20;
 
 const FLAGS: libc::c_uint = libc::SOF_TIMESTAMPING_TX_ACK
     | libc::SOF_TIMESTAMPING_SOFTWARE
@@ -45,6 +46,9 @@ pub struct Ack {
     pub at_realtime_ns: u64,
     /// The connection's retransmissions so far (with `OPT_STATS`).
     pub total_retrans: Option<u32>,
+    /// D-SACK blocks the connection received so far: duplicates the peer
+    /// reported, each a copy it did not need (with `OPT_STATS`, Linux 5.2).
+    pub dsack_dups: Option<u32>,
 }
 
 /// Ask for ACK reports on the established TCP socket `fd`. Returns whether
@@ -113,7 +117,7 @@ pub fn drain(fd: RawFd, mut f: impl FnMut(Ack)) -> io::Result<usize> {
 fn parse(msg: &libc::msghdr) -> Option<Ack> {
     let mut ts = None;
     let mut id = None;
-    let mut retrans = None;
+    let (mut retrans, mut dsack) = (None, None);
     // SAFETY: the CMSG_* macros walk the control buffer the kernel filled,
     // bounded by msg_controllen; every payload is read unaligned and only
     // within the length its header gives.
@@ -140,7 +144,9 @@ fn parse(msg: &libc::msghdr) -> Option<Ack> {
                     }
                 }
                 (libc::SOL_SOCKET, SCM_TIMESTAMPING_OPT_STATS) => {
-                    retrans = total_retrans(std::slice::from_raw_parts(data, len));
+                    let b = std::slice::from_raw_parts(data, len);
+                    retrans = opt_stat(b, TCP_NLA_TOTAL_RETRANS);
+                    dsack = opt_stat(b, TCP_NLA_DSACK_DUPS);
                 }
                 _ => {}
             }
@@ -148,7 +154,7 @@ fn parse(msg: &libc::msghdr) -> Option<Ack> {
         }
     }
     let (ts, id) = (ts?, id?);
-    Some(Ack { acked_low: id.wrapping_add(1), at_realtime_ns: ts, total_retrans: retrans })
+    Some(Ack { acked_low: id.wrapping_add(1), at_realtime_ns: ts, total_retrans: retrans, dsack_dups: dsack })
 }
 
 impl Ack {
@@ -161,16 +167,17 @@ impl Ack {
     }
 }
 
-/// `TCP_NLA_TOTAL_RETRANS` from `OPT_STATS`' netlink attributes (each: u16
-/// length including its 4-byte header, u16 type, value, padded to 4).
-fn total_retrans(mut b: &[u8]) -> Option<u32> {
+/// The u32 attribute `want` (`TCP_NLA_*`) from `OPT_STATS`' netlink
+/// attributes (each: u16 length including its 4-byte header, u16 type,
+/// value, padded to 4).
+fn opt_stat(mut b: &[u8], want: u16) -> Option<u32> {
     while b.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
         let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
         if len < 4 || len > b.len() {
             return None;
         }
-        if ty == TCP_NLA_TOTAL_RETRANS && len >= 8 {
+        if ty == want && len >= 8 {
             return Some(u32::from_ne_bytes([b[4], b[5], b[6], b[7]]));
         }
         b = &b[((len + 3) & !3).min(b.len())..];
@@ -186,7 +193,8 @@ mod tests {
 
     #[test]
     fn acked_counts_the_wraps_of_the_32_bit_offset() {
-        let report = |acked: u64| Ack { acked_low: acked as u32, at_realtime_ns: 1, total_retrans: None };
+        let report =
+            |acked: u64| Ack { acked_low: acked as u32, at_realtime_ns: 1, total_retrans: None, dsack_dups: None };
         let mut last = 0u64;
         // 1 MiB sends from just below 4 GiB to past 12 GiB: every report
         // moves on by its send, never back.
@@ -202,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn netlink_attributes_give_the_retransmission_count() {
+    fn netlink_attributes_give_the_retransmission_and_dsack_counts() {
         let attr = |ty: u16, v: &[u8]| {
             let mut a = Vec::new();
             a.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
@@ -216,7 +224,10 @@ mod tests {
         let mut b = attr(1, &7u64.to_ne_bytes());
         b.extend(attr(3, &[1, 2, 3])); // odd length: padded
         b.extend(attr(TCP_NLA_TOTAL_RETRANS, &42u32.to_ne_bytes()));
+        b.extend(attr(TCP_NLA_DSACK_DUPS, &3u32.to_ne_bytes()));
+        let total_retrans = |b: &[u8]| opt_stat(b, TCP_NLA_TOTAL_RETRANS);
         assert_eq!(total_retrans(&b), Some(42));
+        assert_eq!(opt_stat(&b, TCP_NLA_DSACK_DUPS), Some(3));
         assert_eq!(total_retrans(&b[..8]), None);
         // A crafted length is an absence, not a panic.
         let mut bad = b.clone();
@@ -248,6 +259,7 @@ mod tests {
         assert!(acks.iter().all(|a| a.at_realtime_ns >= before && a.at_realtime_ns <= after), "{acks:?}");
         if stats {
             assert_eq!(acks[1].total_retrans, Some(0), "{acks:?}");
+            assert_eq!(acks[1].dsack_dups, Some(0), "{acks:?}");
         }
         // Nothing left: a drain finds an empty queue.
         assert_eq!(drain(s.as_raw_fd(), |_| panic!("a report twice")).unwrap(), 0);

@@ -94,11 +94,15 @@ pub mod id {
 /// it when the reply (or a segment before it) was retransmitted, when the
 /// ACK came [`LATE_ACK_NS`] or more after the reply, or when it never came
 /// in time (then at least the deadline the record was held for). A prompt
-/// or merely delayed ACK says nothing about the reply's latency: 0.
+/// or merely delayed ACK says nothing about the reply's latency: 0. Nor
+/// does one whose retransmission was spurious: the peer had the reply, and
+/// only its ACK was late.
 pub fn reply_delay(s: &Sample) -> u64 {
     let f = u32::from(s.cause);
     let ack = s.ack_ns();
-    if f & cause::ACK_LATE != 0 {
+    if f & cause::REPLY_SPURIOUS != 0 {
+        0
+    } else if f & cause::ACK_LATE != 0 {
         ack.max(super::tracer::ACK_DEADLINE_NS)
     } else if f & cause::REPLY_RETX != 0 || ack >= LATE_ACK_NS {
         ack
@@ -469,6 +473,28 @@ pub struct Report {
     /// loop stalls ("preempted by COMM", ..., "unexplained"), by count.
     pub offcpu_traced: bool,
     pub stalls: BTreeMap<String, usize>,
+    /// Replies whose retransmission was spurious: a late peer ACK (our
+    /// timer fired too early), not delay the client saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spurious: Option<Spurious>,
+}
+
+/// Replies retransmitted for nothing: the peer had them, and its ACK
+/// came late. Their ACK stage is left out of the client's latency.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spurious {
+    pub replies: usize,
+    /// Their ACK stage (reply sent to ACK), p50 and max.
+    pub ack_p50_us: f64,
+    pub ack_max_us: f64,
+}
+
+fn spurious(msgs: &[Sample]) -> Option<Spurious> {
+    let mut acks: Vec<u64> =
+        msgs.iter().filter(|s| u32::from(s.cause) & cause::REPLY_SPURIOUS != 0).map(Sample::ack_ns).collect();
+    acks.sort_unstable();
+    let max = *acks.last()?;
+    Some(Spurious { replies: acks.len(), ack_p50_us: us(pct(&acks, 0.5)), ack_max_us: us(max) })
 }
 
 fn us(ns: u64) -> f64 {
@@ -598,6 +624,7 @@ pub fn analyse(samples: &[Sample], dropped: u64, opts: Options) -> Report {
             c
         },
         top_cause,
+        spurious: spurious(&msgs),
         causes,
         delayed,
         acked: tail.iter().filter(|&&i| msgs[i].t_acked != 0).count(),

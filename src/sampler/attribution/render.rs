@@ -100,6 +100,14 @@ impl Report {
                  not load: its log says why), so what took the core is not named"
             );
         }
+        if let Some(sp) = &self.spurious {
+            let _ = writeln!(
+                o,
+                "late_peer_ack: {} replies retransmitted for nothing (the peer had them; its ACK came {} us after, \
+                 at most {} us, and our timer fired first); not counted in the latency above",
+                sp.replies, sp.ack_p50_us, sp.ack_max_us
+            );
+        }
         if let Some(i) = &self.injected {
             let by: Vec<String> = i.causes.iter().map(|(c, n)| format!("{c} {n}")).collect();
             let _ = writeln!(o, "injected: {} tail messages touched by --inject, named: {}", i.tail, by.join(", "));

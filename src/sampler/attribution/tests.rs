@@ -99,6 +99,17 @@ fn a_reply_that_waited_for_a_retransmission_or_a_late_ack_is_named_by_it() {
     let s = acked(30_000 * US, cause::REPLY_RETX);
     assert_eq!((reply_delay(&s), cause_of(&s)), (30_000 * US, "reply_retransmitted"));
     assert_eq!(classify(&s, 20 * US, &[]).1, ACK_STAGE);
+    // The same again, but the copy was spurious (the peer had the reply):
+    // the client waited for nothing; the report counts a late peer ACK.
+    let s = acked(30_000 * US, cause::REPLY_RETX | cause::REPLY_SPURIOUS);
+    assert_eq!((reply_delay(&s), seen_ns(&s), cause_of(&s)), (0, s.latency_ns(), "none"));
+    let calm = acked(100 * US, 0);
+    let r = analyse(&[s, calm, s], 0, Options { threshold_ns: Some(1_000 * US), ..Options::default() });
+    assert_eq!(r.tail, 0);
+    let sp = r.spurious.expect("spurious replies counted");
+    assert_eq!((sp.replies, sp.ack_max_us), (2, us(s.ack_ns())));
+    assert!(r.render().contains("late_peer_ack: 2 replies retransmitted for nothing"), "{}", r.render());
+    assert!(analyse(&[calm], 0, Options::default()).spurious.is_none());
     // 300 ms without a retransmission: longer than any delayed ACK.
     assert_eq!(cause_of(&acked(300_000 * US, 0)), "late_peer_ack");
     // No ACK by the deadline: late, by at least the deadline.

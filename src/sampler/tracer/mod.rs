@@ -33,7 +33,10 @@
 //! message, two per batch, one or two per iteration; when it is off, none.
 //! Nothing here allocates after start-up, blocks or formats.
 
+mod held;
 mod stats;
+use held::HeldPool;
+pub use held::{ACK_DEADLINE_NS, HELD_CAP, VERDICT_CAP, VERDICT_NS};
 pub use stats::TracerStats;
 
 use super::inject::{InjectConfig, Injector};
@@ -47,131 +50,6 @@ pub use crate::transport::RxTrace;
 /// Messages buffered per iteration until their TX completes; beyond this a
 /// message is recorded without `t_tx_done`.
 const PENDING_CAP: usize = 1024;
-
-/// Records held for their reply's ACK, at most. A record that finds no
-/// free slot is recorded at once, without its ACK (`ack_untracked`).
-pub const HELD_CAP: usize = 4096;
-
-/// The longest a record is held for its reply's ACK; then it is recorded
-/// with [`cause::ACK_LATE`]. Longer than a kernel peer's first RTO
-/// retransmission (200 ms at least) plus its delayed ACK (200 ms at most).
-pub const ACK_DEADLINE_NS: u64 = 1_000_000_000;
-
-const NIL: u32 = u32::MAX;
-
-/// One held record's bookkeeping.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    /// The reply's end in the connection's output (bytes).
-    end: u64,
-    since: u64,
-    /// Next held record of the same connection (FIFO), or [`NIL`].
-    next: u32,
-    conn: u32,
-    live: bool,
-}
-
-/// Records waiting for their reply's ACK: a ring of slots, allocated in
-/// order and freed in any order (an ACK completes a connection's oldest
-/// records), with one FIFO list per connection. The oldest live slot is
-/// always the head of its connection's list, so the deadline only ever
-/// looks at the ring's tail.
-struct HeldPool {
-    records: Vec<Sample>,
-    meta: Vec<Held>,
-    /// Slots ever allocated, and the oldest that may still be live.
-    head: u64,
-    tail: u64,
-    live: usize,
-    /// Per connection id: (first, last) slot of its list.
-    lists: Vec<(u32, u32)>,
-    /// (connection, watch on/off) for the transport.
-    watch: Vec<(u32, bool)>,
-    /// [`ACK_DEADLINE_NS`] (shorter in tests).
-    deadline: u64,
-}
-
-impl HeldPool {
-    fn new() -> HeldPool {
-        HeldPool {
-            records: vec![Sample::default(); HELD_CAP],
-            meta: vec![Held { end: 0, since: 0, next: NIL, conn: 0, live: false }; HELD_CAP],
-            head: 0,
-            tail: 0,
-            live: 0,
-            lists: vec![(NIL, NIL); 1024],
-            watch: Vec::with_capacity(1024),
-            deadline: ACK_DEADLINE_NS,
-        }
-    }
-
-    /// Hold `s` until `end` bytes of its connection are acknowledged;
-    /// false if no slot is free.
-    fn hold(&mut self, s: &Sample, end: u64, now: u64) -> bool {
-        let i = (self.head % HELD_CAP as u64) as usize;
-        if self.meta[i].live {
-            return false;
-        }
-        let c = s.conn as usize;
-        if c >= self.lists.len() {
-            // A connection id beyond any seen: grows with the server's own
-            // connection table, not per message.
-            self.lists.resize(c + 1, (NIL, NIL));
-        }
-        self.records[i] = *s;
-        self.meta[i] = Held { end, since: now, next: NIL, conn: s.conn, live: true };
-        let (first, last) = self.lists[c];
-        if first == NIL {
-            self.lists[c] = (i as u32, i as u32);
-            self.watch.push((s.conn, true));
-        } else {
-            self.meta[last as usize].next = i as u32;
-            self.lists[c].1 = i as u32;
-        }
-        self.head += 1;
-        self.live += 1;
-        true
-    }
-
-    /// Take the oldest held record of `conn` (its list's head), if any and
-    /// if `take` says so.
-    fn pop_front(&mut self, conn: u32, take: impl Fn(&Held) -> bool) -> Option<Sample> {
-        let c = conn as usize;
-        let (first, _) = *self.lists.get(c)?;
-        if first == NIL || !take(&self.meta[first as usize]) {
-            return None;
-        }
-        let m = &mut self.meta[first as usize];
-        m.live = false;
-        let next = m.next;
-        self.live -= 1;
-        if next == NIL {
-            self.lists[c] = (NIL, NIL);
-            self.watch.push((conn, false));
-        } else {
-            self.lists[c].0 = next;
-        }
-        Some(self.records[first as usize])
-    }
-
-    /// The oldest live record, if it was held since before `before`.
-    fn pop_expired(&mut self, before: u64) -> Option<Sample> {
-        while self.tail < self.head {
-            let i = (self.tail % HELD_CAP as u64) as usize;
-            let m = self.meta[i];
-            if !m.live {
-                self.tail += 1;
-                continue;
-            }
-            if m.since >= before {
-                return None;
-            }
-            self.tail += 1;
-            return self.pop_front(m.conn, |h| h.since < before);
-        }
-        None
-    }
-}
 
 /// Known work (poll, service outside handlers, flush) excuses at most this
 /// much loop time per message handled in the iteration, plus one: a
@@ -333,18 +211,34 @@ impl Tracer {
         }
     }
 
-    /// ACKs the transport saw: complete the held records they cover.
+    /// ACKs the transport saw: complete the held records they cover. A
+    /// record whose ACK waited for a retransmission awaits, for up to
+    /// [`VERDICT_NS`], word that the retransmission was spurious
+    /// ([`cause::REPLY_SPURIOUS`]: the peer had the reply).
     pub fn on_acks(&mut self, acks: &[AckEvent]) {
         let Some(h) = self.held.as_mut() else { return };
         let mut pushed = false;
         for a in acks {
             let conn = a.conn.0 as u32;
+            if a.spurious {
+                while let Some(mut s) = h.take_verdict(|s, _| s.conn == conn) {
+                    s.cause |= cause::REPLY_SPURIOUS as u16;
+                    self.stats.spurious += 1;
+                    pushed |= push(&mut self.producer, &s);
+                }
+            }
             while let Some(mut s) = h.pop_front(conn, |m| m.end <= a.acked) {
                 s.t_acked = a.at_ns;
+                self.stats.acked += 1;
                 if a.retransmitted {
                     s.cause |= cause::REPLY_RETX as u16;
+                    if a.spurious {
+                        s.cause |= cause::REPLY_SPURIOUS as u16;
+                        self.stats.spurious += 1;
+                    } else if h.await_verdict(&s, a.at_ns.saturating_add(VERDICT_NS)) {
+                        continue;
+                    }
                 }
-                self.stats.acked += 1;
                 pushed |= push(&mut self.producer, &s);
             }
         }
@@ -355,6 +249,9 @@ impl Tracer {
     pub fn conn_closed(&mut self, conn: u32) {
         let Some(h) = self.held.as_mut() else { return };
         let mut pushed = false;
+        while let Some(s) = h.take_verdict(|s, _| s.conn == conn) {
+            pushed |= push(&mut self.producer, &s);
+        }
         while let Some(s) = h.pop_front(conn, |_| true) {
             pushed |= push(&mut self.producer, &s);
         }
@@ -362,10 +259,14 @@ impl Tracer {
     }
 
     /// Record what was held past [`ACK_DEADLINE_NS`] at `now`, flagged
-    /// [`cause::ACK_LATE`]. Returns whether anything was pushed.
+    /// [`cause::ACK_LATE`], and what awaited a verdict past its time, as
+    /// retransmitted. Returns whether anything was pushed.
     fn expire(&mut self, now: u64) -> bool {
         let Some(h) = self.held.as_mut() else { return false };
         let mut pushed = false;
+        while let Some(s) = h.take_verdict(|_, until| until <= now) {
+            pushed |= push(&mut self.producer, &s);
+        }
         let before = now.saturating_sub(h.deadline);
         while let Some(mut s) = h.pop_expired(before) {
             s.cause |= cause::ACK_LATE as u16;
@@ -596,7 +497,7 @@ impl Tracer {
         // when nothing is injected after it.
         let mut after = 0;
         self.iter_known += flush.1.saturating_sub(flush.0);
-        if !self.pending.is_empty() || self.held.as_ref().is_some_and(|h| h.live > 0) {
+        if !self.pending.is_empty() || self.held.as_ref().is_some_and(|h| h.busy()) {
             let t0 = if flush.1 != 0 { flush.1 } else { self.now() };
             let mut pushed = self.expire(t0);
             for (s, &end) in self.pending.iter_mut().zip(&self.pending_end) {

@@ -25,6 +25,8 @@ pub struct TracerStats {
     pub ack_late: u64,
     /// Records pushed without their ACK: the held pool was full.
     pub ack_untracked: u64,
+    /// Records whose reply's retransmission was found spurious.
+    pub spurious: u64,
     /// Records held for an ACK now.
     pub ack_held: u64,
 }

@@ -130,7 +130,15 @@ fn watches(t: &mut Tracer) -> Vec<(u32, bool)> {
 }
 
 fn ack(conn: u32, acked: u64, at_ns: u64, retransmitted: bool) -> AckEvent {
-    AckEvent { conn: crate::transport::ConnId(conn as usize), acked, at_ns, retransmitted }
+    AckEvent { conn: crate::transport::ConnId(conn as usize), acked, at_ns, retransmitted, spurious: false }
+}
+
+fn spurious(conn: u32, acked: u64, at_ns: u64, retransmitted: bool) -> AckEvent {
+    AckEvent { spurious: true, ..ack(conn, acked, at_ns, retransmitted) }
+}
+
+fn flags(s: &Sample) -> u32 {
+    u32::from(s.cause) & (cause::REPLY_RETX | cause::REPLY_SPURIOUS)
 }
 
 #[test]
@@ -156,14 +164,48 @@ fn a_reply_is_held_until_the_ack_that_covers_its_last_byte() {
     // Another connection's ACK completes nothing here.
     t.on_acks(&[ack(6, 1_000, at + 2, true)]);
     assert!(c.pop().is_none());
-    // The second waited for a retransmission.
+    // The second waited for a retransmission: it awaits the verdict on
+    // it, its connection still watched, and goes when the transport says
+    // the retransmission was spurious (a D-SACK after the ACK).
     t.on_acks(&[ack(5, 400, at + 3, true)]);
+    assert!(c.pop().is_none(), "a retransmitted reply went before its verdict");
+    assert_eq!(watches(&mut t), vec![]);
+    t.on_acks(&[spurious(5, 400, at + 4, false)]);
     let s = c.pop().expect("acked record");
-    assert_eq!((s.trace_id, s.t_acked), (2, at + 3));
-    assert_ne!(u32::from(s.cause) & cause::REPLY_RETX, 0);
+    assert_eq!((s.trace_id, s.t_acked, flags(&s)), (2, at + 3, cause::REPLY_RETX | cause::REPLY_SPURIOUS));
     assert_eq!(watches(&mut t), vec![(5, false)]);
     let st = t.stats();
-    assert_eq!((st.acked, st.ack_held, st.ack_late), (2, 0, 0));
+    assert_eq!((st.acked, st.ack_held, st.ack_late, st.spurious), (2, 0, 0, 1));
+}
+
+#[test]
+fn a_retransmitted_reply_without_word_of_a_spurious_copy_goes_as_retransmitted() {
+    let (mut t, mut c) = tracer(SamplingConfig::default(), InjectConfig::default());
+    t.set_ack_tracking(true);
+    replied(&mut t, 1, 7, 100);
+    replied(&mut t, 2, 8, 100);
+    replied(&mut t, 3, 9, 100);
+    assert_eq!(watches(&mut t), vec![(7, true), (8, true), (9, true)]);
+    let now = clock::mono_ns();
+    // 7: its ACK came long enough ago that the verdict's time is over.
+    // 8: the D-SACK came with the ACK itself. 9: still within its time.
+    t.on_acks(&[ack(7, 100, now - VERDICT_NS - 1, true), spurious(8, 100, now, true), ack(9, 100, now, true)]);
+    let s = c.pop().expect("spurious with its ACK");
+    assert_eq!((s.trace_id, flags(&s)), (2, cause::REPLY_RETX | cause::REPLY_SPURIOUS));
+    assert!(c.pop().is_none());
+    assert_eq!(watches(&mut t), vec![(8, false)]);
+    // The next iteration records 7 as retransmitted; 9 waits on.
+    replied(&mut t, 4, 10, 0);
+    let got: Vec<(u64, u32)> = std::iter::from_fn(|| c.pop()).map(|s| (s.trace_id, flags(&s))).collect();
+    assert_eq!(got, vec![(1, cause::REPLY_RETX), (4, 0)]);
+    assert_eq!(watches(&mut t), vec![(7, false)]);
+    // Word for another connection leaves 9 waiting; its close records it.
+    t.on_acks(&[spurious(7, 100, now, false)]);
+    assert!(c.pop().is_none());
+    t.conn_closed(9);
+    assert_eq!(c.pop().map(|s| (s.trace_id, flags(&s))), Some((3, cause::REPLY_RETX)));
+    assert_eq!(watches(&mut t), vec![(9, false)]);
+    assert_eq!(t.stats().spurious, 1);
 }
 
 #[test]

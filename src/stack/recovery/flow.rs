@@ -92,6 +92,8 @@ pub(super) struct Flow {
     pub(super) last_active: u64,
     /// Data segments sent again on this flow (smoltcp's and ours).
     pub(super) retransmissions: u32,
+    /// Of those, found unnecessary (the peer had the original).
+    pub(super) spurious: u32,
 }
 
 impl Flow {
@@ -125,6 +127,7 @@ impl Flow {
             last_retx: None,
             last_active: now,
             retransmissions: 0,
+            spurious: 0,
         }
     }
 

@@ -207,6 +207,17 @@ impl Recovery {
         self.index.get(&key).map_or(0, |&i| self.flows[i].retransmissions)
     }
 
+    /// Retransmissions on flow `key` found spurious so far.
+    pub fn spurious(&self, key: u64) -> u32 {
+        self.index.get(&key).map_or(0, |&i| self.flows[i].spurious)
+    }
+
+    /// Retransmissions found spurious on every flow: when it has not moved,
+    /// no flow's [`Recovery::spurious`] has.
+    pub fn spurious_total(&self) -> u64 {
+        self.stats.spurious
+    }
+
     /// What recovery knows of flow `key` (None: not tracked).
     pub fn estimate(&self, key: u64) -> Option<Estimate> {
         let f = &self.flows[*self.index.get(&key)?];
