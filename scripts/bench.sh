@@ -48,7 +48,12 @@
 #                               tail messages from 1 ms whose time overlaps one of its bursts),
 #                               page-faults (--inject page-faults:50:2000: every 50th handler faults 2000
 #                               fresh pages in; right when the report names "page fault" for at least
-#                               95 % of the messages it touched),
+#                               95 % of the messages it touched), softirq (bursts of 250 UDP
+#                               datagrams every 30 ms into namespaces of its own, tg_sq_a/b, whose
+#                               receive path RPS steers to core 1 and 1,000 nftables rules slow there,
+#                               scripts/lib/softirq.py: right when the report names "softirq NET_RX"
+#                               or "preempted by ksoftirqd/1" for at least 95 % of the tail from 1 ms
+#                               overlapping a burst),
 #                               and on the three-namespace lab with serve --upstream: upstream-slow
 #                               (tailgate exchange --inject slow:50:20000), upstream-loss (xdp only:
 #                               the bridge drops every 40th data segment from the exchange; judged
@@ -160,6 +165,7 @@ cleanup() {
   [[ -n $TCPDUMP_PID ]] && kill -INT "$TCPDUMP_PID" 2>/dev/null && wait "$TCPDUMP_PID" 2>/dev/null
   [[ -f $OUT/tune.state ]] && "${TUNE[@]}" --revert >/dev/null
   scripts/lab.sh down >/dev/null || true
+  softirq_down
   rm -rf "$OUT"
   exit "$rc"
 }
