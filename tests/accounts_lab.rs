@@ -161,9 +161,18 @@ fn kill_run(attempt: u32) -> bool {
     }
     let mut last = 0;
     for id in &swept {
-        let done = recs
-            .iter()
-            .filter(|r| r["kind"] == "exchange" && key(r) == *id)
+        let answers = || recs.iter().filter(|r| r["kind"] == "exchange" && key(r) == *id);
+        // Filled in full before the kill, the fill still in the gateway's
+        // queue when the loop swept: the exchange had nothing to cancel.
+        let ordered = recs.iter().find(|r| r["kind"] == "order" && key(r) == *id).and_then(|r| r["qty"].as_u64());
+        let filled: u64 = answers()
+            .filter(|r| r["exchange"] == "E" && r["ts_ns"].as_u64().unwrap() < t_kill)
+            .filter_map(|r| r["qty"].as_u64())
+            .sum();
+        if ordered.is_some_and(|q| filled >= q) {
+            continue;
+        }
+        let done = answers()
             .filter(|r| r["ts_ns"].as_u64().unwrap() >= t_kill && ["C", "E"].contains(&r["exchange"].as_str().unwrap()))
             .map(|r| r["ts_ns"].as_u64().unwrap())
             .min()
