@@ -163,6 +163,8 @@ cleanup() {
   [[ -n $SERVER_PID ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   [[ -n $EXCHANGE_PID ]] && kill -TERM "$EXCHANGE_PID" 2>/dev/null && wait "$EXCHANGE_PID" 2>/dev/null
   [[ -n $TCPDUMP_PID ]] && kill -INT "$TCPDUMP_PID" 2>/dev/null && wait "$TCPDUMP_PID" 2>/dev/null
+  # The attribution mode's competing process or softirq load.
+  [[ -n ${HOG_PID:-} ]] && kill "$HOG_PID" 2>/dev/null && wait "$HOG_PID" 2>/dev/null
   [[ -f $OUT/tune.state ]] && "${TUNE[@]}" --revert >/dev/null
   scripts/lab.sh down >/dev/null || true
   softirq_down

@@ -258,7 +258,10 @@ impl KernelTransport {
             let retransmitted = stats && a.total_retrans.is_some_and(|r| r != seen.retrans);
             // A D-SACK the peer sent by the time of this report: one of our
             // copies was a duplicate, the original had reached it.
-            let spurious = stats && a.dsack_dups.is_some_and(|d| d != seen.dsack);
+            let spurious = match a.dsack_dups {
+                Some(d) if stats => d.wrapping_sub(seen.dsack),
+                _ => 0,
+            };
             waited += u64::from(retransmitted);
             seen.retrans = a.total_retrans.unwrap_or(seen.retrans);
             seen.dsack = a.dsack_dups.unwrap_or(seen.dsack);

@@ -177,8 +177,8 @@ const COUNTERS: &[(&str, &str, &str, &[&str])] = &[
     ),
     (
         "tailgate_sampler_acks",
-        "Sampled replies held for their ACK: acked, ack_late (no ACK by the deadline), ack_untracked (held pool full), \
-         spurious (acked after a retransmission the peer did not need)",
+        "Sampled replies held for their ACK, one outcome each: acked, spurious (acked after a retransmission the peer \
+         did not need), ack_late (no ACK by the deadline), ack_untracked (held pool full)",
         "outcome",
         &["acked", "ack_late", "ack_untracked", "spurious"],
     ),

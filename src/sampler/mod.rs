@@ -61,8 +61,9 @@ pub mod cause {
     pub const ACK_LATE: u32 = 1 << 10;
     /// The reply's retransmission was spurious: the peer reported our copy
     /// as a duplicate (D-SACK), or acknowledged the original before the
-    /// copy left. The peer had the reply in time; only its ACK was late,
-    /// and our retransmission timer fired too early.
+    /// copy left. The peer had the reply before our copy reached it (or the
+    /// network reordered the two); its ACK was late, and our retransmission
+    /// timer fired too early.
     pub const REPLY_SPURIOUS: u32 = 1 << 11;
 
     /// Names, in bit order, for reports.

@@ -350,8 +350,8 @@ impl<D: Link> Transport for Stack<D> {
             let queued = self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).send_queue() as u64;
             let acked = c.ack.sent.saturating_sub(queued);
             let spurious_now = if any_spurious { self.rec.spurious(c.flow) } else { c.ack.spurious };
-            let spurious = spurious_now != c.ack.spurious;
-            if acked <= c.ack.acked && !spurious {
+            let spurious = spurious_now.wrapping_sub(c.ack.spurious);
+            if acked <= c.ack.acked && spurious == 0 {
                 continue;
             }
             c.ack.spurious = spurious_now;

@@ -47,7 +47,7 @@ pub struct Ack {
     /// The connection's retransmissions so far (with `OPT_STATS`).
     pub total_retrans: Option<u32>,
     /// D-SACK blocks the connection received so far: duplicates the peer
-    /// reported, each a copy it did not need (with `OPT_STATS`, Linux 5.2).
+    /// reported, each a copy it did not need (with `OPT_STATS`, Linux 4.19).
     pub dsack_dups: Option<u32>,
 }
 

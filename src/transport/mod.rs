@@ -169,12 +169,12 @@ pub struct AckEvent {
     /// The connection retransmitted since its previous event (or since the
     /// watch began): the ACK waited for a retransmission.
     pub retransmitted: bool,
-    /// A retransmission of the connection was found spurious since its
-    /// previous event (the peer reported the copy as a duplicate, D-SACK,
-    /// or the ACK for the original came before the copy left): the peer
-    /// had the data and only its ACK was late. May come with no new bytes
-    /// acknowledged, after the ACK it concerns.
-    pub spurious: bool,
+    /// Retransmissions of the connection found spurious since its previous
+    /// event (the peer reported the copy as a duplicate, D-SACK, or the ACK
+    /// for the original came before the copy left): the peer had the data
+    /// and only its ACK was late. May come with no new bytes acknowledged,
+    /// after the ACK it concerns.
+    pub spurious: u32,
 }
 
 /// What a counter counts, which decides its metric family.

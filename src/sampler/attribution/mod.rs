@@ -95,16 +95,14 @@ pub mod id {
 /// ACK came [`LATE_ACK_NS`] or more after the reply, or when it never came
 /// in time (then at least the deadline the record was held for). A prompt
 /// or merely delayed ACK says nothing about the reply's latency: 0. Nor
-/// does one whose retransmission was spurious: the peer had the reply, and
-/// only its ACK was late.
+/// does one (short of [`LATE_ACK_NS`]) whose retransmission was spurious:
+/// the peer had the reply before our copy, and only its ACK was late.
 pub fn reply_delay(s: &Sample) -> u64 {
     let f = u32::from(s.cause);
     let ack = s.ack_ns();
-    if f & cause::REPLY_SPURIOUS != 0 {
-        0
-    } else if f & cause::ACK_LATE != 0 {
+    if f & cause::ACK_LATE != 0 {
         ack.max(super::tracer::ACK_DEADLINE_NS)
-    } else if f & cause::REPLY_RETX != 0 || ack >= LATE_ACK_NS {
+    } else if ack >= LATE_ACK_NS || (f & cause::REPLY_RETX != 0 && f & cause::REPLY_SPURIOUS == 0) {
         ack
     } else {
         0

@@ -2,6 +2,8 @@
 //! retransmission, for a little longer: for word that the retransmission
 //! was spurious (the peer had the reply; only its ACK was late).
 
+use std::collections::VecDeque;
+
 use super::super::Sample;
 
 /// Records held for their reply's ACK, at most. A record that finds no
@@ -56,8 +58,8 @@ pub(super) struct HeldPool {
     /// [`ACK_DEADLINE_NS`] (shorter in tests).
     pub(super) deadline: u64,
     /// Acknowledged records awaiting the verdict on their retransmission,
-    /// each with the time it is recorded without one.
-    verdicts: Vec<(Sample, u64)>,
+    /// each with the time it is recorded without one, oldest first.
+    verdicts: VecDeque<(Sample, u64)>,
 }
 
 impl HeldPool {
@@ -69,9 +71,11 @@ impl HeldPool {
             tail: 0,
             live: 0,
             lists: vec![(NIL, NIL); 1024],
-            watch: Vec::with_capacity(1024),
+            // At most one request per hold and per release in an
+            // iteration: never grown on the loop.
+            watch: Vec::with_capacity(2 * (HELD_CAP + VERDICT_CAP)),
             deadline: ACK_DEADLINE_NS,
-            verdicts: Vec::with_capacity(VERDICT_CAP),
+            verdicts: VecDeque::with_capacity(VERDICT_CAP),
         }
     }
 
@@ -169,22 +173,39 @@ impl HeldPool {
                 self.watch.push((c, true));
             }
         }
-        self.verdicts.push((*s, until));
+        self.verdicts.push_back((*s, until));
         true
     }
 
-    /// Take a record awaiting its verdict that `pick` (given the record and
-    /// its time limit) chooses; its connection is unwatched when nothing
-    /// else of it waits.
+    /// Take the oldest record awaiting its verdict that `pick` (given the
+    /// record and its time limit) chooses; its connection is unwatched
+    /// when nothing else of it waits.
     pub(super) fn take_verdict(&mut self, pick: impl Fn(&Sample, u64) -> bool) -> Option<Sample> {
         if self.verdicts.is_empty() {
             return None;
         }
         let i = self.verdicts.iter().position(|(s, until)| pick(s, *until))?;
-        let (s, _) = self.verdicts.swap_remove(i);
-        if !self.awaits_verdict(s.conn) && self.lists.get(s.conn as usize).is_none_or(|l| l.0 == NIL) {
-            self.watch.push((s.conn, false));
-        }
+        let (s, _) = self.verdicts.remove(i)?;
+        self.released(s.conn);
         Some(s)
+    }
+
+    /// The oldest record awaiting its verdict, if its time is over at
+    /// `now` (records wait in the order of their ACKs, so only the front
+    /// is looked at).
+    pub(super) fn take_expired_verdict(&mut self, now: u64) -> Option<Sample> {
+        let &(_, until) = self.verdicts.front()?;
+        if until > now {
+            return None;
+        }
+        let (s, _) = self.verdicts.pop_front()?;
+        self.released(s.conn);
+        Some(s)
+    }
+
+    fn released(&mut self, conn: u32) {
+        if !self.awaits_verdict(conn) && self.lists.get(conn as usize).is_none_or(|l| l.0 == NIL) {
+            self.watch.push((conn, false));
+        }
     }
 }

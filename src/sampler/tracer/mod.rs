@@ -214,42 +214,57 @@ impl Tracer {
     /// ACKs the transport saw: complete the held records they cover. A
     /// record whose ACK waited for a retransmission awaits, for up to
     /// [`VERDICT_NS`], word that the retransmission was spurious
-    /// ([`cause::REPLY_SPURIOUS`]: the peer had the reply).
+    /// ([`cause::REPLY_SPURIOUS`]: the peer had the reply). Each spurious
+    /// copy the transport reports goes to one ACK's records: the oldest
+    /// still awaiting their verdict on the connection, else this ACK's.
     pub fn on_acks(&mut self, acks: &[AckEvent]) {
         let Some(h) = self.held.as_mut() else { return };
         let mut pushed = false;
         for a in acks {
             let conn = a.conn.0 as u32;
-            if a.spurious {
-                while let Some(mut s) = h.take_verdict(|s, _| s.conn == conn) {
+            let mut copies = a.spurious;
+            while copies > 0 {
+                // The oldest waiting ACK's records (one ACK: one time).
+                let Some(first) = h.take_verdict(|s, _| s.conn == conn) else { break };
+                copies -= 1;
+                let mut s = first;
+                loop {
                     s.cause |= cause::REPLY_SPURIOUS as u16;
                     self.stats.spurious += 1;
                     pushed |= push(&mut self.producer, &s);
+                    match h.take_verdict(|v, _| v.conn == conn && v.t_acked == first.t_acked) {
+                        Some(next) => s = next,
+                        None => break,
+                    }
                 }
             }
             while let Some(mut s) = h.pop_front(conn, |m| m.end <= a.acked) {
                 s.t_acked = a.at_ns;
-                self.stats.acked += 1;
                 if a.retransmitted {
                     s.cause |= cause::REPLY_RETX as u16;
-                    if a.spurious {
+                    if copies > 0 {
                         s.cause |= cause::REPLY_SPURIOUS as u16;
                         self.stats.spurious += 1;
+                        pushed |= push(&mut self.producer, &s);
+                        continue;
                     } else if h.await_verdict(&s, a.at_ns.saturating_add(VERDICT_NS)) {
                         continue;
                     }
                 }
+                self.stats.acked += 1;
                 pushed |= push(&mut self.producer, &s);
             }
         }
         publish(&mut self.producer, pushed);
     }
 
-    /// `conn` is closing: record what it still held, without an ACK.
+    /// `conn` is closing: record what it still held, without an ACK (and
+    /// what awaited a verdict, as retransmitted).
     pub fn conn_closed(&mut self, conn: u32) {
         let Some(h) = self.held.as_mut() else { return };
         let mut pushed = false;
         while let Some(s) = h.take_verdict(|s, _| s.conn == conn) {
+            self.stats.acked += 1;
             pushed |= push(&mut self.producer, &s);
         }
         while let Some(s) = h.pop_front(conn, |_| true) {
@@ -264,7 +279,8 @@ impl Tracer {
     fn expire(&mut self, now: u64) -> bool {
         let Some(h) = self.held.as_mut() else { return false };
         let mut pushed = false;
-        while let Some(s) = h.take_verdict(|_, until| until <= now) {
+        while let Some(s) = h.take_expired_verdict(now) {
+            self.stats.acked += 1;
             pushed |= push(&mut self.producer, &s);
         }
         let before = now.saturating_sub(h.deadline);

@@ -19,13 +19,14 @@ pub struct TracerStats {
     pub injected_stalls: u64,
     pub injected_slow_handlers: u64,
     pub injected_fault_storms: u64,
-    /// Records completed by their reply's ACK.
+    /// Records completed by their reply's ACK (not counting `spurious`).
     pub acked: u64,
     /// Records whose reply's ACK had not come by [`super::ACK_DEADLINE_NS`].
     pub ack_late: u64,
     /// Records pushed without their ACK: the held pool was full.
     pub ack_untracked: u64,
-    /// Records whose reply's retransmission was found spurious.
+    /// Records completed by their reply's ACK after a retransmission found
+    /// spurious.
     pub spurious: u64,
     /// Records held for an ACK now.
     pub ack_held: u64,

@@ -130,11 +130,11 @@ fn watches(t: &mut Tracer) -> Vec<(u32, bool)> {
 }
 
 fn ack(conn: u32, acked: u64, at_ns: u64, retransmitted: bool) -> AckEvent {
-    AckEvent { conn: crate::transport::ConnId(conn as usize), acked, at_ns, retransmitted, spurious: false }
+    AckEvent { conn: crate::transport::ConnId(conn as usize), acked, at_ns, retransmitted, spurious: 0 }
 }
 
 fn spurious(conn: u32, acked: u64, at_ns: u64, retransmitted: bool) -> AckEvent {
-    AckEvent { spurious: true, ..ack(conn, acked, at_ns, retransmitted) }
+    AckEvent { spurious: 1, ..ack(conn, acked, at_ns, retransmitted) }
 }
 
 fn flags(s: &Sample) -> u32 {
@@ -175,7 +175,7 @@ fn a_reply_is_held_until_the_ack_that_covers_its_last_byte() {
     assert_eq!((s.trace_id, s.t_acked, flags(&s)), (2, at + 3, cause::REPLY_RETX | cause::REPLY_SPURIOUS));
     assert_eq!(watches(&mut t), vec![(5, false)]);
     let st = t.stats();
-    assert_eq!((st.acked, st.ack_held, st.ack_late, st.spurious), (2, 0, 0, 1));
+    assert_eq!((st.acked, st.ack_held, st.ack_late, st.spurious), (1, 0, 0, 1));
 }
 
 #[test]
@@ -206,6 +206,31 @@ fn a_retransmitted_reply_without_word_of_a_spurious_copy_goes_as_retransmitted()
     assert_eq!(c.pop().map(|s| (s.trace_id, flags(&s))), Some((3, cause::REPLY_RETX)));
     assert_eq!(watches(&mut t), vec![(9, false)]);
     assert_eq!(t.stats().spurious, 1);
+}
+
+#[test]
+fn each_spurious_copy_clears_one_acks_records_the_oldest_first() {
+    let (mut t, mut c) = tracer(SamplingConfig::default(), InjectConfig::default());
+    t.set_ack_tracking(true);
+    for (i, end) in [(1, 100), (2, 100), (3, 200), (4, 300)] {
+        replied(&mut t, i, 5, end);
+    }
+    let now = clock::mono_ns();
+    // Two ACKs after retransmissions: 1 and 2 (one ACK), then 3.
+    t.on_acks(&[ack(5, 100, now, true), ack(5, 200, now + 1, true)]);
+    assert!(c.pop().is_none());
+    // One spurious copy, coming with the ACK of 4 (itself retransmitted):
+    // it clears the oldest ACK's records, 1 and 2; 3 and 4 wait on.
+    t.on_acks(&[spurious(5, 300, now + 2, true)]);
+    let got: Vec<(u64, u32)> = std::iter::from_fn(|| c.pop()).map(|s| (s.trace_id, flags(&s))).collect();
+    let both = cause::REPLY_RETX | cause::REPLY_SPURIOUS;
+    assert_eq!(got, vec![(1, both), (2, both)]);
+    // Two more copies: 3's, then 4's; a third finds nothing.
+    t.on_acks(&[AckEvent { spurious: 3, ..ack(5, 300, now + 3, false) }]);
+    let got: Vec<(u64, u32)> = std::iter::from_fn(|| c.pop()).map(|s| (s.trace_id, flags(&s))).collect();
+    assert_eq!(got, vec![(3, both), (4, both)]);
+    assert_eq!((t.stats().spurious, t.stats().acked), (4, 0));
+    assert_eq!(watches(&mut t), vec![(5, true), (5, false)]);
 }
 
 #[test]

@@ -58,7 +58,7 @@ impl Recovery {
                     // The ACK arrived before the copy left: it answers the
                     // original, and the copy was not needed.
                     self.stats.spurious += 1;
-                    self.flows[i].spurious += 1;
+                    self.flows[i].spurious = self.flows[i].spurious.wrapping_add(1);
                     self.learn(i, sl.seq, sl.end);
                 }
                 if unambiguous(&sl) {
@@ -168,7 +168,7 @@ impl Recovery {
         let within = self.flows[i].last_retx.is_some_and(|x| seq_le(x.seq, l) && seq_le(r, x.end));
         if within && self.learn(i, l, r) {
             self.stats.spurious += 1;
-            self.flows[i].spurious += 1;
+            self.flows[i].spurious = self.flows[i].spurious.wrapping_add(1);
         }
     }
 
