@@ -86,27 +86,24 @@ impl Slot {
 #[derive(Debug)]
 pub struct Gate {
     slots: Box<[Slot]>,
-    /// The hash's key: odd, random per process, so that nobody outside can
-    /// pick sources that share a probe.
-    mult: u64,
-    salt: u64,
+    /// The hash's key (SipHash, keyed from the OS's randomness per
+    /// process), so that nobody outside can pick sources that share a
+    /// probe; a keyed multiply alone spread some keys' runs of consecutive
+    /// sources over a few home slots.
+    keys: std::collections::hash_map::RandomState,
 }
 
 impl Gate {
     pub fn new() -> Gate {
-        use std::hash::{BuildHasher, Hasher};
-        // A secret per process: the OS's randomness through std's RandomState.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0x7461_696c_6761_7465);
-        let mult = h.finish() | 1;
-        h.write_u64(mult);
-        let salt = h.finish();
-        Gate { slots: (0..SLOTS).map(|_| Slot::default()).collect(), mult, salt }
+        Gate {
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            keys: std::collections::hash_map::RandomState::new(),
+        }
     }
 
     fn home(&self, tag: u64, key: u64) -> usize {
-        let h = (key ^ self.salt ^ (tag << 62)).wrapping_mul(self.mult);
-        (h >> (64 - SLOTS.trailing_zeros())) as usize
+        use std::hash::BuildHasher;
+        (self.keys.hash_one((tag, key)) >> (64 - SLOTS.trailing_zeros())) as usize
     }
 
     /// Refuse `source` until `until_ns` (monotonic). The writer's side: call
