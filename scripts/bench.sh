@@ -88,6 +88,11 @@
 #                               of FLOOD_SYNS [5000] spoofed SYNs with a legitimate client
 #                               connecting half-way (its connect and echo times, and its SYN
 #                               retransmissions)
+#   scripts/bench.sh idle       what an idle connection costs, kernel and xdp (serve --app echo
+#                               --max-conns N+100): scripts/lib/idle.py in tg_cli opens and holds each
+#                               count of IDLE_CONNS [1000 10000] connections (IDLE_TOUCH=1: one byte
+#                               echoed on each first); the gateway's VmRSS before and after, and the
+#                               host's TCP socket memory (/proc/net/sockstat mem) moved
 #   scripts/bench.sh tuning     sockperf ping-pong (64 bytes) against serve --backend xdp --app
 #                               sockperf --spin --core 1 in four host states: default (the
 #                               gateway holds /dev/cpu_dma_latency at 0), tuned (after
@@ -128,6 +133,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 . scripts/lib/bench_exchange.sh
 . scripts/lib/bench_attribution.sh
+. scripts/lib/bench_idle.sh
 
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
@@ -425,6 +431,7 @@ NFT
     summary backend/case 1 "established-or-connected-ms echoed-or-served-ms SYN-retransmissions"
     ;;
   attribution) mode_attribution ;;
+  idle) mode_idle ;;
   queues)
     echo "| run | config | orders/s | p50 us | p99 us | p99.9 us | messages per loop | handoffs |"
     echo "|---|---|---|---|---|---|---|---|"

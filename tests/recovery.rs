@@ -87,6 +87,30 @@ fn a_loss_followed_by_more_data_is_repaired_by_sack_at_once() {
     assert!(l[2].0 - l[0].0 < est.timeout_ns, "{l:?} {est:?}");
 }
 
+/// One step of a scripted peer's server: poll, echo what each connection
+/// reads, flush, advance the clock a step. The last connection that had
+/// news, if any.
+fn echo_step(
+    clock: &tailgate::stack::sim::Clock,
+    stack: &mut Stack<MemLink>,
+    ev: &mut Vec<Event>,
+) -> Option<tailgate::transport::ConnId> {
+    let now = stack.poll(Some(Duration::ZERO), ev).unwrap();
+    let mut conn = None;
+    for e in ev.drain(..) {
+        if let Event::Accepted(id) | Event::Readable(id) = e {
+            conn = Some(id);
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stack.recv(id, &mut buf) {
+                stack.send(id, &buf[..n]).unwrap();
+            }
+        }
+    }
+    stack.flush(now);
+    clock.advance(STEP);
+    conn
+}
+
 #[test]
 fn delayed_acks_cause_no_retransmission_and_a_surprise_is_learned() {
     // The scripted peer holds its ACKs 5 ms (as Linux holds a lone ACK
@@ -122,21 +146,7 @@ fn delayed_acks_cause_no_retransmission_and_a_surprise_is_learned() {
         let (mut copies, mut ack_due, mut echoed) = (0, None, Vec::new());
         let end = clock.now() + 20_000_000;
         while clock.now() < end {
-            let now = stack.poll(Some(Duration::ZERO), &mut ev).unwrap();
-            for e in ev.drain(..) {
-                if let Event::Accepted(id) | Event::Readable(id) = e {
-                    conn = Some(id);
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = stack.recv(id, &mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        stack.send(id, &buf[..n]).unwrap();
-                    }
-                }
-            }
-            stack.flush(now);
-            clock.advance(STEP);
+            conn = echo_step(&clock, &mut stack, &mut ev).or(conn);
             for s in peer.recv() {
                 if s.payload.is_empty() {
                     continue;
@@ -217,19 +227,10 @@ fn a_copy_found_spurious_after_its_ack_is_reported_on_its_own() {
     let (mut conn, mut dsack_due, mut copies) = (None, None, 0);
     let end = clock.now() + 2_000_000_000;
     while clock.now() < end && reports.len() < 2 {
-        let now = stack.poll(Some(Duration::ZERO), &mut ev).unwrap();
-        for e in ev.drain(..) {
-            if let Event::Accepted(id) | Event::Readable(id) = e {
-                conn = Some(id);
-                stack.watch_acks(id, true);
-                let mut buf = [0u8; 64];
-                while let Ok(n @ 1..) = stack.recv(id, &mut buf) {
-                    stack.send(id, &buf[..n]).unwrap();
-                }
-            }
+        if let Some(id) = echo_step(&clock, &mut stack, &mut ev) {
+            conn = Some(id);
+            stack.watch_acks(id, true);
         }
-        stack.flush(now);
-        clock.advance(STEP);
         for s in peer.recv() {
             if s.payload.is_empty() {
                 continue;

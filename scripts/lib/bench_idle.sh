@@ -1,0 +1,51 @@
+# The idle mode of scripts/bench.sh, sourced by it: what an open connection with no traffic costs.
+# For each count of IDLE_CONNS and each backend, serve --app echo --max-conns N+100, then
+# scripts/lib/idle.py opens N connections from tg_cli (with IDLE_TOUCH=1, one byte echoed on each)
+# and holds them. Measured before and after: the gateway's VmRSS and the kernel's TCP socket memory
+# (/proc/net/sockstat "mem", pages, the whole host's: both ends' sockets, which idle hold none).
+
+mode_idle() {
+  local n backend rss0 rss1 mem0 mem1 touch=
+  [[ ${IDLE_TOUCH:-0} == 1 ]] && touch=--touch
+  rss() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
+  sockmem() { awk '/^TCP:/ {for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1)}' /proc/net/sockstat; }
+: >"$OUT/all"
+  echo "| run | backend | connections | RSS before KiB | RSS after KiB | per connection KiB | sockstat mem KiB | RSS + socket memory KiB |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for run in $(seq "$RUNS"); do
+    for n in ${IDLE_CONNS:-1000 10000}; do
+      for backend in $BACKENDS; do
+        lab_for "$backend"
+        EXTRA=(--max-conns $((n + 100)))
+        start_server "$backend" echo
+        rss0=$(rss) mem0=$(sockmem)
+        # The holder reads its stdin: a FIFO we keep open, closed to release it.
+        rm -f "$OUT/hold"
+        mkfifo "$OUT/hold"
+        ip netns exec tg_cli taskset -c 0 python3 scripts/lib/idle.py "$GW_IP" "$PORT" "$n" 120 $touch \
+          <"$OUT/hold" >"$OUT/idle.out" 2>&1 &
+        local holder=$!
+        exec {hold_fd}>"$OUT/hold"
+        for _ in $(seq 1200); do
+          grep -q '^ready' "$OUT/idle.out" 2>/dev/null && break
+          kill -0 "$holder" 2>/dev/null || break
+          sleep 0.1
+        done
+        grep -q '^ready' "$OUT/idle.out" || { cat "$OUT/idle.out" "$OUT/server.log" >&2; exit 1; }
+        sleep 2
+        rss1=$(rss) mem1=$(sockmem)
+        exec {hold_fd}>&-
+        wait "$holder" || true
+        stop_server
+        EXTRA=()
+        local per sock total
+        per=$(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN {printf "%.1f", (b - a) / n}')
+        sock=$(( (mem1 - mem0) * 4 ))
+        total=$(( rss1 + (mem1 - mem0) * 4 ))
+        echo "| $run | $backend | $n | $rss0 | $rss1 | $per | $sock | $total |"
+        echo "$backend/$n $rss1 $per $total" >>"$OUT/all"
+      done
+    done
+  done
+  summary backend/connections 1 "RSS-after-KiB per-connection-KiB RSS+socket-memory-KiB"
+}
