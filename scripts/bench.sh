@@ -92,7 +92,8 @@
 #                               --max-conns N+100): scripts/lib/idle.py in tg_cli opens and holds each
 #                               count of IDLE_CONNS [1000 10000] connections (IDLE_TOUCH=1: one byte
 #                               echoed on each first); the gateway's VmRSS before and after, and the
-#                               host's TCP socket memory (/proc/net/sockstat mem) moved
+#                               host's TCP socket memory (/proc/net/sockstat mem) moved; IDLE_SERVERS
+#                               [kernel xdp xdp-umem8m] (xdp-umem8m: --umem-frames 4096, an 8 MiB UMEM)
 #   scripts/bench.sh tuning     sockperf ping-pong (64 bytes) against serve --backend xdp --app
 #                               sockperf --spin --core 1 in four host states: default (the
 #                               gateway holds /dev/cpu_dma_latency at 0), tuned (after
@@ -205,6 +206,7 @@ start_server() { # name app
     xdp-sampled-noack) args=(--backend xdp --iface tg_gw0 --sample all=100 --sample-acks off) ;;
     kernel-sampled-noack) args=(--backend kernel --sample all=100 --sample-acks off) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
+    xdp-umem8m) args=(--backend xdp --iface tg_gw0 --umem-frames 4096) ;;
     xdp-baseline) args=(--backend xdp --iface tg_gw0) bin=$BASELINE_BIN ;;
     kernel-baseline) args=(--backend kernel) bin=$BASELINE_BIN ;;
     *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;

@@ -45,6 +45,7 @@ fn help_documents_every_flag() {
             "--iface",
             "--queue",
             "--zero-copy",
+            "--umem-frames",
             "--prefix",
             "--backlog",
             "--max-conns",
@@ -123,6 +124,8 @@ fn bad_flags_name_the_flag_and_the_value() {
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--sample", "bogus=5"], &["--sample", "bogus"]),
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--sample", "limit=150"], &["--sample", "150"]),
         (&["serve", "--ip", "127.0.0.1", "--port", "7", "--sample-ring", "1000"], &["--sample-ring", "1000"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--umem-frames", "3000"], &["--umem-frames", "power of two"]),
+        (&["serve", "--ip", "127.0.0.1", "--port", "7", "--umem-frames", "128"], &["--umem-frames", "128"]),
         (
             &["serve", "--ip", "127.0.0.1", "--port", "7", "--sample-config", "/nonexistent.toml"],
             &["--sample-config", "/nonexistent.toml"],

@@ -14,7 +14,7 @@ mode_idle() {
   echo "|---|---|---|---|---|---|---|---|"
   for run in $(seq "$RUNS"); do
     for n in ${IDLE_CONNS:-1000 10000}; do
-      for backend in $BACKENDS; do
+      for backend in ${IDLE_SERVERS:-kernel xdp xdp-umem8m}; do
         lab_for "$backend"
         EXTRA=(--max-conns $((n + 100)))
         start_server "$backend" echo

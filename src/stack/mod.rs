@@ -314,6 +314,8 @@ pub struct Stack<D: Link> {
     /// One loop of several (one per NIC queue): frames it does not own go
     /// to the next loop ([`handoff`]).
     handoff: Option<Handoff>,
+    /// The sockets' buffers. Last: dropped after every socket.
+    buffers: crate::sys::arena::BufferArena,
 }
 
 impl<D: Link> Stack<D> {
@@ -329,6 +331,7 @@ impl<D: Link> Stack<D> {
         });
         let max_conns = cfg.max_conns;
         let first_local_port = cfg.local_ports.0;
+        let buffers = crate::sys::arena::BufferArena::new(cfg.sock_rx_buf, cfg.sock_tx_buf);
         // Open and closing connections (at most max_conns of each), and
         // room for active opens under way.
         let flows = 2 * max_conns + 1024;
@@ -387,6 +390,7 @@ impl<D: Link> Stack<D> {
             spurious_seen: 0,
             acks_on: true,
             handoff: None,
+            buffers,
         }
     }
 

@@ -18,10 +18,14 @@ impl<D: Link> Stack<D> {
             return s;
         }
         self.sockets_made += 1;
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_rx_buf]),
-            tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_tx_buf]),
-        );
+        let mut s = match self.buffers.take() {
+            Ok((rx, tx)) => tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx)),
+            // No address space for another chunk: the heap's buffers.
+            Err(_) => tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_rx_buf]),
+                tcp::SocketBuffer::new(vec![0u8; self.cfg.sock_tx_buf]),
+            ),
+        };
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
         s

@@ -14,6 +14,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod arena;
 pub mod bpfobj;
 pub mod ethtool;
 pub mod net;
