@@ -33,7 +33,9 @@
 #   scripts/bench.sh overload   100 connections, open loop at each rate of OVERLOAD_RATES
 #                               [50000 .. 800000] for SECS_OVERLOAD [4] s, kernel and xdp: throughput, unanswered,
 #                               p50/p99/p99.9, and every drop counter that moved (xdp: the exit
-#                               line's; kernel: the interface's and TCP's drop counters in tg_gw)
+#                               line's; kernel: the interface's and TCP's drop counters in tg_gw), and
+#                               the segments the gateway sent per order; OVERLOAD_CLIENT=xdp runs the
+#                               load generator on the xdp backend too (198.18.0.3 on tg_cli0)
 #   scripts/bench.sh attribution  the report's accuracy: tailgate load --app orders (4 connections,
 #                               500 orders/s, ATTR_SECS [5] s, client on cpu0) against serve --app
 #                               orders --spin --core 1 --sample-log, with one fault per run, on each
@@ -368,33 +370,44 @@ NFT
     summary backend/load/loss 1 "p99 p99.9 max"
     ;;
   overload)
-    echo "| run | backend | orders/s offered | answered/s | unanswered | p50 us | p99 us | p99.9 us | drops |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| run | backend | orders/s offered | answered/s | unanswered | p50 us | p99 us | p99.9 us | segments out per order | drops |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     SECS=${SECS_OVERLOAD:-4}
+    # OVERLOAD_CLIENT=xdp: the load generator on its own stack too (an address the kernel does
+    # not own in tg_cli), so no kernel TCP at either end of the gateway's xdp runs.
+    OVERLOAD_CLIENT_ARGS=()
+    [[ ${OVERLOAD_CLIENT:-kernel} == xdp ]] && OVERLOAD_CLIENT_ARGS=(--backend xdp --iface tg_cli0 --local-ip 198.18.0.3)
     for run in $(seq "$RUNS"); do
       for rate in ${OVERLOAD_RATES:-50000 100000 200000 400000 800000}; do
         for backend in $BACKENDS; do
           lab_for "$backend"
           start_server "$backend" orders
           nstat_before=$(ip netns exec tg_gw nstat -az 2>/dev/null | awk '/Drop|Prune|Overflow/ {print $1"="$2}' | tr '\n' ' ')
+          segs_before=$(ip netns exec tg_gw nstat -az TcpOutSegs 2>/dev/null | awk '/TcpOutSegs/ {print $2}')
           ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$rate" \
-            --conns 100 --duration "$SECS" --core 0 --json "$OUT/r.json" >"$OUT/client.log" 2>&1 ||
+            --conns 100 --duration "$SECS" --core 0 --json "$OUT/r.json" "${OVERLOAD_CLIENT_ARGS[@]}" >"$OUT/client.log" 2>&1 ||
             { cat "$OUT/client.log" >&2; exit 1; }
           stop_server
           j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
+          # Frames the gateway sent per order answered (replies and pure ACKs): xdp from its
+          # exit line, the kernel from TCP's OutSegs in tg_gw.
+          answered=$(grep -o 'messages_in=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2)
           if [[ $backend == xdp ]]; then
+            segs=$(grep -o 'tx_frames=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2)
             # The exit line's drop counters (and the socket's XDP_STATISTICS) that moved.
             drops=$(grep -o '\(xsk_rx_[a-z_]*\|xsk_tx_invalid_descs\|tx_starved\|rx_invalid\|conn_refused\)=[0-9]*' \
               "$OUT/server.log" | grep -v '=0$' | tr '\n' ' ' || true)
           else
+            segs=$(( $(ip netns exec tg_gw nstat -az TcpOutSegs 2>/dev/null | awk '/TcpOutSegs/ {print $2}') - segs_before ))
             drops=$(ip netns exec tg_gw nstat -az 2>/dev/null | awk -v b="$nstat_before" '
               BEGIN { n = split(b, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); old[p[1]] = p[2] } }
               /Drop|Prune|Overflow/ && $2 > old[$1] { printf "%s+%d ", $1, $2 - old[$1] }')
             d=$(ip netns exec tg_gw ip -s link show tg_gw0 | awk 'f {print $4; exit} /RX:/ {f=1}')
             [[ ${d:-0} != 0 ]] && drops+="link_rx_dropped=$d"
           fi
-          printf '| %s | %s | %s | %.0f | %s | %.1f | %.1f | %.1f | %s |\n' "$run" "$backend" "$rate" \
-            "$(j throughput_msgs_per_s)" "$(j unanswered)" "$(j p50)" "$(j p99)" "$(j p999)" "${drops:-none}"
+          per=$(awk -v s="${segs:-0}" -v m="${answered:-0}" 'BEGIN {if (m > 0) printf "%.2f", s / m; else print "?"}')
+          printf '| %s | %s | %s | %.0f | %s | %.1f | %.1f | %.1f | %s | %s |\n' "$run" "$backend" "$rate" \
+            "$(j throughput_msgs_per_s)" "$(j unanswered)" "$(j p50)" "$(j p99)" "$(j p999)" "$per" "${drops:-none}"
           echo "$backend/$rate $(j p50) $(j p99) $(j p999)" >>"$OUT/all"
         done
       done

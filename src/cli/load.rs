@@ -17,7 +17,7 @@ use super::{
 };
 use tailgate::launch::{launch, Job, LaunchConfig, LoopCtx, Started};
 use tailgate::load::{LoadApp, LoadConfig, LoadGen, LoopShare, Mode, Report, Together};
-use tailgate::transport::{Transport, WaitMode};
+use tailgate::transport::{CounterKind, Transport, WaitMode};
 use tailgate::{log_info, log_warn, runtime};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -323,6 +323,17 @@ impl Job for LoadJob {
         let who = if cx.loops > 1 { format!("loop {}: ", cx.index) } else { String::new() };
         let o = LoadGen::new(t, cfg).and_then(|g| g.run_full(cx.stop)).map_err(|e| format!("{who}{e}"))?;
         let c = o.transport.counters();
+        // What the generator's own transport lost: a loss here is the
+        // client's, not the gateway's (and its retransmissions slow both).
+        let lost: Vec<String> = c
+            .iter()
+            .filter(|k| k.value > 0 && (k.kind == CounterKind::Drop || k.name.starts_with("retx_")))
+            .filter(|k| k.name != "retx_heap")
+            .map(|k| format!("{}={}", k.name, k.value))
+            .collect();
+        if !lost.is_empty() {
+            log_warn!("load: {who}the load generator's own transport: {}", lost.join(" "));
+        }
         let r = o.report;
         let s = LoopShare {
             index: cx.index,
