@@ -258,6 +258,26 @@ fn a_copy_found_spurious_after_its_ack_is_reported_on_its_own() {
 }
 
 #[test]
+fn one_poll_takes_a_large_batch_off_the_link() {
+    // Past capacity the loop must give frames back to the fill ring faster
+    // than they come: one poll takes up to 1024 frames, not a few dozen.
+    let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
+    let port = 41003;
+    let (snd_nxt, rcv_nxt) = scripted_handshake(&clock, &mut stack, &mut peer, port);
+    let before = counter(&stack, "rx_frames");
+    let ack =
+        Seg { src_port: port, dst_port: PORT, seq: snd_nxt, ack: rcv_nxt, flags: ACK, window: 65535, ..Seg::default() };
+    for _ in 0..1000 {
+        peer.send(&ack);
+    }
+    clock.advance(ms(1)); // the link's delay
+    let mut ev = Vec::new();
+    stack.poll(Some(Duration::ZERO), &mut ev).unwrap();
+    let taken = counter(&stack, "rx_frames") - before;
+    assert!(taken >= 1000, "one poll took {taken} frames");
+}
+
+#[test]
 fn inbound_loss_is_answered_at_once_with_a_sack_block() {
     let (clock, mut stack, mut peer) = stack_and_peer(|_| {});
     let port = 41001;

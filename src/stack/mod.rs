@@ -86,8 +86,11 @@ const TIMER_FLOOR_NS: u64 = 100_000;
 /// Egress rounds per shard per flush (each round: one segment per socket).
 const EGRESS_ROUNDS: usize = 64;
 
-/// Frames taken off the link per poll: bounded work per iteration.
-const INGRESS_BUDGET: usize = 64;
+/// Frames taken off the link per poll: bounded work per iteration, but
+/// enough that a loop whose iterations run long past capacity still gives
+/// frames back to the fill ring faster than they come (64 let a busy load
+/// generator's ring overflow at 300k orders/s: docs/BENCHMARKS.md).
+const INGRESS_BUDGET: usize = 1024;
 
 /// How long a closed connection may take to finish its close handshake
 /// (deliver what it queued, exchange FINs) before it is aborted with a RST
