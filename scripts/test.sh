@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_packages "${TG_PACKAGES[@]}" "${TG_TEST_PACKAGES[@]}"
 ensure_promtool
+if ensure_quickfix; then
+  export TAILGATE_QUICKFIX_PYTHON=$QUICKFIX_PYTHON
+else
+  echo "test.sh: QuickFIX could not be installed: the tests against it will skip" >&2
+fi
 
 if [[ $(id -u) == 0 ]]; then
   # As root the lab tests must run, not skip.

@@ -92,6 +92,7 @@ pub mod capture;
 pub mod clock;
 pub mod doctor;
 pub mod exchange;
+pub mod fix;
 pub mod fixed_map;
 pub mod journal;
 pub mod launch;

@@ -6,8 +6,9 @@
 # (tests/venue_tshark.rs), a check of the framing by code we did not write.
 # python3 runs the bench's helpers (scripts/lib/*.py).
 TG_PACKAGES=(iproute2 ethtool sockperf iputils-ping procps tcpdump tshark nftables clang llvm libelf-dev zlib1g-dev pkg-config make python3)
-# The suite only: chromium renders report --plot's SVG (tests/plot.rs).
-TG_TEST_PACKAGES=(chromium)
+# The suite only: chromium renders report --plot's SVG (tests/plot.rs); python3-venv holds QuickFIX
+# (ensure_quickfix).
+TG_TEST_PACKAGES=(chromium python3-venv)
 
 ensure_packages() {
   local missing=() p
@@ -57,4 +58,21 @@ ensure_promtool() {
     ((rc == 0)) || { echo "deps: cannot unpack promtool from Debian's prometheus package" >&2; return 1; }
   fi
   PROMTOOL=$dir/promtool
+}
+
+# QuickFIX checks our FIX 4.4 encoding against its FIX44 data dictionary (tests/fix_wire.rs):
+# the PyPI wheel quickfix-ssl, which ships FIX44.xml and needs no compiler, installed into a
+# virtual environment of its own in the cache, never into the host's Python. Sets QUICKFIX_PYTHON.
+ensure_quickfix() {
+  local dir=${XDG_CACHE_HOME:-$HOME/.cache}/tailgate/quickfix
+  if ! "$dir/bin/python" -c 'import quickfix' 2>/dev/null; then
+    rm -rf "$dir"
+    if ! { python3 -m venv "$dir" >/dev/null 2>&1 &&
+      "$dir/bin/python" -m pip install -q --disable-pip-version-check quickfix-ssl==1.15.1.post4 >/dev/null 2>&1; }; then
+      rm -rf "$dir"
+      echo "deps: cannot install QuickFIX (pip: quickfix-ssl 1.15.1.post4 into a virtual environment)" >&2
+      return 1
+    fi
+  fi
+  QUICKFIX_PYTHON=$dir/bin/python
 }
