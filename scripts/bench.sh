@@ -172,8 +172,9 @@ cleanup() {
   [[ -n $SERVER_PID ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   [[ -n $EXCHANGE_PID ]] && kill -TERM "$EXCHANGE_PID" 2>/dev/null && wait "$EXCHANGE_PID" 2>/dev/null
   [[ -n $TCPDUMP_PID ]] && kill -INT "$TCPDUMP_PID" 2>/dev/null && wait "$TCPDUMP_PID" 2>/dev/null
-  # The attribution mode's competing process or softirq load.
+  # The attribution mode's competing process or softirq load; the idle mode's holder.
   [[ -n ${HOG_PID:-} ]] && kill "$HOG_PID" 2>/dev/null && wait "$HOG_PID" 2>/dev/null
+  [[ -n ${HOLDER_PID:-} ]] && kill "$HOLDER_PID" 2>/dev/null && wait "$HOLDER_PID" 2>/dev/null
   [[ -f $OUT/tune.state ]] && "${TUNE[@]}" --revert >/dev/null
   scripts/lab.sh down >/dev/null || true
   softirq_down
@@ -383,7 +384,7 @@ NFT
           lab_for "$backend"
           start_server "$backend" orders
           nstat_before=$(ip netns exec tg_gw nstat -az 2>/dev/null | awk '/Drop|Prune|Overflow/ {print $1"="$2}' | tr '\n' ' ')
-          segs_before=$(ip netns exec tg_gw nstat -az TcpOutSegs 2>/dev/null | awk '/TcpOutSegs/ {print $2}')
+          segs_before=$(ip netns exec tg_gw nstat -az TcpOutSegs 2>/dev/null | awk '/TcpOutSegs/ {print $2}' || true)
           ip netns exec tg_cli "$BIN" -q load --ip "$GW_IP" --port "$PORT" --app orders --rate "$rate" \
             --conns 100 --duration "$SECS" --core 0 --json "$OUT/r.json" "${OVERLOAD_CLIENT_ARGS[@]}" >"$OUT/client.log" 2>&1 ||
             { cat "$OUT/client.log" >&2; exit 1; }
@@ -391,14 +392,15 @@ NFT
           j() { grep -m1 "\"$1\":" "$OUT/r.json" | tr -d ' ,' | cut -d: -f2; }
           # Frames the gateway sent per order answered (replies and pure ACKs): xdp from its
           # exit line, the kernel from TCP's OutSegs in tg_gw.
-          answered=$(grep -o 'messages_in=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2)
+          answered=$(grep -o 'messages_in=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2 || true)
           if [[ $backend == xdp ]]; then
-            segs=$(grep -o 'tx_frames=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2)
+            segs=$(grep -o 'tx_frames=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2 || true)
             # The exit line's drop counters (and the socket's XDP_STATISTICS) that moved.
             drops=$(grep -o '\(xsk_rx_[a-z_]*\|xsk_tx_invalid_descs\|tx_starved\|rx_invalid\|conn_refused\)=[0-9]*' \
               "$OUT/server.log" | grep -v '=0$' | tr '\n' ' ' || true)
           else
-            segs=$(( $(ip netns exec tg_gw nstat -az TcpOutSegs 2>/dev/null | awk '/TcpOutSegs/ {print $2}') - segs_before ))
+            segs=$(ip netns exec tg_gw nstat -az TcpOutSegs 2>/dev/null | awk '/TcpOutSegs/ {print $2}' || true)
+            segs=$(( ${segs:-0} - ${segs_before:-0} ))
             drops=$(ip netns exec tg_gw nstat -az 2>/dev/null | awk -v b="$nstat_before" '
               BEGIN { n = split(b, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); old[p[1]] = p[2] } }
               /Drop|Prune|Overflow/ && $2 > old[$1] { printf "%s+%d ", $1, $2 - old[$1] }')

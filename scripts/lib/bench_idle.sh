@@ -19,23 +19,27 @@ mode_idle() {
         EXTRA=(--max-conns $((n + 100)))
         start_server "$backend" echo
         rss0=$(rss) mem0=$(sockmem)
-        # The holder reads its stdin: a FIFO we keep open, closed to release it.
+        # The holder reads its stdin: a FIFO we hold open (read-write, so opening it never
+        # blocks), closed to release it; bench.sh's cleanup kills it if we stop early.
         rm -f "$OUT/hold"
         mkfifo "$OUT/hold"
+        exec {hold_fd}<>"$OUT/hold"
         ip netns exec tg_cli taskset -c 0 python3 scripts/lib/idle.py "$GW_IP" "$PORT" "$n" 120 $touch \
           <"$OUT/hold" >"$OUT/idle.out" 2>&1 &
-        local holder=$!
-        exec {hold_fd}>"$OUT/hold"
+        HOLDER_PID=$!
         for _ in $(seq 1200); do
           grep -q '^ready' "$OUT/idle.out" 2>/dev/null && break
-          kill -0 "$holder" 2>/dev/null || break
+          kill -0 "$HOLDER_PID" 2>/dev/null || break
           sleep 0.1
         done
         grep -q '^ready' "$OUT/idle.out" || { cat "$OUT/idle.out" "$OUT/server.log" >&2; exit 1; }
         sleep 2
         rss1=$(rss) mem1=$(sockmem)
+        # Still holding every connection when measured (its own time limit is on holding).
+        kill -0 "$HOLDER_PID" 2>/dev/null || { echo "bench.sh idle: the holder ended early" >&2; exit 1; }
         exec {hold_fd}>&-
-        wait "$holder" || true
+        wait "$HOLDER_PID" || true
+        HOLDER_PID=
         stop_server
         EXTRA=()
         local per sock total

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Hold N idle TCP connections to IP:PORT for scripts/bench.sh idle: opens them
-(non-blocking, at most 500 connecting at once), with --touch sends one byte on
-each and reads its echo, prints "ready N", then holds them until stdin closes
-or SECONDS pass (bounded), and closes them all.
+(non-blocking, at most 500 connecting at once, within SECONDS), with --touch
+sends one byte on each and reads its echo, prints "ready N", then holds them
+until stdin closes or SECONDS more pass (bounded), and closes them all.
 
     idle.py IP PORT N SECONDS [--touch]
 """
@@ -50,7 +50,8 @@ def main():
             if s.recv(1) != b"x":
                 sys.exit("idle.py: no echo")
     print("ready", len(socks), flush=True)
-    r, _, _ = select.select([sys.stdin], [], [], max(0.0, deadline - time.monotonic()))
+    # Held for SECONDS from here (connecting had its own SECONDS), or until stdin closes.
+    r, _, _ = select.select([sys.stdin], [], [], secs)
     for s in socks:
         s.close()
 

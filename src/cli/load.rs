@@ -327,8 +327,11 @@ impl Job for LoadJob {
         // client's, not the gateway's (and its retransmissions slow both).
         let lost: Vec<String> = c
             .iter()
-            .filter(|k| k.value > 0 && (k.kind == CounterKind::Drop || k.name.starts_with("retx_")))
-            .filter(|k| k.name != "retx_heap")
+            .filter(|k| {
+                k.value > 0
+                    && (k.kind == CounterKind::Drop
+                        || ["retx_timer", "retx_sack", "retx_rto", "retx_fast", "retx_reneged"].contains(&k.name))
+            })
             .map(|k| format!("{}={}", k.name, k.value))
             .collect();
         if !lost.is_empty() {

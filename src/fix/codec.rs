@@ -19,7 +19,7 @@ pub enum FrameError {
     /// The field after the body is not `10=` and three digits.
     CheckSumField,
     /// CheckSum says `got`, the bytes sum to `expected`.
-    CheckSum { expected: u8, got: u8 },
+    CheckSum { expected: u8, got: u16 },
 }
 
 impl std::fmt::Display for FrameError {
@@ -77,6 +77,10 @@ pub fn frame(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     if buf.len() < total {
         return Ok(None);
     }
+    // BodyLength counts up to and including the body's last SOH.
+    if body_len > 0 && buf[trailer_at - 1] != SOH {
+        return Err(FrameError::CheckSumField);
+    }
     let t = &buf[trailer_at..total];
     if &t[..3] != b"10=" || !t[3..6].iter().all(u8::is_ascii_digit) || t[6] != SOH {
         return Err(FrameError::CheckSumField);
@@ -84,7 +88,7 @@ pub fn frame(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     let got = u32::from(t[3] - b'0') * 100 + u32::from(t[4] - b'0') * 10 + u32::from(t[5] - b'0');
     let expected = checksum(&buf[..trailer_at]);
     if got != u32::from(expected) {
-        return Err(FrameError::CheckSum { expected, got: got.min(255) as u8 });
+        return Err(FrameError::CheckSum { expected, got: got as u16 });
     }
     Ok(Some(total))
 }

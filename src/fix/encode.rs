@@ -74,8 +74,14 @@ impl<'a> Encoder<'a> {
     }
 
     /// A price or quantity given in units of 10^-`scale` (a decimal point
-    /// written where it belongs, trailing zeros of the fraction dropped).
+    /// written where it belongs, trailing zeros of the fraction dropped); a
+    /// scale above 19 is refused.
     pub fn decimal(&mut self, tag: u32, units: i64, scale: u32) -> &mut Self {
+        // An i64 has 19 digits: a larger scale is a caller's mistake.
+        if scale > 19 {
+            self.overflow = true;
+            return self;
+        }
         let mut d = [0u8; 24];
         let mut n = 0;
         let mut v = units.unsigned_abs();

@@ -49,7 +49,14 @@ fn each_framing_fault_is_named() {
     assert_eq!(bad(b"9=69", b"9=68"), Err(FrameError::CheckSumField));
     assert_eq!(bad(b"10=251", b"10=25x"), Err(FrameError::CheckSumField));
     assert_eq!(bad(b"10=251", b"10=252"), Err(FrameError::CheckSum { expected: 251, got: 252 }));
-    assert_eq!(bad(b"10=251", b"10=999"), Err(FrameError::CheckSum { expected: 251, got: 255 }));
+    assert_eq!(bad(b"10=251", b"10=999"), Err(FrameError::CheckSum { expected: 251, got: 999 }));
+    // The body's last byte is not SOH (BodyLength one short of it, the
+    // checksum made to match): not a frame.
+    let mut m = b"8=FIX.4.4\x019=4\x0135=A10=".to_vec();
+    let sum = checksum(&m[..m.len() - 3]);
+    m.truncate(m.len() - 3);
+    m.extend_from_slice(format!("10={sum:03}\x01").as_bytes());
+    assert_eq!(frame(&m), Err(FrameError::CheckSumField));
     // A body byte changed: the sum no longer matches.
     assert!(matches!(bad(b"CLIENT", b"CLIENU"), Err(FrameError::CheckSum { expected: 252, got: 251 })));
 }
@@ -104,6 +111,13 @@ fn an_encoder_refuses_what_does_not_fit_or_holds_a_separator() {
     let mut e = Encoder::new(&mut buf, b"A");
     e.bytes(58, b"");
     assert!(e.finish().is_none());
+    let mut e = Encoder::new(&mut buf, b"A");
+    e.decimal(44, 1, 23);
+    assert!(e.finish().is_none());
+    let mut e = Encoder::new(&mut buf, b"A");
+    e.decimal(44, i64::MIN, 19);
+    let m = e.finish().unwrap().to_vec();
+    assert!(Fields::new(&m).any(|f| f.unwrap().value == b"-0.9223372036854775808"));
 }
 
 proptest! {

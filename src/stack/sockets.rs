@@ -18,7 +18,12 @@ impl<D: Link> Stack<D> {
             return s;
         }
         self.sockets_made += 1;
-        let mut s = match self.buffers.take() {
+        // SAFETY: the buffers go into this socket, which lives in the
+        // stack's socket sets or spare list, fields dropped before the
+        // arena (the stack's last field); no socket leaves the stack.
+        #[allow(unsafe_code)]
+        let taken = unsafe { self.buffers.take() };
+        let mut s = match taken {
             Ok((rx, tx)) => tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx)),
             // No address space for another chunk: the heap's buffers.
             Err(_) => tcp::Socket::new(

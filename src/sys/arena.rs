@@ -32,21 +32,30 @@ impl BufferArena {
         BufferArena { rx, tx, chunks: Vec::new(), used: PER_CHUNK }
     }
 
+    /// A chunk's length; only called once `take` has mapped one with it.
     fn chunk_len(&self) -> usize {
         PER_CHUNK * (self.rx + self.tx)
     }
 
     /// A fresh socket's receive and send buffers (zero until written).
     ///
+    /// # Safety
+    ///
     /// The slices are `'static` for smoltcp's socket type, but live only as
-    /// long as the arena: its owner drops every slice first.
-    pub fn take(&mut self) -> std::io::Result<(&'static mut [u8], &'static mut [u8])> {
+    /// long as the arena: the caller must drop every slice it took before
+    /// it drops the arena (the stack keeps the arena as its last field).
+    pub unsafe fn take(&mut self) -> std::io::Result<(&'static mut [u8], &'static mut [u8])> {
+        let per = self.rx.checked_add(self.tx).filter(|&p| p > 0);
+        let len = per.and_then(|p| p.checked_mul(PER_CHUNK)).filter(|&l| l <= isize::MAX as usize);
+        let Some(len) = len else {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket buffers too large to map"));
+        };
         if self.used == PER_CHUNK {
             // SAFETY: a fresh private anonymous mapping; checked below.
             let p = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
-                    self.chunk_len(),
+                    len,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                     -1,
@@ -55,6 +64,12 @@ impl BufferArena {
             };
             if p == libc::MAP_FAILED {
                 return Err(std::io::Error::last_os_error());
+            }
+            // No transparent huge pages: one would make 2 MiB resident (16
+            // sockets' buffers) at a connection's first byte. Advice only.
+            // SAFETY: the range was just mapped.
+            unsafe {
+                libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
             }
             self.chunks.push(NonNull::new(p.cast()).ok_or_else(std::io::Error::last_os_error)?);
             self.used = 0;
@@ -74,12 +89,18 @@ impl BufferArena {
 
     /// Bytes mapped (address space, not resident memory).
     pub fn mapped(&self) -> usize {
+        if self.chunks.is_empty() {
+            return 0;
+        }
         self.chunks.len() * self.chunk_len()
     }
 }
 
 impl Drop for BufferArena {
     fn drop(&mut self) {
+        if self.chunks.is_empty() {
+            return;
+        }
         let len = self.chunk_len();
         for c in &self.chunks {
             // SAFETY: each chunk was mapped with this length, and no slice
@@ -104,7 +125,8 @@ mod tests {
         let mut a = BufferArena::new(4096, 8192);
         let mut seen = Vec::new();
         for i in 0..PER_CHUNK + 3 {
-            let (rx, tx) = a.take().unwrap();
+            // SAFETY: the slices are dropped at the end of the iteration.
+            let (rx, tx) = unsafe { a.take() }.unwrap();
             assert_eq!((rx.len(), tx.len()), (4096, 8192));
             assert!(rx.iter().chain(tx.iter()).all(|&b| b == 0), "socket {i}");
             rx.fill(1);
@@ -115,5 +137,11 @@ mod tests {
         let mut spans: Vec<(usize, usize)> = seen.iter().flat_map(|&(r, t)| [(r, r + 4096), (t, t + 8192)]).collect();
         spans.sort_unstable();
         assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "overlapping buffers");
+        // Sizes that cannot be mapped are refused, not wrapped.
+        let mut huge = BufferArena::new(usize::MAX / 2, usize::MAX / 2);
+        // SAFETY: refused: no slice is made.
+        assert!(unsafe { huge.take() }.is_err());
+        // SAFETY: refused: no slice is made.
+        assert!(unsafe { BufferArena::new(0, 0).take() }.is_err());
     }
 }
