@@ -128,6 +128,14 @@ static __always_inline struct cpu_state *this_cpu(void)
 	return bpf_map_lookup_elem(&cpus, &zero);
 }
 
+// This CPU's state if the thread an IRQ or softirq interrupts is watched.
+static __always_inline struct cpu_state *interrupted_watched(void)
+{
+	if (!is_watched((__u32)bpf_get_current_pid_tgid()))
+		return 0;
+	return this_cpu();
+}
+
 // Written without a wake-up (BPF_RB_NO_WAKEUP): a wake-up is an irq_work
 // interrupt on the writing CPU, the loop's; the reader drains on a timer.
 static __always_inline void write(__u64 start, __u64 end, __u32 tid, __u32 cpu, __u8 kind, __u32 pid,
@@ -253,10 +261,7 @@ int BPF_PROG(tg_sched_switch, _Bool preempt, struct task_struct *prev, struct ta
 SEC("tp_btf/irq_handler_entry")
 int BPF_PROG(tg_irq_entry, int irq, struct irqaction *action)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (!is_watched(tid))
-		return 0;
-	struct cpu_state *c = this_cpu();
+	struct cpu_state *c = interrupted_watched();
 	if (!c)
 		return 0;
 	c->irq = irq;
@@ -283,10 +288,7 @@ int BPF_PROG(tg_irq_exit, int irq, struct irqaction *action, int ret)
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(tg_softirq_entry, unsigned int vec)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (!is_watched(tid))
-		return 0;
-	struct cpu_state *c = this_cpu();
+	struct cpu_state *c = interrupted_watched();
 	if (!c)
 		return 0;
 	c->softirq_vec = vec;
