@@ -210,6 +210,7 @@ start_server() { # name app
     kernel-sampled-noack) args=(--backend kernel --sample all=100 --sample-acks off) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
     xdp-umem8m) args=(--backend xdp --iface tg_gw0 --umem-frames 4096) ;;
+    xdp-umem1m) args=(--backend xdp --iface tg_gw0 --umem-frames 512) ;;
     xdp-baseline) args=(--backend xdp --iface tg_gw0) bin=$BASELINE_BIN ;;
     kernel-baseline) args=(--backend kernel) bin=$BASELINE_BIN ;;
     *) echo "bench.sh: unknown server '$name'" >&2; exit 2 ;;
@@ -240,15 +241,18 @@ stop_server() {
 }
 
 # Median (min-max) of columns 2-4 of $OUT/all for each key in column 1, as markdown.
-summary() { # first-header precision [names of columns 2-4, space separated]
+summary() { # first-header precision [names of the columns from 2, space separated]
   local names=(${3:-p50 p99 p99.9})
+  local key col row head="| $1" rule="|---"
+  for col in "${names[@]}"; do
+    head+=" | $col median (min-max)" rule+="|---"
+  done
   echo
-  echo "| $1 | ${names[0]} median (min-max) | ${names[1]} median (min-max) | ${names[2]} median (min-max) |"
-  echo "|---|---|---|---|"
-  local key col row
+  echo "$head |"
+  echo "$rule|"
   for key in $(awk '{print $1}' "$OUT/all" | awk '!seen[$0]++'); do
     row="| $key"
-    for col in 2 3 4; do
+    for col in $(seq 2 $((${#names[@]} + 1))); do
       row+=" | $(awk -v s="$key" -v c="$col" '$1==s {print $c}' "$OUT/all" | sort -n |
         awk -v p="$2" '{v[NR]=$1} END {f="%."p"f (%."p"f-%."p"f)"; printf f, v[int((NR+1)/2)], v[1], v[NR]}')"
     done

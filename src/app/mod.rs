@@ -121,8 +121,14 @@ pub trait App {
     /// ([`App::open_from`])? It costs the kernel backend a getpeername(2)
     /// per accept.
     const WANTS_PEER: bool = false;
-    /// A connection opened from `peer` (with [`App::WANTS_PEER`]).
-    fn open_from(&mut self, conn: ConnId, _peer: Option<std::net::SocketAddr>, now: u64) -> Self::Session {
+    /// A connection opened from `peer` to local `port` (with [`App::WANTS_PEER`]).
+    fn open_from(
+        &mut self,
+        conn: ConnId,
+        _peer: Option<std::net::SocketAddr>,
+        _port: Option<u16>,
+        now: u64,
+    ) -> Self::Session {
         self.open(conn, now)
     }
     /// Once per loop iteration, before the connections are served: a

@@ -514,6 +514,10 @@ impl Transport for KernelTransport {
         self.conns.get(conn.0).and_then(|(s, _)| s.peer_addr().ok())
     }
 
+    fn local_port(&self, conn: ConnId) -> Option<u16> {
+        self.conns.get(conn.0).and_then(|(s, _)| s.local_addr().ok()).map(|a| a.port())
+    }
+
     fn stats(&self) -> TransportStats {
         self.stats
     }

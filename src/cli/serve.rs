@@ -49,6 +49,18 @@ pub(crate) struct ServeArgs {
     /// Application to serve.
     #[arg(long, value_enum, default_value = "orders", help_heading = LISTEN)]
     pub(crate) app: ServeApp,
+    /// Also take FIX 4.4 sessions on this port (--app orders; docs/FIX.md), beside the binary
+    /// protocol on --port.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), help_heading = LISTEN)]
+    pub(crate) fix_port: Option<u16>,
+    /// The gateway's FIX CompID: a client's TargetCompID (56) must name it.
+    #[arg(long, default_value = "TAILGATE", value_parser = parse_comp_id, help_heading = LISTEN)]
+    pub(crate) fix_comp_id: String,
+    /// Bytes of sent application messages each FIX session keeps for its ResendRequests
+    /// (older ones are gap-filled, and counted).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..=1 << 30),
+          help_heading = LISTEN)]
+    pub(crate) fix_store_bytes: u64,
     /// Pin the event loop to this CPU; or a list (0,1 or 2-3): one loop per core, each pinned,
     /// sharing nothing. With --backend xdp the list gives one core per --queue, in order; with the
     /// kernel backend each loop has its own SO_REUSEPORT listener with SO_INCOMING_CPU set to its
@@ -262,6 +274,15 @@ impl ServeArgs {
     }
 
     /// The order gateway's session limits.
+    fn fix_config(&self, port: u16) -> tailgate::app::orders::FixConfig {
+        tailgate::app::orders::FixConfig {
+            port,
+            comp_id: tailgate::app::orders::Comp::new(self.fix_comp_id.as_bytes()).unwrap_or_default(),
+            store_bytes: self.fix_store_bytes as usize,
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn orders_config(&self) -> OrdersConfig {
         OrdersConfig {
             heartbeat_ms: self.heartbeat_ms,
@@ -295,6 +316,11 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     }
     // Both are given: checked when the command line and the file were merged (cli/config.rs).
     let (ip, port) = (a.ip.ok_or("no --ip")?, a.port.ok_or("no --port")?);
+    match a.fix_port {
+        Some(_) if a.app != ServeApp::Orders => return Err("--fix-port: FIX sessions are for --app orders".into()),
+        Some(f) if f == port => return Err(format!("--fix-port {f}: the binary protocol has that port (--port)")),
+        _ => {}
+    }
     check_pcap(a.backend, &a.xdp)?;
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
@@ -504,6 +530,9 @@ impl Job for ServeJob<'_> {
                     }
                 };
                 let mut app = app.with_risk(self.risk.clone(), self.auth.port(cx.index));
+                if let Some(port) = a.fix_port {
+                    app = app.with_fix(a.fix_config(port));
+                }
                 if let Some(w) = self.journal.writer(cx.index) {
                     app = app.with_journal(w);
                 }
@@ -557,6 +586,10 @@ impl ServeJob<'_> {
         let who = if cx.loops > 1 { format!("loop {}: ", cx.index) } else { String::new() };
         let addr = self.addr;
         s.listen(addr).map_err(|e| format!("{who}--ip/--port {addr}: cannot listen: {e}"))?;
+        if let Some(port) = self.a.fix_port.filter(|_| self.a.app == ServeApp::Orders) {
+            let fix = SocketAddr::new(addr.ip(), port);
+            s.listen(fix).map_err(|e| format!("{who}--fix-port {fix}: cannot listen: {e}"))?;
+        }
         let r = cx.serve(&mut s);
         let mut lines = Vec::new();
         if let Some(extra) = s.transport.report() {
@@ -619,4 +652,12 @@ pub(crate) fn sampler_fields(t: &TracerStats) -> String {
         t.spurious,
         t.ack_held
     )
+}
+
+/// A CompID: 1-32 printable characters.
+fn parse_comp_id(s: &str) -> Result<String, String> {
+    match tailgate::app::orders::Comp::new(s.as_bytes()) {
+        Some(_) => Ok(s.to_string()),
+        None => Err("a CompID is 1-32 printable ASCII characters, no spaces".into()),
+    }
 }

@@ -25,6 +25,17 @@ impl<'a> Encoder<'a> {
         e
     }
 
+    /// Fields only, from the start of `buf` (a body to store and send
+    /// later with [`Encoder::raw`]); read them with [`Encoder::written`].
+    pub fn fields(buf: &'a mut [u8]) -> Encoder<'a> {
+        Encoder { buf, at: 0, overflow: false }
+    }
+
+    /// What [`Encoder::fields`] wrote; `None` if a field was refused.
+    pub fn written(&self) -> Option<&[u8]> {
+        (!self.overflow).then(|| &self.buf[..self.at])
+    }
+
     fn put(&mut self, b: &[u8]) {
         if self.overflow || self.at + b.len() > self.buf.len() {
             self.overflow = true;
@@ -52,6 +63,28 @@ impl<'a> Encoder<'a> {
         self.put(value);
         self.put(&[SOH]);
         self
+    }
+
+    /// Fields already encoded (`tag=value<SOH>` runs, a stored body).
+    pub fn raw(&mut self, fields: &[u8]) -> &mut Self {
+        self.put(fields);
+        self
+    }
+
+    /// Where the next field goes: with [`Encoder::since`], the bytes
+    /// written after a point (a body to store).
+    pub fn mark(&self) -> usize {
+        self.at
+    }
+
+    /// The fields written since `mark`.
+    pub fn since(&self, mark: usize) -> &[u8] {
+        &self.buf[mark.min(self.at)..self.at]
+    }
+
+    /// Has a field been refused (no room, or SOH in a value)?
+    pub fn failed(&self) -> bool {
+        self.overflow
     }
 
     /// A field with an unsigned integer value.

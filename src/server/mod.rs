@@ -476,7 +476,8 @@ impl<T: Transport, A: App> Server<T, A> {
     fn open(&mut self, id: ConnId, now: u64) {
         let session = if A::WANTS_PEER {
             let peer = self.transport.peer_addr(id);
-            self.app.open_from(id, peer, now)
+            let port = self.transport.local_port(id);
+            self.app.open_from(id, peer, port, now)
         } else {
             self.app.open(id, now)
         };

@@ -386,6 +386,11 @@ impl<D: Link> Transport for Stack<D> {
         Some(SocketAddr::new(IpAddr::V4(ip), ep.port))
     }
 
+    fn local_port(&self, conn: ConnId) -> Option<u16> {
+        let c = self.conns.get(conn.0)?;
+        Some(self.shards[c.shard].sockets.get::<tcp::Socket>(c.handle).local_endpoint()?.port)
+    }
+
     fn stats(&self) -> TransportStats {
         self.stats
     }

@@ -312,6 +312,10 @@ pub trait Transport {
     /// iteration that produced them. `now_ns` is the time `poll` returned.
     fn flush(&mut self, _now_ns: u64) {}
     fn peer_addr(&self, conn: ConnId) -> Option<SocketAddr>;
+    /// The local port of `conn` (which listener took it).
+    fn local_port(&self, _conn: ConnId) -> Option<u16> {
+        None
+    }
     fn stats(&self) -> TransportStats;
     /// The end-of-run log line: the backend's name, its counters
     /// (including those `counter_reader` reads) and anything else worth a

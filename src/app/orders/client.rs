@@ -18,6 +18,48 @@ pub struct Open {
     pub notional: u64,
 }
 
+/// A FIX connection's session-layer state (docs/FIX.md); `on` is false
+/// for the binary protocol's connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FixConn {
+    /// It connected to the FIX port.
+    pub on: bool,
+    /// Its FIX session (in the loop's `FixBook`), once logged on.
+    pub id: Option<usize>,
+    /// The SenderCompID of its Logon.
+    pub comp: super::fix_book::Comp,
+    /// Its HeartBtInt (108), ms.
+    pub heartbeat_ms: u64,
+    /// Its Logon asked for a sequence reset (141=Y).
+    pub reset: bool,
+    /// Its Logon's MsgSeqNum.
+    pub logon_seq: u32,
+    /// A TestRequest was sent at this time (0: none outstanding).
+    pub test_sent: u64,
+    /// Our ResendRequest is outstanding: messages above the expected
+    /// number are dropped until the gap is filled.
+    pub gap: bool,
+    /// A resend to it is under way: the next stored number to send, and
+    /// the last one (new messages join the resend).
+    pub resend_next: u32,
+    pub resend_to: Option<u32>,
+    /// Why its Logon was refused (the Logout's Text).
+    pub refusal: Option<crate::proto::RejectReason>,
+    /// The order or cancel being handled (for a refusal's report).
+    pub current: Option<FixCurrent>,
+}
+
+/// A FIX order or cancel being handled, for the report of its refusal.
+#[derive(Debug, Clone, Copy)]
+pub struct FixCurrent {
+    /// The message's ClOrdID, and a cancel's OrigClOrdID (0 for an order).
+    pub cl_ord_id: u64,
+    pub orig_id: u64,
+    pub order: super::fix_book::FixOrder,
+    /// The order's entry was added to its session's map by this message.
+    pub inserted: bool,
+}
+
 /// Bytes a session's outbox holds: 256 fills. A client that lets more
 /// pile up (it stopped reading) is disconnected: see `Client::doomed`.
 pub const OUTBOX_BYTES: usize = 16 * 1024;
@@ -66,6 +108,8 @@ pub struct Client {
     /// Its outbox overflowed: a report could not be queued. The session is
     /// reset at its next turn (counted `slow_client_aborts`).
     pub doomed: bool,
+    /// FIX state, for a FIX connection.
+    pub fix: FixConn,
 }
 
 impl Default for Client {
@@ -93,6 +137,7 @@ impl Default for Client {
             last_tx: 0,
             outbox: OutBuf::with_capacity(OUTBOX_BYTES),
             doomed: false,
+            fix: FixConn::default(),
         }
     }
 }
@@ -128,6 +173,7 @@ impl Client {
         self.last_tx = now;
         self.outbox.clear();
         self.doomed = false;
+        self.fix = FixConn::default();
     }
 
     /// Send `msg`: into `out` when given and nothing is queued before it,
@@ -148,6 +194,16 @@ impl Client {
             self.doomed = true;
         }
         put
+    }
+
+    /// Room its outbox must have for an exchange report to be queued: two
+    /// of its protocol's longest reports.
+    pub fn report_room(&self) -> usize {
+        if self.fix.on {
+            2 * super::fix_out::FIX_REPORT_MAX
+        } else {
+            2 * proto::MAX_FRAME_LEN
+        }
     }
 
     /// Move what the outbox holds into `out`, as much as fits (it is a

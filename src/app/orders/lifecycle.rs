@@ -213,7 +213,7 @@ impl Orders {
         let (conn, gen) = (o.conn, o.gen);
         let c = self.clients.get(conn, gen)?;
         // Room for the most one report makes: a Fill and a CancelReject.
-        (!c.doomed && c.outbox.spare() < 2 * crate::proto::MAX_FRAME_LEN).then_some((conn, gen))
+        (!c.doomed && c.outbox.spare() < c.report_room()).then_some((conn, gen))
     }
 
     /// Send a client's order to the exchange. `Err`: refuse it with that reason.
@@ -306,14 +306,35 @@ impl Orders {
     /// Send `msg` to session (`conn`, `gen`) from outside its turn, if it
     /// is still there (its outbox, and a wake).
     pub(super) fn report(&mut self, conn: usize, gen: u64, msg: GatewayMsg, now: u64) {
-        match self.clients.get(conn, gen) {
-            Some(c) => {
-                if c.emit(None, msg, now) {
-                    self.counters.messages_out += 1;
-                }
-                self.requests.wake(ConnId(conn));
+        let sent = match self.clients.peek(conn, gen).map(|c| c.fix.on) {
+            Some(true) => self.fix_send(conn, gen, None, msg, now),
+            Some(false) => self.clients.get(conn, gen).is_some_and(|c| c.emit(None, msg, now)),
+            // A FIX session away keeps its reports for its next logon.
+            None if self.fix_away(conn, gen, msg) => return,
+            None => {
+                self.counters.reports_for_closed_sessions += 1;
+                return;
             }
-            None => self.counters.reports_for_closed_sessions += 1,
+        };
+        if sent {
+            self.counters.messages_out += 1;
+        }
+        self.requests.wake(ConnId(conn));
+    }
+
+    /// Orders of session `old` now belong to `new` (a FIX session logged on
+    /// again): its reports go there, and its cancels find them.
+    pub(super) fn adopt_orders(&mut self, old: (usize, u64), new: (usize, u64)) {
+        for &token in &self.table.live {
+            let Some(o) = self.table.orders.get_mut(u64::from(token)) else { continue };
+            if (o.conn, o.gen) != old {
+                continue;
+            }
+            (o.conn, o.gen) = new;
+            let open = Open { token, buy: o.buy, notional: notional(o.px, o.leaves) };
+            if let Some(c) = self.clients.get(new.0, new.1) {
+                c.open.insert(o.cl_ord_id, open);
+            }
         }
     }
 

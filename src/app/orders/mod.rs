@@ -18,23 +18,36 @@
 //! upstream.rs   the loop's session to the exchange
 //! resend.rs     what goes to it again: after a login, and cancel on disconnect
 //! risk.rs       accounts and risk on the loop: logons, the checks, credit, the kill switch
+//! fix_book.rs   FIX sessions by SenderCompID: sequence numbers, sent messages, orders
+//! fix_in.rs     a FIX connection's input: framing, the header, the session messages
+//! fix_orders.rs FIX NewOrderSingle and OrderCancelRequest onto the order path
+//! fix_out.rs    what a FIX session is sent: the order path's messages as FIX
+//! fix_link.rs   binding a Logon to its FIX session, resends, heartbeats
+//! summary.rs    the exit summary
 //! ```
 
 mod client;
+mod fix_book;
+mod fix_in;
+mod fix_link;
+mod fix_orders;
+mod fix_out;
 mod journal;
 mod lifecycle;
 mod resend;
 mod risk;
 mod session;
+mod summary;
 mod upstream;
 
 use self::client::Clients;
+pub use self::fix_book::{Comp, FixConfig, FixCounters};
 use self::lifecycle::Table;
 pub use self::lifecycle::{MARKET_PRICE, MAX_LIMIT_PRICE};
 use self::upstream::{Upstream, CONNECT_TOKEN};
 pub use self::upstream::{UpstreamConfig, UP_BUF_BYTES};
 use super::{App, OutBuf, Requests, Verdict};
-use crate::proto::{GatewayMsg, LogoutReason, RejectReason};
+use crate::proto::{GatewayMsg, LogoutReason};
 use crate::sampler::tracer::Tracer;
 use crate::transport::ConnId;
 use crate::upstream::soup_client::{Change, Why};
@@ -161,6 +174,8 @@ pub struct Orders {
     risk: self::risk::LoopRisk,
     /// This loop's audit journal, if one is kept.
     journal: Option<crate::journal::writer::Writer>,
+    /// The FIX sessions (with no FIX port, none).
+    fix: fix_book::FixBook,
 }
 
 impl Orders {
@@ -183,7 +198,19 @@ impl Orders {
             entered: None,
             risk: self::risk::LoopRisk::new(std::sync::Arc::new(crate::risk::Risk::open()), None),
             journal: None,
+            fix: fix_book::FixBook::new(FixConfig::default(), true),
         }
+    }
+
+    /// FIX sessions on `cfg.port` (see docs/FIX.md).
+    pub fn with_fix(mut self, cfg: FixConfig) -> Self {
+        self.fix = fix_book::FixBook::new(cfg, self.up.is_none());
+        self
+    }
+
+    /// The FIX sessions' counters.
+    pub fn fix_counters(&self) -> FixCounters {
+        self.fix.counters
     }
 
     /// Orders go to the exchange through `up`.
@@ -193,6 +220,7 @@ impl Orders {
         o.requests = Requests::with_capacity(WAKES);
         o.scratch = Vec::with_capacity(cfg.max_open_orders);
         o.up = Some(Upstream::new(up));
+        o.fix.local = false;
         o
     }
 
@@ -293,7 +321,7 @@ impl Orders {
     /// A session's outbox was flushed: if the exchange's reports wait for
     /// it and it has room now, let them go on.
     fn unblock(&mut self, conn: usize, gen: u64) {
-        let room = self.clients.get(conn, gen).is_some_and(|c| c.outbox.spare() >= 2 * crate::proto::MAX_FRAME_LEN);
+        let room = self.clients.get(conn, gen).is_some_and(|c| c.outbox.spare() >= c.report_room());
         if let Some(up) = self.up.as_mut() {
             if room && up.blocked.is_some_and(|(c, g, _)| (c, g) == (conn, gen)) {
                 up.blocked = None;
@@ -332,16 +360,18 @@ impl App for Orders {
     }
 
     fn open(&mut self, conn: ConnId, now: u64) -> Session {
-        self.open_from(conn, None, now)
+        self.open_from(conn, None, None, now)
     }
 
-    fn open_from(&mut self, conn: ConnId, peer: Option<std::net::SocketAddr>, now: u64) -> Session {
+    fn open_from(&mut self, conn: ConnId, peer: Option<std::net::SocketAddr>, port: Option<u16>, now: u64) -> Session {
         self.now = now;
         self.counters.sessions += 1;
         // Its order map is sized when it logs on (see `room_for_orders`).
         let gen = self.clients.open(conn.0, now);
+        let fix_port = self.fix.cfg.port;
         if let Some(c) = self.clients.get(conn.0, gen) {
             c.source = peer.map(|p| p.ip());
+            c.fix.on = fix_port != 0 && port == Some(fix_port);
         }
         Session { conn, gen, upstream: false }
     }
@@ -384,7 +414,11 @@ impl App for Orders {
         if s.upstream {
             return self.upstream_input(input, out, tr, recv_ts, now);
         }
-        let r = self.client_input(s.conn.0, s.gen, input, out, tr, recv_ts, now);
+        let r = if self.clients.peek(s.conn.0, s.gen).is_some_and(|c| c.fix.on) {
+            self.fix_input(s.conn.0, s.gen, input, out, tr, recv_ts, now)
+        } else {
+            self.client_input(s.conn.0, s.gen, input, out, tr, recv_ts, now)
+        };
         self.unblock(s.conn.0, s.gen);
         r
     }
@@ -447,6 +481,10 @@ impl App for Orders {
         let last_rx = c.last_rx;
         self.unblock(conn, gen);
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+        if c.fix.on && c.logged_on && !c.closing {
+            self.fix_pump(conn, gen, out, now);
+            return self.fix_tick(conn, gen, out, now);
+        }
         // A session whose Logon the verifier has not answered yet waits for
         // it (the queue is bounded, and answered in order): its idle time
         // starts again with the answer.
@@ -499,6 +537,10 @@ impl App for Orders {
             return self.doomed(s.conn.0);
         }
         c.flush_outbox(out);
+        if c.fix.on {
+            self.fix_pump(s.conn.0, s.gen, out, now);
+        }
+        let Some(c) = self.clients.get(s.conn.0, s.gen) else { return Verdict::Abort };
         let more = c.outbox.len() > 0;
         self.unblock(s.conn.0, s.gen);
         if more {
@@ -537,6 +579,9 @@ impl App for Orders {
             self.session_closed(s.conn.0, s.gen);
             if self.clients.peek(s.conn.0, s.gen).is_some_and(|c| c.logged_on) {
                 self.logged_on_now = self.logged_on_now.saturating_sub(1);
+            }
+            if let Some(i) = self.clients.peek(s.conn.0, s.gen).and_then(|c| c.fix.id) {
+                self.fix.detach(i);
             }
             self.clients.close(s.conn.0);
             return;
@@ -587,72 +632,7 @@ impl App for Orders {
     }
 
     fn summary(&self) -> String {
-        let c = &self.counters;
-        let mut rej = String::new();
-        for r in RejectReason::ALL {
-            let n = c.rejects[*r as usize];
-            if n > 0 {
-                rej.push_str(&format!(" reject_{}={n}", r.label()));
-            }
-        }
-        let mut line = format!(
-            "orders: sessions={} logons={} messages_in={} orders_acked={} cancels_acked={} \
-             heartbeats_out={} rejects={} framing_errors={} seq_gaps={} idle_timeouts={} shutdown_logouts={} \
-             logons_refused={} kill_cancels={} kill_canceled={} kill_logouts={} kill_cancel_rejects={}{rej}",
-            c.sessions,
-            c.logons,
-            c.messages_in,
-            c.orders_acked,
-            c.cancels_acked,
-            c.heartbeats_out,
-            c.rejects_total(),
-            c.framing_errors,
-            c.seq_gaps,
-            c.idle_timeouts,
-            c.shutdown_logouts,
-            c.logons_refused,
-            c.kill_cancels,
-            c.kill_canceled,
-            c.kill_logouts,
-            c.kill_cancel_rejects
-        );
-        if let Some(j) = self.journal_line() {
-            line.push('\n');
-            line.push_str(&j);
-        }
-        if let Some(up) = &self.up {
-            let st = &up.client.stats;
-            line.push_str(&format!(
-                "\nupstream {} as {}: logins={} downs={} orders_sent={} cancels_sent={} fills={} cancel_rejects={} \
-                 exchange_canceled={} refused={} resent_after_login={} delivered={} duplicates_skipped={} \
-                 malformed={} invalid_transitions={} unknown_tokens={} reports_for_closed_sessions={} \
-                 slow_client_aborts={} cancels_on_disconnect={} never_at_exchange={} lost={} live_orders={} next_seq={}",
-                up.cfg.addr,
-                up.cfg.username,
-                c.upstream_logins,
-                c.upstream_downs,
-                c.orders_sent,
-                c.cancels_sent,
-                c.fills,
-                c.cancel_rejects,
-                c.exchange_canceled,
-                c.upstream_refused,
-                c.resent_after_login,
-                st.delivered,
-                st.duplicates_skipped,
-                c.upstream_malformed,
-                c.invalid_transitions,
-                c.unknown_tokens,
-                c.reports_for_closed_sessions,
-                c.slow_client_aborts,
-                c.cancels_on_disconnect,
-                c.never_at_exchange,
-                st.lost,
-                self.table.orders.len(),
-                up.client.next_seq()
-            ));
-        }
-        line
+        self.summary_text()
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::client::Open;
 use super::Orders;
 use crate::app::{OutBuf, Verdict};
-use crate::proto::{msg_type, Code8, Frame, GatewayMsg, LogoutReason, NewOrder, Password, RejectReason};
+use crate::proto::{msg_type, Code8, GatewayMsg, LogoutReason, NewOrder, Password, RejectReason};
 use crate::risk::auth::{Answer, Port, Refusal, Request};
 use crate::risk::checks::{self, Kill, Refs, Reserved};
 use crate::risk::limits::View;
@@ -56,7 +56,7 @@ impl Orders {
         &mut self,
         conn: usize,
         gen: u64,
-        f: &Frame<'_>,
+        seq: u32,
         account: Code8,
         mut password: Password,
         out: &mut OutBuf,
@@ -95,7 +95,7 @@ impl Orders {
             if asked {
                 if let Some(c) = self.clients.get(conn, gen) {
                     c.pending = true;
-                    c.logon_seq = f.seq();
+                    c.logon_seq = seq;
                     c.logon_ts = recv_ts;
                 }
                 return Verdict::Continue;
@@ -104,7 +104,7 @@ impl Orders {
         };
         let reason = refused.unwrap_or(RejectReason::LogonBusy);
         self.journal_logon(gen, account, source, reason as u8, recv_ts);
-        self.reject(conn, gen, out, f, reason, recv_ts, now);
+        self.reject_ref(conn, gen, out, (0, 0, seq, msg_type::LOGON), reason, recv_ts, now);
         self.counters.logons_refused += 1;
         self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Refused }, now);
         Verdict::Close

@@ -15,7 +15,11 @@ use crate::sampler::{kind, tracer::Tracer};
 impl Orders {
     /// Send `msg` on session (`conn`, `gen`) while it is served (`out` is its output).
     pub(super) fn send(&mut self, conn: usize, gen: u64, out: &mut OutBuf, msg: GatewayMsg, now: u64) {
-        if let Some(c) = self.clients.get(conn, gen) {
+        if self.clients.peek(conn, gen).is_some_and(|c| c.fix.on) {
+            if self.fix_send(conn, gen, Some(out), msg, now) {
+                self.counters.messages_out += 1;
+            }
+        } else if let Some(c) = self.clients.get(conn, gen) {
             if c.emit(Some(out), msg, now) {
                 self.counters.messages_out += 1;
             }
@@ -33,16 +37,33 @@ impl Orders {
         recv_ts: u64,
         now: u64,
     ) {
+        let (cl_ord_id, client_ts) = reject_refs(f);
+        self.reject_ref(conn, gen, out, (cl_ord_id, client_ts, f.seq(), f.msg_type()), reason, recv_ts, now);
+    }
+
+    /// Refuse a message: `refs` are its `cl_ord_id`, `client_ts`, sequence
+    /// number and type.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reject_ref(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        out: &mut OutBuf,
+        refs: (u64, u64, u32, u8),
+        reason: RejectReason,
+        recv_ts: u64,
+        now: u64,
+    ) {
         self.counters.rejects[reason as usize] += 1;
         self.status = reason as u8;
-        let (cl_ord_id, client_ts) = reject_refs(f);
+        let (cl_ord_id, client_ts, ref_seq, ref_type) = refs;
         let msg = GatewayMsg::Reject {
             cl_ord_id,
             client_ts,
             gw_recv_ts: recv_ts,
-            ref_seq: f.seq(),
+            ref_seq,
             reason,
-            ref_type: f.msg_type(),
+            ref_type,
             exchange_reason: 0,
         };
         self.send(conn, gen, out, msg, now);
@@ -209,64 +230,17 @@ impl Orders {
                     crate::log_info!("orders: conn#{conn}: a version-1 Logon, and fills need version 2: refused");
                     self.reject(conn, gen, out, f, RejectReason::BadVersion, recv_ts, now);
                 } else {
-                    return self.logon(conn, gen, f, account, password, out, recv_ts, now);
+                    return self.logon(conn, gen, f.seq(), account, password, out, recv_ts, now);
                 }
             }
             ClientMsg::Heartbeat => {}
             ClientMsg::NewOrder(o) => {
-                let max = self.cfg.max_open_orders;
-                let upstream = self.up.is_some();
-                let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
-                let counts = upstream || o.kind == OrderKind::Limit;
-                let acct = c.account;
-                let buy = o.side == Side::Buy;
-                let refused = if c.open.contains_key(o.cl_ord_id) {
-                    Some(RejectReason::DuplicateOrderId)
-                } else if counts && c.open.len() >= max {
-                    Some(RejectReason::TooManyOpenOrders)
-                } else if !self.journal_ready() {
-                    Some(RejectReason::JournalUnavailable)
-                } else {
-                    match self.check_order(conn, gen, &o, now) {
-                        Err(r) => Some(r),
-                        Ok(res) if upstream => {
-                            let r = self.enter(conn, gen, &o, acct, res, f.seq(), now).err();
-                            if r.is_some() {
-                                self.finished(acct, buy, res.notional);
-                            }
-                            r
-                        }
-                        Ok(res) => {
-                            self.local_ack(conn, gen, out, &o, acct, res, recv_ts, now);
-                            None
-                        }
-                    }
-                };
-                let token = if refused.is_none() { self.entered.unwrap_or(0) } else { 0 };
-                self.journal_order(conn, gen, &o, refused.map_or(0, |r| r as u8), token, recv_ts);
-                if let Some(reason) = refused {
+                if let Some(reason) = self.place_order(conn, gen, &o, f.seq(), out, recv_ts, now) {
                     self.reject(conn, gen, out, f, reason, recv_ts, now);
                 }
             }
             ClientMsg::Cancel { cl_ord_id, client_ts } => {
-                let upstream = self.up.is_some();
-                let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
-                let acct = c.account;
-                let refused = match c.open.get(cl_ord_id).copied() {
-                    None => Some(RejectReason::UnknownOrder),
-                    Some(open) if upstream => self.cancel(open.token, client_ts, f.seq(), now).err(),
-                    Some(open) => {
-                        c.open.remove(cl_ord_id);
-                        self.local_done(acct, open);
-                        self.counters.cancels_acked += 1;
-                        let ack =
-                            GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts: recv_ts, gw_send_ts: recv_ts };
-                        self.send(conn, gen, out, ack, now);
-                        None
-                    }
-                };
-                self.journal_cancel(conn, gen, cl_ord_id, refused.map_or(0, |r| r as u8), recv_ts);
-                if let Some(reason) = refused {
+                if let Some(reason) = self.cancel_order(conn, gen, cl_ord_id, client_ts, f.seq(), out, recv_ts, now) {
                     self.reject(conn, gen, out, f, reason, recv_ts, now);
                 }
             }
@@ -277,6 +251,86 @@ impl Orders {
             }
         }
         Verdict::Continue
+    }
+
+    /// A NewOrder from session (`conn`, `gen`), either protocol: checked,
+    /// then sent to the exchange or acknowledged here, and journaled. The
+    /// refusal, if any (the caller tells the client).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn place_order(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        o: &NewOrder,
+        seq: u32,
+        out: &mut OutBuf,
+        recv_ts: u64,
+        now: u64,
+    ) -> Option<RejectReason> {
+        let max = self.cfg.max_open_orders;
+        let upstream = self.up.is_some();
+        let c = self.clients.get(conn, gen)?;
+        let counts = upstream || o.kind == OrderKind::Limit;
+        let acct = c.account;
+        let buy = o.side == Side::Buy;
+        let refused = if c.open.contains_key(o.cl_ord_id) {
+            Some(RejectReason::DuplicateOrderId)
+        } else if counts && c.open.len() >= max {
+            Some(RejectReason::TooManyOpenOrders)
+        } else if !self.journal_ready() {
+            Some(RejectReason::JournalUnavailable)
+        } else {
+            match self.check_order(conn, gen, o, now) {
+                Err(r) => Some(r),
+                Ok(res) if upstream => {
+                    let r = self.enter(conn, gen, o, acct, res, seq, now).err();
+                    if r.is_some() {
+                        self.finished(acct, buy, res.notional);
+                    }
+                    r
+                }
+                Ok(res) => {
+                    self.local_ack(conn, gen, out, o, acct, res, recv_ts, now);
+                    None
+                }
+            }
+        };
+        let token = if refused.is_none() { self.entered.unwrap_or(0) } else { 0 };
+        self.journal_order(conn, gen, o, refused.map_or(0, |r| r as u8), token, recv_ts);
+        refused
+    }
+
+    /// A Cancel of `cl_ord_id` from session (`conn`, `gen`), either
+    /// protocol; its refusal, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cancel_order(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        cl_ord_id: u64,
+        client_ts: u64,
+        seq: u32,
+        out: &mut OutBuf,
+        recv_ts: u64,
+        now: u64,
+    ) -> Option<RejectReason> {
+        let upstream = self.up.is_some();
+        let c = self.clients.get(conn, gen)?;
+        let acct = c.account;
+        let refused = match c.open.get(cl_ord_id).copied() {
+            None => Some(RejectReason::UnknownOrder),
+            Some(open) if upstream => self.cancel(open.token, client_ts, seq, now).err(),
+            Some(open) => {
+                c.open.remove(cl_ord_id);
+                self.local_done(acct, open);
+                self.counters.cancels_acked += 1;
+                let ack = GatewayMsg::CancelAck { cl_ord_id, client_ts, gw_recv_ts: recv_ts, gw_send_ts: recv_ts };
+                self.send(conn, gen, out, ack, now);
+                None
+            }
+        };
+        self.journal_cancel(conn, gen, cl_ord_id, refused.map_or(0, |r| r as u8), recv_ts);
+        refused
     }
 
     /// Local mode: the order is acknowledged here; a limit order stays

@@ -1,7 +1,7 @@
 //! The gateway's session rules, in local mode.
 
 use super::*;
-use crate::proto::{self, msg_type, ClientMsg, Code8, Frame, NewOrder, OrderKind, Parsed, Side};
+use crate::proto::{self, msg_type, ClientMsg, Code8, Frame, NewOrder, OrderKind, Parsed, RejectReason, Side};
 
 struct Client {
     seq: u32,

@@ -371,6 +371,10 @@ impl Transport for XdpTransport {
         self.stack.peer_addr(conn)
     }
 
+    fn local_port(&self, conn: ConnId) -> Option<u16> {
+        self.stack.local_port(conn)
+    }
+
     fn stats(&self) -> TransportStats {
         self.stack.stats()
     }

@@ -1,0 +1,182 @@
+//! The FIX sessions of a loop, by the client's SenderCompID: their sequence
+//! numbers, the application messages they were sent (for ResendRequests)
+//! and their orders' figures (for ExecutionReports). A FIX session outlives
+//! its connection: what is reported to it while it is away is numbered and
+//! stored, and it asks for it again when it logs on (docs/FIX.md).
+
+use crate::fix::store::Store;
+use crate::fixed_map::FixedMap;
+use crate::proto::Code8;
+
+/// Longest CompID taken.
+pub const COMP_LEN: usize = 32;
+
+/// A CompID: 1-32 printable characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Comp {
+    b: [u8; COMP_LEN],
+    len: u8,
+}
+
+impl Comp {
+    pub fn new(v: &[u8]) -> Option<Comp> {
+        if v.is_empty() || v.len() > COMP_LEN || !v.iter().all(u8::is_ascii_graphic) {
+            return None;
+        }
+        let mut b = [0; COMP_LEN];
+        b[..v.len()].copy_from_slice(v);
+        Some(Comp { b, len: v.len() as u8 })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.b[..usize::from(self.len)]
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("?")
+    }
+}
+
+/// The FIX listener's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct FixConfig {
+    /// The port FIX sessions connect to (the binary protocol keeps its own).
+    pub port: u16,
+    /// The gateway's CompID: a client's TargetCompID (56) must be this.
+    pub comp_id: Comp,
+    /// Bytes of sent application messages kept per FIX session for resends.
+    pub store_bytes: usize,
+    /// FIX sessions (SenderCompIDs) a loop keeps.
+    pub max_sessions: usize,
+}
+
+impl Default for FixConfig {
+    fn default() -> Self {
+        FixConfig {
+            port: 0,
+            comp_id: Comp::new(b"TAILGATE").unwrap_or_default(),
+            store_bytes: 1 << 20,
+            max_sessions: 256,
+        }
+    }
+}
+
+/// What a FIX session's ExecutionReports need to know of one of its orders.
+#[derive(Debug, Clone, Copy)]
+pub struct FixOrder {
+    pub symbol: Code8,
+    pub buy: bool,
+    pub market: bool,
+    pub qty: u32,
+    pub cum: u32,
+    /// Sum of price x quantity of its executions, ticks (AvgPx).
+    pub value: i128,
+    /// OrderID (37), once acknowledged (0: not yet).
+    pub order_id: u64,
+    /// The ClOrdID of its OrderCancelRequest on its way (0: none).
+    pub cancel_id: u64,
+}
+
+/// One FIX session. See the module docs.
+#[derive(Debug)]
+pub struct Identity {
+    pub comp: Comp,
+    /// MsgSeqNum of the next message to it, and expected from it.
+    pub next_out: u32,
+    pub next_in: u32,
+    pub store: Store,
+    pub orders: FixedMap<FixOrder>,
+    /// The connection it is logged on over, if any.
+    pub live: Option<(usize, u64)>,
+    /// The connection it last used (reports for its orders name it).
+    pub last: Option<(usize, u64)>,
+    /// ExecID (17) of the next ExecutionReport.
+    pub next_exec: u64,
+}
+
+/// Counters of the FIX sessions.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FixCounters {
+    pub logons: u64,
+    pub messages_in: u64,
+    pub session_rejects: u64,
+    pub business_rejects: u64,
+    pub resend_requests_in: u64,
+    pub resent: u64,
+    pub gap_filled: u64,
+    /// Messages asked for that had left the store (gap-filled: lost to the client).
+    pub resend_unavailable: u64,
+    pub resend_requests_out: u64,
+    pub seq_too_low: u64,
+    pub test_requests_out: u64,
+    pub framing_errors: u64,
+    /// Reports to a session away, stored for its next logon.
+    pub stored_while_away: u64,
+}
+
+/// The FIX sessions of a loop.
+#[derive(Debug)]
+pub struct FixBook {
+    pub cfg: FixConfig,
+    pub ids: Vec<Identity>,
+    pub counters: FixCounters,
+    /// Without an upstream, a market order is done at its Ack.
+    pub local: bool,
+}
+
+impl FixBook {
+    pub fn new(cfg: FixConfig, local: bool) -> FixBook {
+        FixBook { cfg, ids: Vec::new(), counters: FixCounters::default(), local }
+    }
+
+    /// The session named `comp`, logged on over (`conn`, `gen`): made the
+    /// first time (room for `max_orders`), refused if it is logged on
+    /// elsewhere or the loop has its maximum of sessions.
+    pub fn attach(&mut self, comp: Comp, conn: usize, gen: u64, max_orders: usize) -> Result<usize, &'static str> {
+        let i = match self.ids.iter().position(|s| s.comp == comp) {
+            Some(i) => i,
+            None if self.ids.len() >= self.cfg.max_sessions => return Err("too many FIX sessions on this loop"),
+            None => {
+                self.ids.push(Identity {
+                    comp,
+                    next_out: 1,
+                    next_in: 1,
+                    store: Store::new(self.cfg.store_bytes, (self.cfg.store_bytes / 64).max(64)),
+                    orders: FixedMap::with_capacity(max_orders),
+                    live: None,
+                    last: None,
+                    next_exec: 1,
+                });
+                self.ids.len() - 1
+            }
+        };
+        let s = &mut self.ids[i];
+        if s.live.is_some() {
+            return Err("this SenderCompID is logged on already");
+        }
+        s.live = Some((conn, gen));
+        s.last = Some((conn, gen));
+        Ok(i)
+    }
+
+    /// Its connection closed: the session waits for its next logon.
+    pub fn detach(&mut self, i: usize) {
+        if let Some(s) = self.ids.get_mut(i) {
+            s.live = None;
+        }
+    }
+
+    /// The session whose orders name connection (`conn`, `gen`), away now.
+    pub fn away(&self, conn: usize, gen: u64) -> Option<usize> {
+        self.ids.iter().position(|s| s.live.is_none() && s.last == Some((conn, gen)))
+    }
+
+    /// Start again from MsgSeqNum 1 both ways (ResetSeqNumFlag).
+    pub fn reset(&mut self, i: usize) {
+        if let Some(s) = self.ids.get_mut(i) {
+            s.next_out = 1;
+            s.next_in = 1;
+            s.store.clear();
+        }
+    }
+}
