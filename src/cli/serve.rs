@@ -58,7 +58,7 @@ pub(crate) struct ServeArgs {
     pub(crate) fix_comp_id: String,
     /// Bytes of sent application messages each FIX session keeps for its ResendRequests
     /// (older ones are gap-filled, and counted).
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..=1 << 30),
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..=64 << 20),
           help_heading = LISTEN)]
     pub(crate) fix_store_bytes: u64,
     /// Pin the event loop to this CPU; or a list (0,1 or 2-3): one loop per core, each pinned,
@@ -531,6 +531,10 @@ impl Job for ServeJob<'_> {
                 };
                 let mut app = app.with_risk(self.risk.clone(), self.auth.port(cx.index));
                 if let Some(port) = a.fix_port {
+                    if cx.loops > 1 {
+                        // A FIX session's state is its loop's; a reconnect may land on another.
+                        return Err("--fix-port: FIX sessions need a single loop for now (one --core)".into());
+                    }
                     app = app.with_fix(a.fix_config(port));
                 }
                 if let Some(w) = self.journal.writer(cx.index) {

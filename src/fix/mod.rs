@@ -12,6 +12,8 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod value;
+#[cfg(test)]
+mod value_tests;
 
 pub use codec::{frame, Field, FieldError, Fields, FrameError, MAX_MESSAGE};
 pub use encode::Encoder;

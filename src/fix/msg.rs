@@ -1,6 +1,6 @@
 //! One framed message's fields, indexed where they lie: MsgType must be the
-//! third field, a tag may appear once (this gateway takes no repeating
-//! groups), and a field is found by its tag. No allocation: the index is a
+//! third field, a field is found by its tag, and a tag that appears again
+//! (a repeating group, which this gateway does not take) is named. No allocation: the index is a
 //! fixed array on the caller's stack.
 
 use super::{FieldError, Fields};
@@ -17,8 +17,6 @@ pub enum MsgError {
     MsgTypeNotThird,
     /// More than [`MAX_FIELDS`] fields.
     TooManyFields,
-    /// A tag appears twice.
-    Repeated(u32),
 }
 
 /// The fields of one whole message (as [`super::frame`] delimits it).
@@ -26,13 +24,14 @@ pub struct Msg<'a> {
     buf: &'a [u8],
     at: [(u32, u16, u16); MAX_FIELDS],
     n: usize,
+    repeated: Option<u32>,
 }
 
 impl<'a> Msg<'a> {
     /// Index the fields of `frame`, a whole message whose BeginString,
     /// BodyLength and CheckSum [`super::frame`] has checked.
     pub fn parse(frame: &'a [u8]) -> Result<Msg<'a>, MsgError> {
-        let mut m = Msg { buf: frame, at: [(0, 0, 0); MAX_FIELDS], n: 0 };
+        let mut m = Msg { buf: frame, at: [(0, 0, 0); MAX_FIELDS], n: 0, repeated: None };
         let base = frame.as_ptr() as usize;
         for (i, f) in Fields::new(frame).enumerate() {
             let f = f.map_err(MsgError::Field)?;
@@ -40,7 +39,9 @@ impl<'a> Msg<'a> {
                 return Err(MsgError::MsgTypeNotThird);
             }
             if m.get(f.tag).is_some() {
-                return Err(MsgError::Repeated(f.tag));
+                // The first one counts; the message is to be refused.
+                m.repeated.get_or_insert(f.tag);
+                continue;
             }
             if m.n == MAX_FIELDS {
                 return Err(MsgError::TooManyFields);
@@ -62,6 +63,12 @@ impl<'a> Msg<'a> {
             .iter()
             .find(|(t, _, _)| *t == tag)
             .map(|&(_, off, len)| &self.buf[usize::from(off)..usize::from(off) + usize::from(len)])
+    }
+
+    /// The first tag that appears more than once (a repeating group, which
+    /// this gateway does not take), if any.
+    pub fn repeated(&self) -> Option<u32> {
+        self.repeated
     }
 
     /// MsgType (35).

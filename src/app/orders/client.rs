@@ -43,6 +43,9 @@ pub struct FixConn {
     /// the last one (new messages join the resend).
     pub resend_next: u32,
     pub resend_to: Option<u32>,
+    /// The last number the client asked for: messages after it (new ones,
+    /// queued behind the resend) go without PossDupFlag.
+    pub resend_asked: u32,
     /// Why its Logon was refused (the Logout's Text).
     pub refusal: Option<crate::proto::RejectReason>,
     /// The order or cancel being handled (for a refusal's report).

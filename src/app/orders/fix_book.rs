@@ -56,7 +56,7 @@ impl Default for FixConfig {
             port: 0,
             comp_id: Comp::new(b"TAILGATE").unwrap_or_default(),
             store_bytes: 1 << 20,
-            max_sessions: 256,
+            max_sessions: 64,
         }
     }
 }
@@ -92,6 +92,9 @@ pub struct Identity {
     pub last: Option<(usize, u64)>,
     /// ExecID (17) of the next ExecutionReport.
     pub next_exec: u64,
+    /// The account it belongs to (the first logon's): no other account
+    /// may log on as it, and read its reports.
+    pub account: Option<usize>,
 }
 
 /// Counters of the FIX sessions.
@@ -129,11 +132,13 @@ impl FixBook {
         FixBook { cfg, ids: Vec::new(), counters: FixCounters::default(), local }
     }
 
-    /// The session named `comp`, logged on over (`conn`, `gen`): made the
-    /// first time (room for `max_orders`), refused if it is logged on
-    /// elsewhere or the loop has its maximum of sessions.
-    pub fn attach(&mut self, comp: Comp, conn: usize, gen: u64, max_orders: usize) -> Result<usize, &'static str> {
+    /// The session named `comp`, for a logon by `account`: made the first
+    /// time (room for `max_orders`), refused if it belongs to another
+    /// account, is logged on already, or the loop has its maximum of
+    /// sessions. [`FixBook::bind`] gives it the connection.
+    pub fn find(&mut self, comp: Comp, account: Option<usize>, max_orders: usize) -> Result<usize, &'static str> {
         let i = match self.ids.iter().position(|s| s.comp == comp) {
+            Some(i) if self.ids[i].account != account => return Err("this SenderCompID belongs to another account"),
             Some(i) => i,
             None if self.ids.len() >= self.cfg.max_sessions => return Err("too many FIX sessions on this loop"),
             None => {
@@ -146,23 +151,34 @@ impl FixBook {
                     live: None,
                     last: None,
                     next_exec: 1,
+                    account,
                 });
                 self.ids.len() - 1
             }
         };
-        let s = &mut self.ids[i];
-        if s.live.is_some() {
+        if self.ids[i].live.is_some() {
             return Err("this SenderCompID is logged on already");
         }
-        s.live = Some((conn, gen));
-        s.last = Some((conn, gen));
         Ok(i)
     }
 
-    /// Its connection closed: the session waits for its next logon.
+    /// Session `i` is logged on over (`conn`, `gen`); the connection it
+    /// used before, if another.
+    pub fn bind(&mut self, i: usize, conn: usize, gen: u64) -> Option<(usize, u64)> {
+        let s = &mut self.ids[i];
+        s.live = Some((conn, gen));
+        s.last.replace((conn, gen)).filter(|&p| p != (conn, gen))
+    }
+
+    /// Its connection closed: the session waits for its next logon. In
+    /// local mode its orders ended with the connection.
     pub fn detach(&mut self, i: usize) {
+        let local = self.local;
         if let Some(s) = self.ids.get_mut(i) {
             s.live = None;
+            if local {
+                s.orders.clear();
+            }
         }
     }
 

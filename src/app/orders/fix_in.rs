@@ -68,6 +68,9 @@ impl Orders {
     /// End the session: a Logout saying `text`, then close.
     fn fix_end(&mut self, conn: usize, gen: u64, out: &mut OutBuf, text: &str, now: u64) -> Verdict {
         if let Some(c) = self.clients.get(conn, gen) {
+            if c.fix.comp.as_bytes().is_empty() {
+                c.fix.comp = unknown();
+            }
             fix_out::logout(c, &mut self.fix, Some(out), text, now);
         }
         self.ended(conn, gen, now);
@@ -149,12 +152,18 @@ impl Orders {
 
     fn fix_message(&mut self, conn: usize, gen: u64, m: &Msg<'_>, out: &mut OutBuf, recv_ts: u64, now: u64) -> Verdict {
         let ty = m.msg_type();
-        let Some(seq) = m.get(tag::MSG_SEQ_NUM).and_then(value::uint).filter(|&s| s > 0 && s <= u64::from(u32::MAX))
-        else {
+        let Some(seq) = m.get(tag::MSG_SEQ_NUM).and_then(value::uint).filter(|&s| s > 0) else {
             return self.fix_end(conn, gen, out, "MsgSeqNum (34) missing or not a number", now);
         };
+        if seq > MAX_SEQ {
+            return self.fix_end(conn, gen, out, "MsgSeqNum above 2^31", now);
+        }
         let seq = seq as u32;
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+        if !c.logged_on && !c.pending {
+            // Whom a Logout before the Logon's answer goes to.
+            c.fix.comp = m.get(tag::SENDER_COMP_ID).and_then(super::fix_book::Comp::new).unwrap_or(unknown());
+        }
         if c.pending {
             return self.fix_end(conn, gen, out, "a message before the Logon was answered", now);
         }
@@ -172,7 +181,12 @@ impl Orders {
         if m.get(tag::SENDER_COMP_ID) != Some(comp.as_bytes())
             || m.get(tag::TARGET_COMP_ID) != Some(self.fix.cfg.comp_id.as_bytes())
         {
-            let r = Refs { tag: tag::SENDER_COMP_ID, text: "CompID problem", ..refs };
+            let wrong = if m.get(tag::SENDER_COMP_ID) != Some(comp.as_bytes()) {
+                tag::SENDER_COMP_ID
+            } else {
+                tag::TARGET_COMP_ID
+            };
+            let r = Refs { tag: wrong, text: "CompID problem", ..refs };
             self.fix_reject(conn, gen, out, r, sr::COMP_ID_PROBLEM, now);
             return self.fix_end(conn, gen, out, "CompID problem", now);
         }
@@ -210,12 +224,17 @@ impl Orders {
             self.fix_reject(conn, gen, out, r, sr::REQUIRED_TAG_MISSING, now);
             return Verdict::Continue;
         }
+        if let Some(t) = m.repeated() {
+            let r = Refs { tag: t, text: "tag appears more than once (no repeating groups are taken)", ..refs };
+            self.fix_reject(conn, gen, out, r, sr::TAG_APPEARS_MORE_THAN_ONCE, now);
+            return Verdict::Continue;
+        }
         match ty {
             b"0" | b"3" => {}
             b"1" => match m.get(tag::TEST_REQ_ID) {
                 Some(id) => {
-                    let mut f = [0u8; 80];
-                    let n = fix_out::field(&mut f, tag::TEST_REQ_ID, &id[..id.len().min(60)]);
+                    let mut f = [0u8; 160];
+                    let n = fix_out::field(&mut f, tag::TEST_REQ_ID, &id[..id.len().min(140)]);
                     if let Some(c) = self.clients.get(conn, gen) {
                         fix_out::admin(c, &mut self.fix, Some(out), b"0", &f[..n], now);
                     }
@@ -283,7 +302,7 @@ impl Orders {
         let Some(i) = self.clients.peek(conn, gen).and_then(|c| c.fix.id) else { return Verdict::Abort };
         match m.get(tag::NEW_SEQ_NO).and_then(value::uint) {
             None => self.fix_missing(conn, gen, out, refs, tag::NEW_SEQ_NO, now),
-            Some(n) if n < u64::from(self.fix.ids[i].next_in) || n > u64::from(u32::MAX) => {
+            Some(n) if n < u64::from(self.fix.ids[i].next_in) || n > MAX_SEQ => {
                 let r = Refs { tag: tag::NEW_SEQ_NO, text: "NewSeqNo below the expected MsgSeqNum", ..refs };
                 self.fix_reject(conn, gen, out, r, sr::VALUE_INCORRECT, now);
             }
@@ -322,6 +341,7 @@ impl Orders {
         }
         c.fix.resend_next = begin;
         c.fix.resend_to = Some(to as u32);
+        c.fix.resend_asked = to as u32;
         self.fix_pump(conn, gen, out, now);
     }
 
@@ -357,10 +377,18 @@ impl Orders {
             Some(s @ 1..=3600) => s,
             _ => return self.fix_end(conn, gen, out, "HeartBtInt (108) missing or not 0-3600", now),
         };
-        let account = m.get(tag::USERNAME).unwrap_or(comp.as_bytes());
-        let Some(account) = std::str::from_utf8(account).ok().and_then(Code8::new) else {
+        // The SenderCompID is the account: no account can log on as
+        // another's FIX session (its sequence numbers, stored reports and
+        // orders). Username, if given, must say the same.
+        if m.get(tag::USERNAME).is_some_and(|u| u != comp.as_bytes()) {
+            return self.refuse_fix_logon(conn, gen, out, now);
+        }
+        let Some(account) = std::str::from_utf8(comp.as_bytes()).ok().and_then(Code8::new) else {
             return self.refuse_fix_logon(conn, gen, out, now);
         };
+        if m.get(tag::RESET_SEQ_NUM_FLAG) == Some(b"Y") && seq != 1 {
+            return self.fix_end(conn, gen, out, "ResetSeqNumFlag (141=Y) with a MsgSeqNum other than 1", now);
+        }
         let password = match m.get(tag::PASSWORD) {
             None => Password::NONE,
             Some(p) => match std::str::from_utf8(p).ok().and_then(Password::new) {
@@ -387,6 +415,14 @@ impl Orders {
         self.send(conn, gen, out, GatewayMsg::Logout { reason: LogoutReason::Refused }, now);
         Verdict::Close
     }
+}
+
+/// The highest MsgSeqNum taken (so that the next one never wraps).
+const MAX_SEQ: u64 = 1 << 31;
+
+/// The TargetCompID of a Logout to a peer that named none usable.
+fn unknown() -> super::fix_book::Comp {
+    super::fix_book::Comp::new(b"UNKNOWN").unwrap_or_default()
 }
 
 /// What a session Reject refers to.

@@ -38,9 +38,8 @@ impl Orders {
     fn fix_bind(&mut self, conn: usize, gen: u64, out: Option<&mut OutBuf>, now: u64) -> bool {
         let max = self.cfg.max_open_orders;
         let Some(c) = self.clients.get(conn, gen) else { return false };
-        let comp = c.fix.comp;
-        let prev = self.fix.ids.iter().find(|s| s.comp == comp).and_then(|s| s.last);
-        let why = match self.fix.attach(comp, conn, gen, max) {
+        let (comp, account) = (c.fix.comp, c.account);
+        let why = match self.fix.find(comp, account, max) {
             Err(why) => why.to_string(),
             Ok(i) => {
                 if c.fix.reset {
@@ -50,12 +49,11 @@ impl Orders {
                 if c.fix.logon_seq >= expected {
                     c.fix.id = Some(i);
                     self.fix.counters.logons += 1;
-                    if let Some(old) = prev.filter(|&p| p != (conn, gen)) {
+                    if let Some(old) = self.fix.bind(i, conn, gen) {
                         self.adopt_orders(old, (conn, gen));
                     }
                     return true;
                 }
-                self.fix.detach(i);
                 self.fix.counters.seq_too_low += 1;
                 format!("MsgSeqNum too low, expecting {expected} but received {}", c.fix.logon_seq)
             }
@@ -130,13 +128,14 @@ impl Orders {
             match stored {
                 Some(m) if m.seq == next => {
                     let (ty, sent_ns) = ([m.msg_type], m.sent_ns);
-                    let mut e =
-                        fix_out::begin(&mut buf, &self.fix, c, &ty, &Header { seq: next, orig_ns: Some(sent_ns) });
+                    // Sent for the first time if it came after the request.
+                    let orig_ns = (next <= c.fix.resend_asked).then_some(sent_ns);
+                    let mut e = fix_out::begin(&mut buf, &self.fix, c, &ty, &Header { seq: next, orig_ns });
                     e.raw(self.fix.ids[i].store.at_or_after(next).map_or(&[][..], |m| m.body));
                     if let Some(msg) = e.finish() {
                         fix_out::put(c, Some(out), msg, now);
                     }
-                    self.fix.counters.resent += 1;
+                    self.fix.counters.resent += u64::from(orig_ns.is_some());
                     c.fix.resend_next = next + 1;
                 }
                 _ => {

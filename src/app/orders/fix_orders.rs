@@ -99,9 +99,15 @@ impl Orders {
         };
         let Some(i) = self.clients.peek(conn, gen).and_then(|c| c.fix.id) else { return };
         let orders = &mut self.fix.ids[i].orders;
-        let inserted = !orders.contains_key(o.cl_ord_id) && orders.insert(o.cl_ord_id, order);
+        let dup = orders.contains_key(o.cl_ord_id);
+        let inserted = !dup && orders.insert(o.cl_ord_id, order);
         self.set_current(conn, gen, Some(FixCurrent { cl_ord_id: o.cl_ord_id, orig_id: 0, order, inserted }));
-        let refused = self.place_order(conn, gen, &o, refs.seq, out, recv_ts, now);
+        // An order whose reports could not be written is not placed.
+        let refused = if dup || inserted {
+            self.place_order(conn, gen, &o, refs.seq, out, recv_ts, now)
+        } else {
+            Some(crate::proto::RejectReason::TooManyOpenOrders)
+        };
         if let Some(reason) = refused {
             self.reject_ref(conn, gen, out, (o.cl_ord_id, 0, refs.seq, msg_type::NEW_ORDER), reason, recv_ts, now);
         }

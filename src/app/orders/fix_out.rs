@@ -271,7 +271,8 @@ fn app_body(
             let status = if leaves == 0 { b'2' } else { b'1' };
             exec(&mut e, cl_ord_id, 0, &o, exec_id, b'F', status, leaves, &mut id);
             e.decimal(tag::LAST_PX, price, 4).uint(tag::LAST_QTY, u64::from(qty));
-            if leaves == 0 {
+            // Done, unless a cancel is on its way: its refusal still needs the entry.
+            if leaves == 0 && o.cancel_id == 0 {
                 s.orders.remove(cl_ord_id);
             }
             b'8'
@@ -285,6 +286,9 @@ fn app_body(
             let o = s.orders.get_mut(cl_ord_id)?;
             let cancel_id = std::mem::take(&mut o.cancel_id);
             let o = *o;
+            if o.cum >= o.qty {
+                s.orders.remove(cl_ord_id);
+            }
             cancel_reject(&mut e, cancel_id, cl_ord_id, &o, 0, "too late to cancel", &mut id);
             b'9'
         }
@@ -309,8 +313,11 @@ fn app_body(
                 }
                 None => cur.order,
             };
-            let known = s.orders.contains_key(cl_ord_id);
-            let why = if known { 99 } else { 1 };
+            let why = match reason {
+                _ if !s.orders.contains_key(cl_ord_id) => 1,
+                RejectReason::CancelPending => 3,
+                _ => 99,
+            };
             cancel_reject(&mut e, cur.cl_ord_id, cl_ord_id, &o, why, reason.label(), &mut id);
             b'9'
         }
@@ -387,6 +394,7 @@ fn cancel_reject(
     e.bytes(tag::ORIG_CL_ORD_ID, value::write_id(orig, id));
     let status: &[u8] = match (reason, o.order_id, o.cum) {
         (1, _, _) => b"8",
+        _ if o.cum >= o.qty && o.qty > 0 => b"2",
         (_, 0, _) => b"A",
         (_, _, 0) => b"0",
         _ => b"1",

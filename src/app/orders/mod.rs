@@ -637,4 +637,6 @@ impl App for Orders {
 }
 
 #[cfg(test)]
+mod fix_tests;
+#[cfg(test)]
 mod tests;
