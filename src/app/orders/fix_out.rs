@@ -29,7 +29,9 @@ pub struct Header {
 pub fn begin<'a>(buf: &'a mut [u8], book: &FixBook, c: &Client, ty: &[u8], h: &Header) -> Encoder<'a> {
     let mut e = Encoder::new(buf, ty);
     e.bytes(tag::SENDER_COMP_ID, book.cfg.comp_id.as_bytes());
-    e.bytes(tag::TARGET_COMP_ID, c.fix.comp.as_bytes());
+    // A peer that named no CompID yet (a Logout before its Logon) is UNKNOWN.
+    let target = c.fix.comp.as_bytes();
+    e.bytes(tag::TARGET_COMP_ID, if target.is_empty() { b"UNKNOWN" } else { target });
     e.uint(tag::MSG_SEQ_NUM, u64::from(h.seq));
     if h.orig_ns.is_some() {
         e.bytes(tag::POSS_DUP_FLAG, b"Y");
