@@ -61,19 +61,23 @@ pub fn pack_id(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0u64, |a, &c| a << 8 | u64::from(c)))
 }
 
+/// `v` in decimal, at the end of `out`.
+pub fn digits(mut v: u64, out: &mut [u8; ID_LEN]) -> &[u8] {
+    let mut i = ID_LEN;
+    loop {
+        i -= 1;
+        out[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &out[i..];
+        }
+    }
+}
+
 /// The ClOrdID that [`pack_id`] made `id` from.
 pub fn write_id(id: u64, out: &mut [u8; ID_LEN]) -> &[u8] {
     if id >> 63 == 1 {
-        let mut v = id & !(1 << 63);
-        let mut i = ID_LEN;
-        loop {
-            i -= 1;
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                return &out[i..];
-            }
-        }
+        return digits(id & !(1 << 63), out);
     }
     let b = id.to_be_bytes();
     let skip = b.iter().take_while(|&&c| c == 0).count();

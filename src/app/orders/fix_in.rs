@@ -81,18 +81,14 @@ impl Orders {
     pub(super) fn fix_reject(&mut self, conn: usize, gen: u64, out: &mut OutBuf, r: Refs<'_>, reason: u32, now: u64) {
         self.fix.counters.session_rejects += 1;
         let mut f = [0u8; 200];
-        let mut n = fix_out::field(&mut f, tag::REF_SEQ_NUM, super::fix_link::itoa(u64::from(r.seq), &mut [0; 20]));
+        let mut n = fix_out::field(&mut f, tag::REF_SEQ_NUM, value::digits(u64::from(r.seq), &mut [0; 20]));
         if r.tag != 0 {
-            n += fix_out::field(&mut f[n..], tag::REF_TAG_ID, super::fix_link::itoa(u64::from(r.tag), &mut [0; 20]));
+            n += fix_out::field(&mut f[n..], tag::REF_TAG_ID, value::digits(u64::from(r.tag), &mut [0; 20]));
         }
         if !r.ty.is_empty() && r.ty.len() <= 2 {
             n += fix_out::field(&mut f[n..], tag::REF_MSG_TYPE, r.ty);
         }
-        n += fix_out::field(
-            &mut f[n..],
-            tag::SESSION_REJECT_REASON,
-            super::fix_link::itoa(u64::from(reason), &mut [0; 20]),
-        );
+        n += fix_out::field(&mut f[n..], tag::SESSION_REJECT_REASON, value::digits(u64::from(reason), &mut [0; 20]));
         n += fix_out::field(&mut f[n..], tag::TEXT, r.text.as_bytes());
         if let Some(c) = self.clients.get(conn, gen) {
             fix_out::admin(c, &mut self.fix, Some(out), b"3", &f[..n], now);
@@ -278,7 +274,7 @@ impl Orders {
     fn fix_business_reject(&mut self, conn: usize, gen: u64, out: &mut OutBuf, r: Refs<'_>, now: u64) {
         self.fix.counters.business_rejects += 1;
         let mut f = [0u8; 120];
-        let mut n = fix_out::field(&mut f, tag::REF_SEQ_NUM, super::fix_link::itoa(u64::from(r.seq), &mut [0; 20]));
+        let mut n = fix_out::field(&mut f, tag::REF_SEQ_NUM, value::digits(u64::from(r.seq), &mut [0; 20]));
         n += fix_out::field(&mut f[n..], tag::REF_MSG_TYPE, r.ty);
         n += fix_out::field(&mut f[n..], tag::BUSINESS_REJECT_REASON, b"3");
         n += fix_out::field(&mut f[n..], tag::TEXT, b"unsupported message type");

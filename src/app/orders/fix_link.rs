@@ -7,7 +7,7 @@
 use super::fix_out::{self, Header, FIX_MSG_MAX};
 use super::{Orders, Verdict};
 use crate::app::OutBuf;
-use crate::fix::tag;
+use crate::fix::{tag, value};
 use crate::proto::GatewayMsg;
 use crate::transport::ConnId;
 
@@ -88,7 +88,7 @@ impl Orders {
         c.fix.gap = true;
         self.fix.counters.resend_requests_out += 1;
         let mut f = [0u8; 48];
-        let mut n = fix_out::field(&mut f, tag::BEGIN_SEQ_NO, itoa(u64::from(from), &mut [0; 20]));
+        let mut n = fix_out::field(&mut f, tag::BEGIN_SEQ_NO, value::digits(u64::from(from), &mut [0; 20]));
         n += fix_out::field(&mut f[n..], tag::END_SEQ_NO, b"0");
         fix_out::admin(c, &mut self.fix, out, b"2", &f[..n], now);
     }
@@ -175,7 +175,7 @@ impl Orders {
             c.fix.test_sent = now;
             self.fix.counters.test_requests_out += 1;
             let mut f = [0u8; 40];
-            let n = fix_out::field(&mut f, tag::TEST_REQ_ID, itoa(now / ms, &mut [0; 20]));
+            let n = fix_out::field(&mut f, tag::TEST_REQ_ID, value::digits(now / ms, &mut [0; 20]));
             fix_out::admin(c, &mut self.fix, Some(out), b"1", &f[..n], now);
         } else if now.saturating_sub(c.last_tx) >= hb && c.fix.resend_to.is_none() {
             self.counters.heartbeats_out += 1;
@@ -187,17 +187,4 @@ impl Orders {
 
 fn now_ns() -> u64 {
     crate::clock::realtime_ns()
-}
-
-/// `v` in decimal, in `buf`.
-pub(super) fn itoa(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return &buf[i..];
-        }
-    }
 }

@@ -136,23 +136,14 @@ pub fn logout(c: &mut Client, book: &mut FixBook, out: Option<&mut OutBuf>, text
 
 /// `tag=value<SOH>` into `buf`; its length (0 if it does not fit).
 pub fn field(buf: &mut [u8], tag: u32, value: &[u8]) -> usize {
-    let mut t = [0u8; 12];
-    let mut v = tag;
-    let mut i = t.len();
-    loop {
-        i -= 1;
-        t[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let n = t.len() - i + 1 + value.len() + 1;
+    let mut d = [0u8; value::ID_LEN];
+    let t = value::digits(u64::from(tag), &mut d);
+    let n = t.len() + 1 + value.len() + 1;
     if n > buf.len() {
         return 0;
     }
-    buf[..t.len() - i].copy_from_slice(&t[i..]);
-    let mut w = t.len() - i;
+    buf[..t.len()].copy_from_slice(t);
+    let mut w = t.len();
     buf[w] = b'=';
     w += 1;
     buf[w..w + value.len()].copy_from_slice(value);
@@ -198,11 +189,7 @@ fn store_and_send(
     body: &[u8],
     now: u64,
 ) -> bool {
-    let s = &mut book.ids[i];
-    let seq = s.next_out;
-    s.next_out = s.next_out.wrapping_add(1);
-    let sent = crate::clock::realtime_ns();
-    s.store.put(seq, ty, sent, body);
+    let seq = number_and_store(book, i, ty, body);
     if c.fix.resend_to.is_some() {
         c.fix.resend_to = Some(seq);
         return true;
@@ -231,12 +218,18 @@ pub fn app_raw(
 pub fn store_away(book: &mut FixBook, i: usize, msg: GatewayMsg) {
     let mut body = [0u8; FIX_MSG_MAX];
     if let Some((ty, n)) = app_body(book, i, None, msg, &mut body) {
-        let s = &mut book.ids[i];
-        let seq = s.next_out;
-        s.next_out = s.next_out.wrapping_add(1);
-        s.store.put(seq, ty, crate::clock::realtime_ns(), &body[..n]);
+        number_and_store(book, i, ty, &body[..n]);
         book.counters.stored_while_away += 1;
     }
+}
+
+/// Give an application message of session `i` its MsgSeqNum, and store it.
+fn number_and_store(book: &mut FixBook, i: usize, ty: u8, body: &[u8]) -> u32 {
+    let s = &mut book.ids[i];
+    let seq = s.next_out;
+    s.next_out = s.next_out.wrapping_add(1);
+    s.store.put(seq, ty, crate::clock::realtime_ns(), body);
+    seq
 }
 
 /// The body of the application message `msg` becomes for session `i`, and
