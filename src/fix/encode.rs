@@ -71,22 +71,6 @@ impl<'a> Encoder<'a> {
         self
     }
 
-    /// Where the next field goes: with [`Encoder::since`], the bytes
-    /// written after a point (a body to store).
-    pub fn mark(&self) -> usize {
-        self.at
-    }
-
-    /// The fields written since `mark`.
-    pub fn since(&self, mark: usize) -> &[u8] {
-        &self.buf[mark.min(self.at)..self.at]
-    }
-
-    /// Has a field been refused (no room, or SOH in a value)?
-    pub fn failed(&self) -> bool {
-        self.overflow
-    }
-
     /// A field with an unsigned integer value.
     pub fn uint(&mut self, tag: u32, v: u64) -> &mut Self {
         let mut d = [0u8; 20];

@@ -7,7 +7,8 @@
 //! session with a Logout that says why; a bad field gets a session-level
 //! Reject naming it, and the session goes on. See docs/FIX.md.
 
-use super::fix_out::{self, FIX_MSG_MAX};
+use super::fix_out;
+use super::session::Gate;
 use super::{Orders, Verdict};
 use crate::app::OutBuf;
 use crate::fix::{self, session_reject as sr, tag, value, Msg};
@@ -29,20 +30,11 @@ impl Orders {
     ) -> (usize, Verdict) {
         let mut off = 0;
         loop {
-            let Some(c) = self.clients.get(conn, gen) else { return (off, Verdict::Abort) };
-            if c.doomed {
-                return (off, self.doomed(conn));
-            }
-            if c.closing {
-                let v = self.closing_turn(conn, gen, out).unwrap_or(Verdict::Close);
-                return (input.len(), v);
-            }
-            c.flush_outbox(out);
-            self.fix_pump(conn, gen, out, now);
-            let Some(c) = self.clients.get(conn, gen) else { return (off, Verdict::Abort) };
-            // Replies wait behind what the outbox and a resend hold; input waits for room.
-            if c.outbox.len() > 0 || c.fix.resend_to.is_some() || out.spare() < 2 * FIX_MSG_MAX {
-                return (off, Verdict::Continue);
+            match self.input_gate(conn, gen, out, now) {
+                Gate::Go => {}
+                Gate::Wait => return (off, Verdict::Continue),
+                Gate::Stop(v) => return (off, v),
+                Gate::Drop(v) => return (input.len(), v),
             }
             match fix::frame(&input[off..]) {
                 Ok(None) => return (off, Verdict::Continue),
@@ -280,7 +272,7 @@ impl Orders {
         n += fix_out::field(&mut f[n..], tag::TEXT, b"unsupported message type");
         if let Some(c) = self.clients.get(conn, gen) {
             let Some(i) = c.fix.id else { return };
-            fix_out::app_raw(c, &mut self.fix, i, Some(out), b'j', &f[..n], now);
+            fix_out::store_and_send(c, &mut self.fix, i, Some(out), b'j', &f[..n], now, crate::clock::realtime_ns());
         }
     }
 

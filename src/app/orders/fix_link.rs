@@ -122,16 +122,16 @@ impl Orders {
                 c.fix.resend_to = None;
                 break;
             }
-            let s = &self.fix.ids[i];
-            let stored = s.store.at_or_after(next).filter(|m| m.seq <= to);
+            let stored = self.fix.ids[i].store.at_or_after(next).filter(|m| m.seq <= to);
             let mut buf = [0u8; FIX_MSG_MAX];
+            let wall = crate::clock::realtime_ns();
             match stored {
                 Some(m) if m.seq == next => {
-                    let (ty, sent_ns) = ([m.msg_type], m.sent_ns);
                     // Sent for the first time if it came after the request.
-                    let orig_ns = (next <= c.fix.resend_asked).then_some(sent_ns);
-                    let mut e = fix_out::begin(&mut buf, &self.fix, c, &ty, &Header { seq: next, orig_ns });
-                    e.raw(self.fix.ids[i].store.at_or_after(next).map_or(&[][..], |m| m.body));
+                    let orig_ns = (next <= c.fix.resend_asked).then_some(m.sent_ns);
+                    let h = Header { seq: next, orig_ns, sent_ns: wall };
+                    let mut e = fix_out::begin(&mut buf, &self.fix, c, &[m.msg_type], &h);
+                    e.raw(m.body);
                     if let Some(msg) = e.finish() {
                         fix_out::put(c, Some(out), msg, now);
                     }
@@ -140,8 +140,8 @@ impl Orders {
                 }
                 _ => {
                     let upto = stored.map_or(to + 1, |m| m.seq);
-                    let mut e =
-                        fix_out::begin(&mut buf, &self.fix, c, b"4", &Header { seq: next, orig_ns: Some(now_ns()) });
+                    let h = Header { seq: next, orig_ns: Some(wall), sent_ns: wall };
+                    let mut e = fix_out::begin(&mut buf, &self.fix, c, b"4", &h);
                     e.bytes(tag::GAP_FILL_FLAG, b"Y").uint(tag::NEW_SEQ_NO, u64::from(upto));
                     if let Some(msg) = e.finish() {
                         fix_out::put(c, Some(out), msg, now);
@@ -183,8 +183,4 @@ impl Orders {
         }
         Verdict::Continue
     }
-}
-
-fn now_ns() -> u64 {
-    crate::clock::realtime_ns()
 }

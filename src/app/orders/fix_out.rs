@@ -23,6 +23,8 @@ pub struct Header {
     pub seq: u32,
     /// A resend: its OrigSendingTime (PossDupFlag Y).
     pub orig_ns: Option<u64>,
+    /// SendingTime: the wall clock, read once per message by the caller.
+    pub sent_ns: u64,
 }
 
 /// Start a message to `c`: MsgType, the CompIDs, MsgSeqNum, SendingTime.
@@ -37,7 +39,7 @@ pub fn begin<'a>(buf: &'a mut [u8], book: &FixBook, c: &Client, ty: &[u8], h: &H
         e.bytes(tag::POSS_DUP_FLAG, b"Y");
     }
     let mut ts = [0u8; value::TIMESTAMP_LEN];
-    e.bytes(tag::SENDING_TIME, value::timestamp(crate::clock::realtime_ns(), &mut ts));
+    e.bytes(tag::SENDING_TIME, value::timestamp(h.sent_ns, &mut ts));
     if let Some(orig) = h.orig_ns {
         e.bytes(tag::ORIG_SENDING_TIME, value::timestamp(orig, &mut ts));
     }
@@ -82,7 +84,8 @@ pub fn emit(c: &mut Client, book: &mut FixBook, out: Option<&mut OutBuf>, msg: G
     match msg {
         GatewayMsg::LogonAck { .. } => {
             let seq = take_seq(c, book);
-            let mut e = begin(&mut buf, book, c, b"A", &Header { seq, orig_ns: None });
+            let h = Header { seq, orig_ns: None, sent_ns: crate::clock::realtime_ns() };
+            let mut e = begin(&mut buf, book, c, b"A", &h);
             e.uint(tag::ENCRYPT_METHOD, 0).uint(tag::HEART_BT_INT, c.fix.heartbeat_ms / 1000);
             if c.fix.reset {
                 e.bytes(tag::RESET_SEQ_NUM_FLAG, b"Y");
@@ -122,7 +125,7 @@ fn send(c: &mut Client, out: Option<&mut OutBuf>, msg: Option<&[u8]>, now: u64) 
 pub fn admin(c: &mut Client, book: &mut FixBook, out: Option<&mut OutBuf>, ty: &[u8], fields: &[u8], now: u64) -> bool {
     let mut buf = [0u8; FIX_MSG_MAX];
     let seq = take_seq(c, book);
-    let mut e = begin(&mut buf, book, c, ty, &Header { seq, orig_ns: None });
+    let mut e = begin(&mut buf, book, c, ty, &Header { seq, orig_ns: None, sent_ns: crate::clock::realtime_ns() });
     e.raw(fields);
     send(c, out, e.finish(), now)
 }
@@ -174,13 +177,16 @@ fn refusal_text(r: RejectReason) -> &'static str {
 fn app(c: &mut Client, book: &mut FixBook, out: Option<&mut OutBuf>, msg: GatewayMsg, now: u64) -> bool {
     let Some(i) = c.fix.id else { return false };
     let mut body = [0u8; FIX_MSG_MAX];
-    let Some((ty, n)) = app_body(book, i, c.fix.current, msg, &mut body) else { return true };
-    store_and_send(c, book, i, out, ty, &body[..n], now)
+    let wall = crate::clock::realtime_ns();
+    let Some((ty, n)) = app_body(book, i, c.fix.current, msg, &mut body, wall) else { return true };
+    store_and_send(c, book, i, out, ty, &body[..n], now, wall)
 }
 
 /// Number, store and (unless a resend is under way) send an application
-/// message whose body is `body`, for session `i` over `c`.
-fn store_and_send(
+/// message of type `ty` whose body is `body` (an ExecutionReport's, or a
+/// BusinessMessageReject's), for session `i` over `c`, made at `wall`.
+#[allow(clippy::too_many_arguments)]
+pub fn store_and_send(
     c: &mut Client,
     book: &mut FixBook,
     i: usize,
@@ -188,47 +194,35 @@ fn store_and_send(
     ty: u8,
     body: &[u8],
     now: u64,
+    wall: u64,
 ) -> bool {
-    let seq = number_and_store(book, i, ty, body);
+    let seq = number_and_store(book, i, ty, body, wall);
     if c.fix.resend_to.is_some() {
         c.fix.resend_to = Some(seq);
         return true;
     }
     let mut buf = [0u8; FIX_MSG_MAX];
-    let mut e = begin(&mut buf, book, c, &[ty], &Header { seq, orig_ns: None });
+    let mut e = begin(&mut buf, book, c, &[ty], &Header { seq, orig_ns: None, sent_ns: wall });
     e.raw(body);
     send(c, out, e.finish(), now)
-}
-
-/// An application message of type `ty` whose body is already written
-/// (a BusinessMessageReject), for session `i` over `c`.
-pub fn app_raw(
-    c: &mut Client,
-    book: &mut FixBook,
-    i: usize,
-    out: Option<&mut OutBuf>,
-    ty: u8,
-    body: &[u8],
-    now: u64,
-) -> bool {
-    store_and_send(c, book, i, out, ty, body, now)
 }
 
 /// A report for session `i`, away: numbered and stored for its next logon.
 pub fn store_away(book: &mut FixBook, i: usize, msg: GatewayMsg) {
     let mut body = [0u8; FIX_MSG_MAX];
-    if let Some((ty, n)) = app_body(book, i, None, msg, &mut body) {
-        number_and_store(book, i, ty, &body[..n]);
+    let wall = crate::clock::realtime_ns();
+    if let Some((ty, n)) = app_body(book, i, None, msg, &mut body, wall) {
+        number_and_store(book, i, ty, &body[..n], wall);
         book.counters.stored_while_away += 1;
     }
 }
 
 /// Give an application message of session `i` its MsgSeqNum, and store it.
-fn number_and_store(book: &mut FixBook, i: usize, ty: u8, body: &[u8]) -> u32 {
+fn number_and_store(book: &mut FixBook, i: usize, ty: u8, body: &[u8], wall: u64) -> u32 {
     let s = &mut book.ids[i];
     let seq = s.next_out;
     s.next_out = s.next_out.wrapping_add(1);
-    s.store.put(seq, ty, crate::clock::realtime_ns(), body);
+    s.store.put(seq, ty, wall, body);
     seq
 }
 
@@ -241,6 +235,7 @@ fn app_body(
     current: Option<super::client::FixCurrent>,
     msg: GatewayMsg,
     buf: &mut [u8],
+    wall: u64,
 ) -> Option<(u8, usize)> {
     let local = book.local;
     let s = &mut book.ids[i];
@@ -252,7 +247,7 @@ fn app_body(
             let o = s.orders.get_mut(cl_ord_id)?;
             o.order_id = order_id;
             let o = *o;
-            exec(&mut e, cl_ord_id, 0, &o, exec_id, b'0', b'0', o.qty, &mut id);
+            exec(&mut e, cl_ord_id, 0, &o, exec_id, b'0', b'0', o.qty, &mut id, wall);
             if local && o.market {
                 s.orders.remove(cl_ord_id);
             }
@@ -264,7 +259,7 @@ fn app_body(
             o.value += i128::from(price) * i128::from(qty);
             let o = *o;
             let status = if leaves == 0 { b'2' } else { b'1' };
-            exec(&mut e, cl_ord_id, 0, &o, exec_id, b'F', status, leaves, &mut id);
+            exec(&mut e, cl_ord_id, 0, &o, exec_id, b'F', status, leaves, &mut id, wall);
             e.decimal(tag::LAST_PX, price, 4).uint(tag::LAST_QTY, u64::from(qty));
             // Done, unless a cancel is on its way: its refusal still needs the entry.
             if leaves == 0 && o.cancel_id == 0 {
@@ -274,7 +269,7 @@ fn app_body(
         }
         GatewayMsg::Canceled { cl_ord_id, .. } | GatewayMsg::CancelAck { cl_ord_id, .. } => {
             let o = s.orders.remove(cl_ord_id)?;
-            exec(&mut e, o.cancel_id, cl_ord_id, &o, exec_id, b'4', b'4', 0, &mut id);
+            exec(&mut e, o.cancel_id, cl_ord_id, &o, exec_id, b'4', b'4', 0, &mut id, wall);
             b'8'
         }
         GatewayMsg::CancelReject { cl_ord_id, .. } => {
@@ -293,7 +288,7 @@ fn app_body(
                 Some(cur) if cur.cl_ord_id == cl_ord_id && !cur.inserted => cur.order,
                 _ => s.orders.remove(cl_ord_id)?,
             };
-            exec(&mut e, cl_ord_id, 0, &o, exec_id, b'8', b'8', 0, &mut id);
+            exec(&mut e, cl_ord_id, 0, &o, exec_id, b'8', b'8', 0, &mut id, wall);
             e.uint(tag::ORD_REJ_REASON, ord_rej_reason(reason)).bytes(tag::TEXT, reason.label().as_bytes());
             b'8'
         }
@@ -338,6 +333,7 @@ fn exec(
     status: u8,
     leaves: u32,
     id: &mut [u8; value::ID_LEN],
+    wall: u64,
 ) {
     order_id(e, o);
     // A cancel the client did not ask for (the kill switch, cancel on
@@ -357,7 +353,8 @@ fn exec(
         .uint(tag::CUM_QTY, u64::from(o.cum));
     let avg = if o.cum == 0 { 0 } else { o.value * 10_000 / i128::from(o.cum) };
     e.decimal(tag::AVG_PX, i64::try_from(avg).unwrap_or(i64::MAX), 8);
-    transact_time(e);
+    let mut ts = [0u8; value::TIMESTAMP_LEN];
+    e.bytes(tag::TRANSACT_TIME, value::timestamp(wall, &mut ts));
 }
 
 fn order_id(e: &mut Encoder<'_>, o: &FixOrder) {
@@ -366,11 +363,6 @@ fn order_id(e: &mut Encoder<'_>, o: &FixOrder) {
     } else {
         e.uint(tag::ORDER_ID, o.order_id);
     }
-}
-
-fn transact_time(e: &mut Encoder<'_>) {
-    let mut ts = [0u8; value::TIMESTAMP_LEN];
-    e.bytes(tag::TRANSACT_TIME, value::timestamp(crate::clock::realtime_ns(), &mut ts));
 }
 
 /// OrderCancelReject fields.

@@ -208,11 +208,6 @@ impl Orders {
         self
     }
 
-    /// The FIX sessions' counters.
-    pub fn fix_counters(&self) -> FixCounters {
-        self.fix.counters
-    }
-
     /// Orders go to the exchange through `up`.
     pub fn with_upstream(cfg: OrdersConfig, up: UpstreamConfig) -> Self {
         let mut o = Orders::new(cfg);

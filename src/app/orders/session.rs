@@ -12,6 +12,18 @@ use crate::proto::{
 use crate::risk::checks::Reserved;
 use crate::sampler::{kind, tracer::Tracer};
 
+/// What a client's input may do next ([`Orders::input_gate`]).
+pub(super) enum Gate {
+    /// Read the next message.
+    Go,
+    /// Not now: replies wait for room (the input stays).
+    Wait,
+    /// Stop with this verdict, the input kept.
+    Stop(Verdict),
+    /// Stop with this verdict, the input dropped (a closing session).
+    Drop(Verdict),
+}
+
 impl Orders {
     /// Send `msg` on session (`conn`, `gen`) while it is served (`out` is its output).
     pub(super) fn send(&mut self, conn: usize, gen: u64, out: &mut OutBuf, msg: GatewayMsg, now: u64) {
@@ -69,6 +81,32 @@ impl Orders {
         self.send(conn, gen, out, msg, now);
     }
 
+    /// Before a client's next message, either protocol: a doomed session
+    /// is reset, a closing one (refused, killed) reads nothing more, what
+    /// its outbox holds (and a FIX resend owes) goes into `out` first, and
+    /// a message is read only when its replies will have room.
+    pub(super) fn input_gate(&mut self, conn: usize, gen: u64, out: &mut OutBuf, now: u64) -> Gate {
+        let Some(c) = self.clients.get(conn, gen) else { return Gate::Stop(Verdict::Abort) };
+        if c.doomed {
+            return Gate::Stop(self.doomed(conn));
+        }
+        if c.closing {
+            return Gate::Drop(self.closing_turn(conn, gen, out).unwrap_or(Verdict::Close));
+        }
+        c.flush_outbox(out);
+        let fix = c.fix.on;
+        if fix {
+            self.fix_pump(conn, gen, out, now);
+        }
+        let Some(c) = self.clients.get(conn, gen) else { return Gate::Stop(Verdict::Abort) };
+        let room = if fix { 2 * super::fix_out::FIX_MSG_MAX } else { MAX_REPLY };
+        if c.outbox.len() > 0 || c.fix.resend_to.is_some() || out.spare() < room {
+            Gate::Wait
+        } else {
+            Gate::Go
+        }
+    }
+
     /// Consume whole frames from a client's input (see `App::on_input`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn client_input(
@@ -83,19 +121,11 @@ impl Orders {
     ) -> (usize, Verdict) {
         let mut off = 0;
         loop {
-            let Some(c) = self.clients.get(conn, gen) else { return (off, Verdict::Abort) };
-            if c.doomed {
-                return (off, self.doomed(conn));
-            }
-            if c.closing {
-                // Nothing more is read from a refused or killed session.
-                let v = self.closing_turn(conn, gen, out).unwrap_or(Verdict::Close);
-                return (input.len(), v);
-            }
-            c.flush_outbox(out);
-            // Replies wait behind what the outbox holds; input waits for room.
-            if c.outbox.len() > 0 || out.spare() < MAX_REPLY {
-                return (off, Verdict::Continue);
+            match self.input_gate(conn, gen, out, now) {
+                Gate::Go => {}
+                Gate::Wait => return (off, Verdict::Continue),
+                Gate::Stop(v) => return (off, v),
+                Gate::Drop(v) => return (input.len(), v),
             }
             match Frame::parse(&input[off..]) {
                 Ok(crate::proto::Parsed::Incomplete) => return (off, Verdict::Continue),
