@@ -22,6 +22,11 @@
 #                               tailgate serve --app orders --spin --core 1 on each backend in
 #                               BACKENDS [kernel xdp], over CONNS_LIST [1 100 1000] connections,
 #                               open loop at LOAD_RATE [20000] orders/s in total; full round trips
+#   scripts/bench.sh fix        FIX 4.4 against the binary protocol: tailgate load --app orders at
+#                               LOAD_RATE [20000] orders/s over FIX_CONNS [10] connections (client on
+#                               cpu0) against serve --app orders --fix-port 7778 --spin --core 1 (local
+#                               mode), --protocol binary and --protocol fix in turn, on each backend
+#                               in BACKENDS: full round trips, and what FIX adds to the median p50
 #   scripts/bench.sh loss       tailgate load --app orders against serve --app orders on the
 #                               kernel and xdp backends with segments lost on purpose, at
 #                               4 x 500 and 100 x 1000 orders/s (LOSS_LOADS) for SECS: reply
@@ -137,6 +142,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/bench_exchange.sh
 . scripts/lib/bench_attribution.sh
 . scripts/lib/bench_idle.sh
+. scripts/lib/bench_fix.sh
 
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
@@ -453,6 +459,7 @@ NFT
     ;;
   attribution) mode_attribution ;;
   idle) mode_idle ;;
+  fix) mode_fix ;;
   queues)
     echo "| run | config | orders/s | p50 us | p99 us | p99.9 us | messages per loop | handoffs |"
     echo "|---|---|---|---|---|---|---|---|"

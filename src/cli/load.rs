@@ -28,6 +28,14 @@ pub(crate) enum LoadAppArg {
     Echo,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProtocolArg {
+    /// The gateway's binary order protocol (docs/PROTOCOL.md).
+    Binary,
+    /// FIX 4.4 (docs/FIX.md): give the gateway's --fix-port as --port.
+    Fix,
+}
+
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["rate", "pingpong"])))]
 pub(crate) struct LoadArgs {
@@ -46,6 +54,13 @@ pub(crate) struct LoadArgs {
     /// What to speak: the order protocol or plain echo.
     #[arg(long, value_enum, default_value = "orders")]
     pub(crate) app: LoadAppArg,
+    /// Orders: the protocol to speak. FIX sessions log on as the accounts (SenderCompID = account,
+    /// ResetSeqNumFlag=Y) and send the same orders and cancels.
+    #[arg(long, value_enum, default_value = "binary")]
+    pub(crate) protocol: ProtocolArg,
+    /// With --protocol fix: the gateway's CompID (TargetCompID, serve's --fix-comp-id).
+    #[arg(long, value_name = "ID", default_value = "TAILGATE")]
+    pub(crate) fix_comp_id: String,
     /// Number of connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub(crate) conns: u64,
@@ -116,6 +131,13 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         LoadAppArg::Orders => LoadApp::Orders,
         LoadAppArg::Echo => LoadApp::Echo,
     };
+    if a.protocol == ProtocolArg::Fix && app != LoadApp::Orders {
+        return Err("--protocol fix applies to --app orders only".into());
+    }
+    let comp_ok = (1..=32).contains(&a.fix_comp_id.len()) && a.fix_comp_id.bytes().all(|b| b.is_ascii_graphic());
+    if !comp_ok {
+        return Err(format!("--fix-comp-id {:?}: 1 to 32 printable ASCII characters, no spaces", a.fix_comp_id));
+    }
     if app == LoadApp::Orders && a.size.is_some() {
         return Err("--size applies to --app echo only: order messages have fixed sizes".into());
     }
@@ -147,6 +169,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<ExitCode, String> {
         burst: a.burst.map(|(n, ms)| (n, ms * 1_000_000)),
         cross: a.cross,
         logon: logon_spec(&a)?,
+        fix: (a.protocol == ProtocolArg::Fix).then(|| a.fix_comp_id.clone()),
         together: None,
     };
     let backend = if a.backend == BackendArg::Auto && a.local_ip.is_none() { BackendArg::Kernel } else { a.backend };

@@ -20,6 +20,7 @@
 //! mod.rs       the generator: connections, schedule, transport, drain
 //! workload.rs  the Workload trait: an application's requests and replies
 //! orders.rs    the order workload (logon, orders, cancels, heartbeats, logout)
+//! fix_wire.rs  the order workload's requests and answers in FIX 4.4
 //! echo.rs      the echo workload (sequence, timestamp, checked payload)
 //! report.rs    the end-of-run report
 //! storm.rs     `tailgate storm`: a connection storm or SYN flood from kernel clients
@@ -27,6 +28,7 @@
 //! ```
 
 mod echo;
+mod fix_wire;
 pub mod hgrm;
 mod orders;
 mod report;
@@ -97,6 +99,9 @@ pub struct LoadConfig {
     pub cross: u8,
     /// Orders: who the sessions log on as.
     pub logon: LogonSpec,
+    /// Orders: speak FIX 4.4 to a gateway with this CompID (TargetCompID);
+    /// `None`: the binary protocol.
+    pub fix: Option<String>,
     /// One generator of several (one per loop): every one counts itself in
     /// here once its sessions are logged on, and the measured run starts
     /// when all of them have, so their runs overlap.
@@ -178,7 +183,9 @@ impl<T: Transport> LoadGen<T> {
         let hist =
             Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| io::Error::other(format!("histogram: {e}")))?;
         let work: Box<dyn Workload> = match cfg.app {
-            LoadApp::Orders => Box::new(OrdersLoad::new(cfg.cross).with_logon(cfg.logon.clone())),
+            LoadApp::Orders => {
+                Box::new(OrdersLoad::new(cfg.cross).with_logon(cfg.logon.clone()).with_fix(cfg.fix.clone()))
+            }
             LoadApp::Echo => Box::new(EchoLoad::new(cfg.size)),
         };
         Ok(LoadGen {

@@ -14,12 +14,17 @@
 //! they do not meet; `cross` percent of limit orders are priced through the
 //! other side (a buy at 10,100, a sell at 9,900) and take what rests there.
 //! Market orders (a fifth of the orders) take liquidity as well.
+//!
+//! The same requests go out in the binary protocol or, with a FIX target
+//! CompID, in FIX 4.4 (`fix_wire.rs`), whose answers are read back into
+//! the binary protocol's: one workload checks both.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::fix_wire::{self, CancelOf, Head, Reply};
 use super::report::Percentiles;
 use super::workload::{Replies, Workload};
 use crate::proto::{self, msg_type, ClientMsg, Code8, Frame, GatewayMsg, NewOrder, OrderKind, Parsed, Side};
@@ -108,13 +113,14 @@ struct Conn {
     rx_seq: u32,
     next_cl_ord_id: u64,
     /// Limit orders that may be resting, oldest first (ended ones are
-    /// skipped when met: `live` says which are not).
+    /// skipped when met: `live` says which are not, and each one's side).
     open_orders: VecDeque<u64>,
-    live: HashSet<u64>,
+    live: HashMap<u64, Side>,
     filled: HashSet<u64>,
     /// Orders that take liquidity when they arrive (market, or priced
-    /// through the book) and have no fill yet: their first Fill is timed.
-    takers: HashSet<u64>,
+    /// through the book) and have no fill yet, with their send time: their
+    /// first Fill is timed.
+    takers: HashMap<u64, u64>,
     /// The exec ids of each live order's fills, to catch one delivered twice.
     execs: HashMap<u64, Vec<u64>>,
     /// Requests waiting for their answer: (cl_ord_id, is a cancel) -> send time.
@@ -133,11 +139,30 @@ impl Conn {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn push(&mut self, m: ClientMsg, tx: &mut Vec<u8>) {
-        let mut b = [0u8; proto::MAX_FRAME_LEN];
-        if let Some(n) = m.encode(self.seq, &mut b) {
+    /// Append `m` for `account`: in FIX when `fix` names the gateway's
+    /// CompID, else in the binary protocol.
+    fn push(&mut self, m: ClientMsg, account: Code8, fix: Option<&str>, symbol: Code8, tx: &mut Vec<u8>) {
+        let Some(target) = fix else {
+            let mut b = [0u8; proto::MAX_FRAME_LEN];
+            if let Some(n) = m.encode(self.seq, &mut b) {
+                self.seq = self.seq.wrapping_add(1);
+                tx.extend_from_slice(&b[..n]);
+            }
+            return;
+        };
+        // A FIX cancel has a ClOrdID of its own and names the order's side.
+        let cancel = match m {
+            ClientMsg::Cancel { cl_ord_id, .. } => {
+                let cancel_id = self.next_cl_ord_id;
+                self.next_cl_ord_id += 1;
+                let side = self.live.get(&cl_ord_id).copied().unwrap_or(Side::Buy);
+                Some(CancelOf { cancel_id, side, symbol })
+            }
+            _ => None,
+        };
+        let h = Head { seq: self.seq, sender: account.as_str(), target, wall_ns: crate::clock::realtime_ns() };
+        if fix_wire::encode(&m, &h, cancel, tx) {
             self.seq = self.seq.wrapping_add(1);
-            tx.extend_from_slice(&b[..n]);
         }
     }
 
@@ -162,6 +187,8 @@ pub struct OrdersLoad {
     acked: Vec<(Code8, u64)>,
     /// Each connection's account.
     accounts: Vec<Code8>,
+    /// FIX 4.4 to this TargetCompID; `None`: the binary protocol.
+    fix: Option<String>,
 }
 
 impl Drop for OrdersLoad {
@@ -195,7 +222,19 @@ impl OrdersLoad {
             logon: super::LogonSpec::default(),
             acked: Vec::new(),
             accounts: Vec::new(),
+            fix: None,
         }
+    }
+
+    /// Speak FIX 4.4 to a gateway whose CompID is `target`.
+    pub fn with_fix(mut self, target: Option<String>) -> Self {
+        self.fix = target;
+        self
+    }
+
+    fn push(&mut self, ci: usize, m: ClientMsg, tx: &mut Vec<u8>) {
+        let account = self.accounts[ci];
+        self.conns[ci].push(m, account, self.fix.as_deref(), self.symbol, tx);
     }
 
     /// Log on as `spec` says.
@@ -224,9 +263,9 @@ impl Workload for OrdersLoad {
                 // high bits, so an account's sessions never share an id.
                 next_cl_ord_id: ((self.logon.first as u64 + i) << 40) | 1,
                 open_orders: VecDeque::new(),
-                live: HashSet::new(),
+                live: HashMap::new(),
                 filled: HashSet::new(),
-                takers: HashSet::new(),
+                takers: HashMap::new(),
                 execs: HashMap::new(),
                 outstanding: HashMap::with_capacity(1024),
                 rng: 0x9e37_79b9_7f4a_7c15 ^ (i + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
@@ -243,7 +282,7 @@ impl Workload for OrdersLoad {
             self.accounts.resize(ci + 1, account);
         }
         self.accounts[ci] = account;
-        self.conns[ci].push(ClientMsg::Logon { account, password }, tx);
+        self.push(ci, ClientMsg::Logon { account, password }, tx);
     }
 
     fn ready(&self, ci: usize) -> bool {
@@ -254,15 +293,15 @@ impl Workload for OrdersLoad {
         let symbol = self.symbol;
         let cross = self.cross;
         let c = &mut self.conns[ci];
-        while c.open_orders.front().is_some_and(|id| !c.live.contains(id)) {
+        while c.open_orders.front().is_some_and(|id| !c.live.contains_key(id)) {
             c.open_orders.pop_front();
         }
         let r = c.next_rand() % 100;
         let cancel = !c.open_orders.is_empty() && (r >= 60 || c.open_orders.len() >= 1000);
         if cancel {
             let id = c.open_orders.pop_front().unwrap_or(0);
-            c.push(ClientMsg::Cancel { cl_ord_id: id, client_ts: ts }, tx);
             c.outstanding.insert((id, true), ts);
+            self.push(ci, ClientMsg::Cancel { cl_ord_id: id, client_ts: ts }, tx);
             return;
         }
         let id = c.next_cl_ord_id;
@@ -288,22 +327,22 @@ impl Workload for OrdersLoad {
         };
         if !market {
             c.open_orders.push_back(id);
-            c.live.insert(id);
+            c.live.insert(id, side);
         }
         if market || crossing {
-            c.takers.insert(id);
+            c.takers.insert(id, ts);
         }
-        c.push(ClientMsg::NewOrder(o), tx);
         c.outstanding.insert((id, false), ts);
+        self.push(ci, ClientMsg::NewOrder(o), tx);
     }
 
     fn heartbeat(&mut self, ci: usize, tx: &mut Vec<u8>) -> bool {
-        self.conns[ci].push(ClientMsg::Heartbeat, tx);
+        self.push(ci, ClientMsg::Heartbeat, tx);
         true
     }
 
     fn goodbye(&mut self, ci: usize, tx: &mut Vec<u8>) -> bool {
-        self.conns[ci].push(ClientMsg::Logout, tx);
+        self.push(ci, ClientMsg::Logout, tx);
         true
     }
 
@@ -312,24 +351,15 @@ impl Workload for OrdersLoad {
         let life = &mut self.life;
         let mut off = 0;
         loop {
-            let f = match Frame::parse(&buf[off..]) {
-                Ok(Parsed::Frame(f)) => f,
-                Ok(Parsed::Incomplete) => return Ok(off),
-                Err(e) => return Err(format!("gateway framing error: {e}")),
+            let Some((len, seq, msg)) = next_reply(self.fix.is_some(), ci, &buf[off..], seen)? else {
+                return Ok(off);
             };
-            off += f.len();
-            if f.seq() != c.rx_seq {
+            off += len;
+            if seq != c.rx_seq {
                 seen.out_of_sequence();
             }
-            c.rx_seq = f.seq().wrapping_add(1);
-            let msg = match GatewayMsg::decode(&f) {
-                Ok(m) => m,
-                Err(e) => {
-                    crate::log_warn!("load: connection {ci}: undecodable gateway message: {e:?}");
-                    seen.corrupted();
-                    continue;
-                }
-            };
+            c.rx_seq = seq.wrapping_add(1);
+            let Some(msg) = msg else { continue };
             // (key of the request it answers, rejected?)
             let answer = match msg {
                 GatewayMsg::LogonAck { .. } => {
@@ -374,7 +404,7 @@ impl Workload for OrdersLoad {
                         "load: connection {ci}: rejected: {reason} (seq {ref_seq}, order {cl_ord_id}, exchange reason {exchange_reason})"
                     );
                     let cancel = ref_type == msg_type::CANCEL;
-                    if cancel && reason == proto::RejectReason::UnknownOrder && !c.live.contains(&cl_ord_id) {
+                    if cancel && reason == proto::RejectReason::UnknownOrder && !c.live.contains_key(&cl_ord_id) {
                         // The order ended (its last Fill) while the Cancel was on its way.
                         life.cancel_rejects += 1;
                         if let Some(ts) = c.outstanding.remove(&(cl_ord_id, true)) {
@@ -388,7 +418,7 @@ impl Workload for OrdersLoad {
                     }
                     ((cl_ord_id, cancel), true)
                 }
-                GatewayMsg::Fill { cl_ord_id, client_ts, leaves, exec_id, .. } => {
+                GatewayMsg::Fill { cl_ord_id, leaves, exec_id, .. } => {
                     life.fills += 1;
                     let seen_ids = c.execs.entry(cl_ord_id).or_default();
                     if seen_ids.contains(&exec_id) {
@@ -400,8 +430,8 @@ impl Workload for OrdersLoad {
                     if c.filled.insert(cl_ord_id) {
                         life.orders_filled += 1;
                     }
-                    if c.takers.remove(&cl_ord_id) && seen.record {
-                        self.fill_hist.saturating_record(seen.now.saturating_sub(client_ts).max(1));
+                    if let Some(sent) = c.takers.remove(&cl_ord_id).filter(|_| seen.record) {
+                        self.fill_hist.saturating_record(seen.now.saturating_sub(sent).max(1));
                     }
                     if leaves == 0 {
                         c.ended(cl_ord_id);
@@ -430,7 +460,10 @@ impl Workload for OrdersLoad {
     }
 
     fn max_reply(&self) -> usize {
-        proto::MAX_FRAME_LEN
+        match self.fix {
+            Some(_) => crate::fix::MAX_MESSAGE,
+            None => proto::MAX_FRAME_LEN,
+        }
     }
 
     fn lifecycle(&self) -> Option<Lifecycle> {
@@ -439,4 +472,45 @@ impl Workload for OrdersLoad {
         l.first_fill_hist = Some(self.fill_hist.clone());
         Some(l)
     }
+}
+
+/// The next whole answer at the front of `buf`: its length, its sequence
+/// number and the answer (`None`: nothing to match, a TestRequest, or an
+/// undecodable one, counted); `Ok(None)` until it is all there.
+#[allow(clippy::type_complexity)]
+fn next_reply(
+    fix: bool,
+    ci: usize,
+    buf: &[u8],
+    seen: &mut Replies<'_>,
+) -> Result<Option<(usize, u32, Option<GatewayMsg>)>, String> {
+    if fix {
+        return Ok(fix_wire::decode(buf)?.map(|(len, seq, r)| {
+            let msg = match r {
+                Reply::Gw(m) => Some(m),
+                // Our Heartbeat after a quiet second answers it in time.
+                Reply::TestRequest => None,
+                Reply::Refused(text) => {
+                    crate::log_warn!("load: connection {ci}: the gateway refused a request: {text}");
+                    seen.corrupted();
+                    None
+                }
+            };
+            (len, seq, msg)
+        }));
+    }
+    let f = match Frame::parse(buf) {
+        Ok(Parsed::Frame(f)) => f,
+        Ok(Parsed::Incomplete) => return Ok(None),
+        Err(e) => return Err(format!("gateway framing error: {e}")),
+    };
+    let msg = match GatewayMsg::decode(&f) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            crate::log_warn!("load: connection {ci}: undecodable gateway message: {e:?}");
+            seen.corrupted();
+            None
+        }
+    };
+    Ok(Some((f.len(), f.seq(), msg)))
 }

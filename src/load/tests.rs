@@ -13,7 +13,13 @@ fn free_port() -> SocketAddr {
 }
 
 fn serve<A: crate::app::App + Send + 'static>(app: A) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<A>) {
-    let addr = free_port();
+    serve_at(free_port(), app)
+}
+
+fn serve_at<A: crate::app::App + Send + 'static>(
+    addr: SocketAddr,
+    app: A,
+) -> (SocketAddr, Arc<AtomicBool>, std::thread::JoinHandle<A>) {
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -43,6 +49,7 @@ fn cfg(addr: SocketAddr, app: LoadApp, mode: Mode) -> LoadConfig {
         burst: None,
         cross: 0,
         logon: Default::default(),
+        fix: None,
         together: None,
     }
 }
@@ -61,6 +68,29 @@ fn orders_rate_mode_every_order_answered() {
     assert_eq!(r.rtt_us.samples, r.sent);
     // The gateway saw the same orders and cancels the client counted.
     assert_eq!(app.counters.orders_acked + app.counters.cancels_acked, r.sent);
+    assert_eq!(app.counters.rejects_total(), 0);
+}
+
+#[test]
+fn orders_over_fix_every_order_and_cancel_answered() {
+    use crate::app::orders::FixConfig;
+    let addr = free_port();
+    let app = Orders::new(OrdersConfig::default()).with_fix(FixConfig { port: addr.port(), ..FixConfig::default() });
+    let (addr, stop, h) = serve_at(addr, app);
+    let t = KernelTransport::new(KernelConfig::default()).unwrap();
+    let c = LoadConfig { fix: Some("TAILGATE".into()), ..cfg(addr, LoadApp::Orders, Mode::Rate(5000.0)) };
+    let r = LoadGen::new(t, c).unwrap().run(&AtomicBool::new(false)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let app = h.join().unwrap();
+    assert!(r.sent > 500, "{}", r.render());
+    assert_eq!((r.answered, r.failures()), (r.sent, 0), "{}", r.render());
+    assert_eq!((r.out_of_sequence, r.corrupted, r.unexpected), (0, 0, 0), "{}", r.render());
+    // The gateway took as FIX the orders and cancels the client counted,
+    // and every one was answered in FIX: acknowledged, or a cancel too late.
+    let l = r.lifecycle.as_ref().expect("orders report their lifecycle");
+    assert!(l.acks > 0 && l.cancel_acks > 0, "{}", r.render());
+    assert_eq!(app.counters.orders_acked + app.counters.cancels_acked, r.sent);
+    assert_eq!(l.acks + l.cancel_acks + l.cancel_rejects, r.sent, "{}", r.render());
     assert_eq!(app.counters.rejects_total(), 0);
 }
 
