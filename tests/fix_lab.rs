@@ -8,7 +8,8 @@
 //! - a wrong password is refused;
 //! - recovery: the client drops its connection while its fills are being
 //!   sent, logs on again, and QuickFIX's own ResendRequest gets it every
-//!   fill exactly once.
+//!   fill exactly once; and the same with the gateway restarted while the
+//!   client is away (its sessions resumed from `--fix-state`).
 
 mod common;
 
@@ -83,8 +84,8 @@ fn of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Va
 }
 
 fn gateway(lab: &Lab, dir: &TestDir, backend: &str) -> Proc {
-    let (cfg, pcap) = (dir.path("gw.toml"), dir.path("fix.pcap"));
-    let mut args = vec!["--config", cfg.as_str()];
+    let (cfg, pcap, state) = (dir.path("gw.toml"), dir.path("fix.pcap"), dir.path("fixstate"));
+    let mut args = vec!["--config", cfg.as_str(), "--fix-state", state.as_str()];
     if backend == "xdp" {
         // The stack's own capture (tcpdump cannot see redirected frames).
         args.extend(["--pcap", pcap.as_str()]);
@@ -195,20 +196,31 @@ fn a_wrong_password_is_refused_on_both_backends() {
     wrong_password("xdp");
 }
 
-fn recovery(backend: &str) {
+/// `restart`: the gateway is stopped and started again while ALPHA is
+/// away, after its fills; its FIX sessions resume from the state file.
+fn recovery(backend: &str, restart: bool) {
     let Some(py) = python() else { return };
     if !lab_available("fix_lab") {
         return;
     }
     let lab = Lab::up_exchange(backend == "xdp");
-    let d = dir(&format!("recover-{backend}"));
+    let d = dir(&format!("recover-{backend}-{restart}"));
     let _ex = exchange_up(&lab, &[]);
-    let gw = gateway(&lab, &d, backend);
+    let mut gw = gateway(&lab, &d, backend);
     let n = 20;
     // ALPHA rests its buys and drops its connection; BETA's sells fill
     // them while it is away; ALPHA logs on again.
     let first = initiator(&lab, &py, &d, "rest", PASSWORD, &n.to_string());
     let seller = initiator_as(&lab, &py, &d, "BETA", "sell", PASSWORD, &n.to_string());
+    if restart {
+        let before = gw.stop();
+        gw = gateway(&lab, &d, backend);
+        assert!(
+            gw.wait_for("FIX: 2 sessions resumed", Duration::from_secs(5)),
+            "ALPHA's and BETA's sessions resumed: {:?}\n{before:?}",
+            gw.log
+        );
+    }
     let second = initiator(&lab, &py, &d, "recover", PASSWORD, &n.to_string());
     let lines = gw.stop();
     assert_eq!(of(&first, "exec").iter().filter(|e| e["exec_type"] == "0").count(), n, "{first:?}");
@@ -236,6 +248,12 @@ fn recovery(backend: &str) {
 
 #[test]
 fn quickfix_recovers_missed_fills_with_a_resend_request() {
-    recovery("kernel");
-    recovery("xdp");
+    recovery("kernel", false);
+    recovery("xdp", false);
+}
+
+#[test]
+fn quickfix_recovers_missed_fills_after_a_gateway_restart() {
+    recovery("kernel", true);
+    recovery("xdp", true);
 }

@@ -6,6 +6,7 @@ pub(crate) mod admin;
 pub(crate) mod config;
 pub(crate) mod doctor;
 pub(crate) mod exchange;
+pub(crate) mod fix;
 pub(crate) mod journal;
 pub(crate) mod list;
 pub(crate) mod load;

@@ -49,18 +49,8 @@ pub(crate) struct ServeArgs {
     /// Application to serve.
     #[arg(long, value_enum, default_value = "orders", help_heading = LISTEN)]
     pub(crate) app: ServeApp,
-    /// Also take FIX 4.4 sessions on this port (--app orders; docs/FIX.md), beside the binary
-    /// protocol on --port.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), help_heading = LISTEN)]
-    pub(crate) fix_port: Option<u16>,
-    /// The gateway's FIX CompID: a client's TargetCompID (56) must name it.
-    #[arg(long, default_value = "TAILGATE", value_parser = parse_comp_id, help_heading = LISTEN)]
-    pub(crate) fix_comp_id: String,
-    /// Bytes of sent application messages each FIX session keeps for its ResendRequests
-    /// (older ones are gap-filled, and counted).
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..=64 << 20),
-          help_heading = LISTEN)]
-    pub(crate) fix_store_bytes: u64,
+    #[command(flatten)]
+    pub(crate) fix: super::fix::FixArgs,
     /// Pin the event loop to this CPU; or a list (0,1 or 2-3): one loop per core, each pinned,
     /// sharing nothing. With --backend xdp the list gives one core per --queue, in order; with the
     /// kernel backend each loop has its own SO_REUSEPORT listener with SO_INCOMING_CPU set to its
@@ -273,16 +263,6 @@ impl ServeArgs {
         }
     }
 
-    /// The order gateway's session limits.
-    fn fix_config(&self, port: u16) -> tailgate::app::orders::FixConfig {
-        tailgate::app::orders::FixConfig {
-            port,
-            comp_id: tailgate::app::orders::Comp::new(self.fix_comp_id.as_bytes()).unwrap_or_default(),
-            store_bytes: self.fix_store_bytes as usize,
-            ..Default::default()
-        }
-    }
-
     pub(crate) fn orders_config(&self) -> OrdersConfig {
         OrdersConfig {
             heartbeat_ms: self.heartbeat_ms,
@@ -316,11 +296,6 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     }
     // Both are given: checked when the command line and the file were merged (cli/config.rs).
     let (ip, port) = (a.ip.ok_or("no --ip")?, a.port.ok_or("no --port")?);
-    match a.fix_port {
-        Some(_) if a.app != ServeApp::Orders => return Err("--fix-port: FIX sessions are for --app orders".into()),
-        Some(f) if f == port => return Err(format!("--fix-port {f}: the binary protocol has that port (--port)")),
-        _ => {}
-    }
     check_pcap(a.backend, &a.xdp)?;
     let sampling = a.obs.sampling()?;
     let inject = a.obs.inject()?;
@@ -360,7 +335,9 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     if a.journal.journal.is_some() && a.app != ServeApp::Orders {
         return Err("--journal applies to --app orders only".into());
     }
+    a.fix.check(a.app == ServeApp::Orders, port, loops)?;
     let journal = super::journal::Journal::open(&a.journal, loops, cores, a.obs.reporter_core)?;
+    let fix = a.fix.open(a.journal.journal.as_deref(), a.journal.journal_sync_ms)?;
     // Sources the verifier makes wait are refused as they connect.
     let gate = auth.verifier.as_ref().map(|v| v.gate.clone());
     let cfg = LaunchConfig {
@@ -399,11 +376,13 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         risk: risk.clone(),
         auth: &auth,
         journal: &journal,
+        fix: &fix,
     };
     let keeper_stop = std::sync::Arc::new(AtomicBool::new(false));
     let keeper = upstream.as_ref().map(|p| p.keeper(keeper_stop.clone())).transpose()?;
     let ended = launch(cfg, &job, &stop);
     journal.close();
+    fix.close();
     if let Some(k) = keeper {
         // A last write of the sessions' numbers, after every loop stopped.
         keeper_stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -506,6 +485,7 @@ struct ServeJob<'a> {
     risk: std::sync::Arc<tailgate::risk::Risk>,
     auth: &'a super::accounts::Auth,
     journal: &'a super::journal::Journal,
+    fix: &'a super::fix::FixState,
 }
 
 impl Job for ServeJob<'_> {
@@ -530,12 +510,21 @@ impl Job for ServeJob<'_> {
                     }
                 };
                 let mut app = app.with_risk(self.risk.clone(), self.auth.port(cx.index));
-                if let Some(port) = a.fix_port {
-                    if cx.loops > 1 {
-                        // A FIX session's state is its loop's; a reconnect may land on another.
-                        return Err("--fix-port: FIX sessions need a single loop for now (one --core)".into());
-                    }
-                    app = app.with_fix(a.fix_config(port));
+                if let Some(port) = a.fix.fix_port {
+                    let cfg = a.fix.config(port);
+                    app = match self.fix.take() {
+                        None => app.with_fix(cfg),
+                        Some(region) => {
+                            let (app, found, emptied) = app.with_fix_region(cfg, region);
+                            if found > 0 {
+                                log_info!("FIX: {found} sessions resumed from before the restart");
+                            }
+                            if emptied > 0 {
+                                log_warn!("FIX: {emptied} sessions' stores were torn (a power loss?): emptied, their sequence numbers kept");
+                            }
+                            app
+                        }
+                    };
                 }
                 if let Some(w) = self.journal.writer(cx.index) {
                     app = app.with_journal(w);
@@ -590,7 +579,7 @@ impl ServeJob<'_> {
         let who = if cx.loops > 1 { format!("loop {}: ", cx.index) } else { String::new() };
         let addr = self.addr;
         s.listen(addr).map_err(|e| format!("{who}--ip/--port {addr}: cannot listen: {e}"))?;
-        if let Some(port) = self.a.fix_port.filter(|_| self.a.app == ServeApp::Orders) {
+        if let Some(port) = self.a.fix.fix_port.filter(|_| self.a.app == ServeApp::Orders) {
             let fix = SocketAddr::new(addr.ip(), port);
             s.listen(fix).map_err(|e| format!("{who}--fix-port {fix}: cannot listen: {e}"))?;
         }
@@ -656,12 +645,4 @@ pub(crate) fn sampler_fields(t: &TracerStats) -> String {
         t.spurious,
         t.ack_held
     )
-}
-
-/// A CompID: 1-32 printable characters.
-fn parse_comp_id(s: &str) -> Result<String, String> {
-    match tailgate::app::orders::Comp::new(s.as_bytes()) {
-        Some(_) => Ok(s.to_string()),
-        None => Err("a CompID is 1-32 printable ASCII characters, no spaces".into()),
-    }
 }

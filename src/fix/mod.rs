@@ -8,6 +8,7 @@
 mod codec;
 mod encode;
 pub mod msg;
+pub mod slots;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,8 @@
 //! made. The oldest messages make room for new ones; one asked for after
 //! it left the store is gap-filled, and counted.
 
+use super::slots::{Entry, Region, RingState, Seqs, Slot};
+
 /// One stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored<'a> {
@@ -16,124 +18,166 @@ pub struct Stored<'a> {
     pub body: &'a [u8],
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Entry {
-    seq: u32,
-    at: u32,
-    len: u32,
-    msg_type: u8,
-    sent_ns: u64,
+/// See the module docs. Its ring, its index and its bytes live in a
+/// [`Slot`], with the session's sequence numbers.
+pub struct Store {
+    slot: Slot,
 }
 
-/// See the module docs.
-#[derive(Debug)]
-pub struct Store {
-    bytes: Vec<u8>,
-    entries: Vec<Entry>,
-    head: usize,
-    count: usize,
-    write: usize,
-    /// Messages dropped to make room.
-    pub evicted: u64,
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.slot.head();
+        f.debug_struct("Store").field("seqs", &h.seqs).field("ring", &h.ring).finish()
+    }
 }
 
 impl Store {
-    /// Room for `bytes` of bodies and `entries` messages (each at least 1).
-    pub fn new(bytes: usize, entries: usize) -> Store {
-        Store {
-            bytes: vec![0; bytes.clamp(1, u32::MAX as usize)],
-            entries: vec![Entry::default(); entries.max(1)],
-            head: 0,
-            count: 0,
-            write: 0,
-            evicted: 0,
-        }
+    /// A store of its own (anonymous memory) with room for `bytes` of
+    /// bodies and `entries` messages (each at least 1).
+    pub fn new(bytes: usize, entries: usize) -> std::io::Result<Store> {
+        Ok(Store { slot: Region::one(entries.max(1), bytes.clamp(1, u32::MAX as usize))? })
+    }
+
+    /// The store in `slot`, as it was left.
+    pub fn from_slot(slot: Slot) -> Store {
+        Store { slot }
+    }
+
+    pub fn slot(&self) -> &Slot {
+        &self.slot
+    }
+
+    /// Give the store to session `comp`: empty, from sequence number 1.
+    pub fn claim(&mut self, comp: &[u8]) {
+        self.slot.claim(comp);
+    }
+
+    /// The session's sequence numbers and next ExecID, kept with its store.
+    pub fn seqs(&self) -> Seqs {
+        self.slot.head().seqs
+    }
+
+    pub fn seqs_mut(&mut self) -> &mut Seqs {
+        &mut self.slot.parts().0.seqs
+    }
+
+    /// Messages dropped to make room.
+    pub fn evicted(&self) -> u64 {
+        self.slot.head().ring.evicted
     }
 
     /// Forget every message (a sequence reset).
     pub fn clear(&mut self) {
-        self.head = 0;
-        self.count = 0;
-        self.write = 0;
+        let r = &mut self.slot.parts().0.ring;
+        r.head = 0;
+        r.count = 0;
+        r.write = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.count
+        self.slot.head().ring.count as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
-    fn entry(&self, i: usize) -> &Entry {
-        &self.entries[(self.head + i) % self.entries.len()]
+    /// Is the ring as `put` leaves it (after a restart from a file a power
+    /// loss tore)? If not, it is emptied: false.
+    pub fn check(&mut self) -> bool {
+        let (h, entries, bytes) = self.slot.parts();
+        let r = h.ring;
+        let (n, cap) = (entries.len() as u64, bytes.len() as u64);
+        let mut ok = r.head < n && r.count <= n && r.write <= cap;
+        let mut last = 0u32;
+        for i in 0..r.count.min(n) {
+            let e = entries[((r.head + i) % n) as usize];
+            ok &= u64::from(e.at) + u64::from(e.len) <= cap && (i == 0 || e.seq > last);
+            last = e.seq;
+        }
+        if !ok {
+            h.ring = RingState { evicted: r.evicted, ..RingState::default() };
+        }
+        ok
     }
 
-    fn pop(&mut self) {
-        self.head = (self.head + 1) % self.entries.len();
-        self.count -= 1;
-        self.evicted += 1;
+    fn entry(entries: &[Entry], r: &RingState, i: usize) -> Entry {
+        entries[(r.head as usize + i) % entries.len()]
     }
 
     /// Keep message `seq` (above every stored one). False if its body is
     /// larger than the whole store, or `seq` is not above the last.
     pub fn put(&mut self, seq: u32, msg_type: u8, sent_ns: u64, body: &[u8]) -> bool {
-        let cap = self.bytes.len();
+        let (h, entries, bytes) = self.slot.parts();
+        let r = &mut h.ring;
+        let cap = bytes.len();
+        let n = entries.len();
         let len = body.len();
-        if len > cap || (self.count > 0 && self.entry(self.count - 1).seq >= seq) {
+        if len > cap || (r.count > 0 && Store::entry(entries, r, r.count as usize - 1).seq >= seq) {
             return false;
         }
-        if self.count == self.entries.len() {
-            self.pop();
+        let pop = |r: &mut RingState| {
+            r.head = (r.head + 1) % n as u64;
+            r.count -= 1;
+            r.evicted += 1;
+        };
+        if r.count as usize == n {
+            pop(r);
         }
         // Live bytes run from the oldest entry to `write` (around the end
         // of the ring when `write` is below it); find room after `write`.
         loop {
-            if self.count == 0 {
-                self.write = 0;
+            if r.count == 0 {
+                r.write = 0;
                 break;
             }
-            let tail = self.entry(0).at as usize;
-            if self.write > tail {
-                if cap - self.write >= len {
+            let tail = Store::entry(entries, r, 0).at as usize;
+            let write = r.write as usize;
+            if write > tail {
+                if cap - write >= len {
                     break;
                 }
                 if tail >= len {
-                    self.write = 0;
+                    r.write = 0;
                     break;
                 }
-            } else if self.write < tail && tail - self.write >= len {
+            } else if write < tail && tail - write >= len {
                 break;
             }
-            self.pop();
+            pop(r);
         }
-        let at = self.write;
-        self.bytes[at..at + len].copy_from_slice(body);
-        self.write = at + len;
-        let i = (self.head + self.count) % self.entries.len();
-        self.entries[i] = Entry { seq, at: at as u32, len: len as u32, msg_type, sent_ns };
-        self.count += 1;
+        let at = r.write as usize;
+        bytes[at..at + len].copy_from_slice(body);
+        // The body and its entry first, the count last: a process that
+        // dies between two stores leaves the ring as it was.
+        let i = (r.head as usize + r.count as usize) % n;
+        entries[i] = Entry { seq, at: at as u32, len: len as u32, msg_type, _pad: [0; 3], sent_ns };
+        r.write = (at + len) as u64;
+        r.count += 1;
         true
     }
 
     /// The oldest stored message with a sequence number at or above `seq`.
     pub fn at_or_after(&self, seq: u32) -> Option<Stored<'_>> {
-        let (mut lo, mut hi) = (0, self.count);
+        let r = self.slot.head().ring;
+        let (entries, bytes) = self.slot.view();
+        let count = r.count as usize;
+        let (mut lo, mut hi) = (0, count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.entry(mid).seq < seq {
+            if Store::entry(entries, &r, mid).seq < seq {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        (lo < self.count).then(|| {
-            let e = self.entry(lo);
+        (lo < count).then(|| {
+            let e = Store::entry(entries, &r, lo);
             Stored {
                 seq: e.seq,
                 msg_type: e.msg_type,
                 sent_ns: e.sent_ns,
-                body: &self.bytes[e.at as usize..(e.at + e.len) as usize],
+                body: &bytes[e.at as usize..(e.at + e.len) as usize],
             }
         })
     }
@@ -145,7 +189,7 @@ mod tests {
 
     #[test]
     fn keeps_messages_in_order_and_drops_the_oldest_for_room() {
-        let mut s = Store::new(100, 8);
+        let mut s = Store::new(100, 8).unwrap();
         for seq in 1..=30u32 {
             let body = vec![seq as u8; 10 + (seq as usize % 7)];
             assert!(s.put(seq, b'8', u64::from(seq), &body));
@@ -159,7 +203,7 @@ mod tests {
             assert_eq!(next, seq + 1);
             assert!(s.len() <= 8 && seq - first < 8);
         }
-        assert!(s.evicted > 0);
+        assert!(s.evicted() > 0);
         assert!(!s.put(30, b'8', 0, b"x"), "a sequence number must rise");
         assert!(!s.put(31, b'8', 0, &[0; 101]), "larger than the store");
         assert_eq!(s.at_or_after(31), None);
@@ -167,7 +211,7 @@ mod tests {
 
     #[test]
     fn finds_the_first_at_or_after_a_gap() {
-        let mut s = Store::new(1000, 16);
+        let mut s = Store::new(1000, 16).unwrap();
         for seq in [2u32, 3, 7, 9] {
             s.put(seq, b'8', 0, b"35");
         }
@@ -177,5 +221,23 @@ mod tests {
         assert!(s.at_or_after(10).is_none());
         s.clear();
         assert!(s.at_or_after(0).is_none());
+    }
+
+    #[test]
+    fn a_torn_ring_is_emptied_and_its_sequence_numbers_kept() {
+        let mut s = Store::new(1000, 16).unwrap();
+        s.seqs_mut().next_out = 9;
+        for seq in 2..6u32 {
+            s.put(seq, b'8', 0, b"35=8");
+        }
+        assert!(s.check(), "a ring as put leaves it");
+        assert_eq!(s.len(), 4);
+        // A power loss wrote the count but not the entry behind it.
+        s.slot.parts().1[4].at = 999;
+        s.slot.parts().0.ring.count = 5;
+        assert!(!s.check());
+        assert!(s.is_empty() && s.at_or_after(0).is_none());
+        assert_eq!(s.seqs().next_out, 9);
+        assert!(s.put(6, b'8', 0, b"35=8"), "and it takes messages again");
     }
 }

@@ -3,7 +3,13 @@
 //! and their orders' figures (for ExecutionReports). A FIX session outlives
 //! its connection: what is reported to it while it is away is numbered and
 //! stored, and it asks for it again when it logs on (docs/FIX.md).
+//!
+//! Each session's sequence numbers, next ExecID and store live in a slot
+//! of a region made at start-up (`fix::slots`): a file under the journal's
+//! directory makes them outlast the process. Its orders' figures do not
+//! (the gateway's orders end with it).
 
+use crate::fix::slots::{Region, Slot};
 use crate::fix::store::Store;
 use crate::fixed_map::FixedMap;
 use crate::proto::Code8;
@@ -81,20 +87,19 @@ pub struct FixOrder {
 #[derive(Debug)]
 pub struct Identity {
     pub comp: Comp,
-    /// MsgSeqNum of the next message to it, and expected from it.
-    pub next_out: u32,
-    pub next_in: u32,
+    /// Its messages, and with them its sequence numbers and next ExecID.
     pub store: Store,
     pub orders: FixedMap<FixOrder>,
     /// The connection it is logged on over, if any.
     pub live: Option<(usize, u64)>,
     /// The connection it last used (reports for its orders name it).
     pub last: Option<(usize, u64)>,
-    /// ExecID (17) of the next ExecutionReport.
-    pub next_exec: u64,
     /// The account it belongs to (the first logon's): no other account
     /// may log on as it, and read its reports.
     pub account: Option<usize>,
+    /// Kept from before a restart, not logged on since: its account is
+    /// the next logon's (whose name is its SenderCompID).
+    pub restored: bool,
 }
 
 /// Counters of the FIX sessions.
@@ -125,11 +130,51 @@ pub struct FixBook {
     pub counters: FixCounters,
     /// Without an upstream, a market order is done at its Ack.
     pub local: bool,
+    /// Slots no session has yet.
+    free: Vec<Slot>,
+    /// The sessions outlast the process (a file keeps them).
+    pub lasting: bool,
 }
 
 impl FixBook {
+    /// No FIX sessions (no slots).
     pub fn new(cfg: FixConfig, local: bool) -> FixBook {
-        FixBook { cfg, ids: Vec::new(), counters: FixCounters::default(), local }
+        FixBook { cfg, ids: Vec::new(), counters: FixCounters::default(), local, free: Vec::new(), lasting: false }
+    }
+
+    /// Sessions in `region`'s slots: those it holds already (kept from
+    /// before a restart, each with room for `max_orders` orders) and room
+    /// for new ones. Sessions whose store a torn write left unreadable
+    /// keep their sequence numbers with an empty store: their count is
+    /// returned beside the sessions found.
+    pub fn with_region(cfg: FixConfig, local: bool, region: Region, max_orders: usize) -> (FixBook, usize, usize) {
+        let lasting = region.file.is_some();
+        let mut b = FixBook::new(cfg, local);
+        b.lasting = lasting;
+        b.ids.reserve_exact(region.slots.len());
+        let mut emptied = 0;
+        for slot in region.slots.into_iter().rev() {
+            let comp = (slot.head().used == 1).then(|| Comp::new(slot.comp())).flatten();
+            let Some(comp) = comp else {
+                b.free.push(slot);
+                continue;
+            };
+            let mut store = Store::from_slot(slot);
+            if !store.check() {
+                emptied += 1;
+            }
+            b.ids.push(Identity {
+                comp,
+                store,
+                orders: FixedMap::with_capacity(max_orders),
+                live: None,
+                last: None,
+                account: None,
+                restored: true,
+            });
+        }
+        let found = b.ids.len();
+        (b, found, emptied)
     }
 
     /// The session named `comp`, for a logon by `account`: made the first
@@ -138,20 +183,26 @@ impl FixBook {
     /// sessions. [`FixBook::bind`] gives it the connection.
     pub fn find(&mut self, comp: Comp, account: Option<usize>, max_orders: usize) -> Result<usize, &'static str> {
         let i = match self.ids.iter().position(|s| s.comp == comp) {
+            Some(i) if self.ids[i].restored => {
+                let s = &mut self.ids[i];
+                s.account = account;
+                s.restored = false;
+                i
+            }
             Some(i) if self.ids[i].account != account => return Err("this SenderCompID belongs to another account"),
             Some(i) => i,
-            None if self.ids.len() >= self.cfg.max_sessions => return Err("too many FIX sessions on this loop"),
             None => {
+                let Some(slot) = self.free.pop() else { return Err("too many FIX sessions on this loop") };
+                let mut store = Store::from_slot(slot);
+                store.claim(comp.as_bytes());
                 self.ids.push(Identity {
                     comp,
-                    next_out: 1,
-                    next_in: 1,
-                    store: Store::new(self.cfg.store_bytes, (self.cfg.store_bytes / 64).max(64)),
+                    store,
                     orders: FixedMap::with_capacity(max_orders),
                     live: None,
                     last: None,
-                    next_exec: 1,
                     account,
+                    restored: false,
                 });
                 self.ids.len() - 1
             }
@@ -190,8 +241,9 @@ impl FixBook {
     /// Start again from MsgSeqNum 1 both ways (ResetSeqNumFlag).
     pub fn reset(&mut self, i: usize) {
         if let Some(s) = self.ids.get_mut(i) {
-            s.next_out = 1;
-            s.next_in = 1;
+            let q = s.store.seqs_mut();
+            q.next_out = 1;
+            q.next_in = 1;
             s.store.clear();
         }
     }

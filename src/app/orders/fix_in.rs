@@ -178,7 +178,7 @@ impl Orders {
             self.fix_reject(conn, gen, out, r, sr::COMP_ID_PROBLEM, now);
             return self.fix_end(conn, gen, out, "CompID problem", now);
         }
-        let expected = self.fix.ids[i].next_in;
+        let expected = self.fix.ids[i].store.seqs().next_in;
         let poss_dup = m.get(tag::POSS_DUP_FLAG) == Some(b"Y");
         let gap_fill = m.get(tag::GAP_FILL_FLAG) == Some(b"Y");
         if ty == b"4" && !gap_fill {
@@ -203,7 +203,7 @@ impl Orders {
             let t = too_low(&mut text, expected, seq);
             return self.fix_end(conn, gen, out, t, now);
         }
-        self.fix.ids[i].next_in = expected + 1;
+        self.fix.ids[i].store.seqs_mut().next_in = expected + 1;
         if let Some(c) = self.clients.get(conn, gen) {
             c.fix.gap = false;
         }
@@ -290,11 +290,11 @@ impl Orders {
         let Some(i) = self.clients.peek(conn, gen).and_then(|c| c.fix.id) else { return Verdict::Abort };
         match m.get(tag::NEW_SEQ_NO).and_then(value::uint) {
             None => self.fix_missing(conn, gen, out, refs, tag::NEW_SEQ_NO, now),
-            Some(n) if n < u64::from(self.fix.ids[i].next_in) || n > MAX_SEQ => {
+            Some(n) if n < u64::from(self.fix.ids[i].store.seqs().next_in) || n > MAX_SEQ => {
                 let r = Refs { tag: tag::NEW_SEQ_NO, text: "NewSeqNo below the expected MsgSeqNum", ..refs };
                 self.fix_reject(conn, gen, out, r, sr::VALUE_INCORRECT, now);
             }
-            Some(n) => self.fix.ids[i].next_in = n as u32,
+            Some(n) => self.fix.ids[i].store.seqs_mut().next_in = n as u32,
         }
         Verdict::Continue
     }
@@ -312,14 +312,14 @@ impl Orders {
         let Some(c) = self.clients.get(conn, gen) else { return };
         let Some(i) = c.fix.id else { return };
         let s = &self.fix.ids[i];
-        let last = u64::from(s.next_out.saturating_sub(1));
+        let last = u64::from(s.store.seqs().next_out.saturating_sub(1));
         let to = if e == 0 { last } else { e.min(last) };
         if b == 0 || b > to {
             return;
         }
         let begin = b as u32;
-        let oldest = s.store.at_or_after(0).map_or(s.next_out, |m| m.seq);
-        if s.store.evicted > 0 && begin < oldest {
+        let oldest = s.store.at_or_after(0).map_or(s.store.seqs().next_out, |m| m.seq);
+        if s.store.evicted() > 0 && begin < oldest {
             self.fix.counters.resend_unavailable += u64::from(oldest - begin);
             crate::log_warn!(
                 "orders: FIX session {}: asked for messages from {begin}; the store keeps them from {oldest}: \

@@ -45,7 +45,7 @@ impl Orders {
                 if c.fix.reset {
                     self.fix.reset(i);
                 }
-                let expected = self.fix.ids[i].next_in;
+                let expected = self.fix.ids[i].store.seqs().next_in;
                 if c.fix.logon_seq >= expected {
                     c.fix.id = Some(i);
                     self.fix.counters.logons += 1;
@@ -71,9 +71,9 @@ impl Orders {
     fn fix_after_logon(&mut self, conn: usize, gen: u64, out: Option<&mut OutBuf>, now: u64) {
         let Some(c) = self.clients.get(conn, gen) else { return };
         let Some(i) = c.fix.id else { return };
-        let expected = self.fix.ids[i].next_in;
+        let expected = self.fix.ids[i].store.seqs().next_in;
         if c.fix.logon_seq == expected {
-            self.fix.ids[i].next_in = expected + 1;
+            self.fix.ids[i].store.seqs_mut().next_in = expected + 1;
             return;
         }
         self.fix_ask_resend(conn, gen, out, expected, now);

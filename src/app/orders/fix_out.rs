@@ -67,8 +67,9 @@ pub fn put(c: &mut Client, out: Option<&mut OutBuf>, msg: &[u8], now: u64) -> bo
 fn take_seq(c: &mut Client, book: &mut FixBook) -> u32 {
     match c.fix.id.and_then(|i| book.ids.get_mut(i)) {
         Some(s) => {
-            s.next_out = s.next_out.wrapping_add(1);
-            s.next_out.wrapping_sub(1)
+            let q = s.store.seqs_mut();
+            q.next_out = q.next_out.wrapping_add(1);
+            s.store.seqs().next_out.wrapping_sub(1)
         }
         None => {
             c.out_seq = c.out_seq.wrapping_add(1);
@@ -220,8 +221,9 @@ pub fn store_away(book: &mut FixBook, i: usize, msg: GatewayMsg) {
 /// Give an application message of session `i` its MsgSeqNum, and store it.
 fn number_and_store(book: &mut FixBook, i: usize, ty: u8, body: &[u8], wall: u64) -> u32 {
     let s = &mut book.ids[i];
-    let seq = s.next_out;
-    s.next_out = s.next_out.wrapping_add(1);
+    let q = s.store.seqs_mut();
+    let seq = q.next_out;
+    q.next_out = q.next_out.wrapping_add(1);
     s.store.put(seq, ty, wall, body);
     seq
 }
@@ -239,7 +241,7 @@ fn app_body(
 ) -> Option<(u8, usize)> {
     let local = book.local;
     let s = &mut book.ids[i];
-    let exec_id = s.next_exec;
+    let exec_id = s.store.seqs().next_exec;
     let mut e = Encoder::fields(buf);
     let mut id = [0u8; value::ID_LEN];
     let ty = match msg {
@@ -314,7 +316,7 @@ fn app_body(
         _ => return None,
     };
     if ty == b'8' {
-        s.next_exec += 1;
+        s.store.seqs_mut().next_exec += 1;
     }
     let n = e.written()?.len();
     Some((ty, n))

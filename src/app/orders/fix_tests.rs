@@ -329,3 +329,60 @@ fn a_repeated_tag_is_rejected_and_the_session_goes_on() {
     f.sends("D", &order("o2"));
     assert_eq!(get(&f.replies()[0].1, 150), Some("0"), "in sequence");
 }
+
+#[test]
+fn a_restarted_gateway_resumes_each_session_from_its_state_file() {
+    use crate::fix::slots::Region;
+    let dir =
+        std::env::temp_dir().join(format!("tg-fixstate-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fix-sessions.tgfs");
+    let cfg = FixConfig { port: PORT, ..FixConfig::default() };
+    let open = || Region::open(&path, b"TAILGATE", cfg.max_sessions, cfg.store_bytes);
+    let life = |region: Region, seq: u64| {
+        let (mut app, found, emptied) = Orders::new(OrdersConfig::default()).with_fix_region(cfg, region);
+        let s = Fix::open(&mut app, 0);
+        (Fix { app, s, out: OutBuf::with_capacity(64 * 1024), seq, now: 1_000_000, comp: "CLIENT" }, found, emptied)
+    };
+
+    // First life: a logon (1 each way) and an order (its ExecutionReport is 2).
+    let (mut f, found, _) = life(open().unwrap(), 1);
+    assert_eq!(found, 0);
+    f.logon();
+    f.sends("D", &order("o1"));
+    let r = f.replies();
+    assert_eq!((get(&r[0].1, 34), get(&r[0].1, 11)), (Some("2"), Some("o1")));
+    let exec1: u64 = get(&r[0].1, 17).unwrap().parse().unwrap();
+    // A second gateway is kept out of the file while this one has it.
+    let e = open().err().expect("the file is locked");
+    assert!(e.contains("another process"), "{e}");
+    drop(f);
+
+    // Second life: the client logs on where it left off (MsgSeqNum 3, no
+    // reset) and is answered at 3; its ResendRequest brings the report
+    // from before the restart; a new ExecID is above every old one.
+    let (mut f, found, emptied) = life(open().unwrap(), 3);
+    assert_eq!((found, emptied), (1, 0));
+    assert_eq!(f.sends("A", &[(98, "0"), (108, "30")]), Verdict::Continue);
+    let r = f.replies();
+    assert_eq!((r[0].0.as_str(), get(&r[0].1, 34)), ("A", Some("3")), "{r:?}");
+    f.sends("2", &[(7, "2"), (16, "2")]);
+    let r = f.replies();
+    assert_eq!(r.len(), 1, "{r:?}");
+    let e = &r[0].1;
+    assert_eq!((r[0].0.as_str(), get(e, 34), get(e, 43), get(e, 11)), ("8", Some("2"), Some("Y"), Some("o1")));
+    assert_eq!(get(e, 17), Some(exec1.to_string().as_str()), "the same ExecID");
+    f.sends("D", &order("o2"));
+    let r = f.replies();
+    assert_eq!(get(&r[0].1, 34), Some("4"));
+    assert!(get(&r[0].1, 17).unwrap().parse::<u64>().unwrap() > exec1);
+    drop(f);
+
+    // A file made for another CompID or store size is refused, not reread.
+    let e = Region::open(&path, b"OTHER", cfg.max_sessions, cfg.store_bytes).err().unwrap();
+    assert!(e.contains("CompID"), "{e}");
+    let e = Region::open(&path, b"TAILGATE", cfg.max_sessions, cfg.store_bytes * 2).err().unwrap();
+    assert!(e.contains("--fix-store-bytes"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

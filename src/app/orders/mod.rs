@@ -202,10 +202,26 @@ impl Orders {
         }
     }
 
-    /// FIX sessions on `cfg.port` (see docs/FIX.md).
-    pub fn with_fix(mut self, cfg: FixConfig) -> Self {
-        self.fix = fix_book::FixBook::new(cfg, self.up.is_none());
-        self
+    /// FIX sessions on `cfg.port` (see docs/FIX.md), kept in memory only.
+    pub fn with_fix(self, cfg: FixConfig) -> Self {
+        match crate::fix::slots::Region::anonymous(cfg.max_sessions, cfg.store_bytes) {
+            Ok(r) => self.with_fix_region(cfg, r).0,
+            Err(e) => {
+                crate::log_warn!("orders: FIX sessions: no memory for their state: {e}");
+                let local = self.up.is_none();
+                Orders { fix: fix_book::FixBook::new(cfg, local), ..self }
+            }
+        }
+    }
+
+    /// FIX sessions on `cfg.port` in `region`'s slots (a file's: they
+    /// outlast the process); the sessions it held, and how many of those
+    /// had a store a torn write left unreadable (emptied).
+    pub fn with_fix_region(mut self, cfg: FixConfig, region: crate::fix::slots::Region) -> (Self, usize, usize) {
+        let (book, found, emptied) =
+            fix_book::FixBook::with_region(cfg, self.up.is_none(), region, self.cfg.max_open_orders);
+        self.fix = book;
+        (self, found, emptied)
     }
 
     /// Orders go to the exchange through `up`.

@@ -1,0 +1,157 @@
+//! serve's FIX flags (`--fix-port` and the rest), and where the FIX
+//! sessions' state is kept: a file in `--fix-state DIR` (default: the
+//! `--journal` directory) that outlasts the process, synced to disk by a
+//! thread of its own, or memory when neither is given.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use tailgate::app::orders::{Comp, FixConfig};
+use tailgate::fix::slots::Region;
+use tailgate::{log_info, log_warn};
+
+use super::config::LISTEN;
+
+/// The file in the state directory.
+pub(crate) const STATE_FILE: &str = "fix-sessions.tgfs";
+
+#[derive(Args)]
+pub(crate) struct FixArgs {
+    /// Also take FIX 4.4 sessions on this port (--app orders; docs/FIX.md), beside the binary
+    /// protocol on --port.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), help_heading = LISTEN)]
+    pub(crate) fix_port: Option<u16>,
+    /// The gateway's FIX CompID: a client's TargetCompID (56) must name it.
+    #[arg(long, default_value = "TAILGATE", value_parser = parse_comp_id, help_heading = LISTEN)]
+    pub(crate) fix_comp_id: String,
+    /// Bytes of sent application messages each FIX session keeps for its ResendRequests
+    /// (older ones are gap-filled, and counted).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..=64 << 20),
+          help_heading = LISTEN)]
+    pub(crate) fix_store_bytes: u64,
+    /// Keep the FIX sessions' sequence numbers, next ExecIDs and sent messages in
+    /// DIR/fix-sessions.tgfs, so that a restarted gateway resumes each session where it was
+    /// (docs/FIX.md). Default: the --journal directory; with neither, they live in memory and
+    /// every session starts again at 1 after a restart.
+    #[arg(long, value_name = "DIR", help_heading = LISTEN)]
+    pub(crate) fix_state: Option<PathBuf>,
+}
+
+fn parse_comp_id(s: &str) -> Result<String, String> {
+    match Comp::new(s.as_bytes()) {
+        Some(_) => Ok(s.to_string()),
+        None => Err("a CompID is 1-32 printable ASCII characters, no spaces".into()),
+    }
+}
+
+impl FixArgs {
+    /// The FIX listener's settings on `port`.
+    pub(crate) fn config(&self, port: u16) -> FixConfig {
+        FixConfig {
+            port,
+            comp_id: Comp::new(self.fix_comp_id.as_bytes()).unwrap_or_default(),
+            store_bytes: self.fix_store_bytes as usize,
+            ..Default::default()
+        }
+    }
+
+    /// The flags agree with the rest of serve's: the order gateway, a port of
+    /// its own, one loop.
+    pub(crate) fn check(&self, orders: bool, port: u16, loops: usize) -> Result<(), String> {
+        match self.fix_port {
+            None if self.fix_state.is_some() => Err("--fix-state: give --fix-port too".into()),
+            None => Ok(()),
+            Some(_) if !orders => Err("--fix-port: FIX sessions are for --app orders".into()),
+            Some(f) if f == port => Err(format!("--fix-port {f}: the binary protocol has that port (--port)")),
+            // A FIX session's state is its loop's; a reconnect may land on another.
+            Some(_) if loops > 1 => Err("--fix-port: FIX sessions need a single loop for now (one --core)".into()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The sessions' region: the state file's (made if absent, its sessions
+    /// resumed) when a directory is given, else `None` (memory); and the
+    /// thread that writes it to disk every `sync_ms`.
+    pub(crate) fn open(&self, journal: Option<&Path>, sync_ms: u64) -> Result<FixState, String> {
+        let none = FixState { region: Mutex::new(None), sync: None };
+        if self.fix_port.is_none() {
+            return Ok(none);
+        }
+        let Some(dir) = self.fix_state.as_deref().or(journal) else {
+            log_warn!(
+                "FIX sessions' sequence numbers are kept in memory only: after a restart every session starts at 1 \
+                 (give --fix-state DIR or --journal DIR to keep them)"
+            );
+            return Ok(none);
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("--fix-state {}: {e}", dir.display()))?;
+        let path = dir.join(STATE_FILE);
+        let cfg = self.config(0);
+        let region = Region::open(&path, self.fix_comp_id.as_bytes(), cfg.max_sessions, cfg.store_bytes)?;
+        log_info!("FIX sessions kept in {} (synced every {sync_ms} ms)", path.display());
+        let sync = match region.file.as_ref().map(std::fs::File::try_clone) {
+            Some(Ok(file)) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let s = stop.clone();
+                let every = Duration::from_millis(sync_ms.max(1));
+                let h = std::thread::Builder::new()
+                    .name("tg-fixsync".into())
+                    .spawn(move || sync_until(&file, &s, every, sync_ms > 0))
+                    .map_err(|e| format!("starting the FIX state sync thread: {e}"))?;
+                Some((stop, h))
+            }
+            Some(Err(e)) => return Err(format!("--fix-state {}: {e}", path.display())),
+            None => None,
+        };
+        Ok(FixState { region: Mutex::new(Some(region)), sync })
+    }
+}
+
+/// `fdatasync` the state file every `every` (if `periodic`), and once
+/// more when `stop` is set.
+fn sync_until(file: &std::fs::File, stop: &AtomicBool, every: Duration, periodic: bool) {
+    let mut failing = false;
+    let mut next = std::time::Instant::now() + every;
+    loop {
+        let last = stop.load(Ordering::Relaxed);
+        if last || (periodic && std::time::Instant::now() >= next) {
+            next = std::time::Instant::now() + every;
+            match file.sync_data() {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    log_warn!("FIX session state: fdatasync: {e} (retrying)");
+                }
+                Err(_) => {}
+            }
+        }
+        if last {
+            return;
+        }
+        std::thread::sleep(every.min(Duration::from_millis(100)));
+    }
+}
+
+/// The region the loop takes, and the sync thread.
+pub(crate) struct FixState {
+    region: Mutex<Option<Region>>,
+    sync: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl FixState {
+    /// The state file's region (once), if one is kept.
+    pub(crate) fn take(&self) -> Option<Region> {
+        self.region.lock().ok()?.take()
+    }
+
+    /// After the loops: a last sync.
+    pub(crate) fn close(self) {
+        if let Some((stop, h)) = self.sync {
+            stop.store(true, Ordering::Relaxed);
+            let _ = h.join();
+        }
+    }
+}
