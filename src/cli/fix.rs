@@ -73,25 +73,43 @@ impl FixArgs {
     }
 
     /// The sessions' region: the state file's (made if absent, its sessions
-    /// resumed) when a directory is given, else `None` (memory); and the
-    /// thread that writes it to disk every `sync_ms`.
-    pub(crate) fn open(&self, journal: Option<&Path>, sync_ms: u64) -> Result<FixState, String> {
+    /// resumed) when a directory is given, else anonymous memory; and the
+    /// thread that writes the file to disk every `sync_ms` (0: only at the
+    /// end), off the loops' `cores` (on `pin` if given).
+    pub(crate) fn open(
+        &self,
+        journal: Option<&Path>,
+        sync_ms: u64,
+        cores: Vec<usize>,
+        pin: Option<usize>,
+    ) -> Result<FixState, String> {
         let none = FixState { region: Mutex::new(None), sync: None };
         if self.fix_port.is_none() {
             return Ok(none);
         }
+        let cfg = self.config(0);
         let Some(dir) = self.fix_state.as_deref().or(journal) else {
             log_warn!(
                 "FIX sessions' sequence numbers are kept in memory only: after a restart every session starts at 1 \
                  (give --fix-state DIR or --journal DIR to keep them)"
             );
-            return Ok(none);
+            let r = Region::anonymous(cfg.max_sessions, cfg.store_bytes)
+                .map_err(|e| format!("--fix-port: memory for the FIX sessions' state: {e}"))?;
+            return Ok(FixState { region: Mutex::new(Some(r)), sync: None });
         };
         std::fs::create_dir_all(dir).map_err(|e| format!("--fix-state {}: {e}", dir.display()))?;
         let path = dir.join(STATE_FILE);
-        let cfg = self.config(0);
         let region = Region::open(&path, self.fix_comp_id.as_bytes(), cfg.max_sessions, cfg.store_bytes)?;
-        log_info!("FIX sessions kept in {} (synced every {sync_ms} ms)", path.display());
+        let when = if sync_ms > 0 { format!("synced every {sync_ms} ms") } else { "synced at exit".to_string() };
+        log_info!("FIX sessions kept in {} ({when})", path.display());
+        if region.stale {
+            log_warn!(
+                "FIX session state {}: left open by an earlier boot (the host went down with the gateway running): \
+                 it may be older than what was sent, so every session starts again at 1 and must log on with \
+                 MsgSeqNum 1 or ResetSeqNumFlag=Y",
+                path.display()
+            );
+        }
         let sync = match region.file.as_ref().map(std::fs::File::try_clone) {
             Some(Ok(file)) => {
                 let stop = Arc::new(AtomicBool::new(false));
@@ -99,14 +117,34 @@ impl FixArgs {
                 let every = Duration::from_millis(sync_ms.max(1));
                 let h = std::thread::Builder::new()
                     .name("tg-fixsync".into())
-                    .spawn(move || sync_until(&file, &s, every, sync_ms > 0))
+                    .spawn(move || {
+                        tailgate::runtime::place_helper_off(&cores, pin, "FIX state sync");
+                        sync_until(&file, &s, every, sync_ms > 0)
+                    })
                     .map_err(|e| format!("starting the FIX state sync thread: {e}"))?;
-                Some((stop, h))
+                Some((stop, h, region.file.as_ref().and_then(|f| f.try_clone().ok())))
             }
             Some(Err(e)) => return Err(format!("--fix-state {}: {e}", path.display())),
             None => None,
         };
         Ok(FixState { region: Mutex::new(Some(region)), sync })
+    }
+}
+
+/// The start-up log of what the state held.
+pub(crate) fn log_restored(found: &tailgate::app::orders::Restored) {
+    if found.sessions > 0 {
+        log_info!("FIX: {} sessions resumed from before the restart", found.sessions);
+    }
+    if found.emptied > 0 {
+        log_warn!(
+            "FIX: {} sessions' stores were torn (a power loss?): emptied (a ResendRequest is gap-filled), their \
+             sequence numbers kept",
+            found.emptied
+        );
+    }
+    if found.stale > 0 {
+        log_warn!("FIX: {} sessions start again at 1 (their state may be stale)", found.stale);
     }
 }
 
@@ -135,23 +173,30 @@ fn sync_until(file: &std::fs::File, stop: &AtomicBool, every: Duration, periodic
     }
 }
 
-/// The region the loop takes, and the sync thread.
+/// The region the loop takes, and the sync thread (with a handle on the
+/// file, to mark it closed cleanly).
 pub(crate) struct FixState {
     region: Mutex<Option<Region>>,
-    sync: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    #[allow(clippy::type_complexity)]
+    sync: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>, Option<std::fs::File>)>,
 }
 
 impl FixState {
-    /// The state file's region (once), if one is kept.
+    /// The sessions' region (once).
     pub(crate) fn take(&self) -> Option<Region> {
         self.region.lock().ok()?.take()
     }
 
-    /// After the loops: a last sync.
+    /// After the loops: a last sync, and the file marked closed cleanly.
     pub(crate) fn close(self) {
-        if let Some((stop, h)) = self.sync {
+        if let Some((stop, h, file)) = self.sync {
             stop.store(true, Ordering::Relaxed);
             let _ = h.join();
+            if let Some(f) = file {
+                if let Err(e) = Region::close_clean(&f) {
+                    log_warn!("FIX session state: marking it closed: {e}");
+                }
+            }
         }
     }
 }

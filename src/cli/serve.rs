@@ -336,8 +336,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         return Err("--journal applies to --app orders only".into());
     }
     a.fix.check(a.app == ServeApp::Orders, port, loops)?;
-    let journal = super::journal::Journal::open(&a.journal, loops, cores, a.obs.reporter_core)?;
-    let fix = a.fix.open(a.journal.journal.as_deref(), a.journal.journal_sync_ms)?;
+    let journal = super::journal::Journal::open(&a.journal, loops, cores.clone(), a.obs.reporter_core)?;
+    let fix = a.fix.open(a.journal.journal.as_deref(), a.journal.journal_sync_ms, cores, a.obs.reporter_core)?;
     // Sources the verifier makes wait are refused as they connect.
     let gate = auth.verifier.as_ref().map(|v| v.gate.clone());
     let cfg = LaunchConfig {
@@ -512,19 +512,10 @@ impl Job for ServeJob<'_> {
                 let mut app = app.with_risk(self.risk.clone(), self.auth.port(cx.index));
                 if let Some(port) = a.fix.fix_port {
                     let cfg = a.fix.config(port);
-                    app = match self.fix.take() {
-                        None => app.with_fix(cfg),
-                        Some(region) => {
-                            let (app, found, emptied) = app.with_fix_region(cfg, region);
-                            if found > 0 {
-                                log_info!("FIX: {found} sessions resumed from before the restart");
-                            }
-                            if emptied > 0 {
-                                log_warn!("FIX: {emptied} sessions' stores were torn (a power loss?): emptied, their sequence numbers kept");
-                            }
-                            app
-                        }
-                    };
+                    let region = self.fix.take().ok_or("--fix-port: the FIX sessions' slots were taken")?;
+                    let (with, found) = app.with_fix_region(cfg, region);
+                    super::fix::log_restored(&found);
+                    app = with;
                 }
                 if let Some(w) = self.journal.writer(cx.index) {
                     app = app.with_journal(w);

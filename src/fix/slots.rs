@@ -4,19 +4,25 @@
 //! every change is a store into the region, no system call and no
 //! allocation on the loop.
 //!
-//! The region is anonymous memory, or a file (`fix-sessions.tgfs` in the
-//! journal's directory) mapped shared: then what a session had survives the
-//! process. A crash (`kill -9`) loses nothing that was written, since the page
-//! cache keeps it; a power loss keeps what was last written to disk (a
-//! sync thread's `fdatasync`). A message is numbered and stored before it
-//! is sent, so after a restart no sequence number is used twice, and one
-//! the client missed is resent from the store.
+//! The region is anonymous memory, or a file (`fix-sessions.tgfs` in
+//! `--fix-state DIR`, by default the journal's directory) mapped shared:
+//! then what a session had survives the process. A crash (`kill -9`) loses
+//! nothing that was written, since the page cache keeps it. A message is
+//! numbered and stored before it is sent, so after a restart no sequence
+//! number is used twice, and one the client missed is resent from the
+//! store. A host that went down (a power loss) may have written back only
+//! part of it: the header says whether the file was closed cleanly and on
+//! which boot it was opened, and a file left open by an earlier boot is
+//! [`Region::stale`] (its sessions must start again from 1).
 //!
 //! The file's layout: a header page (magic, version, the gateway's CompID,
-//! the slot count and each store's size), then the slots, each a page-aligned
-//! [`SlotHead`], its store's index ([`Entry`]) and its store's bytes. A
-//! file made with another CompID or other sizes is refused, never
-//! reinterpreted; a lock keeps a second gateway out of it.
+//! the slot count and each store's size, clean or not, the boot), then the
+//! slots, each a page-aligned [`SlotHead`], its store's index ([`Entry`])
+//! and its store's bytes. It is made with its blocks reserved (a store
+//! never finds the disk full), mode 0600, never through a link; one made
+//! with another CompID or other sizes is refused, never reinterpreted; a
+//! lock keeps a second gateway out of it. Nothing else may write it while
+//! the gateway runs.
 //!
 //! Unsafe code: a slot is raw memory of the mapping, read and written as
 //! plain-data structs (`SlotHead`, `Entry`) and bytes. Each slot is one
@@ -70,10 +76,15 @@ pub struct Entry {
     pub seq: u32,
     pub at: u32,
     pub len: u32,
-    pub msg_type: u8,
-    pub _pad: [u8; 3],
+    /// A checksum of the body, the sequence number and the type.
+    pub sum: u32,
     pub sent_ns: u64,
+    pub msg_type: u8,
+    pub _pad: [u8; 7],
 }
+
+/// Bytes of an [`Entry`].
+const ENTRY: usize = std::mem::size_of::<Entry>();
 
 /// The start of a slot.
 #[repr(C)]
@@ -88,7 +99,7 @@ pub struct SlotHead {
 }
 
 const _: () = assert!(std::mem::size_of::<SlotHead>() <= HEAD);
-const _: () = assert!(std::mem::size_of::<Entry>() == 24);
+const _: () = assert!(ENTRY == 32);
 
 /// The file's header, as written at its start (little-endian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +110,23 @@ struct FileHead {
     entries: u64,
     comp_len: u32,
     comp: [u8; COMP_LEN],
+}
+
+/// Where the header keeps whether the file was closed cleanly (a u32, 1:
+/// yes), and the boot it was last opened on (`BOOT_LEN` bytes).
+const CLEAN_AT: u64 = 128;
+const BOOT_AT: u64 = 132;
+const BOOT_LEN: usize = 36;
+
+/// This boot's identity (`/proc/sys/kernel/random/boot_id`).
+fn boot_id() -> [u8; BOOT_LEN] {
+    let mut b = [0u8; BOOT_LEN];
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        let s = s.trim().as_bytes();
+        let n = s.len().min(BOOT_LEN);
+        b[..n].copy_from_slice(&s[..n]);
+    }
+    b
 }
 
 impl FileHead {
@@ -142,7 +170,7 @@ pub fn geometry(store_bytes: usize) -> (usize, usize) {
 }
 
 fn slot_size(entries: usize, bytes: usize) -> usize {
-    (HEAD + entries * std::mem::size_of::<Entry>() + bytes).div_ceil(PAGE) * PAGE
+    (HEAD + entries * ENTRY + bytes).div_ceil(PAGE) * PAGE
 }
 
 /// The first `comp_len` bytes of `comp`, bounded.
@@ -187,13 +215,13 @@ impl Slot {
     pub fn parts(&mut self) -> (&mut SlotHead, &mut [Entry], &mut [u8]) {
         let p = self.base.as_ptr();
         // SAFETY: the three ranges are disjoint parts of this slot (see
-        // `geometry`), aligned (a page, then HEAD = 128 bytes, then 24-byte
+        // `geometry`), aligned (a page, then HEAD = 128 bytes, then 32-byte
         // entries of 8-byte alignment), and any bytes are valid for each type.
         unsafe {
             (
                 &mut *p.cast::<SlotHead>(),
                 std::slice::from_raw_parts_mut(p.add(HEAD).cast::<Entry>(), self.entries),
-                std::slice::from_raw_parts_mut(p.add(HEAD + self.entries * 24), self.bytes),
+                std::slice::from_raw_parts_mut(p.add(HEAD + self.entries * ENTRY), self.bytes),
             )
         }
     }
@@ -205,7 +233,7 @@ impl Slot {
         unsafe {
             (
                 std::slice::from_raw_parts(p.add(HEAD).cast::<Entry>(), self.entries),
-                std::slice::from_raw_parts(p.add(HEAD + self.entries * 24), self.bytes),
+                std::slice::from_raw_parts(p.add(HEAD + self.entries * ENTRY), self.bytes),
             )
         }
     }
@@ -216,14 +244,15 @@ impl Slot {
         comp_of(&h.comp, h.comp_len)
     }
 
-    /// Give it to session `comp`, from sequence number 1.
-    pub fn claim(&mut self, comp: &[u8]) {
+    /// Give it to session `comp`, from sequence number 1, its ExecIDs
+    /// from `first_exec`.
+    pub fn claim(&mut self, comp: &[u8], first_exec: u64) {
         let (h, _, _) = self.parts();
         let n = comp.len().min(COMP_LEN);
         h.comp = [0; COMP_LEN];
         h.comp[..n].copy_from_slice(&comp[..n]);
         h.comp_len = n as u32;
-        h.seqs = Seqs { next_out: 1, next_in: 1, next_exec: 1 };
+        h.seqs = Seqs { next_out: 1, next_in: 1, next_exec: first_exec };
         h.ring = RingState::default();
         h.used = 1;
     }
@@ -232,8 +261,12 @@ impl Slot {
 /// Every slot of a region, and the file behind it if any.
 pub struct Region {
     pub slots: Vec<Slot>,
-    /// A handle on the file, for the sync thread.
+    /// A handle on the file: the sync thread's, and [`Region::close_clean`]'s.
     pub file: Option<File>,
+    /// The file was left open by an earlier boot (the host went down with
+    /// the gateway running): what it holds may be older than what was
+    /// sent.
+    pub stale: bool,
 }
 
 impl Region {
@@ -241,9 +274,18 @@ impl Region {
     /// lasts past the process). Pages are touched only when used.
     pub fn anonymous(n: usize, store_bytes: usize) -> std::io::Result<Region> {
         let (entries, size) = geometry(store_bytes);
-        let mut map = MmapMut::map_anon((n * size).max(PAGE))?;
+        // Pages are touched as stores fill: no swap reserved for them all.
+        let mut map = memmap2::MmapOptions::new().len((n * size).max(PAGE)).no_reserve_swap().map_anon()?;
         let base = map.as_mut_ptr();
-        Ok(Region { slots: carve(Mapping { _map: map, _file: None }, base, n, entries, size, store_bytes), file: None })
+        let slots = carve(Mapping { _map: map, _file: None }, base, n, entries, size, store_bytes);
+        Ok(Region { slots, file: None, stale: false })
+    }
+
+    /// Mark the file closed cleanly (after the loops stopped and a last sync).
+    pub fn close_clean(file: &File) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        file.write_at(&1u32.to_le_bytes(), CLEAN_AT)?;
+        file.sync_data()
     }
 
     /// One slot in anonymous memory with room for `entries` messages and
@@ -263,18 +305,42 @@ impl Region {
         let shown = path.display();
         let (entries, size) = geometry(store_bytes);
         let len = PAGE + n * size;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| format!("FIX session state {shown}: {e}"))?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never through a link someone left at that name; ours alone to read.
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(|e| format!("FIX session state {shown}: {e}"))?
+        };
+        let meta = file.metadata().map_err(|e| format!("FIX session state {shown}: {e}"))?;
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            // SAFETY: geteuid has no arguments and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if !meta.is_file() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+                return Err(format!(
+                    "FIX session state {shown}: not a regular file of this user with mode 0600 \
+                     (it holds every session's reports: chown and chmod 600 it, or move it away)"
+                ));
+            }
+        }
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(format!("FIX session state {shown}: another process holds it (is another gateway running?)"));
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(format!(
+                    "FIX session state {shown}: another process holds it (is another gateway running?)"
+                ));
+            }
+            return Err(format!("FIX session state {shown}: cannot lock it: {e}"));
         }
-        let had = file.metadata().map_err(|e| format!("FIX session state {shown}: {e}"))?.len();
+        let had = meta.len();
         let want = FileHead {
             version: VERSION,
             slots: n as u32,
@@ -289,7 +355,13 @@ impl Region {
         };
         if had == 0 {
             file.set_len(len as u64).map_err(|e| format!("FIX session state {shown}: {e}"))?;
-        } else if had != len as u64 {
+        }
+        if had == 0 || had == len as u64 {
+            // Every block reserved now: a store into the mapping never
+            // finds the disk full (which would be a SIGBUS on the loop).
+            crate::sys::allocate(&file, len as u64)
+                .map_err(|e| format!("FIX session state {shown}: fallocate: {e}"))?;
+        } else {
             return Err(format!(
                 "FIX session state {shown}: {had} bytes, not the {len} of {n} sessions with {store_bytes}-byte stores: \
                  it was made with another --fix-store-bytes; give that, or move the file away (every session then starts at 1)"
@@ -297,7 +369,11 @@ impl Region {
         }
         // The file is ours (locked above: no other gateway writes it).
         let mut map = crate::sys::map_file(&file).map_err(|e| format!("FIX session state {shown}: mmap: {e}"))?;
-        if had == 0 {
+        // A file whose header never reached the disk (made just before a
+        // power loss) is all zeros: made again.
+        let blank = map[..PAGE].iter().all(|&b| b == 0);
+        let mut stale = false;
+        if had == 0 || blank {
             want.write(&mut map[..FileHead::LEN]);
         } else {
             let got = FileHead::read(&map).filter(|h| h.version == VERSION);
@@ -318,12 +394,21 @@ impl Region {
                     String::from_utf8_lossy(comp)
                 ));
             }
+            let clean =
+                u32::from_le_bytes(map[CLEAN_AT as usize..CLEAN_AT as usize + 4].try_into().unwrap_or_default());
+            let boot = &map[BOOT_AT as usize..BOOT_AT as usize + BOOT_LEN];
+            stale = clean != 1 && boot != boot_id();
         }
+        // Open on this boot, not closed cleanly until `close_clean`; on disk
+        // before any session is touched.
+        map[CLEAN_AT as usize..CLEAN_AT as usize + 4].copy_from_slice(&0u32.to_le_bytes());
+        map[BOOT_AT as usize..BOOT_AT as usize + BOOT_LEN].copy_from_slice(&boot_id());
+        map.flush_range(0, PAGE).map_err(|e| format!("FIX session state {shown}: {e}"))?;
         // SAFETY: the slots start a page in; the mapping is `len` long.
         let base = unsafe { map.as_mut_ptr().add(PAGE) };
         let sync = file.try_clone().map_err(|e| format!("FIX session state {shown}: {e}"))?;
         let slots = carve(Mapping { _map: map, _file: Some(file) }, base, n, entries, size, store_bytes);
-        Ok(Region { slots, file: Some(sync) })
+        Ok(Region { slots, file: Some(sync), stale })
     }
 }
 

@@ -6,6 +6,25 @@
 
 use super::slots::{Entry, Region, RingState, Seqs, Slot};
 
+/// The highest MsgSeqNum a session uses.
+pub const MAX_SEQ: u32 = 1 << 31;
+
+/// A cheap checksum of a stored message (it catches a store a power loss
+/// tore, not tampering): never zero, as an entry never written is.
+fn sum(seq: u32, msg_type: u8, body: &[u8]) -> u32 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ (u64::from(seq) << 8 | u64::from(msg_type));
+    let mut words = body.chunks_exact(8);
+    for w in &mut words {
+        let v = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        h = (h ^ v).wrapping_mul(0xbf58_476d_1ce4_e5b9).rotate_left(31);
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    }
+    h = (h ^ body.len() as u64).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((h >> 32) as u32) | 1
+}
+
 /// One stored message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored<'a> {
@@ -43,13 +62,14 @@ impl Store {
         Store { slot }
     }
 
-    pub fn slot(&self) -> &Slot {
-        &self.slot
+    /// The SenderCompID of the session whose store it is.
+    pub fn comp(&self) -> &[u8] {
+        self.slot.comp()
     }
 
     /// Give the store to session `comp`: empty, from sequence number 1.
-    pub fn claim(&mut self, comp: &[u8]) {
-        self.slot.claim(comp);
+    pub fn claim(&mut self, comp: &[u8], first_exec: u64) {
+        self.slot.claim(comp, first_exec);
     }
 
     /// The session's sequence numbers and next ExecID, kept with its store.
@@ -82,18 +102,54 @@ impl Store {
         self.len() == 0
     }
 
+    /// Are the sequence numbers ones this gateway could have left
+    /// (1 to 2^31 + 1)?
+    pub fn seqs_sane(&self) -> bool {
+        let q = self.seqs();
+        let ok = |n: u32| (1..=MAX_SEQ + 1).contains(&n);
+        ok(q.next_in) && ok(q.next_out)
+    }
+
     /// Is the ring as `put` leaves it (after a restart from a file a power
-    /// loss tore)? If not, it is emptied: false.
+    /// loss tore)? Every entry's checksum, its place (end to end from the
+    /// oldest, wrapping once to 0, the newest ending at the write point),
+    /// rising sequence numbers below the next one to send. If not, it is
+    /// emptied: false.
     pub fn check(&mut self) -> bool {
+        let next_out = self.seqs().next_out;
         let (h, entries, bytes) = self.slot.parts();
         let r = h.ring;
         let (n, cap) = (entries.len() as u64, bytes.len() as u64);
         let mut ok = r.head < n && r.count <= n && r.write <= cap;
-        let mut last = 0u32;
-        for i in 0..r.count.min(n) {
-            let e = entries[((r.head + i) % n) as usize];
-            ok &= u64::from(e.at) + u64::from(e.len) <= cap && (i == 0 || e.seq > last);
-            last = e.seq;
+        if ok && r.count > 0 {
+            let tail = u64::from(entries[r.head as usize].at);
+            let (mut end, mut wrapped, mut last) = (tail, false, 0u32);
+            for i in 0..r.count {
+                let e = entries[((r.head + i) % n) as usize];
+                let (at, len) = (u64::from(e.at), u64::from(e.len));
+                let placed = if at == end {
+                    true
+                } else if at == 0 && !wrapped && i > 0 {
+                    wrapped = true;
+                    true
+                } else {
+                    false
+                };
+                let within = at + len <= if wrapped { tail } else { cap };
+                ok &= placed
+                    && within
+                    && len > 0
+                    && (i == 0 || e.seq > last)
+                    && e.seq < next_out
+                    && e.msg_type.is_ascii_alphanumeric()
+                    && e.sum == sum(e.seq, e.msg_type, &bytes[at as usize..(at + len).min(cap) as usize]);
+                if !ok {
+                    break;
+                }
+                end = at + len;
+                last = e.seq;
+            }
+            ok &= end == r.write;
         }
         if !ok {
             h.ring = RingState { evicted: r.evicted, ..RingState::default() };
@@ -151,8 +207,10 @@ impl Store {
         // The body and its entry first, the count last: a process that
         // dies between two stores leaves the ring as it was.
         let i = (r.head as usize + r.count as usize) % n;
-        entries[i] = Entry { seq, at: at as u32, len: len as u32, msg_type, _pad: [0; 3], sent_ns };
+        let sum = sum(seq, msg_type, body);
+        entries[i] = Entry { seq, at: at as u32, len: len as u32, sum, sent_ns, msg_type, _pad: [0; 7] };
         r.write = (at + len) as u64;
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
         r.count += 1;
         true
     }
@@ -233,8 +291,9 @@ mod tests {
         assert!(s.check(), "a ring as put leaves it");
         assert_eq!(s.len(), 4);
         // A power loss wrote the count but not the entry behind it.
-        s.slot.parts().1[4].at = 999;
+        s.slot.parts().1[4] = Entry { seq: 6, at: 16, len: 4, ..Entry::default() };
         s.slot.parts().0.ring.count = 5;
+        s.slot.parts().0.ring.write = 20;
         assert!(!s.check());
         assert!(s.is_empty() && s.at_or_after(0).is_none());
         assert_eq!(s.seqs().next_out, 9);

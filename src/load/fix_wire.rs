@@ -11,9 +11,9 @@
 //! sides at 1, and numbers and checks MsgSeqNum like any engine.
 
 use crate::fix::{self, tag, value, Encoder, Msg};
-use crate::proto::{msg_type, ClientMsg, Code8, GatewayMsg, LogoutReason, Password, RejectReason, Side};
+use crate::proto::{msg_type, ClientMsg, Code8, GatewayMsg, LogoutReason, OrderKind, Password, RejectReason, Side};
 
-/// The longest request written (a NewOrderSingle is about 150 bytes).
+/// The longest request written (a NewOrderSingle is about 165 bytes).
 const MAX_REQUEST: usize = 512;
 
 /// HeartBtInt (108) the load generator asks for: it sends a Heartbeat
@@ -73,7 +73,7 @@ pub(super) fn encode(m: &ClientMsg, h: &Head<'_>, cancel: Option<CancelOf>, tx: 
                 .bytes(tag::SYMBOL, o.symbol.as_str().as_bytes())
                 .bytes(tag::TRANSACT_TIME, sending)
                 .uint(tag::ORDER_QTY, u64::from(o.qty));
-            if o.price == 0 {
+            if o.kind == OrderKind::Market {
                 e.bytes(tag::ORD_TYPE, b"1");
             } else {
                 e.bytes(tag::ORD_TYPE, b"2").decimal(tag::PRICE, o.price, 4);
@@ -134,7 +134,12 @@ pub(super) fn decode(buf: &[u8]) -> Result<Option<(usize, u32, Reply)>, String> 
         b"0" => Reply::Gw(GatewayMsg::Heartbeat),
         b"1" => Reply::TestRequest,
         b"5" => {
-            let shutdown = m.get(tag::TEXT).is_some_and(|t| t.windows(13).any(|w| w == b"shutting down"));
+            let text = m.get(tag::TEXT).unwrap_or_default();
+            let shutdown = text.windows(13).any(|w| w == b"shutting down");
+            if !shutdown && text != b"logout" {
+                // Refused, timed out, killed: the gateway says why.
+                crate::log_warn!("load: the gateway logged a FIX session out: {}", String::from_utf8_lossy(text));
+            }
             let reason = if shutdown { LogoutReason::Shutdown } else { LogoutReason::Normal };
             Reply::Gw(GatewayMsg::Logout { reason })
         }

@@ -9,7 +9,7 @@
 //! * [`rxts`]: `recvmsg` with the kernel's receive timestamp (control messages);
 //! * [`txack`]: the kernel's reports of the peer's ACKs (`SO_TIMESTAMPING`, error queue);
 //! * [`tsc`]: the CPU's time-stamp counter;
-//! * [`map_file`]: a shared writable mapping of a file (the sample log, the journal);
+//! * [`map_file`]: a shared writable mapping of a file (the sample log, the journal, the FIX state);
 //! * `skel`: the XDP program's generated skeleton (its read-only data layout).
 
 #![allow(unsafe_code)]
@@ -54,12 +54,14 @@ pub fn tsc() -> u64 {
 /// Map `f` shared and writable, for its current length.
 ///
 /// The caller must own the file's contents: memmap2 makes mapping a file
-/// unsafe because another process may change it under the mapping. Only
-/// the sample log uses this; the reporter created and truncated the file,
-/// and readers tolerate torn records.
+/// unsafe because another process may change it under the mapping. The
+/// sample log uses this (the reporter created and truncated the file, and
+/// readers tolerate torn records), and the FIX sessions' state file (made
+/// mode 0600 by this user, locked, its blocks reserved, its contents
+/// checked before use: `fix::slots`).
 pub fn map_file(f: &File) -> io::Result<MmapMut> {
-    // SAFETY: see above: the file is ours, freshly created; other processes
-    // only read it.
+    // SAFETY: see above: the file is ours (made by us, or locked and checked
+    // by us); other processes only read it.
     unsafe { MmapMut::map_mut(f) }
 }
 

@@ -100,6 +100,14 @@ pub struct Identity {
     /// Kept from before a restart, not logged on since: its account is
     /// the next logon's (whose name is its SenderCompID).
     pub restored: bool,
+    /// The gateway has no history it can trust for it (a new session, or
+    /// one whose state a host crash may have left stale): its logon must
+    /// start at 1 (MsgSeqNum 1, or ResetSeqNumFlag), so that the client
+    /// never resends orders from before into a fresh session.
+    pub fresh_only: bool,
+    /// When it last logged on or off (monotonic ns): the longest unused
+    /// one gives its slot up when none is free.
+    pub last_used: u64,
 }
 
 /// Counters of the FIX sessions.
@@ -120,6 +128,24 @@ pub struct FixCounters {
     pub framing_errors: u64,
     /// Reports to a session away, stored for its next logon.
     pub stored_while_away: u64,
+    /// Slots given from the longest unused session to a new one.
+    pub slots_reclaimed: u64,
+    /// Messages sent that could not be stored (a resend gap-fills them).
+    pub store_failed: u64,
+}
+
+/// What a region held at start-up.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Sessions found.
+    pub sessions: usize,
+    /// Of those, sessions whose store a torn write left unreadable:
+    /// emptied, their sequence numbers kept.
+    pub emptied: usize,
+    /// Of those, sessions whose state may be stale (a host crash, or
+    /// numbers out of range): they start again from 1, and their next
+    /// logon must too.
+    pub stale: usize,
 }
 
 /// The FIX sessions of a loop.
@@ -132,27 +158,27 @@ pub struct FixBook {
     pub local: bool,
     /// Slots no session has yet.
     free: Vec<Slot>,
-    /// The sessions outlast the process (a file keeps them).
-    pub lasting: bool,
+}
+
+/// The first ExecID of a session made now: the wall clock in µs, so that
+/// ExecIDs stay unique across a state file moved away, or none kept.
+fn first_exec() -> u64 {
+    crate::clock::realtime_ns() / 1000
 }
 
 impl FixBook {
     /// No FIX sessions (no slots).
     pub fn new(cfg: FixConfig, local: bool) -> FixBook {
-        FixBook { cfg, ids: Vec::new(), counters: FixCounters::default(), local, free: Vec::new(), lasting: false }
+        FixBook { cfg, ids: Vec::new(), counters: FixCounters::default(), local, free: Vec::new() }
     }
 
     /// Sessions in `region`'s slots: those it holds already (kept from
     /// before a restart, each with room for `max_orders` orders) and room
-    /// for new ones. Sessions whose store a torn write left unreadable
-    /// keep their sequence numbers with an empty store: their count is
-    /// returned beside the sessions found.
-    pub fn with_region(cfg: FixConfig, local: bool, region: Region, max_orders: usize) -> (FixBook, usize, usize) {
-        let lasting = region.file.is_some();
+    /// for new ones. What it found: see [`Restored`].
+    pub fn with_region(cfg: FixConfig, local: bool, region: Region, max_orders: usize) -> (FixBook, Restored) {
         let mut b = FixBook::new(cfg, local);
-        b.lasting = lasting;
         b.ids.reserve_exact(region.slots.len());
-        let mut emptied = 0;
+        let mut found = Restored::default();
         for slot in region.slots.into_iter().rev() {
             let comp = (slot.head().used == 1).then(|| Comp::new(slot.comp())).flatten();
             let Some(comp) = comp else {
@@ -160,9 +186,20 @@ impl FixBook {
                 continue;
             };
             let mut store = Store::from_slot(slot);
-            if !store.check() {
-                emptied += 1;
+            let q = store.seqs_mut();
+            q.next_exec = q.next_exec.max(first_exec());
+            // A host crash may have left it older than what was sent: it
+            // starts again from 1, as a new session would.
+            let stale = region.stale || !store.seqs_sane();
+            if stale {
+                let q = store.seqs_mut();
+                (q.next_in, q.next_out) = (1, 1);
+                store.clear();
+                found.stale += 1;
+            } else if !store.check() {
+                found.emptied += 1;
             }
+            found.sessions += 1;
             b.ids.push(Identity {
                 comp,
                 store,
@@ -171,10 +208,11 @@ impl FixBook {
                 last: None,
                 account: None,
                 restored: true,
+                fresh_only: stale,
+                last_used: 0,
             });
         }
-        let found = b.ids.len();
-        (b, found, emptied)
+        (b, found)
     }
 
     /// The session named `comp`, for a logon by `account`: made the first
@@ -191,21 +229,37 @@ impl FixBook {
             }
             Some(i) if self.ids[i].account != account => return Err("this SenderCompID belongs to another account"),
             Some(i) => i,
-            None => {
-                let Some(slot) = self.free.pop() else { return Err("too many FIX sessions on this loop") };
-                let mut store = Store::from_slot(slot);
-                store.claim(comp.as_bytes());
-                self.ids.push(Identity {
-                    comp,
-                    store,
-                    orders: FixedMap::with_capacity(max_orders),
-                    live: None,
-                    last: None,
-                    account,
-                    restored: false,
-                });
-                self.ids.len() - 1
-            }
+            None => match self.free.pop() {
+                Some(slot) => {
+                    let mut store = Store::from_slot(slot);
+                    store.claim(comp.as_bytes(), first_exec());
+                    self.ids.push(Identity {
+                        comp,
+                        store,
+                        orders: FixedMap::with_capacity(max_orders),
+                        live: None,
+                        last: None,
+                        account,
+                        restored: false,
+                        fresh_only: true,
+                        last_used: 0,
+                    });
+                    self.ids.len() - 1
+                }
+                None => {
+                    let i = self.reclaim().ok_or("too many FIX sessions on this loop")?;
+                    crate::log_info!(
+                        "orders: FIX session {} gives its slot to {} (the longest unused, no working orders)",
+                        self.ids[i].comp.as_str(),
+                        comp.as_str()
+                    );
+                    let s = &mut self.ids[i];
+                    s.store.claim(comp.as_bytes(), first_exec());
+                    (s.comp, s.account, s.last, s.restored, s.fresh_only) = (comp, account, None, false, true);
+                    self.counters.slots_reclaimed += 1;
+                    i
+                }
+            },
         };
         if self.ids[i].live.is_some() {
             return Err("this SenderCompID is logged on already");
@@ -213,20 +267,31 @@ impl FixBook {
         Ok(i)
     }
 
-    /// Session `i` is logged on over (`conn`, `gen`); the connection it
-    /// used before, if another.
-    pub fn bind(&mut self, i: usize, conn: usize, gen: u64) -> Option<(usize, u64)> {
+    /// The session not logged on, with no working orders, unused the
+    /// longest: its slot goes to a new session.
+    fn reclaim(&self) -> Option<usize> {
+        (0..self.ids.len())
+            .filter(|&i| self.ids[i].live.is_none() && self.ids[i].orders.is_empty())
+            .min_by_key(|&i| self.ids[i].last_used)
+    }
+
+    /// Session `i` is logged on over (`conn`, `gen`) at `now`; the
+    /// connection it used before, if another.
+    pub fn bind(&mut self, i: usize, conn: usize, gen: u64, now: u64) -> Option<(usize, u64)> {
         let s = &mut self.ids[i];
         s.live = Some((conn, gen));
+        s.fresh_only = false;
+        s.last_used = now;
         s.last.replace((conn, gen)).filter(|&p| p != (conn, gen))
     }
 
     /// Its connection closed: the session waits for its next logon. In
     /// local mode its orders ended with the connection.
-    pub fn detach(&mut self, i: usize) {
+    pub fn detach(&mut self, i: usize, now: u64) {
         let local = self.local;
         if let Some(s) = self.ids.get_mut(i) {
             s.live = None;
+            s.last_used = now;
             if local {
                 s.orders.clear();
             }

@@ -406,7 +406,7 @@ impl Orders {
 }
 
 /// The highest MsgSeqNum taken (so that the next one never wraps).
-const MAX_SEQ: u64 = 1 << 31;
+const MAX_SEQ: u64 = crate::fix::store::MAX_SEQ as u64;
 
 /// The TargetCompID of a Logout to a peer that named none usable.
 fn unknown() -> super::fix_book::Comp {

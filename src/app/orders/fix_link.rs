@@ -46,16 +46,25 @@ impl Orders {
                     self.fix.reset(i);
                 }
                 let expected = self.fix.ids[i].store.seqs().next_in;
-                if c.fix.logon_seq >= expected {
+                if self.fix.ids[i].fresh_only && c.fix.logon_seq != 1 {
+                    // No history here to fill a gap from 1 with: the
+                    // client would resend old orders into a fresh session.
+                    format!(
+                        "no session state for {} here (a new session, or one reset after a host failure): \
+                         log on with MsgSeqNum 1 or ResetSeqNumFlag=Y",
+                        comp.as_str()
+                    )
+                } else if c.fix.logon_seq >= expected {
                     c.fix.id = Some(i);
                     self.fix.counters.logons += 1;
-                    if let Some(old) = self.fix.bind(i, conn, gen) {
+                    if let Some(old) = self.fix.bind(i, conn, gen, now) {
                         self.adopt_orders(old, (conn, gen));
                     }
                     return true;
+                } else {
+                    self.fix.counters.seq_too_low += 1;
+                    format!("MsgSeqNum too low, expecting {expected} but received {}", c.fix.logon_seq)
                 }
-                self.fix.counters.seq_too_low += 1;
-                format!("MsgSeqNum too low, expecting {expected} but received {}", c.fix.logon_seq)
             }
         };
         crate::log_info!("orders: conn#{conn}: FIX logon of {} refused: {why}", comp.as_str());
@@ -125,31 +134,34 @@ impl Orders {
             let stored = self.fix.ids[i].store.at_or_after(next).filter(|m| m.seq <= to);
             let mut buf = [0u8; FIX_MSG_MAX];
             let wall = crate::clock::realtime_ns();
-            match stored {
-                Some(m) if m.seq == next => {
-                    // Sent for the first time if it came after the request.
-                    let orig_ns = (next <= c.fix.resend_asked).then_some(m.sent_ns);
-                    let h = Header { seq: next, orig_ns, sent_ns: wall };
-                    let mut e = fix_out::begin(&mut buf, &self.fix, c, &[m.msg_type], &h);
-                    e.raw(m.body);
-                    if let Some(msg) = e.finish() {
-                        fix_out::put(c, Some(out), msg, now);
-                    }
+            if let Some(m) = stored.filter(|m| m.seq == next) {
+                // Sent for the first time if it came after the request.
+                let orig_ns = (next <= c.fix.resend_asked).then_some(m.sent_ns);
+                let h = Header { seq: next, orig_ns, sent_ns: wall };
+                let mut e = fix_out::begin(&mut buf, &self.fix, c, &[m.msg_type], &h);
+                e.raw(m.body);
+                if let Some(msg) = e.finish() {
+                    fix_out::put(c, Some(out), msg, now);
                     self.fix.counters.resent += u64::from(orig_ns.is_some());
                     c.fix.resend_next = next + 1;
-                }
-                _ => {
-                    let upto = stored.map_or(to + 1, |m| m.seq);
-                    let h = Header { seq: next, orig_ns: Some(wall), sent_ns: wall };
-                    let mut e = fix_out::begin(&mut buf, &self.fix, c, b"4", &h);
-                    e.bytes(tag::GAP_FILL_FLAG, b"Y").uint(tag::NEW_SEQ_NO, u64::from(upto));
-                    if let Some(msg) = e.finish() {
-                        fix_out::put(c, Some(out), msg, now);
-                    }
-                    self.fix.counters.gap_filled += u64::from(upto - next);
-                    c.fix.resend_next = upto;
+                    continue;
                 }
             }
+            // Not stored (or, kept from before a restart, too long to send
+            // again): gap-filled.
+            let upto = match stored {
+                Some(m) if m.seq == next => next + 1,
+                Some(m) => m.seq,
+                None => to + 1,
+            };
+            let h = Header { seq: next, orig_ns: Some(wall), sent_ns: wall };
+            let mut e = fix_out::begin(&mut buf, &self.fix, c, b"4", &h);
+            e.bytes(tag::GAP_FILL_FLAG, b"Y").uint(tag::NEW_SEQ_NO, u64::from(upto));
+            if let Some(msg) = e.finish() {
+                fix_out::put(c, Some(out), msg, now);
+            }
+            self.fix.counters.gap_filled += u64::from(upto - next);
+            c.fix.resend_next = upto;
         }
     }
 

@@ -224,7 +224,9 @@ fn number_and_store(book: &mut FixBook, i: usize, ty: u8, body: &[u8], wall: u64
     let q = s.store.seqs_mut();
     let seq = q.next_out;
     q.next_out = q.next_out.wrapping_add(1);
-    s.store.put(seq, ty, wall, body);
+    if !s.store.put(seq, ty, wall, body) {
+        book.counters.store_failed += 1;
+    }
     seq
 }
 

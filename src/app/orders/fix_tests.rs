@@ -341,14 +341,14 @@ fn a_restarted_gateway_resumes_each_session_from_its_state_file() {
     let cfg = FixConfig { port: PORT, ..FixConfig::default() };
     let open = || Region::open(&path, b"TAILGATE", cfg.max_sessions, cfg.store_bytes);
     let life = |region: Region, seq: u64| {
-        let (mut app, found, emptied) = Orders::new(OrdersConfig::default()).with_fix_region(cfg, region);
+        let (mut app, found) = Orders::new(OrdersConfig::default()).with_fix_region(cfg, region);
         let s = Fix::open(&mut app, 0);
-        (Fix { app, s, out: OutBuf::with_capacity(64 * 1024), seq, now: 1_000_000, comp: "CLIENT" }, found, emptied)
+        (Fix { app, s, out: OutBuf::with_capacity(64 * 1024), seq, now: 1_000_000, comp: "CLIENT" }, found)
     };
 
     // First life: a logon (1 each way) and an order (its ExecutionReport is 2).
-    let (mut f, found, _) = life(open().unwrap(), 1);
-    assert_eq!(found, 0);
+    let (mut f, found) = life(open().unwrap(), 1);
+    assert_eq!(found, Restored::default());
     f.logon();
     f.sends("D", &order("o1"));
     let r = f.replies();
@@ -362,8 +362,8 @@ fn a_restarted_gateway_resumes_each_session_from_its_state_file() {
     // Second life: the client logs on where it left off (MsgSeqNum 3, no
     // reset) and is answered at 3; its ResendRequest brings the report
     // from before the restart; a new ExecID is above every old one.
-    let (mut f, found, emptied) = life(open().unwrap(), 3);
-    assert_eq!((found, emptied), (1, 0));
+    let (mut f, found) = life(open().unwrap(), 3);
+    assert_eq!(found, Restored { sessions: 1, emptied: 0, stale: 0 });
     assert_eq!(f.sends("A", &[(98, "0"), (108, "30")]), Verdict::Continue);
     let r = f.replies();
     assert_eq!((r[0].0.as_str(), get(&r[0].1, 34)), ("A", Some("3")), "{r:?}");
@@ -384,5 +384,70 @@ fn a_restarted_gateway_resumes_each_session_from_its_state_file() {
     assert!(e.contains("CompID"), "{e}");
     let e = Region::open(&path, b"TAILGATE", cfg.max_sessions, cfg.store_bytes * 2).err().unwrap();
     assert!(e.contains("--fix-store-bytes"), "{e}");
+
+    // Left open by another boot (a host crash): every session starts again
+    // at 1, and a logon that does not is refused.
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_at(b"another-boot", 132).unwrap();
+    }
+    let region = open().unwrap();
+    assert!(region.stale);
+    let (mut f, found) = life(region, 5);
+    assert_eq!(found, Restored { sessions: 1, emptied: 0, stale: 1 });
+    assert_eq!(f.sends("A", &[(98, "0"), (108, "30")]), Verdict::Close);
+    let r = f.replies();
+    assert!(get(&r[0].1, 58).unwrap().contains("MsgSeqNum 1 or ResetSeqNumFlag=Y"), "{r:?}");
+    drop(f);
+
+    // Readable by others: refused.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let e = open().err().unwrap();
+    assert!(e.contains("mode 0600"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_new_session_must_start_at_one() {
+    let mut f = Fix::new();
+    f.seq = 7;
+    assert_eq!(f.sends("A", &[(98, "0"), (108, "30")]), Verdict::Close);
+    let r = f.replies();
+    assert_eq!(r[0].0, "5");
+    assert!(get(&r[0].1, 58).unwrap().contains("no session state for CLIENT"), "{r:?}");
+}
+
+#[test]
+fn the_longest_unused_session_gives_its_slot_to_a_new_one() {
+    let cfg = FixConfig { port: PORT, max_sessions: 1, ..FixConfig::default() };
+    let mut app = Orders::new(OrdersConfig::default()).with_fix(cfg);
+    let mut next = 0;
+    let mut session = |app: &mut Orders, comp: &'static str| {
+        let s = Fix::open(app, next);
+        next += 1;
+        let mut f = Fix {
+            app: std::mem::replace(app, Orders::new(OrdersConfig::default())),
+            s,
+            out: OutBuf::with_capacity(64 * 1024),
+            seq: 1,
+            now: 1_000_000,
+            comp,
+        };
+        f.logon();
+        assert_eq!(f.sends("5", &[]), Verdict::Close);
+        f.replies();
+        let Fix { app: a, s, .. } = f;
+        *app = a;
+        app.on_close(s, "logged out");
+    };
+    session(&mut app, "ALPHA");
+    session(&mut app, "BETA");
+    assert_eq!(app.fix.counters.slots_reclaimed, 1);
+    // ALPHA's slot is BETA's now: ALPHA starts again at 1.
+    session(&mut app, "ALPHA");
+    assert_eq!(app.fix.counters.slots_reclaimed, 2);
 }

@@ -41,7 +41,7 @@ mod summary;
 mod upstream;
 
 use self::client::Clients;
-pub use self::fix_book::{Comp, FixConfig, FixCounters};
+pub use self::fix_book::{Comp, FixConfig, FixCounters, Restored};
 use self::lifecycle::Table;
 pub use self::lifecycle::{MARKET_PRICE, MAX_LIMIT_PRICE};
 use self::upstream::{Upstream, CONNECT_TOKEN};
@@ -202,26 +202,20 @@ impl Orders {
         }
     }
 
-    /// FIX sessions on `cfg.port` (see docs/FIX.md), kept in memory only.
+    /// FIX sessions on `cfg.port` (see docs/FIX.md), kept in memory only
+    /// (tests; serve makes its region itself, and says if it cannot).
     pub fn with_fix(self, cfg: FixConfig) -> Self {
-        match crate::fix::slots::Region::anonymous(cfg.max_sessions, cfg.store_bytes) {
-            Ok(r) => self.with_fix_region(cfg, r).0,
-            Err(e) => {
-                crate::log_warn!("orders: FIX sessions: no memory for their state: {e}");
-                let local = self.up.is_none();
-                Orders { fix: fix_book::FixBook::new(cfg, local), ..self }
-            }
-        }
+        let r = crate::fix::slots::Region::anonymous(cfg.max_sessions, cfg.store_bytes)
+            .expect("anonymous memory for the FIX sessions' slots");
+        self.with_fix_region(cfg, r).0
     }
 
     /// FIX sessions on `cfg.port` in `region`'s slots (a file's: they
-    /// outlast the process); the sessions it held, and how many of those
-    /// had a store a torn write left unreadable (emptied).
-    pub fn with_fix_region(mut self, cfg: FixConfig, region: crate::fix::slots::Region) -> (Self, usize, usize) {
-        let (book, found, emptied) =
-            fix_book::FixBook::with_region(cfg, self.up.is_none(), region, self.cfg.max_open_orders);
+    /// outlast the process); what it held.
+    pub fn with_fix_region(mut self, cfg: FixConfig, region: crate::fix::slots::Region) -> (Self, fix_book::Restored) {
+        let (book, found) = fix_book::FixBook::with_region(cfg, self.up.is_none(), region, self.cfg.max_open_orders);
         self.fix = book;
-        (self, found, emptied)
+        (self, found)
     }
 
     /// Orders go to the exchange through `up`.
@@ -592,7 +586,7 @@ impl App for Orders {
                 self.logged_on_now = self.logged_on_now.saturating_sub(1);
             }
             if let Some(i) = self.clients.peek(s.conn.0, s.gen).and_then(|c| c.fix.id) {
-                self.fix.detach(i);
+                self.fix.detach(i, self.now);
             }
             self.clients.close(s.conn.0);
             return;

@@ -44,7 +44,7 @@ impl Orders {
             line.push_str(&format!(
                 "\nfix on port {} as {}: sessions={} logons={} messages_in={} session_rejects={} business_rejects={} \
                  framing_errors={} seq_too_low={} resend_requests_in={} resent={} gap_filled={} resend_unavailable={} \
-                 resend_requests_out={} test_requests_out={} stored_while_away={}",
+                 resend_requests_out={} test_requests_out={} stored_while_away={} slots_reclaimed={} store_failed={}",
                 self.fix.cfg.port,
                 self.fix.cfg.comp_id.as_str(),
                 self.fix.ids.len(),
@@ -60,7 +60,9 @@ impl Orders {
                 f.resend_unavailable,
                 f.resend_requests_out,
                 f.test_requests_out,
-                f.stored_while_away
+                f.stored_while_away,
+                f.slots_reclaimed,
+                f.store_failed
             ));
         }
         if let Some(up) = &self.up {
