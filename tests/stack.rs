@@ -124,6 +124,10 @@ fn a_thousand_connections_each_echo() {
         ids.iter().enumerate().filter(|(i, id)| got[id] == format!("conn {i}").as_bytes()).count()
     );
     assert_eq!(net.server.stats().accepted, 1000);
+    // The shards' socket storage grows a slot at a time: about one slot per
+    // socket (doubling from four would hold some 2,500 for 1,000 sockets).
+    let slots = net.server.counters().get("socket_slots").unwrap();
+    assert!((1000..=1100).contains(&slots), "socket_slots={slots}");
 }
 
 #[test]

@@ -425,7 +425,7 @@ impl<D: Link> Stack<D> {
         };
         let off = cookie.wrapping_sub(smol_isn);
         let shard = shard_of(ip, rp, lp);
-        let handle = self.shards[shard].sockets.add(s);
+        let handle = self.shard_add(shard, s);
         let window = self.cfg.sock_rx_buf.min(usize::from(u16::MAX)) as u16;
         self.guard.adopt(flow, cookie, k.seq, off, window, mac, handle);
         let rtt = self.door.handshake_rtt(flow, self.now_ns);

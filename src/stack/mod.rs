@@ -217,6 +217,10 @@ struct AckWatch {
 /// shard, not every connection.
 struct Shard {
     sockets: SocketSet<'static>,
+    /// Slots in `sockets`' storage (sockets and holes), and its capacity:
+    /// it grows by a slot at a time (`sockets.rs`).
+    slots: usize,
+    cap: usize,
     /// Connections (ids into `conns`) living in this shard.
     conns: Vec<usize>,
     /// Ingress or egress touched this shard since the last scan.
@@ -278,6 +282,8 @@ pub struct Stack<D: Link> {
     /// instead of fragmenting as sockets come and go.
     spare: Vec<tcp::Socket<'static>>,
     sockets_made: u64,
+    /// Slots of every shard's socket storage (sockets and holes).
+    socket_slots: u64,
     /// Frames the stack wrote itself since the last flush.
     replied: bool,
     /// IPv4 frames dropped before smoltcp: truncated or bad checksum.
@@ -360,7 +366,14 @@ impl<D: Link> Stack<D> {
             cfg,
             iface,
             shards: (0..SHARDS)
-                .map(|_| Shard { sockets: SocketSet::new(Vec::new()), conns: Vec::new(), scan: false, egress: false })
+                .map(|_| Shard {
+                    sockets: SocketSet::new(Vec::new()),
+                    slots: 0,
+                    cap: 0,
+                    conns: Vec::new(),
+                    scan: false,
+                    egress: false,
+                })
                 .collect(),
             dev,
             conns: Slab::with_capacity(1024),
@@ -373,6 +386,7 @@ impl<D: Link> Stack<D> {
             closing_evicted: 0,
             spare: Vec::with_capacity(max_conns.min(1 << 16)),
             sockets_made: 0,
+            socket_slots: 0,
             replied: false,
             rx_invalid: 0,
             now_ns,
@@ -441,6 +455,7 @@ impl<D: Link> Stack<D> {
         c.drop("linger_expired", self.linger_expired);
         c.drop("closing_evicted", self.closing_evicted);
         c.event("sockets_allocated", self.sockets_made);
+        c.gauge("socket_slots", self.socket_slots);
         self.rec.counters(&mut c);
         self.guard.counters(&mut c);
         if let Some(h) = &self.handoff {

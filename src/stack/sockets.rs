@@ -2,8 +2,8 @@
 //! of connections), given a closing connection's linger, and released to
 //! the guard when they go.
 
-use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::{tcp, AnySocket};
 
 use super::closing::Zombie;
 use super::guard::Release;
@@ -87,7 +87,33 @@ impl<D: Link> Stack<D> {
 
     pub(super) fn new_socket(&mut self, shard: usize) -> SocketHandle {
         let s = self.make_socket();
-        self.shards[shard].sockets.add(s)
+        self.shard_add(shard, s)
+    }
+
+    /// Put `s` into shard `si`'s set. The set's storage grows by a slot (an
+    /// eighth at larger sizes) when it is full, never by doubling: the
+    /// 1024 shards mostly hold one or two sockets, and a Vec's first
+    /// growth alone would give each four slots of about 900 bytes.
+    pub(super) fn shard_add<T: AnySocket<'static>>(&mut self, si: usize, s: T) -> SocketHandle {
+        let sh = &mut self.shards[si];
+        // smoltcp fills a hole first, and pushes only when there is none.
+        if sh.sockets.iter().count() == sh.slots {
+            if sh.slots == sh.cap {
+                let cap = sh.slots + 1 + sh.slots / 8;
+                let mut grown = SocketSet::new(Vec::with_capacity(cap));
+                // No hole: added in order, each socket keeps its handle.
+                let handles: Vec<SocketHandle> = sh.sockets.iter().map(|(h, _)| h).collect();
+                for h in handles {
+                    let moved = grown.add(sh.sockets.remove(h));
+                    debug_assert_eq!(moved, h);
+                }
+                sh.sockets = grown;
+                self.socket_slots += (cap - sh.cap) as u64;
+                sh.cap = cap;
+            }
+            sh.slots += 1;
+        }
+        sh.sockets.add(s)
     }
 
     /// The socket of flow `key` is being freed: the guard keeps TIME-WAIT
