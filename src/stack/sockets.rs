@@ -101,7 +101,10 @@ impl<D: Link> Stack<D> {
             if sh.slots == sh.cap {
                 let cap = sh.slots + 1 + sh.slots / 8;
                 let mut grown = SocketSet::new(Vec::with_capacity(cap));
-                // No hole: added in order, each socket keeps its handle.
+                // No hole: added in order, each socket keeps its handle. (Its
+                // neighbour state goes back to ready: a socket waiting on ARP
+                // tries again at the shard's next egress, within the neighbour
+                // cache's own rate limit.)
                 let handles: Vec<SocketHandle> = sh.sockets.iter().map(|(h, _)| h).collect();
                 for h in handles {
                     let moved = grown.add(sh.sockets.remove(h));
