@@ -25,8 +25,9 @@
 #   scripts/bench.sh fix        FIX 4.4 against the binary protocol: tailgate load --app orders at
 #                               LOAD_RATE [20000] orders/s over FIX_CONNS [10] connections (client on
 #                               cpu0) against serve --app orders --fix-port 7778 --spin --core 1 (local
-#                               mode), --protocol binary and --protocol fix in turn, on each backend
-#                               in BACKENDS: full round trips, and what FIX adds to the median p50
+#                               mode), --protocol binary, --protocol fix, and fix-state (the FIX sessions
+#                               kept in a state file, --fix-state) in turn, on each backend in
+#                               BACKENDS: full round trips, and what FIX adds to the median p50
 #   scripts/bench.sh loss       tailgate load --app orders against serve --app orders on the
 #                               kernel and xdp backends with segments lost on purpose, at
 #                               4 x 500 and 100 x 1000 orders/s (LOSS_LOADS) for SECS: reply

@@ -1,12 +1,10 @@
 //! serve's FIX flags (`--fix-port` and the rest), and where the FIX
 //! sessions' state is kept: a file in `--fix-state DIR` (default: the
-//! `--journal` directory) that outlasts the process, synced to disk by a
-//! thread of its own, or memory when neither is given.
+//! `--journal` directory) that outlasts the process, written to disk when
+//! the gateway stops, or memory when neither is given.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use clap::Args;
 use tailgate::app::orders::{Comp, FixConfig};
@@ -73,17 +71,15 @@ impl FixArgs {
     }
 
     /// The sessions' region: the state file's (made if absent, its sessions
-    /// resumed) when a directory is given, else anonymous memory; and the
-    /// thread that writes the file to disk every `sync_ms` (0: only at the
-    /// end), off the loops' `cores` (on `pin` if given).
-    pub(crate) fn open(
-        &self,
-        journal: Option<&Path>,
-        sync_ms: u64,
-        cores: Vec<usize>,
-        pin: Option<usize>,
-    ) -> Result<FixState, String> {
-        let none = FixState { region: Mutex::new(None), sync: None };
+    /// resumed) when a directory is given, else anonymous memory.
+    ///
+    /// No sync while the gateway runs: the page cache keeps what the loop
+    /// stores through a process crash, and a host crash makes the file
+    /// stale whatever was synced (its sessions start again at 1). A
+    /// periodic `fdatasync` bought nothing and stalled the loop's stores
+    /// for milliseconds (docs/BENCHMARKS.md, FIX).
+    pub(crate) fn open(&self, journal: Option<&Path>) -> Result<FixState, String> {
+        let none = FixState { region: Mutex::new(None), file: None };
         if self.fix_port.is_none() {
             return Ok(none);
         }
@@ -95,13 +91,12 @@ impl FixArgs {
             );
             let r = Region::anonymous(cfg.max_sessions, cfg.store_bytes)
                 .map_err(|e| format!("--fix-port: memory for the FIX sessions' state: {e}"))?;
-            return Ok(FixState { region: Mutex::new(Some(r)), sync: None });
+            return Ok(FixState { region: Mutex::new(Some(r)), file: None });
         };
         std::fs::create_dir_all(dir).map_err(|e| format!("--fix-state {}: {e}", dir.display()))?;
         let path = dir.join(STATE_FILE);
         let region = Region::open(&path, self.fix_comp_id.as_bytes(), cfg.max_sessions, cfg.store_bytes)?;
-        let when = if sync_ms > 0 { format!("synced every {sync_ms} ms") } else { "synced at exit".to_string() };
-        log_info!("FIX sessions kept in {} ({when})", path.display());
+        log_info!("FIX sessions kept in {} (written to disk when the gateway stops)", path.display());
         if region.stale {
             log_warn!(
                 "FIX session state {}: left open by an earlier boot (the host went down with the gateway running): \
@@ -110,24 +105,9 @@ impl FixArgs {
                 path.display()
             );
         }
-        let sync = match region.file.as_ref().map(std::fs::File::try_clone) {
-            Some(Ok(file)) => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let s = stop.clone();
-                let every = Duration::from_millis(sync_ms.max(1));
-                let h = std::thread::Builder::new()
-                    .name("tg-fixsync".into())
-                    .spawn(move || {
-                        tailgate::runtime::place_helper_off(&cores, pin, "FIX state sync");
-                        sync_until(&file, &s, every, sync_ms > 0)
-                    })
-                    .map_err(|e| format!("starting the FIX state sync thread: {e}"))?;
-                Some((stop, h, region.file.as_ref().and_then(|f| f.try_clone().ok())))
-            }
-            Some(Err(e)) => return Err(format!("--fix-state {}: {e}", path.display())),
-            None => None,
-        };
-        Ok(FixState { region: Mutex::new(Some(region)), sync })
+        let file = region.file.as_ref().map(std::fs::File::try_clone).transpose();
+        let file = file.map_err(|e| format!("--fix-state {}: {e}", path.display()))?;
+        Ok(FixState { region: Mutex::new(Some(region)), file })
     }
 }
 
@@ -148,37 +128,11 @@ pub(crate) fn log_restored(found: &tailgate::app::orders::Restored) {
     }
 }
 
-/// `fdatasync` the state file every `every` (if `periodic`), and once
-/// more when `stop` is set.
-fn sync_until(file: &std::fs::File, stop: &AtomicBool, every: Duration, periodic: bool) {
-    let mut failing = false;
-    let mut next = std::time::Instant::now() + every;
-    loop {
-        let last = stop.load(Ordering::Relaxed);
-        if last || (periodic && std::time::Instant::now() >= next) {
-            next = std::time::Instant::now() + every;
-            match file.sync_data() {
-                Ok(()) => failing = false,
-                Err(e) if !failing => {
-                    failing = true;
-                    log_warn!("FIX session state: fdatasync: {e} (retrying)");
-                }
-                Err(_) => {}
-            }
-        }
-        if last {
-            return;
-        }
-        std::thread::sleep(every.min(Duration::from_millis(100)));
-    }
-}
-
-/// The region the loop takes, and the sync thread (with a handle on the
-/// file, to mark it closed cleanly).
+/// The region the loop takes, and a handle on the file (to write it to
+/// disk and mark it closed cleanly at the end).
 pub(crate) struct FixState {
     region: Mutex<Option<Region>>,
-    #[allow(clippy::type_complexity)]
-    sync: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>, Option<std::fs::File>)>,
+    file: Option<std::fs::File>,
 }
 
 impl FixState {
@@ -187,15 +141,11 @@ impl FixState {
         self.region.lock().ok()?.take()
     }
 
-    /// After the loops: a last sync, and the file marked closed cleanly.
+    /// After the loops: the file written to disk and marked closed cleanly.
     pub(crate) fn close(self) {
-        if let Some((stop, h, file)) = self.sync {
-            stop.store(true, Ordering::Relaxed);
-            let _ = h.join();
-            if let Some(f) = file {
-                if let Err(e) = Region::close_clean(&f) {
-                    log_warn!("FIX session state: marking it closed: {e}");
-                }
+        if let Some(f) = self.file {
+            if let Err(e) = f.sync_data().and_then(|_| Region::close_clean(&f)) {
+                log_warn!("FIX session state: writing it to disk: {e}");
             }
         }
     }

@@ -336,8 +336,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
         return Err("--journal applies to --app orders only".into());
     }
     a.fix.check(a.app == ServeApp::Orders, port, loops)?;
-    let journal = super::journal::Journal::open(&a.journal, loops, cores.clone(), a.obs.reporter_core)?;
-    let fix = a.fix.open(a.journal.journal.as_deref(), a.journal.journal_sync_ms, cores, a.obs.reporter_core)?;
+    let journal = super::journal::Journal::open(&a.journal, loops, cores, a.obs.reporter_core)?;
+    let fix = a.fix.open(a.journal.journal.as_deref())?;
     // Sources the verifier makes wait are refused as they connect.
     let gate = auth.verifier.as_ref().map(|v| v.gate.clone());
     let cfg = LaunchConfig {

@@ -261,7 +261,7 @@ impl Slot {
 /// Every slot of a region, and the file behind it if any.
 pub struct Region {
     pub slots: Vec<Slot>,
-    /// A handle on the file: the sync thread's, and [`Region::close_clean`]'s.
+    /// A handle on the file, to write it to disk and [`Region::close_clean`] at the end.
     pub file: Option<File>,
     /// The file was left open by an earlier boot (the host went down with
     /// the gateway running): what it holds may be older than what was
