@@ -34,6 +34,22 @@ pub(super) struct Slot {
     pub(super) fin: bool,
 }
 
+impl Slot {
+    /// A slot before its first use.
+    pub(super) const EMPTY: Slot = Slot {
+        next: u32::MAX,
+        seq: 0,
+        end: 0,
+        first_tx: 0,
+        last_tx: 0,
+        tx: 0,
+        sacked: false,
+        lost: false,
+        len: 0,
+        fin: false,
+    };
+}
+
 /// A handshake in flight: our SYN or SYN-ACK.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Syn {

@@ -141,7 +141,11 @@ const NIL: u32 = u32::MAX;
 
 /// The loss-recovery state of every flow. See the module docs.
 pub struct Recovery {
+    /// Slots used so far (a free list holds those given back); at most
+    /// `cap`, reserved at start-up and written only when first used, so an
+    /// idle stack's memory holds none of them.
     slots: Vec<Slot>,
+    cap: usize,
     pool: Vec<u8>,
     free: u32,
     free_count: usize,
@@ -166,28 +170,14 @@ impl Recovery {
     /// is added to every timeout.
     pub fn new(slots: usize, max_flows: usize, floor_ns: u64) -> Recovery {
         let slots = slots.min(NIL as usize - 1);
-        let mut s = Vec::with_capacity(slots);
-        for i in 0..slots {
-            s.push(Slot {
-                next: if i + 1 < slots { (i + 1) as u32 } else { NIL },
-                seq: 0,
-                end: 0,
-                first_tx: 0,
-                last_tx: 0,
-                tx: 0,
-                sacked: false,
-                lost: false,
-                len: 0,
-                fin: false,
-            });
-        }
         let mut index = HashMap::with_hasher(FlowBuild::default());
         index.reserve(max_flows);
         Recovery {
-            slots: s,
+            slots: Vec::with_capacity(slots),
+            cap: slots,
             pool: vec![0u8; slots * SLOT_BYTES],
-            free: if slots > 0 { 0 } else { NIL },
-            free_count: slots,
+            free: NIL,
+            free_count: 0,
             flows: Slab::with_capacity(max_flows),
             index,
             max_flows,
@@ -482,13 +472,21 @@ impl Recovery {
         }
         let f = &mut self.flows[i];
         f.snd_max = end;
-        if f.count >= MAX_SLOTS_PER_FLOW || self.free == NIL || frame.len() > SLOT_BYTES {
+        let full = self.free == NIL && self.slots.len() >= self.cap;
+        if f.count >= MAX_SLOTS_PER_FLOW || full || frame.len() > SLOT_BYTES {
             self.stats.untracked += 1;
             return true;
         }
-        let s = self.free;
-        self.free = self.slots[s as usize].next;
-        self.free_count -= 1;
+        let s = if self.free != NIL {
+            let s = self.free;
+            self.free = self.slots[s as usize].next;
+            self.free_count -= 1;
+            s
+        } else {
+            // Within the capacity reserved at start-up: no allocation.
+            self.slots.push(Slot::EMPTY);
+            (self.slots.len() - 1) as u32
+        };
         self.slots[s as usize] = Slot {
             next: NIL,
             seq: t.seq,
