@@ -95,7 +95,7 @@ impl FixArgs {
         };
         std::fs::create_dir_all(dir).map_err(|e| format!("--fix-state {}: {e}", dir.display()))?;
         let path = dir.join(STATE_FILE);
-        let region = Region::open(&path, self.fix_comp_id.as_bytes(), cfg.max_sessions, cfg.store_bytes)?;
+        let mut region = Region::open(&path, self.fix_comp_id.as_bytes(), cfg.max_sessions, cfg.store_bytes)?;
         log_info!("FIX sessions kept in {} (written to disk when the gateway stops)", path.display());
         if region.stale {
             log_warn!(
@@ -105,8 +105,8 @@ impl FixArgs {
                 path.display()
             );
         }
-        let file = region.file.as_ref().map(std::fs::File::try_clone).transpose();
-        let file = file.map_err(|e| format!("--fix-state {}: {e}", path.display()))?;
+        // The loop needs only the slots; the file is for the end.
+        let file = region.file.take();
         Ok(FixState { region: Mutex::new(Some(region)), file })
     }
 }

@@ -62,11 +62,6 @@ impl Store {
         Store { slot }
     }
 
-    /// The SenderCompID of the session whose store it is.
-    pub fn comp(&self) -> &[u8] {
-        self.slot.comp()
-    }
-
     /// Give the store to session `comp`: empty, from sequence number 1.
     pub fn claim(&mut self, comp: &[u8], first_exec: u64) {
         self.slot.claim(comp, first_exec);

@@ -110,6 +110,24 @@ pub struct Identity {
     pub last_used: u64,
 }
 
+impl Identity {
+    /// Session `comp` in `store`, of `account`, with room for `max_orders`
+    /// orders: not logged on, and with no history the gateway trusts yet.
+    fn new(comp: Comp, store: Store, account: Option<usize>, max_orders: usize) -> Identity {
+        Identity {
+            comp,
+            store,
+            orders: FixedMap::with_capacity(max_orders),
+            live: None,
+            last: None,
+            account,
+            restored: false,
+            fresh_only: true,
+            last_used: 0,
+        }
+    }
+}
+
 /// Counters of the FIX sessions.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FixCounters {
@@ -200,17 +218,7 @@ impl FixBook {
                 found.emptied += 1;
             }
             found.sessions += 1;
-            b.ids.push(Identity {
-                comp,
-                store,
-                orders: FixedMap::with_capacity(max_orders),
-                live: None,
-                last: None,
-                account: None,
-                restored: true,
-                fresh_only: stale,
-                last_used: 0,
-            });
+            b.ids.push(Identity { restored: true, fresh_only: stale, ..Identity::new(comp, store, None, max_orders) });
         }
         (b, found)
     }
@@ -233,17 +241,7 @@ impl FixBook {
                 Some(slot) => {
                     let mut store = Store::from_slot(slot);
                     store.claim(comp.as_bytes(), first_exec());
-                    self.ids.push(Identity {
-                        comp,
-                        store,
-                        orders: FixedMap::with_capacity(max_orders),
-                        live: None,
-                        last: None,
-                        account,
-                        restored: false,
-                        fresh_only: true,
-                        last_used: 0,
-                    });
+                    self.ids.push(Identity::new(comp, store, account, max_orders));
                     self.ids.len() - 1
                 }
                 None => {
