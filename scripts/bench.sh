@@ -8,6 +8,10 @@
 #                                 xdp               tailgate serve --backend xdp --app sockperf --spin
 #                                 udp-floor         tailgate serve --backend xdp --app udp-echo --spin
 #                                                   (sockperf over UDP: AF_XDP with no TCP at all)
+#                                 tcp-floor         tailgate serve --backend xdp --app tcp-floor --spin
+#                                                   (sockperf over TCP to a stateless echo on AF_XDP:
+#                                                   the lab's TCP without our stack; xdp - tcp-floor
+#                                                   is our stack's own cost)
 #                                 xdp-sampled       xdp with every message sampled (--sample all=100),
 #                                 kernel-sampled    kernel likewise: the sampler's cost against xdp/kernel
 #                                 xdp-sampled-noack  the same with --sample-acks off: the ACK stage's
@@ -134,7 +138,7 @@
 #
 # Runs are interleaved (A, B, A, B, ...) so that drift of the host hits every
 # configuration alike. Environment: RUNS [3], SECS [10] per run, MSG [64] bytes,
-# SERVERS [sockperf-server kernel xdp udp-floor], BASELINE_BIN (for the *-baseline servers). Prints one markdown row per
+# SERVERS [sockperf-server kernel xdp tcp-floor udp-floor], BASELINE_BIN (for the *-baseline servers). Prints one markdown row per
 # run and a summary (median, min-max of each percentile). sockperf's figures
 # are half round trips (its "latency"); tailgate load's are full round trips.
 set -euo pipefail
@@ -148,7 +152,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
 MSG=${MSG:-64}
-SERVERS=${SERVERS:-sockperf-server kernel xdp udp-floor}
+SERVERS=${SERVERS:-sockperf-server kernel xdp tcp-floor udp-floor}
 BACKENDS=${BACKENDS:-kernel xdp}
 LOAD_RATE=${LOAD_RATE:-20000}
 PORT=7777
@@ -194,7 +198,7 @@ trap 'exit 130' INT TERM
 # Kernel servers need the address on the interface; xdp servers need it absent.
 lab_for() { # server
   case $1 in
-    xdp* | udp-floor) scripts/lab.sh up --bypass >/dev/null ;;
+    xdp* | udp-floor | tcp-floor) scripts/lab.sh up --bypass >/dev/null ;;
     *) scripts/lab.sh up >/dev/null ;;
   esac
 }
@@ -216,6 +220,7 @@ start_server() { # name app
     xdp-sampled-noack) args=(--backend xdp --iface tg_gw0 --sample all=100 --sample-acks off) ;;
     kernel-sampled-noack) args=(--backend kernel --sample all=100 --sample-acks off) ;;
     udp-floor) args=(--backend xdp --iface tg_gw0) app=udp-echo ;;
+    tcp-floor) args=(--backend xdp --iface tg_gw0) app=tcp-floor ;;
     xdp-umem8m) args=(--backend xdp --iface tg_gw0 --umem-frames 4096) ;;
     xdp-umem1m) args=(--backend xdp --iface tg_gw0 --umem-frames 512) ;;
     xdp-baseline) args=(--backend xdp --iface tg_gw0) bin=$BASELINE_BIN ;;
@@ -234,7 +239,7 @@ start_server() { # name app
 # Wait (5 s at most) for the server SERVER_PID to say it serves; its log if it died.
 wait_serving() {
   for _ in $(seq 50); do
-    grep -q "^tailgate: serving \|Server is ready\|sockperf: \[" "$OUT/server.log" 2>/dev/null && break
+    grep -q "^tailgate: serving \|^tailgate: frame loop on \|Server is ready\|sockperf: \[" "$OUT/server.log" 2>/dev/null && break
     sleep 0.1
   done
   kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; exit 1; }

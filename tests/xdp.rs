@@ -629,3 +629,39 @@ fn xdp_udp_echo_answers_its_port_only() {
     let log = srv.stop();
     assert!(counter(&log, "xdp_dropped_port").unwrap() >= 1, "{log:?}");
 }
+
+/// The stateless TCP floor (`bench.sh sockperf`'s tcp-floor) carries a
+/// kernel TCP client's ping-pong: handshake, each message echoed once, FIN.
+#[test]
+fn xdp_tcp_floor_echoes_a_kernel_clients_ping_pong() {
+    if !lab_available("xdp_tcp_floor_echoes_a_kernel_clients_ping_pong") {
+        return;
+    }
+    let lab = Lab::up(true);
+    let mut c = lab.cmd_in(&lab.ns_gw, BIN);
+    c.args(["serve", "--backend", "xdp", "--iface", &lab.if_gw, "--ip", GW_IP, "--port", "7777", "--app", "tcp-floor"]);
+    let srv = Proc::spawn_until(c, "tailgate: frame loop on ", Duration::from_secs(10));
+    let echoes = lab.in_client_ns(|| {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect_timeout(&format!("{GW_IP}:7777").parse().unwrap(), Duration::from_secs(3))
+                .expect("handshake with the floor");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = Vec::new();
+        for i in 0..3u8 {
+            let msg = [b'p', b'i', b'n', b'g', b'0' + i];
+            s.write_all(&msg).unwrap();
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).expect("echo");
+            got.push(b);
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(100));
+        got
+    });
+    assert_eq!(echoes, vec![*b"ping0", *b"ping1", *b"ping2"]);
+    let log = srv.stop();
+    assert_eq!(counter(&log, "syns"), Some(1), "{log:?}");
+    assert_eq!(counter(&log, "echoed"), Some(3), "{log:?}");
+    assert_eq!(counter(&log, "fins"), Some(1), "{log:?}");
+}

@@ -7,6 +7,8 @@
 //! * [`sockperf`]: echo that understands sockperf's 14-byte header;
 //! * [`udp_echo`]: UDP echo on raw frames (the xdp backend's frame loop, no
 //!   transport): the floor of the benchmarks;
+//! * [`tcp_floor`]: a stateless TCP echo on the same frame loop: the floor
+//!   for TCP, what the lab's TCP costs without our stack;
 //! * [`requests`]: what an application asks of its loop: connections to
 //!   open (an application that opens connections, such as examples/relay.rs,
 //!   gets their events as for accepted ones) and connections to wake.
@@ -15,6 +17,7 @@ pub mod echo;
 pub mod orders;
 pub mod requests;
 pub mod sockperf;
+pub mod tcp_floor;
 pub mod udp_echo;
 
 use crate::sampler::tracer::Tracer;

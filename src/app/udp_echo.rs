@@ -17,6 +17,32 @@ use smoltcp::wire::{
 
 use crate::backend::xdp::frames::FrameHandler;
 
+/// An ARP request (oper 1) for `ip` becomes its reply in place, from `mac`.
+/// False for anything else. The frame floors (udp-echo, tcp-floor) share it.
+pub fn answer_arp(buf: &mut [u8], ip: Ipv4Address, mac: [u8; 6]) -> bool {
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    let Ok(mut a) = ArpPacket::new_checked(eth.payload_mut()) else { return false };
+    if a.operation() != ArpOperation::Request
+        || a.protocol_type() != EthernetProtocol::Ipv4
+        || a.hardware_len() != 6
+        || a.protocol_len() != 4
+        || a.target_protocol_addr() != ip.octets()
+    {
+        return false;
+    }
+    let sha = EthernetAddress::from_bytes(a.source_hardware_addr());
+    let mut spa = [0u8; 4];
+    spa.copy_from_slice(a.source_protocol_addr());
+    a.set_operation(ArpOperation::Reply);
+    a.set_target_hardware_addr(sha.as_bytes());
+    a.set_target_protocol_addr(&spa);
+    a.set_source_hardware_addr(&mac);
+    a.set_source_protocol_addr(&ip.octets());
+    eth.set_dst_addr(sha);
+    eth.set_src_addr(EthernetAddress(mac));
+    true
+}
+
 /// Counters, printed at exit.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UdpEchoStats {
@@ -47,7 +73,11 @@ impl UdpEcho {
     /// Turn the frame in `buf` into its reply in place. Returns false to drop.
     pub fn reply_in_place(&mut self, buf: &mut [u8]) -> bool {
         let ok = match EthernetFrame::new_checked(&buf[..]).map(|e| e.ethertype()) {
-            Ok(EthernetProtocol::Arp) => self.arp(buf),
+            Ok(EthernetProtocol::Arp) => {
+                let ok = answer_arp(buf, self.ip, self.mac);
+                self.stats.arp_replies += ok as u64;
+                ok
+            }
             Ok(EthernetProtocol::Ipv4) => self.udp(buf),
             _ => false,
         };
@@ -55,32 +85,6 @@ impl UdpEcho {
             self.stats.dropped += 1;
         }
         ok
-    }
-
-    /// A request (oper 1) for our address becomes its reply.
-    fn arp(&mut self, buf: &mut [u8]) -> bool {
-        let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-        let Ok(mut a) = ArpPacket::new_checked(eth.payload_mut()) else { return false };
-        if a.operation() != ArpOperation::Request
-            || a.protocol_type() != EthernetProtocol::Ipv4
-            || a.hardware_len() != 6
-            || a.protocol_len() != 4
-            || a.target_protocol_addr() != self.ip.octets()
-        {
-            return false;
-        }
-        let sha = EthernetAddress::from_bytes(a.source_hardware_addr());
-        let mut spa = [0u8; 4];
-        spa.copy_from_slice(a.source_protocol_addr());
-        a.set_operation(ArpOperation::Reply);
-        a.set_target_hardware_addr(sha.as_bytes());
-        a.set_target_protocol_addr(&spa);
-        a.set_source_hardware_addr(&self.mac);
-        a.set_source_protocol_addr(&self.ip.octets());
-        eth.set_dst_addr(sha);
-        eth.set_src_addr(EthernetAddress(self.mac));
-        self.stats.arp_replies += 1;
-        true
     }
 
     /// A datagram to our port goes back where it came from.
@@ -115,8 +119,8 @@ impl UdpEcho {
 }
 
 impl FrameHandler for UdpEcho {
-    fn reply(&mut self, frame: &mut [u8]) -> bool {
-        self.reply_in_place(frame)
+    fn reply(&mut self, frame: &mut [u8]) -> Option<usize> {
+        self.reply_in_place(frame).then_some(frame.len())
     }
 
     fn summary(&self) -> String {

@@ -32,6 +32,9 @@ pub(crate) enum ServeApp {
     Sockperf,
     /// UDP echo straight from the AF_XDP rings, no TCP (xdp backend only): the floor.
     UdpEcho,
+    /// Stateless TCP echo from the AF_XDP rings, no stack (xdp backend only):
+    /// the floor for `sockperf --tcp`; no retransmission, benchmarks only.
+    TcpFloor,
 }
 
 #[derive(Args)]
@@ -319,8 +322,8 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
             "--upstream none: orders are acknowledged by the gateway itself (a test mode: nothing reaches an exchange)"
         );
     }
-    if a.app == ServeApp::UdpEcho {
-        return udp_echo(&a, port, stack_ip, wait, &sampling, &inject, one_core, &stop);
+    if matches!(a.app, ServeApp::UdpEcho | ServeApp::TcpFloor) {
+        return frame_floor(&a, port, stack_ip, wait, &sampling, &inject, one_core, &stop);
     }
     let risk = std::sync::Arc::new(super::accounts::load(a.config.as_deref())?);
     if a.app == ServeApp::Orders && !risk.needs_passwords() {
@@ -432,9 +435,10 @@ pub(crate) fn run(a: ServeArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--app udp-echo`: no TCP, no transport, one loop on the AF_XDP rings.
+/// `--app udp-echo` and `--app tcp-floor`: no stack, no transport, one loop
+/// on the AF_XDP rings.
 #[allow(clippy::too_many_arguments)]
-fn udp_echo(
+fn frame_floor(
     a: &ServeArgs,
     port: u16,
     stack_ip: Option<std::net::Ipv4Addr>,
@@ -444,23 +448,33 @@ fn udp_echo(
     core: Option<usize>,
     stop: &AtomicBool,
 ) -> Result<ExitCode, String> {
+    let app = app_name(a.app);
     if a.backend == BackendArg::Kernel {
-        return Err("--app udp-echo runs on the xdp backend only (it echoes from the AF_XDP rings)".into());
+        return Err(format!("--app {app} runs on the xdp backend only (it echoes from the AF_XDP rings)"));
     }
     if a.xdp.queue.len() > 1 || a.core.as_ref().is_some_and(|l| l.len() > 1) {
-        return Err("--app udp-echo runs one loop (give one --queue and one --core)".into());
+        return Err(format!("--app {app} runs one loop (give one --queue and one --core)"));
     }
-    let ip = stack_ip.ok_or("--app udp-echo: --ip must be IPv4")?;
+    let ip = stack_ip.ok_or_else(|| format!("--app {app}: --ip must be IPv4"))?;
     if sampling.enabled || inject.any() || a.obs.metrics.is_some() {
-        return Err("--app udp-echo has no sampling, metrics or injection (it is the bare floor)".into());
+        return Err(format!("--app {app} has no sampling, metrics or injection (it is a bare floor)"));
     }
     if let Some(core) = core {
         runtime::pin_to_core(core)?;
     }
     let cfg = xdp_plan(&a.xdp, ip, wait, a.busy_poll_us, XdpExtras::default())?;
     let mac = tailgate::backend::xdp::mac_of(&cfg.iface).map_err(|e| e.to_string())?;
-    let mut echo = tailgate::app::udp_echo::UdpEcho::new(ip, mac, port);
-    tailgate::backend::xdp::frames::run(cfg, port, &mut echo, stop).map(|_| ExitCode::SUCCESS)
+    let run = if a.app == ServeApp::TcpFloor {
+        tailgate::backend::xdp::frames::run(
+            cfg,
+            port,
+            &mut tailgate::app::tcp_floor::TcpFloor::new(ip, mac, port),
+            stop,
+        )
+    } else {
+        tailgate::backend::xdp::frames::run(cfg, port, &mut tailgate::app::udp_echo::UdpEcho::new(ip, mac, port), stop)
+    };
+    run.map(|_| ExitCode::SUCCESS)
 }
 
 /// What a serve loop leaves: its place, counters and exit lines (its
@@ -526,7 +540,9 @@ impl Job for ServeJob<'_> {
             ServeApp::Sockperf => {
                 self.drive(Server::new(t, Sockperf::for_buffers(a.rx_buf as usize, a.tx_buf as usize), scfg), cx)
             }
-            ServeApp::UdpEcho => Err("--app udp-echo runs on the xdp backend only".into()),
+            ServeApp::UdpEcho | ServeApp::TcpFloor => {
+                Err(format!("--app {} runs on the xdp backend only", app_name(a.app)))
+            }
         }
     }
 
@@ -594,6 +610,7 @@ pub(crate) fn app_name(app: ServeApp) -> &'static str {
         ServeApp::Echo => "echo",
         ServeApp::Sockperf => "sockperf",
         ServeApp::UdpEcho => "udp-echo",
+        ServeApp::TcpFloor => "tcp-floor",
     }
 }
 

@@ -1,6 +1,6 @@
 //! A frame-level loop straight on the AF_XDP rings, for applications that
-//! answer frames without TCP (`--app udp-echo`, the floor of the
-//! benchmarks): each received frame is copied into a TX frame, the handler
+//! answer frames without a TCP stack (`--app udp-echo` and `--app
+//! tcp-floor`, the floors of the benchmarks): each received frame is copied into a TX frame, the handler
 //! turns it into its reply in place (or refuses it), and the reply is sent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +11,9 @@ use crate::transport::WaitMode;
 
 /// Answers frames in place.
 pub trait FrameHandler {
-    /// Turn `frame` into its reply; false drops it.
-    fn reply(&mut self, frame: &mut [u8]) -> bool;
+    /// Turn `frame` into its reply in place: the reply's length (at most
+    /// the frame's), or None to drop it.
+    fn reply(&mut self, frame: &mut [u8]) -> Option<usize>;
     /// The end-of-run line.
     fn summary(&self) -> String;
 }
@@ -42,15 +43,16 @@ fn answer_one(
     let n = src.len().min(dst.len());
     dst[..n].copy_from_slice(&src[..n]);
     rx.recycle(frame);
-    if h.reply(&mut dst[..n]) {
-        tx.submit(out, n);
-    } else {
-        tx.free(out);
+    match h.reply(&mut dst[..n]) {
+        Some(len) if len <= n => {
+            tx.submit(out, len);
+        }
+        _ => tx.free(out),
     }
     true
 }
 
-/// Serve UDP `port` (and ARP) with `h` until `stop`.
+/// Serve `port` (and ARP) with `h` until `stop`.
 pub fn run(cfg: XdpConfig, port: u16, h: &mut impl FrameHandler, stop: &AtomicBool) -> Result<FrameStats, String> {
     let (prog, mut sock, _own) = super::open(&cfg, (0, 0)).map_err(|e| e.to_string())?;
     // The XDP program redirects UDP only to listening ports.
