@@ -239,7 +239,7 @@ setting thp /sys/kernel/mm/transparent_hugepage/defrag never "no direct compacti
 if want hugepages; then
   cur=$(get /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages || echo 0)
   setting hugepages /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages $((cur > 32 ? cur : 32)) \
-    "32 x 2 MiB pages: the 64 MiB UMEM on hugepages (fewer TLB misses)"
+    "32 x 2 MiB pages: two loops' 32 MiB UMEMs on hugepages (fewer TLB misses)"
 fi
 if ((NAPI_DEFER)); then
   setting iface "/sys/class/net/$IFACE/napi_defer_hard_irqs" 2 "--napi-defer: the NIC's IRQs stay off while the loop busy-polls (SO_PREFER_BUSY_POLL)" ns

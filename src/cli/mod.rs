@@ -75,11 +75,11 @@ pub(crate) struct XdpArgs {
           action = ArgAction::Set, value_parser = parse_zero_copy, help_heading = XDP)]
     pub(crate) zero_copy: bool,
     /// Frames of 2 KiB in each loop's UMEM (xdp backend; a power of two, 256-65536). The UMEM is
-    /// pinned in memory as a whole when the socket binds: the default, 32768, is 64 MiB per loop,
+    /// pinned in memory as a whole when the socket binds: the default, 16384, is 32 MiB per loop,
     /// room for 8192-entry rings (bursts of that many frames queued without a drop). Each ring
-    /// gets a quarter of the frames, at most 8192: fewer frames cost less memory and absorb
-    /// smaller bursts.
-    #[arg(long, default_value_t = 32768, value_parser = parse_umem_frames, help_heading = XDP)]
+    /// gets half of the frames, at most 8192 (half the frames wait in the fill ring, the other
+    /// half are for sending): fewer frames cost less memory and absorb smaller bursts.
+    #[arg(long, default_value_t = 16384, value_parser = parse_umem_frames, help_heading = XDP)]
     pub(crate) umem_frames: u32,
     /// Prefix length of the stack's address (xdp backend).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=32), help_heading = XDP)]
@@ -186,7 +186,7 @@ pub(crate) fn xdp_plan(
     c.xsk.busy_poll_us = busy_poll_us;
     c.xsk.zero_copy = if x.zero_copy { ZeroCopy::Auto } else { ZeroCopy::Off };
     c.xsk.frames = x.umem_frames;
-    c.xsk.ring_size = (x.umem_frames / 4).min(8192);
+    c.xsk.ring_size = (x.umem_frames / 2).min(8192);
     Ok(c)
 }
 

@@ -85,7 +85,7 @@ impl Default for XskConfig {
     fn default() -> Self {
         XskConfig {
             frame_size: 2048,
-            frames: 32768,
+            frames: 16384,
             ring_size: 8192,
             queue: 0,
             zero_copy: ZeroCopy::Auto,
@@ -378,8 +378,9 @@ impl Xsk {
             && setsockopt(fd, libc::SOL_SOCKET, SO_BUSY_POLL_BUDGET, &budget).is_ok()
     }
 
-    /// Give the fill ring half the frames, at most its size (by default 2048
-    /// of 8192: a quarter), and keep the rest for TX.
+    /// Give the fill ring half the frames, at most its size (by default 8192
+    /// of 16384), and keep the rest for TX: no more than the TX ring holds,
+    /// since a frame is back on the free list once the kernel completes it.
     fn prime(&mut self, cfg: &XskConfig) {
         let frames = cfg.frames as u64;
         let fs = cfg.frame_size as u64;
