@@ -409,7 +409,7 @@ NFT
           # Frames the gateway sent per order answered (replies and pure ACKs): xdp from its
           # exit line, the kernel from TCP's OutSegs in tg_gw.
           answered=$(grep -o 'messages_in=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2 || true)
-          if [[ $backend == xdp ]]; then
+          if [[ $backend == xdp* ]]; then
             segs=$(grep -o 'tx_frames=[0-9]*' "$OUT/server.log" | head -1 | cut -d= -f2 || true)
             # The exit line's drop counters (and the socket's XDP_STATISTICS) that moved.
             drops=$(grep -o '\(xsk_rx_[a-z_]*\|xsk_tx_invalid_descs\|tx_starved\|rx_invalid\|conn_refused\)=[0-9]*' \
