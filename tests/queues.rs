@@ -94,11 +94,19 @@ fn two_hundred_connections_spread_over_two_queues_and_two_loops() {
     assert!(opened.iter().all(|&n| n > 0), "each loop owns connections: {opened:?}");
     assert_eq!(per_loop(&log, "handoff_dropped"), vec![0, 0]);
     assert_eq!(counter(&log, "loops"), Some(2), "the totals line: {log:?}");
-    // Each queue redirected at least one frame per message its loop served.
+    // Each message its loop served came in a frame its own queue redirected
+    // or one the other loop handed over: a client socket may move to the
+    // other queue mid-run (the kernel may choose its transmit queue again,
+    // as after a retransmission timeout on a busy machine; seen once in
+    // scripts/test.sh: 11,700 of 63,000 frames on the other queue).
     let msgs = per_loop(&log, "messages_in");
     assert!(msgs.iter().sum::<u64>() >= sent, "{msgs:?} served, {sent} answered");
+    let handed = per_loop(&log, "handoff_received");
     let (d0, d1) = (nic_stat(&lab, "rx_queue_0_xdp_redirect") - q0, nic_stat(&lab, "rx_queue_1_xdp_redirect") - q1);
-    assert!(d0 >= msgs[0] && d1 >= msgs[1], "queue 0 redirected {d0}, queue 1 {d1}; loops served {msgs:?}");
+    assert!(
+        d0 + handed[0] >= msgs[0] && d1 + handed[1] >= msgs[1],
+        "queue 0 redirected {d0}, queue 1 {d1}; handed over {handed:?}; loops served {msgs:?}"
+    );
 }
 
 /// Move every thread of process `pid` to CPU `cpu`.
