@@ -5,22 +5,27 @@
 //! and what our stack adds.
 //!
 //! It is not a TCP implementation and keeps no state at all:
-//! * a SYN to its port gets a SYN-ACK (no options: no window scaling, SACK
-//!   or timestamps are agreed, so the peer sends none), its sequence number
-//!   derived from the SYN's;
-//! * a segment with data is echoed: sequence number = the segment's
-//!   acknowledgment (in a ping-pong the peer has acknowledged everything
-//!   echoed before), acknowledgment = the segment's sequence number plus
-//!   its length, sockperf's client flag cleared as `udp-echo` does;
-//! * a FIN gets a FIN-ACK; a bare ACK, a RST and anything else get nothing.
+//! * a SYN to its port gets a SYN-ACK whose sequence number is the SYN's
+//!   plus a constant, with one option, an MSS of 1460 (no window scaling,
+//!   SACK or timestamps are agreed, so the peer sends none);
+//! * a segment with data is echoed at its own sequence number plus the
+//!   same constant, so our stream mirrors the peer's byte for byte however
+//!   it is cut into segments, acknowledging the data; sockperf's client
+//!   flag (byte 9 of a segment's data) is cleared as `udp-echo` does;
+//! * a FIN gets a FIN-ACK; a bare ACK, a RST, a SYN with a FIN and
+//!   anything else get nothing; so do frames with a bad checksum or from a
+//!   sender that is not one unicast host other than us
+//!   ([`floor_may_answer`]).
 //!
 //! So nothing is retransmitted: a lost segment stalls its connection. It
-//! serves `sockperf ping-pong --tcp` on the lab and nothing else.
+//! serves `sockperf ping-pong --tcp` on the lab with messages of at most
+//! 1460 bytes (one segment each: the flag is cleared per segment), and
+//! nothing else.
 
+use smoltcp::wire::TcpPacket;
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet};
-use smoltcp::wire::{TcpPacket, TcpSeqNumber};
 
-use super::udp_echo::answer_arp;
+use super::udp_echo::{answer_arp, floor_may_answer};
 use crate::backend::xdp::frames::FrameHandler;
 
 /// Counters, printed at exit.
@@ -45,9 +50,13 @@ pub struct TcpFloor {
 
 /// The window every answer advertises (no scaling is agreed).
 const WINDOW: u16 = 65535;
-/// Our initial sequence number is the peer's, mixed with this: stateless,
-/// and the FIN-ACK and echoes need only the peer's acknowledgment.
-const ISN_MIX: u32 = 0x5f3c_9a71;
+/// Our sequence number for any byte is the peer's for the same byte plus
+/// this: our initial one is the SYN's plus it, and each echo goes at the
+/// segment's own sequence number plus it. Stateless.
+const SEQ_OFFSET: usize = 0x5f3c_9a71;
+/// The MSS the SYN-ACK offers (option kind 2, length 4), when the SYN left
+/// room for it: a 1500-byte MTU.
+const MSS_OPTION: [u8; 4] = [2, 4, 0x05, 0xb4];
 const ETH: usize = 14;
 /// sockperf's header and the byte of its client flag, as in `udp_echo`.
 const SOCKPERF_HEADER: usize = 14;
@@ -77,53 +86,56 @@ impl TcpFloor {
     }
 
     fn tcp(&mut self, buf: &mut [u8]) -> Option<usize> {
+        // What the segment is, read-only first.
+        let (hl, data, seq, syn, fin) = {
+            let eth = EthernetFrame::new_unchecked(&buf[..]);
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.version() != 4 || ip.next_header() != IpProtocol::Tcp || ip.dst_addr() != self.ip {
+                return None;
+            }
+            if ip.header_len() != 20 || ip.more_frags() || ip.frag_offset() != 0 {
+                return None;
+            }
+            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+            if tcp.dst_port() != self.port || tcp.rst() {
+                return None;
+            }
+            let data = tcp.payload().len();
+            let (syn, fin, ack) = (tcp.syn(), tcp.fin(), tcp.ack());
+            let opening = syn && !ack && !fin;
+            let echoing = ack && !syn && (data > 0 || fin);
+            if !(opening || echoing) || !floor_may_answer(buf, self.ip, self.port, tcp.src_port()) {
+                return None;
+            }
+            (tcp.header_len() as usize, data, tcp.seq_number(), syn, fin)
+        };
+        // A SYN-ACK carries the MSS option when the SYN left room for it;
+        // an echo carries no option, its data moved up over the peer's.
+        let (answer_data, thl) = if syn { (0, if hl >= 24 { 24 } else { 20 }) } else { (data, 20) };
+        if syn {
+            self.stats.syns += 1;
+        } else {
+            self.stats.echoed += (data > 0) as u64;
+            self.stats.fins += fin as u64;
+        }
         let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
         let peer_mac = eth.src_addr();
-        let mut ip = Ipv4Packet::new_checked(eth.payload_mut()).ok()?;
-        let ip_hl = ip.header_len() as usize;
-        if ip.version() != 4 || ip.next_header() != IpProtocol::Tcp || ip.dst_addr() != self.ip || ip_hl != 20 {
-            return None;
-        }
-        if ip.more_frags() || ip.frag_offset() != 0 {
-            return None;
-        }
+        let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let mut tcp = TcpPacket::new_checked(ip.payload_mut()).ok()?;
-        if tcp.dst_port() != self.port || tcp.rst() {
-            return None;
-        }
-        let hl = tcp.header_len() as usize;
-        let data = tcp.payload_mut().len();
-        let (seq, ack) = (tcp.seq_number(), tcp.ack_number());
-        let (syn, fin, has_ack) = (tcp.syn(), tcp.fin(), tcp.ack());
-        let (our_seq, their_next, answer_data) = if syn && !has_ack {
-            self.stats.syns += 1;
-            (TcpSeqNumber((seq.0 as u32 ^ ISN_MIX) as i32), seq + 1, 0)
-        } else if has_ack && !syn && (data > 0 || fin) {
-            if data > 0 {
-                self.stats.echoed += 1;
-            }
-            if fin {
-                self.stats.fins += 1;
-            }
-            (ack, seq + data + fin as usize, data)
-        } else {
-            return None;
-        };
-        // The answer's header has no options: the data moves up over them.
-        let buf = tcp.into_inner();
-        buf.copy_within(hl..hl + answer_data, 20);
-        let payload = &mut buf[20..20 + answer_data];
+        let seg = ip.payload_mut();
+        seg.copy_within(hl..hl + answer_data, thl);
+        seg[20..thl].copy_from_slice(&MSS_OPTION[..thl - 20]);
+        let payload = &mut seg[thl..thl + answer_data];
         if payload.len() >= SOCKPERF_HEADER {
             payload[SOCKPERF_FLAGS_LO] &= !1;
         }
-        let mut tcp = TcpPacket::new_unchecked(&mut buf[..20 + answer_data]);
+        let mut tcp = TcpPacket::new_unchecked(&mut seg[..thl + answer_data]);
         let (sport, dport) = (tcp.src_port(), tcp.dst_port());
         tcp.set_src_port(dport);
         tcp.set_dst_port(sport);
-        tcp.set_seq_number(our_seq);
-        tcp.set_ack_number(their_next);
-        tcp.set_header_len(20);
+        tcp.set_seq_number(seq + SEQ_OFFSET);
+        tcp.set_ack_number(seq + data + (syn || fin) as usize);
+        tcp.set_header_len(thl as u8);
         tcp.clear_flags();
         tcp.set_ack(true);
         tcp.set_syn(syn);
@@ -132,12 +144,12 @@ impl TcpFloor {
         tcp.set_window_len(WINDOW);
         tcp.set_urgent_at(0);
         tcp.fill_checksum(&IpAddress::Ipv4(dst), &IpAddress::Ipv4(src));
-        let ip_len = 20 + 20 + answer_data;
+        // The TTL stays as it came: a loop through a router dies.
+        let ip_len = 20 + thl + answer_data;
         let mut ip = Ipv4Packet::new_unchecked(&mut eth.payload_mut()[..ip_len]);
         ip.set_src_addr(dst);
         ip.set_dst_addr(src);
         ip.set_total_len(ip_len as u16);
-        ip.set_hop_limit(64);
         ip.fill_checksum();
         eth.set_dst_addr(peer_mac);
         eth.set_src_addr(EthernetAddress(self.mac));
@@ -163,41 +175,49 @@ impl FrameHandler for TcpFloor {
 mod tests {
     use super::*;
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{EthernetRepr, Ipv4Repr, TcpControl, TcpRepr};
+    use smoltcp::wire::{EthernetRepr, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber};
 
     const IP: Ipv4Address = Ipv4Address::new(198, 18, 0, 1);
     const PEER: Ipv4Address = Ipv4Address::new(198, 18, 0, 2);
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
-    /// A segment from the peer to `dport`, with a timestamp-sized option
-    /// block when `options` (as a kernel's SYN carries).
+    /// A segment from PEER:40000 to `dport`; a SYN carries the options a
+    /// kernel's does (MSS, window scale, SACK permitted).
     fn segment(control: TcpControl, seq: u32, ack: Option<u32>, payload: &[u8], dport: u16) -> Vec<u8> {
-        let mut tcp = TcpRepr {
-            src_port: 40000,
+        segment_from(PEER, 40000, control, seq, ack, payload, dport)
+    }
+
+    fn segment_from(
+        src: Ipv4Address,
+        sport: u16,
+        control: TcpControl,
+        seq: u32,
+        ack: Option<u32>,
+        payload: &[u8],
+        dport: u16,
+    ) -> Vec<u8> {
+        let syn = control == TcpControl::Syn;
+        let tcp = TcpRepr {
+            src_port: sport,
             dst_port: dport,
             control,
             seq_number: TcpSeqNumber(seq as i32),
             ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
             window_len: 512,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
+            window_scale: syn.then_some(7),
+            max_seg_size: syn.then_some(1460),
+            sack_permitted: syn,
             sack_ranges: [None; 3],
             timestamp: None,
             payload,
         };
-        if control == TcpControl::Syn {
-            tcp.max_seg_size = Some(1460);
-            tcp.window_scale = Some(7);
-            tcp.sack_permitted = true;
-        }
         let ip = Ipv4Repr {
-            src_addr: PEER,
+            src_addr: src,
             dst_addr: IP,
             next_header: IpProtocol::Tcp,
             payload_len: tcp.buffer_len(),
-            hop_limit: 64,
+            hop_limit: 61,
         };
         let eth = EthernetRepr {
             src_addr: EthernetAddress(PEER_MAC),
@@ -210,54 +230,61 @@ mod tests {
         let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
         let caps = ChecksumCapabilities::default();
         ip.emit(&mut p, &caps);
-        tcp.emit(&mut TcpPacket::new_unchecked(p.payload_mut()), &IpAddress::Ipv4(PEER), &IpAddress::Ipv4(IP), &caps);
+        tcp.emit(&mut TcpPacket::new_unchecked(p.payload_mut()), &IpAddress::Ipv4(src), &IpAddress::Ipv4(IP), &caps);
         buf
     }
 
-    /// The answer, parsed back with its checksums verified.
-    fn parse(f: &[u8]) -> (TcpControl, u32, u32, Vec<u8>) {
+    /// The answer, parsed back with its checksums verified: control,
+    /// sequence and acknowledgment numbers, MSS option, data.
+    fn parse(f: &[u8]) -> (TcpControl, u32, u32, Option<u16>, Vec<u8>) {
         assert!(crate::stack::frame::checksums_ok(f), "checksums valid");
         assert_eq!(&f[0..6], &PEER_MAC);
         let ip = Ipv4Packet::new_checked(&f[ETH..]).unwrap();
         assert_eq!((ip.src_addr(), ip.dst_addr()), (IP, PEER));
+        assert_eq!(ip.hop_limit(), 61, "the TTL is kept");
         let t = TcpPacket::new_checked(ip.payload()).unwrap();
         assert_eq!((t.src_port(), t.dst_port()), (7777, 40000));
         let r =
             TcpRepr::parse(&t, &IpAddress::Ipv4(IP), &IpAddress::Ipv4(PEER), &ChecksumCapabilities::default()).unwrap();
-        assert_eq!(r.window_scale, None, "no options");
-        assert_eq!(r.timestamp, None);
-        (r.control, r.seq_number.0 as u32, r.ack_number.unwrap().0 as u32, r.payload.to_vec())
+        assert_eq!((r.window_scale, r.sack_permitted, r.timestamp), (None, false, None), "no other option");
+        (r.control, r.seq_number.0 as u32, r.ack_number.unwrap().0 as u32, r.max_seg_size, r.payload.to_vec())
     }
 
+    const OFF: u32 = SEQ_OFFSET as u32;
+
     #[test]
-    fn a_syn_gets_a_syn_ack_without_options() {
+    fn a_syn_gets_a_syn_ack_offering_an_mss_and_nothing_else() {
         let mut fl = TcpFloor::new(IP, MAC, 7777);
         let mut f = segment(TcpControl::Syn, 1000, None, &[], 7777);
         let n = fl.reply_in_place(&mut f).expect("answered");
-        assert_eq!(n, ETH + 40, "options stripped");
-        let (c, seq, ack, data) = parse(&f[..n]);
-        assert_eq!(c, TcpControl::Syn);
-        assert_eq!(ack, 1001);
-        assert_eq!(seq, 1000 ^ ISN_MIX);
+        assert_eq!(n, ETH + 20 + 24, "the peer's options replaced by one MSS");
+        let (c, seq, ack, mss, data) = parse(&f[..n]);
+        assert_eq!((c, seq, ack, mss), (TcpControl::Syn, 1000u32.wrapping_add(OFF), 1001, Some(1460)));
         assert!(data.is_empty());
         assert_eq!(fl.stats.syns, 1);
     }
 
     #[test]
-    fn data_is_echoed_at_the_peers_acknowledgment_with_the_client_flag_cleared() {
+    fn data_is_echoed_at_its_own_place_with_the_client_flag_cleared() {
         let mut fl = TcpFloor::new(IP, MAC, 7777);
         let mut msg = vec![0u8; 64];
         msg[9] = 0x03;
         msg[63] = 0xaa;
         let mut f = segment(TcpControl::Psh, 5000, Some(9000), &msg, 7777);
         let n = fl.reply_in_place(&mut f).expect("echoed");
-        let (c, seq, ack, data) = parse(&f[..n]);
-        assert_eq!(c, TcpControl::Psh);
-        assert_eq!((seq, ack), (9000, 5064));
+        let (c, seq, ack, mss, data) = parse(&f[..n]);
+        assert_eq!((c, seq, ack, mss), (TcpControl::Psh, 5000u32.wrapping_add(OFF), 5064, None));
         assert_eq!(data.len(), 64);
         assert_eq!(data[9], 0x02, "client flag cleared");
         assert_eq!(data[63], 0xaa);
-        assert_eq!(fl.stats.echoed, 1);
+        // Two segments sent back to back (whatever the peer's ACK says) are
+        // echoed one after the other, not over each other.
+        let mut a = segment(TcpControl::None, 7000, Some(9000), &[1; 8], 7777);
+        let mut b = segment(TcpControl::None, 7008, Some(9000), &[2; 8], 7777);
+        let (na, nb) = (fl.reply_in_place(&mut a).unwrap(), fl.reply_in_place(&mut b).unwrap());
+        let (sa, sb) = (parse(&a[..na]).1, parse(&b[..nb]).1);
+        assert_eq!(sb.wrapping_sub(sa), 8);
+        assert_eq!(fl.stats.echoed, 3);
     }
 
     #[test]
@@ -265,20 +292,40 @@ mod tests {
         let mut fl = TcpFloor::new(IP, MAC, 7777);
         let mut f = segment(TcpControl::Fin, 5000, Some(9000), &[], 7777);
         let n = fl.reply_in_place(&mut f).expect("FIN answered");
-        let (c, seq, ack, _) = parse(&f[..n]);
-        assert_eq!((c, seq, ack), (TcpControl::Fin, 9000, 5001));
-        assert!(fl.reply_in_place(&mut segment(TcpControl::None, 5001, Some(9001), &[], 7777)).is_none());
-        assert!(fl.reply_in_place(&mut segment(TcpControl::Rst, 5001, Some(9001), &[], 7777)).is_none());
-        assert!(fl.reply_in_place(&mut segment(TcpControl::Psh, 1, Some(1), b"x", 7778)).is_none());
+        let (c, seq, ack, _, _) = parse(&f[..n]);
+        assert_eq!((c, seq, ack), (TcpControl::Fin, 5000u32.wrapping_add(OFF), 5001));
+        let mut unanswered = 0;
+        let mut none = |mut f: Vec<u8>, why: &str| {
+            assert!(fl.reply_in_place(&mut f).is_none(), "{why} was answered");
+            unanswered += 1;
+        };
+        none(segment(TcpControl::None, 5001, Some(9001), &[], 7777), "a bare ACK");
+        none(segment(TcpControl::Rst, 5001, Some(9001), &[], 7777), "a RST");
+        none(segment(TcpControl::Psh, 1, Some(1), b"x", 7778), "another port");
         let mut bad_len = segment(TcpControl::Psh, 1, Some(1), b"xyz", 7777);
         bad_len[ETH + 2..ETH + 4].copy_from_slice(&2000u16.to_be_bytes());
-        assert!(fl.reply_in_place(&mut bad_len).is_none());
-        for n in 0..ETH + 40 {
+        none(bad_len, "a total length past the frame");
+        let mut bad_sum = segment(TcpControl::Psh, 1, Some(1), b"xyz", 7777);
+        *bad_sum.last_mut().unwrap() ^= 1;
+        none(bad_sum, "a bad TCP checksum");
+        let mut syn_fin = segment(TcpControl::Syn, 1, None, &[], 7777);
+        syn_fin[ETH + 20 + 13] |= 0x01;
+        TcpPacket::new_unchecked(&mut syn_fin[ETH + 20..]).fill_checksum(&IpAddress::Ipv4(PEER), &IpAddress::Ipv4(IP));
+        assert!(crate::stack::frame::checksums_ok(&syn_fin));
+        none(syn_fin, "a SYN with a FIN");
+        none(segment_from(IP, 40000, TcpControl::Psh, 1, Some(1), b"x", 7777), "our own address");
+        none(segment_from(PEER, 7777, TcpControl::Psh, 1, Some(1), b"x", 7777), "our own port (another floor)");
+        let bcast = Ipv4Address::new(255, 255, 255, 255);
+        none(segment_from(bcast, 40000, TcpControl::Psh, 1, Some(1), b"x", 7777), "a broadcast source");
+        let mut group_mac = segment(TcpControl::Psh, 1, Some(1), b"x", 7777);
+        group_mac[6] |= 1;
+        none(group_mac, "a group source MAC");
+        for len in 0..ETH + 40 {
             let mut short = segment(TcpControl::Psh, 1, Some(1), b"xyz", 7777);
-            short.truncate(n);
-            assert!(fl.reply_in_place(&mut short).is_none(), "len {n}");
+            short.truncate(len);
+            none(short, "a short frame");
         }
-        assert_eq!(fl.stats.unanswered, 4 + (ETH + 40) as u64);
-        assert_eq!(fl.stats.fins, 1);
+        assert_eq!(fl.stats.unanswered, unanswered);
+        assert_eq!((fl.stats.fins, fl.stats.syns, fl.stats.echoed), (1, 0, 0));
     }
 }

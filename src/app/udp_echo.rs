@@ -18,9 +18,14 @@ use smoltcp::wire::{
 use crate::backend::xdp::frames::FrameHandler;
 
 /// An ARP request (oper 1) for `ip` becomes its reply in place, from `mac`.
-/// False for anything else. The frame floors (udp-echo, tcp-floor) share it.
+/// False for anything else, and for a request from a group (broadcast or
+/// multicast) hardware address, whose reply would go to the whole segment.
+/// The frame floors (udp-echo, tcp-floor) share it.
 pub fn answer_arp(buf: &mut [u8], ip: Ipv4Address, mac: [u8; 6]) -> bool {
     let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    if !eth.src_addr().is_unicast() {
+        return false;
+    }
     let Ok(mut a) = ArpPacket::new_checked(eth.payload_mut()) else { return false };
     if a.operation() != ArpOperation::Request
         || a.protocol_type() != EthernetProtocol::Ipv4
@@ -33,6 +38,9 @@ pub fn answer_arp(buf: &mut [u8], ip: Ipv4Address, mac: [u8; 6]) -> bool {
     let sha = EthernetAddress::from_bytes(a.source_hardware_addr());
     let mut spa = [0u8; 4];
     spa.copy_from_slice(a.source_protocol_addr());
+    if !sha.is_unicast() {
+        return false;
+    }
     a.set_operation(ArpOperation::Reply);
     a.set_target_hardware_addr(sha.as_bytes());
     a.set_target_protocol_addr(&spa);
@@ -41,6 +49,22 @@ pub fn answer_arp(buf: &mut [u8], ip: Ipv4Address, mac: [u8; 6]) -> bool {
     eth.set_dst_addr(sha);
     eth.set_src_addr(EthernetAddress(mac));
     true
+}
+
+/// May a floor answer this frame's sender? Its checksums must hold (as the
+/// stack requires, `stack::frame::classify`), and the sender must be one
+/// unicast host that is not us nor on our own port: no answer to a
+/// broadcast or multicast source, to a forged frame from our own address,
+/// or to another floor's port (two floors would answer each other forever).
+pub fn floor_may_answer(frame: &[u8], our_ip: Ipv4Address, our_port: u16, src_port: u16) -> bool {
+    let eth = EthernetFrame::new_unchecked(frame);
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
+    let src = ip.src_addr();
+    eth.src_addr().is_unicast()
+        && src != our_ip
+        && !(src.is_multicast() || src.is_broadcast() || src.is_unspecified() || src.is_loopback())
+        && src_port != our_port
+        && crate::stack::frame::checksums_ok(frame)
 }
 
 /// Counters, printed at exit.
@@ -89,6 +113,14 @@ impl UdpEcho {
 
     /// A datagram to our port goes back where it came from.
     fn udp(&mut self, buf: &mut [u8]) -> bool {
+        {
+            let eth = EthernetFrame::new_unchecked(&buf[..]);
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
+            let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return false };
+            if !floor_may_answer(buf, self.ip, self.port, udp.src_port()) {
+                return false;
+            }
+        }
         let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
         let peer_mac = eth.src_addr();
         let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else { return false };
@@ -143,9 +175,13 @@ mod tests {
     const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
     fn udp_frame(payload: &[u8], dport: u16) -> Vec<u8> {
-        let udp = UdpRepr { src_port: 5555, dst_port: dport };
+        udp_frame_from(PEER, 5555, payload, dport)
+    }
+
+    fn udp_frame_from(src: Ipv4Address, sport: u16, payload: &[u8], dport: u16) -> Vec<u8> {
+        let udp = UdpRepr { src_port: sport, dst_port: dport };
         let ip = Ipv4Repr {
-            src_addr: PEER,
+            src_addr: src,
             dst_addr: IP,
             next_header: IpProtocol::Udp,
             payload_len: udp.header_len() + payload.len(),
@@ -164,7 +200,7 @@ mod tests {
         let mut u = UdpPacket::new_unchecked(p.payload_mut());
         udp.emit(
             &mut u,
-            &IpAddress::Ipv4(PEER),
+            &IpAddress::Ipv4(src),
             &IpAddress::Ipv4(IP),
             payload.len(),
             |b| b.copy_from_slice(payload),
@@ -212,6 +248,23 @@ mod tests {
     }
 
     #[test]
+    fn answers_no_sender_but_one_unicast_host_other_than_itself_and_no_bad_checksum() {
+        let mut e = UdpEcho::new(IP, MAC, 7777);
+        let mut bad_sum = udp_frame(b"floor", 7777);
+        *bad_sum.last_mut().unwrap() ^= 1;
+        assert!(!e.reply_in_place(&mut bad_sum), "a bad checksum");
+        assert!(!e.reply_in_place(&mut udp_frame_from(IP, 5555, b"floor", 7777)), "our own address");
+        assert!(!e.reply_in_place(&mut udp_frame_from(PEER, 7777, b"floor", 7777)), "our own port: another floor");
+        let mcast = Ipv4Address::new(224, 0, 0, 1);
+        assert!(!e.reply_in_place(&mut udp_frame_from(mcast, 5555, b"floor", 7777)), "a multicast source");
+        let mut group_mac = udp_frame(b"floor", 7777);
+        group_mac[6] |= 1;
+        assert!(!e.reply_in_place(&mut group_mac), "a group source MAC");
+        assert!(e.reply_in_place(&mut udp_frame(b"floor", 7777)), "the one good datagram");
+        assert_eq!((e.stats.dropped, e.stats.echoed), (5, 1));
+    }
+
+    #[test]
     fn answers_arp_for_its_address_only() {
         let req = |target: Ipv4Address| {
             let arp = ArpRepr::EthernetIpv4 {
@@ -242,5 +295,8 @@ mod tests {
         assert_eq!(&f[28..32], &IP.octets());
         assert_eq!(&f[32..38], &PEER_MAC);
         assert_eq!(e.stats.arp_replies, 1);
+        let mut from_group = req(IP);
+        from_group[6] |= 1;
+        assert!(!e.reply_in_place(&mut from_group), "a request from a group address is not answered");
     }
 }

@@ -77,8 +77,8 @@ pub(crate) struct XdpArgs {
     /// Frames of 2 KiB in each loop's UMEM (xdp backend; a power of two, 256-65536). The UMEM is
     /// pinned in memory as a whole when the socket binds: the default, 16384, is 32 MiB per loop,
     /// room for 8192-entry rings (bursts of that many frames queued without a drop). Each ring
-    /// gets half of the frames, at most 8192 (half the frames wait in the fill ring, the other
-    /// half are for sending): fewer frames cost less memory and absorb smaller bursts.
+    /// gets half of the frames, at most 8192; the fill ring gets as many frames as it has entries
+    /// and the rest are for sending: fewer frames cost less memory and absorb smaller bursts.
     #[arg(long, default_value_t = 16384, value_parser = parse_umem_frames, help_heading = XDP)]
     pub(crate) umem_frames: u32,
     /// Prefix length of the stack's address (xdp backend).

@@ -55,7 +55,7 @@ fn answer_one(
 /// Serve `port` (and ARP) with `h` until `stop`.
 pub fn run(cfg: XdpConfig, port: u16, h: &mut impl FrameHandler, stop: &AtomicBool) -> Result<FrameStats, String> {
     let (prog, mut sock, _own) = super::open(&cfg, (0, 0)).map_err(|e| e.to_string())?;
-    // The XDP program redirects UDP only to listening ports.
+    // The XDP program redirects TCP and UDP only to listening ports.
     prog.maps()?.add_port(port)?;
     crate::log_info!(
         "frame loop on {}:{port} backend=xdp ({} mode, {}) iface={}",

@@ -379,8 +379,9 @@ impl Xsk {
     }
 
     /// Give the fill ring half the frames, at most its size (by default 8192
-    /// of 16384), and keep the rest for TX: no more than the TX ring holds,
-    /// since a frame is back on the free list once the kernel completes it.
+    /// of 16384), and keep the rest for TX (as many as the TX ring holds up
+    /// to 16384 frames; more past that): a frame is back on the free list
+    /// once the kernel completes it.
     fn prime(&mut self, cfg: &XskConfig) {
         let frames = cfg.frames as u64;
         let fs = cfg.frame_size as u64;
@@ -529,9 +530,7 @@ impl RxHalf {
 impl TxHalf {
     /// A free frame for TX.
     pub fn alloc(&mut self) -> Option<TxFrame> {
-        if self.free.is_empty() {
-            self.reap();
-        }
+        self.refill();
         match self.free.pop() {
             Some(addr) => Some(TxFrame { addr, umem: self.umem }),
             None => {
@@ -548,10 +547,19 @@ impl TxHalf {
 
     /// Is a TX frame free (after taking back what the kernel completed)?
     pub fn has_free(&mut self) -> bool {
+        self.refill();
+        !self.free.is_empty()
+    }
+
+    /// With the free list empty: send what is queued (in copy mode the
+    /// kernel completes it in the kick) and take back what completed. With
+    /// as many TX frames as ring entries, the list runs empty before the
+    /// ring fills, so a burst longer than the ring must kick here.
+    fn refill(&mut self) {
         if self.free.is_empty() {
+            self.kick();
             self.reap();
         }
-        !self.free.is_empty()
     }
 
     /// Queue `len` bytes of `f` for transmission; sent at the next
