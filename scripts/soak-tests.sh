@@ -48,8 +48,9 @@ for i in $(seq 1 "$N"); do
     echo "soak: run $i passed ($(($(date +%s) - start)) s)"
   else
     fail=$((fail + 1))
-    echo "soak: run $i FAILED ($(($(date +%s) - start)) s); its last lines:"
-    grep -E "panicked|FAILED|error" "$TMP/run$i.log" | head -20 | sed 's/^/  /'
+    echo "soak: run $i FAILED ($(($(date +%s) - start)) s); each panic with its message, and the last lines:"
+    grep -E -A2 "panicked" "$TMP/run$i.log" | cut -c1-2000 | head -30 | sed 's/^/  /'
+    grep -E "FAILED|^error" "$TMP/run$i.log" | head -10 | sed 's/^/  /'
     tail -5 "$TMP/run$i.log" | sed 's/^/  /'
   fi
   if [[ -n $HOG ]]; then
