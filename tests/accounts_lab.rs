@@ -305,7 +305,22 @@ fn after_kill_9_under_load_the_journal_holds_every_acknowledged_order() {
         &dir,
         &["--account", "ALPHA,BETA,GAMMA", "--conns", "6", "--rate", "6000", "--duration", "5", "--acked-log", &acked],
     );
-    std::thread::sleep(Duration::from_millis(2000));
+    // Killed under load: once the journal holds 4000 accepted orders (a
+    // fixed wait saw none acknowledged on a busy machine, where the logons
+    // took longer), 20 s at most.
+    let accepted = || {
+        let out = Command::new(BIN).args(["journal", &dir.path("journal"), "--json"]).output().ok();
+        out.map_or(0, |o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains("\"kind\":\"order\"") && l.contains("\"decision\":\"accepted\""))
+                .count()
+        })
+    };
+    let t = Instant::now();
+    while accepted() < 4000 && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(Command::new("kill").args(["-9", &gw.pid().to_string()]).status().unwrap().success());
     let out = wait_child(load, Duration::from_secs(60));
     drop(gw);
