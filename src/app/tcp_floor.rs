@@ -25,7 +25,7 @@
 use smoltcp::wire::TcpPacket;
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet};
 
-use super::udp_echo::{answer_arp, floor_may_answer};
+use super::udp_echo::{answer_arp, clear_sockperf_client_flag, floor_may_answer};
 use crate::backend::xdp::frames::FrameHandler;
 
 /// Counters, printed at exit.
@@ -58,9 +58,6 @@ const SEQ_OFFSET: usize = 0x5f3c_9a71;
 /// room for it: a 1500-byte MTU.
 const MSS_OPTION: [u8; 4] = [2, 4, 0x05, 0xb4];
 const ETH: usize = 14;
-/// sockperf's header and the byte of its client flag, as in `udp_echo`.
-const SOCKPERF_HEADER: usize = 14;
-const SOCKPERF_FLAGS_LO: usize = 9;
 
 impl TcpFloor {
     pub fn new(ip: Ipv4Address, mac: [u8; 6], port: u16) -> Self {
@@ -125,10 +122,7 @@ impl TcpFloor {
         let seg = ip.payload_mut();
         seg.copy_within(hl..hl + answer_data, thl);
         seg[20..thl].copy_from_slice(&MSS_OPTION[..thl - 20]);
-        let payload = &mut seg[thl..thl + answer_data];
-        if payload.len() >= SOCKPERF_HEADER {
-            payload[SOCKPERF_FLAGS_LO] &= !1;
-        }
+        clear_sockperf_client_flag(&mut seg[thl..thl + answer_data]);
         let mut tcp = TcpPacket::new_unchecked(&mut seg[..thl + answer_data]);
         let (sport, dport) = (tcp.src_port(), tcp.dst_port());
         tcp.set_src_port(dport);

@@ -89,6 +89,17 @@ pub struct UdpEcho {
 const SOCKPERF_HEADER: usize = 14;
 const SOCKPERF_FLAGS_LO: usize = 9;
 
+/// Clear sockperf's client flag in a message that starts at `payload`'s
+/// first byte, as its own server does; true if it was set. Shared by the
+/// frame floors.
+pub fn clear_sockperf_client_flag(payload: &mut [u8]) -> bool {
+    let set = payload.len() >= SOCKPERF_HEADER && payload[SOCKPERF_FLAGS_LO] & 1 != 0;
+    if set {
+        payload[SOCKPERF_FLAGS_LO] &= !1;
+    }
+    set
+}
+
 impl UdpEcho {
     pub fn new(ip: Ipv4Address, mac: [u8; 6], port: u16) -> Self {
         UdpEcho { ip, mac, port, stats: UdpEchoStats::default() }
@@ -135,9 +146,7 @@ impl UdpEcho {
         let (sport, dport) = (udp.src_port(), udp.dst_port());
         udp.set_src_port(dport);
         udp.set_dst_port(sport);
-        let payload = udp.payload_mut();
-        if payload.len() >= SOCKPERF_HEADER && payload[SOCKPERF_FLAGS_LO] & 1 != 0 {
-            payload[SOCKPERF_FLAGS_LO] &= !1;
+        if clear_sockperf_client_flag(udp.payload_mut()) {
             udp.fill_checksum(&IpAddress::Ipv4(dst), &IpAddress::Ipv4(src));
         }
         // Swapping addresses and ports leaves both checksums valid.
