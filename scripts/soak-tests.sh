@@ -48,8 +48,8 @@ for i in $(seq 1 "$N"); do
     echo "soak: run $i passed ($(($(date +%s) - start)) s)"
   else
     fail=$((fail + 1))
-    echo "soak: run $i FAILED ($(($(date +%s) - start)) s); each panic with its message, and the last lines:"
-    grep -E -A2 "panicked" "$TMP/run$i.log" | cut -c1-2000 | head -30 | sed 's/^/  /'
+    echo "soak: run $i FAILED ($(($(date +%s) - start)) s); each panic with its message (up to 40 lines, no backtrace), and the last lines:"
+    grep -E -A40 "panicked" "$TMP/run$i.log" | grep -v "^ *[0-9]*: \|^ *at " | cut -c1-2000 | head -80 | sed 's/^/  /'
     grep -E "FAILED|^error" "$TMP/run$i.log" | head -10 | sed 's/^/  /'
     tail -5 "$TMP/run$i.log" | sed 's/^/  /'
   fi

@@ -94,8 +94,15 @@ fn exchange_restart(backend: &str) {
     assert!(sent >= 10_000, "sent {sent}: {}", String::from_utf8_lossy(&out.stdout));
     // Orders sent while the exchange was away were refused at once; every
     // request was answered, and no fill was lost or repeated.
-    assert_eq!(r["answered"].as_u64(), Some(sent), "every request answered: {r}");
-    zero(&r, &["unanswered", "out_of_sequence", "unexpected", "corrupted", "disconnected"]);
+    // Seen once (both backends in one soak run, not reproduced since): all
+    // 50 sessions disconnected, 3-5 s round trips, on xdp no refusal at all.
+    // The logs say what the gateway saw of the exchange, should it recur.
+    let tail = |l: &[String]| l.iter().rev().take(15).rev().cloned().collect::<Vec<_>>().join("\n");
+    let logs = format!("gateway:\n{}\nexchange:\n{}", tail(&log), tail(&exlog));
+    assert_eq!(r["answered"].as_u64(), Some(sent), "every request answered: {r}\n{logs}");
+    for k in ["unanswered", "out_of_sequence", "unexpected", "corrupted", "disconnected"] {
+        assert_eq!(r[k].as_u64(), Some(0), "{k} in {r}\n{logs}");
+    }
     let life = &r["lifecycle"];
     let refused = life["rejects"]["exchange_unavailable"].as_u64().unwrap_or(0);
     assert_eq!(r["rejected"].as_u64(), Some(refused), "only exchange_unavailable: {life}");
