@@ -8,12 +8,14 @@
 //! * [`udp_echo`]: UDP echo on raw frames (the xdp backend's frame loop, no
 //!   transport): the floor of the benchmarks;
 //! * [`tcp_floor`]: a stateless TCP echo on the same frame loop: the floor
-//!   for TCP, what the lab's TCP costs without our stack;
+//!   for TCP, what the lab's TCP costs without our stack ([`floor`]: what
+//!   the two floors share);
 //! * [`requests`]: what an application asks of its loop: connections to
 //!   open (an application that opens connections, such as examples/relay.rs,
 //!   gets their events as for accepted ones) and connections to wake.
 
 pub mod echo;
+pub mod floor;
 pub mod orders;
 pub mod requests;
 pub mod sockperf;

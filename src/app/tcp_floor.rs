@@ -25,7 +25,7 @@
 use smoltcp::wire::TcpPacket;
 use smoltcp::wire::{EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet};
 
-use super::udp_echo::{answer_arp, clear_sockperf_client_flag, floor_may_answer};
+use super::floor::{answer_arp, clear_sockperf_client_flag, floor_may_answer};
 use crate::backend::xdp::frames::FrameHandler;
 
 /// Counters, printed at exit.
@@ -101,7 +101,7 @@ impl TcpFloor {
             let (syn, fin, ack) = (tcp.syn(), tcp.fin(), tcp.ack());
             let opening = syn && !ack && !fin;
             let echoing = ack && !syn && (data > 0 || fin);
-            if !(opening || echoing) || !floor_may_answer(buf, self.ip, self.port, tcp.src_port()) {
+            if !(opening || echoing) || !floor_may_answer(buf, self.ip, self.port) {
                 return None;
             }
             (tcp.header_len() as usize, data, tcp.seq_number(), syn, fin)
