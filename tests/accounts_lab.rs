@@ -162,14 +162,17 @@ fn kill_run(attempt: u32) -> bool {
     let mut last = 0;
     for id in &swept {
         let answers = || recs.iter().filter(|r| r["kind"] == "exchange" && key(r) == *id);
-        // Filled in full before the kill, the fill still in the gateway's
-        // queue when the loop swept: the exchange had nothing to cancel.
+        // Over at the exchange before the kill (filled in full, or cancelled:
+        // an IOC order is cancelled as soon as it is accepted), the answer
+        // still in the gateway's input when the loop swept: the exchange had
+        // nothing left to cancel. An answer is journaled with the time its
+        // iteration began, so one taken after the sweep can be stamped before
+        // the kill.
+        let before = |r: &&serde_json::Value| r["ts_ns"].as_u64().unwrap() < t_kill;
         let ordered = recs.iter().find(|r| r["kind"] == "order" && key(r) == *id).and_then(|r| r["qty"].as_u64());
-        let filled: u64 = answers()
-            .filter(|r| r["exchange"] == "E" && r["ts_ns"].as_u64().unwrap() < t_kill)
-            .filter_map(|r| r["qty"].as_u64())
-            .sum();
-        if ordered.is_some_and(|q| filled >= q) {
+        let filled: u64 =
+            answers().filter(before).filter(|r| r["exchange"] == "E").filter_map(|r| r["qty"].as_u64()).sum();
+        if ordered.is_some_and(|q| filled >= q) || answers().filter(before).any(|r| r["exchange"] == "C") {
             continue;
         }
         let done = answers()
