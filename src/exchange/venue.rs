@@ -67,6 +67,8 @@ pub struct ExchangeStats {
     pub executions: u64,
     pub canceled: u64,
     pub replayed: u64,
+    /// Enter Orders with a UserRefNum already used (ignored as retransmissions).
+    pub retransmissions_ignored: u64,
     pub bad_packets: u64,
     pub bad_messages: u64,
     pub timeouts: u64,
@@ -308,6 +310,7 @@ impl Exchange {
         let acc = &mut self.accounts[a];
         if e.user_ref <= acc.last_user_ref {
             // A number already used: a retransmission, ignored as specified.
+            self.stats.retransmissions_ignored += 1;
             return Verdict::Continue;
         }
         self.stats.orders += 1;
@@ -517,7 +520,7 @@ impl Exchange {
         let s = &self.stats;
         format!(
             "exchange: logins={} logins_rejected={} orders={} rejected={} executions={} canceled={} replayed={} \
-             bad_packets={} bad_messages={} timeouts={}",
+             retransmissions_ignored={} bad_packets={} bad_messages={} timeouts={}",
             s.logins,
             s.logins_rejected,
             s.orders,
@@ -525,6 +528,7 @@ impl Exchange {
             s.executions,
             s.canceled,
             s.replayed,
+            s.retransmissions_ignored,
             s.bad_packets,
             s.bad_messages,
             s.timeouts

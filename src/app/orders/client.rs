@@ -107,6 +107,9 @@ pub struct Client {
     pub open: FixedMap<Open>,
     pub last_rx: u64,
     pub last_tx: u64,
+    /// Since when its input has waited for its replies to have room (0:
+    /// it does not): see `Orders::input_gate`.
+    pub held_since: u64,
     pub outbox: OutBuf,
     /// Its outbox overflowed: a report could not be queued. The session is
     /// reset at its next turn (counted `slow_client_aborts`).
@@ -138,6 +141,7 @@ impl Default for Client {
             open: FixedMap::with_capacity(0),
             last_rx: 0,
             last_tx: 0,
+            held_since: 0,
             outbox: OutBuf::with_capacity(OUTBOX_BYTES),
             doomed: false,
             fix: FixConn::default(),
@@ -174,6 +178,7 @@ impl Client {
         self.open.clear();
         self.last_rx = now;
         self.last_tx = now;
+        self.held_since = 0;
         self.outbox.clear();
         self.doomed = false;
         self.fix = FixConn::default();

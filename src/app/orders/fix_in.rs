@@ -30,7 +30,7 @@ impl Orders {
     ) -> (usize, Verdict) {
         let mut off = 0;
         loop {
-            match self.input_gate(conn, gen, out, now) {
+            match self.input_gate(conn, gen, out, off < input.len(), now) {
                 Gate::Go => {}
                 Gate::Wait => return (off, Verdict::Continue),
                 Gate::Stop(v) => return (off, v),

@@ -483,9 +483,27 @@ impl App for Orders {
             return self.doomed(conn);
         }
         c.flush_outbox(out);
-        let last_rx = c.last_rx;
         self.unblock(conn, gen);
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
+        // Input held until its replies have room is not silence: the client
+        // sends and does not read what it is sent. For an idle timeout it
+        // may; past that it is a slow reader, reset like one whose reports
+        // overflow (a logged-on session only: one that never logs on gets
+        // nothing from holding).
+        if c.held_since != 0 && c.logged_on && !c.closing {
+            let held = now.saturating_sub(c.held_since);
+            if held >= self.cfg.idle_timeout_ms as u64 * ms {
+                self.counters.slow_client_aborts += 1;
+                crate::log_warn!(
+                    "orders: conn#{conn}: its input has waited {} ms for it to read its replies: reset",
+                    held / ms
+                );
+                return Verdict::Abort;
+            }
+            c.last_rx = c.last_rx.max(now);
+            c.fix.test_sent = 0;
+        }
+        let last_rx = c.last_rx;
         if c.fix.on && c.logged_on && !c.closing {
             self.fix_pump(conn, gen, out, now);
             return self.fix_tick(conn, gen, out, now);
@@ -643,5 +661,7 @@ impl App for Orders {
 
 #[cfg(test)]
 mod fix_tests;
+#[cfg(test)]
+mod hold_tests;
 #[cfg(test)]
 mod tests;

@@ -84,8 +84,9 @@ impl Orders {
     /// Before a client's next message, either protocol: a doomed session
     /// is reset, a closing one (refused, killed) reads nothing more, what
     /// its outbox holds (and a FIX resend owes) goes into `out` first, and
-    /// a message is read only when its replies will have room.
-    pub(super) fn input_gate(&mut self, conn: usize, gen: u64, out: &mut OutBuf, now: u64) -> Gate {
+    /// a message is read only when its replies will have room. `more`: input
+    /// is waiting (a Wait then holds it, noted in `held_since`).
+    pub(super) fn input_gate(&mut self, conn: usize, gen: u64, out: &mut OutBuf, more: bool, now: u64) -> Gate {
         let Some(c) = self.clients.get(conn, gen) else { return Gate::Stop(Verdict::Abort) };
         if c.doomed {
             return Gate::Stop(self.doomed(conn));
@@ -101,8 +102,12 @@ impl Orders {
         let Some(c) = self.clients.get(conn, gen) else { return Gate::Stop(Verdict::Abort) };
         let room = if fix { 2 * super::fix_out::FIX_MSG_MAX } else { MAX_REPLY };
         if c.outbox.len() > 0 || c.fix.resend_to.is_some() || out.spare() < room {
+            if more && c.held_since == 0 {
+                c.held_since = now.max(1);
+            }
             Gate::Wait
         } else {
+            c.held_since = 0;
             Gate::Go
         }
     }
@@ -121,7 +126,7 @@ impl Orders {
     ) -> (usize, Verdict) {
         let mut off = 0;
         loop {
-            match self.input_gate(conn, gen, out, now) {
+            match self.input_gate(conn, gen, out, off < input.len(), now) {
                 Gate::Go => {}
                 Gate::Wait => return (off, Verdict::Continue),
                 Gate::Stop(v) => return (off, v),
