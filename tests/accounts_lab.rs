@@ -162,17 +162,23 @@ fn kill_run(attempt: u32) -> bool {
     let mut last = 0;
     for id in &swept {
         let answers = || recs.iter().filter(|r| r["kind"] == "exchange" && key(r) == *id);
-        // Over at the exchange before the kill (filled in full, or cancelled:
-        // an IOC order is cancelled as soon as it is accepted), the answer
-        // still in the gateway's input when the loop swept: the exchange had
-        // nothing left to cancel. An answer is journaled with the time its
-        // iteration began, so one taken after the sweep can be stamped before
-        // the kill.
+        // Over at the exchange before the kill (filled in full, cancelled:
+        // an IOC order is cancelled as soon as it is accepted, or rejected),
+        // its answer taken by the loop after its sweep, in the same
+        // iteration: an answer is journaled with the time its iteration
+        // began, so it can be stamped before the kill's request. Then the
+        // exchange had nothing left to cancel. An answer taken before the
+        // sweep (a lower journal number) is not excused: the order was over
+        // and still swept.
+        let swept_at = recs.iter().find(|r| r["kind"] == "kill_cancel" && key(r) == *id).unwrap()["seq"].as_u64();
         let before = |r: &&serde_json::Value| r["ts_ns"].as_u64().unwrap() < t_kill;
+        let raced = |r: &&serde_json::Value| before(r) && r["seq"].as_u64() > swept_at;
+        let is = |r: &&serde_json::Value, types: &[&str]| types.contains(&r["exchange"].as_str().unwrap());
         let ordered = recs.iter().find(|r| r["kind"] == "order" && key(r) == *id).and_then(|r| r["qty"].as_u64());
-        let filled: u64 =
-            answers().filter(before).filter(|r| r["exchange"] == "E").filter_map(|r| r["qty"].as_u64()).sum();
-        if ordered.is_some_and(|q| filled >= q) || answers().filter(before).any(|r| r["exchange"] == "C") {
+        let filled: u64 = answers().filter(before).filter(|r| is(r, &["E"])).filter_map(|r| r["qty"].as_u64()).sum();
+        let ended = answers().filter(raced).any(|r| is(&r, &["C", "J"]))
+            || ordered.is_some_and(|q| filled >= q) && answers().filter(raced).any(|r| is(&r, &["E"]));
+        if ended {
             continue;
         }
         let done = answers()

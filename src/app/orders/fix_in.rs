@@ -30,7 +30,8 @@ impl Orders {
     ) -> (usize, Verdict) {
         let mut off = 0;
         loop {
-            match self.input_gate(conn, gen, out, off < input.len(), now) {
+            let whole = || matches!(fix::frame(&input[off..]), Ok(Some(_)));
+            match self.input_gate(conn, gen, out, whole, now) {
                 Gate::Go => {}
                 Gate::Wait => return (off, Verdict::Continue),
                 Gate::Stop(v) => return (off, v),

@@ -35,7 +35,7 @@ fn input(app: &mut Orders, s: &mut Session, bytes: &[u8], out: &mut OutBuf, now:
     app.on_input(s, bytes, out, &mut Tracer::disabled(), 11, now)
 }
 
-/// Logged on at 0; the client's output then full (no room for a reply).
+/// Logged on at 0.
 fn logged_on() -> (Orders, Session) {
     let (mut app, mut s) = app();
     let logon = frame(ClientMsg::logon(Code8::new("T1").unwrap()), 1);
@@ -83,6 +83,38 @@ fn a_session_not_logged_on_gains_no_time_by_holding() {
     let hb = frame(ClientMsg::Heartbeat, 1);
     let mut full = OutBuf::with_capacity(MAX_REPLY - 1);
     assert_eq!(input(&mut app, &mut s, &hb, &mut full, 100 * MS), (0, Verdict::Continue));
+    assert_eq!(app.on_tick(&mut s, &mut full, 300 * MS), Verdict::Close);
+    assert_eq!((app.counters.idle_timeouts, app.counters.slow_client_aborts), (1, 0));
+}
+
+#[test]
+fn a_client_that_reads_slowly_but_reads_is_not_reset() {
+    let (mut app, mut s) = logged_on();
+    // 3000 bytes owed, 1000 of room at each turn: three turns to drain.
+    assert!(app.clients.get(0, s.gen).unwrap().outbox.put(&[0u8; 3000]));
+    let o = frame(order(1), 2);
+    let mut out = OutBuf::with_capacity(1000);
+    assert_eq!(input(&mut app, &mut s, &o, &mut out, 100 * MS), (0, Verdict::Continue));
+    // The client read 1000 bytes at 350 ms: held since then, not since 100.
+    out.clear();
+    assert_eq!(input(&mut app, &mut s, &o, &mut out, 350 * MS), (0, Verdict::Continue));
+    assert_eq!(app.on_tick(&mut s, &mut out, 420 * MS), Verdict::Continue);
+    out.clear();
+    assert_eq!(input(&mut app, &mut s, &o, &mut out, 600 * MS), (0, Verdict::Continue));
+    out.clear();
+    assert_eq!(input(&mut app, &mut s, &o, &mut out, 650 * MS), (o.len(), Verdict::Continue));
+    assert_eq!(app.on_tick(&mut s, &mut out, 700 * MS), Verdict::Continue);
+    assert_eq!((app.counters.orders_acked, app.counters.idle_timeouts, app.counters.slow_client_aborts), (1, 0, 0));
+}
+
+#[test]
+fn part_of_a_message_held_keeps_no_session_alive() {
+    let (mut app, mut s) = logged_on();
+    let o = frame(order(1), 2);
+    let mut full = OutBuf::with_capacity(MAX_REPLY - 1);
+    // Only the first half of a message: nothing to read, so nothing held.
+    let part = &o[..o.len() / 2];
+    assert_eq!(input(&mut app, &mut s, part, &mut full, 100 * MS), (0, Verdict::Continue));
     assert_eq!(app.on_tick(&mut s, &mut full, 300 * MS), Verdict::Close);
     assert_eq!((app.counters.idle_timeouts, app.counters.slow_client_aborts), (1, 0));
 }

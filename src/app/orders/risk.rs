@@ -128,6 +128,10 @@ impl Orders {
         let Some(c) = self.clients.get(conn, gen) else { return };
         c.pending = false;
         c.last_rx = now;
+        if c.held_since != 0 {
+            // Held while the Logon was verified: its clock starts now too.
+            c.held_since = now.max(1);
+        }
         if c.over {
             // The session ended while its Logon was verified.
             return;

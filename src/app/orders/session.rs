@@ -84,9 +84,18 @@ impl Orders {
     /// Before a client's next message, either protocol: a doomed session
     /// is reset, a closing one (refused, killed) reads nothing more, what
     /// its outbox holds (and a FIX resend owes) goes into `out` first, and
-    /// a message is read only when its replies will have room. `more`: input
-    /// is waiting (a Wait then holds it, noted in `held_since`).
-    pub(super) fn input_gate(&mut self, conn: usize, gen: u64, out: &mut OutBuf, more: bool, now: u64) -> Gate {
+    /// a message is read only when its replies will have room. `whole`: is a
+    /// whole message waiting? A Wait then holds it: `held_since` notes since
+    /// when the client has read nothing of what it is owed (a drain into
+    /// `out`, which has room only as the client reads, starts it again).
+    pub(super) fn input_gate(
+        &mut self,
+        conn: usize,
+        gen: u64,
+        out: &mut OutBuf,
+        whole: impl FnOnce() -> bool,
+        now: u64,
+    ) -> Gate {
         let Some(c) = self.clients.get(conn, gen) else { return Gate::Stop(Verdict::Abort) };
         if c.doomed {
             return Gate::Stop(self.doomed(conn));
@@ -94,6 +103,7 @@ impl Orders {
         if c.closing {
             return Gate::Drop(self.closing_turn(conn, gen, out).unwrap_or(Verdict::Close));
         }
+        let before = out.len();
         c.flush_outbox(out);
         let fix = c.fix.on;
         if fix {
@@ -102,7 +112,7 @@ impl Orders {
         let Some(c) = self.clients.get(conn, gen) else { return Gate::Stop(Verdict::Abort) };
         let room = if fix { 2 * super::fix_out::FIX_MSG_MAX } else { MAX_REPLY };
         if c.outbox.len() > 0 || c.fix.resend_to.is_some() || out.spare() < room {
-            if more && c.held_since == 0 {
+            if (c.held_since == 0 || out.len() > before) && whole() {
                 c.held_since = now.max(1);
             }
             Gate::Wait
@@ -126,7 +136,8 @@ impl Orders {
     ) -> (usize, Verdict) {
         let mut off = 0;
         loop {
-            match self.input_gate(conn, gen, out, off < input.len(), now) {
+            let whole = || matches!(Frame::parse(&input[off..]), Ok(crate::proto::Parsed::Frame(_)));
+            match self.input_gate(conn, gen, out, whole, now) {
                 Gate::Go => {}
                 Gate::Wait => return (off, Verdict::Continue),
                 Gate::Stop(v) => return (off, v),
