@@ -6,9 +6,22 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
+
+/// The heavy runs (200 sessions; 50 sessions at 2000 orders/s across an
+/// exchange restart) one at a time: four side by side on two cores (three
+/// processes each, the load generator spinning) left the exchange
+/// simulator, a debug build, behind by thousands of orders, so that the
+/// restart test's last orders were still unanswered when its load ended
+/// (seen in about 1 run in 20 of this file).
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The test's directory, with the upstream password.
 fn dir(what: &str) -> TestDir {
@@ -43,6 +56,7 @@ fn zero(r: &serde_json::Value, keys: &[&str]) {
 }
 
 fn two_hundred_sessions(backend: &str) {
+    let _one = heavy();
     let lab = Lab::up_exchange(backend == "xdp");
     let dir = dir(&format!("200-{backend}"));
     let ex = exchange(&lab, &dir);
@@ -72,6 +86,7 @@ fn two_hundred_sessions(backend: &str) {
 }
 
 fn exchange_restart(backend: &str) {
+    let _one = heavy();
     let lab = Lab::up_exchange(backend == "xdp");
     let dir = dir(&format!("restart-{backend}"));
     let ex = exchange(&lab, &dir);
@@ -94,9 +109,7 @@ fn exchange_restart(backend: &str) {
     assert!(sent >= 10_000, "sent {sent}: {}", String::from_utf8_lossy(&out.stdout));
     // Orders sent while the exchange was away were refused at once; every
     // request was answered, and no fill was lost or repeated.
-    // Seen once (both backends in one soak run, not reproduced since): all
-    // 50 sessions disconnected, 3-5 s round trips, on xdp no refusal at all.
-    // The logs say what the gateway saw of the exchange, should it recur.
+    // The logs say what the gateway and the exchange saw, should it fail.
     let tail = |l: &[String]| l.iter().rev().take(60).rev().cloned().collect::<Vec<_>>().join("\n");
     let logs = format!("gateway:\n{}\nexchange:\n{}", tail(&log), tail(&exlog));
     assert_eq!(r["answered"].as_u64(), Some(sent), "every request answered: {r}\n{logs}");

@@ -83,7 +83,7 @@ pub(crate) struct LoadArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(16..=65536))]
     pub(crate) size: Option<u64>,
     /// How long to wait for outstanding replies after the run, in milliseconds (the unit in the
-    /// name, as serve's --drain-ms).
+    /// name, as serve's --drain-ms); the sessions send heartbeats meanwhile.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub(crate) drain_ms: u64,
     /// The old spelling, in seconds (deprecated: say --drain-ms).

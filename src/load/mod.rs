@@ -578,10 +578,13 @@ impl<T: Transport> LoadGen<T> {
         }
         let run_ns = clock::mono_ns() - start;
 
-        // Drain: wait a bounded time for every outstanding reply.
+        // Drain: wait a bounded time for every outstanding reply, the
+        // sessions kept alive meanwhile (a gateway that waits on its
+        // exchange must not log them out idle while they wait for it).
         let drain_end = clock::mono_ns() + self.cfg.drain.as_nanos() as u64;
         while self.outstanding() > 0 && clock::mono_ns() < drain_end {
             self.pump(true)?;
+            self.keep_alive_all(&mut next_keep_alive);
         }
 
         // Say goodbye (an orders Logout) and close.

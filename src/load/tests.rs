@@ -170,3 +170,75 @@ fn load_counts_a_server_that_corrupts() {
     assert!(r.corrupted > 0, "{}", r.render());
     assert!(r.failures() > 0);
 }
+
+/// A gateway that answers the Logon and nothing after it: the load's
+/// drain waits on every order, and keeps the sessions alive meanwhile.
+#[test]
+fn the_drain_keeps_waiting_sessions_alive() {
+    use crate::proto::{msg_type, Frame, GatewayMsg, Parsed};
+    #[derive(Default)]
+    struct Mute {
+        /// Since the last order.
+        heartbeats: u64,
+        seq: u32,
+    }
+    impl crate::app::App for Mute {
+        type Session = ();
+        fn name(&self) -> &'static str {
+            "mute"
+        }
+        fn open(&mut self, _: ConnId, _: u64) {}
+        fn on_input(
+            &mut self,
+            _: &mut (),
+            i: &[u8],
+            o: &mut crate::app::OutBuf,
+            _: &mut crate::sampler::tracer::Tracer,
+            _: u64,
+            _: u64,
+        ) -> (usize, crate::app::Verdict) {
+            let mut used = 0;
+            while let Ok(Parsed::Frame(f)) = Frame::parse(&i[used..]) {
+                if o.spare() < 64 {
+                    break;
+                }
+                used += f.len();
+                match f.msg_type() {
+                    msg_type::LOGON => {
+                        self.seq += 1;
+                        let ack = GatewayMsg::LogonAck { heartbeat_ms: 1000, idle_timeout_ms: 2000 };
+                        let mut b = [0u8; 64];
+                        let n = ack.encode_as(f.version(), 1, &mut b).unwrap();
+                        o.put(&b[..n]);
+                    }
+                    msg_type::HEARTBEAT => self.heartbeats += 1,
+                    // Heartbeats counted after the last order only.
+                    msg_type::NEW_ORDER | msg_type::CANCEL => self.heartbeats = 0,
+                    _ => {}
+                }
+            }
+            (used, crate::app::Verdict::Continue)
+        }
+        fn on_peer_fin(&mut self, _: &mut (), _: &[u8], _: &mut crate::app::OutBuf) -> crate::app::Verdict {
+            crate::app::Verdict::Close
+        }
+        fn on_tick(&mut self, _: &mut (), _: &mut crate::app::OutBuf, _: u64) -> crate::app::Verdict {
+            crate::app::Verdict::Continue
+        }
+        fn on_close(&mut self, _: (), _: &str) {}
+        fn summary(&self) -> String {
+            String::new()
+        }
+    }
+    let (addr, stop, h) = serve(Mute::default());
+    let t = KernelTransport::new(KernelConfig::default()).unwrap();
+    let mut c = cfg(addr, LoadApp::Orders, Mode::Rate(200.0));
+    c.drain = Duration::from_millis(2500);
+    let r = LoadGen::new(t, c).unwrap().run(&AtomicBool::new(false)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let app = h.join().unwrap();
+    assert_eq!(app.seq, 4, "four sessions logged on");
+    assert!(r.sent > 0 && r.unanswered == r.sent, "{}", r.render());
+    // A heartbeat a second from each session while the drain waits.
+    assert!(app.heartbeats >= 4, "heartbeats after the last order: {}", app.heartbeats);
+}
