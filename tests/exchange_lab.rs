@@ -16,7 +16,7 @@ use common::*;
 /// processes each, the load generator spinning) left the exchange
 /// simulator, a debug build, behind by thousands of orders, so that the
 /// restart test's last orders were still unanswered when its load ended
-/// (seen in about 1 run in 20 of this file).
+/// (seen in 2 of 33 runs of this file).
 static HEAVY: Mutex<()> = Mutex::new(());
 
 fn heavy() -> std::sync::MutexGuard<'static, ()> {

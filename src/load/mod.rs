@@ -407,8 +407,9 @@ impl<T: Transport> LoadGen<T> {
         }
     }
 
-    /// While the others log on: heartbeats on the sessions that are in,
-    /// every 100 ms, so that none is logged out idle meanwhile.
+    /// While the others log on, and while the drain waits for replies:
+    /// heartbeats on the sessions that are in, every 100 ms, so that none
+    /// is logged out idle meanwhile.
     fn keep_alive_all(&mut self, next: &mut u64) {
         let now = clock::mono_ns();
         if now >= *next {

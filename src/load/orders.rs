@@ -381,6 +381,9 @@ impl Workload for OrdersLoad {
                     if reason != proto::LogoutReason::Normal {
                         crate::log_warn!("load: connection {ci}: gateway logged us out: {reason:?}");
                     }
+                    // No heartbeat after it (one racing the gateway's FIN
+                    // would turn its close into a reset).
+                    c.logged_on = false;
                     continue;
                 }
                 GatewayMsg::Ack { cl_ord_id, .. } => {

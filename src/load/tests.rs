@@ -178,19 +178,22 @@ fn the_drain_keeps_waiting_sessions_alive() {
     use crate::proto::{msg_type, Frame, GatewayMsg, Parsed};
     #[derive(Default)]
     struct Mute {
-        /// Since the last order.
-        heartbeats: u64,
-        seq: u32,
+        logons: u32,
+        /// Each closed session's heartbeats after its last order.
+        heartbeats: Vec<u64>,
     }
     impl crate::app::App for Mute {
-        type Session = ();
+        /// Its heartbeats since its last order.
+        type Session = u64;
         fn name(&self) -> &'static str {
             "mute"
         }
-        fn open(&mut self, _: ConnId, _: u64) {}
+        fn open(&mut self, _: ConnId, _: u64) -> u64 {
+            0
+        }
         fn on_input(
             &mut self,
-            _: &mut (),
+            s: &mut u64,
             i: &[u8],
             o: &mut crate::app::OutBuf,
             _: &mut crate::sampler::tracer::Tracer,
@@ -205,27 +208,29 @@ fn the_drain_keeps_waiting_sessions_alive() {
                 used += f.len();
                 match f.msg_type() {
                     msg_type::LOGON => {
-                        self.seq += 1;
+                        self.logons += 1;
                         let ack = GatewayMsg::LogonAck { heartbeat_ms: 1000, idle_timeout_ms: 2000 };
                         let mut b = [0u8; 64];
                         let n = ack.encode_as(f.version(), 1, &mut b).unwrap();
                         o.put(&b[..n]);
                     }
-                    msg_type::HEARTBEAT => self.heartbeats += 1,
-                    // Heartbeats counted after the last order only.
-                    msg_type::NEW_ORDER | msg_type::CANCEL => self.heartbeats = 0,
+                    msg_type::HEARTBEAT => *s += 1,
+                    msg_type::NEW_ORDER | msg_type::CANCEL => *s = 0,
+                    msg_type::LOGOUT => return (used, crate::app::Verdict::Close),
                     _ => {}
                 }
             }
             (used, crate::app::Verdict::Continue)
         }
-        fn on_peer_fin(&mut self, _: &mut (), _: &[u8], _: &mut crate::app::OutBuf) -> crate::app::Verdict {
+        fn on_peer_fin(&mut self, _: &mut u64, _: &[u8], _: &mut crate::app::OutBuf) -> crate::app::Verdict {
             crate::app::Verdict::Close
         }
-        fn on_tick(&mut self, _: &mut (), _: &mut crate::app::OutBuf, _: u64) -> crate::app::Verdict {
+        fn on_tick(&mut self, _: &mut u64, _: &mut crate::app::OutBuf, _: u64) -> crate::app::Verdict {
             crate::app::Verdict::Continue
         }
-        fn on_close(&mut self, _: (), _: &str) {}
+        fn on_close(&mut self, s: u64, _: &str) {
+            self.heartbeats.push(s);
+        }
         fn summary(&self) -> String {
             String::new()
         }
@@ -237,8 +242,9 @@ fn the_drain_keeps_waiting_sessions_alive() {
     let r = LoadGen::new(t, c).unwrap().run(&AtomicBool::new(false)).unwrap();
     stop.store(true, Ordering::Relaxed);
     let app = h.join().unwrap();
-    assert_eq!(app.seq, 4, "four sessions logged on");
+    assert_eq!(app.logons, 4, "four sessions logged on");
     assert!(r.sent > 0 && r.unanswered == r.sent, "{}", r.render());
     // A heartbeat a second from each session while the drain waits.
-    assert!(app.heartbeats >= 4, "heartbeats after the last order: {}", app.heartbeats);
+    assert_eq!(app.heartbeats.len(), 4, "four sessions closed");
+    assert!(app.heartbeats.iter().all(|&n| n >= 1), "heartbeats after the last order: {:?}", app.heartbeats);
 }
