@@ -2,8 +2,9 @@
 //! sends and does not read): not idle while it waits, reset as a slow
 //! reader if it waits for an idle timeout.
 
+use super::tests::limit as order;
 use super::*;
-use crate::proto::{ClientMsg, Code8, NewOrder, OrderKind, Side};
+use crate::proto::{ClientMsg, Code8};
 
 const MS: u64 = 1_000_000;
 
@@ -17,18 +18,6 @@ fn frame(m: ClientMsg, seq: u32) -> Vec<u8> {
     let mut b = [0u8; 64];
     let n = m.encode(seq, &mut b).unwrap();
     b[..n].to_vec()
-}
-
-fn order(id: u64) -> ClientMsg {
-    ClientMsg::NewOrder(NewOrder {
-        cl_ord_id: id,
-        client_ts: id,
-        price: 100,
-        qty: 1,
-        side: Side::Buy,
-        kind: OrderKind::Limit,
-        symbol: Code8::new("ABC").unwrap(),
-    })
 }
 
 fn input(app: &mut Orders, s: &mut Session, bytes: &[u8], out: &mut OutBuf, now: u64) -> (usize, Verdict) {

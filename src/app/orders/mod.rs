@@ -480,7 +480,7 @@ impl App for Orders {
         let (conn, gen) = (s.conn.0, s.gen);
         let Some(c) = self.clients.get(conn, gen) else { return Verdict::Abort };
         if c.doomed {
-            return self.doomed(conn);
+            return self.doomed(conn, None);
         }
         c.flush_outbox(out);
         self.unblock(conn, gen);
@@ -493,12 +493,7 @@ impl App for Orders {
         if c.held_since != 0 && c.logged_on && !c.closing {
             let held = now.saturating_sub(c.held_since);
             if held >= self.cfg.idle_timeout_ms as u64 * ms {
-                self.counters.slow_client_aborts += 1;
-                crate::log_warn!(
-                    "orders: conn#{conn}: its input has waited {} ms for it to read its replies: reset",
-                    held / ms
-                );
-                return Verdict::Abort;
+                return self.doomed(conn, Some(held / ms));
             }
             c.last_rx = c.last_rx.max(now);
             c.fix.test_sent = 0;
@@ -557,7 +552,7 @@ impl App for Orders {
         }
         let Some(c) = self.clients.get(s.conn.0, s.gen) else { return Verdict::Abort };
         if c.doomed {
-            return self.doomed(s.conn.0);
+            return self.doomed(s.conn.0, None);
         }
         c.flush_outbox(out);
         if c.fix.on {

@@ -98,7 +98,7 @@ impl Orders {
     ) -> Gate {
         let Some(c) = self.clients.get(conn, gen) else { return Gate::Stop(Verdict::Abort) };
         if c.doomed {
-            return Gate::Stop(self.doomed(conn));
+            return Gate::Stop(self.doomed(conn, None));
         }
         if c.closing {
             return Gate::Drop(self.closing_turn(conn, gen, out).unwrap_or(Verdict::Close));
@@ -161,12 +161,19 @@ impl Orders {
         }
     }
 
-    /// The session's outbox overflowed: it cannot be given what it is owed.
-    pub(super) fn doomed(&mut self, conn: usize) -> Verdict {
+    /// A slow reader is reset (counted `slow_client_aborts`): its outbox
+    /// overflowed (`held_ms` None: it cannot be given what it is owed), or
+    /// its input has waited `held_ms` for it to read its replies.
+    pub(super) fn doomed(&mut self, conn: usize, held_ms: Option<u64>) -> Verdict {
         self.counters.slow_client_aborts += 1;
-        crate::log_warn!(
-            "orders: conn#{conn}: the client stopped reading and its reports overflowed: reset (reports were lost for it)"
-        );
+        match held_ms {
+            None => crate::log_warn!(
+                "orders: conn#{conn}: the client stopped reading and its reports overflowed: reset (reports were lost for it)"
+            ),
+            Some(ms) => {
+                crate::log_warn!("orders: conn#{conn}: its input has waited {ms} ms for it to read its replies: reset")
+            }
+        }
         Verdict::Abort
     }
 

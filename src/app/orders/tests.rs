@@ -49,7 +49,8 @@ impl Client {
     }
 }
 
-fn limit(id: u64) -> ClientMsg {
+/// A limit order (shared with the other test modules).
+pub(super) fn limit(id: u64) -> ClientMsg {
     ClientMsg::NewOrder(NewOrder {
         cl_ord_id: id,
         client_ts: 1000 + id,
